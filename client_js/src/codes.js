@@ -1,0 +1,41 @@
+// Codes mirrored from docs/protocol.md (wire protocol v1). Keep the two in step: the server's
+// errors module is the source of truth, this file is its copy for the browser.
+
+/** Protocol version sent in `hello`. */
+export const VERSION = 1;
+
+/** WebSocket close codes. */
+export const Close = {
+  NORMAL: 1000, // normal close
+  GOING_AWAY: 1001, // server restarting: reconnect with backoff
+  ABNORMAL: 1006, // connection lost without a close frame (set by the browser)
+  TOO_LARGE: 1009, // frame over the server's limit: drop the oversized event, reconnect
+  PROTOCOL: 4400, // first frame not hello, unsupported v: stop until reload
+  BAD_KEY: 4401, // unknown site key, or a secret key: stop
+  ORIGIN: 4403, // origin not allowed for this key: stop
+  HELLO_TIMEOUT: 4408, // no hello in time: reconnect with backoff
+  TAKEN_OVER: 4409, // another connection resumed this session: stop (the other tab has it)
+  RATE_LIMITED: 4429, // too many events: reconnect after backoff, resend unacked events
+};
+
+/** Close codes after which the snippet never reconnects (state `failed`). */
+export const FATAL = [Close.PROTOCOL, Close.BAD_KEY, Close.ORIGIN, Close.TAKEN_OVER];
+
+/** `code` values of server `error` frames. The connection stays open after any of them. */
+export const ErrorCode = {
+  MALFORMED: 'malformed',
+  BAD_EVENT: 'bad_event',
+  UNKNOWN_EVENT: 'unknown_event',
+  PROTOCOL: 'protocol',
+};
+
+/** Values of `window.nudge.state`. */
+export const State = {
+  CONNECTING: 'connecting', // socket opening, or waiting for `welcome`
+  OPEN: 'open', // `welcome` received: events flow
+  CLOSED: 'closed', // not connected: before init, between attempts, after shutdown
+  FAILED: 'failed', // refused for good (a FATAL close code); reload to try again
+};
+
+/** Server frames larger than this are refused with 1009; the snippet never sends one. */
+export const MAX_FRAME = 64 * 1024;

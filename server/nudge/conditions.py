@@ -1,0 +1,100 @@
+"""Property conditions: ``where:`` maps compiled once into plain predicates over a dict.
+
+    where:
+      price: {gte: 20}          # operator map
+      name: Mug                 # shorthand for {eq: Mug}
+      any:                      # all / any / not nest
+        - category: kitchen
+        - tags: {contains: sale}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+Predicate = Callable[[dict], bool]
+
+_MISSING = object()
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _compare(op: str, expected: Any) -> Callable[[Any], bool]:
+    if op == "eq":
+        return lambda v: v == expected
+    if op == "ne":
+        return lambda v: v != expected
+    if op == "in":
+        options = list(expected)
+        return lambda v: v in options
+    if op == "not_in":
+        options = list(expected)
+        return lambda v: v not in options
+    if op in ("gt", "gte", "lt", "lte"):
+        test = {
+            "gt": lambda v: v > expected,
+            "gte": lambda v: v >= expected,
+            "lt": lambda v: v < expected,
+            "lte": lambda v: v <= expected,
+        }[op]
+        return lambda v: _num(v) and test(v)
+    if op == "contains":
+        return lambda v: (isinstance(v, str) and isinstance(expected, str) and expected in v) or (
+            isinstance(v, list) and expected in v
+        )
+    if op == "starts_with":
+        return lambda v: isinstance(v, str) and v.startswith(expected)
+    if op == "regex":
+        pattern = re.compile(expected)
+        return lambda v: isinstance(v, str) and pattern.search(v) is not None
+    raise ValueError(f"unknown operator {op!r}")
+
+
+OPERATORS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "starts_with", "regex", "exists")
+COMBINATORS = ("all", "any", "not")
+
+
+def compile_where(spec: dict) -> Predicate:
+    """Compile a ``where:`` map (already validated by the campaign loader) into a predicate."""
+    tests: list[Predicate] = []
+    for key, value in spec.items():
+        if key == "all":
+            parts = [compile_where(item) for item in value]
+            tests.append(lambda props, parts=parts: all(p(props) for p in parts))
+        elif key == "any":
+            parts = [compile_where(item) for item in value]
+            tests.append(lambda props, parts=parts: any(p(props) for p in parts))
+        elif key == "not":
+            inner = compile_where(value)
+            tests.append(lambda props, inner=inner: not inner(props))
+        else:
+            tests.append(_field_test(key, value))
+    if len(tests) == 1:
+        return tests[0]
+    return lambda props: all(t(props) for t in tests)
+
+
+def _field_test(key: str, value: Any) -> Predicate:
+    if not isinstance(value, dict):
+        return lambda props: props.get(key, _MISSING) == value
+    checks: list[Callable[[Any], bool]] = []
+    must_exist: bool | None = None
+    for op, expected in value.items():
+        if op == "exists":
+            must_exist = bool(expected)
+        else:
+            checks.append(_compare(op, expected))
+
+    def test(props: dict) -> bool:
+        v = props.get(key, _MISSING)
+        if v is _MISSING:
+            return must_exist is False
+        if must_exist is False:
+            return False
+        return all(check(v) for check in checks)
+
+    return test

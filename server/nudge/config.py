@@ -1,0 +1,96 @@
+"""Settings, from command-line flags and ``NUDGE_*`` environment variables (flags win)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE = Path(__file__).parent
+DEMO_CAMPAIGNS = PACKAGE / "demo" / "campaigns.yaml"
+DEMO_KEY = "pk_demo"
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A site that embeds the snippet, known by its publishable key."""
+
+    key: str  # publishable: safe to put in a page
+    origins: frozenset[str]  # exact page origins allowed to connect with this key ("*": any)
+
+    def allows(self, origin: str | None) -> bool:
+        if "*" in self.origins:
+            return True
+        return origin is not None and origin in self.origins
+
+
+@dataclass(slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    campaigns: Path | None = None  # the campaign file
+    demo: bool = False  # serve the demo shop at /
+    store: str = "memory://"
+    site_keys: list[str] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)  # allowed for every key
+    grace: float = 300.0  # seconds a detached session stays resumable
+    handshake_timeout: float = 10.0  # seconds to wait for hello
+    max_frame: int = 65536  # bytes; larger frames close the socket with 1009
+    events_per_second: float = 50.0  # sustained, per connection
+    event_burst: int = 200  # bucket size, per connection
+    outbox_limit: int = 64  # unacknowledged messages kept per session
+    send_queue_limit: int = 256  # frames waiting for a slow reader before it is disconnected
+    ws: str = "websockets-sansio"  # uvicorn WebSocket implementation
+    deflate: bool = False  # per-message deflate: costs 3-4x throughput, so off unless asked
+    ping_interval: float = 20.0
+    log_level: str = "info"
+
+    def sites(self) -> dict[str, Site]:
+        keys = list(self.site_keys)
+        origins = set(self.origins)
+        if self.demo:
+            if DEMO_KEY not in keys:
+                keys.append(DEMO_KEY)
+            for host in {self.host, "localhost", "127.0.0.1"}:
+                origins.add(f"http://{host}:{self.port}")
+        return {key: Site(key, frozenset(origins)) for key in keys}
+
+    def campaign_file(self) -> Path | None:
+        if self.campaigns is not None:
+            return self.campaigns
+        return DEMO_CAMPAIGNS if self.demo else None
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def from_environment(env: dict[str, str] | None = None) -> Settings:
+    """Settings from ``NUDGE_*`` variables (and ``PORT``, as platforms set it)."""
+    env = os.environ if env is None else env
+    settings = Settings()
+    if "NUDGE_HOST" in env:
+        settings.host = env["NUDGE_HOST"]
+    if "NUDGE_PORT" in env or "PORT" in env:
+        settings.port = int(env.get("NUDGE_PORT") or env["PORT"])
+    if env.get("NUDGE_CAMPAIGNS"):
+        settings.campaigns = Path(env["NUDGE_CAMPAIGNS"])
+    if env.get("NUDGE_DEMO", "").lower() in ("1", "true", "yes"):
+        settings.demo = True
+    if env.get("NUDGE_STORE"):
+        settings.store = env["NUDGE_STORE"]
+    settings.site_keys = _split(env.get("NUDGE_SITE_KEYS"))
+    settings.origins = _split(env.get("NUDGE_ALLOWED_ORIGINS"))
+    for name, attr, kind in (
+        ("NUDGE_GRACE", "grace", float),
+        ("NUDGE_MAX_FRAME", "max_frame", int),
+        ("NUDGE_EVENTS_PER_SECOND", "events_per_second", float),
+        ("NUDGE_EVENT_BURST", "event_burst", int),
+        ("NUDGE_WS", "ws", str),
+        ("NUDGE_LOG_LEVEL", "log_level", str),
+    ):
+        if env.get(name):
+            setattr(settings, attr, kind(env[name]))
+    if env.get("NUDGE_DEFLATE", "").lower() in ("1", "true", "yes"):
+        settings.deflate = True
+    return settings

@@ -1,0 +1,100 @@
+"""One open socket as the hub sees it: a codec, an outgoing queue and an event budget.
+
+Fan-out never awaits one slow socket: frames are queued here, and written by whoever is already
+handling this connection (the receive loop, after each frame) or, for frames that arrive from a
+timer, by one short flush task. A reader so slow that ``send_queue_limit`` frames pile up is
+disconnected with 1013; the messages it missed stay in its session's outbox and are sent again
+when it resumes, so the policy loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from .errors import CLOSE_TRY_AGAIN_LATER
+
+log = logging.getLogger("nudge.connection")
+
+Send = Callable[[dict], Awaitable[None]]
+
+
+class Connection:
+    __slots__ = (
+        "send", "codec", "queue", "limit", "closed", "in_handler", "_flushing", "_overflowed",
+        "tokens", "rate", "burst", "stamp", "origin", "_flush_task",
+    )
+
+    def __init__(self, send: Send, codec, *, limit: int, rate: float, burst: int, now: float, origin: str | None) -> None:
+        self.send = send  # the ASGI send callable
+        self.codec = codec  # JsonCodec or MsgpackCodec, chosen at the handshake
+        self.queue: deque[dict] = deque()  # frames waiting to be written
+        self.limit = limit  # most frames queued before the reader counts as too slow
+        self.closed = False
+        self.in_handler = False  # the receive loop is handling a frame and will flush after
+        self._flushing = False
+        self._overflowed = False
+        self._flush_task: asyncio.Task | None = None
+        self.tokens = float(burst)  # event budget (token bucket)
+        self.rate = rate  # tokens added per second
+        self.burst = burst  # bucket size
+        self.stamp = now  # when tokens were last added
+        self.origin = origin  # the page's Origin header
+
+    def take_token(self, now: float) -> bool:
+        """Spend one event from the budget; False when it is exhausted."""
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        self.stamp = now
+        if tokens > self.burst:
+            tokens = self.burst
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+    def push(self, frame: dict) -> None:
+        """Queue a frame; it is written at the next flush."""
+        if self.closed:
+            return
+        if len(self.queue) >= self.limit:
+            self._overflowed = True
+            return
+        self.queue.append(frame)
+
+    def kick(self) -> None:
+        """Make sure queued frames get written even though no frame is being handled."""
+        if not self.in_handler and not self._flushing and self.queue and not self.closed:
+            self._flush_task = asyncio.get_running_loop().create_task(self.flush())
+
+    async def flush(self) -> None:
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            encode, queue, send = self.codec.encode, self.queue, self.send
+            key = "bytes" if self.codec.binary else "text"
+            while queue and not self.closed:
+                await send({"type": "websocket.send", key: encode(queue.popleft())})
+        except Exception:  # the peer went away mid-write: the receive loop sees the disconnect
+            self.closed = True
+            log.debug("send failed", exc_info=True)
+        finally:
+            self._flushing = False
+        if self._overflowed and not self.closed:
+            await self.close(CLOSE_TRY_AGAIN_LATER, "send queue full: reconnect and resume")
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.queue.clear()
+        try:
+            await self.send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+        except Exception:
+            log.debug("close failed", exc_info=True)
+
+    def close_soon(self, code: int, reason: str) -> None:
+        asyncio.get_running_loop().create_task(self.close(code, reason))

@@ -1,0 +1,111 @@
+"""Every error Nudge raises, each carrying the code the client or operator sees.
+
+    NudgeError
+    ├── FrameError            an incoming frame was refused; the connection stays open
+    │   ├── MalformedFrame        not a map, bad encoding, unknown ``t``     (code "malformed")
+    │   ├── BadEvent              an event's fields or properties are invalid (code "bad_event")
+    │   ├── UnknownEvent          an event name nobody declared             (code "unknown_event")
+    │   └── ProtocolViolation     valid frame at the wrong time             (code "protocol")
+    ├── ConnectionRefused     the connection is closed with ``close_code``
+    │   ├── HandshakeError        first frame not ``hello``, bad version    (4400)
+    │   ├── UnknownSiteKey        key unknown or secret                     (4401)
+    │   ├── OriginNotAllowed      page origin not on the key's allow-list   (4403)
+    │   ├── HandshakeTimeout      no ``hello`` in time                      (4408)
+    │   └── RateLimited           too many events per second                (4429)
+    └── CampaignError         a campaign file is invalid; ``problems`` lists each one
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class NudgeError(Exception):
+    """Base class of every error Nudge raises on purpose."""
+
+
+class FrameError(NudgeError):
+    """A frame was refused with an ``error`` frame; the connection stays open."""
+
+    code = "malformed"
+
+    def __init__(self, reason: str, seq: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason  # human-readable, sent to the client as is
+        self.seq = seq  # the event's seq when the error is about one event
+
+
+class MalformedFrame(FrameError):
+    code = "malformed"
+
+
+class BadEvent(FrameError):
+    code = "bad_event"
+
+
+class UnknownEvent(FrameError):
+    code = "unknown_event"
+
+
+class ProtocolViolation(FrameError):
+    code = "protocol"
+
+
+class ConnectionRefused(NudgeError):
+    """The connection is closed with ``close_code`` and ``reason``."""
+
+    close_code = 4400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class HandshakeError(ConnectionRefused):
+    close_code = 4400
+
+
+class UnknownSiteKey(ConnectionRefused):
+    close_code = 4401
+
+
+class OriginNotAllowed(ConnectionRefused):
+    close_code = 4403
+
+
+class HandshakeTimeout(ConnectionRefused):
+    close_code = 4408
+
+
+class RateLimited(ConnectionRefused):
+    close_code = 4429
+
+
+# Close codes that are not raised as exceptions but sent by the gateway.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_LARGE = 1009
+CLOSE_TRY_AGAIN_LATER = 1013  # the server's send queue for this socket is full (slow reader)
+CLOSE_SESSION_TAKEN = 4409
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong in a campaign file, located for a human."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field}: {self.message}"
+
+
+class CampaignError(NudgeError):
+    """A campaign file is invalid; ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems

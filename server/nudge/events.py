@@ -1,0 +1,144 @@
+"""The events a visitor's browser (or later, a backend) may send, and their validation.
+
+Validation is strict and specific: an invalid event is refused with a reason that names the field,
+and nothing of it reaches the session state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import BadEvent, UnknownEvent
+
+MAX_PROPS = 32
+MAX_STRING = 512
+MAX_NAME = 64
+
+
+@dataclass(slots=True)
+class Event:
+    name: str
+    props: dict[str, Any]
+    seq: int = 0  # the client's sequence number (0 for events that do not come from a socket)
+
+
+def _number(props: dict, key: str, seq: int, *, required: bool, minimum: float = 0.0) -> float | None:
+    value = props.get(key)
+    if value is None:
+        if required:
+            raise BadEvent(f"props.{key} is required", seq)
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadEvent(f"props.{key} must be a number, got {type(value).__name__}", seq)
+    if value < minimum:
+        raise BadEvent(f"props.{key} must be ≥ {minimum:g}", seq)
+    return value
+
+
+def _string(props: dict, key: str, seq: int, *, required: bool) -> str | None:
+    value = props.get(key)
+    if value is None:
+        if required:
+            raise BadEvent(f"props.{key} is required", seq)
+        return None
+    if not isinstance(value, str):
+        raise BadEvent(f"props.{key} must be a string, got {type(value).__name__}", seq)
+    return value
+
+
+def _page_view(props: dict, seq: int) -> None:
+    path = _string(props, "path", seq, required=True)
+    if not path.startswith("/"):
+        raise BadEvent("props.path must start with '/'", seq)
+
+
+def _scroll(props: dict, seq: int) -> None:
+    depth = _number(props, "depth", seq, required=True)
+    if depth > 100:
+        raise BadEvent("props.depth must be between 0 and 100", seq)
+    props["depth"] = int(depth)
+
+
+def _idle(props: dict, seq: int) -> None:
+    after = _number(props, "after", seq, required=False)
+    props["after"] = min(after or 0.0, 3600.0)
+
+
+def _add_to_cart(props: dict, seq: int) -> None:
+    _string(props, "id", seq, required=True)
+    _string(props, "name", seq, required=True)
+    props["price"] = _number(props, "price", seq, required=False) or 0.0
+    quantity = props.get("quantity", 1)
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= 10_000:
+        raise BadEvent("props.quantity must be a whole number from 1 to 10000", seq)
+    props["quantity"] = quantity
+
+
+def _remove_from_cart(props: dict, seq: int) -> None:
+    _string(props, "id", seq, required=True)
+    quantity = props.get("quantity")
+    if quantity is not None and (isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1):
+        raise BadEvent("props.quantity must be a whole number ≥ 1", seq)
+
+
+def _purchase(props: dict, seq: int) -> None:
+    _number(props, "value", seq, required=False)
+
+
+def _message_report(props: dict, seq: int) -> None:
+    msg = props.get("msg")
+    if isinstance(msg, bool) or not isinstance(msg, int) or msg < 1:
+        raise BadEvent("props.msg must be the seq of a show message", seq)
+    _string(props, "campaign", seq, required=False)
+
+
+def _nothing(props: dict, seq: int) -> None:
+    pass
+
+
+# Built-in event names and the check each one's properties must pass.
+BUILT_IN = {
+    "page_view": _page_view,
+    "scroll": _scroll,
+    "click": _nothing,
+    "idle": _idle,
+    "active": _nothing,
+    "add_to_cart": _add_to_cart,
+    "remove_from_cart": _remove_from_cart,
+    "purchase": _purchase,
+    "shown": _message_report,
+    "clicked": _message_report,
+    "dismissed": _message_report,
+}
+
+
+def validate(name: Any, props: Any, seq: int, custom: frozenset[str]) -> Event:
+    """Check an event as received and return it; raise :class:`BadEvent` or :class:`UnknownEvent`.
+
+    ``custom`` holds the names the campaign file declares or listens to, beyond the built-ins.
+    """
+    if not isinstance(name, str) or not name:
+        raise BadEvent("name must be a non-empty string", seq)
+    if props is None:
+        props = {}
+    elif not isinstance(props, dict):
+        raise BadEvent("props must be a map", seq)
+    if len(props) > MAX_PROPS:
+        raise BadEvent(f"props has {len(props)} keys, at most {MAX_PROPS} allowed", seq)
+    for key, value in props.items():
+        if not isinstance(key, str):
+            raise BadEvent("props keys must be strings", seq)
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            raise BadEvent(f"props.{key} is longer than {MAX_STRING} characters", seq)
+    check = BUILT_IN.get(name)
+    if check is None:
+        if name not in custom:
+            shown = name if len(name) <= MAX_NAME else name[:MAX_NAME] + "…"
+            raise UnknownEvent(
+                f"unknown event {shown!r}; declare it under events: in the campaign file", seq
+            )
+        check = _nothing
+    check(props, seq)
+    return Event(name, props, seq)

@@ -1,0 +1,116 @@
+"""What Nudge knows about a visitor and about one of their sessions: plain data, no behaviour
+beyond small derived views. The engine reads and updates these; the store keeps them.
+
+A *visitor* is one browser (an id kept in ``localStorage``); what must outlive a tab lives here:
+the cart, caps, cooldown, traits, durable timers. A *session* is one tab's connection, resumable
+for a grace period after its socket closes; page-level facts live here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# How many pages' scroll depths a session remembers (the oldest is forgotten first).
+MAX_PAGES_REMEMBERED = 32
+# How many items a cart may hold; more are refused as a bad event rather than growing state.
+MAX_CART_ITEMS = 100
+
+
+@dataclass(slots=True)
+class CartItem:
+    id: str
+    name: str
+    price: float
+    quantity: int
+
+
+@dataclass(slots=True)
+class Cart:
+    items: dict[str, CartItem] = field(default_factory=dict)  # by product id, in insertion order
+
+    @property
+    def count(self) -> int:
+        return sum(item.quantity for item in self.items.values())
+
+    @property
+    def value(self) -> float:
+        return round(sum(item.price * item.quantity for item in self.items.values()), 2)
+
+    @property
+    def names(self) -> list[str]:
+        return [item.name for item in self.items.values()]
+
+    def add(self, id: str, name: str, price: float, quantity: int) -> None:
+        item = self.items.get(id)
+        if item is None:
+            self.items[id] = CartItem(id, name, price, quantity)
+        else:
+            item.quantity += quantity
+            item.name, item.price = name, price
+
+    def remove(self, id: str, quantity: int | None) -> None:
+        item = self.items.get(id)
+        if item is None:
+            return
+        if quantity is None or quantity >= item.quantity:
+            del self.items[id]
+        else:
+            item.quantity -= quantity
+
+    def clear(self) -> None:
+        self.items.clear()
+
+
+@dataclass(slots=True)
+class VisitorState:
+    site: str  # the site key's site id
+    id: str  # the visitor id
+    first_seen: float  # when this visitor was first seen
+    last_seen: float = 0.0  # when any session of theirs last sent an event
+    sessions: int = 0  # how many sessions they have started
+    cart: Cart = field(default_factory=Cart)
+    traits: dict[str, object] = field(default_factory=dict)  # from identify (later issues)
+    shown: dict[str, list[float]] = field(default_factory=dict)  # campaign -> when shown (pruned)
+    recent: list[float] = field(default_factory=list)  # every message shown in the last 24 h
+    last_shown_at: float | None = None  # the last message of any campaign (cooldown)
+    timers: dict[str, float] = field(default_factory=dict)  # pending durable timer key -> due
+
+
+@dataclass(slots=True)
+class SessionState:
+    id: str  # the session id
+    site: str
+    visitor: str  # the visitor id
+    started_at: float
+    page: str | None = None  # path of the current page
+    page_started_at: float = 0.0  # when the current page was viewed
+    scroll: dict[str, int] = field(default_factory=dict)  # path -> deepest scroll % seen
+    idle_since: float | None = None  # None while active
+    counters: dict[str, int] = field(default_factory=dict)  # event name -> how many
+    shown: dict[str, int] = field(default_factory=dict)  # campaign -> shown in this session
+    met: set[str] = field(default_factory=set)  # page triggers already fired on this page
+    wake_at: float | None = None  # when a dwell/idle condition may next come true
+    last_event_seq: int = 0  # highest client event seq applied
+    last_message_seq: int = 0  # highest server message seq issued
+    outbox: list[dict] = field(default_factory=list)  # show messages not yet acknowledged
+    detached_at: float | None = None  # when its socket closed; None while connected
+
+    @property
+    def scroll_depth(self) -> int:
+        """The deepest scroll percentage seen on the current page."""
+        return self.scroll.get(self.page, 0) if self.page is not None else 0
+
+    def time_on_page(self, now: float) -> float:
+        return now - self.page_started_at if self.page is not None else 0.0
+
+    def idle_for(self, now: float) -> float:
+        return now - self.idle_since if self.idle_since is not None else 0.0
+
+
+@dataclass(slots=True)
+class State:
+    """What the engine is handed: the visitor, and the session the event came from (None for a
+    timer that falls due while the visitor has no session open)."""
+
+    visitor: VisitorState
+    session: SessionState | None = None

@@ -1,0 +1,39 @@
+"""The store contract every implementation fulfils (and the contract tests check)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..state import SessionState, VisitorState
+
+
+@dataclass(frozen=True, slots=True)
+class DueTimer:
+    site: str
+    visitor: str
+    key: str  # "absence:<campaign>" or "delay:<campaign>"
+    due: float
+
+
+class Store(Protocol):
+    # Visitors: what outlives a tab (cart, caps, traits, timers' keys).
+    async def load_visitor(self, site: str, visitor: str) -> VisitorState | None: ...
+    async def save_visitor(self, state: VisitorState) -> None: ...
+
+    # Sessions: saved when their socket closes, so they can be resumed within the grace period.
+    async def load_session(self, site: str, session: str) -> SessionState | None: ...
+    async def save_session(self, state: SessionState, ttl: float) -> None: ...
+    async def drop_session(self, site: str, session: str) -> None: ...
+
+    # Durable timers, each fired once: scheduling again replaces the due time.
+    async def schedule(self, site: str, visitor: str, key: str, due: float) -> None: ...
+    async def cancel(self, site: str, visitor: str, key: str) -> None: ...
+    async def claim_due(self, now: float, limit: int = 100) -> list[DueTimer]: ...
+    async def next_due(self) -> float | None: ...
+
+    # Messages decided while the visitor was away, delivered on their next visit.
+    async def enqueue(self, site: str, visitor: str, message: dict, expires_at: float) -> None: ...
+    async def take_queued(self, site: str, visitor: str, now: float) -> list[dict]: ...
+
+    async def close(self) -> None: ...
