@@ -46,7 +46,6 @@ class MsgpackCodec:
         self._limits = {
             "raw": False,
             "strict_map_key": True,
-            "max_buffer_size": max_size,
             "max_str_len": max_size,
             "max_bin_len": 0,
             "max_ext_len": 0,
@@ -59,7 +58,7 @@ class MsgpackCodec:
             raise MalformedFrame("text frame on a msgpack connection")
         try:
             return msgpack.unpackb(data, **self._limits)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
             raise MalformedFrame(f"not valid MessagePack: {exc}") from None
 
     def encode(self, frame: dict) -> bytes:

@@ -1,0 +1,193 @@
+"""Shared fixtures: a real server on a free port with a fake clock, and a protocol client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import pytest
+import uvicorn
+import websockets
+
+from nudge.app import create_app
+from nudge.campaigns import load_text
+from nudge.clock import FakeClock
+from nudge.config import Settings
+from nudge.hub import Hub
+
+ORIGIN = "http://shop.test"
+KEY = "pk_test"
+WAIT = 5.0  # upper bound for awaiting a condition; a passing test never waits this long
+
+_visitors = itertools.count(1)
+
+
+def visitor_id() -> str:
+    return f"v_test{next(_visitors):08d}"
+
+
+@dataclass
+class Running:
+    url: str  # ws://127.0.0.1:PORT/ws
+    http: str  # http://127.0.0.1:PORT
+    port: int
+    clock: FakeClock
+    hub: Hub
+    settings: Settings
+
+    async def advance(self, seconds: float) -> None:
+        """Move the fake clock and wait until every timer that fell due has run."""
+        self.clock.advance(seconds)
+        await self.hub.scheduler.settled()
+
+
+@contextlib.asynccontextmanager
+async def run_server(campaigns: str | None = None, **overrides: Any):
+    clock = FakeClock()
+    settings = Settings(host="127.0.0.1", port=0, site_keys=[KEY], origins=[ORIGIN], **overrides)
+    campaign_set = load_text(campaigns, "test.yaml") if campaigns else None
+    app = create_app(settings, clock=clock, campaign_set=campaign_set)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, ws=settings.ws, ws_max_size=settings.max_frame,
+        ws_per_message_deflate=settings.deflate, lifespan="on", log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # the test process keeps its own handlers
+    task = asyncio.get_running_loop().create_task(server.serve())
+    async with asyncio.timeout(WAIT):
+        while not server.started:
+            await asyncio.sleep(0.005)  # polling a condition, bounded by the timeout above
+    port = server.servers[0].sockets[0].getsockname()[1]
+    hub: Hub = app.state.hub
+    settings.port = port
+    hub.sites = settings.sites()
+    try:
+        yield Running(f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}", port, clock, hub, settings)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def start_server():
+    """Start a server: ``running = await start_server(campaigns_yaml, **settings)``."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(campaigns: str | None = None, **overrides: Any) -> Running:
+            return await stack.enter_async_context(run_server(campaigns, **overrides))
+
+        yield start
+
+
+class Client:
+    """A protocol client, as the snippet would be, over the ``websockets`` library."""
+
+    def __init__(self, ws, encoding: str) -> None:
+        self.ws = ws
+        self.encoding = encoding
+        self.seq = 0  # last event seq sent
+        self.rx = 0  # highest show seq processed
+        self.session: str | None = None
+        self.visitor: str | None = None
+        self.welcome: dict | None = None
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, encoding: str = "json", origin: str | None = ORIGIN, key: str = KEY,
+        visitor: str | None = None, session: str | None = None, rx: int = 0, seq: int = 0,
+        hello: bool = True,
+    ) -> Client:
+        ws = await websockets.connect(
+            url, subprotocols=[f"nudge.v1.{encoding}"], origin=origin, compression=None, open_timeout=WAIT
+        )
+        client = cls(ws, encoding)
+        client.seq = seq
+        client.rx = rx
+        if hello:
+            frame = {"t": "hello", "v": 1, "key": key, "visitor": visitor or visitor_id(), "rx": rx}
+            if session:
+                frame["session"] = session
+            await client.send(frame)
+            welcome = await client.recv()
+            assert welcome["t"] == "welcome", welcome
+            client.welcome = welcome
+            client.session = welcome["session"]
+            client.visitor = welcome["visitor"]
+        return client
+
+    def encode(self, frame: Any) -> str | bytes:
+        return json.dumps(frame) if self.encoding == "json" else msgpack.packb(frame)
+
+    async def send(self, frame: Any) -> None:
+        await self.ws.send(self.encode(frame))
+
+    async def recv(self) -> dict:
+        async with asyncio.timeout(WAIT):
+            data = await self.ws.recv()
+        if self.encoding == "json":
+            assert isinstance(data, str), "JSON connections get text frames"
+            return json.loads(data)
+        assert isinstance(data, bytes), "msgpack connections get binary frames"
+        return msgpack.unpackb(data)
+
+    async def event(self, name: str, props: dict | None = None, *, seq: int | None = None) -> int:
+        """Send an event with the next seq (or the one given); return its seq."""
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        await self.send({"t": "ev", "seq": seq, "name": name, "props": props or {}})
+        return seq
+
+    async def expect(self, t: str, **fields: Any) -> dict:
+        """Receive frames until one of type ``t`` whose fields match; return it. Shows seen on the
+        way are acknowledged, as the snippet does."""
+        while True:
+            frame = await self.recv()
+            if frame["t"] == "show":
+                self.rx = max(self.rx, frame["seq"])
+            if frame["t"] == t and all(frame.get(k) == v for k, v in fields.items()):
+                return frame
+
+    async def track(self, name: str, props: dict | None = None) -> list[dict]:
+        """Send an event and return every frame up to and including its ack."""
+        seq = await self.event(name, props)
+        frames = []
+        while True:
+            frame = await self.recv()
+            frames.append(frame)
+            if frame["t"] == "show":
+                self.rx = max(self.rx, frame["seq"])
+            if frame["t"] == "ack" and frame["seq"] >= seq:
+                return frames
+
+    async def ack(self, seq: int | None = None) -> None:
+        await self.send({"t": "ack", "seq": self.rx if seq is None else seq})
+
+    async def closed(self) -> tuple[int, str]:
+        """Wait for the server to close the connection; return (code, reason)."""
+        async with asyncio.timeout(WAIT):
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:
+                    await self.ws.recv()
+        return self.ws.close_code, self.ws.close_reason
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def shows(frames: list[dict]) -> list[dict]:
+    return [f for f in frames if f["t"] == "show"]
+
+
+@pytest.fixture(params=["json", "msgpack"])
+def encoding(request) -> str:
+    return request.param
+
+
+REDIS_URL = os.environ.get("NUDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
