@@ -211,19 +211,20 @@ class _Validator:
             declared = []
         campaigns: list[Campaign] = []
         seen: dict[str, int] = {}
-        raw = data.get("campaigns")
+        raw = data.get("campaigns", [])
         if not isinstance(raw, list):
             self.problem(("campaigns",), f"must be a list of campaigns, got {_type(raw)}")
             raw = []
         for i, item in enumerate(raw):
+            cid = item.get("id") if isinstance(item, dict) else None
+            if isinstance(cid, str) and cid in seen:
+                self.problem(("campaigns", i, "id"), f"duplicate id {cid!r} (first at campaigns[{seen[cid]}])")
+                continue
+            if isinstance(cid, str):
+                seen[cid] = i
             campaign = self.campaign(item, ("campaigns", i))
-            if campaign is None:
-                continue
-            if campaign.id in seen:
-                self.problem(("campaigns", i, "id"), f"duplicate id {campaign.id!r} (first at campaigns[{seen[campaign.id]}])")
-                continue
-            seen[campaign.id] = i
-            campaigns.append(campaign)
+            if campaign is not None:
+                campaigns.append(campaign)
         listened = {c.trigger.event for c in campaigns} | {c.trigger.absent for c in campaigns}
         custom = frozenset(declared) | frozenset(n for n in listened if n and n not in events.BUILT_IN)
         if self.problems:

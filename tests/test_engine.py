@@ -1,0 +1,346 @@
+"""The pure engine: every trigger kind, cap and cooldown, with time passed in by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from nudge import events
+from nudge.campaigns import load_text
+from nudge.decisions import Cancel, Schedule, Show, Suppress, Wake
+from nudge.engine import Engine
+from nudge.state import SessionState, State, VisitorState
+
+T0 = 1_700_000_000.0
+
+
+def engine(yaml: str) -> Engine:
+    return Engine(load_text(yaml, "test.yaml"))
+
+
+def fresh(session: bool = True) -> State:
+    visitor = VisitorState("pk", "v_1234567890", first_seen=T0)
+    return State(visitor, SessionState("s_1234567890", "pk", visitor.id, T0) if session else None)
+
+
+def ev(name: str, /, **props) -> events.Event:
+    return events.validate(name, props, 1, frozenset())
+
+
+def shown(decisions) -> list[str]:
+    return [d.campaign for d in decisions if isinstance(d, Show)]
+
+
+def suppressed(decisions) -> dict[str, str]:
+    return {d.campaign: d.reason for d in decisions if isinstance(d, Suppress)}
+
+
+def wake(decisions) -> float | None:
+    wakes = [d.at for d in decisions if isinstance(d, Wake)]
+    assert wakes, "expected a Wake decision"
+    return wakes[-1]
+
+
+CART = {"id": "mug", "name": "Blue Mug", "price": 12.5}
+
+
+class TestEventTriggers:
+    E = engine("""
+campaigns:
+  - id: pricey
+    trigger: {event: add_to_cart, where: {price: {gte: 40}}}
+    message: {kind: toast, title: "{{ event.name }} ships free"}
+  - id: any-add
+    trigger: {event: add_to_cart}
+    message: {kind: toast, title: added}
+""")
+
+    def test_fires_on_the_event_when_properties_match(self):
+        state = fresh()
+        decisions = self.E.on_event(state, ev("add_to_cart", id="lamp", name="Lamp", price=45), T0)
+        assert shown(decisions) == ["pricey"]  # one message at a time: the other is suppressed
+        assert suppressed(decisions) == {"any-add": "priority"}
+        show = next(d for d in decisions if isinstance(d, Show))
+        assert show.content == {"kind": "toast", "title": "Lamp ships free"}
+
+    def test_does_not_fire_when_properties_do_not_match(self):
+        decisions = self.E.on_event(fresh(), ev("add_to_cart", **CART), T0)
+        assert shown(decisions) == ["any-add"]
+
+    def test_ignores_other_events(self):
+        assert self.E.on_event(fresh(), ev("click"), T0) == []
+
+
+class TestPageTriggers:
+    E = engine("""
+campaigns:
+  - id: half-way
+    trigger: {path: /article*, scroll: 50}
+    message: {kind: banner, title: half}
+  - id: read-and-stay
+    trigger: {path: /article*, scroll: 50, dwell: 5s}
+    message: {kind: banner, title: stay}
+  - id: dwell-home
+    trigger: {path: /, dwell: 10s}
+    message: {kind: slidein, title: hello}
+  - id: idle
+    trigger: {idle: 30s}
+    message: {kind: toast, title: "still there?"}
+""")
+
+    def test_scroll_depth_fires_once_per_page_view(self):
+        state = fresh()
+        self.E.on_event(state, ev("page_view", path="/article/1"), T0)
+        assert shown(self.E.on_event(state, ev("scroll", depth=40), T0 + 1)) == []
+        assert shown(self.E.on_event(state, ev("scroll", depth=60), T0 + 2)) == ["half-way"]
+        assert shown(self.E.on_event(state, ev("scroll", depth=90), T0 + 3)) == []  # edge, not level
+        self.E.on_event(state, ev("page_view", path="/article/2"), T0 + 4)
+        assert shown(self.E.on_event(state, ev("scroll", depth=55), T0 + 5)) == ["half-way"]
+
+    def test_scroll_elsewhere_does_not_count(self):
+        state = fresh()
+        self.E.on_event(state, ev("page_view", path="/pricing"), T0)
+        assert shown(self.E.on_event(state, ev("scroll", depth=100), T0 + 1)) == []
+
+    def test_scroll_and_dwell_fire_when_the_later_one_comes_true(self):
+        state = fresh()
+        self.E.on_event(state, ev("page_view", path="/article/1"), T0)
+        decisions = self.E.on_event(state, ev("scroll", depth=70), T0 + 1)
+        assert shown(decisions) == ["half-way"]
+        assert wake(decisions) == T0 + 5  # read-and-stay now only waits for time
+        assert shown(self.E.on_wake(state, T0 + 5)) == ["read-and-stay"]
+
+    def test_dwell_comes_from_the_wake_up_time(self):
+        state = fresh()
+        decisions = self.E.on_event(state, ev("page_view", path="/"), T0)
+        assert wake(decisions) == T0 + 10
+        assert shown(self.E.on_wake(state, T0 + 9.9)) == []
+        assert shown(self.E.on_wake(state, T0 + 10)) == ["dwell-home"]
+
+    def test_leaving_the_page_cancels_the_dwell(self):
+        state = fresh()
+        self.E.on_event(state, ev("page_view", path="/"), T0)
+        decisions = self.E.on_event(state, ev("page_view", path="/about"), T0 + 3)
+        assert wake(decisions) is None
+        assert shown(self.E.on_wake(state, T0 + 10)) == []
+
+    def test_idle_counts_from_the_last_input(self):
+        state = fresh()
+        self.E.on_event(state, ev("page_view", path="/about"), T0)
+        decisions = self.E.on_event(state, ev("idle", after=10), T0 + 10)  # input stopped at T0
+        assert wake(decisions) == T0 + 30
+        assert shown(self.E.on_wake(state, T0 + 30)) == ["idle"]
+
+    def test_activity_cancels_idle(self):
+        state = fresh()
+        self.E.on_event(state, ev("page_view", path="/about"), T0)
+        self.E.on_event(state, ev("idle", after=10), T0 + 10)
+        assert wake(self.E.on_event(state, ev("active"), T0 + 20)) is None
+        assert shown(self.E.on_wake(state, T0 + 30)) == []
+
+
+class TestAbsence:
+    E = engine("""
+campaigns:
+  - id: cart-abandoned
+    trigger: {event: add_to_cart, absent: purchase, within: 15m}
+    message: {kind: modal, title: "Still thinking about {{ cart.names | first }}?"}
+  - id: slow-reminder
+    trigger: {event: add_to_cart, absent: purchase, within: 24h}
+    offline: drop
+    message: {kind: toast, title: "{{ cart.count }} items"}
+""")
+
+    def test_opens_a_window_per_campaign(self):
+        state = fresh()
+        decisions = self.E.on_event(state, ev("add_to_cart", **CART), T0)
+        assert {(d.key, d.due) for d in decisions if isinstance(d, Schedule)} == {
+            ("absence:cart-abandoned", T0 + 900), ("absence:slow-reminder", T0 + 86400),
+        }
+        assert state.visitor.timers == {"absence:cart-abandoned": T0 + 900, "absence:slow-reminder": T0 + 86400}
+
+    def test_fires_when_the_window_closes_with_nothing(self):
+        state = fresh()
+        self.E.on_event(state, ev("add_to_cart", **CART), T0)
+        decisions = self.E.on_timer(state, "absence:cart-abandoned", T0 + 900)
+        assert shown(decisions) == ["cart-abandoned"]
+        assert decisions[0].content["title"] == "Still thinking about Blue Mug?"
+
+    def test_a_new_add_restarts_the_window(self):
+        state = fresh()
+        self.E.on_event(state, ev("add_to_cart", **CART), T0)
+        self.E.on_event(state, ev("add_to_cart", **CART), T0 + 600)
+        assert state.visitor.timers["absence:cart-abandoned"] == T0 + 1500
+
+    def test_the_absent_event_cancels(self):
+        state = fresh()
+        self.E.on_event(state, ev("add_to_cart", **CART), T0)
+        decisions = self.E.on_event(state, ev("purchase", value=12.5), T0 + 60)
+        assert {d.key for d in decisions if isinstance(d, Cancel)} == {"absence:cart-abandoned", "absence:slow-reminder"}
+        assert state.visitor.timers == {}
+        assert self.E.on_timer(state, "absence:cart-abandoned", T0 + 900) == []  # a stale timer does nothing
+
+    def test_offline_visitor_gets_it_queued_or_dropped_as_the_campaign_says(self):
+        state = fresh(session=False)
+        self.E.on_event(state, ev("add_to_cart", **CART), T0)
+        queued = self.E.on_timer(state, "absence:cart-abandoned", T0 + 900)
+        assert queued[0].queued is True and queued[0].expires_at == T0 + 900 + 86400
+        assert suppressed(self.E.on_timer(state, "absence:slow-reminder", T0 + 86400)) == {"slow-reminder": "offline"}
+
+
+class TestDelay:
+    E = engine("""
+campaigns:
+  - id: later
+    delay: 30s
+    trigger: {event: add_to_cart}
+    caps: {per_session: 1}
+    message: {kind: toast, title: later}
+""")
+
+    def test_shows_after_the_delay_and_rechecks_caps(self):
+        state = fresh()
+        decisions = self.E.on_event(state, ev("add_to_cart", **CART), T0)
+        assert [(d.key, d.due) for d in decisions if isinstance(d, Schedule)] == [("delay:later", T0 + 30)]
+        assert shown(decisions) == []
+        self.E.on_event(state, ev("add_to_cart", **CART), T0 + 5)  # already pending: not rescheduled
+        assert state.visitor.timers == {"delay:later": T0 + 30}
+        assert shown(self.E.on_timer(state, "delay:later", T0 + 30)) == ["later"]
+        again = self.E.on_event(state, ev("add_to_cart", **CART), T0 + 40)
+        assert suppressed(again) == {"later": "cap:per_session"}
+
+
+class TestCapsAndCooldown:
+    E = engine("""
+limits: {per_day: 3, cooldown: 1m}
+campaigns:
+  - id: once-a-day
+    trigger: {event: click}
+    caps: {per_day: 1}
+    message: {kind: toast, title: a}
+  - id: twice-a-session
+    trigger: {event: add_to_cart}
+    caps: {per_session: 2}
+    message: {kind: toast, title: b}
+  - id: uncapped
+    trigger: {event: purchase}
+    message: {kind: toast, title: c}
+""")
+
+    def test_per_day_cap_is_a_rolling_day(self):
+        state = fresh()
+        assert shown(self.E.on_event(state, ev("click"), T0)) == ["once-a-day"]
+        assert suppressed(self.E.on_event(state, ev("click"), T0 + 3600)) == {"once-a-day": "cap:per_day"}
+        assert shown(self.E.on_event(state, ev("click"), T0 + 86401)) == ["once-a-day"]
+
+    def test_per_session_cap_resets_with_a_new_session(self):
+        state = fresh()
+        for t in (0, 100):
+            assert shown(self.E.on_event(state, ev("add_to_cart", **CART), T0 + t)) == ["twice-a-session"]
+        assert suppressed(self.E.on_event(state, ev("add_to_cart", **CART), T0 + 200)) == {"twice-a-session": "cap:per_session"}
+        state.session = SessionState("s_another12345", "pk", state.visitor.id, T0 + 300)
+        assert shown(self.E.on_event(state, ev("add_to_cart", **CART), T0 + 300)) == ["twice-a-session"]
+
+    def test_cooldown_between_any_two_messages(self):
+        state = fresh()
+        assert shown(self.E.on_event(state, ev("click"), T0)) == ["once-a-day"]
+        assert suppressed(self.E.on_event(state, ev("purchase"), T0 + 59)) == {"uncapped": "cooldown"}
+        assert shown(self.E.on_event(state, ev("purchase"), T0 + 60)) == ["uncapped"]
+
+    def test_global_cap_counts_every_campaign(self):
+        state = fresh()
+        assert shown(self.E.on_event(state, ev("click"), T0)) == ["once-a-day"]
+        assert shown(self.E.on_event(state, ev("purchase"), T0 + 60)) == ["uncapped"]
+        assert shown(self.E.on_event(state, ev("purchase"), T0 + 120)) == ["uncapped"]
+        assert suppressed(self.E.on_event(state, ev("purchase"), T0 + 180)) == {"uncapped": "limit:per_day"}
+        assert shown(self.E.on_event(state, ev("purchase"), T0 + 86401)) == ["uncapped"]
+
+    def test_shown_history_stays_as_short_as_a_day(self):
+        state = fresh()
+        for day in range(10):
+            self.E.on_event(state, ev("purchase"), T0 + day * 86400)
+        assert len(state.visitor.recent) == 1
+        assert len(state.visitor.shown["uncapped"]) == 1
+
+
+class TestPriority:
+    E = engine("""
+campaigns:
+  - id: low
+    priority: 1
+    trigger: {event: add_to_cart}
+    message: {kind: toast, title: low}
+  - id: high
+    priority: 10
+    trigger: {event: add_to_cart}
+    message: {kind: modal, title: high}
+  - id: capped-high
+    priority: 20
+    trigger: {event: add_to_cart}
+    caps: {per_session: 1}
+    message: {kind: modal, title: top}
+""")
+
+    def test_highest_priority_that_may_show_wins(self):
+        state = fresh()
+        first = self.E.on_event(state, ev("add_to_cart", **CART), T0)
+        assert shown(first) == ["capped-high"]
+        assert suppressed(first) == {"high": "priority", "low": "priority"}
+        second = self.E.on_event(state, ev("add_to_cart", **CART), T0 + 1)
+        assert shown(second) == ["high"]
+        assert suppressed(second) == {"capped-high": "cap:per_session", "low": "priority"}
+
+
+class TestState:
+    E = engine("campaigns: []")
+
+    def test_cart_counters_page_and_scroll(self):
+        state = fresh()
+        E = self.E
+        E.on_event(state, ev("page_view", path="/shop"), T0)
+        E.on_event(state, ev("scroll", depth=30), T0 + 1)
+        E.on_event(state, ev("scroll", depth=20), T0 + 2)  # scroll depth only grows
+        E.on_event(state, ev("add_to_cart", id="a", name="A", price=2.5, quantity=2), T0 + 3)
+        E.on_event(state, ev("add_to_cart", id="b", name="B", price=10), T0 + 4)
+        E.on_event(state, ev("remove_from_cart", id="a", quantity=1), T0 + 5)
+        session, cart = state.session, state.visitor.cart
+        assert session.page == "/shop" and session.scroll_depth == 30
+        assert session.time_on_page(T0 + 10) == 10
+        assert (cart.count, cart.value, cart.names) == (2, 12.5, ["A", "B"])
+        assert session.counters == {"page_view": 1, "scroll": 2, "add_to_cart": 2, "remove_from_cart": 1}
+        E.on_event(state, ev("purchase"), T0 + 6)
+        assert cart.count == 0
+
+    def test_pages_remembered_are_bounded(self):
+        state = fresh()
+        for i in range(100):
+            self.E.on_event(state, ev("page_view", path=f"/p/{i}"), T0 + i)
+        assert len(state.session.scroll) == 32
+
+
+class TestIndex:
+    def test_an_event_only_looks_at_the_campaigns_that_listen_to_it(self):
+        many = "\n".join(
+            f"  - id: c{i}\n    trigger: {{event: custom_{i}}}\n    message: {{kind: toast, title: t}}" for i in range(500)
+        )
+        e = engine("campaigns:\n" + many + "\n  - id: mine\n    trigger: {event: click}\n    message: {kind: toast, title: mine}\n")
+        assert [c.id for c in e._on_event["click"]] == ["mine"]
+        assert shown(e.on_event(fresh(), ev("click"), T0)) == ["mine"]
+
+    def test_page_triggers_indexed_by_path(self):
+        e = engine("""
+campaigns:
+  - {id: exact, trigger: {path: /pricing, dwell: 1s}, message: {kind: toast, title: a}}
+  - {id: glob, trigger: {path: "/blog/*", dwell: 1s}, message: {kind: toast, title: b}}
+  - {id: anywhere, trigger: {dwell: 1s}, message: {kind: toast, title: c}}
+""")
+        assert [c.id for c in e.page_triggers("/pricing")] == ["exact", "anywhere"]
+        assert [c.id for c in e.page_triggers("/blog/x")] == ["glob", "anywhere"]
+        assert [c.id for c in e.page_triggers("/")] == ["anywhere"]
+
+
+@pytest.mark.parametrize("name", ["shown", "clicked", "dismissed"])
+def test_message_reports_are_plain_events(name):
+    e = engine("campaigns: []")
+    state = fresh()
+    assert e.on_event(state, ev(name, msg=1, campaign="x"), T0) == []
+    assert state.session.counters[name] == 1

@@ -1,0 +1,80 @@
+"""The scheduler, driven by a fake clock: timers fire when time reaches them, never before."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nudge.clock import FakeClock
+from nudge.scheduler import Scheduler
+from nudge.store.memory import MemoryStore
+
+
+async def make(on_due=None):
+    clock = FakeClock(1000.0)
+    store = MemoryStore()
+    fired = []
+
+    async def record(timer):
+        fired.append((timer.key, clock.now()))
+
+    scheduler = Scheduler(clock, store, on_due or record)
+    scheduler.start()
+    return clock, store, scheduler, fired
+
+
+async def test_durable_timer_fires_at_its_time():
+    clock, store, scheduler, fired = await make()
+    await store.schedule("pk", "v", "absence:a", 1060.0)
+    scheduler.poke(1060.0)
+    clock.advance(59)
+    await scheduler.settled()
+    assert fired == []
+    clock.advance(1)
+    await scheduler.settled()
+    assert fired == [("absence:a", 1060.0)]
+    await scheduler.stop()
+
+
+async def test_local_timers_fire_in_order_and_can_be_cancelled():
+    clock, store, scheduler, _ = await make()
+    calls = []
+    scheduler.call_at(1010.0, calls.append, "b")
+    cancelled = scheduler.call_at(1005.0, calls.append, "x")
+    scheduler.call_at(1001.0, calls.append, "a")
+    cancelled.cancel()
+    clock.advance(20)
+    await scheduler.settled()
+    assert calls == ["a", "b"]
+    assert scheduler.pending_local == 0
+    await scheduler.stop()
+
+
+async def test_coroutine_callbacks_are_awaited_and_failures_do_not_stop_the_loop():
+    clock, store, scheduler, fired = await make()
+    done = asyncio.Event()
+
+    async def boom():
+        raise RuntimeError("a timer failed")
+
+    async def fine():
+        done.set()
+
+    scheduler.call_at(1001.0, boom)
+    scheduler.call_at(1002.0, fine)
+    clock.advance(5)
+    async with asyncio.timeout(5):
+        await done.wait()
+    await scheduler.stop()
+
+
+async def test_a_sooner_timer_wakes_a_sleeping_loop():
+    clock, store, scheduler, fired = await make()
+    await store.schedule("pk", "v", "absence:late", 5000.0)
+    scheduler.poke(5000.0)
+    await scheduler.settled()
+    await store.schedule("pk", "v", "absence:soon", 1010.0)
+    scheduler.poke(1010.0)
+    clock.advance(10)
+    await scheduler.settled()
+    assert fired == [("absence:soon", 1010.0)]
+    await scheduler.stop()
