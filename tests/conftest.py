@@ -14,7 +14,6 @@ import msgpack
 import pytest
 import uvicorn
 import websockets
-
 from nudge.app import create_app
 from nudge.campaigns import load_text
 from nudge.clock import FakeClock

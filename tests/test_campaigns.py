@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from nudge.campaigns import load_file, load_text
 from nudge.cli import main
 from nudge.config import DEMO_CAMPAIGNS

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from nudge import events
 from nudge.campaigns import load_text
 from nudge.decisions import Cancel, Schedule, Show, Suppress, Wake

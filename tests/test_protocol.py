@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from nudge import events, protocol
 from nudge.errors import BadEvent, HandshakeError, MalformedFrame, UnknownEvent
 

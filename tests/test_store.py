@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from nudge.state import SessionState, VisitorState
 from nudge.store import Store, open_store
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import Settings, from_environment
+from .config import from_environment
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ sleeping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Protocol
 
@@ -30,10 +31,8 @@ class SystemClock:
         timeout = None if when is None else max(0.0, when - time.time())
         if timeout == 0.0:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout)
-        except TimeoutError:
-            pass
 
 
 class FakeClock:

@@ -90,10 +90,9 @@ class Engine:
             elif name == "idle":
                 session.idle_since = now - props["after"]
                 rewake = True
-            elif name in ("active", "click"):
-                if session.idle_since is not None:
-                    session.idle_since = None
-                    rewake = True
+            elif name in ("active", "click") and session.idle_since is not None:
+                session.idle_since = None
+                rewake = True
 
         if name == "add_to_cart":
             visitor.cart.add(props["id"], props["name"], props["price"], props["quantity"])

@@ -8,7 +8,14 @@ import logging
 
 from . import protocol
 from .connection import Connection
-from .errors import ConnectionRefused, HandshakeError, HandshakeTimeout, MalformedFrame, OriginNotAllowed, UnknownSiteKey
+from .errors import (
+    ConnectionRefused,
+    HandshakeError,
+    HandshakeTimeout,
+    MalformedFrame,
+    OriginNotAllowed,
+    UnknownSiteKey,
+)
 from .hub import Hub
 
 log = logging.getLogger("nudge.gateway")

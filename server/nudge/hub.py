@@ -20,7 +20,14 @@ from .config import Settings, Site
 from .connection import Connection
 from .decisions import Cancel, Decision, Schedule, Show, Suppress, Wake
 from .engine import Engine
-from .errors import CLOSE_SESSION_TAKEN, BadEvent, FrameError, MalformedFrame, ProtocolViolation, RateLimited
+from .errors import (
+    CLOSE_SESSION_TAKEN,
+    BadEvent,
+    FrameError,
+    MalformedFrame,
+    ProtocolViolation,
+    RateLimited,
+)
 from .protocol import Hello
 from .scheduler import LocalTimer, Scheduler
 from .state import SessionState, State, VisitorState
