@@ -1,0 +1,121 @@
+"""The demo in a real browser: Debian's chromium driven by Playwright against a real server whose
+clock the test moves."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Callable
+
+import pytest
+
+from .conftest import WAIT, run_server
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("NUDGE_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+         "--no-first-run", "--disable-component-update", "--disable-sync"]
+
+if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+    pytest.fail(f"chromium not found at {CHROMIUM}: run scripts/setup --tests", pytrace=False)
+
+
+async def eventually(condition: Callable[[], object], what: str) -> None:
+    """Wait for a server-side condition, bounded; polling is the only way to watch plain state."""
+    async with asyncio.timeout(WAIT):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def demo():
+    async with run_server(demo=True) as server:
+        yield server
+
+
+async def open_page(browser, url: str):
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    await page.goto(url)
+    await page.wait_for_function("() => window.nudge && window.nudge.state === 'open'", timeout=WAIT * 1000)
+    return page, errors
+
+
+def session_on(server, path: str):
+    return next((s.state for s in server.hub.sessions.values() if s.state.page == path and s.conn), None)
+
+
+def outcomes(server, campaign: str) -> dict[str, int]:
+    return server.hub.stats.campaigns.get(campaign, {})
+
+
+async def test_scroll_and_dwell_banner_is_shown_and_its_click_reaches_the_server(browser, demo):
+    page, errors = await open_page(browser, f"{demo.http}/article.html")
+    await eventually(lambda: session_on(demo, "/article.html"), "the page view")
+    await page.mouse.wheel(0, 100_000)
+    await eventually(lambda: (s := session_on(demo, "/article.html")) and s.scroll_depth >= 50, "the scroll")
+    await demo.advance(5)  # 5 s on the page, by the server's clock
+    banner = page.locator('nudge-message[data-campaign="read-article"]')
+    await banner.wait_for(timeout=WAIT * 1000)
+    assert await banner.get_attribute("data-kind") == "banner"
+    assert "Enjoying the read?" in await banner.locator("h2, strong").first.text_content()
+    await eventually(lambda: outcomes(demo, "read-article").get("shown") == 1, "shown")
+    await banner.locator(".nudge-cta").click()
+    await eventually(lambda: outcomes(demo, "read-article").get("clicked") == 1, "clicked")
+    assert errors == []
+
+
+async def test_cart_abandoned_modal_names_the_item_and_escape_dismisses_it(browser, demo):
+    page, errors = await open_page(browser, f"{demo.http}/")
+    await page.locator("button.add-to-cart").first.click()
+    await eventually(lambda: any(v.state.cart.count for v in demo.hub.visitors.values()), "the cart add")
+    name = next(iter(next(v for v in demo.hub.visitors.values() if v.state.cart.count).state.cart.names))
+    await demo.advance(30)
+    modal = page.locator('nudge-message[data-campaign="cart-abandoned"]')
+    await modal.wait_for(timeout=WAIT * 1000)
+    dialog = modal.locator('[role="dialog"]')
+    assert await dialog.get_attribute("aria-modal") == "true"
+    assert name in await dialog.text_content()
+    focused = await page.evaluate("() => { const h = document.querySelector('nudge-message[data-campaign=cart-abandoned]'); return !!(h && h.shadowRoot && h.shadowRoot.activeElement); }")
+    assert focused, "focus moves into the modal"
+    await page.keyboard.press("Escape")
+    await modal.wait_for(state="detached", timeout=WAIT * 1000)
+    await eventually(lambda: outcomes(demo, "cart-abandoned").get("dismissed") == 1, "dismissed")
+    assert errors == []
+
+
+async def test_text_from_event_data_is_never_markup(browser, demo):
+    page, errors = await open_page(browser, f"{demo.http}/checkout.html")
+    await page.evaluate("""() => nudge.track('add_to_cart', {id: 'x', name: '<img src=x onerror="window.pwned=1">', price: 99})""")
+    toast = page.locator('nudge-message[data-campaign="big-spender"]')
+    await toast.wait_for(timeout=WAIT * 1000)
+    assert '<img src=x onerror="window.pwned=1"> ships free.' in await toast.text_content()
+    assert await toast.locator("img").count() == 0
+    assert await page.evaluate("() => window.pwned") is None
+
+
+async def test_the_session_survives_a_page_navigation(browser, demo):
+    page, errors = await open_page(browser, f"{demo.http}/")
+    await eventually(lambda: session_on(demo, "/"), "the first page view")
+    first = session_on(demo, "/").id
+    await page.goto(f"{demo.http}/article.html")
+    await page.wait_for_function("() => window.nudge && window.nudge.state === 'open'", timeout=WAIT * 1000)
+    await eventually(lambda: session_on(demo, "/article.html"), "the second page view")
+    assert session_on(demo, "/article.html").id == first
+    assert session_on(demo, "/article.html").counters["page_view"] == 2
