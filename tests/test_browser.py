@@ -105,7 +105,7 @@ async def test_text_from_event_data_is_never_markup(browser, demo):
     await page.evaluate("""() => nudge.track('add_to_cart', {id: 'x', name: '<img src=x onerror="window.pwned=1">', price: 99})""")
     toast = page.locator('nudge-message[data-campaign="big-spender"]')
     await toast.wait_for(timeout=WAIT * 1000)
-    assert '<img src=x onerror="window.pwned=1"> ships free.' in await toast.text_content()
+    assert '<img src=x onerror="window.pwned=1"> ships free.' in await toast.locator('[role="status"]').text_content()
     assert await toast.locator("img").count() == 0
     assert await page.evaluate("() => window.pwned") is None
 

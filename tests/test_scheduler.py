@@ -38,13 +38,17 @@ async def test_durable_timer_fires_at_its_time():
 async def test_local_timers_fire_in_order_and_can_be_cancelled():
     clock, store, scheduler, _ = await make()
     calls = []
-    scheduler.call_at(1010.0, calls.append, "b")
-    cancelled = scheduler.call_at(1005.0, calls.append, "x")
-    scheduler.call_at(1001.0, calls.append, "a")
+
+    def record(name, due):
+        calls.append((name, due))
+
+    scheduler.call_at(1010.0, record, "b")
+    cancelled = scheduler.call_at(1005.0, record, "x")
+    scheduler.call_at(1001.0, record, "a")
     cancelled.cancel()
     clock.advance(20)
     await scheduler.settled()
-    assert calls == ["a", "b"]
+    assert calls == [("a", 1001.0), ("b", 1010.0)]  # each as of its own due time
     assert scheduler.pending_local == 0
     await scheduler.stop()
 
@@ -53,10 +57,10 @@ async def test_coroutine_callbacks_are_awaited_and_failures_do_not_stop_the_loop
     clock, store, scheduler, fired = await make()
     done = asyncio.Event()
 
-    async def boom():
+    async def boom(due):
         raise RuntimeError("a timer failed")
 
-    async def fine():
+    async def fine(due):
         done.set()
 
     scheduler.call_at(1001.0, boom)
@@ -77,4 +81,21 @@ async def test_a_sooner_timer_wakes_a_sleeping_loop():
     clock.advance(10)
     await scheduler.settled()
     assert fired == [("absence:soon", 1010.0)]
+    await scheduler.stop()
+
+
+async def test_local_and_durable_timers_run_together_in_due_order():
+    clock, store, scheduler, fired = await make()
+    order = []
+
+    async def durable(timer):
+        order.append((timer.key, timer.due))
+
+    scheduler.on_due = durable
+    await store.schedule("pk", "v", "absence:b", 1030.0)
+    scheduler.call_at(1004.0, lambda due: order.append(("wake", due)))
+    scheduler.call_at(1040.0, lambda due: order.append(("late", due)))
+    clock.advance(60)  # one long jump
+    await scheduler.settled()
+    assert order == [("wake", 1004.0), ("absence:b", 1030.0), ("late", 1040.0)]
     await scheduler.stop()

@@ -52,7 +52,10 @@ export function install(win, env = {}) {
       return warn('init needs the publishable siteKey (pk_…) of the site');
     }
     options = Object.assign({ idleAfter: 10, clickAll: false, render: true }, o);
-    if (local.get(KEYS.optOut) === '1') return (early = []);
+    if (local.get(KEYS.optOut) === '1') {
+      early = [];
+      return;
+    }
 
     const host = String(o.host || originOf(env.scriptSrc, win.location.href)).replace(/\/+$/, '');
     transport = new Transport({

@@ -102,7 +102,8 @@ export function createRenderer({
     const url = cta && safeUrl(msg.cta.url, win.location.href);
     // A worded dismiss ("Not now") sits next to the call to action; a bare × in the corner.
     const dismiss = (msg.dismiss ? actions : box).appendChild(el('button', 'nudge-dismiss', msg.dismiss || '\u00d7'));
-    dismiss.setAttribute('aria-label', 'Close');
+    // Only the bare × needs a spoken name; a worded button is announced by its own words.
+    if (!msg.dismiss) dismiss.setAttribute('aria-label', 'Close');
     const buttons = cta ? [cta, dismiss] : [dismiss];
     for (const b of buttons) b.type = 'button';
 

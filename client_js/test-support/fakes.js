@@ -112,7 +112,7 @@ export class FakeTarget {
     return true;
   }
   fire(type, event = {}) {
-    event.type = type;
+    if (event.type !== type) event.type = type; // a real Event's type is read-only
     for (const l of this.listeners.slice()) if (l.type === type) l.fn(event);
   }
 }
@@ -167,6 +167,14 @@ function matches(el, selector) {
   });
 }
 
+// Node has a global CustomEvent only from version 19.
+class FakeCustomEvent {
+  constructor(type, init) {
+    this.type = type;
+    this.detail = init ? init.detail : null;
+  }
+}
+
 /** A window with the parts of the browser the snippet uses, on a fake clock. */
 export function fakeWindow({ href = 'https://shop.example/', clock = new FakeClock(), WebSocket } = {}) {
   const win = new FakeTarget();
@@ -202,13 +210,15 @@ export function fakeWindow({ href = 'https://shop.example/', clock = new FakeClo
     innerHeight: 800,
     localStorage: new FakeStorage(),
     sessionStorage: new FakeStorage(),
-    CustomEvent: globalThis.CustomEvent,
+    CustomEvent: FakeCustomEvent,
     WebSocket,
     setTimeout: clock.setTimeout,
     clearTimeout: clock.clearTimeout,
     requestAnimationFrame: (fn) => clock.setTimeout(fn, 16),
     cancelAnimationFrame: clock.clearTimeout,
     clock,
+    /** Change the address as back/forward would: no history call (the test fires popstate). */
+    go: navigate,
   });
   return win;
 }

@@ -73,6 +73,13 @@ class Stats:
     campaigns: dict[str, dict[str, int]] = field(default_factory=dict)  # id -> reported outcome -> count
 
 
+def _not_before(visitor: VisitorState, due: float) -> float:
+    """A timer runs as of its due time, but never before something already recorded for the
+    visitor (time as the engine sees it only moves forward)."""
+    latest = max(visitor.last_seen, visitor.last_shown_at or 0.0)
+    return due if due >= latest else latest
+
+
 def new_session_id() -> str:
     return "s_" + secrets.token_urlsafe(16)
 
@@ -143,7 +150,7 @@ class Hub:
                 conn.push(frame)
         for message in await self.store.take_queued(site.key, visitor_id, now):
             self._deliver(live, message)
-        await self._carry_out(live, live.visitor, self.engine.on_resume(live.view, now))
+        await self._carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
         return live
 
     async def detach(self, live: LiveSession, conn: Connection) -> None:
@@ -178,7 +185,7 @@ class Hub:
                 self.visitors[key] = visitor
         return visitor
 
-    async def _expire(self, live: LiveSession) -> None:
+    async def _expire(self, live: LiveSession, now: float) -> None:
         """The grace period ended: the session is over. Messages it never acknowledged wait for
         the visitor's next session instead of being lost."""
         live.expiry = None
@@ -186,7 +193,6 @@ class Hub:
             return
         state = live.state
         self.sessions.pop(state.id, None)
-        now = self.clock.now()
         for frame in state.outbox:
             campaign = self.engine.by_id.get(frame.get("campaign"))
             expires = campaign.expires if campaign else 86400.0
@@ -254,7 +260,7 @@ class Hub:
         if event.name in ("shown", "clicked", "dismissed"):
             self._count_outcome(event)
         if decisions:
-            await self._carry_out(live, live.visitor, decisions)
+            await self._carry_out(live, live.visitor, decisions, now)
         conn.push(protocol.ack(seq))
 
     def _on_ack(self, live: LiveSession, frame: dict) -> None:
@@ -273,9 +279,8 @@ class Hub:
 
     # --- decisions --------------------------------------------------------------------------
 
-    async def _carry_out(self, live: LiveSession | None, visitor: Visitor, decisions: list[Decision]) -> None:
+    async def _carry_out(self, live: LiveSession | None, visitor: Visitor, decisions: list[Decision], now: float) -> None:
         state = visitor.state
-        now = None
         for decision in decisions:
             if isinstance(decision, Show):
                 self.stats.shown += 1
@@ -285,7 +290,7 @@ class Hub:
                 if decision.queued or live is None:
                     await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
                 else:
-                    live.trace.append((now or self.clock.now(), decision.campaign, "shown"))
+                    live.trace.append((now, decision.campaign, "shown"))
                     self._deliver(live, message)
             elif isinstance(decision, Schedule):
                 await self.store.schedule(state.site, state.id, decision.key, decision.due)
@@ -295,7 +300,7 @@ class Hub:
             elif isinstance(decision, Suppress):
                 self.stats.suppressed += 1
                 if live is not None:
-                    live.trace.append((now or self.clock.now(), decision.campaign, decision.reason))
+                    live.trace.append((now, decision.campaign, decision.reason))
             elif isinstance(decision, Wake) and live is not None:
                 if live.wake is not None:
                     live.wake.cancel()
@@ -316,18 +321,18 @@ class Hub:
 
     # --- timers -----------------------------------------------------------------------------
 
-    async def _on_wake(self, live: LiveSession) -> None:
+    async def _on_wake(self, live: LiveSession, now: float) -> None:
         live.wake = None
         if live.conn is None:
             return
-        await self._carry_out(live, live.visitor, self.engine.on_wake(live.view, self.clock.now()))
+        now = _not_before(live.visitor.state, now)
+        await self._carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
 
     async def _on_due(self, timer: DueTimer) -> None:
         """A durable timer fell due: decide with the visitor's latest session on this node, or
         with none (the message is then queued for their next visit, or dropped, as the campaign
         says)."""
         self.stats.timers_fired += 1
-        now = self.clock.now()
         visitor = self.visitors.get((timer.site, timer.visitor))
         live = None
         if visitor is not None:
@@ -339,8 +344,8 @@ class Hub:
                 return
             visitor = Visitor(state)
         view = live.view if live is not None else State(visitor.state, None)
-        decisions = self.engine.on_timer(view, timer.key, now)
-        await self._carry_out(live, visitor, decisions)
+        now = _not_before(visitor.state, timer.due)
+        await self._carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now)
         if not visitor.sessions:
             await self.store.save_visitor(visitor.state)
 

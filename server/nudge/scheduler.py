@@ -60,7 +60,7 @@ class Scheduler:
         self.fired = 0  # timers fired so far, durable and local
 
     def call_at(self, due: float, callback: Callable[..., Any], *args: Any) -> LocalTimer:
-        """Call ``callback(*args)`` (a plain function or a coroutine function) at ``due``."""
+        """Call ``callback(*args, due)`` (a plain function or a coroutine function) at ``due``."""
         timer = LocalTimer(due, callback, args)
         if not self._local or due < self._local[0][0]:
             self._wake.set()
@@ -95,30 +95,43 @@ class Scheduler:
             await self._passes_done.wait_for(lambda: self._passes_finished >= target)
 
     async def run_due(self) -> None:
-        """Run every timer due now, local and durable."""
+        """Run every timer due by now, local and durable, in order of due time.
+
+        Each runs as of its own due time (local callbacks get ``due`` as their last argument;
+        durable ones carry it), not as of the moment the loop got to it: a loop that wakes late,
+        or a test that moves the clock a long way at once, sees the same decisions as one that
+        woke exactly on time."""
         now = self.clock.now()
-        local = self._local
-        while local and local[0][0] <= now:
-            _, _, timer = heapq.heappop(local)
-            if timer.cancelled:
-                continue
-            self.fired += 1
-            try:
-                result = timer.callback(*timer.args)
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception:
-                log.exception("local timer %s failed", getattr(timer.callback, "__name__", timer.callback))
         while True:
-            due = await self.store.claim_due(now)
-            for item in due:
-                self.fired += 1
-                try:
-                    await self.on_due(item)
-                except Exception:
-                    log.exception("timer %s for %s/%s failed", item.key, item.site, item.visitor)
-            if len(due) < 100:
-                break
+            durable = await self.store.claim_due(now)
+            local: list[LocalTimer] = []
+            heap = self._local
+            while heap and heap[0][0] <= now:
+                timer = heapq.heappop(heap)[2]
+                if not timer.cancelled:
+                    local.append(timer)
+            if not durable and not local:
+                return
+            work: list[tuple[float, int, LocalTimer | DueTimer]] = [(t.due, 0, t) for t in local]
+            work.extend((t.due, 1, t) for t in durable)
+            work.sort(key=lambda item: (item[0], item[1]))
+            for _, _, item in work:
+                if isinstance(item, LocalTimer):
+                    if item.cancelled:  # an earlier timer in this pass cancelled it
+                        continue
+                    self.fired += 1
+                    try:
+                        result = item.callback(*item.args, item.due)
+                        if asyncio.iscoroutine(result):
+                            await result
+                    except Exception:
+                        log.exception("local timer %s failed", getattr(item.callback, "__name__", item.callback))
+                else:
+                    self.fired += 1
+                    try:
+                        await self.on_due(item)
+                    except Exception:
+                        log.exception("timer %s for %s/%s failed", item.key, item.site, item.visitor)
 
     async def _run(self) -> None:
         while True:

@@ -1,0 +1,54 @@
+// In-page stand-in for the Nudge server: replaces window.WebSocket before nudge.js loads.
+// Every socket is accepted with nudge.v1.json, answered with welcome, and its events are
+// acknowledged unless window.holdAcks is set. Results go to sessionStorage so that a check made
+// on one page can be reported from the next; index.html, the top page, prints them.
+(function () {
+  var sockets = (window.sockets = []);
+  window.results = JSON.parse(sessionStorage.getItem('test:results') || '[]');
+  window.check = function (name, ok, detail) {
+    results.push([location.pathname + ' ' + name, !!ok, detail === undefined ? null : detail]);
+    sessionStorage.setItem('test:results', JSON.stringify(results));
+  };
+  window.report = function () {
+    sessionStorage.setItem('test:done', '1'); // index.html prints the results
+  };
+  window.sleep = function (ms) {
+    return new Promise(function (r) { setTimeout(r, ms); });
+  };
+  function FakeSocket(url, protocols) {
+    var ws = this;
+    sockets.push(ws);
+    ws.url = url;
+    ws.protocols = protocols;
+    ws.protocol = '';
+    ws.readyState = 0;
+    ws.sent = [];
+    setTimeout(function () {
+      ws.readyState = 1;
+      ws.protocol = 'nudge.v1.json';
+      ws.onopen && ws.onopen({});
+    }, 5);
+  }
+  FakeSocket.prototype.send = function (data) {
+    var m = JSON.parse(data);
+    this.sent.push(m);
+    var ws = this;
+    if (m.t === 'hello') {
+      setTimeout(function () {
+        ws.push({ t: 'welcome', session: m.session || 's_browser', visitor: m.visitor, resumed: !!m.session, ack: window.welcomeAck || 0, grace: 300 });
+      }, 5);
+    } else if (m.t === 'ev' && !window.holdAcks) {
+      ws.push({ t: 'ack', seq: m.seq });
+    }
+  };
+  FakeSocket.prototype.close = function () {
+    this.readyState = 3;
+  };
+  FakeSocket.prototype.push = function (record) {
+    this.onmessage && this.onmessage({ data: JSON.stringify(record) });
+  };
+  FakeSocket.prototype.events = function (name) {
+    return this.sent.filter(function (m) { return m.t === 'ev' && (!name || m.name === name); });
+  };
+  window.WebSocket = FakeSocket;
+})();

@@ -1,0 +1,21 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { gzipSync } from 'node:zlib';
+
+// `npm test` builds first (pretest); this checks the file the server serves.
+const BUILT = new URL('../../server/nudge/static/nudge.js', import.meta.url);
+const LIMIT = 10 * 1024;
+
+test(`nudge.js is under ${LIMIT} bytes gzipped`, () => {
+  const code = readFileSync(BUILT);
+  const size = gzipSync(code).length;
+  assert.ok(size < LIMIT, `${size} bytes gzipped`);
+});
+
+test('nudge.js is one self-contained script', () => {
+  const code = readFileSync(BUILT, 'utf8');
+  assert.match(code, /^\(\(\)=>\{/, 'an IIFE');
+  assert.doesNotMatch(code, /\bimport\b|\brequire\(|\bexport\b/);
+  assert.doesNotMatch(code, /innerHTML|insertAdjacentHTML|document\.write|\beval\(/, 'no HTML from strings');
+});

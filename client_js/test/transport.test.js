@@ -1,0 +1,416 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { KEYS, openStore } from '../src/storage.js';
+import { Transport } from '../src/transport.js';
+import { FakeClock, FakeStorage, fakeWebSocket } from '../test-support/fakes.js';
+
+/** A transport on fake storage, clock and sockets; `stores` lets a test reuse a tab's storage. */
+function setup(options = {}, stores = null) {
+  const clock = new FakeClock();
+  const WS = fakeWebSocket();
+  const win = stores || { localStorage: new FakeStorage(), sessionStorage: new FakeStorage() };
+  const shown = [];
+  const states = [];
+  const warnings = [];
+  const transport = new Transport({
+    url: 'wss://nudge.example/ws',
+    key: 'pk_demo',
+    local: openStore(win, 'localStorage'),
+    session: openStore(win, 'sessionStorage'),
+    WebSocket: WS,
+    timers: clock,
+    onShow: (m) => shown.push(m),
+    onState: (s) => states.push(s),
+    warn: (...a) => warnings.push(a.join(' ')),
+    ...options,
+  });
+  return { transport, clock, WS, win, shown, states, warnings };
+}
+
+/** Start, accept the socket and answer hello with welcome. */
+function connect(t, welcome = {}) {
+  t.transport.start();
+  const ws = t.WS.last();
+  ws.accept();
+  ws.push({ t: 'welcome', session: 's_1', visitor: null, resumed: false, ack: 0, grace: 300, ...welcome });
+  return ws;
+}
+
+describe('handshake', () => {
+  test('offers the JSON subprotocol and sends hello with key and a new visitor id', () => {
+    const t = setup();
+    t.transport.start();
+    const ws = t.WS.last();
+    assert.equal(ws.url, 'wss://nudge.example/ws');
+    assert.deepEqual(ws.protocols, ['nudge.v1.json']);
+    assert.equal(t.transport.state, 'connecting');
+    ws.accept();
+    const [hello] = ws.frames();
+    assert.equal(hello.t, 'hello');
+    assert.equal(hello.v, 1);
+    assert.equal(hello.key, 'pk_demo');
+    assert.match(hello.visitor, /^v_[A-Za-z0-9_-]{22}$/);
+    assert.equal(t.win.localStorage.getItem(KEYS.visitor), hello.visitor);
+    assert.equal('session' in hello, false, 'no session to resume yet');
+    assert.equal(t.transport.state, 'connecting', 'open only after welcome');
+  });
+
+  test('welcome opens; the session is stored and named with rx in the next hello', () => {
+    const t = setup();
+    const ws = connect(t, { session: 's_abc', visitor: 'v_fromserver1' });
+    assert.equal(t.transport.state, 'open');
+    assert.deepEqual(t.states, ['connecting', 'open']);
+    assert.equal(t.win.sessionStorage.getItem(KEYS.session), 's_abc');
+    assert.equal(t.win.localStorage.getItem(KEYS.visitor), 'v_fromserver1');
+    ws.push({ t: 'show', seq: 3, kind: 'toast', title: 'Hi' });
+    ws.drop(1006);
+    t.clock.tick(1000);
+    const again = t.WS.last();
+    assert.notEqual(again, ws);
+    again.accept();
+    assert.deepEqual(again.frames()[0], {
+      t: 'hello',
+      v: 1,
+      key: 'pk_demo',
+      visitor: 'v_fromserver1',
+      session: 's_abc',
+      rx: 3,
+    });
+  });
+
+  test('a new tab page resumes the session from storage (page navigation)', () => {
+    const first = setup();
+    const ws = connect(first, { session: 's_keep' });
+    ws.push({ t: 'show', seq: 2, kind: 'toast' });
+    first.transport.send('add_to_cart', { id: 'mug', name: 'Mug' });
+    first.transport.shutdown();
+    const next = setup({}, first.win);
+    next.transport.start();
+    next.WS.last().accept();
+    const hello = next.WS.last().frames()[0];
+    assert.equal(hello.session, 's_keep');
+    assert.equal(hello.rx, 2);
+    assert.equal(hello.visitor, first.win.localStorage.getItem(KEYS.visitor));
+    next.WS.last().push({ t: 'welcome', session: 's_keep', resumed: true, ack: 0 });
+    assert.deepEqual(next.WS.last().events().map((e) => [e.seq, e.name]), [[1, 'add_to_cart']]);
+    assert.equal(next.transport.send('purchase', {}), 2, 'seq continues across pages');
+  });
+
+  test('no welcome within 10 s counts as a dead connection', () => {
+    const t = setup({ random: () => 0.5 });
+    t.transport.start();
+    const ws = t.WS.last();
+    ws.accept();
+    t.clock.tick(9999);
+    assert.equal(t.transport.state, 'connecting');
+    t.clock.tick(1);
+    assert.equal(ws.closedWith.code, 1000);
+    assert.equal(t.transport.state, 'closed');
+    t.clock.tick(250);
+    assert.equal(t.WS.sockets.length, 2, 'reconnected');
+  });
+});
+
+describe('events', () => {
+  test('get increasing seq and stay in the outbox until acknowledged', () => {
+    const t = setup();
+    t.transport.start();
+    assert.equal(t.transport.send('page_view', { path: '/' }), 1);
+    assert.equal(t.transport.send('scroll', { depth: 10 }), 2);
+    assert.equal(t.WS.last().sent.length, 0, 'nothing before the socket is open');
+    const ws = t.WS.last();
+    ws.accept();
+    assert.deepEqual(ws.events(), [], 'nothing before welcome');
+    ws.push({ t: 'welcome', session: 's_1', resumed: false, ack: 0 });
+    assert.deepEqual(ws.events(), [
+      { t: 'ev', seq: 1, name: 'page_view', props: { path: '/' } },
+      { t: 'ev', seq: 2, name: 'scroll', props: { depth: 10 } },
+    ]);
+    assert.equal(t.transport.send('active'), 3);
+    assert.deepEqual(ws.events()[2], { t: 'ev', seq: 3, name: 'active', props: {} });
+    const outbox = () => JSON.parse(t.win.sessionStorage.getItem(KEYS.outbox)).map((e) => e.seq);
+    assert.deepEqual(outbox(), [1, 2, 3]);
+    ws.push({ t: 'ack', seq: 2 });
+    assert.deepEqual(outbox(), [3]);
+    ws.push({ t: 'ack', seq: 3 });
+    assert.deepEqual(outbox(), []);
+    assert.equal(t.win.sessionStorage.getItem(KEYS.seq), '3');
+  });
+
+  test('props are copied when tracked', () => {
+    const t = setup();
+    const ws = connect(t);
+    const props = { id: 'mug', quantity: 1 };
+    t.transport.send('add_to_cart', props);
+    props.quantity = 5;
+    ws.drop(1006);
+    t.clock.tick(1000);
+    t.WS.last().accept();
+    t.WS.last().push({ t: 'welcome', session: 's_1', resumed: true, ack: 0 });
+    assert.equal(t.WS.last().events()[0].props.quantity, 1);
+  });
+
+  test('after a reconnect, welcome.ack decides which events are resent', () => {
+    const t = setup();
+    const ws = connect(t);
+    for (const depth of [10, 20, 30, 40]) t.transport.send('scroll', { depth });
+    ws.push({ t: 'ack', seq: 1 });
+    ws.drop(1006);
+    t.transport.send('scroll', { depth: 50 }); // while disconnected
+    t.clock.tick(1000);
+    const again = t.WS.last();
+    again.accept();
+    again.push({ t: 'welcome', session: 's_1', resumed: true, ack: 3 });
+    assert.deepEqual(again.events().map((e) => e.seq), [4, 5]);
+    assert.equal(t.transport.send('idle', { after: 10 }), 6);
+  });
+
+  test('a session that was not resumed starts numbering again from 1', () => {
+    const t = setup();
+    const ws = connect(t);
+    ws.push({ t: 'show', seq: 4, kind: 'toast' });
+    t.transport.send('a');
+    t.transport.send('b');
+    ws.push({ t: 'ack', seq: 1 });
+    ws.drop(1001);
+    t.clock.tick(1000);
+    const again = t.WS.last();
+    again.accept();
+    again.push({ t: 'welcome', session: 's_2', resumed: false, ack: 0 });
+    assert.deepEqual(again.events().map((e) => [e.seq, e.name]), [[1, 'b']]);
+    assert.equal(t.win.sessionStorage.getItem(KEYS.rx), '0');
+    again.push({ t: 'show', seq: 1, kind: 'toast' });
+    assert.equal(t.shown.length, 2, 'seq 1 of the new session is new');
+  });
+
+  test('the outbox keeps only the newest 500 events', () => {
+    const t = setup();
+    for (let i = 0; i < 510; i++) t.transport.send('scroll', { depth: 10 });
+    const outbox = JSON.parse(t.win.sessionStorage.getItem(KEYS.outbox));
+    assert.equal(outbox.length, 500);
+    assert.equal(outbox[0].seq, 11);
+  });
+
+  test('an event larger than a frame may be is refused', () => {
+    const t = setup();
+    assert.equal(t.transport.send('big', { text: 'x'.repeat(70000) }), 0);
+    assert.equal(t.transport.send('small'), 1);
+    assert.match(t.warnings[0], /larger than/);
+  });
+
+  test('an error naming a seq drops that event; each code is logged once', () => {
+    const t = setup();
+    const ws = connect(t);
+    t.transport.send('signup');
+    t.transport.send('scroll', { depth: 10 });
+    ws.push({ t: 'error', code: 'unknown_event', reason: "unknown event 'signup'", seq: 1 });
+    ws.push({ t: 'error', code: 'unknown_event', reason: "unknown event 'signup'", seq: 1 });
+    const outbox = JSON.parse(t.win.sessionStorage.getItem(KEYS.outbox));
+    assert.deepEqual(outbox.map((e) => e.seq), [2]);
+    assert.equal(t.warnings.length, 1);
+    assert.equal(t.transport.state, 'open');
+  });
+
+  test('close 1009 drops the last event written, then reconnects', () => {
+    const t = setup();
+    const ws = connect(t);
+    t.transport.send('a');
+    t.transport.send('b');
+    ws.drop(1009);
+    t.clock.tick(1000);
+    t.WS.last().accept();
+    t.WS.last().push({ t: 'welcome', session: 's_1', resumed: true, ack: 0 });
+    assert.deepEqual(t.WS.last().events().map((e) => e.name), ['a']);
+  });
+});
+
+describe('show', () => {
+  test('is handed over once and acknowledged, a resend is only acknowledged', () => {
+    const t = setup();
+    const ws = connect(t);
+    const show = { t: 'show', seq: 1, campaign: 'welcome', kind: 'modal', title: 'Hello' };
+    ws.push(show);
+    assert.equal(t.shown.length, 1);
+    assert.equal(t.shown[0].title, 'Hello');
+    ws.push(show);
+    assert.equal(t.shown.length, 1, 'not shown twice');
+    assert.deepEqual(
+      ws.frames().filter((f) => f.t === 'ack'),
+      [
+        { t: 'ack', seq: 1 },
+        { t: 'ack', seq: 1 },
+      ],
+    );
+    assert.equal(t.win.sessionStorage.getItem(KEYS.rx), '1');
+  });
+
+  test('messages resent after a reconnect are not shown again', () => {
+    const t = setup();
+    const ws = connect(t);
+    ws.push({ t: 'show', seq: 1, kind: 'toast' });
+    ws.push({ t: 'show', seq: 2, kind: 'toast' });
+    ws.drop(1006);
+    t.clock.tick(1000);
+    const again = t.WS.last();
+    again.accept();
+    assert.equal(again.frames()[0].rx, 2);
+    again.push({ t: 'welcome', session: 's_1', resumed: true, ack: 0 });
+    again.push({ t: 'show', seq: 2, kind: 'toast' });
+    again.push({ t: 'show', seq: 3, kind: 'toast' });
+    assert.deepEqual(t.shown.map((m) => m.seq), [1, 2, 3]);
+  });
+
+  test('the ack goes out before the handler runs, and a throwing handler changes nothing', () => {
+    const order = [];
+    let ws;
+    const t = setup({
+      onShow: () => {
+        order.push(ws.frames().at(-1).t);
+        throw new Error('boom');
+      },
+    });
+    ws = connect(t);
+    ws.push({ t: 'show', seq: 1, kind: 'toast' });
+    assert.deepEqual(order, ['ack']);
+    assert.equal(t.transport.state, 'open');
+  });
+});
+
+describe('keep-alive', () => {
+  test('pings every 25 s; a pong keeps the connection', () => {
+    const t = setup();
+    const ws = connect(t);
+    t.clock.tick(25000);
+    assert.deepEqual(ws.frames().at(-1), { t: 'ping' });
+    t.clock.tick(5000);
+    ws.push({ t: 'pong' });
+    t.clock.tick(20000);
+    assert.equal(t.transport.state, 'open');
+    assert.equal(t.WS.sockets.length, 1);
+  });
+
+  test('no frame within 10 s of a ping closes and reconnects', () => {
+    const t = setup({ random: () => 0.5 });
+    const ws = connect(t);
+    t.clock.tick(25000 + 10000);
+    assert.equal(ws.closedWith.code, 1000);
+    assert.equal(ws.onclose, null, 'the dead socket is detached');
+    assert.equal(t.transport.state, 'closed');
+    t.clock.tick(250);
+    assert.equal(t.WS.sockets.length, 2);
+    assert.equal(t.transport.state, 'connecting');
+  });
+});
+
+describe('close codes', () => {
+  for (const code of [4400, 4401, 4403, 4409]) {
+    test(`${code} stops for good`, () => {
+      const t = setup();
+      const ws = connect(t);
+      ws.drop(code);
+      assert.equal(t.transport.state, 'failed');
+      assert.equal(t.clock.pending, 0);
+      t.clock.tick(120000);
+      t.transport.reconnectNow();
+      t.transport.start();
+      assert.equal(t.WS.sockets.length, 1);
+      assert.equal(t.transport.send('x'), 0);
+    });
+  }
+
+  for (const code of [4429, 1001, 1006, 1000, 4408]) {
+    test(`${code} reconnects after a backoff delay`, () => {
+      const t = setup();
+      const ws = connect(t);
+      ws.drop(code);
+      assert.equal(t.transport.state, 'closed');
+      assert.equal(t.clock.pending, 1, 'only the reconnect timer');
+      t.clock.tick(4000); // the longest first delay (4429 starts at step 3)
+      assert.equal(t.WS.sockets.length, 2);
+      assert.equal(t.transport.state, 'connecting');
+    });
+  }
+
+  test('4429 starts higher on the backoff curve', () => {
+    const t = setup({ random: () => 0.999 });
+    const ws = connect(t);
+    ws.drop(4429);
+    assert.ok(t.clock.delays()[0] >= 2000, `delay ${t.clock.delays()[0]}`);
+  });
+});
+
+describe('reconnection', () => {
+  test('delays grow within [0, min(30 s, 500 ms * 2^step)) and reset after welcome', () => {
+    const t = setup({ random: () => 0.9999 });
+    t.transport.start();
+    const delays = [];
+    for (let i = 0; i < 10; i++) {
+      t.WS.last().drop(1006);
+      const [delay] = t.clock.delays();
+      delays.push(delay);
+      assert.ok(delay >= 0 && delay < Math.min(30000, 500 * 2 ** i), `step ${i}: ${delay}`);
+      t.clock.tick(delay);
+    }
+    assert.ok(delays[3] > delays[0] && delays.at(-1) >= 29000, String(delays));
+    const ws = t.WS.last();
+    ws.accept();
+    ws.push({ t: 'welcome', session: 's_1', resumed: false, ack: 0 });
+    ws.drop(1006);
+    assert.ok(t.clock.delays()[0] < 500, 'back to the first step');
+  });
+
+  test("reconnectNow (the 'online' event) skips the wait", () => {
+    const t = setup({ random: () => 0.9 });
+    const ws = connect(t);
+    ws.drop(1006);
+    t.transport.reconnectNow();
+    assert.equal(t.WS.sockets.length, 2);
+    assert.equal(t.clock.pending, 1, 'only the handshake timer');
+  });
+
+  test('reconnectNow on an open socket probes it with a ping', () => {
+    const t = setup();
+    const ws = connect(t);
+    t.transport.reconnectNow();
+    assert.deepEqual(ws.frames().at(-1), { t: 'ping' });
+    t.clock.tick(10000);
+    assert.equal(t.transport.state, 'closed');
+  });
+
+  test('shutdown closes the socket and leaves no timer behind', () => {
+    const t = setup();
+    const ws = connect(t);
+    t.transport.send('a');
+    ws.push({ t: 'ping' }); // unknown to the client: ignored
+    assert.ok(t.clock.pending > 0);
+    t.transport.shutdown();
+    assert.equal(t.clock.pending, 0);
+    assert.equal(ws.closedWith.code, 1000);
+    assert.equal(t.transport.state, 'closed');
+    t.clock.tick(120000);
+    t.transport.reconnectNow();
+    assert.equal(t.WS.sockets.length, 1);
+  });
+
+  test('shutdown while waiting to reconnect cancels the attempt', () => {
+    const t = setup();
+    const ws = connect(t);
+    ws.drop(1006);
+    t.transport.shutdown();
+    assert.equal(t.clock.pending, 0);
+    assert.ok(t.clock.cleared.length > 0);
+    t.clock.tick(60000);
+    assert.equal(t.WS.sockets.length, 1);
+  });
+
+  test('suspend closes without giving up; reconnectNow resumes', () => {
+    const t = setup();
+    const ws = connect(t);
+    t.transport.suspend();
+    assert.equal(ws.closedWith.code, 1000);
+    assert.equal(t.clock.pending, 0);
+    t.transport.reconnectNow();
+    assert.equal(t.WS.sockets.length, 2);
+  });
+});
