@@ -94,6 +94,18 @@ def _message_report(props: dict, seq: int) -> None:
     _string(props, "campaign", seq, required=False)
 
 
+def _tab_visible(props: dict, seq: int) -> None:
+    props["away"] = min(_number(props, "away", seq, required=False) or 0.0, 86400.0 * 365)
+
+
+def _identify(props: dict, seq: int) -> None:
+    for key, value in props.items():
+        if value is not None and (isinstance(value, (dict, list)) or not isinstance(value, (str, int, float, bool))):
+            raise BadEvent(f"props.{key}: traits must be text, numbers, true/false or null", seq)
+    if "user_id" in props:
+        raise BadEvent("props.user_id: identifying a user needs a token signed by the site's backend", seq)
+
+
 def _nothing(props: dict, seq: int) -> None:
     pass
 
@@ -111,6 +123,10 @@ BUILT_IN = {
     "shown": _message_report,
     "clicked": _message_report,
     "dismissed": _message_report,
+    "exit_intent": _nothing,
+    "tab_hidden": _nothing,
+    "tab_visible": _tab_visible,
+    "identify": _identify,
 }
 
 
