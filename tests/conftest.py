@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,3 +191,30 @@ def encoding(request) -> str:
 
 
 REDIS_URL = os.environ.get("NUDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_store_url(base: str = REDIS_URL, **params: Any) -> str:
+    """A Redis store URL with a key prefix of its own, so that concurrent runs never meet."""
+    prefix = f"nudge-test-{secrets.token_hex(4)}:"
+    query = "&".join(f"{k}={v}" for k, v in {"prefix": prefix, **params}.items())
+    return f"{base}?{query}"
+
+
+async def drop_keys(url: str) -> None:
+    """Delete every key under the URL's prefix (never FLUSHDB: the server is shared)."""
+    import redis.asyncio as aioredis
+    from nudge.store.redis import RedisStore
+
+    store = RedisStore(url)
+    try:
+        client: aioredis.Redis = store.redis
+        batch = []
+        async for key in client.scan_iter(match=store.keys.prefix + "*", count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                await client.delete(*batch)
+                batch = []
+        if batch:
+            await client.delete(*batch)
+    finally:
+        await store.close()

@@ -1,19 +1,25 @@
-"""The store contract. Every implementation runs this same suite (Redis joins in its own issue)."""
+"""The store contract. Every implementation runs this same suite: memory, and the real Redis
+server at NUDGE_TEST_REDIS_URL under a key prefix of its own (removed afterwards)."""
 
 from __future__ import annotations
 
 import pytest
 from nudge.state import SessionState, VisitorState
-from nudge.store import Store, open_store
+from nudge.store import CapCheck, DueTimer, Store, codec, open_store
+
+from .conftest import drop_keys, redis_store_url
 
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(params=["memory://"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def store(request) -> Store:
-    store = open_store(request.param)
+    url = "memory://" if request.param == "memory" else redis_store_url(lease=30)
+    store = open_store(url)
     yield store
     await store.close()
+    if request.param == "redis":
+        await drop_keys(url)
 
 
 async def test_visitor_round_trip(store):
@@ -21,18 +27,33 @@ async def test_visitor_round_trip(store):
     visitor = VisitorState("pk", "v_1", first_seen=T0)
     visitor.cart.add("mug", "Mug", 3.0, 2)
     visitor.timers["absence:x"] = T0 + 60
+    visitor.shown["a"] = [T0]
     await store.save_visitor(visitor)
     loaded = await store.load_visitor("pk", "v_1")
     assert loaded.cart.count == 2 and loaded.timers == {"absence:x": T0 + 60}
+    assert loaded.cart.items["mug"].name == "Mug" and loaded.shown == {"a": [T0]}
     assert await store.load_visitor("other-site", "v_1") is None
 
 
 async def test_session_round_trip_and_drop(store):
     session = SessionState("s_1", "pk", "v_1", T0, page="/", last_event_seq=7)
+    session.met.add("x")
+    session.outbox.append({"t": "show", "seq": 1, "campaign": "a"})
     await store.save_session(session, ttl=300)
-    assert (await store.load_session("pk", "s_1")).last_event_seq == 7
+    loaded = await store.load_session("pk", "s_1")
+    assert loaded.last_event_seq == 7 and loaded.met == {"x"} and loaded.outbox[0]["campaign"] == "a"
     await store.drop_session("pk", "s_1")
     assert await store.load_session("pk", "s_1") is None
+
+
+async def test_a_session_never_moves_backwards(store):
+    """A node that wrote a session late (its writes were behind) cannot undo events another node
+    applied since: the applied event seq only grows."""
+    ahead = SessionState("s_1", "pk", "v_1", T0, last_event_seq=9)
+    await store.save_session(ahead, ttl=300)
+    behind = SessionState("s_1", "pk", "v_1", T0, last_event_seq=4)
+    await store.save_session(behind, ttl=300)
+    assert (await store.load_session("pk", "s_1")).last_event_seq == 9
 
 
 async def test_timers_fire_once_in_due_order(store):
@@ -43,6 +64,8 @@ async def test_timers_fire_once_in_due_order(store):
     assert await store.claim_due(T0 + 5) == []
     due = await store.claim_due(T0 + 25)
     assert [(t.visitor, t.key, t.due) for t in due] == [("v_2", "absence:a", T0 + 10), ("v_1", "absence:b", T0 + 20)]
+    for timer in due:
+        await store.finish(timer)
     assert await store.claim_due(T0 + 25) == []  # claimed once
     assert await store.next_due() == T0 + 30
 
@@ -64,6 +87,21 @@ async def test_claim_respects_the_limit(store):
     assert len(await store.claim_due(T0 + 10, limit=3)) == 2
 
 
+async def test_an_unfinished_claim_is_claimed_again_after_its_lease(store):
+    """The node that claimed a timer died before finishing it: another claims it once the lease
+    (30 s here) ran out — and only then."""
+    if not store.shared:
+        pytest.skip("one process: a claim cannot outlive its node")
+    await store.schedule("pk", "v_1", "absence:a", T0 + 10)
+    [timer] = await store.claim_due(T0 + 10)
+    assert await store.claim_due(T0 + 39) == []
+    assert await store.next_due() == T0 + 40
+    assert await store.claim_due(T0 + 40) == [DueTimer("pk", "v_1", "absence:a", T0 + 10)]
+    await store.finish(timer)
+    assert await store.claim_due(T0 + 1000) == []
+    assert await store.next_due() is None
+
+
 async def test_queued_messages_are_taken_once_and_expire(store):
     await store.enqueue("pk", "v_1", {"campaign": "a"}, expires_at=T0 + 100)
     await store.enqueue("pk", "v_1", {"campaign": "b"}, expires_at=T0 + 10)
@@ -77,6 +115,62 @@ async def test_queue_is_bounded(store):
         await store.enqueue("pk", "v_1", {"n": i}, expires_at=T0 + 100)
     queued = await store.take_queued("pk", "v_1", T0)
     assert len(queued) == 20 and queued[-1] == {"n": 49}
+
+
+async def test_caps_are_checked_and_counted_in_one_step(store):
+    check = CapCheck("a", per_day=2, limit_per_day=None, cooldown=0.0)
+    assert await store.confirm_show("pk", "v_1", check, T0) is None
+    assert await store.confirm_show("pk", "v_1", check, T0 + 1) is None
+    assert await store.confirm_show("pk", "v_1", check, T0 + 2) == "cap:per_day"
+    assert await store.confirm_show("pk", "v_1", check, T0 + 86_401) is None  # a day later
+    assert await store.confirm_show("pk", "v_2", check, T0) is None  # another visitor
+
+
+async def test_daily_limit_and_cooldown_span_campaigns(store):
+    a = CapCheck("a", per_day=None, limit_per_day=2, cooldown=60.0)
+    b = CapCheck("b", per_day=None, limit_per_day=2, cooldown=60.0)
+    assert await store.confirm_show("pk", "v_1", a, T0) is None
+    assert await store.confirm_show("pk", "v_1", b, T0 + 30) == "cooldown"
+    assert await store.confirm_show("pk", "v_1", b, T0 + 60) is None
+    assert await store.confirm_show("pk", "v_1", a, T0 + 200) == "limit:per_day"
+
+
+async def test_a_decision_carried_out_once_and_queued_with_it(store):
+    check = CapCheck("a", per_day=None, limit_per_day=None, cooldown=0.0)
+    queue = ({"campaign": "a"}, T0 + 100)
+    assert await store.confirm_show("pk", "v_1", check, T0, once="absence:a@1", queue=queue) is None
+    assert await store.confirm_show("pk", "v_1", check, T0, once="absence:a@1", queue=queue) == "duplicate"
+    assert await store.take_queued("pk", "v_1", T0) == [{"campaign": "a"}]
+
+
+def test_state_codec_tolerates_added_and_removed_fields():
+    visitor = VisitorState("pk", "v_1", first_seen=T0)
+    visitor.cart.add("mug", "Mug", 3.0, 1)
+    plain = codec.to_plain(visitor)
+    plain["from_a_newer_version"] = {"x": 1}  # unknown: ignored
+    del plain["traits"]  # missing: its default
+    loaded = codec.from_plain(VisitorState, plain)
+    assert loaded.cart.items["mug"].price == 3.0 and loaded.traits == {}
+    assert codec.loads(VisitorState, codec.dumps(visitor)) == visitor
+
+
+async def test_memory_snapshot_survives_a_graceful_stop(tmp_path):
+    path = tmp_path / "nudge.msgpack"
+    store = open_store(f"memory://{path}")
+    await store.save_visitor(VisitorState("pk", "v_1", first_seen=T0))
+    await store.save_session(SessionState("s_1", "pk", "v_1", T0, last_event_seq=3), ttl=300)
+    await store.schedule("pk", "v_1", "absence:a", T0 + 10)
+    await store.enqueue("pk", "v_1", {"campaign": "a"}, T0 + 100)
+    check = CapCheck("a", per_day=1, limit_per_day=None, cooldown=0.0)
+    assert await store.confirm_show("pk", "v_1", check, T0) is None
+    await store.close()
+
+    again = open_store(f"memory://{path}")
+    assert (await again.load_visitor("pk", "v_1")).first_seen == T0
+    assert (await again.load_session("pk", "s_1")).last_event_seq == 3
+    assert await again.next_due() == T0 + 10
+    assert await again.take_queued("pk", "v_1", T0) == [{"campaign": "a"}]
+    assert await again.confirm_show("pk", "v_1", check, T0 + 1) == "cap:per_day"
 
 
 def test_unknown_store_url():

@@ -1,12 +1,14 @@
 """Where state lives between events: one interface, chosen by URL.
 
-``memory://`` (the default) keeps everything in this process. A Redis implementation
-(``redis://…``) comes behind the same interface; the engine never knows which one it runs on.
+``memory://`` (the default) keeps everything in this process; ``memory:///path/file.msgpack``
+also snapshots it there on a graceful stop and restores it on start. ``redis://…`` (or
+``rediss://…``, ``unix://…``) shares it between every node of a deployment. The engine never knows
+which one it runs on.
 """
 
 from __future__ import annotations
 
-from .base import DueTimer, Store
+from .base import CapCheck, DueTimer, Store
 
 
 def open_store(url: str) -> Store:
@@ -15,8 +17,13 @@ def open_store(url: str) -> Store:
     if scheme == "memory":
         from .memory import MemoryStore
 
-        return MemoryStore()
-    raise ValueError(f"unsupported store URL {url!r}: use memory://")
+        path = url[len("memory://"):]
+        return MemoryStore(snapshot=path or None)
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisStore
+
+        return RedisStore(url)
+    raise ValueError(f"unsupported store URL {url!r}: use memory:// or redis://")
 
 
-__all__ = ["DueTimer", "Store", "open_store"]
+__all__ = ["CapCheck", "DueTimer", "Store", "open_store"]

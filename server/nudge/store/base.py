@@ -7,6 +7,10 @@ from typing import Protocol
 
 from ..state import SessionState, VisitorState
 
+DAY_MS = 86_400_000
+# Messages queued for one visitor at most; the oldest goes first.
+MAX_QUEUED = 20
+
 
 @dataclass(frozen=True, slots=True)
 class DueTimer:
@@ -15,22 +19,51 @@ class DueTimer:
     key: str  # "absence:<campaign>" or "delay:<campaign>"
     due: float
 
+    @property
+    def token(self) -> str:
+        """Names this firing of this timer, so that carrying it out twice is detectable."""
+        return f"{self.key}@{round(self.due * 1000)}"
+
+
+@dataclass(frozen=True, slots=True)
+class CapCheck:
+    """What a Show must pass, counted atomically where every node sees it (the engine already
+    checked the same caps against its own copy of the visitor)."""
+
+    campaign: str
+    per_day: int | None  # the campaign's cap per visitor per 24 h
+    limit_per_day: int | None  # messages of any campaign per visitor per 24 h
+    cooldown: float  # seconds after any message
+
 
 class Store(Protocol):
+    shared: bool  # True when other nodes see the same data (Redis); False for memory
+
     # Visitors: what outlives a tab (cart, caps, traits, timers' keys).
     async def load_visitor(self, site: str, visitor: str) -> VisitorState | None: ...
     async def save_visitor(self, state: VisitorState) -> None: ...
 
-    # Sessions: saved when their socket closes, so they can be resumed within the grace period.
+    # Sessions: saved (written behind in shared stores) so they can be resumed within the grace
+    # period, on any node. A save never moves a session's last applied event seq backwards.
     async def load_session(self, site: str, session: str) -> SessionState | None: ...
     async def save_session(self, state: SessionState, ttl: float) -> None: ...
     async def drop_session(self, site: str, session: str) -> None: ...
 
-    # Durable timers, each fired once: scheduling again replaces the due time.
+    # Durable timers, each fired once: scheduling again replaces the due time. A claimed timer is
+    # leased: unless ``finish`` is called within the lease, it is claimed again (its node died).
     async def schedule(self, site: str, visitor: str, key: str, due: float) -> None: ...
     async def cancel(self, site: str, visitor: str, key: str) -> None: ...
     async def claim_due(self, now: float, limit: int = 100) -> list[DueTimer]: ...
+    async def finish(self, timer: DueTimer) -> None: ...
     async def next_due(self) -> float | None: ...
+
+    # Caps, checked and counted in one step: None when the message may show (and it is counted),
+    # else why not ("cap:per_day", "limit:per_day", "cooldown", or "duplicate" for a ``once``
+    # token already used). With ``queue``, the message is queued in the same step.
+    async def confirm_show(
+        self, site: str, visitor: str, check: CapCheck, now: float, *,
+        once: str | None = None, queue: tuple[dict, float] | None = None,
+    ) -> str | None: ...
 
     # Messages decided while the visitor was away, delivered on their next visit.
     async def enqueue(self, site: str, visitor: str, message: dict, expires_at: float) -> None: ...

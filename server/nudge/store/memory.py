@@ -1,25 +1,46 @@
-"""The in-memory store: one process, nothing survives a restart. The default."""
+"""The in-memory store: one process. The default.
+
+With a snapshot file (``memory:///var/lib/nudge/state.msgpack``), everything it holds (visitors,
+resumable sessions, pending timers, caps, queued messages) is written there when the server stops
+gracefully (SIGTERM, Ctrl-C) and read back when it starts. A crash (SIGKILL, power loss) loses
+whatever happened since the last start: nothing is written in between.
+"""
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
+import os
+from pathlib import Path
+
+import msgpack
 
 from ..state import SessionState, VisitorState
-from .base import DueTimer
+from . import codec
+from .base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer
 
-# Messages queued for one visitor at most; the oldest goes first.
-MAX_QUEUED = 20
+log = logging.getLogger("nudge.store")
+
+SNAPSHOT_VERSION = 1
 
 
 class MemoryStore:
-    def __init__(self) -> None:
+    shared = False
+
+    def __init__(self, snapshot: str | Path | None = None) -> None:
         self._visitors: dict[tuple[str, str], VisitorState] = {}  # (site, visitor) -> state
         self._sessions: dict[tuple[str, str], tuple[SessionState, float]] = {}  # -> (state, ttl)
         self._timers: dict[tuple[str, str, str], float] = {}  # (site, visitor, key) -> due
         self._heap: list[tuple[float, int, tuple[str, str, str]]] = []  # may hold stale entries
         self._order = itertools.count()  # ties in the heap break by insertion
         self._queued: dict[tuple[str, str], list[tuple[float, dict]]] = {}  # -> [(expires, msg)]
+        self._shown: dict[tuple[str, str, str], list[int]] = {}  # (site, visitor, campaign) -> ms
+        self._recent: dict[tuple[str, str], list[int]] = {}  # (site, visitor) -> ms, any campaign
+        self._once: dict[tuple[str, str, str], int] = {}  # (site, visitor, token) -> expires ms
+        self.snapshot_path = Path(snapshot) if snapshot else None  # written on close, read now
+        if self.snapshot_path is not None and self.snapshot_path.exists():
+            self._restore(self.snapshot_path)
 
     async def load_visitor(self, site: str, visitor: str) -> VisitorState | None:
         return self._visitors.get((site, visitor))
@@ -32,6 +53,9 @@ class MemoryStore:
         return found[0] if found else None
 
     async def save_session(self, state: SessionState, ttl: float) -> None:
+        found = self._sessions.get((state.site, state.id))
+        if found is not None and found[0] is not state and found[0].last_event_seq > state.last_event_seq:
+            return  # never move a session backwards
         self._sessions[(state.site, state.id)] = (state, ttl)
 
     async def drop_session(self, site: str, session: str) -> None:
@@ -56,11 +80,37 @@ class MemoryStore:
             claimed.append(DueTimer(ident[0], ident[1], ident[2], due))
         return claimed
 
+    async def finish(self, timer: DueTimer) -> None:
+        pass  # one process: a claimed timer cannot outlive the node that claimed it
+
     async def next_due(self) -> float | None:
         heap = self._heap
         while heap and self._timers.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
+
+    async def confirm_show(
+        self, site: str, visitor: str, check: CapCheck, now: float, *,
+        once: str | None = None, queue: tuple[dict, float] | None = None,
+    ) -> str | None:
+        now_ms = round(now * 1000)
+        if once is not None and self._once.get((site, visitor, once), 0) > now_ms:
+            return "duplicate"
+        shown = _window(self._shown.setdefault((site, visitor, check.campaign), []), now_ms)
+        recent = _window(self._recent.setdefault((site, visitor), []), now_ms)
+        if check.per_day is not None and len(shown) >= check.per_day:
+            return "cap:per_day"
+        if check.limit_per_day is not None and len(recent) >= check.limit_per_day:
+            return "limit:per_day"
+        if check.cooldown and recent and now_ms - max(recent) < check.cooldown * 1000:
+            return "cooldown"
+        shown.append(now_ms)
+        recent.append(now_ms)
+        if once is not None:
+            self._once[(site, visitor, once)] = now_ms + DAY_MS
+        if queue is not None:
+            await self.enqueue(site, visitor, queue[0], queue[1])
+        return None
 
     async def enqueue(self, site: str, visitor: str, message: dict, expires_at: float) -> None:
         queue = self._queued.setdefault((site, visitor), [])
@@ -72,4 +122,63 @@ class MemoryStore:
         return [message for expires_at, message in queue if expires_at > now]
 
     async def close(self) -> None:
-        pass
+        if self.snapshot_path is not None:
+            self._write_snapshot(self.snapshot_path)
+
+    # --- snapshot -----------------------------------------------------------------------------
+
+    def _write_snapshot(self, path: Path) -> None:
+        """Write everything to ``path`` atomically (a temporary file renamed over it)."""
+        document = {
+            "version": SNAPSHOT_VERSION,
+            "visitors": [codec.to_plain(v) for v in self._visitors.values()],
+            "sessions": [[codec.to_plain(s), ttl] for s, ttl in self._sessions.values()],
+            "timers": [[*ident, due] for ident, due in self._timers.items()],
+            "queued": [[*ident, [[e, m] for e, m in q]] for ident, q in self._queued.items() if q],
+            "shown": [[*ident, times] for ident, times in self._shown.items() if times],
+            "recent": [[*ident, times] for ident, times in self._recent.items() if times],
+            "once": [[*ident, until] for ident, until in self._once.items()],
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(path.name + ".tmp")
+        with open(scratch, "wb") as out:
+            out.write(msgpack.packb(document, use_bin_type=True))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(scratch, path)
+        log.info("memory store: snapshot of %d visitors, %d sessions, %d timers written to %s",
+                 len(self._visitors), len(self._sessions), len(self._timers), path)
+
+    def _restore(self, path: Path) -> None:
+        document = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+        if document.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"{path}: unknown snapshot version {document.get('version')!r}")
+        for plain in document["visitors"]:
+            state = codec.from_plain(VisitorState, plain)
+            self._visitors[(state.site, state.id)] = state
+        for plain, ttl in document["sessions"]:
+            state = codec.from_plain(SessionState, plain)
+            self._sessions[(state.site, state.id)] = (state, ttl)
+        for site, visitor, key, due in document["timers"]:
+            self._timers[(site, visitor, key)] = due
+            heapq.heappush(self._heap, (due, next(self._order), (site, visitor, key)))
+        for site, visitor, queue in document["queued"]:
+            self._queued[(site, visitor)] = [(e, m) for e, m in queue]
+        for site, visitor, campaign, times in document["shown"]:
+            self._shown[(site, visitor, campaign)] = times
+        for site, visitor, times in document["recent"]:
+            self._recent[(site, visitor)] = times
+        for site, visitor, token, until in document["once"]:
+            self._once[(site, visitor, token)] = until
+        log.info("memory store: restored %d visitors, %d sessions, %d timers from %s",
+                 len(self._visitors), len(self._sessions), len(self._timers), path)
+
+
+def _window(times: list[int], now_ms: int) -> list[int]:
+    """Drop times older than a day, in place."""
+    cut = 0
+    while cut < len(times) and times[cut] <= now_ms - DAY_MS:
+        cut += 1
+    if cut:
+        del times[:cut]
+    return times

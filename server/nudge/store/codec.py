@@ -1,0 +1,93 @@
+"""Visitor and session state to bytes and back, generically: dataclass fields → a MessagePack map.
+
+Nothing here names a field. A field added to ``state.py`` is stored from then on; a field the
+stored bytes lack takes its default; a stored field the code no longer knows is ignored. So an
+upgrade (or a rollback) never fails to load what an older (or newer) node wrote.
+
+Decoding follows the dataclasses' type hints, so nested records (``Cart`` → ``CartItem``), sets
+and dicts of records come back as the types the engine expects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from functools import cache
+from typing import Any, TypeVar
+
+import msgpack
+
+T = TypeVar("T")
+
+
+def _plain(value: Any) -> Any:
+    """A value made of maps, lists and scalars only."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value) if isinstance(value, set | frozenset) else value
+        return [_plain(v) for v in items]
+    return value
+
+
+def dumps(state: Any) -> bytes:
+    """Encode a state dataclass (any nesting of dataclasses, dicts, lists, sets, scalars)."""
+    return msgpack.packb(_plain(state), use_bin_type=True)
+
+
+def loads(cls: type[T], data: bytes) -> T:
+    """Decode what :func:`dumps` wrote back into ``cls``, tolerating added and removed fields."""
+    return _build(cls, msgpack.unpackb(data, raw=False, strict_map_key=False))
+
+
+def to_plain(state: Any) -> Any:
+    """For snapshots that pack many states into one document."""
+    return _plain(state)
+
+
+def from_plain(cls: type[T], value: Any) -> T:
+    return _build(cls, value)
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(kind: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(kind)
+    if origin is typing.Union or origin is types.UnionType:
+        options = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        return _build(options[0], value) if len(options) == 1 else value
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a map for {kind.__name__}, got {type(value).__name__}")
+        hints = _hints(kind)
+        known = {}
+        for f in dataclasses.fields(kind):
+            if f.name in value and f.init:
+                known[f.name] = _build(hints.get(f.name, Any), value[f.name])
+        missing = [
+            f.name for f in dataclasses.fields(kind)
+            if f.init and f.name not in known
+            and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ValueError(f"{kind.__name__} is missing {', '.join(missing)}")
+        return kind(**known)
+    args = typing.get_args(kind)
+    if origin is dict:
+        inner = args[1] if len(args) == 2 else Any
+        return {k: _build(inner, v) for k, v in value.items()}
+    if origin in (list, set, frozenset, tuple):
+        inner = args[0] if args else Any
+        items = [_build(inner, v) for v in value]
+        return items if origin is list else origin(items)
+    if kind is float and isinstance(value, int):
+        return float(value)
+    return value

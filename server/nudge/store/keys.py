@@ -1,0 +1,69 @@
+"""Every Redis key and channel name Nudge uses, built here and nowhere else.
+
+A visitor's keys share the hash tag ``{site:visitor}`` so that one Lua script can touch all of
+them on Redis Cluster (they live in one slot). A session's key is tagged by the session id (it is
+looked up by id alone, before the visitor is known), and both timer sets share ``{timers}``.
+"""
+
+from __future__ import annotations
+
+# Separates the parts of a timer member; site keys, visitor ids and timer keys never contain it.
+SEP = "\x1f"
+
+
+class Keys:
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = "nudge:") -> None:
+        self.prefix = prefix  # put before every key, so several deployments can share one Redis
+
+    def _visitor_tag(self, site: str, visitor: str) -> str:
+        return f"{self.prefix}{{{site}:{visitor}}}"
+
+    def visitor(self, site: str, visitor: str) -> str:
+        """The visitor's state blob (cart, traits, ...): last writer wins."""
+        return self._visitor_tag(site, visitor) + ":state"
+
+    def shown(self, site: str, visitor: str, campaign: str) -> str:
+        """When this campaign was shown to the visitor in the last day (a sorted set, ms)."""
+        return self._visitor_tag(site, visitor) + ":shown:" + campaign
+
+    def recent(self, site: str, visitor: str) -> str:
+        """When any campaign was shown to the visitor in the last day (daily limit, cooldown)."""
+        return self._visitor_tag(site, visitor) + ":recent"
+
+    def once(self, site: str, visitor: str, token: str) -> str:
+        """Marks a decision already carried out (a timer's message), so a retry cannot repeat it."""
+        return self._visitor_tag(site, visitor) + ":once:" + token
+
+    def queue(self, site: str, visitor: str) -> str:
+        """Messages waiting for the visitor's next visit."""
+        return self._visitor_tag(site, visitor) + ":queue"
+
+    def whereabouts(self, site: str, visitor: str) -> str:
+        """Which node holds each of the visitor's connected sessions (a hash session -> node)."""
+        return self._visitor_tag(site, visitor) + ":where"
+
+    def session(self, site: str, session: str) -> str:
+        return f"{self.prefix}s:{{{site}:{session}}}"
+
+    def timers(self) -> str:
+        """Pending durable timers: member ``site SEP visitor SEP key`` scored by due time in ms."""
+        return f"{self.prefix}{{timers}}:due"
+
+    def claimed(self) -> str:
+        """Timers a node claimed and has not finished: ``due_ms SEP member`` scored by lease end."""
+        return f"{self.prefix}{{timers}}:claimed"
+
+    def node_channel(self, node: str) -> str:
+        """The pub/sub channel each node listens on for messages to its sockets."""
+        return f"{self.prefix}node:{node}"
+
+
+def timer_member(site: str, visitor: str, key: str) -> str:
+    return f"{site}{SEP}{visitor}{SEP}{key}"
+
+
+def split_timer_member(member: str) -> tuple[str, str, str]:
+    site, visitor, key = member.split(SEP, 2)
+    return site, visitor, key

@@ -1,0 +1,273 @@
+"""The Redis store: state shared by every node of a deployment (redis-py asyncio).
+
+``redis://host:port/db?prefix=nudge:&lease=30`` — ``prefix`` goes before every key (see
+:mod:`.keys`), ``lease`` is how many seconds a node may hold a claimed timer before another node
+claims it again. Every read-modify-write two nodes could race on is one Lua script below, headed
+by the keys and arguments it takes and what it returns, registered once.
+
+Nothing here is called per event: the hub writes sessions behind, in batches, and touches Redis
+on decisions only (a show, a timer set or cancelled).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgpack
+import redis.asyncio as aioredis
+
+from ..state import SessionState, VisitorState
+from . import codec
+from .base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer
+from .keys import SEP, Keys, split_timer_member, timer_member
+
+log = logging.getLogger("nudge.store")
+
+CLAIM_DUE = """
+-- KEYS[1]: pending timers (sorted set: member -> due ms)
+-- KEYS[2]: claimed timers (sorted set: "due_ms SEP member" -> lease end ms)
+-- ARGV[1]: now in ms
+-- ARGV[2]: most timers to claim
+-- ARGV[3]: lease in ms
+-- ARGV[4]: SEP
+-- returns a flat list due_ms, member, due_ms, member, ... of the timers now leased to the caller:
+--   claims whose lease ran out first (their node died), then timers that fell due
+local now, limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
+for _, entry in ipairs(stale) do
+  redis.call('ZADD', KEYS[2], now + lease, entry)
+  local at = string.find(entry, ARGV[4], 1, true)
+  out[#out + 1] = string.sub(entry, 1, at - 1)
+  out[#out + 1] = string.sub(entry, at + 1)
+end
+local room = limit - #stale
+if room > 0 then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, room)
+  for i = 1, #due, 2 do
+    local ms = string.format('%d', tonumber(due[i + 1]))
+    redis.call('ZREM', KEYS[1], due[i])
+    redis.call('ZADD', KEYS[2], now + lease, ms .. ARGV[4] .. due[i])
+    out[#out + 1] = ms
+    out[#out + 1] = due[i]
+  end
+end
+return out
+"""
+
+CONFIRM_SHOW = """
+-- KEYS[1]: when this campaign was shown to the visitor (sorted set of ms)
+-- KEYS[2]: when any campaign was shown to the visitor (sorted set of ms)
+-- KEYS[3]: the once marker of this decision (string; unused when ARGV[6] is "")
+-- KEYS[4]: the visitor's queue (list; unused when ARGV[7] is "")
+-- ARGV[1]: now in ms
+-- ARGV[2]: the campaign's cap per day (-1: none)
+-- ARGV[3]: the limit of messages per day, any campaign (-1: none)
+-- ARGV[4]: cooldown in ms (0: none)
+-- ARGV[5]: a member unique to this show
+-- ARGV[6]: "1" when KEYS[3] must not exist yet, else ""
+-- ARGV[7]: a message to queue (packed [expires_s, message]) or ""
+-- ARGV[8]: the queue's length limit; ARGV[9]: the queue's time to live in ms
+-- returns "" when the show may go ahead (it is counted, and queued if asked), else the reason
+local now, day = tonumber(ARGV[1]), 86400000
+if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then return 'duplicate' end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - day)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - day)
+local cap, limit, cooldown = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if cap >= 0 and redis.call('ZCARD', KEYS[1]) >= cap then return 'cap:per_day' end
+if limit >= 0 and redis.call('ZCARD', KEYS[2]) >= limit then return 'limit:per_day' end
+if cooldown > 0 then
+  local last = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if #last > 0 and now - tonumber(last[2]) < cooldown then return 'cooldown' end
+end
+redis.call('ZADD', KEYS[1], now, ARGV[5])
+redis.call('ZADD', KEYS[2], now, ARGV[5])
+redis.call('PEXPIRE', KEYS[1], day)
+redis.call('PEXPIRE', KEYS[2], day)
+if ARGV[6] ~= '' then redis.call('SET', KEYS[3], '1', 'PX', day) end
+if ARGV[7] ~= '' then
+  redis.call('RPUSH', KEYS[4], ARGV[7])
+  redis.call('LTRIM', KEYS[4], -tonumber(ARGV[8]), -1)
+  if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[9]) then redis.call('PEXPIRE', KEYS[4], ARGV[9]) end
+end
+return ''
+"""
+
+ENQUEUE = """
+-- KEYS[1]: the visitor's queue (list of packed [expires_s, message])
+-- ARGV[1]: the packed entry
+-- ARGV[2]: the queue's length limit
+-- ARGV[3]: the entry's time to live in ms
+-- returns the queue's length
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return redis.call('LLEN', KEYS[1])
+"""
+
+TAKE_QUEUED = """
+-- KEYS[1]: the visitor's queue
+-- returns every entry, oldest first, and empties the queue (so only one node delivers them)
+local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return entries
+"""
+
+SAVE_SESSION = """
+-- KEYS[1]: the session (hash: seq, state)
+-- ARGV[1]: the packed session state
+-- ARGV[2]: its last applied event seq
+-- ARGV[3]: time to live in ms
+-- returns 1 when written, 0 when the stored session has applied later events (a stale writer)
+local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
+if stored > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'state', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# How long a visitor's queue key lives after its last message was added.
+QUEUE_TTL_MS = 7 * DAY_MS
+# Settings read from the URL's query, not passed to redis-py.
+OWN_PARAMS = ("prefix", "lease")
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+class RedisStore:
+    shared = True
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        self.keys = Keys(query.pop("prefix", "nudge:"))  # every key name
+        self.lease = float(query.pop("lease", "30"))  # seconds a claimed timer stays ours
+        redis_url = urlunsplit(parts._replace(query=urlencode(query)))
+        self.url = redis_url
+        # Short timeouts: a Redis outage must not stall a socket's receive loop for long.
+        self.redis = aioredis.from_url(
+            redis_url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=10,
+        )
+        self._claim = self.redis.register_script(CLAIM_DUE)
+        self._confirm = self.redis.register_script(CONFIRM_SHOW)
+        self._enqueue = self.redis.register_script(ENQUEUE)
+        self._take = self.redis.register_script(TAKE_QUEUED)
+        self._save_session = self.redis.register_script(SAVE_SESSION)
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def load_visitor(self, site: str, visitor: str) -> VisitorState | None:
+        data = await self.redis.get(self.keys.visitor(site, visitor))
+        return codec.loads(VisitorState, data) if data is not None else None
+
+    async def save_visitor(self, state: VisitorState) -> None:
+        await self.redis.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=30 * DAY_MS)
+
+    async def save_visitors(self, states: list[VisitorState], sessions: list[tuple[SessionState, float]]) -> None:
+        """Write many states in one round trip (the hub's write-behind)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for state in states:
+                pipe.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=30 * DAY_MS)
+            for session, ttl in sessions:
+                await self._save_session(
+                    keys=[self.keys.session(session.site, session.id)],
+                    args=[codec.dumps(session), session.last_event_seq, _ms(ttl)], client=pipe,
+                )
+            await pipe.execute()
+
+    async def load_session(self, site: str, session: str) -> SessionState | None:
+        data = await self.redis.hget(self.keys.session(site, session), "state")
+        return codec.loads(SessionState, data) if data is not None else None
+
+    async def save_session(self, state: SessionState, ttl: float) -> None:
+        await self._save_session(
+            keys=[self.keys.session(state.site, state.id)],
+            args=[codec.dumps(state), state.last_event_seq, _ms(ttl)],
+        )
+
+    async def drop_session(self, site: str, session: str) -> None:
+        await self.redis.delete(self.keys.session(site, session))
+
+    async def schedule(self, site: str, visitor: str, key: str, due: float) -> None:
+        await self.redis.zadd(self.keys.timers(), {timer_member(site, visitor, key): _ms(due)})
+
+    async def cancel(self, site: str, visitor: str, key: str) -> None:
+        await self.redis.zrem(self.keys.timers(), timer_member(site, visitor, key))
+
+    async def claim_due(self, now: float, limit: int = 100) -> list[DueTimer]:
+        flat = await self._claim(
+            keys=[self.keys.timers(), self.keys.claimed()], args=[_ms(now), limit, _ms(self.lease), SEP],
+        )
+        timers = []
+        for i in range(0, len(flat), 2):
+            site, visitor, key = split_timer_member(flat[i + 1].decode())
+            timers.append(DueTimer(site, visitor, key, int(flat[i]) / 1000))
+        timers.sort(key=lambda t: t.due)
+        return timers
+
+    async def finish(self, timer: DueTimer) -> None:
+        member = timer_member(timer.site, timer.visitor, timer.key)
+        await self.redis.zrem(self.keys.claimed(), f"{_ms(timer.due)}{SEP}{member}")
+
+    async def next_due(self) -> float | None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(self.keys.timers(), 0, 0, withscores=True)
+            pipe.zrange(self.keys.claimed(), 0, 0, withscores=True)
+            pending, claimed = await pipe.execute()
+        found = [score for _, score in pending + claimed]
+        return min(found) / 1000 if found else None
+
+    async def confirm_show(
+        self, site: str, visitor: str, check: CapCheck, now: float, *,
+        once: str | None = None, queue: tuple[dict, float] | None = None,
+    ) -> str | None:
+        keys = self.keys
+        entry = b""
+        if queue is not None:
+            entry = msgpack.packb([queue[1], queue[0]], use_bin_type=True)
+        reason = await self._confirm(
+            keys=[
+                keys.shown(site, visitor, check.campaign), keys.recent(site, visitor),
+                keys.once(site, visitor, once or "-"), keys.queue(site, visitor),
+            ],
+            args=[
+                _ms(now), -1 if check.per_day is None else check.per_day,
+                -1 if check.limit_per_day is None else check.limit_per_day, _ms(check.cooldown),
+                f"{_ms(now)}:{_unique()}", "1" if once else "", entry, MAX_QUEUED, QUEUE_TTL_MS,
+            ],
+        )
+        return reason.decode() or None
+
+    async def enqueue(self, site: str, visitor: str, message: dict, expires_at: float) -> None:
+        entry = msgpack.packb([expires_at, message], use_bin_type=True)
+        # Entries past their own expiry are skipped when taken; the key itself goes after a week.
+        await self._enqueue(keys=[self.keys.queue(site, visitor)], args=[entry, MAX_QUEUED, QUEUE_TTL_MS])
+
+    async def take_queued(self, site: str, visitor: str, now: float) -> list[dict]:
+        entries = await self._take(keys=[self.keys.queue(site, visitor)])
+        messages = []
+        for data in entries:
+            expires_at, message = msgpack.unpackb(data, raw=False)
+            if expires_at > now:
+                messages.append(message)
+        return messages
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+_counter = itertools.count()
+
+
+def _unique() -> str:
+    """Unique across the nodes' processes (a member of the shown-times sets)."""
+    return f"{_PROCESS}.{next(_counter)}"
+
+
+_PROCESS = f"{os.getpid()}-{os.urandom(4).hex()}"
