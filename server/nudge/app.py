@@ -43,7 +43,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         return FileResponse(SNIPPET, media_type="application/javascript", headers={"Cache-Control": "public, max-age=300"})
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__, **hub.snapshot()})
+        health = hub.health()
+        return JSONResponse({**health, "version": __version__, **hub.snapshot()})
 
     routes = [
         WebSocketRoute("/ws", Gateway(hub)),

@@ -44,6 +44,10 @@ class Settings:
     deflate: bool = False  # per-message deflate: costs 3-4x throughput, so off unless asked
     ping_interval: float = 20.0
     log_level: str = "info"
+    node: str | None = None  # this node's id among those sharing a store (default: made up)
+    write_behind: float = 0.5  # seconds between batched writes of changed sessions (shared store)
+    heartbeat: float = 1.0  # seconds between relay probes and store health checks (shared store)
+    timer_poll: float = 1.0  # seconds between looks for timers other nodes added (shared store)
 
     def sites(self) -> dict[str, Site]:
         keys = list(self.site_keys)
@@ -88,6 +92,10 @@ def from_environment(env: dict[str, str] | None = None) -> Settings:
         ("NUDGE_EVENT_BURST", "event_burst", int),
         ("NUDGE_WS", "ws", str),
         ("NUDGE_LOG_LEVEL", "log_level", str),
+        ("NUDGE_NODE", "node", str),
+        ("NUDGE_WRITE_BEHIND", "write_behind", float),
+        ("NUDGE_HEARTBEAT", "heartbeat", float),
+        ("NUDGE_TIMER_POLL", "timer_poll", float),
     ):
         if env.get(name):
             setattr(settings, attr, kind(env[name]))

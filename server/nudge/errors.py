@@ -11,7 +11,8 @@
     │   ├── UnknownSiteKey        key unknown or secret                     (4401)
     │   ├── OriginNotAllowed      page origin not on the key's allow-list   (4403)
     │   ├── HandshakeTimeout      no ``hello`` in time                      (4408)
-    │   └── RateLimited           too many events per second                (4429)
+    │   ├── RateLimited           too many events per second                (4429)
+    │   └── StoreUnavailable      the shared store is unreachable at hello  (1013)
     └── CampaignError         a campaign file is invalid; ``problems`` lists each one
 """
 
@@ -79,6 +80,12 @@ class HandshakeTimeout(ConnectionRefused):
 
 class RateLimited(ConnectionRefused):
     close_code = 4429
+
+
+class StoreUnavailable(ConnectionRefused):
+    """The shared store cannot be reached to load a session: reconnect a little later."""
+
+    close_code = 1013
 
 
 # Close codes that are not raised as exceptions but sent by the gateway.

@@ -4,6 +4,14 @@ Frame in → state updated → rules evaluated → message out happens in :meth:
 connection's own receive loop: no task per event, no store round trip unless a decision needs one
 (a cart-abandonment window opening, say), and the resulting ``show`` frame is written in the same
 turn of the event loop.
+
+With a shared store (Redis, several nodes), three things are added around that path, none of them
+a round trip per event: changed sessions are written behind in batches every ``write_behind``
+seconds; a ``show`` is confirmed against the caps in Redis (one script that checks and counts)
+before it is sent, so nodes racing for one visitor never exceed a cap; and a durable timer
+claimed by a node that does not hold the visitor is relayed to the node that does. When Redis is
+unreachable the hub keeps serving connected sessions from what it holds (degraded: caps are this
+node's own, timers and queued messages wait in a backlog replayed in order once Redis answers).
 """
 
 from __future__ import annotations
@@ -27,11 +35,12 @@ from .errors import (
     MalformedFrame,
     ProtocolViolation,
     RateLimited,
+    StoreUnavailable,
 )
 from .protocol import Hello
 from .scheduler import LocalTimer, Scheduler
 from .state import SessionState, State, VisitorState
-from .store import DueTimer, Store
+from .store import CapCheck, DueTimer, Store
 
 log = logging.getLogger("nudge.hub")
 
@@ -70,6 +79,12 @@ class Stats:
     shown: int = 0  # show messages decided (sent, or queued for a later visit)
     suppressed: int = 0
     timers_fired: int = 0
+    timers_relayed: int = 0  # claimed here, run by the node holding the visitor
+    lateness_max: float = 0.0  # seconds between a durable timer's due time and its firing
+    lateness_total: float = 0.0
+    lost_races: int = 0  # shows the shared store refused (another node showed first)
+    store_errors: int = 0  # store calls that failed (shared store unreachable)
+    replayed: int = 0  # store writes carried out late, once the store answered again
     campaigns: dict[str, dict[str, int]] = field(default_factory=dict)  # id -> reported outcome -> count
 
 
@@ -97,14 +112,45 @@ class Hub:
         self.sites: dict[str, Site] = settings.sites()  # publishable key -> site
         self.sessions: dict[str, LiveSession] = {}  # session id -> session held by this node
         self.visitors: dict[tuple[str, str], Visitor] = {}  # (site, visitor id) -> visitor
-        self.scheduler = Scheduler(clock, store, self._on_due)
+        self.shared = store.shared  # other nodes use the same store
+        self.node = settings.node or "n_" + secrets.token_hex(4)  # this node's id among them
+        self.relay = None  # cross-node delivery (relay.Relay), with a shared store
+        self._unavailable: tuple[type[BaseException], ...] = getattr(store, "unavailable", ())
+        self._dirty: set[LiveSession] = set()  # sessions changed since the last write-behind
+        self._backlog: deque[tuple[str, tuple]] = deque()  # store writes that failed, in order
+        self._tick: LocalTimer | None = None  # the next write-behind and health check
+        self._probed_at = 0.0  # when the relay was last probed
+        self.degraded_since: float | None = None  # when the shared store became unreachable
+        poll = settings.timer_poll if self.shared else None
+        self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll)
         self.stats = Stats()
 
     async def start(self) -> None:
+        if self.shared:
+            from .relay import Relay
+
+            self.relay = Relay(self.store.redis, self.store.keys, self.node, self._on_relay)
+            await self.relay.start()
+            self._tick = self.scheduler.call_at(self.clock.now() + self.settings.write_behind, self._on_tick)
         self.scheduler.start()
 
     async def stop(self) -> None:
         await self.scheduler.stop()
+        if self.shared:
+            if self._tick is not None:
+                self._tick.cancel()
+            try:
+                await self._write_behind()
+                await self._replay()
+            except Exception:
+                log.exception("final write to the store failed")
+            if self.relay is not None:
+                await self.relay.stop()
+            try:
+                await self.store.close()
+            except Exception:
+                log.debug("store close failed", exc_info=True)
+            return
         for live in list(self.sessions.values()):
             await self.store.save_session(live.state, self.settings.grace)
         for visitor in self.visitors.values():
@@ -125,8 +171,11 @@ class Hub:
         if live is not None and (live.state.site != site.key or live.state.visitor != visitor_id):
             live = None  # not theirs to resume
         if live is None and hello.session:
-            stored = await self.store.load_session(site.key, hello.session)
+            stored = await self._load(self.store.load_session(site.key, hello.session))
             if stored is not None and stored.visitor == visitor_id:
+                # A node that died may have sent messages it never wrote down: never reuse a seq
+                # the client has already seen.
+                stored.last_message_seq = max(stored.last_message_seq, hello.rx)
                 live = self._hold(stored, await self._visitor(site.key, visitor_id, now))
         resumed = live is not None
         if live is not None:
@@ -148,10 +197,37 @@ class Hub:
             session.outbox = [frame for frame in session.outbox if frame["seq"] > hello.rx]
             for frame in session.outbox:
                 conn.push(frame)
-        for message in await self.store.take_queued(site.key, visitor_id, now):
+        if self.shared:
+            await self._claim_session(live)
+        try:
+            queued = await self.store.take_queued(site.key, visitor_id, now)
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            queued = []  # they stay queued for the next visit
+        for message in queued:
             self._deliver(live, message)
         await self._carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
         return live
+
+    async def _load(self, pending):
+        """Await a store read needed to accept a connection; refuse the connection (1013: retry)
+        when the shared store is unreachable rather than start from a blank state."""
+        try:
+            return await pending
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            raise StoreUnavailable("the shared store is unreachable; reconnect shortly") from None
+
+    async def _claim_session(self, live: LiveSession) -> None:
+        """Record that this node holds the session; tell the node that held it to let go."""
+        state = live.state
+        try:
+            before = await self.relay.hold(state.site, state.visitor, state.id, self.settings.grace + 86400.0)
+            if before is not None:
+                await self.relay.send(before, {"op": "take", "site": state.site, "session": state.id})
+        except self._unavailable as exc:
+            self._store_failed(exc)
+        self._dirty.add(live)
 
     async def detach(self, live: LiveSession, conn: Connection) -> None:
         """The socket closed: keep the session resumable for the grace period."""
@@ -165,6 +241,10 @@ class Hub:
             live.wake.cancel()
             live.wake = None
         live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
+        if self.shared:
+            self._dirty.add(live)
+            await self._write_behind()
+            return
         await self.store.save_session(live.state, self.settings.grace)
         await self.store.save_visitor(live.visitor.state)
 
@@ -178,7 +258,7 @@ class Hub:
         key = (site, visitor_id)
         visitor = self.visitors.get(key)
         if visitor is None:
-            state = await self.store.load_visitor(site, visitor_id)
+            state = await self._load(self.store.load_visitor(site, visitor_id))
             visitor = self.visitors.get(key)  # another tab may have loaded it meanwhile
             if visitor is None:
                 visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
@@ -192,19 +272,45 @@ class Hub:
         if live.conn is not None:
             return
         state = live.state
+        if self.shared:
+            self._dirty.discard(live)
+            try:
+                ours = await self.relay.release(state.site, state.visitor, state.id)
+            except self._unavailable as exc:
+                self._store_failed(exc)
+                ours = True
+            if not ours:  # resumed on another node meanwhile: that node has it now
+                self._forget(live)
+                return
         self.sessions.pop(state.id, None)
         for frame in state.outbox:
             campaign = self.engine.by_id.get(frame.get("campaign"))
             expires = campaign.expires if campaign else 86400.0
             message = {k: v for k, v in frame.items() if k not in ("t", "seq")}
-            await self.store.enqueue(state.site, state.visitor, message, now + expires)
+            await self._write("enqueue", state.site, state.visitor, message, now + expires)
         state.outbox.clear()
-        await self.store.drop_session(state.site, state.id)
+        await self._write("drop_session", state.site, state.id)
         visitor = live.visitor
         if live in visitor.sessions:
             visitor.sessions.remove(live)
         if not visitor.sessions:
-            await self.store.save_visitor(visitor.state)
+            await self._write("save_visitor", visitor.state)
+            self.visitors.pop((state.site, state.visitor), None)
+
+    def _forget(self, live: LiveSession) -> None:
+        """Let go of a session without writing anything: another node holds it now."""
+        state = live.state
+        if self.sessions.get(state.id) is live:
+            del self.sessions[state.id]
+        for timer in (live.wake, live.expiry):
+            if timer is not None:
+                timer.cancel()
+        live.wake = live.expiry = None
+        self._dirty.discard(live)
+        visitor = live.visitor
+        if live in visitor.sessions:
+            visitor.sessions.remove(live)
+        if not visitor.sessions:
             self.visitors.pop((state.site, state.visitor), None)
 
     # --- frames -----------------------------------------------------------------------------
@@ -222,6 +328,8 @@ class Hub:
                 await self._on_event(live, conn, frame)
             elif kind == "ack":
                 self._on_ack(live, frame)
+                if self.shared:
+                    self._dirty.add(live)
             elif kind == "ping":
                 conn.push(protocol.PONG)
             elif kind == "hello":
@@ -261,6 +369,8 @@ class Hub:
             self._count_outcome(event)
         if decisions:
             await self._carry_out(live, live.visitor, decisions, now)
+        if self.shared:
+            self._dirty.add(live)  # written behind, with the others changed meanwhile
         conn.push(protocol.ack(seq))
 
     def _on_ack(self, live: LiveSession, frame: dict) -> None:
@@ -279,24 +389,45 @@ class Hub:
 
     # --- decisions --------------------------------------------------------------------------
 
-    async def _carry_out(self, live: LiveSession | None, visitor: Visitor, decisions: list[Decision], now: float) -> None:
+    async def _carry_out(
+        self, live: LiveSession | None, visitor: Visitor, decisions: list[Decision], now: float,
+        once: str | None = None,
+    ) -> None:
+        """``once`` names the timer firing these decisions come from, so that a firing carried out
+        twice (its node died before finishing it, and another node claimed it again) shows once."""
         state = visitor.state
         for decision in decisions:
             if isinstance(decision, Show):
-                self.stats.shown += 1
                 message = {"campaign": decision.campaign, **decision.content}
                 if decision.variant is not None:
                     message["variant"] = decision.variant
+                if self.shared:
+                    queue = None
+                    if decision.queued or live is None:
+                        queue = (message, decision.expires_at or now + 86400.0)
+                    reason = await self._confirm(state, decision.campaign, now, once, queue)
+                    if reason is not None:
+                        self.stats.suppressed += 1
+                        self.stats.lost_races += 1
+                        if live is not None:
+                            live.trace.append((now, decision.campaign, reason))
+                        continue
+                    self.stats.shown += 1
+                    if queue is None:
+                        live.trace.append((now, decision.campaign, "shown"))
+                        self._deliver(live, message)
+                    continue
+                self.stats.shown += 1
                 if decision.queued or live is None:
                     await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
                 else:
                     live.trace.append((now, decision.campaign, "shown"))
                     self._deliver(live, message)
             elif isinstance(decision, Schedule):
-                await self.store.schedule(state.site, state.id, decision.key, decision.due)
+                await self._write("schedule", state.site, state.id, decision.key, decision.due)
                 self.scheduler.poke(decision.due)
             elif isinstance(decision, Cancel):
-                await self.store.cancel(state.site, state.id, decision.key)
+                await self._write("cancel", state.site, state.id, decision.key)
             elif isinstance(decision, Suppress):
                 self.stats.suppressed += 1
                 if live is not None:
@@ -314,6 +445,8 @@ class Hub:
         session.outbox.append(frame)
         if len(session.outbox) > self.settings.outbox_limit:
             del session.outbox[0]
+        if self.shared:
+            self._dirty.add(live)
         conn = live.conn
         if conn is not None:
             conn.push(frame)
@@ -328,28 +461,185 @@ class Hub:
         now = _not_before(live.visitor.state, now)
         await self._carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
 
-    async def _on_due(self, timer: DueTimer) -> None:
+    async def _on_due(self, timer: DueTimer, forwarded: bool = False) -> None:
         """A durable timer fell due: decide with the visitor's latest session on this node, or
         with none (the message is then queued for their next visit, or dropped, as the campaign
-        says)."""
-        self.stats.timers_fired += 1
+        says).
+
+        With a shared store, a timer for a visitor this node has no open socket for is relayed to
+        the node that holds their session, which decides and finishes it; when no node answers,
+        it is decided here. The claim in the store is what says the timer is still wanted (a
+        purchase removed it there), so it stands even when this node's copy of the visitor was
+        written before the timer was set."""
         visitor = self.visitors.get((timer.site, timer.visitor))
         live = None
         if visitor is not None:
             connected = [s for s in visitor.sessions if s.conn is not None]
             live = (connected or visitor.sessions or [None])[-1]
-        else:
+        if self.shared and not forwarded and (live is None or live.conn is None) and await self._relay_timer(timer):
+            return
+        self.stats.timers_fired += 1
+        lateness = self.clock.now() - timer.due
+        self.stats.lateness_total += lateness
+        if lateness > self.stats.lateness_max:
+            self.stats.lateness_max = lateness
+        if visitor is None:
             state = await self.store.load_visitor(timer.site, timer.visitor)
             if state is None:
+                if self.shared:
+                    await self.store.finish(timer)
                 return
             visitor = Visitor(state)
+        if self.shared:
+            visitor.state.timers.setdefault(timer.key, timer.due)
         view = live.view if live is not None else State(visitor.state, None)
         now = _not_before(visitor.state, timer.due)
-        await self._carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now)
+        once = timer.token if self.shared else None
+        await self._carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
         if not visitor.sessions:
-            await self.store.save_visitor(visitor.state)
+            await self._write("save_visitor", visitor.state)
+        elif live is not None and self.shared:
+            self._dirty.add(live)
+        if self.shared:
+            await self.store.finish(timer)
+
+    async def _relay_timer(self, timer: DueTimer) -> bool:
+        """Hand the timer to another node holding one of the visitor's sessions; True when one
+        heard it (it finishes the timer; if it dies first, the lease runs out and the timer is
+        claimed again, and its once-token keeps the message from showing twice)."""
+        try:
+            holders = await self.relay.holders(timer.site, timer.visitor)
+        except self._unavailable:
+            return False
+        record = {"op": "due", "site": timer.site, "visitor": timer.visitor, "key": timer.key, "due": timer.due}
+        for node in dict.fromkeys(reversed(holders.values())):  # most recently held first
+            if node != self.node and await self.relay.send(node, record):
+                self.stats.timers_relayed += 1
+                return True
+        return False
+
+    # --- shared store: relay, write-behind, outage --------------------------------------------
+
+    async def _on_relay(self, record: dict) -> None:
+        """A record another node published for this one (see :mod:`nudge.relay`)."""
+        op = record.get("op")
+        if op == "due":
+            timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"])
+            await self._on_due(timer, forwarded=True)
+        elif op == "take":
+            live = self.sessions.get(record.get("session"))
+            if live is not None and live.state.site == record.get("site"):
+                conn = live.conn
+                if conn is not None:
+                    live.conn = None
+                    self.stats.connections -= 1
+                    conn.close_soon(CLOSE_SESSION_TAKEN, "session resumed on another node")
+                self._forget(live)
+
+    async def _confirm(
+        self, state: VisitorState, campaign_id: str, now: float, once: str | None,
+        queue: tuple[dict, float] | None,
+    ) -> str | None:
+        """Check and count a show's caps in the shared store; the reason it lost, or None. With
+        the store unreachable, this node's own view of the caps (the engine's) stands."""
+        campaign = self.engine.by_id.get(campaign_id)
+        limits = self.engine.limits
+        check = CapCheck(
+            campaign_id, campaign.caps.per_day if campaign is not None else None,
+            limits.per_day, limits.cooldown,
+        )
+        try:
+            return await self.store.confirm_show(state.site, state.id, check, now, once=once, queue=queue)
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            if queue is not None:
+                self._backlog.append(("enqueue", (state.site, state.id, *queue)))
+            return None
+
+    async def _write(self, op: str, *args) -> None:
+        """A store write that must not be lost: carried out now, or, while the store is
+        unreachable, kept in order and replayed when it answers again."""
+        if not self._backlog:
+            try:
+                await getattr(self.store, op)(*args)
+                return
+            except self._unavailable as exc:
+                self._store_failed(exc)
+        self._backlog.append((op, args))
+
+    async def _replay(self) -> None:
+        backlog = self._backlog
+        while backlog:
+            op, args = backlog[0]
+            await getattr(self.store, op)(*args)
+            backlog.popleft()
+            self.stats.replayed += 1
+
+    async def _write_behind(self) -> None:
+        """Write every session changed since the last time (and its visitor) in one batch."""
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, set()
+        ttl = self.settings.grace + 3600.0  # outlives this node by at least the grace period
+        sessions = [(live.state, ttl) for live in dirty if self.sessions.get(live.state.id) is live]
+        visitors = list({id(live.visitor): live.visitor.state for live in dirty}.values())
+        try:
+            await self.store.save_visitors(visitors, sessions)
+        except BaseException:
+            self._dirty |= dirty  # written with the next batch
+            raise
+
+    async def _on_tick(self, now: float) -> None:
+        """Every ``write_behind`` seconds: write changed sessions, replay the backlog, probe the
+        relay (every ``heartbeat``), and tell whether the store is reachable."""
+        self._tick = None
+        try:
+            await self._write_behind()
+            await self._replay()
+            if self.clock.now() - self._probed_at >= self.settings.heartbeat:
+                self._probed_at = self.clock.now()
+                if await self.relay.check():
+                    await self.store.ping()
+                else:
+                    raise ConnectionError("relay unhealthy")
+            self._store_ok()
+        except (*self._unavailable, ConnectionError) as exc:
+            self._store_failed(exc)
+        finally:
+            self._tick = self.scheduler.call_at(self.clock.now() + self.settings.write_behind, self._on_tick)
+
+    def _store_failed(self, exc: BaseException) -> None:
+        self.stats.store_errors += 1
+        if self.degraded_since is None:
+            self.degraded_since = self.clock.now()
+            log.warning(
+                "store unreachable (%s): degraded mode — connected sessions go on with this node's "
+                "state and caps; timer and queue writes are kept and replayed when it answers", exc,
+            )
+
+    def _store_ok(self) -> None:
+        if self.degraded_since is not None:
+            log.warning(
+                "store reachable again after %.1f s; %d writes replayed so far",
+                self.clock.now() - self.degraded_since, self.stats.replayed,
+            )
+            self.degraded_since = None
 
     # --- for operators and tests ------------------------------------------------------------
+
+    def health(self) -> dict:
+        """What /healthz reports about the store: ``ok``, or ``degraded`` while it is unreachable."""
+        if not self.shared:
+            return {"status": "ok", "store": "memory"}
+        report = {
+            "status": "degraded" if self.degraded_since is not None else "ok",
+            "store": "redis", "node": self.node, "backlog": len(self._backlog),
+            "relay": {"healthy": bool(self.relay and self.relay.healthy),
+                      "resubscribed": self.relay.resubscribed if self.relay else 0},
+        }
+        if self.degraded_since is not None:
+            report["degraded_for"] = round(self.clock.now() - self.degraded_since, 3)
+        return report
 
     def snapshot(self) -> dict:
         stats = self.stats
@@ -363,5 +653,11 @@ class Hub:
             "shown": stats.shown,
             "suppressed": stats.suppressed,
             "timers_fired": stats.timers_fired,
+            "timers_relayed": stats.timers_relayed,
+            "timer_lateness_max": round(stats.lateness_max, 3),
+            "timer_lateness_mean": round(stats.lateness_total / stats.timers_fired, 3) if stats.timers_fired else 0.0,
+            "lost_races": stats.lost_races,
+            "store_errors": stats.store_errors,
+            "replayed": stats.replayed,
             "campaigns": {cid: dict(counts) for cid, counts in stats.campaigns.items()},
         }

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from ..state import SessionState, VisitorState
 from . import codec
@@ -141,6 +142,8 @@ def _ms(seconds: float) -> int:
 
 class RedisStore:
     shared = True
+    # What a call raises while Redis is unreachable: the hub then runs degraded.
+    unavailable = (RedisError, OSError, TimeoutError)
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
