@@ -1,0 +1,186 @@
+"""Several nodes sharing one Redis, in this process: each a real server on its own port with its
+own fake clock, all on the real Redis server (a key prefix per test, removed afterwards)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from .conftest import KEY, WAIT, Client, drop_keys, redis_store_url, run_server, shows
+
+pytestmark = [pytest.mark.redis, pytest.mark.integration]
+
+CART = """
+campaigns:
+  - id: cart
+    trigger: {event: add_to_cart, absent: purchase, within: 60s}
+    offline: queue
+    message: {kind: toast, body: "Your cart is waiting"}
+"""
+
+OFFER = """
+campaigns:
+  - id: offer
+    trigger: {event: click}
+    caps: {per_day: 5}
+    message: {kind: toast, body: "Offer"}
+"""
+
+
+async def until(condition, what: str) -> None:
+    """Await a condition by bounded polling (no fixed sleeps)."""
+    async with asyncio.timeout(WAIT):
+        while not condition():
+            await asyncio.sleep(0.005)
+    assert condition(), what
+
+
+async def written(node, session: str, seq: int) -> None:
+    """Await the node's write of the session (applied event ``seq``) reaching Redis."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            stored = await node.hub.store.load_session(KEY, session)
+            if stored is not None and stored.last_event_seq >= seq and stored.detached_at is not None:
+                return
+            await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def nodes(campaigns: str, count: int = 2, **overrides):
+    url = redis_store_url(lease=30)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            running = [
+                await stack.enter_async_context(run_server(campaigns, store=url, **overrides))
+                for _ in range(count)
+            ]
+            yield running
+    finally:
+        await drop_keys(url)
+
+
+async def test_a_timer_claimed_on_one_node_reaches_the_visitor_on_another():
+    async with nodes(CART) as (a, b):
+        client = await Client.connect(a.url)
+        await client.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+        await b.advance(61)  # only B's clock reaches the due time: B claims the timer
+        assert b.hub.stats.timers_relayed == 1 and b.hub.stats.timers_fired == 0
+        show = await client.expect("show", campaign="cart")
+        assert show["body"] == "Your cart is waiting"
+        assert a.hub.stats.timers_fired == 1
+        await client.close()
+
+
+async def test_a_purchase_on_one_node_cancels_the_timer_for_every_node():
+    async with nodes(CART) as (a, b):
+        client = await Client.connect(a.url)
+        await client.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+        await client.track("purchase", {"value": 3})
+        await b.advance(61)
+        await a.advance(61)
+        assert a.hub.stats.timers_fired == b.hub.stats.timers_fired == 0
+        await client.close()
+
+
+async def test_one_cap_hammered_from_two_nodes_is_never_exceeded():
+    """1,000 trials: one visitor with a tab on each node clicks in both at once; each trial is a
+    campaign capped at once a day. Both nodes' engines say yes from their own state; the
+    check-and-count in Redis lets exactly one through, and the other becomes a suppression."""
+    trials = 1000
+    campaigns = "campaigns:\n" + "".join(
+        f"  - {{id: c{i}, trigger: {{event: click, where: {{target: t{i}}}}}, caps: {{per_day: 1}},"
+        f" message: {{kind: toast, body: x}}}}\n"
+        for i in range(trials)
+    )
+    budget = {"events_per_second": 1e6, "event_burst": 10 * trials}
+    async with nodes(campaigns, **budget) as (a, b):
+        on_a = await Client.connect(a.url)
+        on_b = await Client.connect(b.url, visitor=on_a.visitor)
+
+        async def hammer(client: Client) -> list[dict]:
+            for i in range(trials):
+                await client.event("click", {"target": f"t{i}"})
+            frames = []
+            while not frames or frames[-1] != {"t": "ack", "seq": trials}:
+                frames.append(await client.recv())
+            return shows(frames)
+
+        shown_a, shown_b = await asyncio.gather(hammer(on_a), hammer(on_b))
+        campaigns_shown = [f["campaign"] for f in shown_a + shown_b]
+        assert len(campaigns_shown) == len(set(campaigns_shown)) == trials  # once each, never twice
+        lost = a.hub.stats.lost_races + b.hub.stats.lost_races
+        assert lost == trials  # every trial was a real race, lost by one node
+        await on_a.close()
+        await on_b.close()
+
+
+async def test_a_session_resumes_on_the_other_node_with_nothing_lost_or_repeated():
+    async with nodes(OFFER) as (a, b):
+        client = await Client.connect(a.url)
+        first = shows(await client.track("click", {"target": "x"}))
+        await client.ack()
+        second = shows(await client.track("click", {"target": "x"}))  # not acknowledged
+        assert [f["seq"] for f in first + second] == [1, 2]
+        await client.close()  # the socket drops; the next one lands on B
+        await written(a, client.session, seq=2)
+
+        again = await Client.connect(b.url, visitor=client.visitor, session=client.session, rx=1, seq=client.seq)
+        assert again.welcome["resumed"] is True and again.welcome["ack"] == 2
+        assert (await again.expect("show"))["seq"] == 2  # the unacknowledged one, again
+        third = shows(await again.track("click", {"target": "x"}))
+        assert [f["seq"] for f in third] == [3]
+        await until(lambda: a.hub.sessions == {}, "A let go of the session")
+        await a.advance(3600)  # past A's grace period: A queues nothing, drops nothing
+        await again.close()
+        await written(b, client.session, seq=3)
+        resumed = await Client.connect(b.url, visitor=client.visitor, session=client.session, rx=3, seq=again.seq)
+        assert resumed.welcome["resumed"] is True and resumed.welcome["ack"] == 3
+        await resumed.close()
+
+
+async def test_a_connected_session_taken_over_by_another_node_is_closed_on_the_first():
+    async with nodes(OFFER) as (a, b):
+        client = await Client.connect(a.url)
+        await client.track("click", {"target": "x"})
+        await a.advance(1)  # written behind
+        other = await Client.connect(b.url, visitor=client.visitor, session=client.session, rx=1, seq=client.seq)
+        assert other.welcome["resumed"] is True
+        assert (await client.closed())[0] == 4409
+        await other.close()
+
+
+async def test_a_relay_listener_that_dies_silently_is_replaced():
+    """The subscription is dropped under the listener's feet (as after a reconnect that forgot
+    to resubscribe): the node's own probe goes unanswered, it subscribes again, and a message
+    relayed from the other node gets through."""
+    async with nodes(CART) as (a, b):
+        relay = a.hub.relay
+        await a.advance(1)  # first probe sent
+        await until(lambda: relay._heard_ping == relay._sent_ping, "probe heard")
+        await relay._pubsub.unsubscribe()  # silent: no error, no more messages
+        await a.advance(1)  # the probe sent now never comes back ...
+        await a.advance(1)  # ... which the next check notices
+        assert relay.resubscribed == 1 and relay.healthy
+
+        client = await Client.connect(a.url)
+        await client.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+        await b.advance(70)  # A's clock moved 2 s: due at A's T0 + 62
+        await client.expect("show", campaign="cart")
+        await client.close()
+
+
+async def test_a_relay_whose_connection_dies_resubscribes():
+    async with nodes(CART) as (a, b):
+        relay = a.hub.relay
+        await relay._pubsub.connection.disconnect()  # the socket under the listener is gone
+        await until(lambda: relay._listener is None or relay._listener.done() or relay._pubsub.connection is not None,
+                    "listener noticed")
+        await a.advance(1)
+        await a.advance(1)
+        client = await Client.connect(a.url)
+        await client.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+        await b.advance(70)
+        await client.expect("show", campaign="cart")
+        await client.close()
