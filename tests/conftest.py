@@ -218,3 +218,73 @@ async def drop_keys(url: str) -> None:
             await client.delete(*batch)
     finally:
         await store.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Node:
+    """A ``nudge serve`` process of its own (for tests that kill one)."""
+
+    def __init__(self, process, port: int) -> None:
+        self.process = process
+        self.port = port
+        self.url = f"ws://127.0.0.1:{port}/ws"
+        self.http = f"http://127.0.0.1:{port}"
+
+    async def health(self) -> dict:
+        import urllib.request
+
+        def get() -> dict:
+            with urllib.request.urlopen(self.http + "/healthz", timeout=2) as response:
+                return json.loads(response.read())
+
+        return await asyncio.to_thread(get)
+
+    def kill(self) -> None:
+        import signal
+
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        import signal
+
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def spawn_node(campaign_file, store: str, *, env: dict[str, str] | None = None, **flags: Any):
+    """Run ``python -m nudge serve`` on a free port until it answers /healthz; SIGKILL it on exit
+    if it still runs."""
+    import sys
+
+    port = free_port()
+    args = [sys.executable, "-m", "nudge", "serve", "--port", str(port), "--store", store,
+            "--campaigns", str(campaign_file), "--site-key", KEY, "--origin", ORIGIN, "--log-level", "warning"]
+    for name, value in flags.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    process = await asyncio.create_subprocess_exec(*args, env={**os.environ, **(env or {})})
+    node = Node(process, port)
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                if process.returncode is not None:
+                    raise RuntimeError(f"node exited with {process.returncode}")
+                try:
+                    await node.health()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout above
+        yield node
+    finally:
+        node.kill()
+        await process.wait()

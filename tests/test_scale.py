@@ -1,0 +1,136 @@
+"""Nodes as real processes sharing the real Redis: what happens when one is killed.
+
+Lateness figures are printed (run with ``-s`` to see them) and bounded by assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+
+import pytest
+import redis.asyncio as aioredis
+from nudge.store.keys import Keys
+
+from .conftest import KEY, Client, drop_keys, redis_store_url, shows, spawn_node, visitor_id
+
+pytestmark = [pytest.mark.redis, pytest.mark.integration]
+
+WINDOW = 6.0  # the absence window of the timers, seconds
+LEASE = 2  # seconds before a dead node's claimed timers are claimed again
+FAST = {"NUDGE_TIMER_POLL": "0.1", "NUDGE_WRITE_BEHIND": "0.1", "NUDGE_HEARTBEAT": "0.5"}
+
+CAMPAIGNS = f"""
+campaigns:
+  - id: cart
+    trigger: {{event: add_to_cart, absent: purchase, within: {WINDOW:g}s}}
+    offline: queue
+    expires: 1h
+    message: {{kind: toast, body: "Your cart is waiting"}}
+  - id: offer
+    trigger: {{event: click}}
+    message: {{kind: toast, body: "Offer"}}
+"""
+
+
+@contextlib.asynccontextmanager
+async def cluster(tmp_path, count: int = 2, **flags):
+    url = redis_store_url(lease=LEASE)
+    campaigns = tmp_path / "campaigns.yaml"
+    campaigns.write_text(CAMPAIGNS)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(spawn_node(campaigns, url, env=FAST, **flags))
+                for _ in range(count)
+            ]
+            prefix = url.split("prefix=")[1].split("&")[0]
+            client = aioredis.from_url(url.split("?")[0])
+            stack.push_async_callback(client.aclose)
+            yield nodes, client, Keys(prefix)
+    finally:
+        await drop_keys(url)
+
+
+async def test_timers_fire_exactly_once_when_a_node_is_killed(tmp_path):
+    """1,000 visitors add to cart on two nodes, 300 of them then buy, all leave. Node A is killed
+    with SIGKILL once a third of the timers fired: the 700 reminders are each queued exactly
+    once (A's unfinished claims go to B when their lease ends), the 300 never."""
+    total, buyers = 1000, 300
+    async with cluster(tmp_path, grace=0.3) as ((a, b), redis, keys):
+        visitors = [visitor_id() for _ in range(total)]
+        buys = {v for i, v in enumerate(visitors) if i % 10 < 3}
+        assert len(buys) == buyers
+        due: dict[str, float] = {}
+        gate = asyncio.Semaphore(20)
+
+        async def visit(i: int, visitor: str) -> None:
+            async with gate:
+                client = await Client.connect((a, b)[i % 2].url, visitor=visitor)
+                await client.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+                due[visitor] = time.time() + WINDOW
+                if visitor in buys:
+                    await client.track("purchase", {"value": 3})
+                await client.close()
+
+        await asyncio.gather(*(visit(i, v) for i, v in enumerate(visitors)))
+        queues = [keys.queue(KEY, v) for v in visitors]
+        seen: dict[str, float] = {}
+        killed_at = None
+        async with asyncio.timeout(WINDOW + 30):
+            while len(seen) < total - buyers:
+                async with redis.pipeline(transaction=False) as pipe:
+                    for queue in queues:
+                        pipe.llen(queue)
+                    lengths = await pipe.execute()
+                now = time.time()
+                for visitor, length in zip(visitors, lengths, strict=True):
+                    if length and visitor not in seen:
+                        seen[visitor] = now
+                if killed_at is None and len(seen) >= 250:
+                    a.kill()
+                    killed_at = now
+                await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout above
+            # Nothing left pending or claimed: every timer was fired and finished, or cancelled.
+            while await redis.zcard(keys.timers()) or await redis.zcard(keys.claimed()):
+                await asyncio.sleep(0.05)
+        assert killed_at is not None
+        async with redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.llen(queue)
+            lengths = dict(zip(visitors, await pipe.execute(), strict=True))
+        assert all(lengths[v] == 0 for v in buys), "a purchase did not cancel its reminder"
+        assert sorted({lengths[v] for v in visitors if v not in buys}) == [1], "fired twice or never"
+
+        late = sorted(seen[v] - due[v] for v in seen)
+        after_kill = [seen[v] - due[v] for v in seen if seen[v] > killed_at]
+        print(
+            f"\n700 timers, node killed after {sum(1 for v in seen if seen[v] <= killed_at)} fired: "
+            f"lateness median {statistics.median(late) * 1000:.0f} ms, p99 {late[int(len(late) * 0.99)] * 1000:.0f} ms, "
+            f"max {late[-1] * 1000:.0f} ms (max after the kill {max(after_kill) * 1000:.0f} ms; lease {LEASE} s)"
+        )
+        health = await b.health()
+        print(f"node B: fired {health['timers_fired']}, lateness max {health['timer_lateness_max']} s")
+        assert late[-1] < LEASE + 3.0
+
+
+async def test_a_session_on_a_killed_node_resumes_on_the_other(tmp_path):
+    async with cluster(tmp_path) as ((a, b), redis, keys):
+        client = await Client.connect(a.url)
+        await client.track("click", {"target": "x"})
+        await client.ack()
+        await client.track("page_view", {"path": "/shop"})
+        second = shows(await client.track("click", {"target": "x"}))  # shown, never acknowledged
+        assert [f["seq"] for f in second] == [2]
+        async with asyncio.timeout(5):  # written behind, within a tenth of a second
+            while int(await redis.hget(keys.session(KEY, client.session), "seq") or 0) < client.seq:
+                await asyncio.sleep(0.02)
+        a.kill()
+        again = await Client.connect(b.url, visitor=client.visitor, session=client.session, rx=1, seq=client.seq)
+        assert again.welcome["resumed"] is True and again.welcome["ack"] == client.seq
+        assert (await again.expect("show"))["seq"] == 2  # the unacknowledged message, once more
+        third = shows(await again.track("click", {"target": "x"}))
+        assert [f["seq"] for f in third] == [3]  # numbering goes on: nothing overwritten
+        await again.close()
