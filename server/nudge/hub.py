@@ -243,7 +243,10 @@ class Hub:
         live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
         if self.shared:
             self._dirty.add(live)
-            await self._write_behind()
+            try:
+                await self._write_behind()
+            except self._unavailable as exc:
+                self._store_failed(exc)  # kept dirty: written once the store answers
             return
         await self.store.save_session(live.state, self.settings.grace)
         await self.store.save_visitor(live.visitor.state)

@@ -68,6 +68,7 @@ class Relay:
         self.healthy = False  # subscribed, and the last probe came back
         self.resubscribed = 0  # how many times the listener was found dead and replaced
         self.received = 0  # records handled
+        self._handling: set[asyncio.Task] = set()  # handlers still running
         self._hold = client.register_script(HOLD)
         self._release = client.register_script(RELEASE)
 
@@ -79,6 +80,8 @@ class Relay:
 
     async def stop(self) -> None:
         await self._teardown()
+        for task in list(self._handling):
+            task.cancel()
 
     async def _subscribe(self) -> None:
         await self._teardown()
@@ -114,15 +117,22 @@ class Relay:
                     self._heard_ping = record.get("nonce")
                     continue
                 self.received += 1
-                try:
-                    await self.handler(record)
-                except Exception:
-                    log.exception("relay: handling %s failed", record.get("op"))
+                # Handled in a task of its own: a slow handler (it may wait on Redis) must not
+                # hold up the probes, nor be cancelled with the listener if that is replaced.
+                task = asyncio.get_running_loop().create_task(self._handle(record))
+                self._handling.add(task)
+                task.add_done_callback(self._handling.discard)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("relay: listener stopped (%s); it is replaced at the next check", exc)
             self.healthy = False
+
+    async def _handle(self, record: dict) -> None:
+        try:
+            await self.handler(record)
+        except Exception:
+            log.exception("relay: handling %s failed", record.get("op"))
 
     async def check(self) -> bool:
         """Probe the listener; replace it when the previous probe never came back. Returns
