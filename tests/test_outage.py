@@ -85,12 +85,15 @@ async def test_nodes_ride_out_a_redis_outage(tmp_path):
                 await client.track("purchase", {"value": 3})
                 acked += 1
             deadline = time.monotonic() + OUTAGE
+            ticks = 0
             while time.monotonic() < deadline:  # ... and everyone keeps browsing.
                 for client in clients:
                     await client.track("page_view", {"path": f"/p{acked}"})
                     acked += 1
-                for node in nodes:
-                    await node.advance(0.5)  # write-behind and health ticks keep failing
+                if ticks < 20:  # 10 s of fake time at most: the reminders are not due yet
+                    ticks += 1
+                    for node in nodes:
+                        await node.advance(0.5)  # write-behind and health ticks keep failing
             for node in nodes:
                 health = node.hub.health()
                 assert health["status"] == "degraded" and health["backlog"] > 0, health
@@ -126,3 +129,38 @@ async def test_nodes_ride_out_a_redis_outage(tmp_path):
         if redis_ctx is not None:
             await drop_keys(url)
             await redis_ctx.__aexit__(None, None, None)
+
+
+async def test_a_purchase_during_an_outage_cancels_a_timer_that_fell_due_meanwhile(tmp_path):
+    """The cancel waits in the backlog while the timer, still pending in Redis, falls due: when
+    Redis is back, the timer may be claimed before the cancel is replayed. It must not show."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0?prefix=nudge-outage:&lease=30"
+    first = own_redis(tmp_path, port)
+    redis_up = await first.__aenter__()
+    again = None
+    try:
+        async with run_server(CART, store=url) as node:
+            client = await Client.connect(node.url)
+            await client.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+            redis_up.terminate()
+            await redis_up.wait()
+            await client.track("purchase", {"value": 3})
+            await node.advance(61)  # due now, and Redis is still down
+            assert node.hub.health()["backlog"] == 1, node.hub._backlog
+            again = own_redis(tmp_path, port)
+            await again.__aenter__()
+            async with asyncio.timeout(15):
+                while node.hub.health()["status"] != "ok" or node.hub.health()["backlog"]:
+                    await node.advance(0.5)
+            await node.advance(1)
+            frames = []
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    frames.append(await client.recv())
+            assert not shows(frames)
+            await client.close()
+    finally:
+        if again is not None:
+            await drop_keys(url)
+            await again.__aexit__(None, None, None)

@@ -18,7 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .errors import CampaignError
 
     settings = from_environment()
-    for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level"):
+    for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "node"):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port (NUDGE_PORT or PORT; default 8000)")
     serve.add_argument("--site-key", action="append", help="a publishable site key, repeatable (NUDGE_SITE_KEYS, comma-separated)")
     serve.add_argument("--origin", action="append", help="an allowed page origin such as https://shop.example, repeatable (NUDGE_ALLOWED_ORIGINS)")
-    serve.add_argument("--store", help="memory:// (default) (NUDGE_STORE)")
+    serve.add_argument("--store", help="memory:// (default), memory:///path/snapshot.msgpack (kept across a graceful stop), or redis://host:6379/0 shared by several nodes (NUDGE_STORE)")
+    serve.add_argument("--node", help="this node's id among those sharing a Redis store (NUDGE_NODE; default: made up at start)")
     serve.add_argument("--grace", type=float, help="seconds a disconnected session stays resumable (NUDGE_GRACE; default 300)")
     serve.add_argument("--ws", help="uvicorn WebSocket implementation (NUDGE_WS; default websockets-sansio)")
     serve.add_argument("--deflate", action="store_true", help="enable per-message deflate (NUDGE_DEFLATE); costs throughput and memory")

@@ -122,7 +122,7 @@ class Hub:
         self._probed_at = 0.0  # when the relay was last probed
         self.degraded_since: float | None = None  # when the shared store became unreachable
         poll = settings.timer_poll if self.shared else None
-        self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll)
+        self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
         self.stats = Stats()
 
     async def start(self) -> None:
@@ -494,6 +494,9 @@ class Hub:
                 return
             visitor = Visitor(state)
         if self.shared:
+            if self._pending_write(timer):
+                await self.store.finish(timer)  # cancelled or moved meanwhile, not yet in Redis
+                return
             visitor.state.timers.setdefault(timer.key, timer.due)
         view = live.view if live is not None else State(visitor.state, None)
         now = _not_before(visitor.state, timer.due)
@@ -539,6 +542,14 @@ class Hub:
                     conn.close_soon(CLOSE_SESSION_TAKEN, "session resumed on another node")
                 self._forget(live)
 
+    def _pending_write(self, timer: DueTimer) -> bool:
+        """Whether the backlog (writes kept while the store was unreachable) holds a later word
+        on this timer: a cancel, or a new due time. Then the claim is out of date."""
+        for op, args in self._backlog:
+            if op in ("schedule", "cancel") and args[:3] == (timer.site, timer.visitor, timer.key):
+                return True
+        return False
+
     async def _confirm(
         self, state: VisitorState, campaign_id: str, now: float, once: str | None,
         queue: tuple[dict, float] | None,
@@ -571,6 +582,8 @@ class Hub:
         self._backlog.append((op, args))
 
     async def _replay(self) -> None:
+        """Carry out the backlog in order. Run before every claim of due timers too: a timer is
+        never claimed while a cancel or a new due time for it may still be waiting here."""
         backlog = self._backlog
         while backlog:
             op, args = backlog[0]

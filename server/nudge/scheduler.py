@@ -44,11 +44,13 @@ class Scheduler:
         store: Store,
         on_due: Callable[[DueTimer], Awaitable[None]],
         poll_interval: float | None = None,
+        before_claim: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.clock = clock
         self.store = store
         self.on_due = on_due  # called for each durable timer claimed
         self.poll_interval = poll_interval  # for shared stores, where other nodes add timers
+        self.before_claim = before_claim  # awaited before each claim; raising skips the pass
         self._local: list[tuple[float, int, LocalTimer]] = []
         self._order = itertools.count()
         self._wake = asyncio.Event()  # set when a sooner timer is added
@@ -103,6 +105,8 @@ class Scheduler:
         woke exactly on time."""
         now = self.clock.now()
         while True:
+            if self.before_claim is not None:
+                await self.before_claim()
             durable = await self.store.claim_due(now)
             local: list[LocalTimer] = []
             heap = self._local
@@ -134,12 +138,15 @@ class Scheduler:
                         log.exception("timer %s for %s/%s failed", item.key, item.site, item.visitor)
 
     async def _run(self) -> None:
+        unavailable: tuple[type[BaseException], ...] = getattr(self.store, "unavailable", ())
         while True:
             self._wake.clear()
             self._passes_started += 1
             number = self._passes_started
             try:
                 await self.run_due()
+            except unavailable as exc:  # the hub reports the outage; retried at the next pass
+                log.debug("scheduler pass skipped: store unreachable (%s)", exc)
             except Exception:
                 log.exception("scheduler pass failed")
             async with self._passes_done:
@@ -150,6 +157,8 @@ class Scheduler:
             candidates = [self._local[0][0]] if self._local else []
             try:
                 durable = await self.store.next_due()
+            except unavailable:
+                durable = self.clock.now() + 1.0
             except Exception:
                 log.exception("store unavailable for timers")
                 durable = self.clock.now() + 1.0
