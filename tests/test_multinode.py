@@ -184,3 +184,33 @@ async def test_a_relay_whose_connection_dies_resubscribes():
         await b.advance(70)
         await client.expect("show", campaign="cart")
         await client.close()
+
+
+async def test_a_timer_whose_node_died_mid_way_fires_once_after_the_lease():
+    """Two ways a node can die holding a claimed timer, played out on the store directly: before
+    deciding (the timer is claimed again after the lease and fires), and after queuing the
+    message but before finishing (claimed again, refused as a duplicate: queued once)."""
+    from nudge.state import VisitorState
+    from nudge.store import CapCheck
+
+    async with nodes(CART, count=1) as (node,):
+        store, clock = node.hub.store, node.clock
+        now = clock.now()
+        for visitor in ("v_dies_before", "v_dies_after"):
+            await store.save_visitor(VisitorState(KEY, visitor, first_seen=now))
+            await store.schedule(KEY, visitor, "absence:cart", now + 60)
+        # The dead node: it claimed both, carried out one of them, finished neither.
+        claimed = await store.claim_due(now + 60)
+        assert len(claimed) == 2
+        after = next(t for t in claimed if t.visitor == "v_dies_after")
+        check = CapCheck("cart", None, None, 0.0)
+        queued = ({"campaign": "cart", "kind": "toast", "body": "Your cart is waiting"}, now + 3600)
+        assert await store.confirm_show(KEY, after.visitor, check, after.due, once=after.token, queue=queued) is None
+
+        await node.advance(60 + 29)  # the lease (30 s) has not run out yet
+        assert node.hub.stats.timers_fired == 0
+        await node.advance(2)
+        assert node.hub.stats.timers_fired == 2 and node.hub.stats.lost_races == 1  # the duplicate
+        assert len(await store.take_queued(KEY, "v_dies_before", clock.now())) == 1
+        assert len(await store.take_queued(KEY, "v_dies_after", clock.now())) == 1
+        assert await store.next_due() is None
