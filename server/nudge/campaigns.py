@@ -21,7 +21,7 @@ from .content import TEXT_FIELDS, MessageTemplate, TemplateProblem, compile_text
 from .errors import CampaignError, Problem
 
 KINDS = ("modal", "banner", "toast", "slidein")
-OFFLINE = ("queue", "drop")
+OFFLINE = ("queue", "drop", "webhook")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

@@ -48,6 +48,8 @@ class Settings:
     write_behind: float = 0.5  # seconds between batched writes of changed sessions (shared store)
     heartbeat: float = 1.0  # seconds between relay probes and store health checks (shared store)
     timer_poll: float = 1.0  # seconds between looks for timers other nodes added (shared store)
+    webhook_url: str | None = None  # where messages for campaigns with ``offline: webhook`` go
+    webhook_secret: str = ""  # signs each webhook body (HMAC-SHA256)
 
     def sites(self) -> dict[str, Site]:
         keys = list(self.site_keys)
@@ -96,6 +98,8 @@ def from_environment(env: dict[str, str] | None = None) -> Settings:
         ("NUDGE_WRITE_BEHIND", "write_behind", float),
         ("NUDGE_HEARTBEAT", "heartbeat", float),
         ("NUDGE_TIMER_POLL", "timer_poll", float),
+        ("NUDGE_WEBHOOK_URL", "webhook_url", str),
+        ("NUDGE_WEBHOOK_SECRET", "webhook_secret", str),
     ):
         if env.get(name):
             setattr(settings, attr, kind(env[name]))

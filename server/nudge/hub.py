@@ -123,6 +123,11 @@ class Hub:
         self.degraded_since: float | None = None  # when the shared store became unreachable
         poll = settings.timer_poll if self.shared else None
         self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
+        self.webhook = None  # where ``offline: webhook`` campaigns' messages go, when configured
+        if settings.webhook_url:
+            from .webhook import Webhook
+
+            self.webhook = Webhook(settings.webhook_url, settings.webhook_secret, self.scheduler, clock)
         self.stats = Stats()
 
     async def start(self) -> None:
@@ -404,9 +409,10 @@ class Hub:
                 message = {"campaign": decision.campaign, **decision.content}
                 if decision.variant is not None:
                     message["variant"] = decision.variant
+                hand_off = self._hand_off(decision, live)
                 if self.shared:
                     queue = None
-                    if decision.queued or live is None:
+                    if (decision.queued or live is None) and not hand_off:
                         queue = (message, decision.expires_at or now + 86400.0)
                     reason = await self._confirm(state, decision.campaign, now, once, queue)
                     if reason is not None:
@@ -416,12 +422,16 @@ class Hub:
                             live.trace.append((now, decision.campaign, reason))
                         continue
                     self.stats.shown += 1
-                    if queue is None:
+                    if hand_off:
+                        self._send_webhook(state, message, decision, now)
+                    elif queue is None:
                         live.trace.append((now, decision.campaign, "shown"))
                         self._deliver(live, message)
                     continue
                 self.stats.shown += 1
-                if decision.queued or live is None:
+                if hand_off:
+                    self._send_webhook(state, message, decision, now)
+                elif decision.queued or live is None:
                     await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
                 else:
                     live.trace.append((now, decision.campaign, "shown"))
@@ -439,6 +449,20 @@ class Hub:
                 if live.wake is not None:
                     live.wake.cancel()
                 live.wake = self.scheduler.call_at(decision.at, self._on_wake, live) if decision.at is not None else None
+
+    def _hand_off(self, decision: Show, live: LiveSession | None) -> bool:
+        """Whether this show goes to the webhook: the visitor is away and the campaign says so."""
+        if self.webhook is None or not (decision.queued or live is None):
+            return False
+        campaign = self.engine.by_id.get(decision.campaign)
+        return campaign is not None and campaign.offline == "webhook"
+
+    def _send_webhook(self, state: VisitorState, message: dict, decision: Show, now: float) -> None:
+        self.webhook.send({
+            "type": "message.offline", "site": state.site, "visitor": state.id,
+            "traits": state.traits, "message": message, "decided_at": now,
+            "expires_at": decision.expires_at,
+        })
 
     def _deliver(self, live: LiveSession, message: dict) -> None:
         """Give a message the session's next seq, keep it until acknowledged, and send it."""
