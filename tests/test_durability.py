@@ -39,3 +39,23 @@ async def test_a_graceful_stop_keeps_timers_caps_and_sessions(tmp_path):
         assert (await again.expect("show", campaign="cart"))["body"] == "Your cart is waiting"
         assert not shows(await again.track("click", {"target": "x"}))  # the daily cap held
         await again.close()
+
+
+async def test_sigterm_snapshots_and_a_restart_fires_the_timer(tmp_path):
+    """The same through a real process stopped with SIGTERM and started again."""
+    from .conftest import spawn_node
+
+    campaigns = tmp_path / "campaigns.yaml"
+    campaigns.write_text(CAMPAIGNS.replace("within: 60s", "within: 2s"))
+    store = f"memory://{tmp_path / 'nudge.msgpack'}"
+    async with spawn_node(campaigns, store) as node:
+        client = await Client.connect(node.url)
+        await client.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+        await client.close()
+        await node.stop()  # SIGTERM
+    assert (tmp_path / "nudge.msgpack").exists()
+    async with spawn_node(campaigns, store) as node:
+        again = await Client.connect(node.url, visitor=client.visitor, session=client.session, seq=client.seq)
+        assert again.welcome["resumed"] is True
+        assert (await again.expect("show", campaign="cart"))["body"] == "Your cart is waiting"
+        await again.close()
