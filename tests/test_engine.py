@@ -106,6 +106,7 @@ campaigns:
         decisions = self.E.on_event(state, ev("scroll", depth=70), T0 + 1)
         assert shown(decisions) == ["half-way"]
         assert wake(decisions) == T0 + 5  # read-and-stay now only waits for time
+        self.E.on_event(state, ev("dismissed", msg=1, campaign="half-way"), T0 + 2)
         assert shown(self.E.on_wake(state, T0 + 5)) == ["read-and-stay"]
 
     def test_dwell_comes_from_the_wake_up_time(self):
@@ -284,6 +285,7 @@ campaigns:
         first = self.E.on_event(state, ev("add_to_cart", **CART), T0)
         assert shown(first) == ["capped-high"]
         assert suppressed(first) == {"high": "priority", "low": "priority"}
+        self.E.on_event(state, ev("clicked", msg=1, campaign="capped-high"), T0 + 1)
         second = self.E.on_event(state, ev("add_to_cart", **CART), T0 + 1)
         assert shown(second) == ["high"]
         assert suppressed(second) == {"capped-high": "cap:per_session", "low": "priority"}

@@ -14,12 +14,13 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from . import events, protocol
+from .audience import device_class
 from .campaigns import CampaignSet
 from .clock import Clock
 from .config import Settings, Site
 from .connection import Connection
-from .decisions import Cancel, Decision, Schedule, Show, Suppress, Wake
-from .engine import Engine
+from .decisions import Cancel, Converted, Decision, Defer, Schedule, Show, Suppress, Wake
+from .engine import Engine, assign
 from .errors import (
     CLOSE_SESSION_TAKEN,
     BadEvent,
@@ -29,6 +30,7 @@ from .errors import (
     RateLimited,
 )
 from .protocol import Hello
+from .results import Results
 from .scheduler import LocalTimer, Scheduler
 from .state import SessionState, State, VisitorState
 from .store import DueTimer, Store
@@ -58,7 +60,7 @@ class LiveSession:
         self.conn: Connection | None = None  # None while detached
         self.wake: LocalTimer | None = None  # the next dwell/idle check
         self.expiry: LocalTimer | None = None  # the end of the grace period, while detached
-        self.trace: deque[tuple[float, str, str]] = deque(maxlen=TRACE_LENGTH)  # (when, campaign, outcome)
+        self.trace: deque[tuple[float, str, str | None, str]] = deque(maxlen=TRACE_LENGTH)  # (when, campaign, variant, outcome)
 
 
 @dataclass(slots=True)
@@ -70,7 +72,6 @@ class Stats:
     shown: int = 0  # show messages decided (sent, or queued for a later visit)
     suppressed: int = 0
     timers_fired: int = 0
-    campaigns: dict[str, dict[str, int]] = field(default_factory=dict)  # id -> reported outcome -> count
 
 
 def _not_before(visitor: VisitorState, due: float) -> float:
@@ -99,6 +100,7 @@ class Hub:
         self.visitors: dict[tuple[str, str], Visitor] = {}  # (site, visitor id) -> visitor
         self.scheduler = Scheduler(clock, store, self._on_due)
         self.stats = Stats()
+        self.results = Results()  # per campaign and variant
 
     async def start(self) -> None:
         self.scheduler.start()
@@ -117,7 +119,7 @@ class Hub:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    async def attach(self, site: Site, hello: Hello, conn: Connection) -> LiveSession:
+    async def attach(self, site: Site, hello: Hello, conn: Connection, user_agent: str | None = None) -> LiveSession:
         """Bind a socket to a session: resume the one named in ``hello`` or start a new one."""
         now = self.clock.now()
         visitor_id = hello.visitor or new_visitor_id()
@@ -138,8 +140,12 @@ class Hub:
             live.state.detached_at = None
         else:
             visitor = await self._visitor(site.key, visitor_id, now)
+            previous = visitor.state.last_seen if visitor.state.sessions else None
             visitor.state.sessions += 1
-            live = self._hold(SessionState(new_session_id(), site.key, visitor_id, now), visitor)
+            session = SessionState(new_session_id(), site.key, visitor_id, now, device=device_class(user_agent))
+            session.first_visit = visitor.state.sessions == 1
+            session.days_since_last_visit = (now - previous) / 86400.0 if previous else None
+            live = self._hold(session, visitor)
         live.conn = conn
         self.stats.connections += 1
         session = live.state
@@ -258,7 +264,7 @@ class Hub:
         session.last_event_seq = seq
         self.stats.events += 1
         if event.name in ("shown", "clicked", "dismissed"):
-            self._count_outcome(event)
+            self._count_outcome(event, live.visitor.state)
         if decisions:
             await self._carry_out(live, live.visitor, decisions, now)
         conn.push(protocol.ack(seq))
@@ -271,26 +277,28 @@ class Hub:
         if outbox and outbox[0]["seq"] <= seq:
             live.state.outbox = [frame for frame in outbox if frame["seq"] > seq]
 
-    def _count_outcome(self, event: events.Event) -> None:
-        campaign = event.props.get("campaign")
-        if isinstance(campaign, str) and campaign in self.engine.by_id:
-            counts = self.stats.campaigns.setdefault(campaign, {})
-            counts[event.name] = counts.get(event.name, 0) + 1
+    def _count_outcome(self, event: events.Event, visitor: VisitorState) -> None:
+        campaign = self.engine.by_id.get(event.props.get("campaign"))
+        if campaign is not None:
+            variant = assign(campaign, visitor.id)  # sticky: the variant it was shown in
+            self.results.count(campaign.id, variant.id if variant else None, event.name)
 
     # --- decisions --------------------------------------------------------------------------
 
     async def _carry_out(self, live: LiveSession | None, visitor: Visitor, decisions: list[Decision], now: float) -> None:
         state = visitor.state
+        results = self.results
         for decision in decisions:
             if isinstance(decision, Show):
                 self.stats.shown += 1
+                results.count(decision.campaign, decision.variant, "sent")
                 message = {"campaign": decision.campaign, **decision.content}
                 if decision.variant is not None:
                     message["variant"] = decision.variant
                 if decision.queued or live is None:
                     await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
                 else:
-                    live.trace.append((now, decision.campaign, "shown"))
+                    live.trace.append((now, decision.campaign, decision.variant, "sent"))
                     self._deliver(live, message)
             elif isinstance(decision, Schedule):
                 await self.store.schedule(state.site, state.id, decision.key, decision.due)
@@ -299,8 +307,17 @@ class Hub:
                 await self.store.cancel(state.site, state.id, decision.key)
             elif isinstance(decision, Suppress):
                 self.stats.suppressed += 1
+                results.count(decision.campaign, decision.variant, f"suppressed:{decision.reason}")
                 if live is not None:
-                    live.trace.append((now, decision.campaign, decision.reason))
+                    live.trace.append((now, decision.campaign, decision.variant, f"suppressed:{decision.reason}"))
+            elif isinstance(decision, Defer):
+                results.count(decision.campaign, decision.variant, f"deferred:{decision.reason}")
+                if live is not None:
+                    live.trace.append((now, decision.campaign, decision.variant, f"deferred:{decision.reason}"))
+            elif isinstance(decision, Converted):
+                results.count(decision.campaign, decision.variant, "converted")
+                if live is not None:
+                    live.trace.append((now, decision.campaign, decision.variant, "converted"))
             elif isinstance(decision, Wake) and live is not None:
                 if live.wake is not None:
                     live.wake.cancel()
@@ -351,6 +368,22 @@ class Hub:
 
     # --- for operators and tests ------------------------------------------------------------
 
+    def explain(self, session_id: str, campaign_id: str) -> dict | None:
+        """Why a campaign did or did not show in a session this node holds: its conditions as
+        they stand now, and the session's recorded decisions about it."""
+        live = self.sessions.get(session_id)
+        if live is None:
+            return None
+        now = self.clock.now()
+        report = self.engine.explain(live.view, campaign_id, now)
+        report["session"] = session_id
+        report["visitor"] = live.state.visitor
+        report["decisions"] = [
+            {"at": at, "variant": variant, "outcome": outcome}
+            for at, campaign, variant, outcome in live.trace if campaign == campaign_id
+        ]
+        return report
+
     def snapshot(self) -> dict:
         stats = self.stats
         return {
@@ -363,5 +396,4 @@ class Hub:
             "shown": stats.shown,
             "suppressed": stats.suppressed,
             "timers_fired": stats.timers_fired,
-            "campaigns": {cid: dict(counts) for cid, counts in stats.campaigns.items()},
         }
