@@ -205,7 +205,10 @@ def load_text(text: str, filename: str = "<campaigns>") -> CampaignSet:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
-        raise CampaignError([Problem(filename, line, "syntax", str(getattr(exc, "problem", exc)))]) from None
+        message = str(getattr(exc, "problem", exc))
+        if "expected ',' or '}'" in message or "expected ',' or ']'" in message:
+            message += " (inside {…} or […], quote text that contains ? : , # { } [ ])"
+        raise CampaignError([Problem(filename, line, "syntax", message)]) from None
     located = _Located()
     data = located.build(node, ()) if node is not None else None
     return _Validator(filename, located.lines).campaign_set(data)

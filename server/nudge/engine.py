@@ -472,9 +472,8 @@ class Engine:
                 due = max(now, min(session.last_input_at + campaign.calm, since + campaign.expires))
                 if wake is None or due < wake:
                     wake = due
-        if session.waiting and session.showing is not None:
-            if wake is None or session.showing[1] < wake:
-                wake = session.showing[1]
+        if session.waiting and session.showing is not None and (wake is None or session.showing[1] < wake):
+            wake = session.showing[1]
         if force or wake != session.wake_at:
             session.wake_at = wake
             decisions.append(Wake(wake))

@@ -32,7 +32,7 @@ from .errors import (
 from .protocol import Hello
 from .results import Results
 from .scheduler import LocalTimer, Scheduler
-from .state import SessionState, State, VisitorState
+from .state import SessionState, State, VisitorState, start_session
 from .store import DueTimer, Store
 
 log = logging.getLogger("nudge.hub")
@@ -140,11 +140,7 @@ class Hub:
             live.state.detached_at = None
         else:
             visitor = await self._visitor(site.key, visitor_id, now)
-            previous = visitor.state.last_seen if visitor.state.sessions else None
-            visitor.state.sessions += 1
-            session = SessionState(new_session_id(), site.key, visitor_id, now, device=device_class(user_agent))
-            session.first_visit = visitor.state.sessions == 1
-            session.days_since_last_visit = (now - previous) / 86400.0 if previous else None
+            session = start_session(visitor.state, new_session_id(), now, device_class(user_agent))
             live = self._hold(session, visitor)
         live.conn = conn
         self.stats.connections += 1

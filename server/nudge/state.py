@@ -130,3 +130,14 @@ class State:
 
     visitor: VisitorState
     session: SessionState | None = None
+
+
+def start_session(visitor: VisitorState, session_id: str, now: float, device: str | None = None) -> SessionState:
+    """A new session of ``visitor``, with the visit facts audiences test (first visit, days
+    since the previous one)."""
+    previous = visitor.last_seen if visitor.sessions else None
+    visitor.sessions += 1
+    session = SessionState(session_id, visitor.site, visitor.id, now, device=device)
+    session.first_visit = visitor.sessions == 1
+    session.days_since_last_visit = (now - previous) / 86400.0 if previous else None
+    return session
