@@ -184,10 +184,11 @@ class Engine:
                     candidates.append(campaign)
         if candidates:
             self._fire(state, candidates, now, props, decisions, "trigger")
-        if session is not None and session.showing is None and session.waiting:
-            self._release_waiting(state, now, decisions)
-        if rewake and session is not None:
-            self._rewake(session, now, decisions)
+        if session is not None:
+            if session.showing is None and session.waiting:
+                self._release_waiting(state, now, decisions)
+            if rewake or session.calm or session.waiting:
+                self._rewake(session, now, decisions)
         return decisions
 
     def on_wake(self, state: State, now: float) -> list[Decision]:
