@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from nudge.campaigns import load_text
 from nudge.decisions import Show
 from nudge.engine import Engine
