@@ -106,6 +106,40 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    import json
+
+    from . import recording, replay, report
+    from .campaigns import load_file
+    from .errors import CampaignError
+
+    try:
+        sets = [load_file(args.campaigns)] + ([load_file(args.against)] if args.against else [])
+    except CampaignError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    progress = None if (args.json or args.quiet) else replay.print_progress
+    replays = replay.run(recording.read(args.logs), sets, grace=args.grace, keep_outcomes=bool(args.against or args.html), progress=progress)
+    if progress is not None:
+        sys.stderr.write("\r" + " " * 60 + "\r")
+    if args.html:
+        Path(args.html).write_text(report.html_report(replays[0], title=f"Nudge replay: {args.campaigns.name}"), encoding="utf-8")
+        print(f"HTML report: {args.html}", file=sys.stderr)
+    if args.against:
+        a, b = replays
+        samples = report.changed_visitors(a, b)
+        if args.json:
+            print(json.dumps({"a": a.summary(), "b": b.summary(), "changed": samples}, indent=2))
+        else:
+            print(report.compare_text(a, b, samples))
+        return 0
+    if args.json:
+        print(json.dumps({"events": replays[0].events, "visitors": len(replays[0].visitors), "campaigns": replays[0].summary()}, indent=2))
+    else:
+        print(report.text(replays[0]))
+    return 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     from .config import PACKAGE
 
@@ -144,6 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--key", help="a secret key (NUDGE_SECRET_KEY)")
     explain.add_argument("--json", action="store_true")
     explain.set_defaults(run=_explain)
+
+    replay_cmd = commands.add_parser("replay", help="replay an event log against campaigns (and compare two campaign files)")
+    replay_cmd.add_argument("logs", nargs="+", help="event log files (.jsonl.gz or .jsonl) or directories of them")
+    replay_cmd.add_argument("--campaigns", type=Path, required=True)
+    replay_cmd.add_argument("--against", type=Path, help="a second campaign file: show how its counts differ")
+    replay_cmd.add_argument("--grace", type=float, help="seconds a disconnected session stays resumable (default: the log's)")
+    replay_cmd.add_argument("--json", action="store_true")
+    replay_cmd.add_argument("--html", help="also write an HTML report with charts to this file")
+    replay_cmd.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    replay_cmd.set_defaults(run=_replay)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of campaign files")
     schema.set_defaults(run=_schema)
