@@ -308,13 +308,12 @@ def _rate(hits: int, total: int) -> dict:
 def run(records: Iterable[dict], campaign_sets: list[CampaignSet], *, grace: float | None = None, keep_outcomes: bool = False, progress=None) -> list[Replay]:
     """Replay ``records`` against each campaign set, in one pass over the log."""
     replays = [Replay(cs, grace=grace if grace is not None else 300.0, keep_outcomes=keep_outcomes) for cs in campaign_sets]
-    count, started, shown_at = 0, time.monotonic(), time.monotonic()
-    for record in records:
+    started = shown_at = time.monotonic()
+    for count, record in enumerate(records, 1):
         if record.get("k") == "config" and grace is not None:
             record = {**record, "grace": grace}
         for replay in replays:
             replay.feed(record)
-        count += 1
         if progress is not None and count % 20000 == 0 and time.monotonic() - shown_at >= 1.0:
             shown_at = time.monotonic()
             progress(count, count / (shown_at - started))
