@@ -19,3 +19,12 @@ test('nudge.js is one self-contained script', () => {
   assert.doesNotMatch(code, /\bimport\b|\brequire\(|\bexport\b/);
   assert.doesNotMatch(code, /innerHTML|insertAdjacentHTML|document\.write|\beval\(/, 'no HTML from strings');
 });
+
+test('the ES module build exports the API and is inert without a window (server-side rendering)', async () => {
+  const mod = await import(new URL('../dist/nudge.mjs', import.meta.url));
+  assert.equal(typeof mod.install, 'function');
+  const nudge = mod.default;
+  assert.equal(nudge.state, 'closed');
+  for (const m of ['init', 'track', 'identify', 'page', 'shutdown', 'optOut']) assert.equal(nudge[m](), undefined, m);
+  assert.equal(typeof nudge.onMessage(() => {}), 'function');
+});
