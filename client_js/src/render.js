@@ -214,6 +214,16 @@ export function createRenderer({
     }
 
     (doc.body || doc.documentElement).appendChild(host);
+    // In the top layer (a manual popover) the message is above anything the page stacks, and no
+    // transform, filter or opacity of the page's elements applies to it. Older browsers: z-index.
+    if (host.showPopover) {
+      try {
+        host.setAttribute('popover', 'manual');
+        host.showPopover();
+      } catch (e) {
+        host.removeAttribute('popover');
+      }
+    }
     if (kind === 'modal') buttons[0].focus();
     onShown(msg);
   }
