@@ -575,7 +575,8 @@ async def test_a_server_restart_mid_session_loses_nothing_and_shows_nothing_twic
     await page.wait_for_function("() => sessionStorage.getItem('nudge:outbox') === '[]'", timeout=MS)
     assert await page.evaluate("window.__messages") == ["first#1", "second#2"], "each message shown once"
     assert await host(page, "first").count() == 1
-    assert await page.evaluate("window.__sockets") == 2
+    assert list(server.hub.sessions) == [sid], "the session was resumed, not replaced"
+    assert server.hub.stats.connections == 1
     assert not [e for e in errors if "WebSocket" not in e], errors  # the refused reconnects log
 
 
