@@ -296,6 +296,7 @@ async def test_each_kind_renders_and_is_operable_by_keyboard(browser, serve):
     dialog = modal.locator('[role="dialog"]')
     assert await dialog.get_attribute("aria-modal") == "true"
     assert await dialog.get_attribute("aria-labelledby") == "nudge-title"
+    assert await dialog.get_attribute("aria-describedby") == "nudge-body"
     assert await focused(page) == "nudge-cta"
     await page.keyboard.press("Tab")
     assert await focused(page) == "nudge-dismiss"

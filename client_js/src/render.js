@@ -119,7 +119,10 @@ export function createRenderer({
     } else {
       box.setAttribute('aria-label', 'Message');
     }
-    if (msg.body) box.appendChild(el('p', 'nudge-body', msg.body));
+    if (msg.body) {
+      box.appendChild(el('p', 'nudge-body', msg.body)).id = 'nudge-body';
+      box.setAttribute('aria-describedby', 'nudge-body');
+    }
     const actions = box.appendChild(el('div', 'nudge-actions'));
     const cta = msg.cta && msg.cta.label ? actions.appendChild(el('button', 'nudge-cta', msg.cta.label)) : null;
     const url = cta && safeUrl(msg.cta.url, win.location.href);
