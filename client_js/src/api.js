@@ -27,11 +27,10 @@ export function install(win, env = {}) {
   const stub = win.nudge;
   if (stub && stub.loaded) return stub;
   const doc = win.document;
-  // Where the opt-out is remembered, even in memory-only mode: keeping a refusal is what the
-  // visitor asked for. Everything else goes to `local` and `session`, chosen by init.
-  const optOutStore = openStore(win, 'localStorage');
-  let local = optOutStore;
-  let session = openStore(win, 'sessionStorage');
+  // [local, session]: the browser's stores, and memory-only ones made for `storage: 'memory'`.
+  // The opt-out is always kept in the browser's: remembering a refusal is what the visitor asked.
+  const stored = [openStore(win, 'localStorage'), openStore(win, 'sessionStorage')];
+  let memory = null;
   const timers = env.timers || win;
   const handlers = []; // onMessage hooks
   let options = null; // init options, once init ran
@@ -63,14 +62,12 @@ export function install(win, env = {}) {
     const nav = win.navigator || {};
     // Opted out, or Global Privacy Control on and the site asked us to honour it: nothing is
     // captured, stored or sent, and no socket is opened.
-    if (optOutStore.get(KEYS.optOut) === '1' || (options.respectGPC && nav.globalPrivacyControl)) {
+    if (stored[0].get(KEYS.optOut) === '1' || (options.respectGPC && nav.globalPrivacyControl)) {
       early = [];
       return;
     }
-    if (options.storage === 'memory' && local === optOutStore) {
-      local = memoryStore();
-      session = memoryStore();
-    }
+    const [local, session] =
+      options.storage === 'memory' ? (memory = memory || [memoryStore(), memoryStore()]) : stored;
 
     const host = String(o.host || originOf(env.scriptSrc, win.location.href)).replace(/\/+$/, '');
     transport = new Transport({
@@ -168,12 +165,13 @@ export function install(win, env = {}) {
 
   /** Stop and forget this visitor; stays off on later pages until optOut(false). */
   function optOut(out) {
-    if (out === false) return optOutStore.remove(KEYS.optOut);
+    if (out === false) return stored[0].remove(KEYS.optOut);
     shutdown();
-    optOutStore.set(KEYS.optOut, '1');
-    local.remove(KEYS.visitor);
-    optOutStore.remove(KEYS.visitor);
-    for (const key of [KEYS.session, KEYS.rx, KEYS.seq, KEYS.outbox]) session.remove(key);
+    for (const [local, session] of memory ? [stored, memory] : [stored]) {
+      local.remove(KEYS.visitor);
+      for (const key of [KEYS.session, KEYS.rx, KEYS.seq, KEYS.outbox]) session.remove(key);
+    }
+    stored[0].set(KEYS.optOut, '1');
   }
 
   function onMessage(fn) {
