@@ -449,6 +449,7 @@ async def test_xss_payloads_in_content_and_event_properties_execute_nothing(brow
     await page.evaluate("props => nudge.identify({plan: props.a})", props)
     await page.click("[data-nudge-click]")
     await eventually(lambda: (s := server.session()) and s.counters.get("click") == 1, "the click")
+    assert server.session().counters["identify"] == 1, "traits reach the server as data"
     await eventually(lambda: server.outcomes("xss-content").get("clicked") == 1, "the cta click")
     assert await page.evaluate("window.__xss") == 0, "no payload ran"
     assert errors == []
