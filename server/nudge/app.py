@@ -16,6 +16,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from . import __version__
+from .beacon import Beacon
 from .campaigns import CampaignSet, load_file
 from .clock import Clock, SystemClock
 from .config import PACKAGE, Settings
@@ -94,6 +95,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
 
     routes = [
         WebSocketRoute("/ws", Gateway(hub)),
+        Route("/beacon", Beacon(hub).handle, methods=["POST"]),
         Route("/nudge.js", snippet),
         Route("/healthz", healthz),
         Route("/api/results", results),
