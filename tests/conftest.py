@@ -40,6 +40,7 @@ class Running:
     clock: FakeClock
     hub: Hub
     settings: Settings
+    app: object
 
     async def advance(self, seconds: float) -> None:
         """Move the fake clock and wait until every timer that fell due has run."""
@@ -48,9 +49,9 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def run_server(campaigns: str | None = None, **overrides: Any):
+async def run_server(campaigns: str | None = None, campaign_file=None, **overrides: Any):
     clock = FakeClock()
-    settings = Settings(host="127.0.0.1", port=0, site_keys=[KEY], origins=[ORIGIN], **overrides)
+    settings = Settings(host="127.0.0.1", port=0, site_keys=[KEY], origins=[ORIGIN], campaigns=campaign_file, **overrides)
     campaign_set = load_text(campaigns, "test.yaml") if campaigns else None
     app = create_app(settings, clock=clock, campaign_set=campaign_set)
     config = uvicorn.Config(
@@ -68,7 +69,7 @@ async def run_server(campaigns: str | None = None, **overrides: Any):
     settings.port = port
     hub.sites = settings.sites()
     try:
-        yield Running(f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}", port, clock, hub, settings)
+        yield Running(f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}", port, clock, hub, settings, app)
     finally:
         server.should_exit = True
         await task

@@ -160,3 +160,60 @@ def test_nudge_check_command(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{bad}:2: campaigns[0].trigger.evnt: unknown key 'evnt'; did you mean 'event'?" in err
     assert main(["check", str(tmp_path / "missing.yaml")]) == 1
+
+
+@pytest.mark.parametrize(
+    "campaign, message",
+    [
+        ("{id: x, trigger: {event: click}, goal: {event: signed_up, within: 1d}, message: {kind: toast, title: hi}}",
+         "campaigns[0].goal.event: nothing sends 'signed_up'"),
+        ("{id: x, trigger: {event: click}, delay: 10m, expires: 5m, message: {kind: toast, title: hi}}",
+         "campaigns[0].expires: is not longer than the delay"),
+        ("{id: x, trigger: {event: click}, delay: 2h, goal: {event: purchase, within: 1h}, message: {kind: toast, title: hi}}",
+         "campaigns[0].goal.within: is not longer than the delay"),
+        ("{id: x, trigger: {idle: 60s, after: {event: page_view, within: 30s}}, message: {kind: toast, title: hi}}",
+         "campaigns[0].trigger.after[0].within: is not longer than the trigger's own wait"),
+        ("{id: x, trigger: {event: click}, audience: {vistor.plan: pro}, message: {kind: toast, title: hi}}",
+         "unknown name 'vistor.plan'; did you mean 'visitor.<trait>'?"),
+        ("{id: x, trigger: {event: click}, audience: {utm.sourc: x}, message: {kind: toast, title: hi}}",
+         "did you mean 'utm.source'?"),
+        ("{id: x, trigger: {event: click}, variants: [{id: a}], message: {kind: toast, title: hi}}",
+         "at least two variants"),
+        ("{id: x, trigger: {event: click}, variants: [{id: a, holdout: true}, {id: b, holdout: true}], message: {kind: toast, title: hi}}",
+         "every variant is a holdout"),
+        ("{id: x, trigger: {event: click}, variants: [{id: a, weight: 0}, {id: b}], message: {kind: toast, title: hi}}",
+         "must be a number greater than zero"),
+        ("{id: x, trigger: {event: click}, variants: [{id: a, message: {titel: y}}, {id: b}], message: {kind: toast, title: hi}}",
+         "unknown key 'titel'; did you mean 'title'?"),
+        ("{id: x, trigger: {event: click}, quiet_hours: {from: '25:00', to: '07:00'}, message: {kind: toast, title: hi}}",
+         "must be a time like"),
+        ("{id: x, trigger: {event: click}, quiet_hours: {from: '22:00', to: '07:00', zone: Mars/Base}, message: {kind: toast, title: hi}}",
+         "unknown time zone 'Mars/Base'"),
+        ("{id: x, trigger: {event: click, at_least: 2}, message: {kind: toast, title: hi}}",
+         "needs 'within': the window to count in"),
+        ("{id: x, trigger: {event: click}, on_conflict: wait, message: {kind: toast, title: hi}}",
+         "must be one of drop, queue"),
+        ("{id: x, trigger: {event: click}, cancel_on: [newsletter], message: {kind: toast, title: hi}}",
+         "nothing sends 'newsletter'"),
+    ],
+)
+def test_semantic_mistakes(campaign, message):
+    found = problems(f"campaigns:\n  - {campaign}\n")
+    assert any(message in p for p in found), found
+
+
+def test_quiet_hours_written_without_quotes_still_work():
+    campaign_set = load_text("limits: {quiet_hours: {from: 22:00, to: 07:00}}\ncampaigns: []\n")
+    assert (campaign_set.limits.quiet_hours.start, campaign_set.limits.quiet_hours.end) == (22 * 60, 7 * 60)
+
+
+def test_a_variant_message_overrides_only_what_it_names():
+    campaign_set = load_text("""campaigns:
+  - id: x
+    trigger: {event: click}
+    variants: [{id: a}, {id: b, message: {title: "B!"}}]
+    message: {kind: modal, title: A, body: same}
+""")
+    variant = campaign_set.campaigns[0].variant("b")
+    assert variant.message.kind == "modal"
+    assert variant.message.texts["title"][0] == "B!" and variant.message.texts["body"][0] == "same"

@@ -37,6 +37,7 @@ async def test_a_graceful_stop_keeps_timers_caps_and_sessions(tmp_path):
         again = await Client.connect(second.url, visitor=client.visitor, session=client.session, rx=1, seq=client.seq)
         assert again.welcome["resumed"] is True and again.welcome["ack"] == client.seq
         assert (await again.expect("show", campaign="cart"))["body"] == "Your cart is waiting"
+        await again.track("page_view", {"path": "/next"})  # nothing on screen any more
         assert not shows(await again.track("click", {"target": "x"}))  # the daily cap held
         await again.close()
 

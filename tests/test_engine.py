@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from nudge import events
 from nudge.campaigns import load_text
-from nudge.decisions import Cancel, Schedule, Show, Suppress, Wake
+from nudge.decisions import Cancel, Converted, Defer, Schedule, Show, Suppress, Wake
 from nudge.engine import Engine
 from nudge.state import SessionState, State, VisitorState
 
@@ -106,6 +106,7 @@ campaigns:
         decisions = self.E.on_event(state, ev("scroll", depth=70), T0 + 1)
         assert shown(decisions) == ["half-way"]
         assert wake(decisions) == T0 + 5  # read-and-stay now only waits for time
+        self.E.on_event(state, ev("dismissed", msg=1, campaign="half-way"), T0 + 2)
         assert shown(self.E.on_wake(state, T0 + 5)) == ["read-and-stay"]
 
     def test_dwell_comes_from_the_wake_up_time(self):
@@ -284,6 +285,7 @@ campaigns:
         first = self.E.on_event(state, ev("add_to_cart", **CART), T0)
         assert shown(first) == ["capped-high"]
         assert suppressed(first) == {"high": "priority", "low": "priority"}
+        self.E.on_event(state, ev("clicked", msg=1, campaign="capped-high"), T0 + 1)
         second = self.E.on_event(state, ev("add_to_cart", **CART), T0 + 1)
         assert shown(second) == ["high"]
         assert suppressed(second) == {"capped-high": "cap:per_session", "low": "priority"}
@@ -343,3 +345,185 @@ def test_message_reports_are_plain_events(name):
     state = fresh()
     assert e.on_event(state, ev(name, msg=1, campaign="x"), T0) == []
     assert state.session.counters[name] == 1
+
+
+class TestAudience:
+    E = engine("""
+campaigns:
+  - id: mobile-free
+    trigger: {event: click}
+    audience:
+      device: mobile
+      visitor.plan: {in: [free, trial]}
+    message: {kind: toast, title: hi}
+  - id: from-newsletter
+    trigger: {event: page_view}
+    audience: {utm.source: newsletter, page.referrer: {contains: mail.}}
+    message: {kind: toast, title: hi}
+""")
+
+    def test_device_and_traits(self):
+        state = fresh()
+        state.session.device = "mobile"
+        assert suppressed(self.E.on_event(state, ev("click"), T0)) == {"mobile-free": "audience"}
+        self.E.on_event(state, ev("identify", plan="free", vip=True), T0 + 1)
+        assert state.visitor.traits == {"plan": "free", "vip": True}
+        assert shown(self.E.on_event(state, ev("click"), T0 + 20)) == ["mobile-free"]
+        self.E.on_event(state, ev("identify", plan=None), T0 + 30)  # null removes a trait
+        assert state.visitor.traits == {"vip": True}
+
+    def test_utm_and_referrer_come_from_the_landing_page(self):
+        state = fresh()
+        decisions = self.E.on_event(state, ev("page_view", path="/", url="https://shop.test/?utm_source=newsletter&utm_medium=email&x=1", referrer="https://mail.example/inbox"), T0)
+        assert state.session.utm == {"source": "newsletter", "medium": "email"}
+        assert shown(decisions) == ["from-newsletter"]
+        self.E.on_event(state, ev("page_view", path="/b", url="https://shop.test/b?utm_source=ads", referrer="https://shop.test/"), T0 + 60)
+        assert state.session.utm["source"] == "newsletter" and state.session.referrer == "https://mail.example/inbox"
+
+
+def test_device_class():
+    from nudge.audience import device_class
+
+    assert device_class("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148") == "mobile"
+    assert device_class("Mozilla/5.0 (Linux; Android 14; Pixel 8) Chrome/120 Mobile Safari/537.36") == "mobile"
+    assert device_class("Mozilla/5.0 (Linux; Android 13; SM-X200) Chrome/120 Safari/537.36") == "tablet"
+    assert device_class("Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X)") == "tablet"
+    assert device_class("Mozilla/5.0 (X11; Linux x86_64) Chrome/120 Safari/537.36") == "desktop"
+    assert device_class(None) is None
+
+
+def test_visit_facts_from_start_session():
+    from nudge.state import start_session
+
+    visitor = VisitorState("pk", "v_1234567890", first_seen=T0)
+    first = start_session(visitor, "s_1", T0)
+    assert first.first_visit and first.days_since_last_visit is None
+    visitor.last_seen = T0 + 60
+    second = start_session(visitor, "s_2", T0 + 60 + 8 * 86400)
+    assert not second.first_visit and second.days_since_last_visit == 8.0 and visitor.sessions == 2
+
+
+class TestQuietHours:
+    E = engine("""
+limits:
+  quiet_hours: {from: "22:00", to: "07:00", zone: Europe/Paris}
+campaigns:
+  - {id: a, trigger: {event: click}, message: {kind: toast, title: a}}
+  - {id: urgent, quiet_hours: false, trigger: {event: purchase}, message: {kind: toast, title: b}}
+""")
+    # 2023-11-14 22:13:20 UTC = 23:13 in Paris, 17:13 in New York
+    def test_the_visitors_zone_wins_over_the_default(self):
+        state = fresh()
+        assert suppressed(self.E.on_event(state, ev("click"), T0)) == {"a": "quiet_hours"}  # Paris default
+        self.E.on_event(state, ev("page_view", path="/", tz="America/New_York"), T0 + 1)
+        assert shown(self.E.on_event(state, ev("click"), T0 + 2)) == ["a"]
+
+    def test_across_midnight_and_exempt_campaigns(self):
+        state = fresh()
+        assert suppressed(self.E.on_event(state, ev("click"), T0 + 7 * 3600)) == {"a": "quiet_hours"}  # 06:13 Paris
+        assert shown(self.E.on_event(state, ev("click"), T0 + 8 * 3600)) == ["a"]  # 07:13 Paris
+        state2 = fresh()
+        assert shown(self.E.on_event(state2, ev("purchase"), T0)) == ["urgent"]
+
+    def test_an_unknown_zone_from_the_browser_is_ignored(self):
+        state = fresh()
+        self.E.on_event(state, ev("page_view", path="/", tz="Mars/Olympus"), T0)
+        assert state.session.tz is None
+
+
+class TestVariants:
+    E = engine("""
+campaigns:
+  - id: offer
+    trigger: {event: click}
+    variants:
+      - {id: a, weight: 45}
+      - {id: b, weight: 45, message: {title: "B {{ cart.count }}"}, delay: 10s}
+      - {id: hold, weight: 10, holdout: true}
+    goal: {event: purchase, within: 1h, where: {value: {gt: 0}}}
+    message: {kind: toast, title: A}
+""")
+
+    def test_assignment_is_sticky_and_follows_the_weights(self):
+        from collections import Counter
+
+        from nudge.engine import assign
+
+        campaign = self.E.by_id["offer"]
+        counts = Counter(assign(campaign, f"v_{i:010d}").id for i in range(20_000))
+        assert abs(counts["a"] / 20_000 - 0.45) < 0.02
+        assert abs(counts["b"] / 20_000 - 0.45) < 0.02
+        assert abs(counts["hold"] / 20_000 - 0.10) < 0.01
+        assert all(assign(campaign, "v_0000000042") is assign(campaign, "v_0000000042") for _ in range(5))
+
+    def visitor_in(self, variant: str) -> State:
+        from nudge.engine import assign
+
+        campaign = self.E.by_id["offer"]
+        for i in range(1000):
+            state = fresh()
+            state.visitor.id = f"v_{i:010d}"
+            if assign(campaign, state.visitor.id).id == variant:
+                return state
+        raise AssertionError("no visitor found")
+
+    def test_holdout_sees_nothing_but_converts(self):
+        state = self.visitor_in("hold")
+        decisions = self.E.on_event(state, ev("click"), T0)
+        assert shown(decisions) == [] and suppressed(decisions) == {"offer": "holdout"}
+        converted = [d for d in self.E.on_event(state, ev("purchase", value=10), T0 + 60) if isinstance(d, Converted)]
+        assert [(d.campaign, d.variant) for d in converted] == [("offer", "hold")]
+
+    def test_variant_content_and_timing(self):
+        state = self.visitor_in("b")
+        decisions = self.E.on_event(state, ev("click"), T0)
+        assert [d.key for d in decisions if isinstance(d, Schedule)] == ["delay:offer"]
+        show = next(d for d in self.E.on_timer(state, "delay:offer", T0 + 10) if isinstance(d, Show))
+        assert (show.variant, show.content["title"]) == ("b", "B 0")
+
+    def test_conversion_only_within_the_window_once_and_matching(self):
+        state = self.visitor_in("a")
+        self.E.on_event(state, ev("click"), T0)
+        assert not any(isinstance(d, Converted) for d in self.E.on_event(state, ev("purchase", value=0), T0 + 10))
+        assert any(isinstance(d, Converted) for d in self.E.on_event(state, ev("purchase", value=5), T0 + 20))
+        assert not any(isinstance(d, Converted) for d in self.E.on_event(state, ev("purchase", value=5), T0 + 30))
+        late = self.visitor_in("a")
+        self.E.on_event(late, ev("click"), T0)
+        assert not any(isinstance(d, Converted) for d in self.E.on_event(late, ev("purchase", value=5), T0 + 3601))
+
+
+class TestWaiting:
+    E = engine("""
+campaigns:
+  - {id: first, trigger: {event: click}, message: {kind: modal, title: one}}
+  - {id: queued, on_conflict: queue, expires: 1m, trigger: {event: purchase}, message: {kind: toast, title: two}}
+  - {id: calm, calm: 5s, expires: 30s, cancel_on: [add_to_cart], trigger: {event: remove_from_cart}, message: {kind: toast, title: three}}
+""")
+
+    def test_a_queued_message_expires_if_the_screen_stays_busy(self):
+        state = fresh()
+        assert shown(self.E.on_event(state, ev("click"), T0)) == ["first"]
+        assert [d.reason for d in self.E.on_event(state, ev("purchase"), T0 + 1) if isinstance(d, Defer)] == ["busy"]
+        decisions = self.E.on_event(state, ev("dismissed", msg=1, campaign="first"), T0 + 90)
+        assert suppressed(decisions) == {"queued": "expired"} and shown(decisions) == []
+
+    def test_the_on_screen_time_runs_out_for_silent_browsers(self):
+        state = fresh()
+        self.E.on_event(state, ev("click"), T0)
+        decisions = self.E.on_event(state, ev("purchase"), T0 + 1)
+        assert wake(decisions) == T0 + 120  # when the modal counts as gone
+        assert suppressed(self.E.on_wake(state, T0 + 120)) == {"queued": "expired"}  # it waited over its 1m
+
+    def test_calm_waits_for_no_input_and_cancel_on_drops_it(self):
+        state = fresh()
+        self.E.on_event(state, ev("page_view", path="/"), T0)
+        decisions = self.E.on_event(state, ev("remove_from_cart", id="x"), T0 + 1)
+        assert [d.reason for d in decisions if isinstance(d, Defer)] == ["calm"]
+        assert wake(decisions) == T0 + 6
+        self.E.on_event(state, ev("scroll", depth=10), T0 + 4)
+        assert state.session.wake_at == T0 + 9
+        assert shown(self.E.on_wake(state, T0 + 9)) == ["calm"]
+        self.E.on_event(state, ev("remove_from_cart", id="x"), T0 + 20)
+        assert "calm" in state.session.calm
+        assert suppressed(self.E.on_event(state, ev("add_to_cart", id="y", name="Y"), T0 + 21)) == {"calm": "cancelled"}
+        assert state.session.calm == {}

@@ -116,6 +116,7 @@ async def test_reconnect_resumes_the_session_with_nothing_lost_or_shown_twice(st
     assert third.welcome["resumed"] is True
     await third.send({"t": "ping"})
     assert await third.recv() == {"t": "pong"}
+    await server.advance(10)  # the first toast has left the screen
     frames = await third.track("add_to_cart", MUG)
     assert [f["t"] for f in frames] == ["show", "ack"]
     assert frames[0]["seq"] == 2  # message seqs continue in the resumed session

@@ -131,6 +131,7 @@ async def test_a_session_on_a_killed_node_resumes_on_the_other(tmp_path):
         again = await Client.connect(b.url, visitor=client.visitor, session=client.session, rx=1, seq=client.seq)
         assert again.welcome["resumed"] is True and again.welcome["ack"] == client.seq
         assert (await again.expect("show"))["seq"] == 2  # the unacknowledged message, once more
+        await again.track("page_view", {"path": "/next"})
         third = shows(await again.track("click", {"target": "x"}))
         assert [f["seq"] for f in third] == [3]  # numbering goes on: nothing overwritten
         await again.close()

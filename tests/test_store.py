@@ -135,6 +135,28 @@ async def test_daily_limit_and_cooldown_span_campaigns(store):
     assert await store.confirm_show("pk", "v_1", a, T0 + 200) == "limit:per_day"
 
 
+async def test_weekly_lifetime_and_spacing_caps_and_the_hourly_limit(store):
+    week = CapCheck("w", per_week=2)
+    assert await store.confirm_show("pk", "v_1", week, T0) is None
+    assert await store.confirm_show("pk", "v_1", week, T0 + 2 * 86_400) is None
+    assert await store.confirm_show("pk", "v_1", week, T0 + 6 * 86_400) == "cap:per_week"
+    assert await store.confirm_show("pk", "v_1", week, T0 + 7 * 86_400 + 1) is None
+
+    ever = CapCheck("l", lifetime=1)
+    assert await store.confirm_show("pk", "v_2", ever, T0) is None
+    assert await store.confirm_show("pk", "v_2", ever, T0 + 365 * 86_400) == "cap:lifetime"
+
+    spaced = CapCheck("e", every=3 * 86_400.0)
+    assert await store.confirm_show("pk", "v_3", spaced, T0) is None
+    assert await store.confirm_show("pk", "v_3", spaced, T0 + 2 * 86_400) == "cap:every"
+    assert await store.confirm_show("pk", "v_3", spaced, T0 + 3 * 86_400) is None
+
+    hourly = CapCheck("h", limit_per_hour=1)
+    assert await store.confirm_show("pk", "v_4", hourly, T0) is None
+    assert await store.confirm_show("pk", "v_4", CapCheck("other", limit_per_hour=1), T0 + 60) == "limit:per_hour"
+    assert await store.confirm_show("pk", "v_4", hourly, T0 + 3601) is None
+
+
 async def test_a_decision_carried_out_once_and_queued_with_it(store):
     check = CapCheck("a", per_day=None, limit_per_day=None, cooldown=0.0)
     queue = ({"campaign": "a"}, T0 + 100)

@@ -1,5 +1,6 @@
 // What the visitor does, turned into built-in events (docs/protocol.md, "Built-in events"):
-// page views (including single-page-app navigations), scroll depth, marked clicks, idle/active.
+// page views (including single-page-app navigations), scroll depth, marked clicks, idle/active,
+// the tab hidden and shown again, and exit intent.
 // Capture only calls track(); it knows nothing of the socket.
 
 const INPUTS = ['mousemove', 'keydown', 'pointerdown', 'scroll', 'touchstart', 'wheel'];
@@ -33,7 +34,8 @@ export function scrollDepth(scrollY, viewport, total) {
  * timer and unwraps history.
  *
  * Options: track(name, props) receives the events; idleAfter (seconds, 0 = no idle events);
- * clickAll (report clicks on any element, not only [data-nudge-click]); timers and now are
+ * clickAll (report clicks on any element, not only [data-nudge-click]); visibility
+ * (tab_hidden / tab_visible); exitIntent (exit_intent, desktop only); timers and now are
  * injectable for tests.
  */
 export function startCapture({
@@ -42,6 +44,8 @@ export function startCapture({
   track,
   idleAfter = 10,
   clickAll = false,
+  visibility = true,
+  exitIntent = true,
   timers = win,
   now = Date.now,
 }) {
@@ -65,6 +69,7 @@ export function startCapture({
     page = key;
     referrer = l.href;
     depth = 0;
+    exited = false;
     track('page_view', Object.assign(props, extra));
     measureSoon();
   }
@@ -162,6 +167,37 @@ export function startCapture({
   if (limit > 0) {
     for (const type of INPUTS) on(win, type, input, { capture: true, passive: true });
     idleTimer = timers.setTimeout(check, limit);
+  }
+
+  // -- the tab hidden, and shown again after `away` seconds. A page being left is hidden too,
+  // after its pagehide: that is no visit to another tab, so it is not reported.
+  let hiddenAt = null;
+  let leaving = false;
+  if (visibility) {
+    on(win, 'pagehide', () => (leaving = true));
+    on(win, 'pageshow', () => (leaving = false));
+    on(doc, 'visibilitychange', () => {
+      if (doc.visibilityState === 'hidden') {
+        if (leaving || hiddenAt != null) return;
+        hiddenAt = now();
+        track('tab_hidden');
+      } else if (hiddenAt != null) {
+        track('tab_visible', { away: Math.round((now() - hiddenAt) / 1000) });
+        hiddenAt = null;
+      }
+    });
+  }
+
+  // -- exit intent: the pointer leaves the window through its top edge (towards the tabs and the
+  // address bar), at most once per page. Only where there is a mouse: touch has no such gesture.
+  let exited = false;
+  const mouse = !win.matchMedia || win.matchMedia('(pointer: fine)').matches;
+  if (exitIntent && mouse) {
+    on(doc, 'mouseout', (e) => {
+      if (exited || e.relatedTarget || e.clientY > 0) return;
+      exited = true;
+      track('exit_intent');
+    });
   }
 
   view();

@@ -9,12 +9,16 @@
 
 const KINDS = ['modal', 'banner', 'toast', 'slidein'];
 
-const CSS = `:host{all:initial;position:fixed;z-index:2147483000;color:var(--nudge-fg,#1d2330);font:15px/1.45 var(--nudge-font,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif)}
-:host([data-kind=modal]){top:0;right:0;bottom:0;left:0;display:flex;align-items:center;justify-content:center;padding:16px}
-:host([data-kind=banner]){left:0;right:0;top:0}
-:host([data-position=bottom]){top:auto;bottom:0}
-:host([data-kind=toast]){left:50%;bottom:16px;transform:translateX(-50%);width:min(380px,calc(100vw - 32px))}
-:host([data-kind=slidein]){right:16px;bottom:16px;width:min(340px,calc(100vw - 32px))}
+// Declarations on :host are !important: the page's own !important rules on the host element
+// (`* {display: none !important}`, say) would win otherwise, and an inner !important beats an
+// outer one. Inside the shadow root nothing of the page applies but inherited values, which
+// `all: initial` cuts off.
+const CSS = `:host{all:initial!important;position:fixed!important;display:block!important;z-index:2147483000!important;visibility:visible!important;opacity:1!important;color:var(--nudge-fg,#1d2330)!important;font:15px/1.45 var(--nudge-font,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif)!important}
+:host([data-kind=modal]){top:0!important;right:0!important;bottom:0!important;left:0!important;display:flex!important;align-items:center!important;justify-content:center!important;padding:16px!important}
+:host([data-kind=banner]){left:0!important;right:0!important;top:0!important}
+:host([data-position=bottom]){top:auto!important;bottom:0!important}
+:host([data-kind=toast]){left:50%!important;bottom:16px!important;transform:translateX(-50%)!important;width:min(380px,calc(100vw - 32px))!important}
+:host([data-kind=slidein]){right:16px!important;bottom:16px!important;width:min(340px,calc(100vw - 32px))!important}
 .backdrop{position:fixed;top:0;right:0;bottom:0;left:0;background:rgba(12,16,24,.5);animation:fade .2s}
 .box{position:relative;box-sizing:border-box;background:var(--nudge-bg,#fff);border-radius:var(--nudge-radius,12px);padding:20px 22px;box-shadow:0 12px 32px rgba(0,0,0,.22);animation:rise .25s ease-out}
 :host([data-kind=modal]) .box{width:min(440px,100%)}
@@ -30,6 +34,23 @@ button:focus-visible{outline:2px solid var(--nudge-accent,#2563eb);outline-offse
 @keyframes rise{from{opacity:0;transform:translateY(12px)}}
 @keyframes fade{from{opacity:0}}
 @media (prefers-reduced-motion:reduce){.box,.backdrop{animation:none}}`;
+
+/**
+ * The campaign's theme as [name, value] pairs safe to set on the host: only `--nudge-*`
+ * variables, and only values that cannot fetch anything or end the declaration (no `url(`,
+ * `image(`, `image-set(`, `;{}\\<`; at most 200 characters).
+ */
+export function themeVars(theme) {
+  const out = [];
+  if (!theme || typeof theme !== 'object') return out;
+  for (const name of Object.keys(theme)) {
+    const value = String(theme[name]);
+    if (/^--nudge-[a-z0-9-]+$/.test(name) && value.length <= 200 && !/url\(|image(-set)?\(|[;{}\\<]/i.test(value)) {
+      out.push([name, value]);
+    }
+  }
+  return out;
+}
 
 /** `url` resolved against `base` if it is http:, https: or relative; otherwise null. */
 export function safeUrl(url, base) {
@@ -83,6 +104,8 @@ export function createRenderer({
     host.setAttribute('data-kind', kind);
     host.setAttribute('data-seq', String(msg.seq));
     if (kind === 'banner') host.setAttribute('data-position', msg.position === 'bottom' ? 'bottom' : 'top');
+    // Inline on the host: a campaign's theme wins over the page's `nudge-message {…}` defaults.
+    for (const [name, value] of themeVars(msg.theme)) host.style.setProperty(name, value);
     const root = host.attachShadow({ mode: 'open' });
     root.appendChild(el('style', null, CSS));
     const backdrop = kind === 'modal' ? root.appendChild(el('div', 'backdrop')) : null;
@@ -96,7 +119,10 @@ export function createRenderer({
     } else {
       box.setAttribute('aria-label', 'Message');
     }
-    if (msg.body) box.appendChild(el('p', 'nudge-body', msg.body));
+    if (msg.body) {
+      box.appendChild(el('p', 'nudge-body', msg.body)).id = 'nudge-body';
+      box.setAttribute('aria-describedby', 'nudge-body');
+    }
     const actions = box.appendChild(el('div', 'nudge-actions'));
     const cta = msg.cta && msg.cta.label ? actions.appendChild(el('button', 'nudge-cta', msg.cta.label)) : null;
     const url = cta && safeUrl(msg.cta.url, win.location.href);
@@ -152,16 +178,20 @@ export function createRenderer({
       });
     }
     dismiss.addEventListener('click', dismissed);
+    // Escape closes any kind while focus is in it (a modal always has the focus).
+    root.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') {
+        e.preventDefault();
+        dismissed();
+      }
+    });
 
     if (kind === 'modal') {
       modalOpen = true;
       restore = doc.activeElement;
       backdrop.addEventListener('click', dismissed);
       root.addEventListener('keydown', (e) => {
-        if (e.key === 'Escape') {
-          e.preventDefault();
-          dismissed();
-        } else if (e.key === 'Tab') {
+        if (e.key === 'Tab') {
           // The buttons are the only focusable elements: cycle through them.
           e.preventDefault();
           const i = buttons.indexOf(root.activeElement) + (e.shiftKey ? -1 : 1);
@@ -187,6 +217,16 @@ export function createRenderer({
     }
 
     (doc.body || doc.documentElement).appendChild(host);
+    // In the top layer (a manual popover) the message is above anything the page stacks, and no
+    // transform, filter or opacity of the page's elements applies to it. Older browsers: z-index.
+    if (host.showPopover) {
+      try {
+        host.setAttribute('popover', 'manual');
+        host.showPopover();
+      } catch (e) {
+        host.removeAttribute('popover');
+      }
+    }
     if (kind === 'modal') buttons[0].focus();
     onShown(msg);
   }

@@ -61,6 +61,11 @@ export function openStore(win, name) {
   };
 }
 
+/** A store that keeps everything in memory for the life of the page (`storage: 'memory'`). */
+export function memoryStore() {
+  return openStore({}, 'none');
+}
+
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-';
 
 /** A random id: `prefix` + 22 characters of [A-Za-z0-9_-] (132 bits). */

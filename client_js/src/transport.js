@@ -123,6 +123,25 @@ export class Transport {
     this._setState(State.CLOSED);
   }
 
+  /**
+   * The last flush of a page being hidden: the body of a POST /beacon (JSON) that lets the
+   * server apply the unacknowledged events over HTTP, or null when there is nothing to send or
+   * no session yet. Nothing is dropped here: the server applies each seq once, whichever way it
+   * arrives, and the next page learns from `welcome.ack` what it no longer has to resend.
+   * Browsers refuse beacons over 64 KB, so a long outbox is cut to its oldest events (a prefix:
+   * a gap in the seqs would make the server take the events after it as resends).
+   */
+  beacon(limit = 60000) {
+    if (!this._session || !this._outbox.length || this._stopped) return null;
+    let events = this._outbox.map(frame);
+    for (;;) {
+      const body = JSON.stringify({ key: this.key, visitor: this._visitor, session: this._session, events });
+      if (byteLength(body) <= limit) return body;
+      if (events.length < 2) return null;
+      events = events.slice(0, events.length >> 1);
+    }
+  }
+
   /** Close the socket and clear every timer for good. Stored state stays for the next page. */
   shutdown() {
     this._stopped = true;
@@ -186,6 +205,10 @@ export class Transport {
         return this._show(m);
       case 'error':
         return this._error(m);
+      case 'ping':
+        // A server that probes with a frame of its own (browsers answer WebSocket-level pings
+        // by themselves, but script cannot see those) gets the answer it would send us.
+        return this._write({ t: 'pong' });
       // 'pong' needs nothing more: its whole purpose was clearing the dead timer above.
     }
   }

@@ -172,6 +172,62 @@ describe('idle', () => {
   });
 });
 
+describe('tab visibility', () => {
+  test('tab_hidden when hidden, tab_visible with the seconds away when back', () => {
+    const { win, doc, clock, events } = setup({ idleAfter: 0 });
+    clock.tick(100); // the first scroll measure
+    doc.visibilityState = 'hidden';
+    doc.fire('visibilitychange');
+    clock.tick(42400);
+    doc.visibilityState = 'visible';
+    doc.fire('visibilitychange');
+    assert.deepEqual(events.slice(-2), [['tab_hidden'], ['tab_visible', { away: 42 }]]);
+    doc.fire('visibilitychange');
+    assert.equal(events.length, 4, 'visible again without being hidden: nothing');
+    win.fire('pagehide', { persisted: false });
+    doc.visibilityState = 'hidden';
+    doc.fire('visibilitychange');
+    assert.equal(events.length, 4, 'a page being left is not a hidden tab');
+  });
+
+  test('visibility: false reports neither', () => {
+    const { doc, names } = setup({ visibility: false });
+    doc.visibilityState = 'hidden';
+    doc.fire('visibilitychange');
+    assert.deepEqual(names(), ['page_view']);
+  });
+});
+
+describe('exit intent', () => {
+  const leave = (doc, clientY = -3, relatedTarget = null) => doc.fire('mouseout', { clientY, relatedTarget });
+
+  test('once per page, when the pointer leaves through the top', () => {
+    const { win, doc, clock, names } = setup();
+    leave(doc, 300); // through a side or the bottom
+    leave(doc, -3, {}); // into another element
+    assert.deepEqual(names(), ['page_view']);
+    leave(doc);
+    leave(doc);
+    assert.deepEqual(names(), ['page_view', 'exit_intent']);
+    win.history.pushState({}, '', '/next');
+    clock.tick(0);
+    leave(doc, 0);
+    assert.deepEqual(names(), ['page_view', 'exit_intent', 'page_view', 'exit_intent']);
+  });
+
+  test('not on touch devices, nor when turned off', () => {
+    const touch = fakeWindow();
+    touch.matchMedia = (q) => ({ matches: q !== '(pointer: fine)' });
+    const events = [];
+    startCapture({ win: touch, doc: touch.document, track: (n) => events.push(n), timers: touch.clock, now: touch.clock.now });
+    touch.document.fire('mouseout', { clientY: -1, relatedTarget: null });
+    assert.deepEqual(events, ['page_view']);
+    const { doc, names } = setup({ exitIntent: false });
+    leave(doc);
+    assert.deepEqual(names(), ['page_view']);
+  });
+});
+
 test('stop removes every listener and timer and unwraps history', () => {
   const win = fakeWindow();
   const { pushState } = win.history;

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 
-import { install } from '../src/index.js';
+import { install } from '../src/api.js';
+import { msgpack } from '../src/codec.js';
 import { KEYS } from '../src/storage.js';
 import { FakeTarget, fakeWebSocket, fakeWindow } from '../test-support/fakes.js';
 
@@ -90,7 +91,7 @@ describe('loader and replay', () => {
     const p = page();
     p.win.nudge.q.length = 0;
     const api = load(p);
-    api('identify', 'u1');
+    api('alias', 'u1');
     api.init({ siteKey: 'sk_live_secret' });
     api.init({});
     assert.equal(p.WS.sockets.length, 0);
@@ -199,6 +200,129 @@ describe('shutdown and opt-out', () => {
     assert.equal(api2.state, 'closed');
     api2.optOut(false);
     assert.equal(next.win.localStorage.getItem(KEYS.optOut), null);
+  });
+});
+
+describe('identify', () => {
+  test('sends the traits as an identify event, before and after load', () => {
+    const p = page("nudge.identify({plan: 'pro'});");
+    const api = load(p);
+    welcome(p.WS.last());
+    api.identify({ vip: true });
+    assert.deepEqual(
+      p.WS.last().events().filter((e) => e.name === 'identify').map((e) => e.props),
+      [{ plan: 'pro' }, { vip: true }],
+    );
+  });
+});
+
+describe('privacy', () => {
+  test('respectGPC: with Global Privacy Control on, nothing is captured, stored or sent', () => {
+    const p = page("nudge.q[0][1].respectGPC = true; nudge.track('early');");
+    p.win.navigator = { globalPrivacyControl: true };
+    const api = load(p);
+    api.track('later');
+    assert.equal(p.WS.sockets.length, 0);
+    assert.equal(p.win.localStorage.map.size, 0);
+    assert.equal(p.win.sessionStorage.map.size, 0);
+    assert.equal(p.win.listeners.length, 0);
+    assert.equal(api.state, 'closed');
+  });
+
+  test('GPC is ignored unless the site asks to honour it', () => {
+    const p = page();
+    p.win.navigator = { globalPrivacyControl: true };
+    load(p);
+    assert.equal(p.WS.sockets.length, 1);
+  });
+
+  test("storage: 'memory' writes nothing to the browser's storage", () => {
+    const p = page("nudge.q[0][1].storage = 'memory';");
+    const api = load(p);
+    const ws = p.WS.last();
+    welcome(ws, { visitor: 'v_fromserver1' });
+    api.track('a');
+    ws.push({ t: 'show', seq: 1, kind: 'toast' });
+    assert.equal(p.win.localStorage.map.size, 0);
+    assert.equal(p.win.sessionStorage.map.size, 0);
+    ws.drop(1006);
+    p.clock.tick(1000);
+    p.WS.last().accept();
+    const hello = p.WS.last().frames()[0];
+    assert.equal(hello.session, 's_1', 'the session is still resumed within the page');
+    assert.equal(hello.visitor, 'v_fromserver1');
+    assert.equal(hello.rx, 1);
+  });
+
+  test("optOut is remembered even with storage: 'memory'", () => {
+    const p = page("nudge.q[0][1].storage = 'memory';");
+    const api = load(p);
+    api.optOut();
+    assert.deepEqual([...p.win.localStorage.map], [[KEYS.optOut, '1']]);
+  });
+});
+
+describe('transport options', () => {
+  test("encoding: 'msgpack' offers nudge.v1.msgpack first", () => {
+    const p = page("nudge.q[0][1].encoding = 'msgpack';");
+    load(p);
+    const ws = p.WS.last();
+    assert.deepEqual(ws.protocols, ['nudge.v1.msgpack', 'nudge.v1.json']);
+    ws.accept('nudge.v1.msgpack');
+    assert.equal(msgpack.decode(ws.sent[0].buffer).t, 'hello');
+  });
+});
+
+describe('last flush on page hide', () => {
+  function hidden(p) {
+    const beacons = [];
+    p.win.navigator = { sendBeacon: (url, body) => beacons.push([url, JSON.parse(body)]) && true };
+    return beacons;
+  }
+
+  test('pagehide sends the unacknowledged events to /beacon of the host, then closes', () => {
+    const p = page();
+    const beacons = hidden(p);
+    const api = load(p);
+    const ws = p.WS.last();
+    welcome(ws, { session: 's_tab' });
+    ws.push({ t: 'ack', seq: 1 }); // the page view
+    api.track('clicked', { msg: 1 });
+    p.win.fire('pagehide', { persisted: false });
+    assert.equal(beacons.length, 1);
+    const [url, body] = beacons[0];
+    assert.equal(url, 'https://nudge.example/beacon');
+    assert.equal(body.session, 's_tab');
+    assert.equal(body.key, 'pk_demo');
+    assert.deepEqual(body.events.map((e) => [e.seq, e.name]), [[2, 'clicked']]);
+    assert.equal(ws.closedWith.code, 1000);
+  });
+
+  test('no beacon when everything was acknowledged, or after opt-out', () => {
+    const p = page();
+    const beacons = hidden(p);
+    const api = load(p);
+    const ws = p.WS.last();
+    welcome(ws);
+    ws.push({ t: 'ack', seq: 1 });
+    p.win.fire('pagehide', { persisted: true });
+    api.track('x');
+    api.optOut();
+    p.win.fire('pagehide', { persisted: false });
+    assert.equal(beacons.length, 0);
+  });
+
+  test('a browser that refuses the beacon changes nothing', () => {
+    const p = page();
+    p.win.navigator = {
+      sendBeacon() {
+        throw new TypeError('not allowed');
+      },
+    };
+    load(p);
+    welcome(p.WS.last());
+    p.win.fire('pagehide', { persisted: false });
+    assert.equal(p.win.nudge.state, 'closed');
   });
 });
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { safeUrl } from '../src/render.js';
+import { safeUrl, themeVars } from '../src/render.js';
 
 // The renderer itself needs a DOM: browser.test.js covers it in Chromium.
 
@@ -27,4 +27,26 @@ test('call-to-action urls: http, https and relative paths only', () => {
   ]) {
     assert.equal(safeUrl(bad, base), null, String(bad));
   }
+});
+
+test('a campaign theme sets only --nudge-* variables, with values that load nothing', () => {
+  assert.deepEqual(
+    themeVars({
+      '--nudge-accent': '#0a7',
+      '--nudge-radius': 4,
+      color: 'red',
+      '--other': 'x',
+      '--nudge-bg': 'url(https://evil.example/x.png)',
+      '--nudge-fg': 'red; background: blue',
+      '--nudge-font': 'image-set("x.png" 1x)',
+      '--NUDGE-X': 'y',
+      '--nudge-x': 'z'.repeat(201),
+    }),
+    [
+      ['--nudge-accent', '#0a7'],
+      ['--nudge-radius', '4'],
+    ],
+  );
+  assert.deepEqual(themeVars(null), []);
+  assert.deepEqual(themeVars('--nudge-accent: red'), []);
 });

@@ -7,9 +7,10 @@ import { gzipSync } from 'node:zlib';
 const BUILT = new URL('../../server/nudge/static/nudge.js', import.meta.url);
 const LIMIT = 10 * 1024;
 
-test(`nudge.js is under ${LIMIT} bytes gzipped`, () => {
+test(`nudge.js is under ${LIMIT} bytes gzipped`, (t) => {
   const code = readFileSync(BUILT);
   const size = gzipSync(code).length;
+  t.diagnostic(`nudge.js: ${code.length} bytes minified, ${size} bytes gzipped`);
   assert.ok(size < LIMIT, `${size} bytes gzipped`);
 });
 
@@ -18,4 +19,13 @@ test('nudge.js is one self-contained script', () => {
   assert.match(code, /^\(\(\)=>\{/, 'an IIFE');
   assert.doesNotMatch(code, /\bimport\b|\brequire\(|\bexport\b/);
   assert.doesNotMatch(code, /innerHTML|insertAdjacentHTML|document\.write|\beval\(/, 'no HTML from strings');
+});
+
+test('the ES module build exports the API and is inert without a window (server-side rendering)', async () => {
+  const mod = await import(new URL('../dist/nudge.mjs', import.meta.url));
+  assert.equal(typeof mod.install, 'function');
+  const nudge = mod.default;
+  assert.equal(nudge.state, 'closed');
+  for (const m of ['init', 'track', 'identify', 'page', 'shutdown', 'optOut']) assert.equal(nudge[m](), undefined, m);
+  assert.equal(typeof nudge.onMessage(() => {}), 'function');
 });

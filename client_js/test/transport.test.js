@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
+import { json, msgpack } from '../src/codec.js';
 import { KEYS, openStore } from '../src/storage.js';
 import { Transport } from '../src/transport.js';
 import { FakeClock, FakeStorage, fakeWebSocket } from '../test-support/fakes.js';
@@ -412,5 +413,93 @@ describe('reconnection', () => {
     assert.equal(t.clock.pending, 0);
     t.transport.reconnectNow();
     assert.equal(t.WS.sockets.length, 2);
+  });
+});
+
+describe('MessagePack', () => {
+  test('offered first when configured; binary frames once the server picks it', () => {
+    const t = setup({ codecs: [msgpack, json] });
+    t.transport.start();
+    const ws = t.WS.last();
+    assert.deepEqual(ws.protocols, ['nudge.v1.msgpack', 'nudge.v1.json']);
+    ws.accept('nudge.v1.msgpack');
+    const hello = msgpack.decode(ws.sent[0].buffer);
+    assert.equal(ws.sent[0] instanceof Uint8Array, true);
+    assert.equal(hello.t, 'hello');
+    assert.equal(hello.key, 'pk_demo');
+    const push = (record) => ws.onmessage({ data: msgpack.encode(record).buffer });
+    push({ t: 'welcome', session: 's_1', resumed: false, ack: 0, grace: 300 });
+    assert.equal(t.transport.state, 'open');
+    t.transport.send('add_to_cart', { id: 'mug', name: 'Mug', price: 12.5, quantity: 1 });
+    assert.deepEqual(msgpack.decode(ws.sent[1].buffer), {
+      t: 'ev',
+      seq: 1,
+      name: 'add_to_cart',
+      props: { id: 'mug', name: 'Mug', price: 12.5, quantity: 1 },
+    });
+    push({ t: 'show', seq: 1, kind: 'toast', title: 'Hi' });
+    assert.equal(t.shown[0].title, 'Hi');
+    assert.deepEqual(msgpack.decode(ws.sent[2].buffer), { t: 'ack', seq: 1 });
+    push({ t: 'ack', seq: 1 });
+    assert.equal(t.win.sessionStorage.getItem(KEYS.outbox), '[]');
+  });
+
+  test('a server that speaks only JSON gets JSON', () => {
+    const t = setup({ codecs: [msgpack, json] });
+    t.transport.start();
+    const ws = t.WS.last();
+    ws.accept('nudge.v1.json');
+    assert.equal(ws.frames()[0].t, 'hello');
+  });
+});
+
+describe('server ping', () => {
+  test('a ping frame from the server is answered with pong', () => {
+    const t = setup();
+    const ws = connect(t);
+    ws.push({ t: 'ping' });
+    assert.deepEqual(ws.frames().at(-1), { t: 'pong' });
+  });
+});
+
+describe('beacon', () => {
+  test('nothing to flush without a session or without unacknowledged events', () => {
+    const t = setup();
+    t.transport.send('a');
+    assert.equal(t.transport.beacon(), null, 'no session yet');
+    const ws = connect(t);
+    ws.push({ t: 'ack', seq: 1 });
+    assert.equal(t.transport.beacon(), null, 'all acknowledged');
+  });
+
+  test('carries key, visitor, session and every unacknowledged event, keeping them', () => {
+    const t = setup();
+    const ws = connect(t, { session: 's_beacon' });
+    t.transport.send('a', { n: 1 });
+    t.transport.send('b');
+    const body = JSON.parse(t.transport.beacon());
+    assert.equal(body.key, 'pk_demo');
+    assert.equal(body.session, 's_beacon');
+    assert.equal(body.visitor, t.win.localStorage.getItem(KEYS.visitor));
+    assert.deepEqual(body.events, [
+      { t: 'ev', seq: 1, name: 'a', props: { n: 1 } },
+      { t: 'ev', seq: 2, name: 'b', props: {} },
+    ]);
+    assert.equal(JSON.parse(t.win.sessionStorage.getItem(KEYS.outbox)).length, 2, 'still kept for the next page');
+    ws.push({ t: 'ack', seq: 1 });
+    assert.deepEqual(JSON.parse(t.transport.beacon()).events.map((e) => e.seq), [2]);
+    t.transport.shutdown();
+    assert.equal(t.transport.beacon(), null, 'nothing after shutdown');
+  });
+
+  test('a long outbox is cut to its oldest events, never leaving a gap', () => {
+    const t = setup();
+    connect(t);
+    for (let i = 0; i < 40; i++) t.transport.send('e', { text: 'x'.repeat(100) });
+    const body = t.transport.beacon(1000);
+    assert.ok(body.length <= 1000);
+    const seqs = JSON.parse(body).events.map((e) => e.seq);
+    assert.deepEqual(seqs, seqs.map((_, i) => i + 1));
+    assert.equal(t.transport.beacon(10), null, 'not even one fits');
   });
 });

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hmac
 import logging
+import secrets
+import signal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -12,11 +16,13 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from . import __version__
+from .beacon import Beacon
 from .campaigns import CampaignSet, load_file
 from .clock import Clock, SystemClock
 from .config import PACKAGE, Settings
 from .gateway import Gateway
 from .hub import Hub
+from .reload import CampaignFile
 from .store import open_store
 
 log = logging.getLogger("nudge.app")
@@ -34,8 +40,25 @@ def load_campaigns(settings: Settings) -> CampaignSet:
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: CampaignSet | None = None) -> Starlette:
-    """Build the application. ``clock`` and ``campaign_set`` are for tests and embedding."""
+    """Build the application. ``clock`` and ``campaign_set`` are for tests and embedding; with a
+    ``campaign_set`` given, no file is watched."""
+    watched = settings.campaign_file() if campaign_set is None else None
     hub = Hub(settings, campaign_set if campaign_set is not None else load_campaigns(settings), open_store(settings.store), clock or SystemClock())
+    campaign_file = CampaignFile(watched, hub) if watched is not None else None
+    secret_keys = [key for key in settings.secret_keys if key]
+    if settings.demo and not secret_keys:
+        secret_keys.append("sk_demo_" + secrets.token_urlsafe(12))
+    admin_keys = [key.encode() for key in secret_keys]
+
+    def authorised(request: Request) -> Response | None:
+        """None if the request carries a secret key; otherwise the response refusing it."""
+        if not admin_keys:
+            return JSONResponse({"error": "the admin API is off: start the server with --secret-key sk_…"}, status_code=403)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip().encode()
+        if scheme.lower() != "bearer" or not any(hmac.compare_digest(given, key) for key in admin_keys):
+            return JSONResponse({"error": "a secret key is required: Authorization: Bearer sk_…"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return None
 
     async def snippet(request: Request) -> Response:
         if not SNIPPET.exists():
@@ -46,24 +69,70 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         health = hub.health()
         return JSONResponse({**health, "version": __version__, **hub.snapshot()})
 
+    async def results(request: Request) -> Response:
+        if (refused := authorised(request)) is not None:
+            return refused
+        return JSONResponse({"campaigns": hub.results.snapshot()})
+
+    async def explain(request: Request) -> Response:
+        if (refused := authorised(request)) is not None:
+            return refused
+        session, campaign = request.query_params.get("session"), request.query_params.get("campaign")
+        if not session or not campaign:
+            return JSONResponse({"error": "session and campaign are required"}, status_code=400)
+        report = hub.explain(session, campaign)
+        if report is None:
+            return JSONResponse({"error": f"no session {session!r} on this node (ended, or held by another node)"}, status_code=404)
+        return JSONResponse(report)
+
+    async def reload(request: Request) -> Response:
+        if (refused := authorised(request)) is not None:
+            return refused
+        if campaign_file is None:
+            return JSONResponse({"error": "no campaign file to reload"}, status_code=409)
+        if not campaign_file.reload():
+            return JSONResponse({"error": "the campaign file is invalid; the campaigns in force stay", "problems": campaign_file.last_error}, status_code=422)
+        return JSONResponse({"campaigns": len(hub.engine.campaign_set.campaigns)})
+
     routes = [
         WebSocketRoute("/ws", Gateway(hub)),
+        Route("/beacon", Beacon(hub).handle, methods=["POST"]),
         Route("/nudge.js", snippet),
         Route("/healthz", healthz),
+        Route("/api/results", results),
+        Route("/api/explain", explain),
+        Route("/api/reload", reload, methods=["POST"]),
     ]
     if settings.demo:
         routes.append(Mount("/", StaticFiles(directory=DEMO_SITE, html=True), name="demo"))
+
+    hup_installed = [False]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         await hub.start()
         sites = ", ".join(f"{key} ({', '.join(sorted(site.origins)) or 'no origins'})" for key, site in hub.sites.items())
         log.info("nudge %s: %d campaigns; site keys: %s", __version__, len(hub.engine.campaign_set.campaigns), sites or "none")
+        if settings.demo and not settings.secret_keys:
+            log.info("admin API key for this run: %s", secret_keys[0])
+        hup = False
+        if campaign_file is not None:
+            campaign_file.watch()
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, campaign_file.reload)
+                hup = hup_installed[0] = True
         try:
             yield
         finally:
+            if campaign_file is not None:
+                campaign_file.stop()
+                if hup:
+                    asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await hub.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.hub = hub
+    app.state.campaign_file = campaign_file
+    app.state.secret_keys = secret_keys
+    app.state.sighup = lambda: hup_installed[0]
     return app

@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.deflate:
         settings.deflate = True
     settings.site_keys += args.site_key or []
+    settings.secret_keys += args.secret_key or []
     settings.origins += args.origin or []
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -68,6 +69,84 @@ def _check(args: argparse.Namespace) -> int:
     return status
 
 
+def _explain(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    key = args.key or os.environ.get("NUDGE_SECRET_KEY")
+    if not key:
+        print("nudge explain: a secret key is needed (--key or NUDGE_SECRET_KEY)", file=sys.stderr)
+        return 2
+    query = urllib.parse.urlencode({"session": args.session, "campaign": args.campaign})
+    request = urllib.request.Request(f"{args.url.rstrip('/')}/api/explain?{query}", headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            report = json.load(response)
+    except urllib.error.HTTPError as exc:
+        print(f"nudge explain: {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"nudge explain: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"campaign {report['campaign']} in session {report['session']} (visitor {report['visitor']})")
+    shown = report.get("shown", {})
+    print(f"  shown: {shown.get('session')} this session, {shown.get('last_24h')} in 24 h, {shown.get('lifetime')} ever")
+    for check in report.get("checks", []):
+        mark = {True: "ok ", False: "NO ", None: "   "}[check["ok"]]
+        print(f"  {mark} {check['check']}: {check['detail']}")
+    for decision in report.get("decisions", []):
+        variant = f" [{decision['variant']}]" if decision.get("variant") else ""
+        print(f"  at {decision['at']:.0f}: {decision['outcome']}{variant}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import json
+
+    from . import recording, replay, report
+    from .campaigns import load_file
+    from .errors import CampaignError
+
+    try:
+        sets = [load_file(args.campaigns)] + ([load_file(args.against)] if args.against else [])
+    except CampaignError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    progress = None if (args.json or args.quiet) else replay.print_progress
+    replays = replay.run(recording.read(args.logs), sets, grace=args.grace, keep_outcomes=bool(args.against or args.html), progress=progress)
+    if progress is not None:
+        sys.stderr.write("\r" + " " * 60 + "\r")
+    if args.html:
+        Path(args.html).write_text(report.html_report(replays[0], title=f"Nudge replay: {args.campaigns.name}"), encoding="utf-8")
+        print(f"HTML report: {args.html}", file=sys.stderr)
+    if args.against:
+        a, b = replays
+        samples = report.changed_visitors(a, b)
+        if args.json:
+            print(json.dumps({"a": a.summary(), "b": b.summary(), "changed": samples}, indent=2))
+        else:
+            print(report.compare_text(a, b, samples))
+        return 0
+    if args.json:
+        print(json.dumps({"events": replays[0].events, "visitors": len(replays[0].visitors), "campaigns": replays[0].summary()}, indent=2))
+    else:
+        print(report.text(replays[0]))
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from .config import PACKAGE
+
+    sys.stdout.write((PACKAGE / "schema" / "campaigns.schema.json").read_text(encoding="utf-8"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nudge", description="Self-hosted real-time engagement server.")
     parser.add_argument("--version", action="version", version=f"nudge {__version__}")
@@ -80,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port (NUDGE_PORT or PORT; default 8000)")
     serve.add_argument("--site-key", action="append", help="a publishable site key, repeatable (NUDGE_SITE_KEYS, comma-separated)")
     serve.add_argument("--origin", action="append", help="an allowed page origin such as https://shop.example, repeatable (NUDGE_ALLOWED_ORIGINS)")
+    serve.add_argument("--secret-key", action="append", help="a secret key (sk_…) for the admin API, repeatable (NUDGE_SECRET_KEYS); never put it in a page")
     serve.add_argument("--store", help="memory:// (default), memory:///path/snapshot.msgpack (kept across a graceful stop), or redis://host:6379/0 shared by several nodes (NUDGE_STORE)")
     serve.add_argument("--node", help="this node's id among those sharing a Redis store (NUDGE_NODE; default: made up at start)")
     serve.add_argument("--grace", type=float, help="seconds a disconnected session stays resumable (NUDGE_GRACE; default 300)")
@@ -91,6 +171,27 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate campaign files")
     check.add_argument("files", nargs="+", type=Path)
     check.set_defaults(run=_check)
+
+    explain = commands.add_parser("explain", help="why a campaign did or did not show in a live session")
+    explain.add_argument("--session", required=True)
+    explain.add_argument("--campaign", required=True)
+    explain.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default http://127.0.0.1:8000)")
+    explain.add_argument("--key", help="a secret key (NUDGE_SECRET_KEY)")
+    explain.add_argument("--json", action="store_true")
+    explain.set_defaults(run=_explain)
+
+    replay_cmd = commands.add_parser("replay", help="replay an event log against campaigns (and compare two campaign files)")
+    replay_cmd.add_argument("logs", nargs="+", help="event log files (.jsonl.gz or .jsonl) or directories of them")
+    replay_cmd.add_argument("--campaigns", type=Path, required=True)
+    replay_cmd.add_argument("--against", type=Path, help="a second campaign file: show how its counts differ")
+    replay_cmd.add_argument("--grace", type=float, help="seconds a disconnected session stays resumable (default: the log's)")
+    replay_cmd.add_argument("--json", action="store_true")
+    replay_cmd.add_argument("--html", help="also write an HTML report with charts to this file")
+    replay_cmd.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    replay_cmd.set_defaults(run=_replay)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of campaign files")
+    schema.set_defaults(run=_schema)
 
     args = parser.parse_args(argv)
     return args.run(args)

@@ -14,9 +14,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-Predicate = Callable[[dict], bool]
+Predicate = Callable[[Any], bool]
+Lookup = Callable[[Any, str], Any]  # (data, key) -> value, or MISSING
 
-_MISSING = object()
+MISSING = object()
+_MISSING = MISSING
+
+
+def _dict_lookup(data: Any, key: str) -> Any:
+    return data.get(key, MISSING)
 
 
 def _num(value: Any) -> bool:
@@ -58,29 +64,32 @@ OPERATORS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "
 COMBINATORS = ("all", "any", "not")
 
 
-def compile_where(spec: dict) -> Predicate:
-    """Compile a ``where:`` map (already validated by the campaign loader) into a predicate."""
+def compile_where(spec: dict, lookup: Lookup = _dict_lookup) -> Predicate:
+    """Compile a condition map (already validated by the campaign loader) into a predicate.
+
+    ``lookup(data, key)`` finds a value in what the predicate is applied to: by default a dict of
+    event properties; for audiences, a view of the visitor's state that resolves dotted names."""
     tests: list[Predicate] = []
     for key, value in spec.items():
         if key == "all":
-            parts = [compile_where(item) for item in value]
+            parts = [compile_where(item, lookup) for item in value]
             tests.append(lambda props, parts=parts: all(p(props) for p in parts))
         elif key == "any":
-            parts = [compile_where(item) for item in value]
+            parts = [compile_where(item, lookup) for item in value]
             tests.append(lambda props, parts=parts: any(p(props) for p in parts))
         elif key == "not":
-            inner = compile_where(value)
+            inner = compile_where(value, lookup)
             tests.append(lambda props, inner=inner: not inner(props))
         else:
-            tests.append(_field_test(key, value))
+            tests.append(_field_test(key, value, lookup))
     if len(tests) == 1:
         return tests[0]
     return lambda props: all(t(props) for t in tests)
 
 
-def _field_test(key: str, value: Any) -> Predicate:
+def _field_test(key: str, value: Any, lookup: Lookup) -> Predicate:
     if not isinstance(value, dict):
-        return lambda props: props.get(key, _MISSING) == value
+        return lambda props: lookup(props, key) == value
     checks: list[Callable[[Any], bool]] = []
     must_exist: bool | None = None
     for op, expected in value.items():
@@ -89,8 +98,8 @@ def _field_test(key: str, value: Any) -> Predicate:
         else:
             checks.append(_compare(op, expected))
 
-    def test(props: dict) -> bool:
-        v = props.get(key, _MISSING)
+    def test(props: Any) -> bool:
+        v = lookup(props, key)
         if v is _MISSING:
             return must_exist is False
         if must_exist is False:

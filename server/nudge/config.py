@@ -32,6 +32,7 @@ class Settings:
     demo: bool = False  # serve the demo shop at /
     store: str = "memory://"
     site_keys: list[str] = field(default_factory=list)
+    secret_keys: list[str] = field(default_factory=list)  # sk_…: admin and server-side APIs
     origins: list[str] = field(default_factory=list)  # allowed for every key
     grace: float = 300.0  # seconds a detached session stays resumable
     handshake_timeout: float = 10.0  # seconds to wait for hello
@@ -86,6 +87,7 @@ def from_environment(env: dict[str, str] | None = None) -> Settings:
     if env.get("NUDGE_STORE"):
         settings.store = env["NUDGE_STORE"]
     settings.site_keys = _split(env.get("NUDGE_SITE_KEYS"))
+    settings.secret_keys = _split(env.get("NUDGE_SECRET_KEYS"))
     settings.origins = _split(env.get("NUDGE_ALLOWED_ORIGINS"))
     for name, attr, kind in (
         ("NUDGE_GRACE", "grace", float),

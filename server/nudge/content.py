@@ -43,6 +43,7 @@ ENVIRONMENT = ImmutableSandboxedEnvironment(
     autoescape=False, undefined=_Blank, finalize=_finalize, keep_trailing_newline=False
 )
 ENVIRONMENT.filters["money"] = _money
+ENVIRONMENT.filters["take"] = lambda items, n=3: list(items)[: max(0, int(n))] if items else []
 
 
 class TemplateProblem(ValueError):

@@ -11,7 +11,7 @@ class Show:
     ``queued`` (the timer fell due while the visitor had no session open)."""
 
     campaign: str
-    content: dict  # kind, position, title, body, cta, dismiss: plain text
+    content: dict  # kind, position, title, body, cta, dismiss, theme: plain text
     queued: bool = False
     expires_at: float | None = None  # for queued messages: drop if not delivered by then
     variant: str | None = None
@@ -38,14 +38,54 @@ class Suppress:
     """A campaign's trigger came true but it was not shown, and why."""
 
     campaign: str
-    reason: str  # cap:per_session | cap:per_day | limit:per_day | cooldown | priority | offline
+    reason: str  # see REASONS
+    variant: str | None = None
+
+
+@dataclass(slots=True)
+class Defer:
+    """A campaign fired and will show later: after its delay, at a calm moment, or once the
+    message on screen is closed."""
+
+    campaign: str
+    reason: str  # delay | calm | busy
+    variant: str | None = None
+
+
+@dataclass(slots=True)
+class Converted:
+    """The campaign's goal event came within its window after the visitor was exposed to it
+    (shown, or held out)."""
+
+    campaign: str
+    variant: str | None
 
 
 @dataclass(slots=True)
 class Wake:
-    """The session's next moment a dwell or idle condition may come true changed (None: none)."""
+    """The session's next moment a time condition may come true changed (None: none)."""
 
     at: float | None
 
 
-Decision = Show | Schedule | Cancel | Suppress | Wake
+Decision = Show | Schedule | Cancel | Suppress | Defer | Converted | Wake
+
+# Why a campaign whose trigger came true did not show: every reason the engine gives.
+REASONS = {
+    "audience": "the visitor is not in the campaign's audience",
+    "cap:per_session": "shown as often as its per_session cap allows in this session",
+    "cap:per_day": "shown as often as its per_day cap allows in the last 24 h",
+    "cap:per_week": "shown as often as its per_week cap allows in the last 7 days",
+    "cap:lifetime": "shown as often as its lifetime cap allows",
+    "cap:every": "shown too recently: re-eligible only after its 'every' interval",
+    "limit:per_hour": "the visitor had as many messages as limits.per_hour allows in the last hour",
+    "limit:per_day": "the visitor had as many messages as limits.per_day allows in the last 24 h",
+    "cooldown": "another message was shown less than limits.cooldown ago",
+    "quiet_hours": "it is within quiet hours in the visitor's time zone",
+    "priority": "a higher-priority campaign showed at the same moment",
+    "busy": "another message was on screen (on_conflict: drop)",
+    "holdout": "the visitor is in the holdout: counted, not shown",
+    "offline": "the visitor had no tab open and the campaign says offline: drop",
+    "expired": "it waited longer than its 'expires' for its moment",
+    "cancelled": "an event in its cancel_on list came first",
+}

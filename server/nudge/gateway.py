@@ -62,7 +62,7 @@ class Gateway:
             except MalformedFrame as exc:
                 raise HandshakeError(exc.reason) from None
             site = self._site(hello.key, origin)
-            live = await hub.attach(site, hello, conn)
+            live = await hub.attach(site, hello, conn, _header(scope, b"user-agent"))
             await conn.flush()
             on_frame = hub.on_frame
             while True:

@@ -22,12 +22,13 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from . import events, protocol
+from .audience import device_class
 from .campaigns import CampaignSet
 from .clock import Clock
 from .config import Settings, Site
 from .connection import Connection
-from .decisions import Cancel, Decision, Schedule, Show, Suppress, Wake
-from .engine import Engine
+from .decisions import Cancel, Converted, Decision, Defer, Schedule, Show, Suppress, Wake
+from .engine import Engine, assign
 from .errors import (
     CLOSE_SESSION_TAKEN,
     BadEvent,
@@ -38,8 +39,9 @@ from .errors import (
     StoreUnavailable,
 )
 from .protocol import Hello
+from .results import Results
 from .scheduler import LocalTimer, Scheduler
-from .state import SessionState, State, VisitorState
+from .state import SessionState, State, VisitorState, start_session
 from .store import CapCheck, DueTimer, Store
 
 log = logging.getLogger("nudge.hub")
@@ -67,7 +69,7 @@ class LiveSession:
         self.conn: Connection | None = None  # None while detached
         self.wake: LocalTimer | None = None  # the next dwell/idle check
         self.expiry: LocalTimer | None = None  # the end of the grace period, while detached
-        self.trace: deque[tuple[float, str, str]] = deque(maxlen=TRACE_LENGTH)  # (when, campaign, outcome)
+        self.trace: deque[tuple[float, str, str | None, str]] = deque(maxlen=TRACE_LENGTH)  # (when, campaign, variant, outcome)
 
 
 @dataclass(slots=True)
@@ -85,7 +87,6 @@ class Stats:
     lost_races: int = 0  # shows the shared store refused (another node showed first)
     store_errors: int = 0  # store calls that failed (shared store unreachable)
     replayed: int = 0  # store writes carried out late, once the store answered again
-    campaigns: dict[str, dict[str, int]] = field(default_factory=dict)  # id -> reported outcome -> count
 
 
 def _not_before(visitor: VisitorState, due: float) -> float:
@@ -129,6 +130,7 @@ class Hub:
 
             self.webhook = Webhook(settings.webhook_url, settings.webhook_secret, self.scheduler, clock)
         self.stats = Stats()
+        self.results = Results()  # per campaign and variant
 
     async def start(self) -> None:
         if self.shared:
@@ -168,7 +170,7 @@ class Hub:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    async def attach(self, site: Site, hello: Hello, conn: Connection) -> LiveSession:
+    async def attach(self, site: Site, hello: Hello, conn: Connection, user_agent: str | None = None) -> LiveSession:
         """Bind a socket to a session: resume the one named in ``hello`` or start a new one."""
         now = self.clock.now()
         visitor_id = hello.visitor or new_visitor_id()
@@ -192,8 +194,8 @@ class Hub:
             live.state.detached_at = None
         else:
             visitor = await self._visitor(site.key, visitor_id, now)
-            visitor.state.sessions += 1
-            live = self._hold(SessionState(new_session_id(), site.key, visitor_id, now), visitor)
+            session = start_session(visitor.state, new_session_id(), now, device_class(user_agent))
+            live = self._hold(session, visitor)
         live.conn = conn
         self.stats.connections += 1
         session = live.state
@@ -374,7 +376,7 @@ class Hub:
         session.last_event_seq = seq
         self.stats.events += 1
         if event.name in ("shown", "clicked", "dismissed"):
-            self._count_outcome(event)
+            self._count_outcome(event, live.visitor.state)
         if decisions:
             await self._carry_out(live, live.visitor, decisions, now)
         if self.shared:
@@ -389,11 +391,11 @@ class Hub:
         if outbox and outbox[0]["seq"] <= seq:
             live.state.outbox = [frame for frame in outbox if frame["seq"] > seq]
 
-    def _count_outcome(self, event: events.Event) -> None:
-        campaign = event.props.get("campaign")
-        if isinstance(campaign, str) and campaign in self.engine.by_id:
-            counts = self.stats.campaigns.setdefault(campaign, {})
-            counts[event.name] = counts.get(event.name, 0) + 1
+    def _count_outcome(self, event: events.Event, visitor: VisitorState) -> None:
+        campaign = self.engine.by_id.get(event.props.get("campaign"))
+        if campaign is not None:
+            variant = assign(campaign, visitor.id)  # sticky: the variant it was shown in
+            self.results.count(campaign.id, variant.id if variant else None, event.name)
 
     # --- decisions --------------------------------------------------------------------------
 
@@ -404,6 +406,7 @@ class Hub:
         """``once`` names the timer firing these decisions come from, so that a firing carried out
         twice (its node died before finishing it, and another node claimed it again) shows once."""
         state = visitor.state
+        results = self.results
         for decision in decisions:
             if isinstance(decision, Show):
                 message = {"campaign": decision.campaign, **decision.content}
@@ -415,26 +418,32 @@ class Hub:
                     if (decision.queued or live is None) and not hand_off:
                         queue = (message, decision.expires_at or now + 86400.0)
                     reason = await self._confirm(state, decision.campaign, now, once, queue)
-                    if reason is not None:
+                    if reason is not None:  # another node showed it first: a suppression
                         self.stats.suppressed += 1
                         self.stats.lost_races += 1
+                        results.count(decision.campaign, decision.variant, f"suppressed:{reason}")
                         if live is not None:
-                            live.trace.append((now, decision.campaign, reason))
+                            live.trace.append((now, decision.campaign, decision.variant, f"suppressed:{reason}"))
+                            showing = live.state.showing
+                            if showing is not None and showing[0] == decision.campaign:
+                                live.state.showing = None  # nothing went on screen
                         continue
                     self.stats.shown += 1
+                    results.count(decision.campaign, decision.variant, "sent")
                     if hand_off:
                         self._send_webhook(state, message, decision, now)
                     elif queue is None:
-                        live.trace.append((now, decision.campaign, "shown"))
+                        live.trace.append((now, decision.campaign, decision.variant, "sent"))
                         self._deliver(live, message)
                     continue
                 self.stats.shown += 1
+                results.count(decision.campaign, decision.variant, "sent")
                 if hand_off:
                     self._send_webhook(state, message, decision, now)
                 elif decision.queued or live is None:
                     await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
                 else:
-                    live.trace.append((now, decision.campaign, "shown"))
+                    live.trace.append((now, decision.campaign, decision.variant, "sent"))
                     self._deliver(live, message)
             elif isinstance(decision, Schedule):
                 await self._write("schedule", state.site, state.id, decision.key, decision.due)
@@ -443,8 +452,17 @@ class Hub:
                 await self._write("cancel", state.site, state.id, decision.key)
             elif isinstance(decision, Suppress):
                 self.stats.suppressed += 1
+                results.count(decision.campaign, decision.variant, f"suppressed:{decision.reason}")
                 if live is not None:
-                    live.trace.append((now, decision.campaign, decision.reason))
+                    live.trace.append((now, decision.campaign, decision.variant, f"suppressed:{decision.reason}"))
+            elif isinstance(decision, Defer):
+                results.count(decision.campaign, decision.variant, f"deferred:{decision.reason}")
+                if live is not None:
+                    live.trace.append((now, decision.campaign, decision.variant, f"deferred:{decision.reason}"))
+            elif isinstance(decision, Converted):
+                results.count(decision.campaign, decision.variant, "converted")
+                if live is not None:
+                    live.trace.append((now, decision.campaign, decision.variant, "converted"))
             elif isinstance(decision, Wake) and live is not None:
                 if live.wake is not None:
                     live.wake.cancel()
@@ -582,9 +600,12 @@ class Hub:
         the store unreachable, this node's own view of the caps (the engine's) stands."""
         campaign = self.engine.by_id.get(campaign_id)
         limits = self.engine.limits
+        caps = campaign.caps if campaign is not None else None
         check = CapCheck(
-            campaign_id, campaign.caps.per_day if campaign is not None else None,
-            limits.per_day, limits.cooldown,
+            campaign_id,
+            per_day=caps and caps.per_day, per_week=caps and caps.per_week,
+            lifetime=caps and caps.lifetime, every=caps and caps.every,
+            limit_per_hour=limits.per_hour, limit_per_day=limits.per_day, cooldown=limits.cooldown,
         )
         try:
             return await self.store.confirm_show(state.site, state.id, check, now, once=once, queue=queue)
@@ -681,6 +702,22 @@ class Hub:
             report["degraded_for"] = round(self.clock.now() - self.degraded_since, 3)
         return report
 
+    def explain(self, session_id: str, campaign_id: str) -> dict | None:
+        """Why a campaign did or did not show in a session this node holds: its conditions as
+        they stand now, and the session's recorded decisions about it."""
+        live = self.sessions.get(session_id)
+        if live is None:
+            return None
+        now = self.clock.now()
+        report = self.engine.explain(live.view, campaign_id, now)
+        report["session"] = session_id
+        report["visitor"] = live.state.visitor
+        report["decisions"] = [
+            {"at": at, "variant": variant, "outcome": outcome}
+            for at, campaign, variant, outcome in live.trace if campaign == campaign_id
+        ]
+        return report
+
     def snapshot(self) -> dict:
         stats = self.stats
         return {
@@ -699,5 +736,4 @@ class Hub:
             "lost_races": stats.lost_races,
             "store_errors": stats.store_errors,
             "replayed": stats.replayed,
-            "campaigns": {cid: dict(counts) for cid, counts in stats.campaigns.items()},
         }

@@ -74,6 +74,9 @@ class VisitorState:
     recent: list[float] = field(default_factory=list)  # every message shown in the last 24 h
     last_shown_at: float | None = None  # the last message of any campaign (cooldown)
     timers: dict[str, float] = field(default_factory=dict)  # pending durable timer key -> due
+    shown_total: dict[str, int] = field(default_factory=dict)  # campaign -> shown ever (lifetime caps)
+    exposures: dict[str, list] = field(default_factory=dict)  # campaign -> [variant, when, converted]
+    counts: dict[str, list[float]] = field(default_factory=dict)  # campaign -> times of its event (at_least)
 
 
 @dataclass(slots=True)
@@ -84,6 +87,19 @@ class SessionState:
     started_at: float
     page: str | None = None  # path of the current page
     page_started_at: float = 0.0  # when the current page was viewed
+    url: str | None = None  # the current page's URL, title and referrer
+    title: str | None = None
+    referrer: str | None = None
+    utm: dict[str, str] = field(default_factory=dict)  # utm_* of the landing page, without "utm_"
+    device: str | None = None  # mobile | tablet | desktop
+    tz: str | None = None  # the browser's IANA time zone, for quiet hours
+    first_visit: bool = False  # the visitor's first session
+    days_since_last_visit: float | None = None  # None on a first visit
+    last_input_at: float = 0.0  # the visitor's last scroll, click or key (for calm moments)
+    showing: tuple[str, float] | None = None  # campaign on screen, and until when at most
+    waiting: list[tuple[str, float]] = field(default_factory=list)  # (campaign, expires) queued behind it
+    calm: dict[str, float] = field(default_factory=dict)  # campaign -> when it fired, waiting for calm
+    progress: dict[str, list[float]] = field(default_factory=dict)  # campaign -> times of its steps so far
     scroll: dict[str, int] = field(default_factory=dict)  # path -> deepest scroll % seen
     idle_since: float | None = None  # None while active
     counters: dict[str, int] = field(default_factory=dict)  # event name -> how many
@@ -114,3 +130,14 @@ class State:
 
     visitor: VisitorState
     session: SessionState | None = None
+
+
+def start_session(visitor: VisitorState, session_id: str, now: float, device: str | None = None) -> SessionState:
+    """A new session of ``visitor``, with the visit facts audiences test (first visit, days
+    since the previous one)."""
+    previous = visitor.last_seen if visitor.sessions else None
+    visitor.sessions += 1
+    session = SessionState(session_id, visitor.site, visitor.id, now, device=device)
+    session.first_visit = visitor.sessions == 1
+    session.days_since_last_visit = (now - previous) / 86400.0 if previous else None
+    return session

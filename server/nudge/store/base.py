@@ -28,12 +28,22 @@ class DueTimer:
 @dataclass(frozen=True, slots=True)
 class CapCheck:
     """What a Show must pass, counted atomically where every node sees it (the engine already
-    checked the same caps against its own copy of the visitor)."""
+    checked the same caps against its own copy of the visitor). Per-session caps are not here:
+    one node holds a session at a time, so its own count is exact."""
 
     campaign: str
-    per_day: int | None  # the campaign's cap per visitor per 24 h
-    limit_per_day: int | None  # messages of any campaign per visitor per 24 h
-    cooldown: float  # seconds after any message
+    per_day: int | None = None  # the campaign's cap per visitor in any 24 h
+    per_week: int | None = None  # ... in any 7 days
+    lifetime: int | None = None  # ... ever
+    every: float | None = None  # seconds after the campaign last showed before it may again
+    limit_per_hour: int | None = None  # messages of any campaign per visitor in any hour
+    limit_per_day: int | None = None  # ... in any 24 h
+    cooldown: float = 0.0  # seconds after any message
+
+    @property
+    def history(self) -> float:
+        """Seconds of this campaign's show times worth keeping."""
+        return max(DAY_MS / 1000, 7 * DAY_MS / 1000 if self.per_week else 0.0, self.every or 0.0)
 
 
 class Store(Protocol):
@@ -58,7 +68,8 @@ class Store(Protocol):
     async def next_due(self) -> float | None: ...
 
     # Caps, checked and counted in one step: None when the message may show (and it is counted),
-    # else why not ("cap:per_day", "limit:per_day", "cooldown", or "duplicate" for a ``once``
+    # else why not (the engine's reasons: "cap:lifetime", "cap:every", "cap:per_day",
+    # "cap:per_week", "limit:per_hour", "limit:per_day", "cooldown"; or "duplicate" for a ``once``
     # token already used). With ``queue``, the message is queued in the same step.
     async def confirm_show(
         self, site: str, visitor: str, check: CapCheck, now: float, *,

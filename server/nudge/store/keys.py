@@ -28,6 +28,10 @@ class Keys:
         """When this campaign was shown to the visitor in the last day (a sorted set, ms)."""
         return self._visitor_tag(site, visitor) + ":shown:" + campaign
 
+    def shown_total(self, site: str, visitor: str, campaign: str) -> str:
+        """How many times this campaign was ever shown to the visitor (lifetime caps)."""
+        return self._visitor_tag(site, visitor) + ":total:" + campaign
+
     def recent(self, site: str, visitor: str) -> str:
         """When any campaign was shown to the visitor in the last day (daily limit, cooldown)."""
         return self._visitor_tag(site, visitor) + ":recent"

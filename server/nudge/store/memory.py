@@ -38,6 +38,7 @@ class MemoryStore:
         self._shown: dict[tuple[str, str, str], list[int]] = {}  # (site, visitor, campaign) -> ms
         self._recent: dict[tuple[str, str], list[int]] = {}  # (site, visitor) -> ms, any campaign
         self._once: dict[tuple[str, str, str], int] = {}  # (site, visitor, token) -> expires ms
+        self._total: dict[tuple[str, str, str], int] = {}  # (site, visitor, campaign) -> shown ever
         self.snapshot_path = Path(snapshot) if snapshot else None  # written on close, read now
         if self.snapshot_path is not None and self.snapshot_path.exists():
             self._restore(self.snapshot_path)
@@ -96,16 +97,15 @@ class MemoryStore:
         now_ms = round(now * 1000)
         if once is not None and self._once.get((site, visitor, once), 0) > now_ms:
             return "duplicate"
-        shown = _window(self._shown.setdefault((site, visitor, check.campaign), []), now_ms)
-        recent = _window(self._recent.setdefault((site, visitor), []), now_ms)
-        if check.per_day is not None and len(shown) >= check.per_day:
-            return "cap:per_day"
-        if check.limit_per_day is not None and len(recent) >= check.limit_per_day:
-            return "limit:per_day"
-        if check.cooldown and recent and now_ms - max(recent) < check.cooldown * 1000:
-            return "cooldown"
+        shown = _window(self._shown.setdefault((site, visitor, check.campaign), []), now_ms, round(check.history * 1000))
+        recent = _window(self._recent.setdefault((site, visitor), []), now_ms, DAY_MS)
+        total = self._total.get((site, visitor, check.campaign), 0)
+        reason = _blocked(check, now_ms, shown, recent, total)
+        if reason is not None:
+            return reason
         shown.append(now_ms)
         recent.append(now_ms)
+        self._total[(site, visitor, check.campaign)] = total + 1
         if once is not None:
             self._once[(site, visitor, once)] = now_ms + DAY_MS
         if queue is not None:
@@ -138,6 +138,7 @@ class MemoryStore:
             "shown": [[*ident, times] for ident, times in self._shown.items() if times],
             "recent": [[*ident, times] for ident, times in self._recent.items() if times],
             "once": [[*ident, until] for ident, until in self._once.items()],
+            "total": [[*ident, count] for ident, count in self._total.items()],
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_name(path.name + ".tmp")
@@ -170,15 +171,40 @@ class MemoryStore:
             self._recent[(site, visitor)] = times
         for site, visitor, token, until in document["once"]:
             self._once[(site, visitor, token)] = until
+        for site, visitor, campaign, count in document.get("total", ()):
+            self._total[(site, visitor, campaign)] = count
         log.info("memory store: restored %d visitors, %d sessions, %d timers from %s",
                  len(self._visitors), len(self._sessions), len(self._timers), path)
 
 
-def _window(times: list[int], now_ms: int) -> list[int]:
-    """Drop times older than a day, in place."""
+def _window(times: list[int], now_ms: int, window_ms: int) -> list[int]:
+    """Drop times older than the window, in place."""
     cut = 0
-    while cut < len(times) and times[cut] <= now_ms - DAY_MS:
+    while cut < len(times) and times[cut] <= now_ms - window_ms:
         cut += 1
     if cut:
         del times[:cut]
     return times
+
+
+def _since(times: list[int], since_ms: int) -> int:
+    return sum(1 for at in times if at > since_ms)
+
+
+def _blocked(check: CapCheck, now_ms: int, shown: list[int], recent: list[int], total: int) -> str | None:
+    """The same checks, in the same order, as the Redis script CONFIRM_SHOW (and the engine)."""
+    if check.lifetime is not None and total >= check.lifetime:
+        return "cap:lifetime"
+    if check.every is not None and shown and now_ms - shown[-1] < check.every * 1000:
+        return "cap:every"
+    if check.per_day is not None and _since(shown, now_ms - DAY_MS) >= check.per_day:
+        return "cap:per_day"
+    if check.per_week is not None and _since(shown, now_ms - 7 * DAY_MS) >= check.per_week:
+        return "cap:per_week"
+    if check.limit_per_hour is not None and _since(recent, now_ms - 3_600_000) >= check.limit_per_hour:
+        return "limit:per_hour"
+    if check.limit_per_day is not None and _since(recent, now_ms - DAY_MS) >= check.limit_per_day:
+        return "limit:per_day"
+    if check.cooldown and recent and now_ms - recent[-1] < check.cooldown * 1000:
+        return "cooldown"
+    return None

@@ -61,33 +61,47 @@ return out
 
 CONFIRM_SHOW = """
 -- KEYS[1]: when this campaign was shown to the visitor (sorted set of ms)
--- KEYS[2]: when any campaign was shown to the visitor (sorted set of ms)
+-- KEYS[2]: when any campaign was shown to the visitor (sorted set of ms, the last day)
 -- KEYS[3]: the once marker of this decision (string; unused when ARGV[6] is "")
 -- KEYS[4]: the visitor's queue (list; unused when ARGV[7] is "")
+-- KEYS[5]: how many times this campaign was ever shown to the visitor (counter)
 -- ARGV[1]: now in ms
--- ARGV[2]: the campaign's cap per day (-1: none)
--- ARGV[3]: the limit of messages per day, any campaign (-1: none)
+-- ARGV[2]: the campaign's caps, "per_day per_week lifetime every_ms history_ms" (-1: none)
+-- ARGV[3]: the limits across campaigns, "per_hour per_day" (-1: none)
 -- ARGV[4]: cooldown in ms (0: none)
 -- ARGV[5]: a member unique to this show
 -- ARGV[6]: "1" when KEYS[3] must not exist yet, else ""
 -- ARGV[7]: a message to queue (packed [expires_s, message]) or ""
 -- ARGV[8]: the queue's length limit; ARGV[9]: the queue's time to live in ms
--- returns "" when the show may go ahead (it is counted, and queued if asked), else the reason
-local now, day = tonumber(ARGV[1]), 86400000
+-- returns "" when the show may go ahead (it is counted, and queued if asked), else the reason,
+--   checked in the engine's order
+local now, day, week, hour = tonumber(ARGV[1]), 86400000, 604800000, 3600000
 if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then return 'duplicate' end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - day)
+local caps, limits = {}, {}
+for n in string.gmatch(ARGV[2], '%S+') do caps[#caps + 1] = tonumber(n) end
+for n in string.gmatch(ARGV[3], '%S+') do limits[#limits + 1] = tonumber(n) end
+local per_day, per_week, lifetime, every, history = caps[1], caps[2], caps[3], caps[4], caps[5]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - history)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - day)
-local cap, limit, cooldown = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if cap >= 0 and redis.call('ZCARD', KEYS[1]) >= cap then return 'cap:per_day' end
-if limit >= 0 and redis.call('ZCARD', KEYS[2]) >= limit then return 'limit:per_day' end
+if lifetime >= 0 and tonumber(redis.call('GET', KEYS[5]) or '0') >= lifetime then return 'cap:lifetime' end
+if every >= 0 then
+  local last = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if #last > 0 and now - tonumber(last[2]) < every then return 'cap:every' end
+end
+if per_day >= 0 and redis.call('ZCOUNT', KEYS[1], '(' .. (now - day), '+inf') >= per_day then return 'cap:per_day' end
+if per_week >= 0 and redis.call('ZCOUNT', KEYS[1], '(' .. (now - week), '+inf') >= per_week then return 'cap:per_week' end
+if limits[1] >= 0 and redis.call('ZCOUNT', KEYS[2], '(' .. (now - hour), '+inf') >= limits[1] then return 'limit:per_hour' end
+if limits[2] >= 0 and redis.call('ZCARD', KEYS[2]) >= limits[2] then return 'limit:per_day' end
+local cooldown = tonumber(ARGV[4])
 if cooldown > 0 then
   local last = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   if #last > 0 and now - tonumber(last[2]) < cooldown then return 'cooldown' end
 end
 redis.call('ZADD', KEYS[1], now, ARGV[5])
 redis.call('ZADD', KEYS[2], now, ARGV[5])
-redis.call('PEXPIRE', KEYS[1], day)
+redis.call('PEXPIRE', KEYS[1], history)
 redis.call('PEXPIRE', KEYS[2], day)
+redis.call('INCR', KEYS[5])
 if ARGV[6] ~= '' then redis.call('SET', KEYS[3], '1', 'PX', day) end
 if ARGV[7] ~= '' then
   redis.call('RPUSH', KEYS[4], ARGV[7])
@@ -138,6 +152,11 @@ OWN_PARAMS = ("prefix", "lease")
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+def _numbers(*values: int | None) -> str:
+    """Optional whole numbers for a script argument: space-separated, -1 for none."""
+    return " ".join("-1" if v is None else str(int(v)) for v in values)
 
 
 class RedisStore:
@@ -238,10 +257,13 @@ class RedisStore:
             keys=[
                 keys.shown(site, visitor, check.campaign), keys.recent(site, visitor),
                 keys.once(site, visitor, once or "-"), keys.queue(site, visitor),
+                keys.shown_total(site, visitor, check.campaign),
             ],
             args=[
-                _ms(now), -1 if check.per_day is None else check.per_day,
-                -1 if check.limit_per_day is None else check.limit_per_day, _ms(check.cooldown),
+                _ms(now),
+                _numbers(check.per_day, check.per_week, check.lifetime,
+                         None if check.every is None else _ms(check.every), _ms(check.history)),
+                _numbers(check.limit_per_hour, check.limit_per_day), _ms(check.cooldown),
                 f"{_ms(now)}:{_unique()}", "1" if once else "", entry, MAX_QUEUED, QUEUE_TTL_MS,
             ],
         )

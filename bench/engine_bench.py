@@ -1,0 +1,91 @@
+"""Engine cost per event as the number of campaigns grows, when only a few listen to the event.
+
+    .venv/bin/python bench/engine_bench.py [--events 200000]
+
+For 4, 100 and 1,000 campaigns (the same 4 listening; the others listen to other events or watch other pages), it
+plays the same mixed stream of page views, scrolls, clicks and cart adds through the pure engine
+and reports nanoseconds per event. The cost must stay flat: campaigns that ignore an event are
+indexed away. Figures are ratios within one run (the machine is shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+
+from nudge import events  # noqa: E402
+from nudge.campaigns import load_text  # noqa: E402
+from nudge.engine import Engine  # noqa: E402
+from nudge.state import SessionState, State, VisitorState  # noqa: E402
+
+RELEVANT = """
+  - {id: cart-abandoned, trigger: {event: add_to_cart, absent: purchase, within: 15m}, caps: {per_day: 1}, message: {kind: modal, title: "{{ cart.names | first }}"}}
+  - {id: big, trigger: {event: add_to_cart, where: {price: {gte: 40}}}, caps: {per_session: 1}, message: {kind: toast, title: big}}
+  - {id: reader, trigger: {path: /blog/*, scroll: 50, dwell: 5s}, caps: {per_session: 1}, message: {kind: banner, title: read}}
+  - {id: clicker, trigger: {event: click, where: {target: buy}}, caps: {per_day: 2}, message: {kind: toast, title: click}}
+"""
+
+
+def campaigns(n: int) -> str:
+    lines = ["limits: {per_day: 5, cooldown: 30s}", "campaigns:", RELEVANT.strip("\n")]
+    for i in range(max(0, n - 4)):
+        if i % 2:
+            lines.append(f"  - {{id: other-{i}, trigger: {{event: custom_{i}}}, message: {{kind: toast, title: t}}}}")
+        else:
+            lines.append(f"  - {{id: page-{i}, trigger: {{path: /landing/{i}, dwell: 10s}}, message: {{kind: toast, title: t}}}}")
+    return "\n".join(lines) + "\n"
+
+
+def stream(n: int) -> list[events.Event]:
+    out = []
+    custom = frozenset(f"custom_{i}" for i in range(2000))
+    for i in range(n):
+        k = i % 20
+        if k == 0:
+            out.append(events.validate("page_view", {"path": f"/blog/{i % 7}"}, i, custom))
+        elif k < 12:
+            out.append(events.validate("scroll", {"depth": (k * 9) % 101}, i, custom))
+        elif k < 18:
+            out.append(events.validate("click", {"target": "buy" if k == 17 else "nav"}, i, custom))
+        else:
+            out.append(events.validate("add_to_cart", {"id": f"p{k}", "name": "Mug", "price": 12 + k}, i, custom))
+    return out
+
+
+def run(n_campaigns: int, evs: list[events.Event]) -> float:
+    engine = Engine(load_text(campaigns(n_campaigns)))
+    assert len(engine.campaign_set.campaigns) == n_campaigns
+    visitor = VisitorState("pk", "v_bench000001", first_seen=0.0)
+    state = State(visitor, SessionState("s_bench000001", "pk", visitor.id, 0.0))
+    now = 1_700_000_000.0
+    on_event = engine.on_event
+    started = time.perf_counter_ns()
+    for event in evs:
+        now += 0.05
+        on_event(state, event, now)
+    return (time.perf_counter_ns() - started) / len(evs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    evs = stream(args.events)
+    results = {}
+    for n in (4, 100, 1000):
+        results[n] = min(run(n, evs) for _ in range(args.repeat))
+    base = results[4]
+    print(f"python {platform.python_version()} on {platform.machine()}, {args.events} events, best of {args.repeat}")
+    print(f"{'campaigns':>10} {'ns/event':>10} {'vs 4':>6}")
+    for n, ns in results.items():
+        print(f"{n:>10} {ns:>10.0f} {ns / base:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The HTTP side of the server: the admin API behind the secret key, explain, results, and
+reloading the campaign file without dropping connections."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+
+import pytest
+from nudge.cli import main
+
+from .conftest import Client, run_server
+
+pytestmark = pytest.mark.integration
+
+SECRET = "sk_test_secret"
+CAMPAIGNS = """
+campaigns:
+  - id: reader
+    trigger: {path: /blog/*, scroll: 50, dwell: 5s}
+    message: {kind: banner, title: "Enjoying it?"}
+  - id: clicker
+    trigger: {event: click}
+    variants: [{id: a}, {id: b}]
+    message: {kind: toast, title: clicked}
+"""
+
+
+def request(url: str, key: str | None = None, method: str = "GET") -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    def go():
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers, method=method), timeout=5) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    return asyncio.to_thread(go)
+
+
+async def test_admin_api_needs_the_secret_key(start_server):
+    server = await start_server(CAMPAIGNS, secret_keys=[SECRET])
+    for key, status in ((None, 401), ("sk_wrong", 401), ("pk_test", 401), (SECRET, 200)):
+        code, _ = await request(f"{server.http}/api/results", key)
+        assert code == status, key
+
+
+async def test_admin_api_is_off_without_a_secret_key(start_server):
+    server = await start_server(CAMPAIGNS)
+    code, body = await request(f"{server.http}/api/results", "anything")
+    assert code == 403 and "--secret-key" in body["error"]
+
+
+async def test_results_count_per_variant(start_server):
+    server = await start_server(CAMPAIGNS, secret_keys=[SECRET])
+    client = await Client.connect(server.url)
+    frames = await client.track("click")
+    show = next(f for f in frames if f["t"] == "show")
+    await client.track("shown", {"msg": show["seq"], "campaign": "clicker"})
+    await client.track("clicked", {"msg": show["seq"], "campaign": "clicker"})
+    _, body = await request(f"{server.http}/api/results", SECRET)
+    assert body["campaigns"]["clicker"][show["variant"]] == {"sent": 1, "shown": 1, "clicked": 1}
+
+
+async def test_explain_over_http_and_from_the_command_line(start_server, capsys):
+    server = await start_server(CAMPAIGNS, secret_keys=[SECRET])
+    client = await Client.connect(server.url)
+    await client.track("page_view", {"path": "/blog/post"})
+    await client.track("scroll", {"depth": 30})
+    code, report = await request(f"{server.http}/api/explain?session={client.session}&campaign=reader", SECRET)
+    assert code == 200
+    checks = {c["check"]: c for c in report["checks"]}
+    assert checks["path"]["ok"] is True
+    assert checks["scroll"] == {"check": "scroll", "ok": False, "detail": "deepest scroll 30 %, wants 50 %"}
+    await client.track("scroll", {"depth": 80})
+    await server.advance(5)
+    await client.expect("show", campaign="reader")
+    _, report = await request(f"{server.http}/api/explain?session={client.session}&campaign=reader", SECRET)
+    assert [d["outcome"] for d in report["decisions"]] == ["sent"]
+    code, _ = await request(f"{server.http}/api/explain?session=s_nope&campaign=reader", SECRET)
+    assert code == 404
+    status = await asyncio.to_thread(main, ["explain", "--url", server.http, "--key", SECRET, "--session", client.session, "--campaign", "reader"])
+    out = capsys.readouterr().out
+    assert status == 0 and "NO  this page view: already fired on this page view" in out and "sent" in out
+
+
+async def test_campaign_file_reloads_on_change_without_dropping_connections(tmp_path):
+    path = tmp_path / "campaigns.yaml"
+    path.write_text("campaigns:\n  - {id: one, trigger: {event: click}, message: {kind: toast, title: one}}\n")
+    async with run_server(campaigns=None, campaign_file=path) as server:
+        client = await Client.connect(server.url)
+        assert (await client.track("click"))[0]["campaign"] == "one"
+        path.write_text("campaigns:\n  - {id: two, trigger: {event: click}, message: {kind: toast, title: two}}\n")
+        os.utime(path, ns=(1, 2))  # a different mtime even on coarse filesystems
+        await server.advance(1)
+        await server.advance(10)  # the toast leaves the screen
+        frames = await client.track("click")
+        assert [f.get("campaign") for f in frames if f["t"] == "show"] == ["two"]
+
+        path.write_text("campaigns:\n  - {id: three, trigger: {evnt: click}, message: {kind: toast, title: x}}\n")
+        os.utime(path, ns=(3, 4))
+        await server.advance(1)
+        assert "evnt" in server.app.state.campaign_file.last_error
+        await server.advance(10)
+        frames = await client.track("click")
+        assert [f.get("campaign") for f in frames if f["t"] == "show"] == ["two"]  # the valid file stays in force
+
+
+async def test_sighup_and_the_reload_endpoint(tmp_path):
+    path = tmp_path / "campaigns.yaml"
+    path.write_text("campaigns:\n  - {id: one, trigger: {event: click}, message: {kind: toast, title: one}}\n")
+    async with run_server(campaigns=None, campaign_file=path, secret_keys=[SECRET]) as server:
+        reloads = server.app.state.campaign_file.reloads
+        assert server.app.state.sighup(), "the SIGHUP handler is installed"
+        os.kill(os.getpid(), signal.SIGHUP)
+        async with asyncio.timeout(5):
+            while server.app.state.campaign_file.reloads == reloads:
+                await asyncio.sleep(0.01)
+        path.write_text("campaigns: [oops")
+        code, body = await request(f"{server.http}/api/reload", SECRET, method="POST")
+        assert code == 422 and "syntax" in body["problems"]
+        assert server.hub.engine.by_id.keys() == {"one"}

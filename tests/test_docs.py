@@ -1,0 +1,104 @@
+"""The documentation's examples are tests: every YAML block in docs/campaigns.md loads, and every
+scenario under one plays out as written (the docs cannot drift from the code)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from nudge.campaigns import load_text
+from nudge.decisions import Converted, Defer, Show, Suppress
+from nudge.engine import Engine
+from nudge.simulate import Simulation
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "campaigns.md"
+_BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def blocks() -> list[tuple[str, str, int]]:
+    text = DOC.read_text(encoding="utf-8")
+    return [(m.group(1), m.group(2), text[: m.start()].count("\n") + 1) for m in _BLOCK.finditer(text)]
+
+
+def examples() -> list[tuple[str, str, int]]:
+    """(campaign YAML, scenario, line) for every scenario block and the YAML block before it."""
+    found, last_yaml = [], None
+    for lang, body, line in blocks():
+        if lang == "yaml":
+            last_yaml = body
+        elif lang == "scenario":
+            assert last_yaml is not None, f"docs/campaigns.md:{line}: a scenario needs a YAML block before it"
+            found.append((last_yaml, body, line))
+    return found
+
+
+def seconds(text: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)", text)
+    assert m, f"bad time {text!r}"
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def play(campaigns: str, scenario: str, where: str) -> None:
+    sim = Simulation(Engine(load_text(campaigns, "docs/campaigns.md")))
+    checked = 0  # the log up to here has been checked against an expectation
+    delivered: list[Show] = []
+    for n, raw in enumerate(scenario.strip().splitlines()):
+        line = raw.strip()
+        at_text, _, rest = line.partition(" ")
+        at, rest = seconds(at_text), rest.strip()
+        context = f"{where}, scenario line {n + 1}: {line!r}"
+        if rest == "close":
+            sim.close_tab(at)
+        elif rest == "open":
+            delivered = sim.open_tab(at)
+        elif rest.startswith("=>"):
+            sim.advance(at)
+            happened = [d for _, d in sim.log[checked:]]
+            checked = len(sim.log)
+            expect(shlex.split(rest[2:]), happened, delivered, context)
+        else:
+            name, _, props = rest.partition(" ")
+            sim.event(at, name, json.loads(props) if props.strip() else {})
+
+
+def expect(words: list[str], happened: list, delivered: list[Show], context: str) -> None:
+    kind, args = words[0], words[1:]
+    shows = [d for d in happened if isinstance(d, Show) and not d.queued]
+    if kind == "nothing":
+        assert shows == [], f"{context}: expected nothing, got {shows}"
+    elif kind in ("show", "delivered"):
+        pool = shows if kind == "show" else delivered
+        match = [s for s in pool if s.campaign == args[0]]
+        assert match, f"{context}: expected {args[0]} to show; happened: {happened or delivered}"
+        if len(args) > 1:
+            assert match[0].content.get("title") == args[1], f"{context}: title {match[0].content.get('title')!r}"
+    elif kind == "suppressed":
+        reasons = [d.reason for d in happened if isinstance(d, Suppress) and d.campaign == args[0]]
+        assert args[1] in reasons, f"{context}: expected {args[0]} suppressed by {args[1]}; happened: {happened}"
+        assert not [s for s in shows if s.campaign == args[0]], f"{context}: {args[0]} showed anyway"
+    elif kind == "deferred":
+        reasons = [d.reason for d in happened if isinstance(d, Defer) and d.campaign == args[0]]
+        assert args[1] in reasons, f"{context}: expected {args[0]} deferred by {args[1]}; happened: {happened}"
+    elif kind == "converted":
+        found = [d for d in happened if isinstance(d, Converted) and d.campaign == args[0]]
+        assert found, f"{context}: expected a conversion for {args[0]}; happened: {happened}"
+        if len(args) > 1:
+            assert found[0].variant == args[1], f"{context}: variant {found[0].variant!r}"
+    else:
+        raise AssertionError(f"{context}: unknown expectation {kind!r}")
+
+
+def test_every_yaml_block_is_a_valid_campaign_file():
+    yaml_blocks = [(body, line) for lang, body, line in blocks() if lang == "yaml"]
+    assert len(yaml_blocks) >= 15
+    for body, line in yaml_blocks:
+        load_text(body, f"docs/campaigns.md:{line}")
+
+
+@pytest.mark.parametrize("campaigns, scenario, line", examples(), ids=[f"line-{e[2]}" for e in examples()])
+def test_documented_example(campaigns, scenario, line):
+    play(campaigns, scenario, f"docs/campaigns.md:{line}")

@@ -1,0 +1,158 @@
+"""Replay: the shipped sample log gives the documented counts; a compare run shows the expected
+moves; the event log survives rotation, retention and a crash mid-write."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from nudge import recording, replay, report
+from nudge.campaigns import load_file, load_text
+from nudge.cli import main
+from nudge.config import DEMO_CAMPAIGNS
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "sample-events.jsonl.gz"
+
+
+def documented_counts() -> dict[str, tuple[int, int]]:
+    text = (ROOT / "docs" / "replay.md").read_text()
+    section = text.split("## The sample log", 1)[1]
+    return {m.group(1): (int(m.group(2)), int(m.group(3))) for m in re.finditer(r"^\| ([a-z-]+) \| (\d+) \| (\d+) \|$", section, re.M)}
+
+
+def test_the_sample_log_gives_the_documented_counts():
+    expected = documented_counts()
+    assert len(expected) == 5
+    (result,) = replay.run(recording.read([SAMPLE]), [load_file(DEMO_CAMPAIGNS)])
+    summary = result.summary()
+    assert {c: (e["fired"], e["visitors_shown"]) for c, e in summary.items()} == expected
+    assert result.events == 5776 and len(result.visitors) == 200
+
+
+def log(records: list[dict]) -> list[dict]:
+    return [{"k": "config", "v": 1, "grace": 300, "t": None}, *records]
+
+
+def visit(visitor: str, at: float, depth: int) -> list[dict]:
+    session = f"s_{visitor}"
+    return [
+        {"k": "start", "t": at, "site": "pk", "visitor": visitor, "session": session, "device": "desktop"},
+        {"k": "ev", "t": at + 1, "visitor": visitor, "session": session, "name": "page_view", "props": {"path": "/blog/a"}},
+        {"k": "ev", "t": at + 2, "visitor": visitor, "session": session, "name": "scroll", "props": {"depth": depth}},
+        {"k": "detach", "t": at + 60, "visitor": visitor, "session": session},
+    ]
+
+
+A = load_text("campaigns:\n  - {id: reader, trigger: {path: /blog/*, scroll: 50}, message: {kind: banner, title: read}}\n")
+B = load_text("campaigns:\n  - {id: reader, trigger: {path: /blog/*, scroll: 70}, message: {kind: banner, title: read}}\n")
+
+
+def test_compare_shows_how_a_threshold_moves_the_counts():
+    records = log([r for i, depth in enumerate([40, 55, 60, 65, 75, 90]) for r in visit(f"v_{i:010d}", 1000.0 + i * 100, depth)])
+    a, b = replay.run(records, [A, B], keep_outcomes=True)
+    assert (a.summary()["reader"]["fired"], b.summary()["reader"]["fired"]) == (5, 2)
+    changed = report.changed_visitors(a, b)["reader"]
+    assert [c["visitor"] for c in changed] == ["v_0000000001", "v_0000000002", "v_0000000003"]
+    assert changed[0]["a"] == [{"after": 1.0, "outcome": "sent"}] and changed[0]["b"] == []
+    text = report.compare_text(a, b, report.changed_visitors(a, b))
+    assert "reader: fires 5 → 2 (-3); visitors 5 → 2" in text
+
+
+def test_timers_run_on_the_logs_clock_and_offline_visitors_get_queued():
+    campaigns = load_text("""campaigns:
+  - {id: cart, offline: queue, goal: {event: purchase, within: 1h}, trigger: {event: add_to_cart, absent: purchase, within: 15m}, message: {kind: modal, title: cart}}
+""")
+    records = log([
+        {"k": "start", "t": 0.0, "site": "pk", "visitor": "v_a", "session": "s_a", "device": None},
+        {"k": "ev", "t": 1.0, "visitor": "v_a", "session": "s_a", "name": "add_to_cart", "props": {"id": "m", "name": "Mug"}},
+        {"k": "detach", "t": 2.0, "visitor": "v_a", "session": "s_a"},
+        {"k": "start", "t": 3600.0, "site": "pk", "visitor": "v_a", "session": "s_b", "device": None},
+        {"k": "ev", "t": 3700.0, "visitor": "v_a", "session": "s_b", "name": "purchase", "props": {}},
+        {"k": "start", "t": 0.0, "site": "pk", "visitor": "v_b", "session": "s_c", "device": None},
+        {"k": "ev", "t": 1.0, "visitor": "v_b", "session": "s_c", "name": "add_to_cart", "props": {"id": "m", "name": "Mug"}},
+        {"k": "ev", "t": 60.0, "visitor": "v_b", "session": "s_c", "name": "purchase", "props": {}},
+    ])
+    records[1:] = sorted(records[1:], key=lambda r: r["t"])
+    (result,) = replay.run(records, [campaigns], keep_outcomes=True)
+    sent = [o for o in result.outcomes if o.outcome == "sent"]
+    assert [(o.visitor, o.at, o.session) for o in sent] == [("v_a", 901.0, None)]  # after the grace: no session
+    goal = result.summary()["cart"]["goal"]
+    assert goal["with_message"] == {"visitors": 1, "converted": 1, "rate": 1.0}
+
+
+def test_a_log_without_session_records_still_replays():
+    records = [{"k": "ev", "t": 10.0 + i, "visitor": "v_x", "session": "s_x", "name": "scroll" if i else "page_view", "props": {"depth": 80} if i else {"path": "/blog/x"}} for i in range(2)]
+    (result,) = replay.run(records, [A])
+    assert result.summary()["reader"]["fired"] == 1
+
+
+def test_invalid_events_in_a_foreign_log_are_counted_not_fatal():
+    records = [{"k": "ev", "t": 1.0, "visitor": "v_x", "session": "s_x", "name": "scroll", "props": {"depth": 500}}]
+    (result,) = replay.run(records, [A])
+    assert (result.events, result.refused) == (0, 1)
+
+
+class TestRecorder:
+    def test_round_trip_rotation_and_retention(self, tmp_path):
+        old = tmp_path / f"{recording.PREFIX}20000101T000000-000{recording.SUFFIX}"
+        old.write_bytes(gzip.compress(b'{"k":"ev"}\n'))
+        os.utime(old, (time.time() - 30 * 86400,) * 2)
+        recorder = recording.Recorder(tmp_path, grace=300, rotate_records=5)
+        for i in range(12):
+            recorder.record("ev", 1000.0 + i, visitor="v", session="s", name="click", props={"n": i})
+            recorder.flush()
+        recorder.close()
+        files = sorted(tmp_path.glob(f"*{recording.SUFFIX}"))
+        assert old not in files  # older than the retention: deleted
+        assert len(files) >= 2  # rotated
+        records = list(recording.read([tmp_path]))
+        assert [r["props"]["n"] for r in records if r["k"] == "ev"] == list(range(12))
+        assert records[0]["k"] == "config" and records[0]["grace"] == 300
+
+    def test_a_crash_mid_write_loses_only_the_last_write(self, tmp_path):
+        recorder = recording.Recorder(tmp_path, grace=300)
+        recorder.record("ev", 1.0, visitor="v", session="s", name="click", props={})
+        recorder.flush()
+        path = next(tmp_path.glob(f"*{recording.SUFFIX}"))
+        whole = gzip.compress(b'{"k":"ev","t":2.0,"visitor":"v","session":"s","name":"click","props":{}}\n')
+        with open(path, "ab") as file:
+            file.write(whole[: len(whole) // 2])  # the process died here
+        records = list(recording.read([path]))
+        assert [r.get("t") for r in records] == [None, 1.0]
+
+
+def test_nudge_replay_command(tmp_path, capsys):
+    assert main(["replay", str(SAMPLE), "--campaigns", str(DEMO_CAMPAIGNS), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["campaigns"]["cart-abandoned"]["fired"] == documented_counts()["cart-abandoned"][0]
+    html_path = tmp_path / "report.html"
+    assert main(["replay", str(SAMPLE), "--campaigns", str(DEMO_CAMPAIGNS), "--html", str(html_path), "--quiet"]) == 0
+    assert "<svg" in html_path.read_text()
+
+
+@pytest.mark.browser
+async def test_the_html_report_renders_in_a_real_browser_without_errors(tmp_path):
+    from playwright.async_api import async_playwright
+
+    from .test_browser import CHROMIUM, FLAGS
+
+    (result,) = replay.run(recording.read([SAMPLE]), [load_file(DEMO_CAMPAIGNS)], keep_outcomes=True)
+    path = tmp_path / "report.html"
+    path.write_text(report.html_report(result))
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = await browser.new_page()
+        errors = []
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(path.as_uri())
+        assert await page.locator("h2").count() == 5
+        assert await page.locator("svg rect").count() > 20
+        await browser.close()
+    assert errors == []
