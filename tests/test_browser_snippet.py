@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import nudge.app
@@ -29,17 +27,10 @@ from nudge.clock import FakeClock
 from nudge.config import Settings
 from nudge.store.memory import MemoryStore
 
-from .conftest import KEY, WAIT
+from .conftest import KEY, WAIT, eventually
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("NUDGE_CHROMIUM", "/usr/bin/chromium")
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-    "--no-first-run", "--disable-component-update", "--disable-sync",
-    # Anything not on loopback goes to a closed port.
-    "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
-]
 MS = WAIT * 1000  # Playwright counts in milliseconds
 
 # The loader as the README tells sites to paste it, pointed at the test server.
@@ -175,26 +166,6 @@ class Server:
         return states[0] if len(states) == 1 else None
 
 
-async def eventually(condition: Callable[[], object], what: str) -> None:
-    """Wait for a server-side condition, bounded; polling is the only way to watch plain state."""
-    try:
-        async with asyncio.timeout(WAIT):
-            while not condition():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
-@pytest.fixture
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture
