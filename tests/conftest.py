@@ -289,3 +289,39 @@ async def spawn_node(campaign_file, store: str, *, env: dict[str, str] | None = 
     finally:
         node.kill()
         await process.wait()
+
+
+# --- the real browser ------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("NUDGE_CHROMIUM", "/usr/bin/chromium")
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+    "--no-first-run", "--disable-component-update", "--disable-sync",
+    # Anything not on loopback goes to a closed port.
+    "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
+]
+
+
+async def eventually(condition, what: str) -> None:
+    """Wait for a server-side condition, bounded; polling is the only way to watch plain state."""
+    try:
+        async with asyncio.timeout(WAIT):
+            while not condition():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+@pytest.fixture
+async def browser():
+    """Debian's chromium, driven by Playwright (which cannot download a browser of its own here)."""
+    from playwright.async_api import async_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"chromium not found at {CHROMIUM}: run scripts/setup --tests", pytrace=False)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()

@@ -3,43 +3,11 @@ clock the test moves."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-from collections.abc import Callable
-
 import pytest
 
-from .conftest import WAIT, run_server
+from .conftest import WAIT, eventually, run_server
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = os.environ.get("NUDGE_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-         "--no-first-run", "--disable-component-update", "--disable-sync"]
-
-if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
-    pytest.fail(f"chromium not found at {CHROMIUM}: run scripts/setup --tests", pytrace=False)
-
-
-async def eventually(condition: Callable[[], object], what: str) -> None:
-    """Wait for a server-side condition, bounded; polling is the only way to watch plain state."""
-    async with asyncio.timeout(WAIT):
-        while not condition():
-            await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
 
 @pytest.fixture
 async def demo():

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import nudge.app
@@ -29,17 +27,10 @@ from nudge.clock import FakeClock
 from nudge.config import Settings
 from nudge.store.memory import MemoryStore
 
-from .conftest import KEY, WAIT
+from .conftest import KEY, WAIT, eventually
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("NUDGE_CHROMIUM", "/usr/bin/chromium")
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-    "--no-first-run", "--disable-component-update", "--disable-sync",
-    # Anything not on loopback goes to a closed port.
-    "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
-]
 MS = WAIT * 1000  # Playwright counts in milliseconds
 
 # The loader as the README tells sites to paste it, pointed at the test server.
@@ -162,7 +153,9 @@ class Server:
         await self.hub.scheduler.settled()
 
     def outcomes(self, campaign: str) -> dict[str, int]:
-        return self.hub.stats.campaigns.get(campaign, {})
+        """What the browser reported about a campaign's messages (shown, clicked, dismissed)."""
+        counts = self.hub.results.get(campaign)
+        return {k: v for k, v in counts.items() if k in ("shown", "clicked", "dismissed")}
 
     def session(self, sid: str | None = None):
         """The state of session ``sid`` (or of the only one)."""
@@ -173,26 +166,6 @@ class Server:
         return states[0] if len(states) == 1 else None
 
 
-async def eventually(condition: Callable[[], object], what: str) -> None:
-    """Wait for a server-side condition, bounded; polling is the only way to watch plain state."""
-    try:
-        async with asyncio.timeout(WAIT):
-            while not condition():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
-@pytest.fixture
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture
@@ -558,6 +531,7 @@ async def test_a_server_restart_mid_session_loses_nothing_and_shows_nothing_twic
     await eventually(lambda: server.outcomes("first").get("shown") == 1, "first shown")
     await page.wait_for_function("() => sessionStorage.getItem('nudge:outbox') === '[]'", timeout=MS)
     sid = server.session().id
+    await server.advance(10)  # the toast has left the screen: the next message may show
 
     # Written to the socket but never delivered: sent, not acknowledged.
     await page.evaluate("window.__blackhole = true; nudge.track('later', {n: 1})")

@@ -137,22 +137,15 @@ def test_nudge_replay_command(tmp_path, capsys):
 
 
 @pytest.mark.browser
-async def test_the_html_report_renders_in_a_real_browser_without_errors(tmp_path):
-    from playwright.async_api import async_playwright
-
-    from .test_browser import CHROMIUM, FLAGS
-
+async def test_the_html_report_renders_in_a_real_browser_without_errors(tmp_path, browser):
     (result,) = replay.run(recording.read([SAMPLE]), [load_file(DEMO_CAMPAIGNS)], keep_outcomes=True)
     path = tmp_path / "report.html"
     path.write_text(report.html_report(result))
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = await browser.new_page()
-        errors = []
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        await page.goto(path.as_uri())
-        assert await page.locator("h2").count() == 5
-        assert await page.locator("svg rect").count() > 20
-        await browser.close()
+    page = await browser.new_page()
+    errors = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(path.as_uri())
+    assert await page.locator("h2").count() == 5
+    assert await page.locator("svg rect").count() > 20
     assert errors == []

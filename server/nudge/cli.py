@@ -18,7 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .errors import CampaignError
 
     settings = from_environment()
-    for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "node"):
+    for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "record", "record_retention", "node"):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--grace", type=float, help="seconds a disconnected session stays resumable (NUDGE_GRACE; default 300)")
     serve.add_argument("--ws", help="uvicorn WebSocket implementation (NUDGE_WS; default websockets-sansio)")
     serve.add_argument("--deflate", action="store_true", help="enable per-message deflate (NUDGE_DEFLATE); costs throughput and memory")
+    serve.add_argument("--record", type=Path, help="write the event log to this directory, for nudge replay (NUDGE_RECORD)")
+    serve.add_argument("--record-retention", type=float, help="seconds event log files are kept (NUDGE_RECORD_RETENTION; default 7 days)")
     serve.add_argument("--log-level", help="debug, info, warning (NUDGE_LOG_LEVEL)")
     serve.set_defaults(run=_serve)
 

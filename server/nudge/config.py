@@ -44,6 +44,8 @@ class Settings:
     ws: str = "websockets-sansio"  # uvicorn WebSocket implementation
     deflate: bool = False  # per-message deflate: costs 3-4x throughput, so off unless asked
     ping_interval: float = 20.0
+    record: Path | None = None  # write the event log here (docs/replay.md)
+    record_retention: float = 7 * 86400.0  # seconds event log files are kept
     log_level: str = "info"
     node: str | None = None  # this node's id among those sharing a store (default: made up)
     write_behind: float = 0.5  # seconds between batched writes of changed sessions (shared store)
@@ -105,6 +107,10 @@ def from_environment(env: dict[str, str] | None = None) -> Settings:
     ):
         if env.get(name):
             setattr(settings, attr, kind(env[name]))
+    if env.get("NUDGE_RECORD"):
+        settings.record = Path(env["NUDGE_RECORD"])
+    if env.get("NUDGE_RECORD_RETENTION"):
+        settings.record_retention = float(env["NUDGE_RECORD_RETENTION"])
     if env.get("NUDGE_DEFLATE", "").lower() in ("1", "true", "yes"):
         settings.deflate = True
     return settings

@@ -7,14 +7,13 @@ import asyncio
 import logging
 
 from . import protocol
+from .beacon import site_for
 from .connection import Connection
 from .errors import (
     ConnectionRefused,
     HandshakeError,
     HandshakeTimeout,
     MalformedFrame,
-    OriginNotAllowed,
-    UnknownSiteKey,
 )
 from .hub import Hub
 
@@ -61,7 +60,7 @@ class Gateway:
                 hello = protocol.parse_hello(codec.decode(message.get("text") or message.get("bytes")))
             except MalformedFrame as exc:
                 raise HandshakeError(exc.reason) from None
-            site = self._site(hello.key, origin)
+            site = site_for(hub, hello.key, origin)
             live = await hub.attach(site, hello, conn, _header(scope, b"user-agent"))
             await conn.flush()
             on_frame = hub.on_frame
@@ -92,13 +91,3 @@ class Gateway:
             conn.closed = True
             if live is not None:
                 await hub.detach(live, conn)
-
-    def _site(self, key: str, origin: str | None):
-        if key.startswith("sk_"):
-            raise UnknownSiteKey("a secret key must never be used in a browser; use the publishable key (pk_…)")
-        site = self.hub.sites.get(key)
-        if site is None:
-            raise UnknownSiteKey(f"unknown site key {key[:40]!r}")
-        if not site.allows(origin):
-            raise OriginNotAllowed(f"origin {origin!r} is not allowed for this site key; add it with --origin")
-        return site
