@@ -176,6 +176,19 @@ def test_state_codec_tolerates_added_and_removed_fields():
     assert codec.loads(VisitorState, codec.dumps(visitor)) == visitor
 
 
+def test_state_codec_round_trips_every_kind_of_field():
+    session = SessionState("s_1", "pk", "v_1", T0, page="/a", showing=("offer", T0 + 8))
+    session.waiting.append(("later", T0 + 60))
+    session.met.update({"x", "y"})
+    session.scroll["/a"] = 40
+    session.outbox.append({"t": "show", "seq": 1, "campaign": "offer", "cta": {"label": "Go"}})
+    assert codec.loads(SessionState, codec.dumps(session)) == session
+    visitor = VisitorState("pk", "v_1", first_seen=T0, last_shown_at=T0 + 1)
+    visitor.shown["offer"] = [T0, T0 + 1]
+    visitor.traits["plan"] = "pro"
+    assert codec.loads(VisitorState, codec.dumps(visitor)) == visitor
+
+
 async def test_memory_snapshot_survives_a_graceful_stop(tmp_path):
     path = tmp_path / "nudge.msgpack"
     store = open_store(f"memory://{path}")

@@ -84,6 +84,8 @@ def _build(kind: Any, value: Any) -> Any:
     if origin is dict:
         inner = args[1] if len(args) == 2 else Any
         return {k: _build(inner, v) for k, v in value.items()}
+    if origin is tuple and args and args[-1] is not Ellipsis and len(args) == len(value):
+        return tuple(_build(kind_at, v) for kind_at, v in zip(args, value, strict=True))
     if origin in (list, set, frozenset, tuple):
         inner = args[0] if args else Any
         items = [_build(inner, v) for v in value]
