@@ -528,17 +528,26 @@ class Hub:
         self.stats.lateness_total += lateness
         if lateness > self.stats.lateness_max:
             self.stats.lateness_max = lateness
+        if not self.shared:
+            await self._run_timer(timer, visitor, live)
+            return
+        try:
+            await self._run_timer(timer, visitor, live)
+        except self._unavailable:
+            raise  # left claimed: claimed again when its lease ends, once Redis answers
+        except Exception:  # a timer that fails for good must not come back every lease
+            log.exception("timer %s for %s/%s failed; dropped", timer.key, timer.site, timer.visitor)
+        await self.store.finish(timer)
+
+    async def _run_timer(self, timer: DueTimer, visitor: Visitor | None, live: LiveSession | None) -> None:
         if visitor is None:
             state = await self.store.load_visitor(timer.site, timer.visitor)
             if state is None:
-                if self.shared:
-                    await self.store.finish(timer)
                 return
             visitor = Visitor(state)
         if self.shared:
             if self._pending_write(timer):
-                await self.store.finish(timer)  # cancelled or moved meanwhile, not yet in Redis
-                return
+                return  # cancelled or moved meanwhile, not yet written to Redis
             visitor.state.timers.setdefault(timer.key, timer.due)
         view = live.view if live is not None else State(visitor.state, None)
         now = _not_before(visitor.state, timer.due)
@@ -548,8 +557,6 @@ class Hub:
             await self._write("save_visitor", visitor.state)
         elif live is not None and self.shared:
             self._dirty.add(live)
-        if self.shared:
-            await self.store.finish(timer)
 
     async def _relay_timer(self, timer: DueTimer) -> bool:
         """Hand the timer to another node holding one of the visitor's sessions; True when one
