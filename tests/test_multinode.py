@@ -217,3 +217,32 @@ async def test_a_timer_whose_node_died_mid_way_fires_once_after_the_lease():
         assert len(await store.take_queued(KEY, "v_dies_before", clock.now())) == 1
         assert len(await store.take_queued(KEY, "v_dies_after", clock.now())) == 1
         assert await store.next_due() is None
+
+
+async def test_a_node_that_missed_the_take_over_does_not_resume_from_its_old_copy():
+    """A session moves A → B, but A never hears that B took it (the relay lost the record): when
+    it comes back to A, A sees in Redis that B owned it since and reads B's state, not its own."""
+    async with nodes(OFFER) as (a, b):
+        async def deaf(record: dict) -> None:
+            pass
+
+        a.hub.relay.handler = deaf
+        client = await Client.connect(a.url)
+        assert [f["seq"] for f in shows(await client.track("click", {"target": "x"}))] == [1]
+        await client.ack()
+        await client.close()
+        await written(a, client.session, seq=client.seq)
+
+        on_b = await Client.connect(b.url, visitor=client.visitor, session=client.session, rx=1, seq=client.seq)
+        await on_b.track("page_view", {"path": "/b"})
+        assert [f["seq"] for f in shows(await on_b.track("click", {"target": "x"}))] == [2]
+        await on_b.ack()
+        await on_b.close()
+        await written(b, client.session, seq=on_b.seq)
+        assert client.session in a.hub.sessions  # A still holds its old, detached copy
+
+        back = await Client.connect(a.url, visitor=client.visitor, session=client.session, rx=2, seq=on_b.seq)
+        assert back.welcome["resumed"] is True and back.welcome["ack"] == on_b.seq  # B's state
+        await back.track("page_view", {"path": "/a"})
+        assert [f["seq"] for f in shows(await back.track("click", {"target": "x"}))] == [3]
+        await back.close()

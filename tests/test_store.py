@@ -56,6 +56,25 @@ async def test_a_session_never_moves_backwards(store):
     assert (await store.load_session("pk", "s_1")).last_event_seq == 9
 
 
+async def test_a_session_taken_over_refuses_the_old_owners_writes(store):
+    """Node A still has a write of the session in flight when node B resumes it: once B owns the
+    session, A's write does not land, whatever its seq."""
+    if not store.shared:
+        pytest.skip("one node owns every session")
+    store.node = "a"
+    await store.save_session(SessionState("s_1", "pk", "v_1", T0, last_event_seq=3), ttl=300)
+    store.node = "c"
+    assert await store.own_session("pk", "s_1", "v_other", ttl=300) == "!"  # not theirs
+    store.node = "b"
+    assert await store.own_session("pk", "s_1", "v_1", ttl=300) == "a"
+    store.node = "a"
+    await store.save_session(SessionState("s_1", "pk", "v_1", T0, last_event_seq=9), ttl=300)
+    assert (await store.load_session("pk", "s_1")).last_event_seq == 3
+    store.node = "b"
+    await store.save_session(SessionState("s_1", "pk", "v_1", T0, last_event_seq=4), ttl=300)
+    assert (await store.load_session("pk", "s_1")).last_event_seq == 4
+
+
 async def test_timers_fire_once_in_due_order(store):
     await store.schedule("pk", "v_1", "absence:b", T0 + 20)
     await store.schedule("pk", "v_2", "absence:a", T0 + 10)

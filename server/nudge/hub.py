@@ -115,6 +115,8 @@ class Hub:
         self.visitors: dict[tuple[str, str], Visitor] = {}  # (site, visitor id) -> visitor
         self.shared = store.shared  # other nodes use the same store
         self.node = settings.node or "n_" + secrets.token_hex(4)  # this node's id among them
+        if self.shared:
+            store.node = self.node
         self.relay = None  # cross-node delivery (relay.Relay), with a shared store
         self._unavailable: tuple[type[BaseException], ...] = getattr(store, "unavailable", ())
         self._dirty: set[LiveSession] = set()  # sessions changed since the last write-behind
@@ -177,6 +179,22 @@ class Hub:
         live = self.sessions.get(hello.session) if hello.session else None
         if live is not None and (live.state.site != site.key or live.state.visitor != visitor_id):
             live = None  # not theirs to resume
+        if hello.session and self.shared:
+            # Own the session before reading it: writes the previous node may still send are
+            # refused from now on. If another node owned it since this node last held it, this
+            # node's copy is out of date.
+            before = await self._load(self.store.own_session(
+                site.key, hello.session, visitor_id, self.settings.grace + 3600.0,
+            ))
+            if before == "!":
+                live = None  # another visitor's session: not theirs to resume
+            elif live is not None and before not in (None, self.node):
+                if live.conn is not None:
+                    self.stats.connections -= 1
+                    live.conn.close_soon(CLOSE_SESSION_TAKEN, "session resumed by another connection")
+                    live.conn = None
+                self._forget(live)
+                live = None
         if live is None and hello.session:
             stored = await self._load(self.store.load_session(site.key, hello.session))
             if stored is not None and stored.visitor == visitor_id:

@@ -48,6 +48,8 @@ class CapCheck:
 
 class Store(Protocol):
     shared: bool  # True when other nodes see the same data (Redis); False for memory
+    node: str  # the node whose sessions this store writes; a session another node took over
+    # (``own_session``) refuses this node's writes from then on
 
     # Visitors: what outlives a tab (cart, caps, traits, timers' keys).
     async def load_visitor(self, site: str, visitor: str) -> VisitorState | None: ...
@@ -57,6 +59,7 @@ class Store(Protocol):
     # period, on any node. A save never moves a session's last applied event seq backwards.
     async def load_session(self, site: str, session: str) -> SessionState | None: ...
     async def save_session(self, state: SessionState, ttl: float) -> None: ...
+    async def own_session(self, site: str, session: str, visitor: str, ttl: float) -> str | None: ...
     async def drop_session(self, site: str, session: str) -> None: ...
 
     # Durable timers, each fired once: scheduling again replaces the due time. A claimed timer is

@@ -27,6 +27,7 @@ SNAPSHOT_VERSION = 1
 
 class MemoryStore:
     shared = False
+    node = ""
 
     def __init__(self, snapshot: str | Path | None = None) -> None:
         self._visitors: dict[tuple[str, str], VisitorState] = {}  # (site, visitor) -> state
@@ -58,6 +59,9 @@ class MemoryStore:
         if found is not None and found[0] is not state and found[0].last_event_seq > state.last_event_seq:
             return  # never move a session backwards
         self._sessions[(state.site, state.id)] = (state, ttl)
+
+    async def own_session(self, site: str, session: str, visitor: str, ttl: float) -> str | None:
+        return None  # one node owns every session
 
     async def drop_session(self, site: str, session: str) -> None:
         self._sessions.pop((site, session), None)

@@ -132,16 +132,36 @@ return entries
 """
 
 SAVE_SESSION = """
--- KEYS[1]: the session (hash: seq, state)
+-- KEYS[1]: the session (hash: seq, state, owner)
 -- ARGV[1]: the packed session state
 -- ARGV[2]: its last applied event seq
 -- ARGV[3]: time to live in ms
--- returns 1 when written, 0 when the stored session has applied later events (a stale writer)
+-- ARGV[4]: the writing node ("" for none)
+-- ARGV[5]: the session's visitor id
+-- returns 1 when written; 0 when another node owns the session now (it was resumed there) or
+--   the stored session has applied later events (a stale writer)
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and ARGV[4] ~= '' and owner ~= ARGV[4] then return 0 end
 local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
 if stored > tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'state', ARGV[1])
+redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'state', ARGV[1], 'visitor', ARGV[5])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[4]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
+"""
+
+OWN_SESSION = """
+-- KEYS[1]: the session (hash: seq, state, owner, visitor)
+-- ARGV[1]: the node taking the session over; ARGV[2]: time to live in ms (if it has none)
+-- ARGV[3]: the visitor asking for it
+-- returns the previous owner ("" for none), or "!" when the session is another visitor's (and
+--   nothing changes); from now on only the new owner's writes land
+local visitor = redis.call('HGET', KEYS[1], 'visitor')
+if visitor and visitor ~= ARGV[3] then return '!' end
+local before = redis.call('HGET', KEYS[1], 'owner') or ''
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'visitor', ARGV[3])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return before
 """
 
 # How long a visitor's queue key lives after its last message was added.
@@ -180,6 +200,8 @@ class RedisStore:
         self._enqueue = self.redis.register_script(ENQUEUE)
         self._take = self.redis.register_script(TAKE_QUEUED)
         self._save_session = self.redis.register_script(SAVE_SESSION)
+        self._own_session = self.redis.register_script(OWN_SESSION)
+        self.node = ""  # the node this store writes sessions for (set by the hub)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -199,7 +221,8 @@ class RedisStore:
             for session, ttl in sessions:
                 await self._save_session(
                     keys=[self.keys.session(session.site, session.id)],
-                    args=[codec.dumps(session), session.last_event_seq, _ms(ttl)], client=pipe,
+                    args=[codec.dumps(session), session.last_event_seq, _ms(ttl), self.node, session.visitor],
+                    client=pipe,
                 )
             await pipe.execute()
 
@@ -210,8 +233,17 @@ class RedisStore:
     async def save_session(self, state: SessionState, ttl: float) -> None:
         await self._save_session(
             keys=[self.keys.session(state.site, state.id)],
-            args=[codec.dumps(state), state.last_event_seq, _ms(ttl)],
+            args=[codec.dumps(state), state.last_event_seq, _ms(ttl), self.node, state.visitor],
         )
+
+    async def own_session(self, site: str, session: str, visitor: str, ttl: float) -> str | None:
+        """Take the session over for this node before reading it: a write the previous node
+        still has in flight is refused from now on. Returns the node that owned it before
+        (None: none), or "!" when the session belongs to another visitor (nothing changed)."""
+        before = await self._own_session(
+            keys=[self.keys.session(site, session)], args=[self.node or "-", _ms(ttl), visitor],
+        )
+        return before.decode() or None
 
     async def drop_session(self, site: str, session: str) -> None:
         await self.redis.delete(self.keys.session(site, session))
