@@ -246,3 +246,39 @@ async def test_a_node_that_missed_the_take_over_does_not_resume_from_its_old_cop
         await back.track("page_view", {"path": "/a"})
         assert [f["seq"] for f in shows(await back.track("click", {"target": "x"}))] == [3]
         await back.close()
+
+
+async def test_events_make_no_redis_round_trip_and_are_written_behind_in_one_batch():
+    async with nodes(OFFER, count=1, events_per_second=1e6, event_burst=10_000) as (node,):
+        redis = node.hub.store.redis
+        calls = {"commands": 0, "pipelines": 0}
+        command, pipeline = redis.execute_command, redis.pipeline
+
+        async def counted_command(*args, **kwargs):
+            calls["commands"] += 1
+            return await command(*args, **kwargs)
+
+        def counted_pipeline(*args, **kwargs):
+            calls["pipelines"] += 1
+            return pipeline(*args, **kwargs)
+
+        clients = [await Client.connect(node.url) for _ in range(5)]
+        redis.execute_command, redis.pipeline = counted_command, counted_pipeline
+        for client in clients:
+            for i in range(100):
+                await client.track("page_view" if i % 2 else "scroll", {"path": f"/p{i}", "depth": i})
+        assert calls == {"commands": 0, "pipelines": 0}  # 500 events, not one round trip
+        batches = []
+        save = node.hub.store.save_visitors
+
+        async def counted_save(visitors, sessions):
+            batches.append((len(visitors), len(sessions)))
+            await save(visitors, sessions)
+
+        node.hub.store.save_visitors = counted_save
+        await node.advance(node.settings.write_behind)
+        assert batches == [(5, 5)]  # every changed session and visitor, in one pipeline
+        stored = await node.hub.store.load_session(KEY, clients[0].session)
+        assert stored.last_event_seq == 100
+        for client in clients:
+            await client.close()
