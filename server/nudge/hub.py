@@ -584,7 +584,10 @@ class Hub:
             holders = await self.relay.holders(timer.site, timer.visitor)
         except self._unavailable:
             return False
-        record = {"op": "due", "site": timer.site, "visitor": timer.visitor, "key": timer.key, "due": timer.due}
+        record = {
+            "op": "due", "site": timer.site, "visitor": timer.visitor, "key": timer.key,
+            "due": timer.due, "claim": timer.claim,
+        }
         for node in dict.fromkeys(reversed(holders.values())):  # most recently held first
             if node != self.node and await self.relay.send(node, record):
                 self.stats.timers_relayed += 1
@@ -597,7 +600,7 @@ class Hub:
         """A record another node published for this one (see :mod:`nudge.relay`)."""
         op = record.get("op")
         if op == "due":
-            timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"])
+            timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
             await self._on_due(timer, forwarded=True)
         elif op == "take":
             live = self.sessions.get(record.get("session"))

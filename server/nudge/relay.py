@@ -5,7 +5,8 @@ hold (a durable timer it claimed, a session resumed here that another node still
 up the visitor's *whereabouts* (a hash session -> node, kept in Redis while a node holds the
 session) and publishes a small record to that node's channel:
 
-    {"op": "due",  "site", "visitor", "key", "due"}   run this timer: the visitor is yours
+    {"op": "due",  "site", "visitor", "key", "due", "claim"}   run (and finish) this timer: the
+                                                              visitor is yours
     {"op": "take", "site", "session"}                 the session was resumed elsewhere: let go
     {"op": "ping", "nonce"}                           the node's own liveness probe
 

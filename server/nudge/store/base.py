@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..state import SessionState, VisitorState
@@ -18,6 +18,7 @@ class DueTimer:
     visitor: str
     key: str  # "absence:<campaign>" or "delay:<campaign>"
     due: float
+    claim: str = field(default="", compare=False)  # the shared store's name for this claim
 
     @property
     def token(self) -> str:

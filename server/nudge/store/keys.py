@@ -56,7 +56,8 @@ class Keys:
         return f"{self.prefix}{{timers}}:due"
 
     def claimed(self) -> str:
-        """Timers a node claimed and has not finished: ``due_ms SEP member`` scored by lease end."""
+        """Timers a node claimed and has not finished: ``due_ms SEP node SEP member`` scored by
+        lease end."""
         return f"{self.prefix}{{timers}}:claimed"
 
     def node_channel(self, node: str) -> str:

@@ -29,31 +29,36 @@ log = logging.getLogger("nudge.store")
 
 CLAIM_DUE = """
 -- KEYS[1]: pending timers (sorted set: member -> due ms)
--- KEYS[2]: claimed timers (sorted set: "due_ms SEP member" -> lease end ms)
+-- KEYS[2]: claimed timers (sorted set: "due_ms SEP node SEP member" -> lease end ms)
 -- ARGV[1]: now in ms
 -- ARGV[2]: most timers to claim
 -- ARGV[3]: lease in ms
 -- ARGV[4]: SEP
--- returns a flat list due_ms, member, due_ms, member, ... of the timers now leased to the caller:
---   claims whose lease ran out first (their node died), then timers that fell due
-local now, limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- ARGV[5]: the claiming node
+-- returns a flat list due_ms, member, claim, due_ms, member, claim, ... of the timers now leased
+--   to the caller: claims whose lease ran out first (their node died), then timers that fell due
+local now, limit, lease, sep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local out = {}
+local function lease_to_me(ms, member)
+  local claim = ms .. sep .. ARGV[5] .. sep .. member
+  redis.call('ZADD', KEYS[2], now + lease, claim)
+  out[#out + 1] = ms
+  out[#out + 1] = member
+  out[#out + 1] = claim
+end
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
 for _, entry in ipairs(stale) do
-  redis.call('ZADD', KEYS[2], now + lease, entry)
-  local at = string.find(entry, ARGV[4], 1, true)
-  out[#out + 1] = string.sub(entry, 1, at - 1)
-  out[#out + 1] = string.sub(entry, at + 1)
+  redis.call('ZREM', KEYS[2], entry)
+  local first = string.find(entry, sep, 1, true)
+  local second = string.find(entry, sep, first + 1, true)
+  lease_to_me(string.sub(entry, 1, first - 1), string.sub(entry, second + 1))
 end
 local room = limit - #stale
 if room > 0 then
   local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, room)
   for i = 1, #due, 2 do
-    local ms = string.format('%d', tonumber(due[i + 1]))
     redis.call('ZREM', KEYS[1], due[i])
-    redis.call('ZADD', KEYS[2], now + lease, ms .. ARGV[4] .. due[i])
-    out[#out + 1] = ms
-    out[#out + 1] = due[i]
+    lease_to_me(string.format('%d', tonumber(due[i + 1])), due[i])
   end
 end
 return out
@@ -256,18 +261,18 @@ class RedisStore:
 
     async def claim_due(self, now: float, limit: int = 100) -> list[DueTimer]:
         flat = await self._claim(
-            keys=[self.keys.timers(), self.keys.claimed()], args=[_ms(now), limit, _ms(self.lease), SEP],
+            keys=[self.keys.timers(), self.keys.claimed()],
+            args=[_ms(now), limit, _ms(self.lease), SEP, self.node or "-"],
         )
         timers = []
-        for i in range(0, len(flat), 2):
+        for i in range(0, len(flat), 3):
             site, visitor, key = split_timer_member(flat[i + 1].decode())
-            timers.append(DueTimer(site, visitor, key, int(flat[i]) / 1000))
+            timers.append(DueTimer(site, visitor, key, int(flat[i]) / 1000, claim=flat[i + 2].decode()))
         timers.sort(key=lambda t: t.due)
         return timers
 
     async def finish(self, timer: DueTimer) -> None:
-        member = timer_member(timer.site, timer.visitor, timer.key)
-        await self.redis.zrem(self.keys.claimed(), f"{_ms(timer.due)}{SEP}{member}")
+        await self.redis.zrem(self.keys.claimed(), timer.claim)
 
     async def next_due(self) -> float | None:
         async with self.redis.pipeline(transaction=False) as pipe:
