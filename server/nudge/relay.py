@@ -66,7 +66,7 @@ class Relay:
         self._listener: asyncio.Task | None = None
         self._sent_ping: str | None = None  # the nonce of the last probe published
         self._heard_ping: str | None = None  # the nonce of the last probe received
-        self.healthy = False  # subscribed, and the last probe came back
+        self.healthy = False  # subscribed, no probe missed, and Redis took the last one
         self.resubscribed = 0  # how many times the listener was found dead and replaced
         self.received = 0  # records handled
         self._handling: set[asyncio.Task] = set()  # handlers still running
@@ -112,6 +112,8 @@ class Relay:
                 try:
                     record = msgpack.unpackb(message["data"], raw=False)
                 except Exception:
+                    record = None
+                if not isinstance(record, dict):
                     log.warning("relay: undecodable record on %s", self.channel)
                     continue
                 if record.get("op") == "ping":
