@@ -683,15 +683,17 @@ class Hub:
         relay (every ``heartbeat``), and tell whether the store is reachable."""
         self._tick = None
         try:
+            answered = bool(self._dirty or self._backlog)  # then Redis answers below, or raises
             await self._write_behind()
             await self._replay()
-            if self.clock.now() - self._probed_at >= self.settings.heartbeat:
+            probe = self.degraded_since is not None or self.clock.now() - self._probed_at >= self.settings.heartbeat
+            if probe:
                 self._probed_at = self.clock.now()
-                if await self.relay.check():
-                    await self.store.ping()
-                else:
+                if not await self.relay.check():
                     raise ConnectionError("relay unhealthy")
-            self._store_ok()
+                await self.store.ping()
+            if answered or probe:
+                self._store_ok()
         except (*self._unavailable, ConnectionError) as exc:
             self._store_failed(exc)
         finally:
