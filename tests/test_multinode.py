@@ -282,3 +282,26 @@ async def test_events_make_no_redis_round_trip_and_are_written_behind_in_one_bat
         assert stored.last_event_seq == 100
         for client in clients:
             await client.close()
+
+
+async def test_a_beacon_that_reaches_another_node_is_applied_there():
+    """The page's last flush lands on node B while node A held the socket: B takes the session
+    over (A lets go) and applies the events; a cart window it opens is a timer like any other."""
+    from .test_beacon import beacon, post
+
+    async with nodes(CART) as (a, b):
+        client = await Client.connect(a.url)
+        await client.track("page_view", {"path": "/"})
+        await client.close()
+        await written(a, client.session, seq=1)
+        body = beacon(client, (2, "add_to_cart", {"id": "mug", "name": "Mug", "price": 3}))
+        assert await post(b, body) == 204
+        assert b.hub.sessions[client.session].state.last_event_seq == 2
+        await until(lambda: client.session not in a.hub.sessions, "A let go")
+        assert await b.hub.store.next_due() == b.clock.now() + 60
+
+        nxt = await Client.connect(a.url, visitor=client.visitor, session=client.session, seq=2)
+        assert nxt.welcome["resumed"] is True and nxt.welcome["ack"] == 2
+        await a.advance(61)
+        await nxt.expect("show", campaign="cart")
+        await nxt.close()

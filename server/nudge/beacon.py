@@ -112,8 +112,12 @@ class Beacon:
         except ConnectionRefused as exc:
             # The 44xx close codes of the handshake are these HTTP statuses + 4000.
             return PlainTextResponse(exc.reason, status_code=exc.close_code - 4000)
-        live = hub.sessions.get(data.get("session")) if isinstance(data.get("session"), str) else None
-        if live is None or live.state.site != site.key or live.state.visitor != data.get("visitor"):
+        session, visitor = data.get("session"), data.get("visitor")
+        try:  # with a shared store, a session held by another node is taken over
+            live = await hub.locate(site.key, visitor, session) if isinstance(session, str) and isinstance(visitor, str) else None
+        except ConnectionRefused as exc:  # the shared store is unreachable
+            return PlainTextResponse(exc.reason, status_code=503)
+        if live is None:
             return PlainTextResponse("no such session on this server", status_code=404)
 
         settings = hub.settings

@@ -234,6 +234,29 @@ class Hub:
         await self._carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
         return live
 
+    async def locate(self, site: str, visitor_id: str, session_id: str) -> LiveSession | None:
+        """The session a request other than its socket names (a beacon): held by this node, or,
+        with a shared store, taken over from it (owned, then read, as a resume would; the node
+        that held it lets go). None when there is no such session of that visitor."""
+        live = self.sessions.get(session_id)
+        if live is not None:
+            return live if live.state.site == site and live.state.visitor == visitor_id else None
+        if not self.shared:
+            return None
+        now = self.clock.now()
+        before = await self._load(self.store.own_session(site, session_id, visitor_id, self.settings.grace + 3600.0))
+        stored = await self._load(self.store.load_session(site, session_id)) if before != "!" else None
+        live = self.sessions.get(session_id)
+        if live is not None:  # a socket resumed it here meanwhile
+            return live if live.state.site == site and live.state.visitor == visitor_id else None
+        if stored is None or stored.visitor != visitor_id:
+            return None
+        live = self._hold(stored, await self._visitor(site, visitor_id, now))
+        stored.detached_at = stored.detached_at or now  # no socket here: resumable for the grace
+        live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
+        await self._claim_session(live)
+        return live
+
     async def _load(self, pending):
         """Await a store read needed to accept a connection; refuse the connection (1013: retry)
         when the shared store is unreachable rather than start from a blank state."""
