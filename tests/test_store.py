@@ -35,6 +35,15 @@ async def test_visitor_round_trip(store):
     assert await store.load_visitor("other-site", "v_1") is None
 
 
+async def test_many_states_in_one_batch(store):
+    visitors = [VisitorState("pk", f"v_{i}", first_seen=T0) for i in range(3)]
+    sessions = [(SessionState(f"s_{i}", "pk", f"v_{i}", T0, last_event_seq=i), 300.0) for i in range(3)]
+    await store.save_visitors(visitors, sessions)
+    assert (await store.load_visitor("pk", "v_2")).id == "v_2"
+    assert (await store.load_session("pk", "s_2")).last_event_seq == 2
+    assert await store.ping()
+
+
 async def test_session_round_trip_and_drop(store):
     session = SessionState("s_1", "pk", "v_1", T0, page="/", last_event_seq=7)
     session.met.add("x")

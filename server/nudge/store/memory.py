@@ -50,6 +50,15 @@ class MemoryStore:
     async def save_visitor(self, state: VisitorState) -> None:
         self._visitors[(state.site, state.id)] = state
 
+    async def save_visitors(self, states: list[VisitorState], sessions: list[tuple[SessionState, float]]) -> None:
+        for state in states:
+            await self.save_visitor(state)
+        for session, ttl in sessions:
+            await self.save_session(session, ttl)
+
+    async def ping(self) -> bool:
+        return True
+
     async def load_session(self, site: str, session: str) -> SessionState | None:
         found = self._sessions.get((site, session))
         return found[0] if found else None
