@@ -29,7 +29,8 @@ _visitors = itertools.count(1)
 
 
 def visitor_id() -> str:
-    return f"v_test{next(_visitors):08d}"
+    """A visitor id strong enough for the server to keep (protocol.strong_visitor_id)."""
+    return f"v_test{next(_visitors):08d}{secrets.token_hex(4)}"
 
 
 @dataclass

@@ -18,6 +18,32 @@ def test_json_depth_bomb_is_malformed_not_a_crash():
         protocol.JsonCodec().decode("[" * 100_000)
 
 
+@pytest.mark.parametrize("codec", [protocol.JsonCodec(), protocol.MsgpackCodec()])
+def test_depth_and_length_limits(codec):
+    def nested(depth):
+        value = 1
+        for _ in range(depth - 1):
+            value = [value]
+        return {"t": "ev", "props": {"x": value}} if depth > 2 else value
+
+    assert codec.decode(codec.encode({"t": "ev", "props": {"a": [[[[[1]]]]]}}))  # depth 7
+    with pytest.raises(MalformedFrame, match="deeper"):
+        codec.decode(codec.encode({"t": "ev", "props": {"a": [[[[[[[1]]]]]]]}}))  # depth 9
+    with pytest.raises(MalformedFrame):
+        codec.decode(codec.encode({"t": "ev", "props": {"a": list(range(protocol.MAX_ITEMS + 1))}}))
+    with pytest.raises(MalformedFrame):
+        codec.decode(codec.encode({"t": "ev", "props": {str(i): i for i in range(protocol.MAX_KEYS + 1)}}))
+
+
+def test_json_depth_is_judged_before_parsing_and_ignores_brackets_in_strings():
+    codec = protocol.JsonCodec(max_depth=3)
+    text = r'{"a": "[[[[[[{{{{", "b": [{"c": "\\"}], "d": "\"[[[["}'
+    assert codec.decode(text) == {"a": "[[[[[[{{{{", "b": [{"c": "\\"}], "d": '"[[[['}
+    assert protocol.json_depth_exceeds('{"a": [[[1]]]}', 3)
+    with pytest.raises(MalformedFrame, match="deeper"):
+        codec.decode("[" * 60_000)
+
+
 def test_msgpack_refuses_non_string_keys_and_ext():
     import msgpack
 
@@ -36,8 +62,15 @@ def test_choose_codec_follows_the_clients_order():
 
 
 def test_hello():
-    hello = protocol.parse_hello({"t": "hello", "v": 1, "key": "pk_a", "visitor": "v_abcdefgh", "session": "s_abcdefgh", "rx": 2})
-    assert (hello.key, hello.visitor, hello.session, hello.rx) == ("pk_a", "v_abcdefgh", "s_abcdefgh", 2)
+    visitor = "v_Qx3f9aK2mZ81c2Lp"
+    hello = protocol.parse_hello({"t": "hello", "v": 1, "key": "pk_a", "visitor": visitor, "session": "s_abcdefgh", "rx": 2})
+    assert (hello.key, hello.visitor, hello.session, hello.rx) == ("pk_a", visitor, "s_abcdefgh", 2)
+
+
+@pytest.mark.parametrize("weak", ["v_abcdefgh", "v_0000000000000000", "aaaaaaaaaaaaaaaaaaaaaaaa", "v_ababababababab"])
+def test_a_guessable_visitor_id_is_replaced_not_kept(weak):
+    hello = protocol.parse_hello({"t": "hello", "v": 1, "key": "pk_a", "visitor": weak})
+    assert hello.visitor is None  # the hub makes a random one, and welcome tells the client
     assert protocol.parse_hello({"t": "hello", "v": 1, "key": "pk_a", "session": "../../etc"}).session is None
     for bad in ({"t": "ev"}, {"t": "hello", "v": 1}, {"t": "hello", "v": 1, "key": "k", "rx": -1}, {"t": "hello", "v": 1, "key": "k", "visitor": "a b"}):
         with pytest.raises(HandshakeError):

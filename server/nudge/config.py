@@ -37,6 +37,7 @@ class Settings:
     grace: float = 300.0  # seconds a detached session stays resumable
     handshake_timeout: float = 10.0  # seconds to wait for hello
     max_frame: int = 65536  # bytes; larger frames close the socket with 1009
+    max_depth: int = 8  # maps and lists nested in one frame; deeper frames are refused (malformed)
     events_per_second: float = 50.0  # sustained, per connection
     event_burst: int = 200  # bucket size, per connection
     outbox_limit: int = 64  # unacknowledged messages kept per session
@@ -94,6 +95,7 @@ def from_environment(env: dict[str, str] | None = None) -> Settings:
     for name, attr, kind in (
         ("NUDGE_GRACE", "grace", float),
         ("NUDGE_MAX_FRAME", "max_frame", int),
+        ("NUDGE_MAX_DEPTH", "max_depth", int),
         ("NUDGE_EVENTS_PER_SECOND", "events_per_second", float),
         ("NUDGE_EVENT_BURST", "event_burst", int),
         ("NUDGE_WS", "ws", str),

@@ -38,7 +38,7 @@ class Gateway:
         hub = self.hub
         settings = hub.settings
         offered = list(scope.get("subprotocols") or ())
-        codec = protocol.choose_codec(offered, settings.max_frame)
+        codec = protocol.choose_codec(offered, settings.max_frame, settings.max_depth)
         if codec is None:
             await send({"type": "websocket.close", "code": 1002})  # refused at the handshake: HTTP 403
             return

@@ -19,7 +19,63 @@ JSON = "nudge.v1.json"
 MSGPACK = "nudge.v1.msgpack"
 
 _VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+# A visitor id is a bearer credential: whoever presents it gets the visitor's queued messages and
+# traits. One shorter than this, or made of fewer distinct characters, is guessable, so the server
+# replaces it with a random one of its own (welcome.visitor; the snippet adopts it).
+STRONG_VISITOR_LENGTH = 16
+STRONG_VISITOR_VARIETY = 6
 _SESSION_ID = re.compile(r"^s_[A-Za-z0-9_-]{8,64}$")
+
+MAX_DEPTH = 8  # maps and lists nested in a frame, the frame itself counting 1: ev → props → value
+MAX_ITEMS = 1024  # entries of one list; maps hold at most MAX_KEYS
+MAX_KEYS = 256
+
+# A string literal (skipped whole) or one bracket: what the depth scan of a JSON text looks at.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth_exceeds(text: str, limit: int) -> bool:
+    """Whether brackets in ``text`` nest deeper than ``limit``, found without parsing it: a
+    frame of 60,000 ``[`` is refused before the parser recurses into it. Frames with fewer
+    brackets than the limit (nearly all) are passed by two counts done in C."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in "]}":
+            depth -= 1
+    return False
+
+
+def shape_error(value: Any, limit: int) -> str | None:
+    """Why a decoded frame is refused — nested deeper than ``limit``, a list longer than
+    MAX_ITEMS, a map with more than MAX_KEYS keys or a key that is not a string — or None.
+    Iterative, so a hostile frame cannot exhaust the stack here either."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > limit:
+                return f"nested deeper than {limit}"
+            if len(item) > MAX_KEYS:
+                return f"a map with more than {MAX_KEYS} keys"
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    return "map keys must be strings"
+                if isinstance(inner, (dict, list)):
+                    stack.append((inner, depth + 1))
+        elif isinstance(item, list):
+            if depth > limit:
+                return f"nested deeper than {limit}"
+            if len(item) > MAX_ITEMS:
+                return f"a list of more than {MAX_ITEMS} items"
+            stack.extend((inner, depth + 1) for inner in item if isinstance(inner, (dict, list)))
+    return None
 
 
 class JsonCodec:
@@ -28,11 +84,27 @@ class JsonCodec:
 
     _dumps = staticmethod(json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode)
 
+    def __init__(self, max_depth: int = MAX_DEPTH) -> None:
+        self.max_depth = max_depth  # deeper frames are refused before they are parsed
+
     def decode(self, data: str | bytes) -> Any:
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MalformedFrame("not valid JSON: not UTF-8") from None
+        if json_depth_exceeds(data, self.max_depth):
+            raise MalformedFrame(f"not accepted: nested deeper than {self.max_depth}")
         try:
-            return json.loads(data)
+            frame = json.loads(data)
         except (ValueError, RecursionError) as exc:
             raise MalformedFrame(f"not valid JSON: {exc}") from None
+        if isinstance(frame, (dict, list)) and len(data) > 2 * MAX_KEYS:
+            # Only a frame this long can hold a map or list over the limits.
+            problem = shape_error(frame, self.max_depth)
+            if problem is not None:
+                raise MalformedFrame(f"not accepted: {problem}")
+        return frame
 
     def encode(self, frame: dict) -> str:
         return self._dumps(frame)
@@ -42,39 +114,47 @@ class MsgpackCodec:
     subprotocol = MSGPACK
     binary = True
 
-    def __init__(self, max_size: int = 65536) -> None:
+    def __init__(self, max_size: int = 65536, max_depth: int = MAX_DEPTH) -> None:
+        self.max_depth = max_depth  # deeper frames are refused
         self._limits = {
             "raw": False,
             "strict_map_key": True,
             "max_str_len": max_size,
             "max_bin_len": 0,
             "max_ext_len": 0,
-            "max_array_len": 1024,
-            "max_map_len": 256,
+            "max_array_len": MAX_ITEMS,
+            "max_map_len": MAX_KEYS,
         }
 
     def decode(self, data: str | bytes) -> Any:
         if isinstance(data, str):
             raise MalformedFrame("text frame on a msgpack connection")
         try:
-            return msgpack.unpackb(data, **self._limits)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            frame = msgpack.unpackb(data, **self._limits)
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
             raise MalformedFrame(f"not valid MessagePack: {exc}") from None
+        # The unpacker's own stack limit is 1024 levels: far too deep for what a frame holds.
+        # A value nested d deep takes at least d bytes, so short frames need no walk.
+        if len(data) > self.max_depth and isinstance(frame, (dict, list)):
+            problem = shape_error(frame, self.max_depth)
+            if problem is not None:
+                raise MalformedFrame(f"not accepted: {problem}")
+        return frame
 
     def encode(self, frame: dict) -> bytes:
         return msgpack.packb(frame, use_bin_type=True)
 
 
-def choose_codec(offered: list[str], max_size: int) -> JsonCodec | MsgpackCodec | None:
+def choose_codec(offered: list[str], max_size: int, max_depth: int = MAX_DEPTH) -> JsonCodec | MsgpackCodec | None:
     """The codec for the first subprotocol offered that we speak; JSON when none was offered;
     None when only unknown ones were offered (the handshake is refused)."""
     if not offered:
-        return JsonCodec()
+        return JsonCodec(max_depth)
     for name in offered:
         if name == JSON:
-            return JsonCodec()
+            return JsonCodec(max_depth)
         if name == MSGPACK:
-            return MsgpackCodec(max_size)
+            return MsgpackCodec(max_size, max_depth)
     return None
 
 
@@ -93,6 +173,11 @@ def _int(frame: dict, key: str, default: int | None = None) -> int:
     return value
 
 
+def strong_visitor_id(visitor: str) -> bool:
+    """Whether a well-formed visitor id is long and varied enough to be a random one."""
+    return len(visitor) >= STRONG_VISITOR_LENGTH and len(set(visitor)) >= STRONG_VISITOR_VARIETY
+
+
 def parse_hello(frame: Any) -> Hello:
     """The first frame of a connection; anything else closes it with 4400."""
     if not isinstance(frame, dict) or frame.get("t") != "hello":
@@ -105,6 +190,8 @@ def parse_hello(frame: Any) -> Hello:
     visitor = frame.get("visitor")
     if visitor is not None and (not isinstance(visitor, str) or not _VISITOR_ID.match(visitor)):
         raise HandshakeError("hello.visitor must be 8-64 characters of A-Z a-z 0-9 _ -")
+    if visitor is not None and not strong_visitor_id(visitor):
+        visitor = None  # guessable: the server makes a new one
     session = frame.get("session")
     if session is not None and (not isinstance(session, str) or not _SESSION_ID.match(session)):
         session = None  # a mangled session id is not worth refusing over: start a new session

@@ -1,0 +1,174 @@
+"""Hostile frames, generated (hypothesis): whatever bytes arrive after hello, the decoders and the
+hub answer per the protocol — an ``error`` frame, an ``ack`` or a ``pong`` — and never raise.
+
+Sans-I/O: frames go straight into :meth:`Hub.on_frame` with a connection whose writes are
+collected, so tens of thousands of frames run in seconds. ``bench/fuzz.py`` runs the same
+checks for longer (≥ 100k frames).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+
+import msgpack
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nudge import protocol
+from nudge.campaigns import load_text
+from nudge.clock import FakeClock
+from nudge.config import Settings, Site
+from nudge.connection import Connection
+from nudge.hub import Hub
+from nudge.store.memory import MemoryStore
+
+EXAMPLES = int(os.environ.get("NUDGE_FUZZ_EXAMPLES", "1500"))  # per test; bench/fuzz.py runs more
+
+CAMPAIGNS = load_text("""
+events: [signup]
+campaigns:
+  - {id: mug, trigger: {event: add_to_cart}, message: {kind: toast, title: "Hi {{ event.name }}"}}
+  - {id: cart, trigger: {event: add_to_cart, absent: purchase, within: 15m}, message: {kind: modal, title: x}}
+  - {id: reader, trigger: {path: /a*, scroll: 50}, message: {kind: banner, title: y}}
+""", "fuzz.yaml")
+
+
+class Harness:
+    """A hub with one attached session per codec; frames in, replies collected."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.hub = Hub(Settings(events_per_second=1e9, event_burst=10**9), CAMPAIGNS, MemoryStore(), FakeClock())
+        self.sent: list[dict] = []
+        self.frames = 0  # fed so far
+        self.sessions = {}
+        for codec in (protocol.JsonCodec(), protocol.MsgpackCodec()):
+            conn = self._connection(codec)
+            hello = protocol.Hello("pk_fuzz", None, None, 0)
+            live = self.loop.run_until_complete(self.hub.attach(Site("pk_fuzz", frozenset({"*"})), hello, conn))
+            conn.queue.clear()
+            self.sessions[codec.binary] = (live, conn)
+
+    def _connection(self, codec) -> Connection:
+        async def send(message: dict) -> None:
+            self.sent.append(message)
+
+        return Connection(send, codec, limit=10_000, rate=1e9, burst=10**9, now=0.0, origin=None)
+
+    def feed(self, data: str | bytes, binary: bool) -> list[dict]:
+        """Hand one frame to the hub; the frames it answered with."""
+        live, conn = self.sessions[binary]
+        live.state.last_event_seq = 0  # every event is new: none is waved through as a resend
+        self.frames += 1
+        conn.in_handler = True
+        self.loop.run_until_complete(self.hub.on_frame(live, conn, data))
+        conn.in_handler = False
+        replies = list(conn.queue)
+        conn.queue.clear()
+        return replies
+
+
+HARNESS = Harness()
+
+# Values of every JSON/msgpack type, nested a little.
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40), st.sampled_from(["", "ev", "ack", "ping", "hello", "/a", "add_to_cart", "x" * 600]),
+)
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+NAMES = st.sampled_from(["page_view", "scroll", "click", "add_to_cart", "remove_from_cart", "purchase", "shown",
+                         "clicked", "dismissed", "identify", "tab_visible", "idle", "signup", "nope"]) | st.text(max_size=70)
+PROPS = st.dictionaries(
+    st.sampled_from(["path", "depth", "id", "name", "price", "quantity", "value", "msg", "away", "after", "user_id", "token"]) | st.text(max_size=8),
+    VALUES, max_size=6,
+)
+FRAMES = st.one_of(
+    st.fixed_dictionaries({"t": st.just("ev"), "seq": VALUES | st.integers(-3, 10**6), "name": NAMES | VALUES, "props": PROPS | VALUES}),
+    st.fixed_dictionaries({"t": st.sampled_from(["ack", "ping", "hello", "show", "welcome"]) | VALUES, "seq": VALUES}),
+    VALUES,
+)
+
+
+def _depth_bomb(depth: int, opener: str) -> str:
+    return '{"t":"ev","seq":1,"name":"x","props":{"a":' + opener * depth
+
+
+def _encodings(frame) -> list[tuple[str | bytes, bool]]:
+    out = []
+    with contextlib.suppress(ValueError, TypeError):
+        out.append((json.dumps(frame), False))
+    with contextlib.suppress(ValueError, TypeError, OverflowError):
+        out.append((msgpack.packb(frame, use_bin_type=True), True))
+    return out
+
+
+def check(data: str | bytes, binary: bool) -> None:
+    """The protocol's promise: one answer per frame, never an exception.
+
+    A valid ``ack`` is the one frame that needs no answer."""
+    replies = HARNESS.feed(data, binary)
+    kinds = [r["t"] for r in replies]
+    assert all(k in ("error", "ack", "pong", "show") for k in kinds), kinds
+    if not kinds:
+        frame = (protocol.MsgpackCodec() if binary else protocol.JsonCodec()).decode(data)
+        assert frame["t"] == "ack", (data, replies)
+    for reply in replies:
+        if reply["t"] == "error":
+            assert reply["code"] in ("malformed", "bad_event", "unknown_event", "protocol"), reply
+
+
+fuzz = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+
+
+@fuzz
+@given(FRAMES)
+def test_well_encoded_frames_of_any_shape(frame):
+    for data, binary in _encodings(frame):
+        check(data, binary)
+
+
+@fuzz
+@given(FRAMES, st.data())
+def test_truncated_frames(frame, data):
+    for encoded, binary in _encodings(frame):
+        cut = data.draw(st.integers(0, max(0, len(encoded) - 1)))
+        check(encoded[:cut], binary)
+
+
+@fuzz
+@given(st.binary(max_size=300))
+def test_random_bytes_on_either_codec(blob):
+    check(blob, True)
+    check(blob, False)
+    check(blob.decode("latin-1"), False)
+
+
+@fuzz
+@given(st.integers(1, 5000), st.sampled_from(["[", "{\"a\":", "[{\"a\":"]))
+def test_deeply_nested_json(depth, opener):
+    check(_depth_bomb(depth, opener), False)
+
+
+# MessagePack headers that declare far more than follows: str32, bin32, array32, map32, ext32.
+HUGE = [b"\xdb", b"\xc6", b"\xdd", b"\xdf", b"\xc9"]
+
+
+@fuzz
+@given(st.sampled_from(HUGE), st.integers(0, 2**32 - 1), st.binary(max_size=40), st.integers(0, 3000))
+def test_msgpack_huge_declared_lengths_and_depth(header, length, tail, depth):
+    check(header + length.to_bytes(4, "big") + tail, True)
+    check(b"\x91" * depth + b"\x01", True)  # arrays of one, nested ``depth`` deep
+    check(b"\x81\xa1t\xa2ev\x81\xa1p" + header + length.to_bytes(4, "big") + tail, True)
+
+
+def test_the_hub_is_still_sound_after_the_fuzzing():
+    """After every test above the same sessions still take events and answer them."""
+    for binary in (False, True):
+        live, conn = HARNESS.sessions[binary]
+        seq = 7
+        frame = {"t": "ev", "seq": seq, "name": "page_view", "props": {"path": "/"}}
+        data = msgpack.packb(frame) if binary else json.dumps(frame)
+        assert HARNESS.feed(data, binary)[-1] == {"t": "ack", "seq": seq}
+    print(f"fuzzed frames: {HARNESS.frames}")
