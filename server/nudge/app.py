@@ -94,8 +94,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             return JSONResponse({"error": "the campaign file is invalid; the campaigns in force stay", "problems": campaign_file.last_error}, status_code=422)
         return JSONResponse({"campaigns": len(hub.engine.campaign_set.campaigns)})
 
+    gateway = Gateway(hub)
     routes = [
-        WebSocketRoute("/ws", Gateway(hub)),
+        WebSocketRoute("/ws", gateway),
         Route("/beacon", Beacon(hub).handle, methods=["POST"]),
         Route("/nudge.js", snippet),
         Route("/healthz", healthz),
@@ -132,6 +133,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.hub = hub
+    app.state.gateway = gateway  # open sockets, connection limits, drained on a graceful stop
     app.state.campaign_file = campaign_file
     app.state.secret_keys = secret_keys
     app.state.sighup = lambda: hup_installed[0]

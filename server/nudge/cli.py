@@ -29,6 +29,11 @@ def _serve(args: argparse.Namespace) -> int:
     settings.site_keys += args.site_key or []
     settings.secret_keys += args.secret_key or []
     settings.origins += args.origin or []
+    settings.trusted_proxies += args.trusted_proxy or []
+    for name in ("idle_timeout", "restart_window", "shutdown_timeout", "max_connections_per_ip", "max_connections_per_key", "retention"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(settings, name, value)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = create_app(settings)
@@ -37,7 +42,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if settings.demo:
         print(f"Nudge demo shop: http://{settings.host}:{settings.port}/", file=sys.stderr)
-    uvicorn.run(
+    from .shutdown import GracefulServer
+
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -49,7 +56,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
+    GracefulServer(config).run()
     return 0
 
 
@@ -157,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--campaigns", type=Path, help="campaign file, YAML or JSON (NUDGE_CAMPAIGNS)")
     serve.add_argument("--host", help="address to listen on (NUDGE_HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (NUDGE_PORT or PORT; default 8000)")
-    serve.add_argument("--site-key", action="append", help="a publishable site key, repeatable (NUDGE_SITE_KEYS, comma-separated)")
+    serve.add_argument("--site-key", action="append", help="a publishable site key, repeatable, optionally with its own allowed origins: pk_x=https://a.example,https://b.example (NUDGE_SITE_KEYS, separated by ;)")
     serve.add_argument("--origin", action="append", help="an allowed page origin such as https://shop.example, repeatable (NUDGE_ALLOWED_ORIGINS)")
     serve.add_argument("--secret-key", action="append", help="a secret key (sk_…) for the admin API, repeatable (NUDGE_SECRET_KEYS); never put it in a page")
     serve.add_argument("--store", help="memory:// (default), memory:///path/snapshot.msgpack (kept across a graceful stop), or redis://host:6379/0 shared by several nodes (NUDGE_STORE)")
@@ -168,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--record", type=Path, help="write the event log to this directory, for nudge replay (NUDGE_RECORD)")
     serve.add_argument("--record-retention", type=float, help="seconds event log files are kept (NUDGE_RECORD_RETENTION; default 7 days)")
     serve.add_argument("--log-level", help="debug, info, warning (NUDGE_LOG_LEVEL)")
+    serve.add_argument("--idle-timeout", type=float, help="seconds a socket may send nothing before it is closed (NUDGE_IDLE_TIMEOUT; default 150)")
+    serve.add_argument("--max-connections-per-ip", type=int, help="open sockets per client address, 0 for no limit (NUDGE_MAX_CONNECTIONS_PER_IP; default 64)")
+    serve.add_argument("--max-connections-per-key", type=int, help="open sockets per site key on this node, 0 for no limit (NUDGE_MAX_CONNECTIONS_PER_KEY; default 0)")
+    serve.add_argument("--trusted-proxy", action="append", help="an address or network whose X-Forwarded-For is believed, repeatable (NUDGE_TRUSTED_PROXIES)")
+    serve.add_argument("--restart-window", type=float, help="seconds over which sockets are told to reconnect when the server stops (NUDGE_RESTART_WINDOW; default 10)")
+    serve.add_argument("--shutdown-timeout", type=float, help="seconds a stop waits for sockets to close (NUDGE_SHUTDOWN_TIMEOUT; default 15)")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="validate campaign files")

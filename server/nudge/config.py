@@ -19,9 +19,25 @@ class Site:
     origins: frozenset[str]  # exact page origins allowed to connect with this key ("*": any)
 
     def allows(self, origin: str | None) -> bool:
+        """Exact match of the page's ``Origin`` header: no prefixes, no suffixes, no substrings
+        (``https://shop.example.evil.io`` is not ``https://shop.example``). A missing origin and
+        ``null`` (sandboxed frames, ``file:`` pages) are refused even by ``*``."""
+        if origin is None or origin == "null":
+            return False
         if "*" in self.origins:
             return True
-        return origin is not None and origin in self.origins
+        return origin in self.origins
+
+
+def normal_origin(origin: str) -> str:
+    """An allow-list entry as browsers send ``Origin``: lower case, no trailing slash."""
+    return origin.strip().rstrip("/").lower()
+
+
+def parse_site_key(entry: str) -> tuple[str, list[str]]:
+    """``pk_x`` or ``pk_x=https://a.example,https://b.example``: the key and its own origins."""
+    key, _, origins = entry.partition("=")
+    return key.strip(), [normal_origin(o) for o in origins.split(",") if o.strip()]
 
 
 @dataclass(slots=True)
@@ -36,6 +52,12 @@ class Settings:
     origins: list[str] = field(default_factory=list)  # allowed for every key
     grace: float = 300.0  # seconds a detached session stays resumable
     handshake_timeout: float = 10.0  # seconds to wait for hello
+    idle_timeout: float = 150.0  # seconds a socket may send nothing before it is closed (0: never)
+    max_connections_per_ip: int = 64  # open sockets from one client address (0: no limit)
+    max_connections_per_key: int = 0  # open sockets per site key on one node (0: no limit)
+    restart_window: float = 10.0  # seconds over which sockets are told to reconnect on SIGTERM
+    shutdown_timeout: float = 15.0  # seconds a stop waits for sockets to close before it cancels them
+    trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For is believed
     max_frame: int = 65536  # bytes; larger frames close the socket with 1009
     max_depth: int = 8  # maps and lists nested in one frame; deeper frames are refused (malformed)
     events_per_second: float = 50.0  # sustained, per connection
@@ -56,14 +78,19 @@ class Settings:
     webhook_secret: str = ""  # signs each webhook body (HMAC-SHA256)
 
     def sites(self) -> dict[str, Site]:
-        keys = list(self.site_keys)
-        origins = set(self.origins)
+        """Each publishable key with its allow-list: the origins given with the key
+        (``pk_x=https://a.example,…``), else the ones given for every key (``--origin``)."""
+        own: dict[str, list[str]] = {}
+        for entry in self.site_keys:
+            key, origins = parse_site_key(entry)
+            if key:
+                own.setdefault(key, []).extend(origins)
+        origins = {normal_origin(o) for o in self.origins}
         if self.demo:
-            if DEMO_KEY not in keys:
-                keys.append(DEMO_KEY)
+            own.setdefault(DEMO_KEY, [])
             for host in {self.host, "localhost", "127.0.0.1"}:
                 origins.add(f"http://{host}:{self.port}")
-        return {key: Site(key, frozenset(origins)) for key in keys}
+        return {key: Site(key, frozenset(mine or origins)) for key, mine in own.items()}
 
     def campaign_file(self) -> Path | None:
         if self.campaigns is not None:
@@ -89,13 +116,22 @@ def from_environment(env: dict[str, str] | None = None) -> Settings:
         settings.demo = True
     if env.get("NUDGE_STORE"):
         settings.store = env["NUDGE_STORE"]
-    settings.site_keys = _split(env.get("NUDGE_SITE_KEYS"))
+    keys = env.get("NUDGE_SITE_KEYS") or ""
+    # "pk_a;pk_b", or with origins of their own "pk_a=https://a.example,https://b.example;pk_b"
+    settings.site_keys = [k.strip() for k in keys.split(";") if k.strip()] if ("=" in keys or ";" in keys) else _split(keys)
     settings.secret_keys = _split(env.get("NUDGE_SECRET_KEYS"))
     settings.origins = _split(env.get("NUDGE_ALLOWED_ORIGINS"))
+    settings.trusted_proxies = _split(env.get("NUDGE_TRUSTED_PROXIES"))
     for name, attr, kind in (
         ("NUDGE_GRACE", "grace", float),
         ("NUDGE_MAX_FRAME", "max_frame", int),
         ("NUDGE_MAX_DEPTH", "max_depth", int),
+        ("NUDGE_IDLE_TIMEOUT", "idle_timeout", float),
+        ("NUDGE_RESTART_WINDOW", "restart_window", float),
+        ("NUDGE_SHUTDOWN_TIMEOUT", "shutdown_timeout", float),
+        ("NUDGE_HANDSHAKE_TIMEOUT", "handshake_timeout", float),
+        ("NUDGE_MAX_CONNECTIONS_PER_IP", "max_connections_per_ip", int),
+        ("NUDGE_MAX_CONNECTIONS_PER_KEY", "max_connections_per_key", int),
         ("NUDGE_EVENTS_PER_SECOND", "events_per_second", float),
         ("NUDGE_EVENT_BURST", "event_burst", int),
         ("NUDGE_WS", "ws", str),

@@ -24,7 +24,7 @@ Send = Callable[[dict], Awaitable[None]]
 class Connection:
     __slots__ = (
         "send", "codec", "queue", "limit", "closed", "in_handler", "_flushing", "_overflowed",
-        "tokens", "rate", "burst", "stamp", "origin", "_flush_task",
+        "tokens", "rate", "burst", "stamp", "origin", "_flush_task", "last_seen",
     )
 
     def __init__(self, send: Send, codec, *, limit: int, rate: float, burst: int, now: float, origin: str | None) -> None:
@@ -42,6 +42,7 @@ class Connection:
         self.burst = burst  # bucket size
         self.stamp = now  # when tokens were last added
         self.origin = origin  # the page's Origin header
+        self.last_seen = now  # when the client last sent a frame (the idle timeout counts from it)
 
     def take_token(self, now: float) -> bool:
         """Spend one event from the budget; False when it is exhausted."""

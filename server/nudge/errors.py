@@ -12,6 +12,7 @@
     │   ├── OriginNotAllowed      page origin not on the key's allow-list   (4403)
     │   ├── HandshakeTimeout      no ``hello`` in time                      (4408)
     │   ├── RateLimited           too many events per second                (4429)
+    │   ├── TooManyConnections    over the per-address or per-key limit     (4430)
     │   └── StoreUnavailable      the shared store is unreachable at hello  (1013)
     └── CampaignError         a campaign file is invalid; ``problems`` lists each one
 """
@@ -82,6 +83,12 @@ class RateLimited(ConnectionRefused):
     close_code = 4429
 
 
+class TooManyConnections(ConnectionRefused):
+    """This address, or this site key, holds as many sockets as it may: reconnect with backoff."""
+
+    close_code = 4430
+
+
 class StoreUnavailable(ConnectionRefused):
     """The shared store cannot be reached to load a session: reconnect a little later."""
 
@@ -92,7 +99,9 @@ class StoreUnavailable(ConnectionRefused):
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_LARGE = 1009
+CLOSE_RESTART = 1012  # the server is restarting; the reason says when to reconnect: "restart retry=<ms>"
 CLOSE_TRY_AGAIN_LATER = 1013  # the server's send queue for this socket is full (slow reader)
+CLOSE_IDLE = 4408  # nothing received for ``idle_timeout`` seconds (the code of a missing hello)
 CLOSE_SESSION_TAKEN = 4409
 
 

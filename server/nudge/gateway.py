@@ -1,5 +1,9 @@
 """The WebSocket endpoint at ``/ws``: a bare ASGI app (no per-frame wrapper objects) that runs the
-handshake, then feeds each frame to the hub in the connection's own task."""
+handshake, then feeds each frame to the hub in the connection's own task.
+
+It also keeps the set of open sockets: to count them per address and per site key
+(:mod:`nudge.limits`), to close those that stay silent past ``idle_timeout``, and to tell them all
+to reconnect elsewhere when the server stops (:meth:`Gateway.drain`)."""
 
 from __future__ import annotations
 
@@ -10,12 +14,16 @@ from . import protocol
 from .beacon import site_for
 from .connection import Connection
 from .errors import (
+    CLOSE_IDLE,
     ConnectionRefused,
     HandshakeError,
     HandshakeTimeout,
     MalformedFrame,
+    TooManyConnections,
 )
 from .hub import Hub
+from .limits import ConnectionLimits, Proxies
+from .shutdown import refuse_while_stopping
 
 log = logging.getLogger("nudge.gateway")
 
@@ -30,6 +38,13 @@ def _header(scope: dict, name: bytes) -> str | None:
 class Gateway:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        settings = hub.settings
+        self.limits = ConnectionLimits(settings.max_connections_per_ip, settings.max_connections_per_key)
+        self.proxies = Proxies(settings.trusted_proxies)
+        self.open: set[Connection] = set()  # every socket past the handshake, with or without hello
+        self.accepting = True  # False once the server is stopping: new sockets are turned away
+        self._sweep = None  # the next idle check (a timer on the hub's scheduler)
+        self._empty: asyncio.Event | None = None  # set when the last socket closes, while draining
 
     async def __call__(self, scope, receive, send) -> None:
         message = await receive()
@@ -42,6 +57,8 @@ class Gateway:
         if codec is None:
             await send({"type": "websocket.close", "code": 1002})  # refused at the handshake: HTTP 403
             return
+        peer = scope.get("client")
+        address = self.proxies.client_address(peer[0] if peer else None, _header(scope, b"x-forwarded-for"))
         await send({"type": "websocket.accept", "subprotocol": codec.subprotocol if offered else None})
         origin = _header(scope, b"origin")
         conn = Connection(
@@ -49,7 +66,15 @@ class Gateway:
             burst=settings.event_burst, now=hub.clock.now(), origin=origin,
         )
         live = None
+        counted_ip = counted_key = None
         try:
+            if not self.accepting:
+                await refuse_while_stopping(conn, settings)
+                return
+            self.limits.open_ip(address)
+            counted_ip = address
+            self.open.add(conn)
+            self._watch_idle()
             try:
                 message = await asyncio.wait_for(receive(), settings.handshake_timeout)
             except TimeoutError:
@@ -61,13 +86,17 @@ class Gateway:
             except MalformedFrame as exc:
                 raise HandshakeError(exc.reason) from None
             site = site_for(hub, hello.key, origin)
+            self.limits.open_key(site.key)
+            counted_key = site.key
             live = await hub.attach(site, hello, conn, _header(scope, b"user-agent"))
             await conn.flush()
             on_frame = hub.on_frame
+            clock = hub.clock
             while True:
                 message = await receive()
                 if message["type"] != "websocket.receive":
                     break
+                conn.last_seen = clock.now()
                 data = message.get("text")
                 if data is None:
                     data = message.get("bytes")
@@ -81,7 +110,10 @@ class Gateway:
                 if conn.closed:
                     break
         except ConnectionRefused as exc:
-            log.info("closing connection: %s (%s)", exc.reason, exc.close_code)
+            if isinstance(exc, TooManyConnections):
+                log.warning("closing connection from %s: %s", address, exc.reason)
+            else:
+                log.info("closing connection: %s (%s)", exc.reason, exc.close_code)
             await conn.flush()
             await conn.close(exc.close_code, exc.reason)
         except Exception:
@@ -89,5 +121,36 @@ class Gateway:
             await conn.close(1011, "internal error")
         finally:
             conn.closed = True
+            self.open.discard(conn)
+            if not self.open and self._empty is not None:
+                self._empty.set()
+            if counted_ip is not None:
+                self.limits.close_ip(counted_ip)
+            if counted_key is not None:
+                self.limits.close_key(counted_key)
             if live is not None:
                 await hub.detach(live, conn)
+
+    async def drained(self) -> None:
+        """Return once no socket is open (see :func:`nudge.shutdown.drain`)."""
+        if self.open:
+            self._empty = asyncio.Event()
+            await self._empty.wait()
+
+    # --- idle sockets -----------------------------------------------------------------------
+
+    def _watch_idle(self) -> None:
+        """Make sure an idle check is due while sockets are open (one timer for all of them)."""
+        timeout = self.hub.settings.idle_timeout
+        if timeout > 0 and self._sweep is None:
+            self._sweep = self.hub.scheduler.call_at(self.hub.clock.now() + timeout / 4, self._close_idle)
+
+    async def _close_idle(self, now: float) -> None:
+        """Close every socket that sent nothing for ``idle_timeout`` seconds."""
+        self._sweep = None
+        timeout = self.hub.settings.idle_timeout
+        for conn in list(self.open):
+            if not conn.closed and now - conn.last_seen >= timeout:
+                conn.close_soon(CLOSE_IDLE, f"idle: nothing received for {timeout:g} s")
+        if self.open:
+            self._watch_idle()
