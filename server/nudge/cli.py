@@ -58,7 +58,11 @@ def _serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
-    GracefulServer(config).run()
+    server = GracefulServer(config)
+    from . import redact
+
+    redact.install("uvicorn", "uvicorn.error", "uvicorn.access")  # after uvicorn set up its handlers
+    server.run()
     return 0
 
 

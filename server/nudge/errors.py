@@ -10,6 +10,7 @@
     │   ├── HandshakeError        first frame not ``hello``, bad version    (4400)
     │   ├── UnknownSiteKey        key unknown or secret                     (4401)
     │   ├── OriginNotAllowed      page origin not on the key's allow-list   (4403)
+    │   │   └── IdentityRefused       hello names a user without a valid token (4403)
     │   ├── HandshakeTimeout      no ``hello`` in time                      (4408)
     │   ├── RateLimited           too many events per second                (4429)
     │   ├── TooManyConnections    over the per-address or per-key limit     (4430)
@@ -73,6 +74,11 @@ class UnknownSiteKey(ConnectionRefused):
 
 class OriginNotAllowed(ConnectionRefused):
     close_code = 4403
+
+
+class IdentityRefused(OriginNotAllowed):
+    """``hello.user_id`` without a token the site's backend signed for it (forged, expired, for
+    another site): nothing is created for the connection."""
 
 
 class HandshakeTimeout(ConnectionRefused):

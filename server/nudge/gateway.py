@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from . import protocol
+from . import identity, protocol
 from .beacon import site_for
 from .connection import Connection
 from .errors import (
@@ -18,6 +18,7 @@ from .errors import (
     ConnectionRefused,
     HandshakeError,
     HandshakeTimeout,
+    IdentityRefused,
     MalformedFrame,
     TooManyConnections,
 )
@@ -86,9 +87,15 @@ class Gateway:
             except MalformedFrame as exc:
                 raise HandshakeError(exc.reason) from None
             site = site_for(hub, hello.key, origin)
+            if hello.user is not None or hello.user_token is not None:
+                refused = identity.refusal(hello.user_token, site.key, hello.user, hub.clock.now(), settings.secret_keys)
+                if refused is not None:
+                    raise IdentityRefused(f"hello.user_id: {refused}")
             self.limits.open_key(site.key)
             counted_key = site.key
             live = await hub.attach(site, hello, conn, _header(scope, b"user-agent"))
+            if hello.user is not None:
+                live.visitor.state.traits["user_id"] = hello.user  # proven above
             await conn.flush()
             on_frame = hub.on_frame
             clock = hub.clock

@@ -21,7 +21,7 @@ import secrets
 from collections import deque
 from dataclasses import dataclass, field
 
-from . import events, protocol
+from . import events, identity, protocol
 from .audience import device_class
 from .campaigns import CampaignSet
 from .clock import Clock
@@ -406,6 +406,8 @@ class Hub:
         engine = self.engine
         try:
             event = events.validate(frame.get("name"), frame.get("props"), seq, engine.custom_events)
+            if event.name == "identify":
+                identity.check_identify(event.props, session.site, now, self.settings.secret_keys, seq)
         except FrameError as exc:
             # Refused for good: acknowledged so that the client does not resend it forever.
             session.last_event_seq = seq

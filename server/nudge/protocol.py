@@ -164,6 +164,8 @@ class Hello:
     visitor: str | None
     session: str | None
     rx: int
+    user: str | None = None  # an identified user, proven by ``user_token`` (nudge.identity)
+    user_token: str | None = None
 
 
 def _int(frame: dict, key: str, default: int | None = None) -> int:
@@ -199,7 +201,10 @@ def parse_hello(frame: Any) -> Hello:
         rx = _int(frame, "rx", 0)
     except MalformedFrame as exc:
         raise HandshakeError(f"hello.{exc.reason}") from None
-    return Hello(key, visitor, session, rx)
+    user, token = frame.get("user_id"), frame.get("user_token")
+    if user is not None and not isinstance(user, str):
+        raise HandshakeError("hello.user_id must be a string")
+    return Hello(key, visitor, session, rx, user, token if isinstance(token, str) else None)
 
 
 def welcome(session: str, visitor: str, resumed: bool, ack: int, grace: float) -> dict:

@@ -1,0 +1,69 @@
+"""Signed identity: a page may say which of the site's users it shows only with a token the
+site's backend signed, in the manner of chat widgets' identity verification.
+
+Without it a visitor could claim anybody's user id and be shown what was meant for them. The
+backend, which knows who is logged in, computes for each page::
+
+    token = nudge.identity.sign(secret_key, site_key, user_id, expires_at)
+    # "v1.<expires_at>.<hex HMAC-SHA256 of b"nudge-identity-v1\\n<site>\\n<user>\\n<expires>">"
+
+and the page passes ``user_id`` and ``user_token`` to the snippet (``identify``), which sends them
+in ``hello`` (and in the ``identify`` event). The server checks the signature with each of its
+secret keys (several during a key rotation), the site key (a token for another site is refused)
+and the expiry (Unix seconds). The token itself is never stored or logged: once checked, only the
+user id is kept, as the visitor's ``user_id`` trait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import Any
+
+from .errors import BadEvent
+
+VERSION = "v1"
+MAX_USER_ID = 128
+_TOKEN = re.compile(r"^v1\.(\d{1,12})\.([0-9a-f]{64})$")
+
+
+def _message(site: str, user_id: str, expires_at: int) -> bytes:
+    return f"nudge-identity-v1\n{site}\n{user_id}\n{expires_at}".encode()
+
+
+def sign(secret_key: str, site: str, user_id: str, expires_at: int) -> str:
+    """The token a site's backend gives its page for ``user_id`` (valid until ``expires_at``)."""
+    digest = hmac.new(secret_key.encode(), _message(site, user_id, int(expires_at)), hashlib.sha256).hexdigest()
+    return f"{VERSION}.{int(expires_at)}.{digest}"
+
+
+def refusal(token: Any, site: str, user_id: Any, now: float, secret_keys: list[str]) -> str | None:
+    """Why the token does not prove ``user_id`` on ``site`` now, or None when it does."""
+    if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID:
+        return f"user_id must be 1-{MAX_USER_ID} characters"
+    if not secret_keys:
+        return "identified users are off: the server has no secret key to check tokens with"
+    match = _TOKEN.match(token) if isinstance(token, str) else None
+    if match is None:
+        return "user_token is missing or not a token (v1.<expires>.<signature>)"
+    expires_at = int(match.group(1))
+    if expires_at <= now:
+        return "user_token has expired"
+    given = match.group(2)
+    message = _message(site, user_id, expires_at)
+    for key in secret_keys:
+        if hmac.compare_digest(hmac.new(key.encode(), message, hashlib.sha256).hexdigest(), given):
+            return None
+    return "user_token is not signed for this user and site"
+
+
+def check_identify(props: dict, site: str, now: float, secret_keys: list[str], seq: int) -> None:
+    """An ``identify`` event that names a user must prove it; its token is then dropped (never
+    stored as a trait). Raises :class:`BadEvent` (nothing of the event is applied)."""
+    if "user_id" not in props and "user_token" not in props:
+        return
+    reason = refusal(props.get("user_token"), site, props.get("user_id"), now, secret_keys)
+    if reason is not None:
+        raise BadEvent(f"props.user_id: {reason}", seq)
+    del props["user_token"]

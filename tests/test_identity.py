@@ -1,0 +1,91 @@
+"""Signed identity (nudge.identity): a user id is taken only with a token the site's backend
+signed; forged, expired and other-site tokens create nothing."""
+
+from __future__ import annotations
+
+import pytest
+from nudge import identity
+
+from .conftest import KEY, Client, visitor_id
+
+SECRET = "sk_test_identity_secret"
+NOW = 1_700_000_000.0  # the fake clock's start
+LATER = int(NOW) + 3600
+
+
+def test_sign_and_check():
+    token = identity.sign(SECRET, KEY, "u42", LATER)
+    assert identity.refusal(token, KEY, "u42", NOW, [SECRET]) is None
+    assert identity.refusal(token, KEY, "u42", NOW, ["sk_old", SECRET]) is None  # during a rotation
+    assert "expired" in identity.refusal(token, KEY, "u42", LATER + 1, [SECRET])
+    assert "not signed" in identity.refusal(token, "pk_other", "u42", NOW, [SECRET])
+    assert "not signed" in identity.refusal(token, KEY, "u43", NOW, [SECRET])
+    assert "not signed" in identity.refusal(token, KEY, "u42", NOW, ["sk_other"])
+    assert "not a token" in identity.refusal("v1.x.y", KEY, "u42", NOW, [SECRET])
+    assert "off" in identity.refusal(token, KEY, "u42", NOW, [])
+    forged = token[:-1] + ("0" if token[-1] != "0" else "1")
+    assert identity.refusal(forged, KEY, "u42", NOW, [SECRET]) is not None
+    stretched = f"v1.{LATER + 86400}.{token.rsplit('.', 1)[1]}"  # a later expiry, the old signature
+    assert "not signed" in identity.refusal(stretched, KEY, "u42", NOW, [SECRET])
+
+
+BAD_TOKENS = {
+    "forged": lambda: identity.sign("sk_guessed", KEY, "u42", LATER),
+    "expired": lambda: identity.sign(SECRET, KEY, "u42", int(NOW) - 1),
+    "other site": lambda: identity.sign(SECRET, "pk_other_site", "u42", LATER),
+    "other user": lambda: identity.sign(SECRET, KEY, "u41", LATER),
+    "missing": lambda: None,
+    "garbage": lambda: "v1.9999999999." + "0" * 64,
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", BAD_TOKENS)
+async def test_hello_with_a_bad_identity_token_creates_nothing(start_server, kind):
+    server = await start_server(secret_keys=[SECRET])
+    client = await Client.connect(server.url, hello=False)
+    hello = {"t": "hello", "v": 1, "key": KEY, "visitor": visitor_id(), "user_id": "u42"}
+    if (token := BAD_TOKENS[kind]()) is not None:
+        hello["user_token"] = token
+    await client.send(hello)
+    code, reason = await client.closed()
+    assert code == 4403 and "user_id" in reason
+    assert server.hub.sessions == {} and server.hub.visitors == {}
+
+
+@pytest.mark.integration
+async def test_hello_with_a_valid_token_identifies_the_visitor(start_server):
+    server = await start_server(secret_keys=[SECRET])
+    client = await Client.connect(server.url, hello=False)
+    token = identity.sign(SECRET, KEY, "u42", LATER)
+    await client.send({"t": "hello", "v": 1, "key": KEY, "visitor": visitor_id(), "user_id": "u42", "user_token": token})
+    welcome = await client.recv()
+    assert welcome["t"] == "welcome"
+    traits = server.hub.visitors[(KEY, welcome["visitor"])].state.traits
+    assert traits == {"user_id": "u42"}
+
+
+@pytest.mark.integration
+async def test_identify_event_needs_a_valid_token(start_server):
+    server = await start_server(secret_keys=[SECRET])
+    client = await Client.connect(server.url)
+    traits = server.hub.visitors[(KEY, client.visitor)].state.traits
+    frames = await client.track("identify", {"user_id": "victim", "plan": "pro", "user_token": identity.sign("sk_x", KEY, "victim", LATER)})
+    assert frames[0]["t"] == "error" and frames[0]["code"] == "bad_event" and "user_id" in frames[0]["reason"]
+    assert traits == {}  # nothing of a refused event is applied
+    frames = await client.track("identify", {"user_id": "u42", "plan": "pro", "user_token": identity.sign(SECRET, KEY, "u42", LATER)})
+    assert frames == [{"t": "ack", "seq": client.seq}]
+    assert traits == {"user_id": "u42", "plan": "pro"}  # the token is never kept
+
+
+def test_secrets_are_redacted_from_log_records():
+    import logging
+
+    from nudge import redact
+
+    token = identity.sign(SECRET, KEY, "u42", LATER)
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "got %s and %s from /ws?key=pk_a&token=abc123 (Authorization: Bearer %s)", (SECRET, token, "sk_live_z"), None)
+    assert redact.Redactor().filter(record)
+    message = record.getMessage()
+    assert SECRET not in message and token not in message and "abc123" not in message and "sk_live_z" not in message
+    assert "pk_a" in message  # publishable keys stay: they are public and useful when debugging
