@@ -89,3 +89,22 @@ def test_secrets_are_redacted_from_log_records():
     message = record.getMessage()
     assert SECRET not in message and token not in message and "abc123" not in message and "sk_live_z" not in message
     assert "pk_a" in message  # publishable keys stay: they are public and useful when debugging
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", ["hello", "header"])
+async def test_an_opted_out_visitor_gets_no_session(start_server, how):
+    import websockets
+
+    from .conftest import ORIGIN, WAIT
+
+    server = await start_server()
+    headers = {"Sec-GPC": "1"} if how == "header" else {}
+    ws = await websockets.connect(server.url, subprotocols=["nudge.v1.json"], origin=ORIGIN, additional_headers=headers, open_timeout=WAIT)
+    client = Client(ws, "json")
+    hello = {"t": "hello", "v": 1, "key": KEY, "visitor": visitor_id()}
+    if how == "hello":
+        hello["gpc"] = True
+    await client.send(hello)
+    assert (await client.closed())[0] == 4451
+    assert server.hub.sessions == {} and server.hub.visitors == {}

@@ -10,16 +10,22 @@ export const Close = {
   GOING_AWAY: 1001, // server restarting: reconnect with backoff
   ABNORMAL: 1006, // connection lost without a close frame (set by the browser)
   TOO_LARGE: 1009, // frame over the server's limit: drop the oversized event, reconnect
+  RESTART: 1012, // server restarting: reconnect after the reason's "retry=<ms>"
   PROTOCOL: 4400, // first frame not hello, unsupported v: stop until reload
   BAD_KEY: 4401, // unknown site key, or a secret key: stop
   ORIGIN: 4403, // origin not allowed for this key: stop
-  HELLO_TIMEOUT: 4408, // no hello in time: reconnect with backoff
+  HELLO_TIMEOUT: 4408, // no hello in time, or idle too long: reconnect with backoff
   TAKEN_OVER: 4409, // another connection resumed this session: stop (the other tab has it)
   RATE_LIMITED: 4429, // too many events: reconnect after backoff, resend unacked events
+  TOO_MANY: 4430, // too many connections from this address or for this key: reconnect after backoff
+  OPTED_OUT: 4451, // the visitor opted out (GPC): stop
 };
 
+/** The longest reconnect delay a close reason's `retry=<ms>` hint may ask for. */
+export const MAX_RETRY_HINT = 60000;
+
 /** Close codes after which the snippet never reconnects (state `failed`). */
-export const FATAL = [Close.PROTOCOL, Close.BAD_KEY, Close.ORIGIN, Close.TAKEN_OVER];
+export const FATAL = [Close.PROTOCOL, Close.BAD_KEY, Close.ORIGIN, Close.TAKEN_OVER, Close.OPTED_OUT];
 
 /** `code` values of server `error` frames. The connection stays open after any of them. */
 export const ErrorCode = {

@@ -1,6 +1,6 @@
 import { backoff } from './backoff.js';
 import { CODECS, byteLength, pick } from './codec.js';
-import { Close, FATAL, MAX_FRAME, State, VERSION } from './codes.js';
+import { Close, FATAL, MAX_FRAME, MAX_RETRY_HINT, State, VERSION } from './codes.js';
 import { KEYS, isVisitorId, randomId } from './storage.js';
 
 const OPEN = 1; // WebSocket.OPEN
@@ -167,7 +167,7 @@ export class Transport {
     ws.binaryType = 'arraybuffer';
     ws.onopen = () => this._hello(ws);
     ws.onmessage = (e) => this._receive(ws, e.data);
-    ws.onclose = (e) => this._closed(ws, e.code);
+    ws.onclose = (e) => this._closed(ws, e.code, e.reason);
     ws.onerror = noop; // a close event always follows
     this._ws = ws;
     // Opening and the handshake together get the same time as an unanswered ping.
@@ -271,7 +271,7 @@ export class Transport {
     }
   }
 
-  _closed(ws, code) {
+  _closed(ws, code, reason) {
     if (ws !== this._ws) return;
     this._ws = null;
     this._clear('ping');
@@ -284,8 +284,11 @@ export class Transport {
       this._save();
     }
     // Rate limited: start a few steps up the backoff curve, not at its fast bottom.
-    if (code === Close.RATE_LIMITED) this._step = Math.max(this._step, 3);
-    this._retry();
+    if (code === Close.RATE_LIMITED || code === Close.TOO_MANY) this._step = Math.max(this._step, 3);
+    // A server restarting says when to come back (a delay it drew at random for this socket, so
+    // that its visitors do not all reconnect in the same second): honour it, capped.
+    const hint = /retry=(\d+)/.exec(reason || '');
+    this._retry(hint ? Math.min(Number(hint[1]), MAX_RETRY_HINT) : undefined);
   }
 
   /** No frame in time: a closing handshake would wait on the dead peer too, so just leave it. */
@@ -294,9 +297,9 @@ export class Transport {
     this._retry();
   }
 
-  _retry() {
+  _retry(hinted) {
     this._setState(State.CLOSED);
-    const delay = backoff(this._step++, this._minDelay, this._maxDelay, this._random);
+    const delay = hinted != null ? hinted : backoff(this._step++, this._minDelay, this._maxDelay, this._random);
     this._arm('reconnect', delay, () => this._connect());
   }
 

@@ -79,9 +79,9 @@ export function fakeWebSocket() {
     push(record) {
       if (this.onmessage) this.onmessage({ data: JSON.stringify(record) });
     }
-    drop(code = 1006) {
+    drop(code = 1006, reason = '') {
       this.readyState = 3;
-      if (this.onclose) this.onclose({ code, reason: '' });
+      if (this.onclose) this.onclose({ code, reason });
     }
     frames() {
       return this.sent.map((f) => JSON.parse(f));

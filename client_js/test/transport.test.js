@@ -333,6 +333,26 @@ describe('close codes', () => {
     });
   }
 
+  test('a restart hint is honoured: reconnect after exactly the delay the server drew', () => {
+    const t = setup({ random: () => 0 });
+    const ws = connect(t);
+    ws.drop(1012, 'restart retry=7345');
+    assert.deepEqual(t.clock.delays(), [7345]);
+    t.clock.tick(7344);
+    assert.equal(t.WS.sockets.length, 1);
+    t.clock.tick(1);
+    assert.equal(t.WS.sockets.length, 2);
+  });
+
+  test('a restart hint is capped, and a close without one backs off as usual', () => {
+    const t = setup({ random: () => 0.5 });
+    connect(t).drop(1012, 'restart retry=99999999');
+    assert.deepEqual(t.clock.delays(), [60000]);
+    const u = setup({ random: () => 0.5 });
+    connect(u).drop(1012, 'bye');
+    assert.ok(u.clock.delays()[0] < 500);
+  });
+
   test('4429 starts higher on the backoff curve', () => {
     const t = setup({ random: () => 0.999 });
     const ws = connect(t);

@@ -57,6 +57,7 @@ class Settings:
     max_connections_per_key: int = 0  # open sockets per site key on one node (0: no limit)
     restart_window: float = 10.0  # seconds over which sockets are told to reconnect on SIGTERM
     shutdown_timeout: float = 15.0  # seconds a stop waits for sockets to close before it cancels them
+    honour_gpc: bool = True  # a Sec-GPC: 1 handshake is an opt-out (no session, nothing stored)
     trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For is believed
     max_frame: int = 65536  # bytes; larger frames close the socket with 1009
     max_depth: int = 8  # maps and lists nested in one frame; deeper frames are refused (malformed)
@@ -149,6 +150,8 @@ def from_environment(env: dict[str, str] | None = None) -> Settings:
         settings.record = Path(env["NUDGE_RECORD"])
     if env.get("NUDGE_RECORD_RETENTION"):
         settings.record_retention = float(env["NUDGE_RECORD_RETENTION"])
+    if env.get("NUDGE_IGNORE_GPC", "").lower() in ("1", "true", "yes"):
+        settings.honour_gpc = False
     if env.get("NUDGE_DEFLATE", "").lower() in ("1", "true", "yes"):
         settings.deflate = True
     return settings

@@ -14,6 +14,7 @@
     │   ├── HandshakeTimeout      no ``hello`` in time                      (4408)
     │   ├── RateLimited           too many events per second                (4429)
     │   ├── TooManyConnections    over the per-address or per-key limit     (4430)
+    │   ├── OptedOut              the visitor opted out (GPC, optOut)       (4451)
     │   └── StoreUnavailable      the shared store is unreachable at hello  (1013)
     └── CampaignError         a campaign file is invalid; ``problems`` lists each one
 """
@@ -93,6 +94,13 @@ class TooManyConnections(ConnectionRefused):
     """This address, or this site key, holds as many sockets as it may: reconnect with backoff."""
 
     close_code = 4430
+
+
+class OptedOut(ConnectionRefused):
+    """The visitor opted out of tracking (``hello.gpc``, or the ``Sec-GPC: 1`` header): no
+    session is created and nothing about them is stored. The client should not reconnect."""
+
+    close_code = 4451
 
 
 class StoreUnavailable(ConnectionRefused):

@@ -3,7 +3,7 @@ handshake, then feeds each frame to the hub in the connection's own task.
 
 It also keeps the set of open sockets: to count them per address and per site key
 (:mod:`nudge.limits`), to close those that stay silent past ``idle_timeout``, and to tell them all
-to reconnect elsewhere when the server stops (:meth:`Gateway.drain`)."""
+to reconnect elsewhere when the server stops (:func:`nudge.shutdown.drain`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .errors import (
     HandshakeTimeout,
     IdentityRefused,
     MalformedFrame,
+    OptedOut,
     TooManyConnections,
 )
 from .hub import Hub
@@ -87,6 +88,8 @@ class Gateway:
             except MalformedFrame as exc:
                 raise HandshakeError(exc.reason) from None
             site = site_for(hub, hello.key, origin)
+            if hello.gpc or (settings.honour_gpc and _header(scope, b"sec-gpc") == "1"):
+                raise OptedOut("opted out (Global Privacy Control or optOut): nothing is collected")
             if hello.user is not None or hello.user_token is not None:
                 refused = identity.refusal(hello.user_token, site.key, hello.user, hub.clock.now(), settings.secret_keys)
                 if refused is not None:

@@ -166,6 +166,7 @@ class Hello:
     rx: int
     user: str | None = None  # an identified user, proven by ``user_token`` (nudge.identity)
     user_token: str | None = None
+    gpc: bool = False  # the visitor opted out: Global Privacy Control, or the snippet's optOut
 
 
 def _int(frame: dict, key: str, default: int | None = None) -> int:
@@ -204,7 +205,7 @@ def parse_hello(frame: Any) -> Hello:
     user, token = frame.get("user_id"), frame.get("user_token")
     if user is not None and not isinstance(user, str):
         raise HandshakeError("hello.user_id must be a string")
-    return Hello(key, visitor, session, rx, user, token if isinstance(token, str) else None)
+    return Hello(key, visitor, session, rx, user, token if isinstance(token, str) else None, frame.get("gpc") is True)
 
 
 def welcome(session: str, visitor: str, resumed: bool, ack: int, grace: float) -> dict:
