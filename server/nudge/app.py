@@ -43,7 +43,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     """Build the application. ``clock`` and ``campaign_set`` are for tests and embedding; with a
     ``campaign_set`` given, no file is watched."""
     watched = settings.campaign_file() if campaign_set is None else None
-    hub = Hub(settings, campaign_set if campaign_set is not None else load_campaigns(settings), open_store(settings.store), clock or SystemClock())
+    store = open_store(settings.store)
+    if hasattr(store, "retention"):
+        store.retention = settings.retention  # every stored key's time to live (docs/security.md)
+    hub = Hub(settings, campaign_set if campaign_set is not None else load_campaigns(settings), store, clock or SystemClock())
     campaign_file = CampaignFile(watched, hub) if watched is not None else None
     secret_keys = [key for key in settings.secret_keys if key]
     if settings.demo and not secret_keys:
@@ -95,6 +98,23 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         return JSONResponse({"campaigns": len(hub.engine.campaign_set.campaigns)})
 
     gateway = Gateway(hub)
+    async def erase_visitor(request: Request) -> Response:
+        """Erase everything about one visitor (docs/security.md): ``?site=`` names the site key
+        when the server has more than one."""
+        if (refused := authorised(request)) is not None:
+            return refused
+        visitor = request.path_params["visitor"]
+        site = request.query_params.get("site") or (next(iter(hub.sites)) if len(hub.sites) == 1 else None)
+        if site not in hub.sites:
+            return JSONResponse({"error": "site is required: ?site=pk_…, one of this server's site keys"}, status_code=400)
+        from .erasure import erase
+
+        try:
+            report = await erase(hub, site, visitor)
+        except getattr(hub.store, "unavailable", ()) as exc:
+            return JSONResponse({"error": f"the store is unreachable ({exc}); nothing was erased there, try again"}, status_code=503)
+        return JSONResponse(report)
+
     routes = [
         WebSocketRoute("/ws", gateway),
         Route("/beacon", Beacon(hub).handle, methods=["POST"]),
@@ -103,6 +123,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/api/results", results),
         Route("/api/explain", explain),
         Route("/api/reload", reload, methods=["POST"]),
+        Route("/api/visitors/{visitor}", erase_visitor, methods=["DELETE"]),
     ]
     if settings.demo:
         routes.append(Mount("/", StaticFiles(directory=DEMO_SITE, html=True), name="demo"))

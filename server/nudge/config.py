@@ -57,6 +57,7 @@ class Settings:
     max_connections_per_key: int = 0  # open sockets per site key on one node (0: no limit)
     restart_window: float = 10.0  # seconds over which sockets are told to reconnect on SIGTERM
     shutdown_timeout: float = 15.0  # seconds a stop waits for sockets to close before it cancels them
+    retention: float = 30 * 86400.0  # seconds a visitor's stored state outlives their last visit
     honour_gpc: bool = True  # a Sec-GPC: 1 handshake is an opt-out (no session, nothing stored)
     trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For is believed
     max_frame: int = 65536  # bytes; larger frames close the socket with 1009
@@ -129,6 +130,7 @@ def from_environment(env: dict[str, str] | None = None) -> Settings:
         ("NUDGE_MAX_DEPTH", "max_depth", int),
         ("NUDGE_IDLE_TIMEOUT", "idle_timeout", float),
         ("NUDGE_RESTART_WINDOW", "restart_window", float),
+        ("NUDGE_RETENTION", "retention", float),
         ("NUDGE_SHUTDOWN_TIMEOUT", "shutdown_timeout", float),
         ("NUDGE_HANDSHAKE_TIMEOUT", "handshake_timeout", float),
         ("NUDGE_MAX_CONNECTIONS_PER_IP", "max_connections_per_ip", int),

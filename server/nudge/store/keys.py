@@ -48,6 +48,14 @@ class Keys:
         """Which node holds each of the visitor's connected sessions (a hash session -> node)."""
         return self._visitor_tag(site, visitor) + ":where"
 
+    def visitor_pattern(self, site: str, visitor: str) -> str:
+        """The literal start of every key of the visitor (erasure scans for it)."""
+        return self._visitor_tag(site, visitor) + ":"
+
+    def session_pattern(self, site: str) -> str:
+        """The literal start of every session key of a site."""
+        return f"{self.prefix}s:{{{site}:"
+
     def session(self, site: str, session: str) -> str:
         return f"{self.prefix}s:{{{site}:{session}}}"
 

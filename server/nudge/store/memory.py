@@ -134,6 +134,22 @@ class MemoryStore:
         queue = self._queued.pop((site, visitor), [])
         return [message for expires_at, message in queue if expires_at > now]
 
+    async def erase(self, site: str, visitor: str) -> int:
+        removed = 0
+        for table in (self._visitors, self._queued, self._recent):
+            if table.pop((site, visitor), None) is not None:
+                removed += 1
+        for table in (self._timers, self._shown, self._once, self._total):
+            for ident in [i for i in table if i[0] == site and i[1] == visitor]:
+                del table[ident]
+                removed += 1
+        for ident in [i for i, (s, _) in self._sessions.items() if s.site == site and s.visitor == visitor]:
+            del self._sessions[ident]
+            removed += 1
+        self._heap = [entry for entry in self._heap if entry[2][:2] != (site, visitor)]
+        heapq.heapify(self._heap)
+        return removed
+
     async def close(self) -> None:
         if self.snapshot_path is not None:
             self._write_snapshot(self.snapshot_path)

@@ -78,6 +78,7 @@ CONFIRM_SHOW = """
 -- ARGV[6]: "1" when KEYS[3] must not exist yet, else ""
 -- ARGV[7]: a message to queue (packed [expires_s, message]) or ""
 -- ARGV[8]: the queue's length limit; ARGV[9]: the queue's time to live in ms
+-- ARGV[10]: the lifetime counter's time to live in ms (the retention setting)
 -- returns "" when the show may go ahead (it is counted, and queued if asked), else the reason,
 --   checked in the engine's order
 local now, day, week, hour = tonumber(ARGV[1]), 86400000, 604800000, 3600000
@@ -107,6 +108,7 @@ redis.call('ZADD', KEYS[2], now, ARGV[5])
 redis.call('PEXPIRE', KEYS[1], history)
 redis.call('PEXPIRE', KEYS[2], day)
 redis.call('INCR', KEYS[5])
+redis.call('PEXPIRE', KEYS[5], ARGV[10])
 if ARGV[6] ~= '' then redis.call('SET', KEYS[3], '1', 'PX', day) end
 if ARGV[7] ~= '' then
   redis.call('RPUSH', KEYS[4], ARGV[7])
@@ -194,6 +196,9 @@ class RedisStore:
         query = dict(parse_qsl(parts.query))
         self.keys = Keys(query.pop("prefix", "nudge:"))  # every key name
         self.lease = float(query.pop("lease", "30"))  # seconds a claimed timer stays ours
+        # Seconds a visitor's state and lifetime counts outlive their last write (the hub sets
+        # it from ``--retention``); every other key has a shorter time to live of its own.
+        self.retention = float(query.pop("retention", str(30 * 86400)))
         redis_url = urlunsplit(parts._replace(query=urlencode(query)))
         self.url = redis_url
         # Short timeouts: a Redis outage must not stall a socket's receive loop for long.
@@ -216,13 +221,13 @@ class RedisStore:
         return codec.loads(VisitorState, data) if data is not None else None
 
     async def save_visitor(self, state: VisitorState) -> None:
-        await self.redis.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=30 * DAY_MS)
+        await self.redis.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=_ms(self.retention))
 
     async def save_visitors(self, states: list[VisitorState], sessions: list[tuple[SessionState, float]]) -> None:
         """Write many states in one round trip (the hub's write-behind)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for state in states:
-                pipe.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=30 * DAY_MS)
+                pipe.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=_ms(self.retention))
             for session, ttl in sessions:
                 await self._save_session(
                     keys=[self.keys.session(session.site, session.id)],
@@ -302,6 +307,7 @@ class RedisStore:
                          None if check.every is None else _ms(check.every), _ms(check.history)),
                 _numbers(check.limit_per_hour, check.limit_per_day), _ms(check.cooldown),
                 f"{_ms(now)}:{_unique()}", "1" if once else "", entry, MAX_QUEUED, QUEUE_TTL_MS,
+                _ms(self.retention),
             ],
         )
         return reason.decode() or None
@@ -320,8 +326,39 @@ class RedisStore:
                 messages.append(message)
         return messages
 
+    async def erase(self, site: str, visitor: str) -> int:
+        """Every key tagged with the visitor, every session of theirs (found by a SCAN of the
+        site's sessions: erasure is rare, so no index is kept for it) and their timers."""
+        redis, keys = self.redis, self.keys
+        doomed = [key async for key in redis.scan_iter(match=_glob(keys.visitor_pattern(site, visitor)) + "*", count=500)]
+        sessions = [key async for key in redis.scan_iter(match=_glob(keys.session_pattern(site)) + "*", count=1000)]
+        for start in range(0, len(sessions), 500):
+            batch = sessions[start:start + 500]
+            async with redis.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    pipe.hget(key, "visitor")
+                owners = await pipe.execute()
+            doomed += [key for key, owner in zip(batch, owners, strict=True) if owner is not None and owner.decode() == visitor]
+        member = timer_member(site, visitor, "")
+        timers = [m async for m, _ in redis.zscan_iter(keys.timers(), match=_glob(member) + "*")]
+        claims = [m async for m, _ in redis.zscan_iter(keys.claimed(), match="*" + _glob(member) + "*")]
+        async with redis.pipeline(transaction=False) as pipe:
+            if doomed:
+                pipe.delete(*doomed)
+            if timers:
+                pipe.zrem(keys.timers(), *timers)
+            if claims:
+                pipe.zrem(keys.claimed(), *claims)
+            await pipe.execute()
+        return len(doomed) + len(timers) + len(claims)
+
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def _glob(text: str) -> str:
+    """``text`` as a literal in a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 _counter = itertools.count()

@@ -1,0 +1,72 @@
+"""Erasure: everything Nudge holds about one visitor removed, on request of the site (its secret
+key), on every node and in the store.
+
+``DELETE /api/visitors/{visitor}?site=pk_…`` (app.py) calls :func:`erase`, which
+
+1. forgets the visitor on this node: their sockets are closed (4409: the snippet does not
+   reconnect on this page), their sessions, wake-ups and grace timers dropped, and store writes
+   kept for them while the store was unreachable discarded;
+2. with a shared store, tells every node holding one of their sessions to do the same (relay
+   record ``{"op": "erase", "site", "visitor"}``);
+3. removes their records from the store: state, sessions, durable timers (pending and claimed),
+   caps, once markers, queued messages, whereabouts (:meth:`Store.erase`).
+
+Not covered (docs/security.md): webhook deliveries already handed to the retry schedule, and
+event logs written by ``--record`` (they age out after ``--record-retention``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .errors import CLOSE_SESSION_TAKEN
+
+log = logging.getLogger("nudge.erasure")
+
+
+def _mentions(args: tuple, site: str, visitor: str) -> bool:
+    """Whether a kept store write (hub backlog entry) is about the visitor."""
+    if args[:2] == (site, visitor):
+        return True
+    first = args[0] if args else None
+    return getattr(first, "site", None) == site and (getattr(first, "id", None) == visitor or getattr(first, "visitor", None) == visitor)
+
+
+def forget_here(hub: Any, site: str, visitor: str) -> int:
+    """Drop the visitor from this node's memory; returns how many sessions were dropped."""
+    held = hub.visitors.get((site, visitor))
+    dropped = 0
+    if held is not None:
+        for live in list(held.sessions):
+            conn = live.conn
+            if conn is not None:
+                live.conn = None
+                hub.stats.connections -= 1
+                conn.close_soon(CLOSE_SESSION_TAKEN, "visitor erased")
+            hub._forget(live)
+            dropped += 1
+        hub.visitors.pop((site, visitor), None)
+    for live in [live for live in hub.sessions.values() if live.state.site == site and live.state.visitor == visitor]:
+        hub._forget(live)  # not reachable through the visitor (should not happen): dropped anyway
+        dropped += 1
+    backlog = hub._backlog
+    if backlog:
+        kept = [entry for entry in backlog if not _mentions(entry[1], site, visitor)]
+        backlog.clear()
+        backlog.extend(kept)
+    return dropped
+
+
+async def erase(hub: Any, site: str, visitor: str) -> dict:
+    """Erase the visitor everywhere; a report of what was removed."""
+    nodes: list[str] = []
+    if hub.shared and hub.relay is not None:
+        holders = await hub.relay.holders(site, visitor)
+        for node in dict.fromkeys(holders.values()):
+            if node != hub.node and await hub.relay.send(node, {"op": "erase", "site": site, "visitor": visitor}):
+                nodes.append(node)
+    sessions = forget_here(hub, site, visitor)
+    records = await hub.store.erase(site, visitor)
+    log.info("erased visitor %s of %s: %d sessions here, %d stored records, %d other nodes told", visitor, site, sessions, records, len(nodes))
+    return {"visitor": visitor, "site": site, "sessions": sessions, "records": records, "nodes": nodes}

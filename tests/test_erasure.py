@@ -1,0 +1,155 @@
+"""Erasure (nudge.erasure): after ``DELETE /api/visitors/{id}``, no key in Redis and no entry in
+any node's memory mentions the visitor; and every key Nudge writes to Redis has a time to live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, run_server
+
+pytestmark = pytest.mark.integration
+
+SECRET = "sk_test_erasure"
+CAMPAIGNS = """
+version: 1
+campaigns:
+  - id: mug
+    trigger: {event: add_to_cart}
+    caps: {lifetime: 5}
+    message: {kind: toast, title: "Nice {{ event.name }}"}
+  - id: cart
+    trigger: {event: add_to_cart, absent: purchase, within: 15m}
+    offline: queue
+    message: {kind: modal, title: "Your cart"}
+"""
+MUG = {"id": "mug", "name": "Blue Mug", "price": 12.5}
+
+
+async def delete(server, visitor: str, key: str | None = SECRET) -> tuple[int, dict]:
+    def call():
+        request = urllib.request.Request(f"{server.http}/api/visitors/{visitor}?site={KEY}", method="DELETE")
+        if key:
+            request.add_header("Authorization", f"Bearer {key}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    return await asyncio.to_thread(call)
+
+
+def mentions(obj, needle: str) -> bool:
+    """Whether ``needle`` appears anywhere in the object's reachable plain data."""
+    seen = set()
+
+    def walk(value) -> bool:
+        if isinstance(value, (str, bytes)):
+            return needle in (value if isinstance(value, str) else value.decode("latin-1"))
+        if id(value) in seen or value is None or isinstance(value, (int, float, bool)):
+            return False
+        seen.add(id(value))
+        if isinstance(value, dict):
+            return any(walk(k) or walk(v) for k, v in value.items())
+        if isinstance(value, (list, tuple, set, frozenset)) or type(value).__name__ == "deque":
+            return any(walk(v) for v in value)
+        slots = getattr(type(value), "__slots__", ())
+        fields = [getattr(value, s, None) for s in slots] + list(getattr(value, "__dict__", {}).values())
+        return any(walk(f) for f in fields)
+
+    return walk(obj)
+
+
+async def visit(server) -> Client:
+    """A visitor with state, caps, a timer, a queued message, and a resumable session."""
+    client = await Client.connect(server.url)
+    await client.track("add_to_cart", MUG)  # shows mug (caps counted), arms the cart timer
+    await client.close()
+    await eventually(lambda: server.hub.stats.connections == 0, "the socket to detach")
+    return client
+
+
+async def test_erasure_needs_a_secret_key(start_server):
+    server = await start_server(CAMPAIGNS, secret_keys=[SECRET])
+    assert (await delete(server, "v_anyone", key=None))[0] == 401
+    assert (await delete(server, "v_anyone", key="pk_test"))[0] == 401
+
+
+async def test_erasure_in_memory_leaves_nothing(start_server):
+    server = await start_server(CAMPAIGNS, secret_keys=[SECRET])
+    gone = await visit(server)
+    await server.advance(16 * 60)  # the cart message is queued for their next visit
+    kept = await visit(server)  # another visitor, who must stay
+    hub, store = server.hub, server.hub.store
+    assert mentions(store, gone.visitor)
+    live = await Client.connect(server.url, visitor=gone.visitor)  # and a tab open right now
+    assert mentions(hub.sessions, gone.visitor) and live.welcome
+    await live.expect("show", campaign="cart")  # the queued message, delivered; caps counted
+
+    status, report = await delete(server, gone.visitor)
+    assert status == 200 and report["sessions"] == 1 and report["records"] >= 1
+    assert (await live.closed())[0] == 4409
+    await eventually(lambda: not mentions(hub.sessions, gone.visitor), "the socket to be let go")
+    for where in (store, hub.sessions, hub.visitors, hub._dirty, hub._backlog, server.app.state.gateway.open):
+        assert not mentions(where, gone.visitor), where
+    assert mentions(store, kept.visitor)
+    back = await Client.connect(server.url, visitor=gone.visitor)  # the same id starts afresh
+    assert [f for f in await back.track("page_view", {"path": "/"}) if f["t"] == "show"] == []
+
+
+@pytest.mark.redis
+async def test_erasure_in_redis_and_on_every_node_leaves_nothing():
+    url = redis_store_url(lease=30)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            a = await stack.enter_async_context(run_server(CAMPAIGNS, store=url, secret_keys=[SECRET]))
+            b = await stack.enter_async_context(run_server(CAMPAIGNS, store=url, secret_keys=[SECRET]))
+            gone = await visit(a)
+            kept = await visit(a)
+            on_b = await Client.connect(b.url, visitor=gone.visitor)  # another tab, on node B
+            await on_b.track("add_to_cart", {"id": "towel", "name": "Towel", "price": 3})
+            await a.hub._write_behind()
+            await b.hub._write_behind()
+            redis, prefix = a.hub.store.redis, a.hub.store.keys.prefix
+
+            async def keys_mentioning(visitor: str) -> list[bytes]:
+                found = []
+                async for key in redis.scan_iter(match=prefix + "*"):
+                    kind = (await redis.type(key)).decode()
+                    if kind == "string":
+                        values = [await redis.get(key)]
+                    elif kind == "hash":
+                        values = [x for pair in (await redis.hgetall(key)).items() for x in pair]
+                    elif kind == "zset":
+                        values = await redis.zrange(key, 0, -1)
+                    elif kind == "list":
+                        values = await redis.lrange(key, 0, -1)
+                    else:
+                        values = []
+                    if visitor.encode() in key or any(visitor.encode() in v for v in values if v):
+                        found.append(key)
+                return found
+
+            assert len(await keys_mentioning(gone.visitor)) >= 5
+            # Every key has a time to live, but the two timer sets (their members go when due).
+            async for key in redis.scan_iter(match=prefix + "*"):
+                if not key.endswith((b"{timers}:due", b"{timers}:claimed")):
+                    assert await redis.pttl(key) > 0, key
+
+            status, report = await delete(a, gone.visitor)
+            assert status == 200 and report["nodes"] == [b.hub.node]
+            assert (await on_b.closed())[0] == 4409
+            await eventually(lambda: not mentions(b.hub.sessions, gone.visitor) and not mentions(b.hub.visitors, gone.visitor), "node B to forget")
+            assert await keys_mentioning(gone.visitor) == []
+            for hub in (a.hub, b.hub):
+                for where in (hub.sessions, hub.visitors, hub._dirty, hub._backlog):
+                    assert not mentions(where, gone.visitor)
+            assert await keys_mentioning(kept.visitor) != []
+    finally:
+        await drop_keys(url)
