@@ -264,12 +264,12 @@ class Node:
 
 
 @contextlib.asynccontextmanager
-async def spawn_node(campaign_file, store: str, *, env: dict[str, str] | None = None, **flags: Any):
-    """Run ``python -m nudge serve`` on a free port until it answers /healthz; SIGKILL it on exit
-    if it still runs."""
+async def spawn_node(campaign_file, store: str, *, env: dict[str, str] | None = None, port: int | None = None, **flags: Any):
+    """Run ``python -m nudge serve`` on a free port (or ``port``) until it answers /healthz;
+    SIGKILL it on exit if it still runs."""
     import sys
 
-    port = free_port()
+    port = port or free_port()
     args = [sys.executable, "-m", "nudge", "serve", "--port", str(port), "--store", store,
             "--campaigns", str(campaign_file), "--site-key", KEY, "--origin", ORIGIN, "--log-level", "warning"]
     for name, value in flags.items():
