@@ -11,7 +11,7 @@ import time
 import pytest
 import websockets
 
-from .conftest import KEY, ORIGIN, WAIT, Client, spawn_node, visitor_id
+from .conftest import Client, spawn_node, visitor_id
 
 pytestmark = pytest.mark.integration
 

@@ -64,6 +64,8 @@ class Settings:
     max_depth: int = 8  # maps and lists nested in one frame; deeper frames are refused (malformed)
     events_per_second: float = 50.0  # sustained, per connection
     event_burst: int = 200  # bucket size, per connection
+    frames_per_second: float = 100.0  # every frame (events, acks, pings, garbage), per connection
+    frame_burst: int = 400  # bucket size of that
     outbox_limit: int = 64  # unacknowledged messages kept per session
     send_queue_limit: int = 256  # frames waiting for a slow reader before it is disconnected
     ws: str = "websockets-sansio"  # uvicorn WebSocket implementation
@@ -137,6 +139,8 @@ def from_environment(env: dict[str, str] | None = None) -> Settings:
         ("NUDGE_MAX_CONNECTIONS_PER_KEY", "max_connections_per_key", int),
         ("NUDGE_EVENTS_PER_SECOND", "events_per_second", float),
         ("NUDGE_EVENT_BURST", "event_burst", int),
+        ("NUDGE_FRAMES_PER_SECOND", "frames_per_second", float),
+        ("NUDGE_FRAME_BURST", "frame_burst", int),
         ("NUDGE_WS", "ws", str),
         ("NUDGE_LOG_LEVEL", "log_level", str),
         ("NUDGE_NODE", "node", str),

@@ -21,10 +21,11 @@ from .errors import (
     IdentityRefused,
     MalformedFrame,
     OptedOut,
+    RateLimited,
     TooManyConnections,
 )
 from .hub import Hub
-from .limits import ConnectionLimits, Proxies
+from .limits import ConnectionLimits, FrameBudget, Proxies
 from .shutdown import refuse_while_stopping
 
 log = logging.getLogger("nudge.gateway")
@@ -102,11 +103,14 @@ class Gateway:
             await conn.flush()
             on_frame = hub.on_frame
             clock = hub.clock
+            budget = FrameBudget(settings.frames_per_second, settings.frame_burst, clock.now())
             while True:
                 message = await receive()
                 if message["type"] != "websocket.receive":
                     break
-                conn.last_seen = clock.now()
+                now = conn.last_seen = clock.now()
+                if not budget.take(now):
+                    raise RateLimited(f"more than {settings.frames_per_second:g} frames per second")
                 data = message.get("text")
                 if data is None:
                     data = message.get("bytes")

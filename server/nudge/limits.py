@@ -58,6 +58,29 @@ class Proxies:
         return address
 
 
+class FrameBudget:
+    """A token bucket over every frame a socket sends — events, acks, pings, garbage — so that a
+    flood of frames the event budget does not count (pings answered, malformed frames answered
+    with an error) cannot keep a node busy either. Excess closes the socket with 4429."""
+
+    __slots__ = ("tokens", "rate", "burst", "stamp")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.tokens = float(burst)
+        self.rate = rate  # tokens added per second
+        self.burst = burst  # bucket size
+        self.stamp = now  # when tokens were last added
+
+    def take(self, now: float) -> bool:
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+
 class ConnectionLimits:
     """Open sockets per address and per site key on this node."""
 

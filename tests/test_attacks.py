@@ -1,0 +1,159 @@
+"""Attacks on a running server: a socket flooding frames, a 1 MiB frame. Figures are printed
+(run with ``-s``); timed assertions are generous bounds only, the machine being shared."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import socket
+import struct
+import time
+
+import pytest
+import websockets
+
+from .conftest import KEY, ORIGIN, WAIT, Client, spawn_node, visitor_id
+
+pytestmark = pytest.mark.integration
+
+CAMPAIGNS = """
+version: 1
+campaigns:
+  - id: mug
+    trigger: {event: add_to_cart}
+    message: {kind: toast, title: "Nice {{ event.name }}"}
+"""
+SESSIONS = 100
+ROUNDS = 50  # round trips per well-behaved session and phase
+
+
+async def round_trips(clients: list[Client]) -> list[float]:
+    """Each client sends ROUNDS events one after another; every event-to-ack time."""
+    times: list[float] = []
+
+    async def one(client: Client) -> None:
+        for _ in range(ROUNDS):
+            began = time.perf_counter()
+            await client.track("page_view", {"path": "/"})
+            times.append(time.perf_counter() - began)
+
+    await asyncio.gather(*(one(c) for c in clients))
+    return sorted(times)
+
+
+def p99(times: list[float]) -> float:
+    return times[int(len(times) * 0.99) - 1]
+
+
+async def flood(url: str, stop: asyncio.Event, report: dict) -> None:
+    """Connect, then write frames as fast as 10,000 a second until closed; again, until ``stop``."""
+    while not stop.is_set():
+        client = await Client.connect(url)
+        sent = 0
+        began = time.perf_counter()
+        try:
+            while not stop.is_set():
+                for _ in range(100):
+                    await client.ws.send('{"t":"ping"}')
+                    sent += 1
+                await asyncio.sleep(max(0.0, began + sent / 10_000 - time.perf_counter()))
+        except websockets.ConnectionClosed:
+            pass
+        await client.closed()  # written faster than the server reads: its close comes a little later
+        report.setdefault("closes", []).append(client.ws.close_code)
+        report.setdefault("sent", []).append(sent)
+
+
+async def test_a_flooding_socket_is_closed_and_its_neighbours_keep_their_latency(start_server):
+    server = await start_server(CAMPAIGNS, max_connections_per_ip=0, event_burst=10_000)
+    clients = [await Client.connect(server.url) for _ in range(SESSIONS)]
+    await round_trips(clients)  # warm up
+    quiet = await round_trips(clients)
+
+    # The budget: with the fake clock no tokens come back, so exactly frame_burst frames pass.
+    budget = server.settings.frame_burst
+    attacker = await Client.connect(server.url)
+    with contextlib.suppress(websockets.ConnectionClosed):
+        for _ in range(10 * budget):
+            await attacker.ws.send('{"t":"ping"}')
+    answered = 0
+    with contextlib.suppress(websockets.ConnectionClosed):
+        while True:
+            assert await attacker.recv() == {"t": "pong"}
+            answered += 1
+    assert attacker.ws.close_code == 4429 and "frames per second" in attacker.ws.close_reason
+    assert answered == budget  # the first frames until the bucket ran dry, then nothing
+
+    stop, report = asyncio.Event(), {}
+    flooding = asyncio.create_task(flood(server.url, stop, report))
+    loud = await round_trips(clients)
+    stop.set()
+    await flooding
+    ratio = p99(loud) / p99(quiet)
+    print(f"\np99 event->ack of {SESSIONS} sessions: {p99(quiet) * 1000:.1f} ms quiet, {p99(loud) * 1000:.1f} ms "
+          f"beside a flood (x{ratio:.2f}); flood sockets closed with {set(report['closes'])}, each after "
+          f"{min(report['sent'])}-{max(report['sent'])} frames written (budget {budget})")
+    assert set(report["closes"]) == {4429}
+    assert p99(loud) < max(10 * p99(quiet), 0.5)  # a generous bound: the figure is the report
+
+
+def _handshake(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: nudge.v1.json\r\n"
+        f"Origin: {ORIGIN}\r\n\r\n"
+    ).encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(4096)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+def _frame_header(length: int) -> bytes:
+    """A masked text frame declaring ``length`` bytes of payload (mask key zero: payload as is)."""
+    return bytes([0x81, 0x80 | 127]) + struct.pack(">Q", length) + b"\0\0\0\0"
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def _read_close(sock: socket.socket) -> int:
+    data = b""
+    while len(data) < 4:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    assert data[0] == 0x88, data[:8]  # a close frame
+    return struct.unpack(">H", data[2:4])[0]
+
+
+async def test_a_1_mib_frame_is_refused_before_it_is_buffered(tmp_path):
+    campaigns = tmp_path / "c.yaml"
+    campaigns.write_text(CAMPAIGNS)
+    async with spawn_node(campaigns, "memory://", max_connections_per_ip=0) as node:
+        def attack(count: int) -> list[int]:
+            codes = []
+            for _ in range(count):
+                sock = _handshake(node.port)
+                sock.sendall(_frame_header(1 << 20) + b" " * 70_000)  # 1 MiB declared, 70 kB sent
+                codes.append(_read_close(sock))  # answered while 950 kB are still to come
+                sock.close()
+            return codes
+
+        await asyncio.to_thread(attack, 3)  # warm up: whatever one connection costs, once
+        before = _rss_kib(node.process.pid)
+        codes = await asyncio.to_thread(attack, 30)
+        after = _rss_kib(node.process.pid)
+        client = await Client.connect(node.url, visitor=visitor_id(), key=KEY)  # still serving
+        assert (await client.track("page_view", {"path": "/"}))[-1]["t"] == "ack"
+    print(f"\n30 frames declaring 1 MiB: closed with {set(codes)} after 70 kB each; RSS {before} -> {after} KiB")
+    assert set(codes) == {1009}
+    assert after - before < 1024  # had one frame been buffered whole, it alone would be 1 MiB
