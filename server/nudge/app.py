@@ -39,6 +39,42 @@ def load_campaigns(settings: Settings) -> CampaignSet:
     return load_file(path)
 
 
+class _Recording:
+    """The event log's flush, once a second through the scheduler (so it runs on the fake clock
+    in tests), and its last flush at shutdown."""
+
+    def __init__(self, hub: Hub, recorder) -> None:
+        self.hub, self.recorder = hub, recorder
+        self._timer = hub.scheduler.call_at(hub.clock.now() + 1.0, self._flush)
+
+    def _flush(self, due: float) -> None:
+        try:
+            self.recorder.flush()
+        except OSError:
+            log.exception("event log write failed")
+        self._timer = self.hub.scheduler.call_at(due + 1.0, self._flush)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        self.recorder.close()
+        self.hub.recorder = None
+
+
+def _start_recording(settings: Settings, hub: Hub, campaign_path) -> _Recording | None:
+    if settings.record is None:
+        return None
+    import hashlib
+
+    from .recording import Recorder
+
+    fingerprint = None
+    if campaign_path is not None:
+        fingerprint = hashlib.sha256(campaign_path.read_bytes()).hexdigest()[:16]
+    hub.recorder = Recorder(settings.record, grace=settings.grace, retention=settings.record_retention, campaigns=fingerprint)
+    log.info("recording the event log to %s", settings.record)
+    return _Recording(hub, hub.recorder)
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: CampaignSet | None = None) -> Starlette:
     """Build the application. ``clock`` and ``campaign_set`` are for tests and embedding; with a
     ``campaign_set`` given, no file is watched."""
@@ -110,6 +146,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
+        recording = _start_recording(settings, hub, watched)
         await hub.start()
         sites = ", ".join(f"{key} ({', '.join(sorted(site.origins)) or 'no origins'})" for key, site in hub.sites.items())
         log.info("nudge %s: %d campaigns; site keys: %s", __version__, len(hub.engine.campaign_set.campaigns), sites or "none")
@@ -129,6 +166,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
                 if hup:
                     asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await hub.stop()
+            if recording is not None:
+                recording.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.hub = hub
