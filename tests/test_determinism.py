@@ -13,7 +13,6 @@ import random
 from collections import defaultdict
 
 import pytest
-
 from nudge import recording, replay
 from nudge.campaigns import load_text
 

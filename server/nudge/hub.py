@@ -27,7 +27,17 @@ from .campaigns import CampaignSet
 from .clock import Clock
 from .config import Settings, Site
 from .connection import Connection
-from .decisions import Cancel, Converted, Decision, Defer, Schedule, Show, Suppress, Wake, outcome_of
+from .decisions import (
+    Cancel,
+    Converted,
+    Decision,
+    Defer,
+    Schedule,
+    Show,
+    Suppress,
+    Wake,
+    outcome_of,
+)
 from .engine import Engine, assign
 from .errors import (
     CLOSE_SESSION_TAKEN,
