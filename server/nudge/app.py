@@ -47,16 +47,40 @@ class _Recording:
         self.hub, self.recorder = hub, recorder
         self._timer = hub.scheduler.call_at(hub.clock.now() + 1.0, self._flush)
 
-    def _flush(self, due: float) -> None:
+    async def _flush(self, due: float) -> None:
+        self._timer = self.hub.scheduler.call_at(due + 1.0, self._flush)
         try:
-            self.recorder.flush()
+            lines = self.recorder.flush()
         except OSError:
             log.exception("event log write failed")
-        self._timer = self.hub.scheduler.call_at(due + 1.0, self._flush)
+            return
+        store = self.hub.store
+        if self.hub.shared and lines:
+            from .recording import to_stream
 
-    def stop(self) -> None:
+            try:
+                await to_stream(store.redis, store.keys.events(), lines)
+            except Exception:  # noqa: BLE001 - the files have them; the stream is a copy
+                log.warning("event log: the Redis stream is unavailable, %d records only in files", len(lines))
+
+    async def stop(self) -> None:
+        """The server is stopping: close the log with everything due by now, and a stop record
+        (a replay stopped at the same moment then sees the same timers fire)."""
         self._timer.cancel()
-        self.recorder.close()
+        hub = self.hub
+        await hub.scheduler.stop()
+        now = hub.clock.now()
+        if not hub.shared:
+            await hub.scheduler.run_due(now)
+        self.recorder.record("stop", now)
+        lines = self.recorder.flush()
+        if self.hub.shared and lines:
+            from .recording import to_stream
+
+            try:
+                await to_stream(self.hub.store.redis, self.hub.store.keys.events(), lines)
+            except Exception:  # noqa: BLE001
+                log.warning("event log: the last %d records are only in files", len(lines))
         self.hub.recorder = None
 
 
@@ -165,9 +189,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
                 campaign_file.stop()
                 if hup:
                     asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-            await hub.stop()
             if recording is not None:
-                recording.stop()
+                await recording.stop()
+            await hub.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.hub = hub

@@ -164,13 +164,6 @@ class Hub:
 
     async def stop(self) -> None:
         await self.scheduler.stop()
-        if self.recorder is not None:
-            # Everything due by now happens before the log ends, so that a replay stopped at
-            # the same moment sees the same timers fire.
-            now = self.clock.now()
-            if not self.shared:
-                await self.scheduler.run_due(now)
-            self.recorder.record("stop", now)
         if self.shared:
             if self._tick is not None:
                 self._tick.cancel()
