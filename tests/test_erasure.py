@@ -104,18 +104,21 @@ async def test_erasure_in_memory_leaves_nothing(start_server):
 
 
 @pytest.mark.redis
-async def test_erasure_in_redis_and_on_every_node_leaves_nothing():
+async def test_erasure_in_redis_and_on_every_node_leaves_nothing(tmp_path):
     url = redis_store_url(lease=30)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            a = await stack.enter_async_context(run_server(CAMPAIGNS, store=url, secret_keys=[SECRET]))
-            b = await stack.enter_async_context(run_server(CAMPAIGNS, store=url, secret_keys=[SECRET]))
+            # Recording on: the event log's Redis stream is erased from too (its files are not).
+            a = await stack.enter_async_context(run_server(CAMPAIGNS, store=url, secret_keys=[SECRET], record=tmp_path / "a"))
+            b = await stack.enter_async_context(run_server(CAMPAIGNS, store=url, secret_keys=[SECRET], record=tmp_path / "b"))
             gone = await visit(a)
             kept = await visit(a)
             on_b = await Client.connect(b.url, visitor=gone.visitor)  # another tab, on node B
             await on_b.track("add_to_cart", {"id": "towel", "name": "Towel", "price": 3})
             await a.hub._write_behind()
             await b.hub._write_behind()
+            for node in (a, b):
+                await node.advance(2)  # the event log is flushed to its stream every second
             redis, prefix = a.hub.store.redis, a.hub.store.keys.prefix
 
             async def keys_mentioning(visitor: str) -> list[bytes]:
@@ -130,16 +133,20 @@ async def test_erasure_in_redis_and_on_every_node_leaves_nothing():
                         values = await redis.zrange(key, 0, -1)
                     elif kind == "list":
                         values = await redis.lrange(key, 0, -1)
+                    elif kind == "stream":
+                        values = [fields[b"r"] for _, fields in await redis.xrange(key)]
                     else:
                         values = []
                     if visitor.encode() in key or any(visitor.encode() in v for v in values if v):
                         found.append(key)
                 return found
 
-            assert len(await keys_mentioning(gone.visitor)) >= 5
-            # Every key has a time to live, but the two timer sets (their members go when due).
+            before = await keys_mentioning(gone.visitor)
+            assert len(before) >= 5 and any(key.endswith(b"events") for key in before)
+            # Every key has a time to live, but the two timer sets (their members go when due)
+            # and the event log (capped in length).
             async for key in redis.scan_iter(match=prefix + "*"):
-                if not key.endswith((b"{timers}:due", b"{timers}:claimed")):
+                if not key.endswith((b"{timers}:due", b"{timers}:claimed", b"events")):
                     assert await redis.pttl(key) > 0, key
 
             status, report = await delete(a, gone.visitor)

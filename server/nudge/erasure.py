@@ -9,10 +9,11 @@ key), on every node and in the store.
 2. with a shared store, tells every node holding one of their sessions to do the same (relay
    record ``{"op": "erase", "site", "visitor"}``);
 3. removes their records from the store: state, sessions, durable timers (pending and claimed),
-   caps, once markers, queued messages, whereabouts (:meth:`Store.erase`).
+   caps, once markers, queued messages, whereabouts, and the entries of the event log's Redis
+   stream that mention them (:meth:`Store.erase`).
 
 Not covered (docs/security.md): webhook deliveries already handed to the retry schedule, and
-event logs written by ``--record`` (they age out after ``--record-retention``).
+event log *files* written by ``--record`` (they age out after ``--record-retention``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ async def erase(hub: Any, site: str, visitor: str) -> dict:
             if node != hub.node and await hub.relay.send(node, {"op": "erase", "site": site, "visitor": visitor}):
                 nodes.append(node)
     sessions = forget_here(hub, site, visitor)
+    recorder = getattr(hub, "recorder", None)
+    if recorder is not None and hub.shared:
+        # Records still buffered go to the stream first, where the store's erase finds them.
+        from .recording import to_stream
+
+        await to_stream(hub.store.redis, hub.store.keys.events(), recorder.flush())
     records = await hub.store.erase(site, visitor)
     log.info("erased visitor %s of %s: %d sessions here, %d stored records, %d other nodes told", visitor, site, sessions, records, len(nodes))
     return {"visitor": visitor, "site": site, "sessions": sessions, "records": records, "nodes": nodes}
