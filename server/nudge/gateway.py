@@ -25,7 +25,7 @@ from .errors import (
     TooManyConnections,
 )
 from .hub import Hub
-from .limits import ConnectionLimits, FrameBudget, Proxies
+from .limits import ConnectionLimits, Proxies, frame_budget
 from .shutdown import refuse_while_stopping
 
 log = logging.getLogger("nudge.gateway")
@@ -103,14 +103,14 @@ class Gateway:
             await conn.flush()
             on_frame = hub.on_frame
             clock = hub.clock
-            budget = FrameBudget(settings.frames_per_second, settings.frame_burst, clock.now())
+            budget = frame_budget(settings, clock.now())
             while True:
                 message = await receive()
                 if message["type"] != "websocket.receive":
                     break
                 now = conn.last_seen = clock.now()
                 if not budget.take(now):
-                    raise RateLimited(f"more than {settings.frames_per_second:g} frames per second")
+                    raise RateLimited(f"more than {budget.rate:g} frames per second")
                 data = message.get("text")
                 if data is None:
                     data = message.get("bytes")

@@ -81,6 +81,15 @@ class FrameBudget:
         return True
 
 
+def frame_budget(settings, now: float) -> FrameBudget:
+    """A socket's frame budget: the configured one, but never under twice the event budget
+    (each event brings an ack and a ping or two along), so raising the event budget alone is
+    enough."""
+    rate = max(settings.frames_per_second, 2 * settings.events_per_second)
+    burst = max(settings.frame_burst, 2 * settings.event_burst)
+    return FrameBudget(rate, burst, now)
+
+
 class ConnectionLimits:
     """Open sockets per address and per site key on this node."""
 
