@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, run_server
+from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, run_server, visitor_id
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +31,9 @@ campaigns:
 MUG = {"id": "mug", "name": "Blue Mug", "price": 12.5}
 
 
-async def delete(server, visitor: str, key: str | None = SECRET) -> tuple[int, dict]:
+async def delete(server, visitor: str, key: str | None = SECRET, what: str = "visitors") -> tuple[int, dict]:
     def call():
-        request = urllib.request.Request(f"{server.http}/api/visitors/{visitor}?site={KEY}", method="DELETE")
+        request = urllib.request.Request(f"{server.http}/api/{what}/{visitor}?site={KEY}", method="DELETE")
         if key:
             request.add_header("Authorization", f"Bearer {key}")
         try:
@@ -160,3 +160,51 @@ async def test_erasure_in_redis_and_on_every_node_leaves_nothing(tmp_path):
             assert await keys_mentioning(kept.visitor) != []
     finally:
         await drop_keys(url)
+
+
+async def identified(server, user: str) -> Client:
+    """A visitor proven to be ``user`` (hello), who also identifies again by event."""
+    from nudge import identity
+
+    token = identity.sign(SECRET, KEY, user, 2_000_000_000)
+    client = await Client.connect(server.url, hello=False)
+    await client.send({"t": "hello", "v": 1, "key": KEY, "visitor": visitor_id(), "user_id": user, "user_token": token})
+    welcome = await client.recv()
+    client.visitor, client.session = welcome["visitor"], welcome["session"]
+    await client.track("identify", {"user_id": user, "user_token": token, "plan": "pro"})
+    await client.track("add_to_cart", MUG)
+    return client
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_erasure_by_user_reaches_every_visitor_they_were(store, tmp_path):
+    url = redis_store_url() if store == "redis" else "memory://"
+    try:
+        async with run_server(CAMPAIGNS, store=url, secret_keys=[SECRET]) as server:
+            phone, laptop = await identified(server, "u42"), await identified(server, "u42")
+            other = await identified(server, "u43")
+            await phone.close()  # one away, one connected
+            await eventually(lambda: server.hub.stats.connections == 2, "the phone to detach")
+            if store == "redis":
+                await server.hub._write_behind()
+            status, report = await delete(server, "u42", what="users")
+            assert status == 200
+            assert sorted(r["visitor"] for r in report["visitors"]) == sorted([phone.visitor, laptop.visitor])
+            assert (await laptop.closed())[0] == 4409
+            await eventually(lambda: not mentions(server.hub.sessions, laptop.visitor), "the laptop to be let go")
+            hub = server.hub
+            for visitor in (phone.visitor, laptop.visitor):
+                for where in (hub.sessions, hub.visitors, hub._backlog):
+                    assert not mentions(where, visitor)
+                if store == "memory":
+                    assert not mentions(hub.store, visitor)
+            if store == "memory":
+                assert not mentions(hub.store, "u42") and mentions(hub.store, other.visitor)
+            else:
+                redis, prefix = hub.store.redis, hub.store.keys.prefix
+                names = [key async for key in redis.scan_iter(match=prefix + "*")]
+                assert not any(v.encode() in k for k in names for v in (phone.visitor, laptop.visitor, "u42"))
+                assert await hub.store.user_visitors(KEY, "u43") == [other.visitor]
+    finally:
+        if store == "redis":
+            await drop_keys(url)

@@ -167,10 +167,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         site = request.query_params.get("site") or (next(iter(hub.sites)) if len(hub.sites) == 1 else None)
         if site not in hub.sites:
             return JSONResponse({"error": "site is required: ?site=pk_…, one of this server's site keys"}, status_code=400)
-        from .erasure import erase
+        from .erasure import erase, erase_user
 
         try:
-            report = await erase(hub, site, visitor)
+            if request.url.path.startswith("/api/users/"):
+                report = await erase_user(hub, site, visitor)
+            else:
+                report = await erase(hub, site, visitor)
         except getattr(hub.store, "unavailable", ()) as exc:
             return JSONResponse({"error": f"the store is unreachable ({exc}); nothing was erased there, try again"}, status_code=503)
         return JSONResponse(report)
@@ -184,6 +187,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/api/explain", explain),
         Route("/api/reload", reload, methods=["POST"]),
         Route("/api/visitors/{visitor}", erase_visitor, methods=["DELETE"]),
+        Route("/api/users/{visitor}", erase_visitor, methods=["DELETE"]),
     ]
     if settings.demo:
         routes.append(Mount("/", StaticFiles(directory=DEMO_SITE, html=True), name="demo"))

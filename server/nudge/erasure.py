@@ -1,7 +1,9 @@
 """Erasure: everything Nudge holds about one visitor removed, on request of the site (its secret
 key), on every node and in the store.
 
-``DELETE /api/visitors/{visitor}?site=pk_…`` (app.py) calls :func:`erase`, which
+``DELETE /api/visitors/{visitor}?site=pk_…`` (app.py) calls :func:`erase`, and
+``DELETE /api/users/{user}?site=pk_…`` calls it for every visitor the user id was proven with
+(:func:`erase_user`). Erasing a visitor
 
 1. forgets the visitor on this node: their sockets are closed (4409: the snippet does not
    reconnect on this page), their sessions, wake-ups and grace timers dropped, and store writes
@@ -28,7 +30,7 @@ log = logging.getLogger("nudge.erasure")
 
 def _mentions(args: tuple, site: str, visitor: str) -> bool:
     """Whether a kept store write (hub backlog entry) is about the visitor."""
-    if args[:2] == (site, visitor):
+    if args and args[0] == site and visitor in args[1:]:
         return True
     first = args[0] if args else None
     return getattr(first, "site", None) == site and (getattr(first, "id", None) == visitor or getattr(first, "visitor", None) == visitor)
@@ -57,6 +59,14 @@ def forget_here(hub: Any, site: str, visitor: str) -> int:
         backlog.clear()
         backlog.extend(kept)
     return dropped
+
+
+async def erase_user(hub: Any, site: str, user: str) -> dict:
+    """Erase every visitor the user id was proven with (identity tokens), on every node."""
+    visitors = set(await hub.store.user_visitors(site, user))
+    visitors |= {v for (s, v), held in hub.visitors.items() if s == site and held.state.traits.get("user_id") == user}
+    reports = [await erase(hub, site, visitor) for visitor in sorted(visitors)]
+    return {"user": user, "site": site, "visitors": reports}
 
 
 async def erase(hub: Any, site: str, visitor: str) -> dict:

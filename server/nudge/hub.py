@@ -432,8 +432,8 @@ class Hub:
         engine = self.engine
         try:
             event = events.validate(frame.get("name"), frame.get("props"), seq, engine.custom_events)
-            if event.name == "identify":
-                identity.check_identify(event.props, session.site, now, self.settings.secret_keys, seq)
+            if event.name == "identify" and identity.check_identify(event.props, session.site, now, self.settings.secret_keys, seq):
+                await self._write("link_user", session.site, event.props["user_id"], session.visitor)
         except FrameError as exc:
             # Refused for good: acknowledged so that the client does not resend it forever.
             session.last_event_seq = seq

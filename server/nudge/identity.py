@@ -58,12 +58,14 @@ def refusal(token: Any, site: str, user_id: Any, now: float, secret_keys: list[s
     return "user_token is not signed for this user and site"
 
 
-def check_identify(props: dict, site: str, now: float, secret_keys: list[str], seq: int) -> None:
+def check_identify(props: dict, site: str, now: float, secret_keys: list[str], seq: int) -> bool:
     """An ``identify`` event that names a user must prove it; its token is then dropped (never
-    stored as a trait). Raises :class:`BadEvent` (nothing of the event is applied)."""
+    stored as a trait). True when the event proved a user id; raises :class:`BadEvent` (nothing
+    of the event is applied) when it named one without proof."""
     if "user_id" not in props and "user_token" not in props:
-        return
+        return False
     reason = refusal(props.get("user_token"), site, props.get("user_id"), now, secret_keys)
     if reason is not None:
         raise BadEvent(f"props.user_id: {reason}", seq)
     del props["user_token"]
+    return True

@@ -56,6 +56,10 @@ class Keys:
         """The literal start of every session key of a site."""
         return f"{self.prefix}s:{{{site}:"
 
+    def user(self, site: str, user: str) -> str:
+        """The visitor ids a proven user id was seen with (a set), for erasure by user."""
+        return f"{self.prefix}u:{{{site}:{user}}}"
+
     def session(self, site: str, session: str) -> str:
         return f"{self.prefix}s:{{{site}:{session}}}"
 

@@ -40,6 +40,7 @@ class MemoryStore:
         self._recent: dict[tuple[str, str], list[int]] = {}  # (site, visitor) -> ms, any campaign
         self._once: dict[tuple[str, str, str], int] = {}  # (site, visitor, token) -> expires ms
         self._total: dict[tuple[str, str, str], int] = {}  # (site, visitor, campaign) -> shown ever
+        self._users: dict[tuple[str, str], set[str]] = {}  # (site, user id) -> visitor ids
         self.snapshot_path = Path(snapshot) if snapshot else None  # written on close, read now
         if self.snapshot_path is not None and self.snapshot_path.exists():
             self._restore(self.snapshot_path)
@@ -134,8 +135,19 @@ class MemoryStore:
         queue = self._queued.pop((site, visitor), [])
         return [message for expires_at, message in queue if expires_at > now]
 
+    async def link_user(self, site: str, user: str, visitor: str) -> None:
+        self._users.setdefault((site, user), set()).add(visitor)
+
+    async def user_visitors(self, site: str, user: str) -> list[str]:
+        return sorted(self._users.get((site, user), ()))
+
     async def erase(self, site: str, visitor: str) -> int:
         removed = 0
+        for ident in [i for i, visitors in self._users.items() if i[0] == site and visitor in visitors]:
+            self._users[ident].discard(visitor)
+            if not self._users[ident]:
+                del self._users[ident]
+            removed += 1
         for table in (self._visitors, self._queued, self._recent):
             if table.pop((site, visitor), None) is not None:
                 removed += 1
@@ -168,6 +180,7 @@ class MemoryStore:
             "recent": [[*ident, times] for ident, times in self._recent.items() if times],
             "once": [[*ident, until] for ident, until in self._once.items()],
             "total": [[*ident, count] for ident, count in self._total.items()],
+            "users": [[*ident, sorted(visitors)] for ident, visitors in self._users.items()],
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_name(path.name + ".tmp")
@@ -202,6 +215,8 @@ class MemoryStore:
             self._once[(site, visitor, token)] = until
         for site, visitor, campaign, count in document.get("total", ()):
             self._total[(site, visitor, campaign)] = count
+        for site, user, visitors in document.get("users", ()):
+            self._users[(site, user)] = set(visitors)
         log.info("memory store: restored %d visitors, %d sessions, %d timers from %s",
                  len(self._visitors), len(self._sessions), len(self._timers), path)
 

@@ -326,10 +326,24 @@ class RedisStore:
                 messages.append(message)
         return messages
 
+    async def link_user(self, site: str, user: str, visitor: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(self.keys.user(site, user), visitor)
+            pipe.pexpire(self.keys.user(site, user), _ms(self.retention))
+            await pipe.execute()
+
+    async def user_visitors(self, site: str, user: str) -> list[str]:
+        return sorted(v.decode() for v in await self.redis.smembers(self.keys.user(site, user)))
+
     async def erase(self, site: str, visitor: str) -> int:
         """Every key tagged with the visitor, every session of theirs (found by a SCAN of the
-        site's sessions: erasure is rare, so no index is kept for it) and their timers."""
+        site's sessions: erasure is rare, so no index is kept for it), their timers, and their
+        entry in the set of the user they were identified as."""
         redis, keys = self.redis, self.keys
+        state = await self.load_visitor(site, visitor)
+        user = state.traits.get("user_id") if state is not None else None
+        if isinstance(user, str):
+            await redis.srem(keys.user(site, user), visitor)
         doomed = [key async for key in redis.scan_iter(match=_glob(keys.visitor_pattern(site, visitor)) + "*", count=500)]
         sessions = [key async for key in redis.scan_iter(match=_glob(keys.session_pattern(site)) + "*", count=1000)]
         for start in range(0, len(sessions), 500):
