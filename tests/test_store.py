@@ -239,3 +239,24 @@ async def test_memory_snapshot_survives_a_graceful_stop(tmp_path):
 def test_unknown_store_url():
     with pytest.raises(ValueError, match="unsupported store URL"):
         open_store("postgres://x")
+
+
+
+async def test_erase_removes_one_visitor_and_nothing_of_anyone_else(store):
+    for visitor in ("v_gone", "v_kept"):
+        state = VisitorState("pk", visitor, first_seen=T0)
+        state.traits["user_id"] = "u1"
+        await store.save_visitor(state)
+        await store.save_session(SessionState(f"s_{visitor}", "pk", visitor, T0), 300.0)
+        await store.schedule("pk", visitor, "absence:x", T0 + 60)
+        await store.confirm_show("pk", visitor, CapCheck("c", lifetime=5), T0, once="t@1", queue=({"campaign": "c"}, T0 + 3600))
+        await store.link_user("pk", "u1", visitor)
+    assert await store.user_visitors("pk", "u1") == ["v_gone", "v_kept"]
+    assert await store.erase("pk", "v_gone") >= 5
+    assert await store.load_visitor("pk", "v_gone") is None and await store.load_session("pk", "s_v_gone") is None
+    assert await store.take_queued("pk", "v_gone", T0) == []
+    assert [t.visitor for t in await store.claim_due(T0 + 61)] == ["v_kept"]
+    assert await store.confirm_show("pk", "v_gone", CapCheck("c", lifetime=1), T0 + 1) is None  # counts forgotten
+    assert await store.user_visitors("pk", "u1") == ["v_kept"]
+    assert (await store.load_visitor("pk", "v_kept")).id == "v_kept"
+    assert len(await store.take_queued("pk", "v_kept", T0)) == 1
