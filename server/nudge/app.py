@@ -23,6 +23,7 @@ from .config import PACKAGE, Settings
 from .gateway import Gateway
 from .hub import Hub
 from .reload import CampaignFile
+from .server_events import ServerEvents
 from .store import open_store
 
 log = logging.getLogger("nudge.app")
@@ -94,6 +95,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             return JSONResponse({"error": "the campaign file is invalid; the campaigns in force stay", "problems": campaign_file.last_error}, status_code=422)
         return JSONResponse({"campaigns": len(hub.engine.campaign_set.campaigns)})
 
+    server_events = ServerEvents(hub)
+
+    async def post_events(request: Request) -> Response:
+        if (refused := authorised(request)) is not None:
+            return refused
+        return await server_events.handle(request)
+
     routes = [
         WebSocketRoute("/ws", Gateway(hub)),
         Route("/beacon", Beacon(hub).handle, methods=["POST"]),
@@ -102,6 +110,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/api/results", results),
         Route("/api/explain", explain),
         Route("/api/reload", reload, methods=["POST"]),
+        Route("/api/events", post_events, methods=["POST"]),
     ]
     if settings.demo:
         routes.append(Mount("/", StaticFiles(directory=DEMO_SITE, html=True), name="demo"))
@@ -132,6 +141,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.hub = hub
+    app.state.server_events = server_events
     app.state.campaign_file = campaign_file
     app.state.secret_keys = secret_keys
     app.state.sighup = lambda: hup_installed[0]

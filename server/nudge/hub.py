@@ -438,6 +438,50 @@ class Hub:
             variant = assign(campaign, visitor.id)  # sticky: the variant it was shown in
             self.results.count(campaign.id, variant.id if variant else None, event.name)
 
+    # --- events from a backend --------------------------------------------------------------
+
+    async def on_visitor_event(self, site: str, visitor_id: str, event: events.Event, forwarded: bool = False) -> str:
+        """Apply an event a backend reported about a visitor (``POST /api/events``): the same
+        engine, with no session (``State(visitor, None)``), so a purchase closes the cart
+        reminder's window and counts as a conversion. Returns where it was applied: ``held``
+        (the visitor has a session on this node), ``relayed`` (to the node holding one, with a
+        shared store) or ``stored`` (loaded from the store, applied, written back).
+
+        Decisions are carried out as for a timer: a show goes to the visitor's open tab on this
+        node, or waits for their next visit (or the offline webhook), as the campaign says."""
+        visitor = self.visitors.get((site, visitor_id))
+        if visitor is None and self.shared and not forwarded:
+            try:
+                holders = await self.relay.holders(site, visitor_id)
+            except self._unavailable as exc:
+                self._store_failed(exc)
+                raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
+            record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props}
+            for node in dict.fromkeys(reversed(holders.values())):  # most recently held first
+                if node != self.node and await self.relay.send(node, record):
+                    return "relayed"
+            visitor = self.visitors.get((site, visitor_id))  # a tab may have come meanwhile
+        held = visitor is not None
+        now = self.clock.now()
+        if visitor is None:
+            state = await self._load(self.store.load_visitor(site, visitor_id))
+            visitor = self.visitors.get((site, visitor_id))
+            held = visitor is not None
+            if visitor is None:
+                visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
+        now = _not_before(visitor.state, now)
+        connected = [s for s in visitor.sessions if s.conn is not None]
+        live = connected[-1] if connected else None
+        decisions = self.engine.on_event(State(visitor.state, None), event, now)
+        self.stats.events += 1
+        if decisions:
+            await self._carry_out(live, visitor, decisions, now)
+        if not held:
+            await self._write("save_visitor", visitor.state)
+        elif self.shared:
+            self._dirty.update(visitor.sessions)  # the visitor is written with its sessions
+        return "held" if held else "stored"
+
     # --- decisions --------------------------------------------------------------------------
 
     async def _carry_out(
@@ -622,7 +666,10 @@ class Hub:
     async def _on_relay(self, record: dict) -> None:
         """A record another node published for this one (see :mod:`nudge.relay`)."""
         op = record.get("op")
-        if op == "due":
+        if op == "ev":
+            event = events.Event(record["name"], record.get("props") or {})
+            await self.on_visitor_event(record["site"], record["visitor"], event, forwarded=True)
+        elif op == "due":
             timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
             await self._on_due(timer, forwarded=True)
         elif op == "take":

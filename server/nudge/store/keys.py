@@ -60,6 +60,14 @@ class Keys:
         lease end."""
         return f"{self.prefix}{{timers}}:claimed"
 
+    def event_id(self, site: str, event_id: str) -> str:
+        """Marks a backend event id already applied (``POST /api/events``), for a day."""
+        return f"{self.prefix}evid:{{{site}}}:{event_id}"
+
+    def results(self) -> str:
+        """Results counts: a hash ``campaign SEP variant SEP counter`` -> count, every node's."""
+        return f"{self.prefix}results"
+
     def node_channel(self, node: str) -> str:
         """The pub/sub channel each node listens on for messages to its sockets."""
         return f"{self.prefix}node:{node}"
