@@ -126,3 +126,67 @@ async def test_with_redis_the_event_reaches_the_node_holding_the_visitor_and_ids
             await client.close()
     finally:
         await drop_keys(url)
+
+
+HOLDOUT = """
+campaigns:
+  - id: offer
+    trigger: {event: click}
+    variants: [{id: a, weight: 1}, {id: holdout, weight: 1, holdout: true}]
+    goal: {event: purchase, within: 1d}
+    message: {kind: toast, body: "Offer"}
+"""
+
+
+def get(url: str, key: str = SECRET) -> tuple[int, dict]:
+    def go():
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(req, timeout=5) as response:
+            return response.status, json.load(response)
+
+    return asyncio.to_thread(go)
+
+
+async def click_and_buy(server, visitors: int) -> None:
+    for i in range(visitors):
+        client = await Client.connect(server.url)
+        await client.track("click")
+        if i % 2 == 0:
+            await post(f"{server.http}/api/events", {"id": f"buy-{client.visitor}", "visitor": client.visitor, "name": "purchase"})
+        await client.close()
+
+
+async def test_results_report_and_counts_survive_a_restart(tmp_path):
+    store = f"memory://{tmp_path}/state.msgpack"
+    async with run_server(HOLDOUT, store=store, secret_keys=[SECRET]) as server:
+        await click_and_buy(server, 20)
+        _, first = await get(f"{server.http}/api/results")
+    variants = first["report"]["offer"]["variants"]
+    assert sum(v["triggered"] for v in variants.values()) == 20
+    assert sum(v["converted"] for v in variants.values()) == 10
+    assert first["report"]["offer"]["control"] == "holdout"
+    (comparison,) = first["report"]["offer"]["comparisons"]
+    assert comparison["test"] in ("fisher_exact", "two_proportion_z") and 0 <= comparison["p_value"] <= 1
+    async with run_server(HOLDOUT, store=store, secret_keys=[SECRET]) as server:
+        _, again = await get(f"{server.http}/api/results")
+        assert again["campaigns"] == first["campaigns"]
+        await click_and_buy(server, 2)
+        _, more = await get(f"{server.http}/api/results")
+    assert sum(v["triggered"] for v in more["report"]["offer"]["variants"].values()) == 22
+
+
+@pytest.mark.redis
+async def test_with_redis_results_add_up_over_nodes_and_restarts():
+    url = redis_store_url(lease=30)
+    try:
+        async with run_server(HOLDOUT, store=url, secret_keys=[SECRET]) as a, run_server(HOLDOUT, store=url, secret_keys=[SECRET]) as b:
+            await click_and_buy(a, 6)
+            await click_and_buy(b, 4)
+            await b.advance(b.settings.write_behind)  # B's counts reach Redis on its next tick
+            _, both = await get(f"{a.http}/api/results")
+        assert sum(v["triggered"] for v in both["report"]["offer"]["variants"].values()) == 10
+        async with run_server(HOLDOUT, store=url, secret_keys=[SECRET]) as c:
+            _, later = await get(f"{c.http}/api/results")
+        assert later["campaigns"] == both["campaigns"]
+    finally:
+        await drop_keys(url)

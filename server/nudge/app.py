@@ -23,6 +23,7 @@ from .config import PACKAGE, Settings
 from .gateway import Gateway
 from .hub import Hub
 from .reload import CampaignFile
+from .results import from_totals, report
 from .server_events import ServerEvents
 from .store import open_store
 
@@ -73,7 +74,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     async def results(request: Request) -> Response:
         if (refused := authorised(request)) is not None:
             return refused
-        return JSONResponse({"campaigns": hub.results.snapshot()})
+        if hub.shared:  # every node's counts: this node's flushed first, then read back
+            try:
+                await hub.flush_results()
+                counts = from_totals(await hub.store.load_results())
+            except hub._unavailable:
+                counts = hub.results.snapshot()
+        else:
+            counts = hub.results.snapshot()
+        return JSONResponse({"campaigns": counts, "report": report(counts, hub.engine.by_id)})
 
     async def explain(request: Request) -> Response:
         if (refused := authorised(request)) is not None:

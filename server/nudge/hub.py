@@ -135,6 +135,10 @@ class Hub:
         self.results = Results()  # per campaign and variant
 
     async def start(self) -> None:
+        try:
+            self.results.restore(await self.store.load_results())
+        except self._unavailable as exc:
+            self._store_failed(exc)  # counted from zero here; the store keeps adding up
         if self.shared:
             from .relay import Relay
 
@@ -151,6 +155,7 @@ class Hub:
             try:
                 await self._write_behind()
                 await self._replay()
+                await self.flush_results()
             except Exception:
                 log.exception("final write to the store failed")
             if self.relay is not None:
@@ -164,6 +169,7 @@ class Hub:
             await self.store.save_session(live.state, self.settings.grace)
         for visitor in self.visitors.values():
             await self.store.save_visitor(visitor.state)
+        await self.flush_results()
         await self.store.close()
 
     def reload(self, campaign_set: CampaignSet) -> None:
@@ -756,6 +762,7 @@ class Hub:
             answered = bool(self._dirty or self._backlog)  # then Redis answers below, or raises
             await self._write_behind()
             await self._replay()
+            await self.flush_results()
             probe = self.degraded_since is not None or self.clock.now() - self._probed_at >= self.settings.heartbeat
             if probe:
                 self._probed_at = self.clock.now()
@@ -768,6 +775,17 @@ class Hub:
             self._store_failed(exc)
         finally:
             self._tick = self.scheduler.call_at(self.clock.now() + self.settings.write_behind, self._on_tick)
+
+    async def flush_results(self) -> None:
+        """Add the results counted since the last flush to the store, in one call."""
+        pending = self.results.take_pending()
+        if not pending:
+            return
+        try:
+            await self.store.add_results(pending)
+        except BaseException:
+            self.results.give_back(pending)  # added with the next flush
+            raise
 
     def _store_failed(self, exc: BaseException) -> None:
         self.stats.store_errors += 1

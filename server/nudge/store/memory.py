@@ -40,6 +40,7 @@ class MemoryStore:
         self._recent: dict[tuple[str, str], list[int]] = {}  # (site, visitor) -> ms, any campaign
         self._once: dict[tuple[str, str, str], int] = {}  # (site, visitor, token) -> expires ms
         self._total: dict[tuple[str, str, str], int] = {}  # (site, visitor, campaign) -> shown ever
+        self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
         self.snapshot_path = Path(snapshot) if snapshot else None  # written on close, read now
         if self.snapshot_path is not None and self.snapshot_path.exists():
             self._restore(self.snapshot_path)
@@ -58,6 +59,13 @@ class MemoryStore:
 
     async def ping(self) -> bool:
         return True
+
+    async def add_results(self, deltas: dict[tuple[str, str, str], int]) -> None:
+        for key, n in deltas.items():
+            self._results[key] = self._results.get(key, 0) + n
+
+    async def load_results(self) -> dict[tuple[str, str, str], int]:
+        return dict(self._results)
 
     async def load_session(self, site: str, session: str) -> SessionState | None:
         found = self._sessions.get((site, session))
@@ -152,6 +160,7 @@ class MemoryStore:
             "recent": [[*ident, times] for ident, times in self._recent.items() if times],
             "once": [[*ident, until] for ident, until in self._once.items()],
             "total": [[*ident, count] for ident, count in self._total.items()],
+            "results": [[*ident, count] for ident, count in self._results.items()],
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_name(path.name + ".tmp")
@@ -186,6 +195,8 @@ class MemoryStore:
             self._once[(site, visitor, token)] = until
         for site, visitor, campaign, count in document.get("total", ()):
             self._total[(site, visitor, campaign)] = count
+        for campaign, variant, counter, count in document.get("results", ()):
+            self._results[(campaign, variant, counter)] = count
         log.info("memory store: restored %d visitors, %d sessions, %d timers from %s",
                  len(self._visitors), len(self._sessions), len(self._timers), path)
 
