@@ -22,6 +22,7 @@ from .clock import Clock, SystemClock
 from .config import PACKAGE, Settings
 from .gateway import Gateway
 from .hub import Hub
+from .metrics import render as render_metrics
 from .reload import CampaignFile
 from .results import from_totals, report
 from .server_events import ServerEvents
@@ -71,6 +72,25 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         health = hub.health()
         return JSONResponse({**health, "version": __version__, **hub.snapshot()})
 
+    async def readyz(request: Request) -> Response:
+        """200 when this node should get new connections; 503 with what is degraded when not."""
+        degraded = []
+        health = hub.health()
+        if not started[0]:
+            degraded.append("starting or stopping")
+        if health.get("status") != "ok":
+            degraded.append(f"store unreachable for {health.get('degraded_for', 0)} s: new connections are refused (1013)")
+        if hub.shared and not health["relay"]["healthy"]:
+            degraded.append("relay listener unhealthy: timers for visitors on other nodes are decided here")
+        if campaign_file is not None and campaign_file.last_error:
+            degraded.append("the campaign file on disk is invalid; the campaigns in force stay")
+        ready = not [d for d in degraded if not d.startswith("the campaign file")]
+        body = {"ready": ready, "degraded": degraded, "store": health.get("store"), "campaigns": len(hub.engine.by_id)}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(render_metrics(hub), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     async def results(request: Request) -> Response:
         if (refused := authorised(request)) is not None:
             return refused
@@ -116,6 +136,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/beacon", Beacon(hub).handle, methods=["POST"]),
         Route("/nudge.js", snippet),
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
         Route("/api/results", results),
         Route("/api/explain", explain),
         Route("/api/reload", reload, methods=["POST"]),
@@ -125,6 +147,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         routes.append(Mount("/", StaticFiles(directory=DEMO_SITE, html=True), name="demo"))
 
     hup_installed = [False]
+    started = [False]  # between the end of start-up and the start of shutdown
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -139,9 +162,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, campaign_file.reload)
                 hup = hup_installed[0] = True
+        started[0] = True
         try:
             yield
         finally:
+            started[0] = False
             if campaign_file is not None:
                 campaign_file.stop()
                 if hup:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ from .errors import (
     RateLimited,
     StoreUnavailable,
 )
+from .metrics import Metrics
 from .protocol import Hello
 from .results import Results
 from .scheduler import LocalTimer, Scheduler
@@ -133,6 +135,7 @@ class Hub:
             self.webhook = Webhook(settings.webhook_url, settings.webhook_secret, self.scheduler, clock)
         self.stats = Stats()
         self.results = Results()  # per campaign and variant
+        self.metrics = Metrics()  # for /metrics: events by name, latencies
 
     async def start(self) -> None:
         try:
@@ -419,13 +422,16 @@ class Hub:
             conn.push(protocol.error(exc.code, exc.reason, seq))
             conn.push(protocol.ack(seq))
             return
+        started = time.perf_counter()
         decisions = engine.on_event(live.view, event, now)
         session.last_event_seq = seq
         self.stats.events += 1
+        self.metrics.events[event.name] += 1
         if event.name in ("shown", "clicked", "dismissed"):
-            self._count_outcome(event, live.visitor.state)
+            self._count_outcome(event, live, now)
         if decisions:
             await self._carry_out(live, live.visitor, decisions, now)
+        self.metrics.event_seconds.observe(time.perf_counter() - started)
         if self.shared:
             self._dirty.add(live)  # written behind, with the others changed meanwhile
         conn.push(protocol.ack(seq))
@@ -438,11 +444,16 @@ class Hub:
         if outbox and outbox[0]["seq"] <= seq:
             live.state.outbox = [frame for frame in outbox if frame["seq"] > seq]
 
-    def _count_outcome(self, event: events.Event, visitor: VisitorState) -> None:
+    def _count_outcome(self, event: events.Event, live: LiveSession, now: float) -> None:
         campaign = self.engine.by_id.get(event.props.get("campaign"))
         if campaign is not None:
-            variant = assign(campaign, visitor.id)  # sticky: the variant it was shown in
+            variant = assign(campaign, live.visitor.state.id)  # sticky: the variant it was shown in
             self.results.count(campaign.id, variant.id if variant else None, event.name)
+            if event.name == "shown":  # decision → on screen, from the session's trace
+                for at, cid, _variant, outcome in reversed(live.trace):
+                    if cid == campaign.id and outcome == "sent":
+                        self.metrics.show_seconds.observe(max(0.0, now - at))
+                        break
 
     # --- events from a backend --------------------------------------------------------------
 
@@ -480,6 +491,7 @@ class Hub:
         live = connected[-1] if connected else None
         decisions = self.engine.on_event(State(visitor.state, None), event, now)
         self.stats.events += 1
+        self.metrics.events[event.name] += 1
         if decisions:
             await self._carry_out(live, visitor, decisions, now)
         if not held:
@@ -585,6 +597,7 @@ class Hub:
             self._dirty.add(live)
         conn = live.conn
         if conn is not None:
+            self.metrics.messages[message.get("kind", "")] += 1
             conn.push(frame)
             conn.kick()
 
@@ -617,6 +630,7 @@ class Hub:
         self.stats.timers_fired += 1
         lateness = self.clock.now() - timer.due
         self.stats.lateness_total += lateness
+        self.metrics.timer_lag.observe(lateness)
         if lateness > self.stats.lateness_max:
             self.stats.lateness_max = lateness
         if not self.shared:

@@ -25,11 +25,13 @@ class Results:
         # deferred:<reason>.
         self._counts: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
         self.pending: dict[tuple[str, str, str], int] = defaultdict(int)  # not yet in the store
+        self.outcomes: dict[str, int] = defaultdict(int)  # counter -> counted by this process (metrics)
 
     def count(self, campaign: str, variant: str | None, counter: str) -> None:
         variant = variant or NO_VARIANT
         self._counts[campaign][variant][counter] += 1
         self.pending[(campaign, variant, counter)] += 1
+        self.outcomes[counter] += 1
 
     def get(self, campaign: str, variant: str | None = None) -> dict[str, int]:
         found = self._counts.get(campaign, {}).get(variant or NO_VARIANT)
