@@ -16,6 +16,8 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from . import __version__
+from .admin import CampaignEditor
+from .admin import routes as admin_routes
 from .beacon import Beacon
 from .campaigns import CampaignSet, load_file
 from .clock import Clock, SystemClock
@@ -125,6 +127,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         return JSONResponse({"campaigns": len(hub.engine.campaign_set.campaigns)})
 
     server_events = ServerEvents(hub)
+    editor = CampaignEditor(hub, hub.engine.campaign_set.document)
+    if campaign_file is not None:
+        campaign_file.on_reload = editor.from_file
 
     async def post_events(request: Request) -> Response:
         if (refused := authorised(request)) is not None:
@@ -142,6 +147,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/api/explain", explain),
         Route("/api/reload", reload, methods=["POST"]),
         Route("/api/events", post_events, methods=["POST"]),
+        *admin_routes(editor, authorised),
     ]
     if settings.demo:
         routes.append(Mount("/", StaticFiles(directory=DEMO_SITE, html=True), name="demo"))
@@ -152,6 +158,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         await hub.start()
+        await editor.start()
         sites = ", ".join(f"{key} ({', '.join(sorted(site.origins)) or 'no origins'})" for key, site in hub.sites.items())
         log.info("nudge %s: %d campaigns; site keys: %s", __version__, len(hub.engine.campaign_set.campaigns), sites or "none")
         if settings.demo and not settings.secret_keys:
@@ -167,6 +174,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             yield
         finally:
             started[0] = False
+            editor.stop()
             if campaign_file is not None:
                 campaign_file.stop()
                 if hup:
@@ -176,6 +184,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.hub = hub
     app.state.server_events = server_events
+    app.state.editor = editor
     app.state.campaign_file = campaign_file
     app.state.secret_keys = secret_keys
     app.state.sighup = lambda: hup_installed[0]

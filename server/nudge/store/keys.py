@@ -68,6 +68,14 @@ class Keys:
         """Results counts: a hash ``campaign SEP variant SEP counter`` -> count, every node's."""
         return f"{self.prefix}results"
 
+    def campaigns(self) -> str:
+        """The campaign document the admin API edits (JSON), shared by every node."""
+        return f"{self.prefix}campaigns:document"
+
+    def campaigns_revision(self) -> str:
+        """The campaign document's revision: bumped by each change, polled by every node."""
+        return f"{self.prefix}campaigns:revision"
+
     def node_channel(self, node: str) -> str:
         """The pub/sub channel each node listens on for messages to its sockets."""
         return f"{self.prefix}node:{node}"
