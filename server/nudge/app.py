@@ -127,6 +127,23 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         return JSONResponse({"campaigns": len(hub.engine.campaign_set.campaigns)})
 
     server_events = ServerEvents(hub)
+    if settings.webhooks is not None:
+        from .webhooks import Webhooks, load_endpoints
+
+        hub.webhooks = Webhooks(hub, load_endpoints(settings.webhooks))
+
+    async def webhooks(request: Request) -> Response:
+        if (refused := authorised(request)) is not None:
+            return refused
+        hooks = hub.webhooks
+        if hooks is None:
+            return JSONResponse({"endpoints": [], "queued": 0, "dead": []})
+        try:
+            return JSONResponse({"endpoints": hooks.describe(), "queued": await hooks.depth(),
+                                 "sent": hooks.sent, "retried": hooks.retried, "failed": hooks.failed,
+                                 "dead": await hooks.dead_letters()})
+        except hub._unavailable:
+            return JSONResponse({"error": "the shared store is unreachable"}, status_code=503)
     editor = CampaignEditor(hub, hub.engine.campaign_set.document)
     if campaign_file is not None:
         campaign_file.on_reload = editor.from_file
@@ -147,6 +164,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/api/explain", explain),
         Route("/api/reload", reload, methods=["POST"]),
         Route("/api/events", post_events, methods=["POST"]),
+        Route("/api/webhooks", webhooks),
         *admin_routes(editor, authorised),
     ]
     if settings.demo:
@@ -159,6 +177,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     async def lifespan(app: Starlette):
         await hub.start()
         await editor.start()
+        if hub.webhooks is not None:
+            hub.webhooks.start()
         sites = ", ".join(f"{key} ({', '.join(sorted(site.origins)) or 'no origins'})" for key, site in hub.sites.items())
         log.info("nudge %s: %d campaigns; site keys: %s", __version__, len(hub.engine.campaign_set.campaigns), sites or "none")
         if settings.demo and not settings.secret_keys:
@@ -175,6 +195,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         finally:
             started[0] = False
             editor.stop()
+            if hub.webhooks is not None:
+                hub.webhooks.stop()
             if campaign_file is not None:
                 campaign_file.stop()
                 if hup:

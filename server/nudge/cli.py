@@ -18,7 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .errors import CampaignError
 
     settings = from_environment()
-    for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "record", "record_retention", "node"):
+    for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "record", "record_retention", "node", "webhooks", "log_format"):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--record", type=Path, help="write the event log to this directory, for nudge replay (NUDGE_RECORD)")
     serve.add_argument("--record-retention", type=float, help="seconds event log files are kept (NUDGE_RECORD_RETENTION; default 7 days)")
     serve.add_argument("--log-level", help="debug, info, warning (NUDGE_LOG_LEVEL)")
+    serve.add_argument("--log-format", choices=["text", "json"], help="text (default) or json: one object a line (NUDGE_LOG_FORMAT)")
+    serve.add_argument("--webhooks", type=Path, help="a file of webhook endpoints for decisions and outcomes (NUDGE_WEBHOOKS; docs/operate.md)")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="validate campaign files")

@@ -53,6 +53,8 @@ class Settings:
     timer_poll: float = 1.0  # seconds between looks for timers other nodes added (shared store)
     webhook_url: str | None = None  # where messages for campaigns with ``offline: webhook`` go
     webhook_secret: str = ""  # signs each webhook body (HMAC-SHA256)
+    webhooks: Path | None = None  # endpoints for webhooks out (decisions, outcomes): docs/operate.md
+    log_format: str = "text"  # or "json": one JSON object a line (docs/operate.md)
 
     def sites(self) -> dict[str, Site]:
         keys = list(self.site_keys)
@@ -111,6 +113,10 @@ def from_environment(env: dict[str, str] | None = None) -> Settings:
         settings.record = Path(env["NUDGE_RECORD"])
     if env.get("NUDGE_RECORD_RETENTION"):
         settings.record_retention = float(env["NUDGE_RECORD_RETENTION"])
+    if env.get("NUDGE_WEBHOOKS"):
+        settings.webhooks = Path(env["NUDGE_WEBHOOKS"])
+    if env.get("NUDGE_LOG_FORMAT"):
+        settings.log_format = env["NUDGE_LOG_FORMAT"]
     if env.get("NUDGE_DEFLATE", "").lower() in ("1", "true", "yes"):
         settings.deflate = True
     return settings

@@ -136,6 +136,7 @@ class Hub:
         self.stats = Stats()
         self.results = Results()  # per campaign and variant
         self.metrics = Metrics()  # for /metrics: events by name, latencies
+        self.webhooks = None  # webhooks out (webhooks.Webhooks), when endpoints are configured
 
     async def start(self) -> None:
         try:
@@ -449,6 +450,8 @@ class Hub:
         if campaign is not None:
             variant = assign(campaign, live.visitor.state.id)  # sticky: the variant it was shown in
             self.results.count(campaign.id, variant.id if variant else None, event.name)
+            if self.webhooks is not None:
+                self._emit(event.name, live.visitor.state, campaign.id, variant.id if variant else None, session=live.state.id)
             if event.name == "shown":  # decision → on screen, from the session's trace
                 for at, cid, _variant, outcome in reversed(live.trace):
                     if cid == campaign.id and outcome == "sent":
@@ -525,6 +528,8 @@ class Hub:
                         self.stats.suppressed += 1
                         self.stats.lost_races += 1
                         results.count(decision.campaign, decision.variant, f"suppressed:{reason}")
+                        if self.webhooks is not None:
+                            self._emit("decision", state, decision.campaign, decision.variant, outcome=f"suppressed:{reason}")
                         if live is not None:
                             live.trace.append((now, decision.campaign, decision.variant, f"suppressed:{reason}"))
                             showing = live.state.showing
@@ -533,6 +538,8 @@ class Hub:
                         continue
                     self.stats.shown += 1
                     results.count(decision.campaign, decision.variant, "sent")
+                    if self.webhooks is not None:
+                        self._emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
                     if hand_off:
                         self._send_webhook(state, message, decision, now)
                     elif queue is None:
@@ -541,6 +548,8 @@ class Hub:
                     continue
                 self.stats.shown += 1
                 results.count(decision.campaign, decision.variant, "sent")
+                if self.webhooks is not None:
+                    self._emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
                 if hand_off:
                     self._send_webhook(state, message, decision, now)
                 elif decision.queued or live is None:
@@ -556,6 +565,8 @@ class Hub:
             elif isinstance(decision, Suppress):
                 self.stats.suppressed += 1
                 results.count(decision.campaign, decision.variant, f"suppressed:{decision.reason}")
+                if self.webhooks is not None:
+                    self._emit("decision", state, decision.campaign, decision.variant, outcome=f"suppressed:{decision.reason}")
                 if live is not None:
                     live.trace.append((now, decision.campaign, decision.variant, f"suppressed:{decision.reason}"))
             elif isinstance(decision, Defer):
@@ -564,6 +575,8 @@ class Hub:
                     live.trace.append((now, decision.campaign, decision.variant, f"deferred:{decision.reason}"))
             elif isinstance(decision, Converted):
                 results.count(decision.campaign, decision.variant, "converted")
+                if self.webhooks is not None:
+                    self._emit("converted", state, decision.campaign, decision.variant)
                 if live is not None:
                     live.trace.append((now, decision.campaign, decision.variant, "converted"))
             elif isinstance(decision, Wake) and live is not None:
@@ -573,12 +586,20 @@ class Hub:
 
     def _hand_off(self, decision: Show, live: LiveSession | None) -> bool:
         """Whether this show goes to the webhook: the visitor is away and the campaign says so."""
-        if self.webhook is None or not (decision.queued or live is None):
+        if (self.webhook is None and self.webhooks is None) or not (decision.queued or live is None):
             return False
         campaign = self.engine.by_id.get(decision.campaign)
         return campaign is not None and campaign.offline == "webhook"
 
+    def _emit(self, kind: str, state: VisitorState, campaign: str, variant: str | None, **extra) -> None:
+        """A webhook-out event about ``campaign`` for this visitor (see :mod:`nudge.webhooks`)."""
+        self.webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
+
     def _send_webhook(self, state: VisitorState, message: dict, decision: Show, now: float) -> None:
+        if self.webhooks is not None:
+            self._emit("offline", state, decision.campaign, decision.variant, message=message, traits=state.traits)
+        if self.webhook is None:
+            return
         self.webhook.send({
             "type": "message.offline", "site": state.site, "visitor": state.id,
             "traits": state.traits, "message": message, "decided_at": now,

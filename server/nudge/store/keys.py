@@ -76,6 +76,18 @@ class Keys:
         """The campaign document's revision: bumped by each change, polled by every node."""
         return f"{self.prefix}campaigns:revision"
 
+    def webhook_due(self) -> str:
+        """Webhook deliveries waiting: delivery id scored by when it is due (ms)."""
+        return f"{self.prefix}{{webhooks}}:due"
+
+    def webhook_deliveries(self) -> str:
+        """Webhook deliveries waiting: a hash delivery id -> JSON."""
+        return f"{self.prefix}{{webhooks}}:deliveries"
+
+    def webhook_dead(self) -> str:
+        """Webhook deliveries given up, newest first (a capped list of JSON)."""
+        return f"{self.prefix}{{webhooks}}:dead"
+
     def node_channel(self, node: str) -> str:
         """The pub/sub channel each node listens on for messages to its sockets."""
         return f"{self.prefix}node:{node}"
