@@ -49,8 +49,8 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def run_server(campaigns: str | None = None, campaign_file=None, **overrides: Any):
-    clock = FakeClock()
+async def run_server(campaigns: str | None = None, campaign_file=None, clock=None, **overrides: Any):
+    clock = clock or FakeClock()
     settings = Settings(host="127.0.0.1", port=0, site_keys=[KEY], origins=[ORIGIN], campaigns=campaign_file, **overrides)
     campaign_set = load_text(campaigns, "test.yaml") if campaigns else None
     app = create_app(settings, clock=clock, campaign_set=campaign_set)

@@ -149,3 +149,26 @@ async def test_the_html_report_renders_in_a_real_browser_without_errors(tmp_path
     assert await page.locator("h2").count() == 5
     assert await page.locator("svg rect").count() > 20
     assert errors == []
+
+
+@pytest.mark.redis
+async def test_on_redis_the_log_also_goes_to_a_stream_that_replay_reads(tmp_path):
+    from .conftest import Client, drop_keys, redis_store_url, run_server
+
+    url = redis_store_url()
+    campaigns = "campaigns:\n  - {id: reader, trigger: {path: /blog/*, scroll: 50}, message: {kind: banner, title: read}}\n"
+    try:
+        async with run_server(campaigns, record=tmp_path, store=url) as server:
+            client = await Client.connect(server.url)
+            await client.track("page_view", {"path": "/blog/a"})
+            await client.track("scroll", {"depth": 60})
+            await server.advance(1)  # the recorder flushes once a second
+            await client.close()
+        from_stream = [r for r in recording.read([url]) if r["k"] != "stop"]
+        from_files = [r for r in recording.read([tmp_path]) if r["k"] not in ("config", "stop")]
+        assert from_stream == from_files
+        assert [r["name"] for r in from_stream if r["k"] == "ev"] == ["page_view", "scroll"]
+        (result,) = replay.run(recording.read([url]), [load_text(campaigns)])
+        assert result.summary()["reader"]["fired"] == 1
+    finally:
+        await drop_keys(url)

@@ -44,6 +44,66 @@ def load_campaigns(settings: Settings) -> CampaignSet:
     return load_file(path)
 
 
+class _Recording:
+    """The event log's flush, once a second through the scheduler (so it runs on the fake clock
+    in tests), and its last flush at shutdown."""
+
+    def __init__(self, hub: Hub, recorder) -> None:
+        self.hub, self.recorder = hub, recorder
+        self._timer = hub.scheduler.call_at(hub.clock.now() + 1.0, self._flush)
+
+    async def _flush(self, due: float) -> None:
+        self._timer = self.hub.scheduler.call_at(due + 1.0, self._flush)
+        try:
+            lines = self.recorder.flush()
+        except OSError:
+            log.exception("event log write failed")
+            return
+        store = self.hub.store
+        if self.hub.shared and lines:
+            from .recording import to_stream
+
+            try:
+                await to_stream(store.redis, store.keys.events(), lines)
+            except Exception:  # noqa: BLE001 - the files have them; the stream is a copy
+                log.warning("event log: the Redis stream is unavailable, %d records only in files", len(lines))
+
+    async def stop(self) -> None:
+        """The server is stopping: close the log with everything due by now, and a stop record
+        (a replay stopped at the same moment then sees the same timers fire)."""
+        self._timer.cancel()
+        hub = self.hub
+        await hub.scheduler.stop()
+        now = hub.clock.now()
+        if not hub.shared:
+            await hub.scheduler.run_due(now)
+        self.recorder.record("stop", now)
+        lines = self.recorder.flush()
+        if self.hub.shared and lines:
+            from .recording import to_stream
+
+            try:
+                await to_stream(self.hub.store.redis, self.hub.store.keys.events(), lines)
+            except Exception:  # noqa: BLE001
+                log.warning("event log: the last %d records are only in files", len(lines))
+        self.hub.recorder = None
+
+
+def _start_recording(settings: Settings, hub: Hub, campaign_path) -> _Recording | None:
+    if settings.record is None:
+        return None
+    import hashlib
+
+    from .recording import Recorder
+
+    fingerprint = None
+    if campaign_path is not None:
+        fingerprint = hashlib.sha256(campaign_path.read_bytes()).hexdigest()[:16]
+    hub.recorder = Recorder(settings.record, grace=settings.grace, retention=settings.record_retention, campaigns=fingerprint)
+    log.info("recording the event log to %s", settings.record)
+    return _Recording(hub, hub.recorder)
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: CampaignSet | None = None) -> Starlette:
     """Build the application. ``clock`` and ``campaign_set`` are for tests and embedding; with a
     ``campaign_set`` given, no file is watched."""
@@ -175,6 +235,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
+        recording = _start_recording(settings, hub, watched)
         await hub.start()
         await editor.start()
         if hub.webhooks is not None:
@@ -201,6 +262,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
                 campaign_file.stop()
                 if hup:
                     asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            if recording is not None:
+                await recording.stop()
             await hub.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)

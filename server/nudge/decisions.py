@@ -70,6 +70,19 @@ class Wake:
 
 Decision = Show | Schedule | Cancel | Suppress | Defer | Converted | Wake
 
+
+def outcome_of(decision: Decision) -> tuple[str, str | None, str] | None:
+    """(campaign, variant, outcome) of a decision worth reporting, or None."""
+    if isinstance(decision, Show):
+        return decision.campaign, decision.variant, "sent"
+    if isinstance(decision, Suppress):
+        return decision.campaign, decision.variant, f"suppressed:{decision.reason}"
+    if isinstance(decision, Defer):
+        return decision.campaign, decision.variant, f"deferred:{decision.reason}"
+    if isinstance(decision, Converted):
+        return decision.campaign, decision.variant, "converted"
+    return None
+
 # Why a campaign whose trigger came true did not show: every reason the engine gives.
 REASONS = {
     "audience": "the visitor is not in the campaign's audience",

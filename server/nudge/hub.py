@@ -28,7 +28,17 @@ from .campaigns import CampaignSet
 from .clock import Clock
 from .config import Settings, Site
 from .connection import Connection
-from .decisions import Cancel, Converted, Decision, Defer, Schedule, Show, Suppress, Wake
+from .decisions import (
+    Cancel,
+    Converted,
+    Decision,
+    Defer,
+    Schedule,
+    Show,
+    Suppress,
+    Wake,
+    outcome_of,
+)
 from .engine import Engine, assign
 from .errors import (
     CLOSE_SESSION_TAKEN,
@@ -98,6 +108,14 @@ def _not_before(visitor: VisitorState, due: float) -> float:
     return due if due >= latest else latest
 
 
+def _due_by(live: LiveSession, now: float) -> bool:
+    """Whether a timer of this visitor or a wake-up of this session is due by ``now``."""
+    if live.wake is not None and not live.wake.cancelled and live.wake.due <= now:
+        return True
+    timers = live.visitor.state.timers
+    return bool(timers) and min(timers.values()) <= now
+
+
 def new_session_id() -> str:
     return "s_" + secrets.token_urlsafe(16)
 
@@ -137,6 +155,7 @@ class Hub:
         self.results = Results()  # per campaign and variant
         self.metrics = Metrics()  # for /metrics: events by name, latencies
         self.webhooks = None  # webhooks out (webhooks.Webhooks), when endpoints are configured
+        self.recorder = None  # recording.Recorder when the event log is on (--record)
 
     async def start(self) -> None:
         try:
@@ -227,6 +246,11 @@ class Hub:
         live.conn = conn
         self.stats.connections += 1
         session = live.state
+        if self.recorder is not None:
+            if resumed:
+                self.recorder.record("resume", now, visitor=visitor_id, session=session.id)
+            else:
+                self.recorder.record("start", now, site=site.key, visitor=visitor_id, session=session.id, device=session.device)
         conn.push(protocol.welcome(session.id, visitor_id, resumed, session.last_event_seq, self.settings.grace))
         if session.outbox:
             session.outbox = [frame for frame in session.outbox if frame["seq"] > hello.rx]
@@ -295,6 +319,8 @@ class Hub:
         live.conn = None
         now = self.clock.now()
         live.state.detached_at = now
+        if self.recorder is not None:
+            self.recorder.record("detach", now, visitor=live.state.visitor, session=live.state.id)
         if live.wake is not None:
             live.wake.cancel()
             live.wake = None
@@ -423,6 +449,12 @@ class Hub:
             conn.push(protocol.error(exc.code, exc.reason, seq))
             conn.push(protocol.ack(seq))
             return
+        if not self.shared and _due_by(live, now):
+            # Whatever fell due before this event happens before it, as it would have if the
+            # loop had not been busy: the decisions then do not depend on when the loop woke.
+            await self.scheduler.run_due(now)
+        if self.recorder is not None:
+            self.recorder.record("ev", now, visitor=session.visitor, session=session.id, name=event.name, props=event.props)
         started = time.perf_counter()
         decisions = engine.on_event(live.view, event, now)
         session.last_event_seq = seq
@@ -513,6 +545,8 @@ class Hub:
         twice (its node died before finishing it, and another node claimed it again) shows once."""
         state = visitor.state
         results = self.results
+        if self.recorder is not None:
+            self._record(live, state, decisions, now)
         for decision in decisions:
             if isinstance(decision, Show):
                 message = {"campaign": decision.campaign, **decision.content}
@@ -583,6 +617,14 @@ class Hub:
                 if live.wake is not None:
                     live.wake.cancel()
                 live.wake = self.scheduler.call_at(decision.at, self._on_wake, live) if decision.at is not None else None
+
+    def _record(self, live: LiveSession | None, state: VisitorState, decisions: list[Decision], now: float) -> None:
+        session = live.state.id if live is not None else None
+        for decision in decisions:
+            found = outcome_of(decision)
+            if found is not None:
+                campaign, variant, outcome = found
+                self.recorder.record("d", now, visitor=state.id, session=session, campaign=campaign, variant=variant, outcome=outcome)
 
     def _hand_off(self, decision: Show, live: LiveSession | None) -> bool:
         """Whether this show goes to the webhook: the visitor is away and the campaign says so."""

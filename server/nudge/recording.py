@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -55,10 +54,11 @@ class Recorder:
         fields["t"] = at
         self._buffer.append(self._dumps(fields))
 
-    def flush(self) -> None:
-        """Write what is buffered (a gzip member appended to the current file)."""
+    def flush(self) -> list[str]:
+        """Write what is buffered (a gzip member appended to the current file); return the
+        records written, encoded."""
         if not self._buffer:
-            return
+            return []
         if self._path is None or self._records >= self.rotate_records or time.time() - self._opened >= self.rotate_seconds:
             self._rotate()
         lines, self._buffer = self._buffer, []
@@ -67,6 +67,7 @@ class Recorder:
             file.write(data)
         self._records += len(lines)
         self.written += len(lines)
+        return lines
 
     def _rotate(self) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -92,11 +93,54 @@ class Recorder:
         self.flush()
 
 
+STREAM_MAXLEN = 10_000_000  # entries kept in the Redis stream (trimmed approximately)
+
+
+async def to_stream(redis, key: str, lines: list[str]) -> None:
+    """Append encoded records to the Redis stream ``key`` (one pipeline, capped length)."""
+    if not lines:
+        return
+    pipe = redis.pipeline(transaction=False)
+    for line in lines:
+        if '"k":"config"' in line:
+            continue  # the stream is one log: its settings are the node's, not per file
+        pipe.xadd(key, {"r": line}, maxlen=STREAM_MAXLEN, approximate=True)
+    await pipe.execute()
+
+
+def read_stream(url: str):
+    """Every record of the event-log stream of the Redis store at ``url`` (its ``prefix``)."""
+    import redis as sync_redis
+
+    from .store.keys import Keys
+
+    base, _, query = url.partition("?")
+    params = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
+    client = sync_redis.Redis.from_url(base, decode_responses=True)
+    key = Keys(params.get("prefix", "nudge:")).events()
+    start = "-"
+    try:
+        while True:
+            batch = client.xrange(key, min=start, count=5000)
+            for _entry, fields in batch:
+                yield json.loads(fields["r"])
+            if len(batch) < 5000:
+                return
+            start = "(" + batch[-1][0]
+    finally:
+        client.close()
+
+
 def read(paths: list[str | Path]):
     """Every record of the given files (or directories of them), in file-name order; a truncated
-    last member (a crash mid-write) is read up to where it breaks."""
+    last member (a crash mid-write) is read up to where it breaks. A ``redis://`` URL reads the
+    event-log stream of that Redis store instead."""
     files: list[Path] = []
-    for path in map(Path, paths):
+    for path in paths:
+        if isinstance(path, str) and path.startswith(("redis://", "rediss://", "unix://")):
+            yield from read_stream(path)
+            continue
+        path = Path(path)
         files.extend(sorted(path.glob(f"*{SUFFIX}")) + sorted(path.glob("*.jsonl")) if path.is_dir() else [path])
     for path in files:
         opener = gzip.open if path.suffix == ".gz" else open
@@ -109,9 +153,3 @@ def read(paths: list[str | Path]):
             log.warning("%s: stopped reading at a damaged part (%s)", path, exc)
 
 
-def file_size(paths: list[str | Path]) -> int:
-    total = 0
-    for path in map(Path, paths):
-        for file in path.glob("*") if path.is_dir() else [path]:
-            total += os.path.getsize(file)
-    return total

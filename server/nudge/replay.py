@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from . import events
 from .campaigns import CampaignSet
-from .decisions import Converted, Decision, Defer, Show, Suppress, Wake
+from .decisions import Decision, Wake, outcome_of
 from .engine import Engine
 from .state import SessionState, State, VisitorState, start_session
 
@@ -41,19 +41,6 @@ class Outcome:
 
     def key(self) -> tuple:
         return (round(self.at, 6), self.visitor, self.session, self.campaign, self.variant, self.outcome)
-
-
-def outcome_of(decision: Decision) -> tuple[str, str | None, str] | None:
-    """(campaign, variant, outcome) of a decision worth reporting, or None."""
-    if isinstance(decision, Show):
-        return decision.campaign, decision.variant, "sent"
-    if isinstance(decision, Suppress):
-        return decision.campaign, decision.variant, f"suppressed:{decision.reason}"
-    if isinstance(decision, Defer):
-        return decision.campaign, decision.variant, f"deferred:{decision.reason}"
-    if isinstance(decision, Converted):
-        return decision.campaign, decision.variant, "converted"
-    return None
 
 
 class _Session:
@@ -194,6 +181,7 @@ class Replay:
         self.refused = 0
         self.first_at: float | None = None
         self.last_at: float | None = None
+        self.stopped_at: float | None = None  # the server's stop record, if the log has one
         self._goals = defaultdict(list)  # event name -> campaigns with that goal
         for campaign in campaign_set.campaigns:
             if campaign.goal is not None:
@@ -205,6 +193,12 @@ class Replay:
         if kind == "config":
             if record.get("grace") is not None:
                 self.grace = float(record["grace"])
+            return
+        if kind == "stop" and at is not None:
+            # The server stopped: time ran on to here for everyone (timers due by then fired).
+            for run in self.visitors.values():
+                run.advance(at)
+            self.stopped_at = at
             return
         if at is None or kind not in ("start", "resume", "detach", "ev"):
             return
@@ -305,8 +299,12 @@ def _rate(hits: int, total: int) -> dict:
     return {"visitors": total, "converted": hits, "rate": round(hits / total, 4) if total else None}
 
 
-def run(records: Iterable[dict], campaign_sets: list[CampaignSet], *, grace: float | None = None, keep_outcomes: bool = False, progress=None) -> list[Replay]:
-    """Replay ``records`` against each campaign set, in one pass over the log."""
+def run(
+    records: Iterable[dict], campaign_sets: list[CampaignSet], *, grace: float | None = None,
+    keep_outcomes: bool = False, progress=None, drain: bool = True,
+) -> list[Replay]:
+    """Replay ``records`` against each campaign set, in one pass over the log. With ``drain``,
+    timers still pending at the end are let fall due (as if the log went on)."""
     replays = [Replay(cs, grace=grace if grace is not None else 300.0, keep_outcomes=keep_outcomes) for cs in campaign_sets]
     started = shown_at = time.monotonic()
     for count, record in enumerate(records, 1):
@@ -317,8 +315,9 @@ def run(records: Iterable[dict], campaign_sets: list[CampaignSet], *, grace: flo
         if progress is not None and count % 20000 == 0 and time.monotonic() - shown_at >= 1.0:
             shown_at = time.monotonic()
             progress(count, count / (shown_at - started))
-    for replay in replays:
-        replay.finish()
+    if drain:
+        for replay in replays:
+            replay.finish()
     return replays
 
 

@@ -13,6 +13,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -55,6 +56,7 @@ class Scheduler:
         self._order = itertools.count()
         self._wake = asyncio.Event()  # set when a sooner timer is added
         self._task: asyncio.Task | None = None
+        self._in_pass = False  # run_due is running (it is not re-entered)
         self._target: float | None = None  # what the loop sleeps until (None: until poked)
         self._passes_started = 0  # passes over due timers begun ...
         self._passes_done = asyncio.Condition()  # ... and notified as each one ends
@@ -96,46 +98,57 @@ class Scheduler:
         async with self._passes_done:
             await self._passes_done.wait_for(lambda: self._passes_finished >= target)
 
-    async def run_due(self) -> None:
-        """Run every timer due by now, local and durable, in order of due time.
+    async def run_due(self, now: float | None = None) -> None:
+        """Run every timer due by ``now`` (default: the clock's), local and durable, one at a
+        time, earliest first, a local one first at a tie.
 
         Each runs as of its own due time (local callbacks get ``due`` as their last argument;
         durable ones carry it), not as of the moment the loop got to it: a loop that wakes late,
         or a test that moves the clock a long way at once, sees the same decisions as one that
-        woke exactly on time."""
-        now = self.clock.now()
+        woke exactly on time — and a replay of the event log sees them too. A timer that one of
+        these creates, due by ``now``, runs in its turn within the same call."""
+        if self._in_pass:
+            return  # already running (the hub catching a visitor up from inside a timer)
+        self._in_pass = True
+        try:
+            await self._run_due(self.clock.now() if now is None else now)
+        finally:
+            self._in_pass = False
+
+    async def _run_due(self, now: float) -> None:
+        heap = self._local
+        durable: deque[DueTimer] = deque()
+        exhausted = False  # the store had nothing more due by now at the last look
         while True:
-            if self.before_claim is not None:
-                await self.before_claim()
-            durable = await self.store.claim_due(now)
-            local: list[LocalTimer] = []
-            heap = self._local
-            while heap and heap[0][0] <= now:
+            if not durable and not exhausted:
+                if self.before_claim is not None:
+                    await self.before_claim()
+                claimed = await self.store.claim_due(now)
+                durable.extend(sorted(claimed, key=lambda t: t.due))
+                exhausted = len(claimed) < 100
+            while heap and heap[0][2].cancelled:
+                heapq.heappop(heap)
+            local_due = heap[0][0] if heap and heap[0][0] <= now else None
+            if local_due is not None and (not durable or local_due <= durable[0].due):
                 timer = heapq.heappop(heap)[2]
-                if not timer.cancelled:
-                    local.append(timer)
-            if not durable and not local:
+                self.fired += 1
+                try:
+                    result = timer.callback(*timer.args, timer.due)
+                    if asyncio.iscoroutine(result):
+                        await result
+                except Exception:
+                    log.exception("local timer %s failed", getattr(timer.callback, "__name__", timer.callback))
+            elif durable:
+                item = durable.popleft()
+                self.fired += 1
+                try:
+                    await self.on_due(item)
+                except Exception:
+                    log.exception("timer %s for %s/%s failed", item.key, item.site, item.visitor)
+                if not durable:
+                    exhausted = False  # one it ran may have made another due by now: look again
+            else:
                 return
-            work: list[tuple[float, int, LocalTimer | DueTimer]] = [(t.due, 0, t) for t in local]
-            work.extend((t.due, 1, t) for t in durable)
-            work.sort(key=lambda item: (item[0], item[1]))
-            for _, _, item in work:
-                if isinstance(item, LocalTimer):
-                    if item.cancelled:  # an earlier timer in this pass cancelled it
-                        continue
-                    self.fired += 1
-                    try:
-                        result = item.callback(*item.args, item.due)
-                        if asyncio.iscoroutine(result):
-                            await result
-                    except Exception:
-                        log.exception("local timer %s failed", getattr(item.callback, "__name__", item.callback))
-                else:
-                    self.fired += 1
-                    try:
-                        await self.on_due(item)
-                    except Exception:
-                        log.exception("timer %s for %s/%s failed", item.key, item.site, item.visitor)
 
     async def _run(self) -> None:
         unavailable: tuple[type[BaseException], ...] = getattr(self.store, "unavailable", ())

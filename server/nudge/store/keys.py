@@ -88,6 +88,11 @@ class Keys:
         """Webhook deliveries given up, newest first (a capped list of JSON)."""
         return f"{self.prefix}{{webhooks}}:dead"
 
+    def events(self) -> str:
+        """The event log as a stream (recording on, Redis store): one entry per record, field
+        ``r`` holding the record's JSON."""
+        return f"{self.prefix}events"
+
     def node_channel(self, node: str) -> str:
         """The pub/sub channel each node listens on for messages to its sockets."""
         return f"{self.prefix}node:{node}"
