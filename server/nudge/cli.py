@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -29,7 +28,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings.site_keys += args.site_key or []
     settings.secret_keys += args.secret_key or []
     settings.origins += args.origin or []
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logs import configure
+
+    configure(settings.log_format, settings.log_level)
     try:
         app = create_app(settings)
     except CampaignError as exc:
@@ -47,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_interval,
         log_level=settings.log_level,
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         lifespan="on",
     )

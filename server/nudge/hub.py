@@ -57,6 +57,8 @@ from .state import SessionState, State, VisitorState, start_session
 from .store import CapCheck, DueTimer, Store
 
 log = logging.getLogger("nudge.hub")
+connection_log = logging.getLogger("nudge.connection")  # one line per connection (JSON logs)
+decision_log = logging.getLogger("nudge.decision")  # one line per decision (JSON logs)
 
 TRACE_LENGTH = 50  # decisions remembered per session, for "why did (not) it show?"
 
@@ -155,6 +157,7 @@ class Hub:
         self.results = Results()  # per campaign and variant
         self.metrics = Metrics()  # for /metrics: events by name, latencies
         self.webhooks = None  # webhooks out (webhooks.Webhooks), when endpoints are configured
+        self.log_lines = settings.log_format == "json"  # a line per connection and per decision
         self.recorder = None  # recording.Recorder when the event log is on (--record)
 
     async def start(self) -> None:
@@ -251,6 +254,10 @@ class Hub:
                 self.recorder.record("resume", now, visitor=visitor_id, session=session.id)
             else:
                 self.recorder.record("start", now, site=site.key, visitor=visitor_id, session=session.id, device=session.device)
+        if self.log_lines:
+            connection_log.info("connection %s", "resumed" if resumed else "opened", extra={
+                "session": session.id, "visitor": visitor_id, "site": site.key, "resumed": resumed, "node": self.node,
+            })
         conn.push(protocol.welcome(session.id, visitor_id, resumed, session.last_event_seq, self.settings.grace))
         if session.outbox:
             session.outbox = [frame for frame in session.outbox if frame["seq"] > hello.rx]
@@ -321,6 +328,8 @@ class Hub:
         live.state.detached_at = now
         if self.recorder is not None:
             self.recorder.record("detach", now, visitor=live.state.visitor, session=live.state.id)
+        if self.log_lines:
+            connection_log.info("connection closed", extra={"session": live.state.id, "visitor": live.state.visitor, "node": self.node})
         if live.wake is not None:
             live.wake.cancel()
             live.wake = None
@@ -547,6 +556,8 @@ class Hub:
         results = self.results
         if self.recorder is not None:
             self._record(live, state, decisions, now)
+        if self.log_lines:
+            self._log_decisions(live, state, decisions)
         for decision in decisions:
             if isinstance(decision, Show):
                 message = {"campaign": decision.campaign, **decision.content}
@@ -625,6 +636,16 @@ class Hub:
             if found is not None:
                 campaign, variant, outcome = found
                 self.recorder.record("d", now, visitor=state.id, session=session, campaign=campaign, variant=variant, outcome=outcome)
+
+    def _log_decisions(self, live: LiveSession | None, state: VisitorState, decisions: list[Decision]) -> None:
+        session = live.state.id if live is not None else None
+        for decision in decisions:
+            found = outcome_of(decision)
+            if found is not None:
+                campaign, variant, outcome = found
+                decision_log.info("decision %s %s", campaign, outcome, extra={
+                    "session": session, "visitor": state.id, "campaign": campaign, "variant": variant, "outcome": outcome,
+                })
 
     def _hand_off(self, decision: Show, live: LiveSession | None) -> bool:
         """Whether this show goes to the webhook: the visitor is away and the campaign says so."""
