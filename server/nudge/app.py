@@ -22,6 +22,7 @@ from .beacon import Beacon
 from .campaigns import CampaignSet, load_file
 from .clock import Clock, SystemClock
 from .config import PACKAGE, Settings
+from .dashboard import routes as dashboard_routes
 from .gateway import Gateway
 from .hub import Hub
 from .metrics import render as render_metrics
@@ -226,6 +227,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/api/events", post_events, methods=["POST"]),
         Route("/api/webhooks", webhooks),
         *admin_routes(editor, authorised),
+        *dashboard_routes(hub, authorised),
     ]
     if settings.demo:
         routes.append(Mount("/", StaticFiles(directory=DEMO_SITE, html=True), name="demo"))

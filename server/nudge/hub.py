@@ -61,6 +61,7 @@ connection_log = logging.getLogger("nudge.connection")  # one line per connectio
 decision_log = logging.getLogger("nudge.decision")  # one line per decision (JSON logs)
 
 TRACE_LENGTH = 50  # decisions remembered per session, for "why did (not) it show?"
+RECENT = 200  # decisions remembered by the hub, for the dashboard
 
 
 @dataclass(slots=True)
@@ -158,6 +159,7 @@ class Hub:
         self.metrics = Metrics()  # for /metrics: events by name, latencies
         self.webhooks = None  # webhooks out (webhooks.Webhooks), when endpoints are configured
         self.log_lines = settings.log_format == "json"  # a line per connection and per decision
+        self.recent: deque[tuple] = deque(maxlen=RECENT)  # (at, session, visitor, campaign, variant, outcome), for the dashboard
         self.recorder = None  # recording.Recorder when the event log is on (--record)
 
     async def start(self) -> None:
@@ -556,8 +558,7 @@ class Hub:
         results = self.results
         if self.recorder is not None:
             self._record(live, state, decisions, now)
-        if self.log_lines:
-            self._log_decisions(live, state, decisions)
+        self._remember(live, state, decisions, now)
         for decision in decisions:
             if isinstance(decision, Show):
                 message = {"campaign": decision.campaign, **decision.content}
@@ -637,15 +638,18 @@ class Hub:
                 campaign, variant, outcome = found
                 self.recorder.record("d", now, visitor=state.id, session=session, campaign=campaign, variant=variant, outcome=outcome)
 
-    def _log_decisions(self, live: LiveSession | None, state: VisitorState, decisions: list[Decision]) -> None:
+    def _remember(self, live: LiveSession | None, state: VisitorState, decisions: list[Decision], now: float) -> None:
+        """Keep the latest decisions for the dashboard; with JSON logs, a line each."""
         session = live.state.id if live is not None else None
         for decision in decisions:
             found = outcome_of(decision)
             if found is not None:
                 campaign, variant, outcome = found
-                decision_log.info("decision %s %s", campaign, outcome, extra={
-                    "session": session, "visitor": state.id, "campaign": campaign, "variant": variant, "outcome": outcome,
-                })
+                self.recent.append((now, session, state.id, campaign, variant, outcome))
+                if self.log_lines:
+                    decision_log.info("decision %s %s", campaign, outcome, extra={
+                        "session": session, "visitor": state.id, "campaign": campaign, "variant": variant, "outcome": outcome,
+                    })
 
     def _hand_off(self, decision: Show, live: LiveSession | None) -> bool:
         """Whether this show goes to the webhook: the visitor is away and the campaign says so."""

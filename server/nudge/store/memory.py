@@ -67,6 +67,10 @@ class MemoryStore:
     async def load_results(self) -> dict[tuple[str, str, str], int]:
         return dict(self._results)
 
+    async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]:
+        soonest = heapq.nsmallest(limit, self._timers.items(), key=lambda item: item[1])
+        return [(*ident, due) for ident, due in soonest]
+
     async def load_session(self, site: str, session: str) -> SessionState | None:
         found = self._sessions.get((site, session))
         return found[0] if found else None

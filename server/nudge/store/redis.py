@@ -230,6 +230,10 @@ class RedisStore:
                 out[tuple(parts)] = int(n)
         return out
 
+    async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]:
+        found = await self.redis.zrange(self.keys.timers(), 0, limit - 1, withscores=True)
+        return [(*split_timer_member(member.decode()), score / 1000) for member, score in found]
+
     async def load_visitor(self, site: str, visitor: str) -> VisitorState | None:
         data = await self.redis.get(self.keys.visitor(site, visitor))
         return codec.loads(VisitorState, data) if data is not None else None
