@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from nudge.campaigns import load_text
 
 from .conftest import KEY, Client, drop_keys, redis_store_url, run_server, visitor_id
 
@@ -190,3 +191,22 @@ async def test_with_redis_results_add_up_over_nodes_and_restarts():
         assert later["campaigns"] == both["campaigns"]
     finally:
         await drop_keys(url)
+
+
+async def test_backend_events_are_recorded_and_replay_to_the_same_decisions(tmp_path):
+    from nudge import recording, replay
+
+    async with run_server(CART, record=tmp_path, secret_keys=[SECRET]) as server:
+        client = await Client.connect(server.url)
+        await client.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+        await server.advance(61)
+        await client.expect("show", campaign="cart")
+        await post(f"{server.http}/api/events", {"id": "o-1", "visitor": client.visitor, "name": "purchase"})
+        stranger = visitor_id()
+        await post(f"{server.http}/api/events", {"id": "o-2", "visitor": stranger, "name": "identify", "props": {"vip": True}})
+        await client.close()
+    records = list(recording.read([tmp_path]))
+    live = [(r["campaign"], r["outcome"]) for r in records if r["k"] == "d"]
+    assert live == [("cart", "sent"), ("cart", "converted")]
+    (result,) = replay.run(records, [load_text(CART, "t.yaml")], keep_outcomes=True, drain=False)
+    assert [(o.campaign, o.outcome) for o in result.outcomes] == live

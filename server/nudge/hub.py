@@ -535,6 +535,8 @@ class Hub:
         now = _not_before(visitor.state, now)
         connected = [s for s in visitor.sessions if s.conn is not None]
         live = connected[-1] if connected else None
+        if self.recorder is not None:
+            self.recorder.record("ev", now, visitor=visitor_id, session=None, name=event.name, props=event.props)
         decisions = self.engine.on_event(State(visitor.state, None), event, now)
         self.stats.events += 1
         self.metrics.events[event.name] += 1
