@@ -168,3 +168,16 @@ async def test_with_redis_a_change_reaches_every_node_within_a_poll(campaign_fil
             assert "promo" in c.hub.engine.by_id
     finally:
         await drop_keys(url)
+
+
+async def test_api_edits_survive_a_restart_with_the_memory_snapshot_unless_the_file_changed(campaign_file, tmp_path):
+    store = f"memory://{tmp_path}/state.msgpack"
+    async with run_server(campaign_file=campaign_file, store=store, secret_keys=[SECRET]) as server:
+        assert (await call(server.http + "/api/campaigns", "POST", PROMO))[0] == 201
+    async with run_server(campaign_file=campaign_file, store=store, secret_keys=[SECRET]) as server:
+        assert "promo" in server.hub.engine.by_id
+        _, _, raw = await call(server.http + "/api/campaigns/promo")
+        assert parsed(raw)["version"] == 1
+    campaign_file.write_text(CAMPAIGNS.replace("Hi", "Changed in git"))
+    async with run_server(campaign_file=campaign_file, store=store, secret_keys=[SECRET]) as server:
+        assert set(server.hub.engine.by_id) == {"hello"}  # the file changed: it wins

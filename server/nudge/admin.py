@@ -113,6 +113,16 @@ class CampaignEditor:
 
     async def start(self) -> None:
         if not self.store.shared:
+            # The memory store keeps the document in its snapshot (memory:///path): the API's
+            # edits survive a graceful restart, unless the file changed meanwhile.
+            kept = getattr(self.store, "campaign_document", None)
+            if kept is not None and kept.get("file_hash") == self.document["file_hash"]:
+                try:
+                    self.hub.reload(load_data(self._as_data(kept), "api"))
+                    self.document = kept
+                except CampaignError as exc:
+                    log.error("the saved campaign document does not validate; the file's stays:\n%s", exc)
+            self._keep()
             return
         try:
             revision, shared = await self._read()
@@ -165,6 +175,10 @@ class CampaignEditor:
         self.revision, self.document = revision, document
         self.hub.reload(campaign_set)
 
+    def _keep(self) -> None:
+        if hasattr(self.store, "campaign_document"):
+            self.store.campaign_document = self.document
+
     @staticmethod
     def _as_data(document: dict) -> dict:
         return {**document["settings"], "campaigns": document["campaigns"]}
@@ -175,6 +189,7 @@ class CampaignEditor:
         document = self._fresh(campaign_set.document, self.document["versions"], _digest(campaign_set.document))
         if not self.store.shared:
             self.document, self.revision = document, self.revision + 1
+            self._keep()
             return
 
         async def publish(_due: float) -> None:
@@ -210,6 +225,7 @@ class CampaignEditor:
                 raise Refusal(422, {"error": "the campaign does not validate", "problems": _problems(exc, result)}) from None
             if not self.store.shared:
                 self.document, self.revision = document, revision + 1
+                self._keep()
                 self.hub.reload(campaign_set)
                 self.changes += 1
                 return result

@@ -41,6 +41,7 @@ class MemoryStore:
         self._once: dict[tuple[str, str, str], int] = {}  # (site, visitor, token) -> expires ms
         self._total: dict[tuple[str, str, str], int] = {}  # (site, visitor, campaign) -> shown ever
         self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
+        self.campaign_document: dict | None = None  # the admin API's campaign document (admin.py)
         self.snapshot_path = Path(snapshot) if snapshot else None  # written on close, read now
         if self.snapshot_path is not None and self.snapshot_path.exists():
             self._restore(self.snapshot_path)
@@ -165,6 +166,7 @@ class MemoryStore:
             "once": [[*ident, until] for ident, until in self._once.items()],
             "total": [[*ident, count] for ident, count in self._total.items()],
             "results": [[*ident, count] for ident, count in self._results.items()],
+            "campaigns": self.campaign_document,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_name(path.name + ".tmp")
@@ -199,6 +201,7 @@ class MemoryStore:
             self._once[(site, visitor, token)] = until
         for site, visitor, campaign, count in document.get("total", ()):
             self._total[(site, visitor, campaign)] = count
+        self.campaign_document = document.get("campaigns")
         for campaign, variant, counter, count in document.get("results", ()):
             self._results[(campaign, variant, counter)] = count
         log.info("memory store: restored %d visitors, %d sessions, %d timers from %s",
