@@ -69,6 +69,8 @@ class Dashboard:
         except hub._unavailable:
             timers, counts = [], hub.results.snapshot()
             degraded.append("store unreachable")
+        for campaign_id in hub.engine.by_id:  # campaigns in force with nothing counted yet show too
+            counts.setdefault(campaign_id, {})
         by_campaign: dict[str, dict] = {}
         for _site, _visitor, key, due in timers:
             campaign = key.partition(":")[2] or key

@@ -124,11 +124,13 @@
     var chart = svg("svg", { viewBox: "0 0 " + width + " " + height, role: "img", "class": "ab", "aria-label": "conversion by variant" });
     var scale = 0.001;
     ids.forEach(function (id) { scale = Math.max(scale, variants[id].ci95[1]); });
-    var left = 90, span = width - left - 70;
+    var left = 100, span = width - left - 70;
     ids.forEach(function (id, i) {
       var v = variants[id], y = i * row + 2;
       var rate = v.conversion_rate || 0;
-      chart.appendChild(svg("text", { x: 0, y: y + 15, "font-size": 12, fill: "#6b7385" }, id + (v.holdout ? " (holdout)" : "")));
+      var label = svg("text", { x: 0, y: y + 15, "font-size": 12, fill: "#6b7385" }, id.length > 14 ? id.slice(0, 13) + "…" : id);
+      label.appendChild(svg("title", {}, id + (v.holdout ? " (holdout: not shown, counted)" : "")));
+      chart.appendChild(label);
       chart.appendChild(svg("rect", { x: left, y: y + 4, width: Math.max(1, span * rate / scale), height: row - 10, rx: 3, fill: v.holdout ? "#9aa3b5" : "#1a9d5a", "data-variant": id }));
       var x1 = left + span * v.ci95[0] / scale, x2 = left + span * v.ci95[1] / scale, mid = y + row / 2;
       chart.appendChild(svg("line", { x1: x1, x2: x2, y1: mid, y2: mid, stroke: "#1d2330", "stroke-width": 1.5 }));
