@@ -457,5 +457,8 @@ OPENAPI = {
         "/api/results": {"get": _op("Counts and report per campaign and variant", responses={"200": {"description": "campaigns (raw counts) and report"}})},
         "/api/explain": {"get": _op("Why a campaign did or did not show in a session", responses={"200": {"description": "checks and decisions"}})},
         "/api/reload": {"post": _op("Reload the campaign file", responses={"200": {"description": "reloaded"}, "422": _INVALID})},
+        "/api/webhooks": {"get": _op("Webhook endpoints (without secrets), queue depth and dead letters", responses={"200": {"description": "endpoints, queued, dead"}})},
+        "/api/dashboard": {"get": _op("The dashboard's snapshot, once", responses={"200": {"description": "sessions, rates, timers, decisions, results"}})},
+        "/api/dashboard/stream": {"get": _op("The dashboard's snapshots as server-sent events, one a second", responses={"200": {"description": "text/event-stream"}})},
     },
 }

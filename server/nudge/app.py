@@ -259,7 +259,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             started[0] = False
             editor.stop()
             if hub.webhooks is not None:
-                hub.webhooks.stop()
+                await hub.webhooks.stop()
             if campaign_file is not None:
                 campaign_file.stop()
                 if hup:

@@ -169,10 +169,17 @@ class Webhooks:
         if self.shared:
             self._schedule(self.hub.clock.now() + POLL)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop sending; with Redis, what was decided but not yet queued is queued for the other
+        nodes (or this one's next start)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.shared and self._fresh:
+            try:
+                await self._enqueue_fresh()
+            except self.hub._unavailable:
+                log.warning("%d webhook deliveries lost: Redis unreachable at shutdown", len(self._fresh))
 
     def _schedule(self, due: float) -> None:
         if self._pump_at is not None and self._pump_at <= due:
