@@ -101,3 +101,19 @@ async def test_the_stream_needs_the_secret_key():
 
         assert await asyncio.to_thread(get, "pk_test") == 401
         assert await asyncio.to_thread(get, SECRET) == 200
+
+
+async def test_each_stream_ends_so_that_a_stop_is_not_held(monkeypatch):
+    import urllib.request
+
+    from nudge import dashboard
+
+    monkeypatch.setattr(dashboard, "STREAM_SECONDS", 1.5)
+    async with run_server(CAMPAIGNS, secret_keys=[SECRET]) as server:
+        def read():
+            req = urllib.request.Request(f"{server.http}/api/dashboard/stream", headers={"Authorization": f"Bearer {SECRET}"})
+            with urllib.request.urlopen(req, timeout=WAIT) as response:
+                return response.read().decode()  # returns once the server ends the stream
+
+        text = await asyncio.to_thread(read)
+        assert text.count("event: snapshot") == 2 and text.endswith("event: end\ndata: {}\n\n")

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 STATIC = PACKAGE / "static" / "dashboard"
 PUSH_EVERY = 1.0  # seconds between snapshots on the stream
+# Seconds one stream lasts; the page then opens the next at once. A server stopping waits for
+# open HTTP responses to end (uvicorn says nothing to the app before), so an endless stream
+# would hold a stop until its timeout: this bounds that wait.
+STREAM_SECONDS = 5.0
 TIMERS_LISTED = 500  # the soonest pending timers looked at
 DUE_SHOWN = 5  # due times shown per campaign
 
@@ -111,9 +115,13 @@ class Dashboard:
     async def stream(self, request: Request):
         """Server-sent events: a snapshot now, then one every ``PUSH_EVERY`` seconds until the
         page goes away. The pause paces a display for people: it waits for no timer, so it is
-        real time rather than the hub's clock."""
+        real time rather than the hub's clock. Ends after ``STREAM_SECONDS``."""
+        ends = time.monotonic() + STREAM_SECONDS
         while not await request.is_disconnected():
             yield f"event: snapshot\ndata: {json.dumps(await self.snapshot(), separators=(',', ':'))}\n\n"
+            if time.monotonic() + PUSH_EVERY > ends:
+                yield "event: end\ndata: {}\n\n"
+                return
             await asyncio.sleep(PUSH_EVERY)
 
 

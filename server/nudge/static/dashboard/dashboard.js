@@ -51,7 +51,14 @@
         if (!response.ok || !response.body) throw new Error("HTTP " + response.status);
         retry = 0;
         $("board").hidden = false;
-        return read(response.body.getReader());
+        var opened = Date.now();
+        return read(response.body.getReader()).then(function () {
+          if (signal.aborted) return;
+          // The server ends each stream after a few seconds: open the next one at once (unless
+          // streams keep ending early, then back off as after an error).
+          if (Date.now() - opened < 1000) throw new Error("stream ended early");
+          start(key);
+        });
       })
       .catch(function (error) {
         if (signal.aborted) return;
@@ -67,12 +74,13 @@
     var buffer = "";
     function pump() {
       return reader.read().then(function (chunk) {
-        if (chunk.done) throw new Error("stream ended");
+        if (chunk.done) return;
         buffer += decoder.decode(chunk.value, { stream: true });
         var at;
         while ((at = buffer.indexOf("\n\n")) >= 0) {
           var block = buffer.slice(0, at);
           buffer = buffer.slice(at + 2);
+          if (block.indexOf("event: end") === 0) continue;
           var data = block.split("\n").filter(function (l) { return l.indexOf("data: ") === 0; })
             .map(function (l) { return l.slice(6); }).join("\n");
           if (data) render(JSON.parse(data));
