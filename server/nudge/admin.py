@@ -10,7 +10,9 @@ without dropping a connection (the engine is replaced, as a file reload does).
 Several nodes (Redis): the document and its revision live in Redis. A change is written with a
 compare-and-set on the revision (one Lua script), so two editors on two nodes cannot both win;
 every node looks at the revision every ``POLL`` seconds (one GET) and loads a new document when
-it moved — a change is in force everywhere within a second.
+it moved — a change is in force everywhere within a second. Polling rather than pub/sub on
+purpose: a node that missed a message (resubscribing, restarting, partitioned) still converges at
+its next look, and two GETs a second per node cost nothing.
 
 The campaign file and the API — which wins: **the last change, by whichever source**. At start
 the file seeds the document; with Redis, a node keeps the document found there (the API's edits
