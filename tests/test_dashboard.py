@@ -117,3 +117,25 @@ async def test_each_stream_ends_so_that_a_stop_is_not_held(monkeypatch):
 
         text = await asyncio.to_thread(read)
         assert text.count("event: snapshot") == 2 and text.endswith("event: end\ndata: {}\n\n")
+
+
+async def test_dead_letters_show_in_the_dashboard(browser, tmp_path):
+    from .test_webhooks import Receiver, endpoints_file
+
+    async with Receiver(failures=99, status=400) as receiver:
+        hooks = endpoints_file(tmp_path, receiver.url, events=["decision"])
+        async with run_server(CAMPAIGNS, secret_keys=[SECRET], webhooks=hooks) as server:
+            client = await Client.connect(server.url)
+            await client.track("click")
+            await server.advance(0)  # the delivery is tried and refused for good
+            assert server.hub.webhooks.failed == 1
+            page = await browser.new_page()
+            await page.goto(f"{server.http}/dashboard")
+            await page.fill("#key", SECRET)
+            await page.click("#login button[type=submit]")
+            row = page.locator("#dead tbody tr")
+            await row.first.wait_for(timeout=WAIT * 1000)
+            assert "HTTP 400" in await row.first.text_content()
+            assert "1 dead letters" in await page.locator("#webhook-queue").text_content()
+            await page.close()
+            await client.close()
