@@ -79,6 +79,12 @@ async def test_the_dashboard_loads_moves_and_charts(browser):
         assert await decisions.count() > 0
         assert "holdout" in await page.locator("#decisions").text_content()  # a reason, from the trace
 
+        await decisions.first.click()  # why: the explain trace of that session and campaign
+        checks = page.locator("#explain-checks tbody tr")
+        await checks.first.wait_for(timeout=WAIT * 1000)
+        assert "offer" in await page.locator("#explain-title").text_content()
+        assert "fires on 'click'" in await page.locator("#explain-checks").text_content()
+
         await page.reload()  # the key is kept for the tab
         await page.locator("#board").wait_for(state="visible", timeout=WAIT * 1000)
         assert await page.locator("#login").is_hidden()

@@ -191,8 +191,42 @@
       tr.appendChild(el("td", {}, d.outcome));
       tr.appendChild(el("td", { "class": "muted" }, d.reason || ""));
       tr.appendChild(el("td", { "class": "muted", title: d.visitor }, d.session || "(no tab)"));
+      if (d.session) {
+        tr.className = "explainable";
+        tr.addEventListener("click", function () { explain(d.session, d.campaign); });
+      }
       body.appendChild(tr);
     });
+  }
+
+  // The explain trace of one decision's session and campaign: /api/explain, as `nudge explain`.
+  function explain(session, campaign) {
+    var key = sessionStorage.getItem(STORAGE);
+    var query = "?session=" + encodeURIComponent(session) + "&campaign=" + encodeURIComponent(campaign);
+    fetch("/api/explain" + query, { headers: { Authorization: "Bearer " + key } })
+      .then(function (response) { return response.json().then(function (body) { return [response.status, body]; }); })
+      .then(function (answer) {
+        var status = answer[0], report = answer[1];
+        $("explain").hidden = false;
+        $("explain-title").textContent = campaign + " in " + session;
+        var body = $("explain-checks").tBodies[0];
+        body.replaceChildren();
+        if (status !== 200) {
+          $("explain-note").textContent = report.error || ("HTTP " + status);
+          return;
+        }
+        (report.checks || []).forEach(function (c) {
+          var tr = el("tr");
+          tr.appendChild(el("td", {}, c.ok === true ? "✓" : c.ok === false ? "✗" : ""));
+          tr.appendChild(el("td", {}, c.check));
+          tr.appendChild(el("td", { "class": "muted" }, c.detail));
+          body.appendChild(tr);
+        });
+        $("explain-note").textContent = (report.decisions || []).map(function (d) {
+          return d.outcome + (d.variant ? " [" + d.variant + "]" : "");
+        }).join(" → ");
+      })
+      .catch(function (error) { $("explain-note").textContent = String(error); });
   }
 
   function renderWebhooks(hooks) {
@@ -215,6 +249,7 @@
     $("key").value = "";
     start(key);
   });
+  $("explain-close").addEventListener("click", function () { $("explain").hidden = true; });
   $("forget").addEventListener("click", function () {
     sessionStorage.removeItem(STORAGE);
     if (controller) controller.abort();
