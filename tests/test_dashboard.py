@@ -134,6 +134,7 @@ async def test_dead_letters_show_in_the_dashboard(browser, tmp_path):
             client = await Client.connect(server.url)
             await client.track("click")
             await server.advance(0)  # the delivery is tried and refused for good
+            await server.hub.webhooks.idle()
             assert server.hub.webhooks.failed == 1
             page = await browser.new_page()
             await page.goto(f"{server.http}/dashboard")

@@ -78,6 +78,12 @@ class Receiver:
         writer.close()
 
 
+async def settle(server, seconds: float) -> None:
+    """Move the server's clock, run what fell due, and wait for the POSTs it started."""
+    await server.advance(seconds)
+    await server.hub.webhooks.idle()
+
+
 def endpoints_file(tmp_path, url: str, **extra) -> str:
     path = tmp_path / "webhooks.yaml"
     path.write_text(json.dumps({"endpoints": [{"id": "crm", "url": url, "secret": HOOK_SECRET, **extra}]}))
@@ -93,10 +99,10 @@ async def test_a_receiver_failing_five_times_gets_each_delivery_once(tmp_path):
             show = next(f for f in frames if f["t"] == "show")
             await client.track("shown", {"msg": show["seq"], "campaign": "hello"})
             await client.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})  # not this endpoint's campaign
-            await server.advance(0)
+            await settle(server, 0)
             assert sum(receiver.tries.values()) == 2  # first tries, both refused
             for attempt in range(1, 6):  # each retry waits at most BASE * 2**attempt
-                await server.advance(webhooks.BASE * 2**attempt)
+                await settle(server, webhooks.BASE * 2**attempt)
             assert len(receiver.accepted) == 2
             assert all(len(bodies) == 1 for bodies in receiver.accepted.values())
             assert all(n == 6 for n in receiver.tries.values())
@@ -105,7 +111,7 @@ async def test_a_receiver_failing_five_times_gets_each_delivery_once(tmp_path):
             assert kinds == ["decision", "shown"]
             decision = next(b[0] for b in receiver.accepted.values() if b[0]["type"] == "decision")
             assert decision["campaign"] == "hello" and decision["outcome"] == "sent" and decision["visitor"] == client.visitor
-            await server.advance(webhooks.CAP)
+            await settle(server, webhooks.CAP)
             assert sum(receiver.tries.values()) == 12  # nothing more once accepted
             assert server.hub.webhooks.sent == 2 and server.hub.webhooks.retried == 10
             await client.close()
@@ -117,8 +123,8 @@ async def test_a_final_4xx_is_not_retried_and_goes_to_the_dead_letters(tmp_path)
         async with run_server(CAMPAIGNS, webhooks=hooks, secret_keys=[SECRET]) as server:
             client = await Client.connect(server.url)
             await client.track("click")
-            await server.advance(0)
-            await server.advance(webhooks.CAP)
+            await settle(server, 0)
+            await settle(server, webhooks.CAP)
             assert sum(receiver.tries.values()) == 1
 
             def get():
@@ -140,9 +146,9 @@ async def test_retries_stop_after_a_day(tmp_path):
         async with run_server(CAMPAIGNS, webhooks=hooks) as server:
             client = await Client.connect(server.url)
             await client.track("click")
-            await server.advance(0)
+            await settle(server, 0)
             for _ in range(30):
-                await server.advance(webhooks.CAP)  # 30 h: at least one try an hour, then given up
+                await settle(server, webhooks.CAP)  # 30 h: at least one try an hour, then given up
             tries = sum(receiver.tries.values())
             assert 24 <= tries <= 200
             assert server.hub.webhooks.failed == 1 and len(server.hub.webhooks.dead) == 1
@@ -158,12 +164,46 @@ async def test_with_redis_the_queue_outlives_its_node(tmp_path):
             async with run_server(CAMPAIGNS, store=url, webhooks=hooks) as a:
                 client = await Client.connect(a.url)
                 await client.track("click")
-                await a.advance(0)
+                await settle(a, 0)
                 assert sum(receiver.tries.values()) == 1 and not receiver.accepted
                 await client.close()
             async with run_server(CAMPAIGNS, store=url, webhooks=hooks) as b:  # A is gone
-                await b.advance(webhooks.BASE * 2)
+                await settle(b, webhooks.BASE * 2)
                 assert len(receiver.accepted) == 1 and sum(receiver.tries.values()) == 2
                 assert b.hub.webhooks.queued == 0
     finally:
         await drop_keys(url)
+
+
+async def test_a_receiver_that_never_answers_does_not_hold_up_timers(tmp_path):
+    hung, done = asyncio.Event(), asyncio.Event()
+
+    async def never_answer(reader, writer) -> None:
+        hung.set()
+        try:
+            await reader.read()  # until the server gives up on it
+        finally:
+            writer.close()
+            done.set()
+
+    receiver = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{receiver.sockets[0].getsockname()[1]}/hooks"
+    campaigns = CAMPAIGNS + """  - id: cart
+    trigger: {event: remove_from_cart, absent: purchase, within: 60s}
+    message: {kind: toast, body: "Cart"}
+"""
+    try:
+        async with run_server(campaigns, webhooks=endpoints_file(tmp_path, url, events=["decision"], campaigns=["hello"])) as server:
+            client = await Client.connect(server.url)
+            await client.track("click")
+            await server.advance(0)
+            await asyncio.wait_for(hung.wait(), 5)  # the POST is under way, unanswered
+            await client.track("remove_from_cart", {"id": "mug"})
+            await server.advance(61)  # the scheduler is free: the cart timer runs now
+            await client.expect("show", campaign="cart")
+            assert len(server.hub.webhooks._inflight) == 1
+            await client.close()
+        await asyncio.wait_for(done.wait(), 5)  # the stop cancelled the POST and closed its socket
+    finally:
+        receiver.close()
+        await receiver.wait_closed()

@@ -24,12 +24,16 @@ the first try; any other 4xx is final. What is given up on goes to the dead-lett
 The queue: with Redis, a sorted set of delivery ids scored by due time plus a hash of the
 deliveries (so a node that dies mid-delivery leaves it to be claimed again when its lease ends:
 at-least-once, which is what the idempotency key is for); in memory, a heap in this process.
-Deliveries are decided on the hot path (a dict appended to a list); they are written to the queue
-and sent by the scheduler (the only code that waits).
+Deliveries are decided on the hot path (a dict appended to a list); the scheduler writes them to
+the queue and claims what is due, and each claimed delivery is POSTed in a task of its own (at most
+``CONCURRENCY`` at once): a slow receiver never holds up the scheduler, and so never delays a
+visitor's timers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import heapq
 import json
 import logging
@@ -56,7 +60,8 @@ LEASE = 60.0  # seconds a claimed delivery is this node's before another may cla
 POLL = 1.0  # seconds between looks at the shared queue (Redis)
 BATCH = 50  # deliveries claimed at once
 DEAD_KEPT = 1000
-TIMEOUT = 10.0
+TIMEOUT = 10.0  # seconds for one POST
+CONCURRENCY = 8  # POSTs in flight at once, per node
 
 # -- KEYS[1]: due delivery ids (sorted set, ms); KEYS[2]: deliveries (hash id -> JSON)
 # -- ARGV[1]: now in ms; ARGV[2]: lease in ms; ARGV[3]: how many at most
@@ -141,6 +146,8 @@ class Webhooks:
         self.dead: list[dict] = []  # memory: the last DEAD_KEPT given up, newest first
         self._pump_at: float | None = None  # when the next pump is due
         self._timer = None
+        self._inflight: set[asyncio.Task] = set()  # POSTs under way
+        self._slots = asyncio.Semaphore(CONCURRENCY)
         self.sent = 0  # delivered (2xx), by this node
         self.retried = 0  # failed tries rescheduled
         self.failed = 0  # given up, by this node
@@ -175,6 +182,10 @@ class Webhooks:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for task in list(self._inflight):  # with Redis, claimed again once their lease ends
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._inflight, return_exceptions=True)
         if self.shared and self._fresh:
             try:
                 await self._enqueue_fresh()
@@ -195,7 +206,9 @@ class Webhooks:
         try:
             await self._enqueue_fresh()
             for delivery in await self._claim_due(now):
-                await self._attempt(delivery)
+                task = asyncio.get_running_loop().create_task(self._send(delivery))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
             self.queued = await self.depth()
         except self.hub._unavailable as exc:
             self.hub._store_failed(exc)
@@ -216,6 +229,21 @@ class Webhooks:
         except BaseException:
             self._fresh[:0] = fresh  # written with the next pump
             raise
+
+    async def idle(self) -> None:
+        """Wait until no POST is under way (for tests, after moving the clock)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+    async def _send(self, delivery: dict) -> None:
+        async with self._slots:
+            try:
+                await self._attempt(delivery)
+                self.queued = await self.depth()
+            except self.hub._unavailable as exc:
+                self.hub._store_failed(exc)  # left claimed: tried again when its lease ends
+            except Exception:
+                log.exception("webhook %s: delivery failed", delivery["id"])
 
     async def _attempt(self, delivery: dict) -> None:
         endpoint = self.endpoints.get(delivery["endpoint"])
@@ -245,6 +273,7 @@ class Webhooks:
             delivery["due"] = min(now + backoff(delivery["attempt"]), delivery["first_at"] + MAX_AGE)
             self.retried += 1
             await self._put(delivery)
+            self._schedule(delivery["due"])
             log.info("webhook %s to %s: %s; try %d at +%.1f s", delivery["id"], endpoint.id, error,
                      delivery["attempt"] + 1, delivery["due"] - now)
             return
