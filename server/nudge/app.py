@@ -260,6 +260,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             editor.stop()
             if hub.webhooks is not None:
                 await hub.webhooks.stop()
+            if hub.webhook is not None:
+                await hub.webhook.stop()
             if campaign_file is not None:
                 campaign_file.stop()
                 if hup:
