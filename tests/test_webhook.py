@@ -61,8 +61,10 @@ async def test_a_message_for_an_absent_visitor_is_posted_signed_and_retried():
         await client.close()
         await running.advance(2)  # the grace period ends: the visitor is away
         await running.advance(60)  # the window closes: POSTed, refused with 500
+        await running.hub.webhook.idle()
         assert len(receiver.requests) == 1 and running.hub.webhook.pending == 1
         await running.advance(2.0)  # the retry: backoff(1) is at most 2 s
+        await running.hub.webhook.idle()
         assert len(receiver.requests) == 2 and running.hub.webhook.sent == 1
 
         headers, body = receiver.requests[-1]

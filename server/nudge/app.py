@@ -16,13 +16,19 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from . import __version__
+from .admin import CampaignEditor
+from .admin import routes as admin_routes
 from .beacon import Beacon
 from .campaigns import CampaignSet, load_file
 from .clock import Clock, SystemClock
 from .config import PACKAGE, Settings
+from .dashboard import routes as dashboard_routes
 from .gateway import Gateway
 from .hub import Hub
+from .metrics import render as render_metrics
 from .reload import CampaignFile
+from .results import from_totals, report
+from .server_events import ServerEvents
 from .store import open_store
 
 log = logging.getLogger("nudge.app")
@@ -132,10 +138,37 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         health = hub.health()
         return JSONResponse({**health, "version": __version__, **hub.snapshot()})
 
+    async def readyz(request: Request) -> Response:
+        """200 when this node should get new connections; 503 with what is degraded when not."""
+        degraded = []
+        health = hub.health()
+        if not started[0]:
+            degraded.append("starting or stopping")
+        if health.get("status") != "ok":
+            degraded.append(f"store unreachable for {health.get('degraded_for', 0)} s: new connections are refused (1013)")
+        if hub.shared and not health["relay"]["healthy"]:
+            degraded.append("relay listener unhealthy: timers for visitors on other nodes are decided here")
+        if campaign_file is not None and campaign_file.last_error:
+            degraded.append("the campaign file on disk is invalid; the campaigns in force stay")
+        ready = not [d for d in degraded if not d.startswith("the campaign file")]
+        body = {"ready": ready, "degraded": degraded, "store": health.get("store"), "campaigns": len(hub.engine.by_id)}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(render_metrics(hub), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     async def results(request: Request) -> Response:
         if (refused := authorised(request)) is not None:
             return refused
-        return JSONResponse({"campaigns": hub.results.snapshot()})
+        if hub.shared:  # every node's counts: this node's flushed first, then read back
+            try:
+                await hub.flush_results()
+                counts = from_totals(await hub.store.load_results())
+            except hub._unavailable:
+                counts = hub.results.snapshot()
+        else:
+            counts = hub.results.snapshot()
+        return JSONResponse({"campaigns": counts, "report": report(counts, hub.engine.by_id)})
 
     async def explain(request: Request) -> Response:
         if (refused := authorised(request)) is not None:
@@ -158,6 +191,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         return JSONResponse({"campaigns": len(hub.engine.campaign_set.campaigns)})
 
     gateway = Gateway(hub)
+
     async def erase_visitor(request: Request) -> Response:
         """Erase everything about one visitor (docs/security.md): ``?site=`` names the site key
         when the server has more than one."""
@@ -177,27 +211,63 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         except getattr(hub.store, "unavailable", ()) as exc:
             return JSONResponse({"error": f"the store is unreachable ({exc}); nothing was erased there, try again"}, status_code=503)
         return JSONResponse(report)
+    server_events = ServerEvents(hub)
+    if settings.webhooks is not None:
+        from .webhooks import Webhooks, load_endpoints
+
+        hub.webhooks = Webhooks(hub, load_endpoints(settings.webhooks))
+
+    async def webhooks(request: Request) -> Response:
+        if (refused := authorised(request)) is not None:
+            return refused
+        hooks = hub.webhooks
+        if hooks is None:
+            return JSONResponse({"endpoints": [], "queued": 0, "dead": []})
+        try:
+            return JSONResponse({"endpoints": hooks.describe(), "queued": await hooks.depth(),
+                                 "sent": hooks.sent, "retried": hooks.retried, "failed": hooks.failed,
+                                 "dead": await hooks.dead_letters()})
+        except hub._unavailable:
+            return JSONResponse({"error": "the shared store is unreachable"}, status_code=503)
+    editor = CampaignEditor(hub, hub.engine.campaign_set.document)
+    if campaign_file is not None:
+        campaign_file.on_reload = editor.from_file
+
+    async def post_events(request: Request) -> Response:
+        if (refused := authorised(request)) is not None:
+            return refused
+        return await server_events.handle(request)
 
     routes = [
         WebSocketRoute("/ws", gateway),
         Route("/beacon", Beacon(hub).handle, methods=["POST"]),
         Route("/nudge.js", snippet),
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
         Route("/api/results", results),
         Route("/api/explain", explain),
         Route("/api/reload", reload, methods=["POST"]),
         Route("/api/visitors/{visitor}", erase_visitor, methods=["DELETE"]),
         Route("/api/users/{visitor}", erase_visitor, methods=["DELETE"]),
+        Route("/api/events", post_events, methods=["POST"]),
+        Route("/api/webhooks", webhooks),
+        *admin_routes(editor, authorised),
+        *dashboard_routes(hub, authorised),
     ]
     if settings.demo:
         routes.append(Mount("/", StaticFiles(directory=DEMO_SITE, html=True), name="demo"))
 
     hup_installed = [False]
+    started = [False]  # between the end of start-up and the start of shutdown
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         recording = _start_recording(settings, hub, watched)
         await hub.start()
+        await editor.start()
+        if hub.webhooks is not None:
+            hub.webhooks.start()
         sites = ", ".join(f"{key} ({', '.join(sorted(site.origins)) or 'no origins'})" for key, site in hub.sites.items())
         log.info("nudge %s: %d campaigns; site keys: %s", __version__, len(hub.engine.campaign_set.campaigns), sites or "none")
         if settings.demo and not settings.secret_keys:
@@ -208,9 +278,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, campaign_file.reload)
                 hup = hup_installed[0] = True
+        started[0] = True
         try:
             yield
         finally:
+            started[0] = False
+            editor.stop()
+            if hub.webhooks is not None:
+                await hub.webhooks.stop()
+            if hub.webhook is not None:
+                await hub.webhook.stop()
             if campaign_file is not None:
                 campaign_file.stop()
                 if hup:
@@ -222,6 +299,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.hub = hub
     app.state.gateway = gateway  # open sockets, connection limits, drained on a graceful stop
+    app.state.server_events = server_events
+    app.state.editor = editor
     app.state.campaign_file = campaign_file
     app.state.secret_keys = secret_keys
     app.state.sighup = lambda: hup_installed[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -155,6 +155,7 @@ class CampaignSet:
     limits: Limits = Limits()
     custom_events: frozenset[str] = frozenset()  # event names accepted beyond the built-ins
     source: str | None = None
+    document: Any = field(default=None, compare=False, repr=False)  # the plain data it was read from
 
     def get(self, campaign_id: str) -> Campaign | None:
         for campaign in self.campaigns:
@@ -324,7 +325,7 @@ class _Validator:
         custom = self.declared | frozenset(n for n in listened if n and n not in events.BUILT_IN)
         if self.problems:
             raise CampaignError(self.problems)
-        return CampaignSet(tuple(campaigns), limits, custom, self.filename)
+        return CampaignSet(tuple(campaigns), limits, custom, self.filename, data)
 
     def limits(self, value: Any) -> Limits:
         if value is None:
@@ -683,3 +684,9 @@ def _valid_zone(zone: Any) -> bool:
 
 def _type(value: Any) -> str:
     return {dict: "a map", list: "a list", str: "text", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def load_data(data: Any, source: str = "<api>") -> CampaignSet:
+    """Validate plain data (a campaign document as JSON gives it) exactly as a file is
+    validated — the admin API's path; problems carry no line numbers."""
+    return _Validator(source, {}).campaign_set(data)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .errors import CampaignError
 
     settings = from_environment()
-    for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "record", "record_retention", "node"):
+    for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "record", "record_retention", "node", "webhooks", "log_format"):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -36,7 +35,9 @@ def _serve(args: argparse.Namespace) -> int:
         value = getattr(args, name, None)
         if value is not None:
             setattr(settings, name, value)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logs import configure
+
+    configure(settings.log_format, settings.log_level)
     try:
         app = create_app(settings)
     except CampaignError as exc:
@@ -56,6 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_interval,
         log_level=settings.log_level,
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_timeout,
@@ -191,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--trusted-proxy", action="append", help="an address or network whose X-Forwarded-For is believed, repeatable (NUDGE_TRUSTED_PROXIES)")
     serve.add_argument("--restart-window", type=float, help="seconds over which sockets are told to reconnect when the server stops (NUDGE_RESTART_WINDOW; default 10)")
     serve.add_argument("--shutdown-timeout", type=float, help="seconds a stop waits for sockets to close (NUDGE_SHUTDOWN_TIMEOUT; default 15)")
+    serve.add_argument("--log-format", choices=["text", "json"], help="text (default) or json: one object a line (NUDGE_LOG_FORMAT)")
+    serve.add_argument("--webhooks", type=Path, help="a file of webhook endpoints for decisions and outcomes (NUDGE_WEBHOOKS; docs/operate.md)")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="validate campaign files")

@@ -80,6 +80,8 @@ class Settings:
     timer_poll: float = 1.0  # seconds between looks for timers other nodes added (shared store)
     webhook_url: str | None = None  # where messages for campaigns with ``offline: webhook`` go
     webhook_secret: str = ""  # signs each webhook body (HMAC-SHA256)
+    webhooks: Path | None = None  # endpoints for webhooks out (decisions, outcomes): docs/operate.md
+    log_format: str = "text"  # or "json": one JSON object a line (docs/operate.md)
 
     def sites(self) -> dict[str, Site]:
         """Each publishable key with its allow-list: the origins given with the key
@@ -158,6 +160,10 @@ def from_environment(env: dict[str, str] | None = None) -> Settings:
         settings.record_retention = float(env["NUDGE_RECORD_RETENTION"])
     if env.get("NUDGE_IGNORE_GPC", "").lower() in ("1", "true", "yes"):
         settings.honour_gpc = False
+    if env.get("NUDGE_WEBHOOKS"):
+        settings.webhooks = Path(env["NUDGE_WEBHOOKS"])
+    if env.get("NUDGE_LOG_FORMAT"):
+        settings.log_format = env["NUDGE_LOG_FORMAT"]
     if env.get("NUDGE_DEFLATE", "").lower() in ("1", "true", "yes"):
         settings.deflate = True
     return settings

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -48,6 +49,7 @@ from .errors import (
     RateLimited,
     StoreUnavailable,
 )
+from .metrics import Metrics
 from .protocol import Hello
 from .results import Results
 from .scheduler import LocalTimer, Scheduler
@@ -55,8 +57,11 @@ from .state import SessionState, State, VisitorState, start_session
 from .store import CapCheck, DueTimer, Store
 
 log = logging.getLogger("nudge.hub")
+connection_log = logging.getLogger("nudge.connection")  # one line per connection (JSON logs)
+decision_log = logging.getLogger("nudge.decision")  # one line per decision (JSON logs)
 
 TRACE_LENGTH = 50  # decisions remembered per session, for "why did (not) it show?"
+RECENT = 200  # decisions remembered by the hub, for the dashboard
 
 
 @dataclass(slots=True)
@@ -151,9 +156,17 @@ class Hub:
             self.webhook = Webhook(settings.webhook_url, settings.webhook_secret, self.scheduler, clock)
         self.stats = Stats()
         self.results = Results()  # per campaign and variant
+        self.metrics = Metrics()  # for /metrics: events by name, latencies
+        self.webhooks = None  # webhooks out (webhooks.Webhooks), when endpoints are configured
+        self.log_lines = settings.log_format == "json"  # a line per connection and per decision
+        self.recent: deque[tuple] = deque(maxlen=RECENT)  # (at, session, visitor, campaign, variant, outcome), for the dashboard
         self.recorder = None  # recording.Recorder when the event log is on (--record)
 
     async def start(self) -> None:
+        try:
+            self.results.restore(await self.store.load_results())
+        except self._unavailable as exc:
+            self._store_failed(exc)  # counted from zero here; the store keeps adding up
         if self.shared:
             from .relay import Relay
 
@@ -170,6 +183,7 @@ class Hub:
             try:
                 await self._write_behind()
                 await self._replay()
+                await self.flush_results()
             except Exception:
                 log.exception("final write to the store failed")
             if self.relay is not None:
@@ -183,6 +197,7 @@ class Hub:
             await self.store.save_session(live.state, self.settings.grace)
         for visitor in self.visitors.values():
             await self.store.save_visitor(visitor.state)
+        await self.flush_results()
         await self.store.close()
 
     def reload(self, campaign_set: CampaignSet) -> None:
@@ -241,6 +256,10 @@ class Hub:
                 self.recorder.record("resume", now, visitor=visitor_id, session=session.id)
             else:
                 self.recorder.record("start", now, site=site.key, visitor=visitor_id, session=session.id, device=session.device)
+        if self.log_lines:
+            connection_log.info("connection %s", "resumed" if resumed else "opened", extra={
+                "session": session.id, "visitor": visitor_id, "site": site.key, "resumed": resumed, "node": self.node,
+            })
         conn.push(protocol.welcome(session.id, visitor_id, resumed, session.last_event_seq, self.settings.grace))
         if session.outbox:
             session.outbox = [frame for frame in session.outbox if frame["seq"] > hello.rx]
@@ -311,6 +330,8 @@ class Hub:
         live.state.detached_at = now
         if self.recorder is not None:
             self.recorder.record("detach", now, visitor=live.state.visitor, session=live.state.id)
+        if self.log_lines:
+            connection_log.info("connection closed", extra={"session": live.state.id, "visitor": live.state.visitor, "node": self.node})
         if live.wake is not None:
             live.wake.cancel()
             live.wake = None
@@ -447,13 +468,16 @@ class Hub:
             await self.scheduler.run_due(now)
         if self.recorder is not None:
             self.recorder.record("ev", now, visitor=session.visitor, session=session.id, name=event.name, props=event.props)
+        started = time.perf_counter()
         decisions = engine.on_event(live.view, event, now)
         session.last_event_seq = seq
         self.stats.events += 1
+        self.metrics.events[event.name] += 1
         if event.name in ("shown", "clicked", "dismissed"):
-            self._count_outcome(event, live.visitor.state)
+            self._count_outcome(event, live, now)
         if decisions:
             await self._carry_out(live, live.visitor, decisions, now)
+        self.metrics.event_seconds.observe(time.perf_counter() - started)
         if self.shared:
             self._dirty.add(live)  # written behind, with the others changed meanwhile
         conn.push(protocol.ack(seq))
@@ -466,11 +490,65 @@ class Hub:
         if outbox and outbox[0]["seq"] <= seq:
             live.state.outbox = [frame for frame in outbox if frame["seq"] > seq]
 
-    def _count_outcome(self, event: events.Event, visitor: VisitorState) -> None:
+    def _count_outcome(self, event: events.Event, live: LiveSession, now: float) -> None:
         campaign = self.engine.by_id.get(event.props.get("campaign"))
         if campaign is not None:
-            variant = assign(campaign, visitor.id)  # sticky: the variant it was shown in
+            variant = assign(campaign, live.visitor.state.id)  # sticky: the variant it was shown in
             self.results.count(campaign.id, variant.id if variant else None, event.name)
+            if self.webhooks is not None:
+                self._emit(event.name, live.visitor.state, campaign.id, variant.id if variant else None, session=live.state.id)
+            if event.name == "shown":  # decision → on screen, from the session's trace
+                for at, cid, _variant, outcome in reversed(live.trace):
+                    if cid == campaign.id and outcome == "sent":
+                        self.metrics.show_seconds.observe(max(0.0, now - at))
+                        break
+
+    # --- events from a backend --------------------------------------------------------------
+
+    async def on_visitor_event(self, site: str, visitor_id: str, event: events.Event, forwarded: bool = False) -> str:
+        """Apply an event a backend reported about a visitor (``POST /api/events``): the same
+        engine, with no session (``State(visitor, None)``), so a purchase closes the cart
+        reminder's window and counts as a conversion. Returns where it was applied: ``held``
+        (the visitor has a session on this node), ``relayed`` (to the node holding one, with a
+        shared store) or ``stored`` (loaded from the store, applied, written back).
+
+        Decisions are carried out as for a timer: a show goes to the visitor's open tab on this
+        node, or waits for their next visit (or the offline webhook), as the campaign says."""
+        visitor = self.visitors.get((site, visitor_id))
+        if visitor is None and self.shared and not forwarded:
+            try:
+                holders = await self.relay.holders(site, visitor_id)
+            except self._unavailable as exc:
+                self._store_failed(exc)
+                raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
+            record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props}
+            for node in dict.fromkeys(reversed(holders.values())):  # most recently held first
+                if node != self.node and await self.relay.send(node, record):
+                    return "relayed"
+            visitor = self.visitors.get((site, visitor_id))  # a tab may have come meanwhile
+        held = visitor is not None
+        now = self.clock.now()
+        if visitor is None:
+            state = await self._load(self.store.load_visitor(site, visitor_id))
+            visitor = self.visitors.get((site, visitor_id))
+            held = visitor is not None
+            if visitor is None:
+                visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
+        now = _not_before(visitor.state, now)
+        connected = [s for s in visitor.sessions if s.conn is not None]
+        live = connected[-1] if connected else None
+        if self.recorder is not None:
+            self.recorder.record("ev", now, visitor=visitor_id, session=None, name=event.name, props=event.props)
+        decisions = self.engine.on_event(State(visitor.state, None), event, now)
+        self.stats.events += 1
+        self.metrics.events[event.name] += 1
+        if decisions:
+            await self._carry_out(live, visitor, decisions, now)
+        if not held:
+            await self._write("save_visitor", visitor.state)
+        elif self.shared:
+            self._dirty.update(visitor.sessions)  # the visitor is written with its sessions
+        return "held" if held else "stored"
 
     # --- decisions --------------------------------------------------------------------------
 
@@ -484,6 +562,7 @@ class Hub:
         results = self.results
         if self.recorder is not None:
             self._record(live, state, decisions, now)
+        self._remember(live, state, decisions, now)
         for decision in decisions:
             if isinstance(decision, Show):
                 message = {"campaign": decision.campaign, **decision.content}
@@ -499,6 +578,8 @@ class Hub:
                         self.stats.suppressed += 1
                         self.stats.lost_races += 1
                         results.count(decision.campaign, decision.variant, f"suppressed:{reason}")
+                        if self.webhooks is not None:
+                            self._emit("decision", state, decision.campaign, decision.variant, outcome=f"suppressed:{reason}")
                         if live is not None:
                             live.trace.append((now, decision.campaign, decision.variant, f"suppressed:{reason}"))
                             showing = live.state.showing
@@ -507,6 +588,8 @@ class Hub:
                         continue
                     self.stats.shown += 1
                     results.count(decision.campaign, decision.variant, "sent")
+                    if self.webhooks is not None:
+                        self._emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
                     if hand_off:
                         self._send_webhook(state, message, decision, now)
                     elif queue is None:
@@ -515,6 +598,8 @@ class Hub:
                     continue
                 self.stats.shown += 1
                 results.count(decision.campaign, decision.variant, "sent")
+                if self.webhooks is not None:
+                    self._emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
                 if hand_off:
                     self._send_webhook(state, message, decision, now)
                 elif decision.queued or live is None:
@@ -530,6 +615,8 @@ class Hub:
             elif isinstance(decision, Suppress):
                 self.stats.suppressed += 1
                 results.count(decision.campaign, decision.variant, f"suppressed:{decision.reason}")
+                if self.webhooks is not None:
+                    self._emit("decision", state, decision.campaign, decision.variant, outcome=f"suppressed:{decision.reason}")
                 if live is not None:
                     live.trace.append((now, decision.campaign, decision.variant, f"suppressed:{decision.reason}"))
             elif isinstance(decision, Defer):
@@ -538,6 +625,8 @@ class Hub:
                     live.trace.append((now, decision.campaign, decision.variant, f"deferred:{decision.reason}"))
             elif isinstance(decision, Converted):
                 results.count(decision.campaign, decision.variant, "converted")
+                if self.webhooks is not None:
+                    self._emit("converted", state, decision.campaign, decision.variant)
                 if live is not None:
                     live.trace.append((now, decision.campaign, decision.variant, "converted"))
             elif isinstance(decision, Wake) and live is not None:
@@ -553,14 +642,35 @@ class Hub:
                 campaign, variant, outcome = found
                 self.recorder.record("d", now, visitor=state.id, session=session, campaign=campaign, variant=variant, outcome=outcome)
 
+    def _remember(self, live: LiveSession | None, state: VisitorState, decisions: list[Decision], now: float) -> None:
+        """Keep the latest decisions for the dashboard; with JSON logs, a line each."""
+        session = live.state.id if live is not None else None
+        for decision in decisions:
+            found = outcome_of(decision)
+            if found is not None:
+                campaign, variant, outcome = found
+                self.recent.append((now, session, state.id, campaign, variant, outcome))
+                if self.log_lines:
+                    decision_log.info("decision %s %s", campaign, outcome, extra={
+                        "session": session, "visitor": state.id, "campaign": campaign, "variant": variant, "outcome": outcome,
+                    })
+
     def _hand_off(self, decision: Show, live: LiveSession | None) -> bool:
         """Whether this show goes to the webhook: the visitor is away and the campaign says so."""
-        if self.webhook is None or not (decision.queued or live is None):
+        if (self.webhook is None and self.webhooks is None) or not (decision.queued or live is None):
             return False
         campaign = self.engine.by_id.get(decision.campaign)
         return campaign is not None and campaign.offline == "webhook"
 
+    def _emit(self, kind: str, state: VisitorState, campaign: str, variant: str | None, **extra) -> None:
+        """A webhook-out event about ``campaign`` for this visitor (see :mod:`nudge.webhooks`)."""
+        self.webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
+
     def _send_webhook(self, state: VisitorState, message: dict, decision: Show, now: float) -> None:
+        if self.webhooks is not None:
+            self._emit("offline", state, decision.campaign, decision.variant, message=message, traits=state.traits)
+        if self.webhook is None:
+            return
         self.webhook.send({
             "type": "message.offline", "site": state.site, "visitor": state.id,
             "traits": state.traits, "message": message, "decided_at": now,
@@ -579,6 +689,7 @@ class Hub:
             self._dirty.add(live)
         conn = live.conn
         if conn is not None:
+            self.metrics.messages[message.get("kind", "")] += 1
             conn.push(frame)
             conn.kick()
 
@@ -611,6 +722,7 @@ class Hub:
         self.stats.timers_fired += 1
         lateness = self.clock.now() - timer.due
         self.stats.lateness_total += lateness
+        self.metrics.timer_lag.observe(lateness)
         if lateness > self.stats.lateness_max:
             self.stats.lateness_max = lateness
         if not self.shared:
@@ -666,7 +778,10 @@ class Hub:
     async def _on_relay(self, record: dict) -> None:
         """A record another node published for this one (see :mod:`nudge.relay`)."""
         op = record.get("op")
-        if op == "due":
+        if op == "ev":
+            event = events.Event(record["name"], record.get("props") or {})
+            await self.on_visitor_event(record["site"], record["visitor"], event, forwarded=True)
+        elif op == "due":
             timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
             await self._on_due(timer, forwarded=True)
         elif op == "take":
@@ -757,6 +872,7 @@ class Hub:
             answered = bool(self._dirty or self._backlog)  # then Redis answers below, or raises
             await self._write_behind()
             await self._replay()
+            await self.flush_results()
             probe = self.degraded_since is not None or self.clock.now() - self._probed_at >= self.settings.heartbeat
             if probe:
                 self._probed_at = self.clock.now()
@@ -769,6 +885,17 @@ class Hub:
             self._store_failed(exc)
         finally:
             self._tick = self.scheduler.call_at(self.clock.now() + self.settings.write_behind, self._on_tick)
+
+    async def flush_results(self) -> None:
+        """Add the results counted since the last flush to the store, in one call."""
+        pending = self.results.take_pending()
+        if not pending:
+            return
+        try:
+            await self.store.add_results(pending)
+        except BaseException:
+            self.results.give_back(pending)  # added with the next flush
+            raise
 
     def _store_failed(self, exc: BaseException) -> None:
         self.stats.store_errors += 1

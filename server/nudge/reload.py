@@ -24,6 +24,7 @@ class CampaignFile:
         self._timer = None
         self.reloads = 0  # successful reloads so far
         self.last_error: str | None = None  # the problems of the last refused version
+        self.on_reload = None  # called with each campaign set put in force (the admin API's hook)
 
     def _fingerprint(self) -> tuple[int, int] | None:
         try:
@@ -56,6 +57,8 @@ class CampaignFile:
             log.error("campaign file %s refused, the campaigns in force stay:\n%s", self.path, exc)
             return False
         self.hub.reload(campaign_set)
+        if self.on_reload is not None:
+            self.on_reload(campaign_set)
         self.reloads += 1
         self.last_error = None
         log.info("campaign file %s reloaded: %d campaigns", self.path, len(campaign_set.campaigns))

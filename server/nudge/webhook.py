@@ -6,6 +6,8 @@ with the shared secret (header ``Nudge-Signature: t=<unix seconds>,v1=<hex>``, a
 the receiver can refuse replays by age), retried on failure with delays doubled with jitter and
 capped, at most ``attempts`` times. The retries are local timers on the scheduler (the only code
 that waits); they live in this process, so a node that dies drops the retries it had pending.
+Each POST runs in a task of its own, so a slow receiver never holds up the scheduler. (Webhooks
+out, durable and per campaign, are :mod:`nudge.webhooks`.)
 """
 
 from __future__ import annotations
@@ -67,13 +69,30 @@ class Webhook:
         self.sent = 0  # delivered (2xx)
         self.failed = 0  # given up after every attempt
         self.pending = 0  # waiting for a retry
+        self._inflight: set[asyncio.Task] = set()  # POSTs under way
 
     def send(self, payload: dict) -> None:
         """Deliver ``payload`` in the background; retried until a 2xx answer or ``attempts``."""
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        self.scheduler.call_at(self.clock.now(), self._try, body, 0)
+        self.scheduler.call_at(self.clock.now(), self._start, body, 0)
 
-    async def _try(self, body: bytes, attempt: int, _due: float) -> None:
+    def _start(self, body: bytes, attempt: int, _due: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._try(body, attempt))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def idle(self) -> None:
+        """Wait until no POST is under way (for tests, after moving the clock)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Cancel the POSTs under way (their messages are lost, as pending retries are)."""
+        for task in list(self._inflight):
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _try(self, body: bytes, attempt: int) -> None:
         timestamp = int(self.clock.now())
         headers = {"Nudge-Signature": sign(self.secret, timestamp, body)}
         try:
@@ -93,4 +112,4 @@ class Webhook:
             return
         self.pending += 1
         log.info("webhook %s: %s; retrying", self.url, reason)
-        self.scheduler.call_at(self.clock.now() + backoff(attempt + 1), self._try, body, attempt + 1)
+        self.scheduler.call_at(self.clock.now() + backoff(attempt + 1), self._start, body, attempt + 1)

@@ -72,6 +72,34 @@ class Keys:
         lease end."""
         return f"{self.prefix}{{timers}}:claimed"
 
+    def event_id(self, site: str, event_id: str) -> str:
+        """Marks a backend event id already applied (``POST /api/events``), for a day."""
+        return f"{self.prefix}evid:{{{site}}}:{event_id}"
+
+    def results(self) -> str:
+        """Results counts: a hash ``campaign SEP variant SEP counter`` -> count, every node's."""
+        return f"{self.prefix}results"
+
+    def campaigns(self) -> str:
+        """The campaign document the admin API edits (JSON), shared by every node."""
+        return f"{self.prefix}campaigns:document"
+
+    def campaigns_revision(self) -> str:
+        """The campaign document's revision: bumped by each change, polled by every node."""
+        return f"{self.prefix}campaigns:revision"
+
+    def webhook_due(self) -> str:
+        """Webhook deliveries waiting: delivery id scored by when it is due (ms)."""
+        return f"{self.prefix}{{webhooks}}:due"
+
+    def webhook_deliveries(self) -> str:
+        """Webhook deliveries waiting: a hash delivery id -> JSON."""
+        return f"{self.prefix}{{webhooks}}:deliveries"
+
+    def webhook_dead(self) -> str:
+        """Webhook deliveries given up, newest first (a capped list of JSON)."""
+        return f"{self.prefix}{{webhooks}}:dead"
+
     def events(self) -> str:
         """The event log as a stream (recording on, Redis store): one entry per record, field
         ``r`` holding the record's JSON."""

@@ -41,6 +41,8 @@ class MemoryStore:
         self._once: dict[tuple[str, str, str], int] = {}  # (site, visitor, token) -> expires ms
         self._total: dict[tuple[str, str, str], int] = {}  # (site, visitor, campaign) -> shown ever
         self._users: dict[tuple[str, str], set[str]] = {}  # (site, user id) -> visitor ids
+        self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
+        self.campaign_document: dict | None = None  # the admin API's campaign document (admin.py)
         self.snapshot_path = Path(snapshot) if snapshot else None  # written on close, read now
         if self.snapshot_path is not None and self.snapshot_path.exists():
             self._restore(self.snapshot_path)
@@ -59,6 +61,17 @@ class MemoryStore:
 
     async def ping(self) -> bool:
         return True
+
+    async def add_results(self, deltas: dict[tuple[str, str, str], int]) -> None:
+        for key, n in deltas.items():
+            self._results[key] = self._results.get(key, 0) + n
+
+    async def load_results(self) -> dict[tuple[str, str, str], int]:
+        return dict(self._results)
+
+    async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]:
+        soonest = heapq.nsmallest(limit, self._timers.items(), key=lambda item: item[1])
+        return [(*ident, due) for ident, due in soonest]
 
     async def load_session(self, site: str, session: str) -> SessionState | None:
         found = self._sessions.get((site, session))
@@ -181,6 +194,8 @@ class MemoryStore:
             "once": [[*ident, until] for ident, until in self._once.items()],
             "total": [[*ident, count] for ident, count in self._total.items()],
             "users": [[*ident, sorted(visitors)] for ident, visitors in self._users.items()],
+            "results": [[*ident, count] for ident, count in self._results.items()],
+            "campaigns": self.campaign_document,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_name(path.name + ".tmp")
@@ -217,6 +232,9 @@ class MemoryStore:
             self._total[(site, visitor, campaign)] = count
         for site, user, visitors in document.get("users", ()):
             self._users[(site, user)] = set(visitors)
+        self.campaign_document = document.get("campaigns")
+        for campaign, variant, counter, count in document.get("results", ()):
+            self._results[(campaign, variant, counter)] = count
         log.info("memory store: restored %d visitors, %d sessions, %d timers from %s",
                  len(self._visitors), len(self._sessions), len(self._timers), path)
 

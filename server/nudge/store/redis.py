@@ -216,6 +216,29 @@ class RedisStore:
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
+    async def add_results(self, deltas: dict[tuple[str, str, str], int]) -> None:
+        """One pipeline of HINCRBY for every counter that moved since the last flush."""
+        if not deltas:
+            return
+        key = self.keys.results()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ident, n in deltas.items():
+                pipe.hincrby(key, SEP.join(ident), n)
+            await pipe.execute()
+
+    async def load_results(self) -> dict[tuple[str, str, str], int]:
+        found = await self.redis.hgetall(self.keys.results())
+        out = {}
+        for field, n in found.items():
+            parts = field.decode().split(SEP, 2)
+            if len(parts) == 3:
+                out[tuple(parts)] = int(n)
+        return out
+
+    async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]:
+        found = await self.redis.zrange(self.keys.timers(), 0, limit - 1, withscores=True)
+        return [(*split_timer_member(member.decode()), score / 1000) for member, score in found]
+
     async def load_visitor(self, site: str, visitor: str) -> VisitorState | None:
         data = await self.redis.get(self.keys.visitor(site, visitor))
         return codec.loads(VisitorState, data) if data is not None else None
