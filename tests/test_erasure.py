@@ -209,3 +209,40 @@ async def test_erasure_by_user_reaches_every_visitor_they_were(store, tmp_path):
     finally:
         if store == "redis":
             await drop_keys(url)
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_erasure_removes_the_visitors_webhook_deliveries(store, tmp_path):
+    from .test_webhooks import Receiver, endpoints_file, settle
+
+    url = redis_store_url() if store == "redis" else "memory://"
+    try:
+        async with Receiver(failures=99, status=500) as receiver:  # every delivery waits for a retry
+            hooks = endpoints_file(tmp_path, receiver.url, events=["decision"])
+            async with run_server(CAMPAIGNS, store=url, webhooks=hooks, secret_keys=[SECRET]) as server:
+                gone, kept = await Client.connect(server.url), await Client.connect(server.url)
+                for client in (gone, kept):
+                    await client.track("add_to_cart", MUG)
+                await settle(server, 0)  # tried once, refused: queued for a retry
+                hub = server.hub
+                if store == "redis":
+                    bodies = (await hub.store.redis.hgetall(hub.store.keys.webhook_deliveries())).values()
+                    queued = [b.decode() for b in bodies]
+                else:
+                    queued = [d["body"] for d in hub.webhooks._deliveries.values()]
+                assert any(gone.visitor in b for b in queued) and any(kept.visitor in b for b in queued)
+                status, _ = await delete(server, gone.visitor)
+                assert status == 200
+                if store == "redis":
+                    bodies = (await hub.store.redis.hgetall(hub.store.keys.webhook_deliveries())).values()
+                    queued = [b.decode() for b in bodies]
+                else:
+                    queued = [d["body"] for d in hub.webhooks._deliveries.values()]
+                assert not any(gone.visitor in b for b in queued) and any(kept.visitor in b for b in queued)
+                tried = sum(receiver.tries.values())
+                await settle(server, 3600)  # the retries: none for the erased visitor
+                assert sum(receiver.tries.values()) > tried
+                assert not mentions(hub.webhooks, gone.visitor)  # and the hub it points to
+    finally:
+        if store == "redis":
+            await drop_keys(url)

@@ -14,8 +14,10 @@ key), on every node and in the store.
    caps, once markers, queued messages, whereabouts, and the entries of the event log's Redis
    stream that mention them (:meth:`Store.erase`).
 
-Not covered (docs/security.md): webhook deliveries already handed to the retry schedule, and
-event log *files* written by ``--record`` (they age out after ``--record-retention``).
+Webhook deliveries that name the visitor (nudge.webhooks: queued, being retried, dead letters)
+go too. Not covered (docs/security.md): a POST already under way, the messages of campaigns with
+``offline: webhook`` waiting for a retry (nudge.webhook), and event log *files* written by
+``--record`` (they age out after ``--record-retention``).
 """
 
 from __future__ import annotations
@@ -53,12 +55,49 @@ def forget_here(hub: Any, site: str, visitor: str) -> int:
     for live in [live for live in hub.sessions.values() if live.state.site == site and live.state.visitor == visitor]:
         hub._forget(live)  # not reachable through the visitor (should not happen): dropped anyway
         dropped += 1
+    _forget_deliveries_here(getattr(hub, "webhooks", None), visitor)
+    recent = getattr(hub, "recent", None)  # the dashboard's latest decisions
+    if recent:
+        kept = [entry for entry in recent if entry[2] != visitor]
+        recent.clear()
+        recent.extend(kept)
     backlog = hub._backlog
     if backlog:
         kept = [entry for entry in backlog if not _mentions(entry[1], site, visitor)]
         backlog.clear()
         backlog.extend(kept)
     return dropped
+
+
+def _forget_deliveries_here(hooks: Any, visitor: str) -> int:
+    """Webhook deliveries (nudge.webhooks) this process holds that name the visitor: decided and
+    not yet queued, and, with the memory store, the queue and the dead letters themselves. Each
+    delivery's body is the JSON that would be POSTed; the visitor id in it marks it."""
+    if hooks is None:
+        return 0
+    before = len(hooks._fresh) + len(hooks._deliveries) + len(hooks.dead)
+    hooks._fresh[:] = [d for d in hooks._fresh if visitor not in d["body"]]
+    for ident in [i for i, d in hooks._deliveries.items() if visitor in d["body"]]:
+        del hooks._deliveries[ident]  # its heap entry is skipped as stale
+    hooks.dead[:] = [d for d in hooks.dead if visitor not in d["body"]]
+    return before - len(hooks._fresh) - len(hooks._deliveries) - len(hooks.dead)
+
+
+async def _forget_deliveries_shared(hub: Any, visitor: str) -> int:
+    """With Redis, the shared delivery queue and dead letters that name the visitor."""
+    if getattr(hub, "webhooks", None) is None or not hub.shared:
+        return 0
+    redis, keys = hub.store.redis, hub.store.keys
+    doomed = [ident async for ident, body in redis.hscan_iter(keys.webhook_deliveries()) if visitor.encode() in body]
+    dead = [entry for entry in await redis.lrange(keys.webhook_dead(), 0, -1) if visitor.encode() in entry]
+    async with redis.pipeline(transaction=True) as pipe:
+        if doomed:
+            pipe.hdel(keys.webhook_deliveries(), *doomed)
+            pipe.zrem(keys.webhook_due(), *doomed)
+        for entry in dead:
+            pipe.lrem(keys.webhook_dead(), 0, entry)
+        await pipe.execute()
+    return len(doomed) + len(dead)
 
 
 async def erase_user(hub: Any, site: str, user: str) -> dict:
@@ -84,6 +123,6 @@ async def erase(hub: Any, site: str, visitor: str) -> dict:
         from .recording import to_stream
 
         await to_stream(hub.store.redis, hub.store.keys.events(), recorder.flush())
-    records = await hub.store.erase(site, visitor)
+    records = await hub.store.erase(site, visitor) + await _forget_deliveries_shared(hub, visitor)
     log.info("erased visitor %s of %s: %d sessions here, %d stored records, %d other nodes told", visitor, site, sessions, records, len(nodes))
     return {"visitor": visitor, "site": site, "sessions": sessions, "records": records, "nodes": nodes}
