@@ -117,3 +117,16 @@ async def _until_fewer(server, n):
     from .conftest import eventually
 
     await eventually(lambda: len(server.app.state.gateway.open) < n, "a socket to close")
+
+
+@pytest.mark.parametrize("deflate", [False, True])
+async def test_per_message_deflate_only_when_enabled(start_server, deflate):
+    server = await start_server(deflate=deflate)
+    ws = await websockets.connect(server.url, subprotocols=["nudge.v1.json"], origin=ORIGIN, compression="deflate", open_timeout=WAIT)
+    try:
+        extensions = [e.name for e in ws.protocol.extensions]
+        assert extensions == (["permessage-deflate"] if deflate else [])
+        if deflate:  # bounded windows: 2**12 bytes each way
+            assert ws.protocol.extensions[0].remote_max_window_bits <= 12
+    finally:
+        await ws.close()
