@@ -100,6 +100,16 @@ async def _forget_deliveries_shared(hub: Any, visitor: str) -> int:
     return len(doomed) + len(dead)
 
 
+async def _erase_again(hub: Any, site: str, visitor: str, due: float) -> None:
+    try:
+        again = await hub.store.erase(site, visitor)
+    except hub._unavailable:
+        log.warning("erasure of visitor %s: the second pass could not reach the store", visitor)
+        return
+    if again:
+        log.info("erasure of visitor %s: %d records written back meanwhile, erased", visitor, again)
+
+
 async def erase_user(hub: Any, site: str, user: str) -> dict:
     """Erase every visitor the user id was proven with (identity tokens), on every node."""
     visitors = set(await hub.store.user_visitors(site, user))
@@ -124,5 +134,9 @@ async def erase(hub: Any, site: str, visitor: str) -> dict:
 
         await to_stream(hub.store.redis, hub.store.keys.events(), recorder.flush())
     records = await hub.store.erase(site, visitor) + await _forget_deliveries_shared(hub, visitor)
+    if hub.shared:
+        # Another node may have been writing the visitor behind when it heard of the erasure:
+        # erase from the store once more after every node's next write-behind.
+        hub.scheduler.call_at(hub.clock.now() + 2 * hub.settings.write_behind + 1.0, _erase_again, hub, site, visitor)
     log.info("erased visitor %s of %s: %d sessions here, %d stored records, %d other nodes told", visitor, site, sessions, records, len(nodes))
     return {"visitor": visitor, "site": site, "sessions": sessions, "records": records, "nodes": nodes}
