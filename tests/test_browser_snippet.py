@@ -556,6 +556,32 @@ async def test_a_server_restart_mid_session_loses_nothing_and_shows_nothing_twic
     assert not [e for e in errors if "WebSocket" not in e], errors  # the refused reconnects log
 
 
+async def test_the_snippet_waits_for_a_restarts_hint_then_resumes(browser, serve, monkeypatch):
+    import time
+
+    import nudge.shutdown
+
+    server = await serve(RESTART)
+    page, errors = await open_site(browser, server, {"/": html(server)})
+    await page.goto(f"{server.shop}/")
+    await until_open(page)
+    await page.evaluate("nudge.track('first')")
+    await host(page, "first").wait_for(timeout=MS)
+    sid = server.session().id
+    monkeypatch.setattr(nudge.shutdown, "restart_reason", lambda window, rng=None: "restart retry=1500")
+    gateway = server._server.config.app.state.gateway
+    began = time.monotonic()
+    assert await nudge.shutdown.drain(gateway, 3.0, WAIT) == 1
+    gateway.accepting = True  # the new process is up at once: only the hint delays the snippet
+    await page.wait_for_function("() => nudge.state !== 'open'", timeout=MS)
+    await until_open(page)
+    waited = time.monotonic() - began
+    assert 1.5 <= waited < 1.5 + 1.0, waited  # the hint, not the backoff's first step (< 0.5 s)
+    assert list(server.hub.sessions) == [sid] and server.hub.stats.connections == 1
+    assert await page.evaluate("window.__messages") == ["first#1"], "nothing shown twice"
+    assert not errors, errors
+
+
 async def test_msgpack_when_configured(browser, serve):
     server = await serve(RESTART)
     page, errors = await open_site(browser, server, {"/": html(server, init={"encoding": "msgpack"})})
