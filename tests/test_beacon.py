@@ -126,3 +126,16 @@ async def test_a_beacon_past_the_event_budget_stops_there(start_server):
     assert await post(server, body) == 429
     session = server.hub.sessions[client.session].state
     assert session.last_event_seq == 3, "the rest waits for the next page"
+
+
+async def test_a_deeply_nested_beacon_is_refused_before_it_is_parsed(start_server):
+    server = await start_server(CAMPAIGNS)
+    client = await Client.connect(server.url)
+    bomb = json.dumps({"key": KEY})[:-1] + ', "events": [' + "[" * 50_000
+    request = urllib.request.Request(server.http + "/beacon", data=bomb.encode()[:60_000], headers={"Origin": ORIGIN, "Content-Type": "text/plain"})
+    try:
+        status = await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=5).status)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    assert status == 400
+    await client.close()

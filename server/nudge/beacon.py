@@ -23,7 +23,6 @@ past the budget are left for the next page).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -32,8 +31,15 @@ from starlette.responses import PlainTextResponse, Response
 
 from .config import Site
 from .connection import Connection
-from .errors import ConnectionRefused, HandshakeError, OriginNotAllowed, UnknownSiteKey
+from .errors import (
+    ConnectionRefused,
+    HandshakeError,
+    MalformedFrame,
+    OriginNotAllowed,
+    UnknownSiteKey,
+)
 from .hub import Hub
+from .protocol import JsonCodec
 
 log = logging.getLogger("nudge.beacon")
 
@@ -97,10 +103,10 @@ class Beacon:
         body = await _read(request, hub.settings.max_frame)
         if body is None:
             return PlainTextResponse(f"a beacon holds at most {hub.settings.max_frame} bytes", status_code=413)
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            return PlainTextResponse("the body must be JSON", status_code=400)
+        try:  # the frames' depth and length limits: a beacon is one more frame (+1 level: events)
+            data = JsonCodec(hub.settings.max_depth + 1).decode(body)
+        except MalformedFrame as exc:
+            return PlainTextResponse(f"the body must be JSON within the frame limits: {exc.reason}", status_code=400)
         if not isinstance(data, dict) or not isinstance(data.get("events"), list):
             return PlainTextResponse("the body must be a map with key, visitor, session and events", status_code=400)
         events = data["events"]
