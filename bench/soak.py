@@ -63,10 +63,9 @@ async def tab(url: str, visitor: str, events: int, hold: asyncio.Event) -> None:
             await ws.send(json.dumps({"t": "ev", "seq": seq, "name": name, "props": props}))
         while not hold.is_set():
             try:
-                async with asyncio.timeout(20):
-                    await asyncio.shield(asyncio.ensure_future(hold.wait()))
+                await asyncio.wait_for(hold.wait(), 20)
             except TimeoutError:
-                await ws.send('{"t":"ping"}')
+                await ws.send('{"t":"ping"}')  # what the snippet does, so the idle timeout does not apply
 
 
 async def soak(connections: int, seconds: float, churn: int, progress=None) -> dict:
