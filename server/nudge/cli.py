@@ -1,4 +1,5 @@
-"""The ``nudge`` command: ``nudge serve`` runs the server, ``nudge check`` validates a campaign file."""
+"""The ``nudge`` command: ``nudge serve`` runs the server, ``nudge check`` validates a campaign file,
+``nudge loadtest`` plays simulated browsers against a server."""
 
 from __future__ import annotations
 
@@ -198,6 +199,16 @@ def main(argv: list[str] | None = None) -> int:
 
     schema = commands.add_parser("schema", help="print the JSON Schema of campaign files")
     schema.set_defaults(run=_schema)
+
+    loadtest = commands.add_parser(
+        "loadtest", help="simulated browsers against a running server; latency and throughput",
+        description="Open N simulated browsers against a Nudge server and play realistic visits. "
+        "The server rate-limits each connection (NUDGE_EVENTS_PER_SECOND): raise it for flat-out runs.",
+    )
+    from .loadtest import add_arguments, command
+
+    add_arguments(loadtest)
+    loadtest.set_defaults(run=command)
 
     args = parser.parse_args(argv)
     return args.run(args)
