@@ -30,7 +30,7 @@ class Connection:
     def __init__(self, send: Send, codec, *, limit: int, rate: float, burst: int, now: float, origin: str | None) -> None:
         self.send = send  # the ASGI send callable
         self.codec = codec  # JsonCodec or MsgpackCodec, chosen at the handshake
-        self.queue: deque[dict] = deque()  # frames waiting to be written
+        self.queue: deque[dict | str | bytes] = deque()  # frames waiting to be written (maps, or already encoded)
         self.limit = limit  # most frames queued before the reader counts as too slow
         self.closed = False
         self.in_handler = False  # the receive loop is handling a frame and will flush after
@@ -64,6 +64,15 @@ class Connection:
             return
         self.queue.append(frame)
 
+    def push_ack(self, seq: int) -> None:
+        """Queue the ``ack`` of event ``seq``, encoded now (the cheap way: see the codecs)."""
+        if self.closed:
+            return
+        if len(self.queue) >= self.limit:
+            self._overflowed = True
+            return
+        self.queue.append(self.codec.encode_ack(seq))
+
     def kick(self) -> None:
         """Make sure queued frames get written even though no frame is being handled."""
         if not self.in_handler and not self._flushing and self.queue and not self.closed:
@@ -77,7 +86,8 @@ class Connection:
             encode, queue, send = self.codec.encode, self.queue, self.send
             key = "bytes" if self.codec.binary else "text"
             while queue and not self.closed:
-                await send({"type": "websocket.send", key: encode(queue.popleft())})
+                frame = queue.popleft()
+                await send({"type": "websocket.send", key: encode(frame) if frame.__class__ is dict else frame})
         except Exception:  # the peer went away mid-write: the receive loop sees the disconnect
             self.closed = True
             log.debug("send failed", exc_info=True)

@@ -445,7 +445,7 @@ class Hub:
             raise BadEvent("seq must be a whole number ≥ 1")
         if seq <= session.last_event_seq:
             self.stats.duplicates += 1
-            conn.push(protocol.ack(session.last_event_seq))
+            conn.push_ack(session.last_event_seq)
             return
         now = self.clock.now()
         if not conn.take_token(now):
@@ -458,7 +458,7 @@ class Hub:
             session.last_event_seq = seq
             self.stats.refused += 1
             conn.push(protocol.error(exc.code, exc.reason, seq))
-            conn.push(protocol.ack(seq))
+            conn.push_ack(seq)
             return
         if not self.shared and _due_by(live, now):
             # Whatever fell due before this event happens before it, as it would have if the
@@ -478,7 +478,7 @@ class Hub:
         self.metrics.event_seconds.observe(time.perf_counter() - started)
         if self.shared:
             self._dirty.add(live)  # written behind, with the others changed meanwhile
-        conn.push(protocol.ack(seq))
+        conn.push_ack(seq)
 
     def _on_ack(self, live: LiveSession, frame: dict) -> None:
         seq = frame.get("seq")

@@ -37,6 +37,10 @@ class JsonCodec:
     def encode(self, frame: dict) -> str:
         return self._dumps(frame)
 
+    def encode_ack(self, seq: int) -> str:
+        """``encode(ack(seq))``, without building the map: one ack goes out per event."""
+        return f'{{"t":"ack","seq":{seq:d}}}'
+
 
 class MsgpackCodec:
     subprotocol = MSGPACK
@@ -63,6 +67,12 @@ class MsgpackCodec:
 
     def encode(self, frame: dict) -> bytes:
         return msgpack.packb(frame, use_bin_type=True)
+
+    _ACK_HEAD = msgpack.packb({"t": "ack", "seq": 0})[:-1]  # the map up to the seq value
+
+    def encode_ack(self, seq: int) -> bytes:
+        """``encode(ack(seq))``, without building the map: one ack goes out per event."""
+        return self._ACK_HEAD + msgpack.packb(seq)
 
 
 def choose_codec(offered: list[str], max_size: int) -> JsonCodec | MsgpackCodec | None:
