@@ -15,6 +15,7 @@ import msgpack
 from .errors import HandshakeError, MalformedFrame
 
 VERSION = 1
+MAX_BATCH = 100  # events in one ``evs`` frame
 JSON = "nudge.v1.json"
 MSGPACK = "nudge.v1.msgpack"
 
