@@ -24,6 +24,7 @@ absolute numbers move from run to run and the ratios are the claim.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -42,6 +43,7 @@ BENCH = ROOT / "bench"
 PYTHON = sys.executable
 SERVER_CORE, LOAD_CORE = "0", "1"
 FD_LIMIT = 65536
+BATCH = 8  # events per evs frame in the batched rows
 PREFIX = f"nudgebench:{os.getpid()}:"  # Redis keys of this run (never flushed: shared server)
 
 
@@ -65,8 +67,10 @@ def raise_fd_limit() -> None:
 # --- the servers ------------------------------------------------------------------------------
 
 class Target:
-    def __init__(self, name: str, dialect: str, command: list[str], path: str, env: dict | None = None) -> None:
+    def __init__(self, name: str, dialect: str, command: list[str], path: str, env: dict | None = None,
+                 load_args: tuple[str, ...] = ()) -> None:
         self.name = name
+        self.load_args = load_args  # added to every load run (e.g. --batch)
         self.dialect = dialect  # what the load generator speaks to it
         self.command = command  # with {port}
         self.path = path
@@ -153,6 +157,7 @@ def targets(store_url: str | None, ws: str) -> list[Target]:
     found = [
         Target("echo", "nudge", [*uvicorn, "bench.echo_server:app"], "/ws"),
         Target("nudge-memory", "nudge", nudge, "/ws", nudge_env),
+        Target(f"nudge-memory, evs ×{BATCH}", "nudge", nudge, "/ws", nudge_env, ("--batch", str(BATCH))),
     ]
     if store_url:
         found.append(Target("nudge-redis", "nudge", [*nudge, "--store", store_url], "/ws", nudge_env))
@@ -168,7 +173,7 @@ def load(target: Target, *args: str, timeout: float = 120) -> dict:
     """Run the load generator on its own core against ``target``; its JSON report."""
     command = [
         "taskset", "-c", LOAD_CORE, PYTHON, "-m", "nudge", "loadtest", target.url, "--json", "-q",
-        "--dialect", target.dialect, *args,
+        "--dialect", target.dialect, *target.load_args, *args,
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=timeout, text=True)
     if done.returncode not in (0, 1) or not done.stdout.strip():
@@ -239,10 +244,8 @@ def versions() -> dict[str, str]:
 
     found = {"python": platform.python_version()}
     for name in ("nudge-server", "uvicorn", "starlette", "websockets", "uvloop", "httptools", "python-socketio", "python-engineio"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
-        except PackageNotFoundError:
-            pass
     if shutil.which("node"):
         found["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
         package = BENCH / "peers" / "node_modules" / "socket.io" / "package.json"
@@ -265,6 +268,12 @@ def _ratio(value: float | None, base: float | None) -> str:
     if not value or not base:
         return ""
     return f" ({value / base:.2f}×)"
+
+
+def _per_core(figures: dict | None) -> float:
+    if not figures or not figures.get("server_cpu_percent"):
+        return 0.0
+    return figures["events_per_second"] / (figures["server_cpu_percent"] / 100)
 
 
 def write_results(results: dict, path: Path) -> None:
@@ -314,14 +323,20 @@ def write_results(results: dict, path: Path) -> None:
             f"(session state included), opened at {big['connects_per_second']:,.0f}/s; errors: {big['errors'] or 'none'}.",
             "",
         ]
-    lines += ["## Server and generator CPU during the flat-out runs", "",
-              "| server | C=100 server CPU | C=100 generator CPU | C=1,000 server CPU | C=1,000 generator CPU | errors |", "|---|---|---|---|---|---|"]
+    lines += ["## Per server core, and the generator's share", "",
+              "A server that did not use its whole core (waiting on round trips, or on the generator) is compared",
+              "here by events/s divided by the CPU it used: events per second per core.", "",
+              "| server | C=100 server CPU | events/s per core C=100 | C=1,000 server CPU | events/s per core C=1,000 | generator CPU C=100 / C=1,000 | errors |",
+              "|---|---|---|---|---|---|---|"]
+    echo_core = {k: _per_core(echo.get(k)) for k in ("c100", "c1000")}
     for name, r in results["targets"].items():
         if "c100" in r:
             errors = {**r["c100"]["errors"], **r.get("c1000", {}).get("errors", {})}
+            c100, c1000 = r["c100"], r.get("c1000", {})
             lines.append(
-                f"| {name} | {r['c100']['server_cpu_percent']:.0f}% | {r['c100']['generator_cpu_percent']:.0f}% | "
-                f"{r.get('c1000', {}).get('server_cpu_percent', 0):.0f}% | {r.get('c1000', {}).get('generator_cpu_percent', 0):.0f}% | {errors or 'none'} |"
+                f"| {name} | {c100['server_cpu_percent']:.0f}% | {_per_core(c100):,.0f}{_ratio(_per_core(c100), echo_core['c100'])} | "
+                f"{c1000.get('server_cpu_percent', 0):.0f}% | {_per_core(c1000):,.0f}{_ratio(_per_core(c1000), echo_core['c1000'])} | "
+                f"{c100['generator_cpu_percent']:.0f}% / {c1000.get('generator_cpu_percent', 0):.0f}% | {errors or 'none'} |"
             )
     lines += ["", "## Versions", ""]
     lines += [f"- {k} {v}" for k, v in results["versions"].items()]
@@ -370,9 +385,10 @@ def main() -> None:
             r["error"] = str(exc)[-500:]
         finally:
             target.stop()
-        r["mem_1k"] = memory(target, 1000)
-        if not args.quick:
-            r["mem_10k"] = memory(target, 10000)
+        if not target.load_args:  # the same server as its unbatched row: memory is measured there
+            r["mem_1k"] = memory(target, 1000)
+            if not args.quick:
+                r["mem_10k"] = memory(target, 10000)
         print(f"   {json.dumps({k: v.get('events_per_second') or v.get('bytes_per_connection') for k, v in r.items() if isinstance(v, dict)})}", file=sys.stderr)
     if not args.quick and (not args.only or "nudge-memory" in args.only):
         nudge = next(t for t in targets(None, args.ws) if t.name == "nudge-memory")

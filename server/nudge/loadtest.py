@@ -87,16 +87,9 @@ VISITS: dict[str, tuple[float, list[tuple[str, dict]]]] = {
 }
 
 
-def _compile(events: list[tuple[str, dict]], dialect: str) -> list[tuple[bytes, bytes]]:
-    """Each event as the two byte strings around its seq, encoded once for the whole run."""
-    out = []
-    for name, props in events:
-        tail = json.dumps({"name": name, "props": props}, separators=(",", ":"))[1:]
-        if dialect == "socketio":
-            out.append((b'42["ev",{"seq":', f",{tail}]".encode()))
-        else:
-            out.append((b'{"t":"ev","seq":', f",{tail}".encode()))
-    return out
+def _compile(events: list[tuple[str, dict]]) -> list[bytes]:
+    """Each event as what follows its seq in the frame, encoded once for the whole run."""
+    return [b"," + json.dumps({"name": name, "props": props}, separators=(",", ":"))[1:].encode() for name, props in events]
 
 
 @dataclass
@@ -106,7 +99,8 @@ class Options:
     rate: float = 0.0  # events/s over all browsers; 0: flat out (each waits only for its acks)
     duration: float = 10.0  # seconds of load after the last browser connected
     events: int = 0  # stop after this many events acknowledged (0: no limit)
-    window: int = 1  # flat out: events in flight per browser
+    window: int = 1  # flat out: frames in flight per browser
+    batch: int = 1  # events per frame; above 1, ``evs`` frames (Nudge only)
     idle: bool = False  # each browser sends one page view and a scroll, then only holds its socket
     procs: int = 1  # generator processes
     key: str = "pk_demo"
@@ -133,9 +127,9 @@ class Browser(asyncio.Protocol):
         self.seq = 0  # last event seq sent
         self.inflight: deque[float] = deque()  # send times of events not yet acked, oldest first
         self.first_unacked = 1  # seq of inflight[0]
-        self.plan: list[tuple[bytes, bytes]] = []  # the current visit's events
+        self.plan: list[bytes] = []  # the current visit's events
         self.step = 0  # next event of the plan
-        self.pending: deque[tuple[bytes, bytes]] = deque()  # events to send before the plan (shown)
+        self.pending: deque[bytes] = deque()  # events to send before the plan (shown)
         self.timer: asyncio.TimerHandle | None = None  # paced mode: the next send
         self.closing = False
         self.key_expected = b""
@@ -283,7 +277,7 @@ class Browser(asyncio.Protocol):
             record(now - inflight.popleft())
             self.first_unacked += 1
         if run.flat_out and not run.stopping:
-            while len(inflight) < run.window and run.budget_left():
+            while len(inflight) < run.in_flight and run.budget_left():
                 self.next_event()
 
     def on_show(self, frame: dict) -> None:
@@ -297,21 +291,37 @@ class Browser(asyncio.Protocol):
         if run.dialect == "nudge" and isinstance(seq, int):
             # As the snippet does: acknowledge it, then report it as seen.
             self.send(b'{"t":"ack","seq":%d}' % seq)
-            self.pending.append((b'{"t":"ev","seq":', b',"name":"shown","props":{"msg":%d}}' % seq))
+            self.pending.append(b',"name":"shown","props":{"msg":%d}}' % seq)
+
+    def next_tail(self) -> bytes:
+        if self.pending:
+            return self.pending.popleft()
+        if self.step >= len(self.plan):
+            self.plan = self.run.pick_visit()
+            self.step = 0
+        self.step += 1
+        return self.plan[self.step - 1]
 
     def next_event(self) -> None:
-        if self.pending:
-            head, tail = self.pending.popleft()
-        else:
-            if self.step >= len(self.plan):
-                self.plan = self.run.pick_visit()
-                self.step = 0
-            head, tail = self.plan[self.step]
-            self.step += 1
-        self.seq += 1
-        self.inflight.append(time.perf_counter())
-        self.run.sent += 1
-        self.send(b"%s%d%s" % (head, self.seq, tail))
+        """Send the next frame: one event, or ``batch`` of them in an ``evs``."""
+        run = self.run
+        now = time.perf_counter()
+        if run.batch == 1:
+            self.seq += 1
+            self.inflight.append(now)
+            run.sent += 1
+            if run.dialect == "socketio":
+                self.send(b'42["ev",{"seq":%d%s]' % (self.seq, self.next_tail()))
+            else:
+                self.send(b'{"t":"ev","seq":%d%s' % (self.seq, self.next_tail()))
+            return
+        parts = []
+        for _ in range(run.batch):
+            self.seq += 1
+            self.inflight.append(now)
+            parts.append(b'{"seq":%d%s' % (self.seq, self.next_tail()))
+        run.sent += run.batch
+        self.send(b'{"t":"evs","events":[%s]}' % b",".join(parts))
 
     def start(self) -> None:
         """Begin the visits: flat out, fill the window; paced, plan the first send."""
@@ -322,6 +332,7 @@ class Browser(asyncio.Protocol):
         elif run.flat_out:
             for _ in range(run.window):
                 self.next_event()
+
         else:
             self.timer = run.loop.call_later(random.random() * run.interval, self.tick)
 
@@ -395,13 +406,19 @@ class Run:
         self.flat_out = opts.rate <= 0
         self.interval = connections / rate if rate > 0 else 0.0  # mean seconds between one browser's events
         self.window = max(1, opts.window)
+        self.batch = max(1, opts.batch)
+        if self.batch > 1 and opts.dialect != "nudge":
+            raise ValueError("--batch needs the nudge dialect (evs frames)")
+        self.in_flight = self.window * self.batch  # events unacknowledged before a browser waits
+        if rate > 0:
+            self.interval *= self.batch  # a frame of `batch` events every `batch` intervals
         self.idle = opts.idle
         self.limit = events  # 0: none
         self.open_concurrency = opts.open_concurrency
         self.connect_timeout = opts.connect_timeout
         self.random = random.Random(seed)
         random.seed(seed)
-        self.visits = [_compile(events_, opts.dialect) for _, (_, events_) in VISITS.items()]
+        self.visits = [_compile(events_) for _, (_, events_) in VISITS.items()]
         self.weights = [share for share, _ in VISITS.values()]
         self.seed = seed
         self.live: set[Browser] = set()
@@ -418,7 +435,7 @@ class Run:
         visitor = f"v_load{self.seed:04d}x{index:08d}"
         return b'{"t":"hello","v":1,"key":"%s","visitor":"%s"}' % (self.key.encode(), visitor.encode())
 
-    def pick_visit(self) -> list[tuple[bytes, bytes]]:
+    def pick_visit(self) -> list[bytes]:
         return self.random.choices(self.visits, self.weights)[0]
 
     def budget_left(self) -> bool:
@@ -603,6 +620,7 @@ def merge(opts: Options, shares: list[Share], wall: float) -> dict:
         "connected": connected,
         "connects_per_second": round(connected / connect, 1),
         "target_rate": opts.rate or None,
+        "batch": opts.batch,
         "seconds": round(load, 3),
         "events_sent": sum(s.sent for s in shares),
         "events_acked": acked,
@@ -692,7 +710,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-r", "--rate", type=float, default=0.0, help="target events/s over all browsers (default: flat out)")
     parser.add_argument("-d", "--duration", type=float, default=10.0, help="seconds of load once connected (default 10)")
     parser.add_argument("-n", "--events", type=int, default=0, help="stop after this many events (default: no limit)")
-    parser.add_argument("--window", type=int, default=1, help="flat out: events in flight per browser (default 1)")
+    parser.add_argument("--window", type=int, default=1, help="flat out: frames in flight per browser (default 1)")
+    parser.add_argument("--batch", type=int, default=1, help="events per frame, sent as one evs frame when above 1 (default 1)")
     parser.add_argument("--idle", action="store_true", help="each browser sends a page view and a scroll, then holds its socket open")
     parser.add_argument("-p", "--procs", type=int, default=1, help="generator processes (default 1)")
     parser.add_argument("--key", default="pk_demo", help="publishable site key (default pk_demo)")
@@ -707,7 +726,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from(args: argparse.Namespace) -> Options:
     return Options(
         url=args.url, connections=args.connections, rate=args.rate, duration=args.duration,
-        events=args.events, window=args.window, idle=args.idle, procs=args.procs, key=args.key,
+        events=args.events, window=args.window, batch=args.batch, idle=args.idle, procs=args.procs, key=args.key,
         origin=args.origin, dialect=args.dialect, open_concurrency=args.open_concurrency,
         seed=args.seed, progress=not args.quiet,
     )
