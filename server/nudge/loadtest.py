@@ -403,7 +403,7 @@ class Run:
         self.extra_headers = f"Origin: {origin}\r\n{protocol}"
         self.key = opts.key
         self.connections = connections
-        self.flat_out = opts.rate <= 0
+        self.flat_out = opts.rate <= 0 and not opts.idle
         self.interval = connections / rate if rate > 0 else 0.0  # mean seconds between one browser's events
         self.window = max(1, opts.window)
         self.batch = max(1, opts.batch)
