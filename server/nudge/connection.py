@@ -14,6 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from . import protocol
 from .errors import CLOSE_TRY_AGAIN_LATER
 
 log = logging.getLogger("nudge.connection")
@@ -24,12 +25,15 @@ Send = Callable[[dict], Awaitable[None]]
 class Connection:
     __slots__ = (
         "send", "codec", "queue", "limit", "closed", "in_handler", "_flushing", "_overflowed",
-        "tokens", "rate", "burst", "stamp", "origin", "_flush_task",
+        "tokens", "rate", "burst", "stamp", "origin", "_flush_task", "_ack",
     )
 
     def __init__(self, send: Send, codec, *, limit: int, rate: float, burst: int, now: float, origin: str | None) -> None:
         self.send = send  # the ASGI send callable
         self.codec = codec  # JsonCodec or MsgpackCodec, chosen at the handshake
+        # seq -> the ack frame: encoded at once by the codec when it can (one ack per event),
+        # else the plain map, encoded at the flush (a codec that does not encode, as the beacon's)
+        self._ack = getattr(codec, "encode_ack", None) or protocol.ack
         self.queue: deque[dict | str | bytes] = deque()  # frames waiting to be written (maps, or already encoded)
         self.limit = limit  # most frames queued before the reader counts as too slow
         self.closed = False
@@ -71,7 +75,7 @@ class Connection:
         if len(self.queue) >= self.limit:
             self._overflowed = True
             return
-        self.queue.append(self.codec.encode_ack(seq))
+        self.queue.append(self._ack(seq))
 
     def kick(self) -> None:
         """Make sure queued frames get written even though no frame is being handled."""
