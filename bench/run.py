@@ -143,7 +143,7 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def targets(store_url: str | None, ws: str) -> list[Target]:
+def targets(store_url: str | None, ws: str, redis_source: Path | None = None) -> list[Target]:
     nudge_env = {
         "NUDGE_EVENTS_PER_SECOND": "1000000", "NUDGE_EVENT_BURST": "1000000",
         "NUDGE_LOG_LEVEL": "warning", "NUDGE_GRACE": "30",
@@ -160,7 +160,14 @@ def targets(store_url: str | None, ws: str) -> list[Target]:
         Target(f"nudge-memory, evs ×{BATCH}", "nudge", nudge, "/ws", nudge_env, ("--batch", str(BATCH))),
     ]
     if store_url:
-        found.append(Target("nudge-redis", "nudge", [*nudge, "--store", store_url], "/ws", nudge_env))
+        if redis_source is not None:
+            # Nudge from another source tree (a branch not merged yet): its memory mode too, so
+            # that Redis is compared with memory on the same code.
+            other = {**nudge_env, "PYTHONPATH": str(redis_source / "server")}
+            found.append(Target(f"nudge-memory ({redis_source.name})", "nudge", nudge, "/ws", other))
+            found.append(Target(f"nudge-redis ({redis_source.name})", "nudge", [*nudge, "--store", store_url], "/ws", other))
+        else:
+            found.append(Target("nudge-redis", "nudge", [*nudge, "--store", store_url], "/ws", nudge_env))
     found.append(Target("python-socketio", "socketio", [*uvicorn, "bench.peers.sio_server:app"], "/"))
     if shutil.which("node") and (BENCH / "peers" / "node_modules" / "socket.io").exists():
         found.append(Target("node-socketio", "socketio", ["node", str(BENCH / "peers" / "socketio_server.js"), "{port}"], "/"))
@@ -236,6 +243,24 @@ def memory(target: Target, connections: int, procs: int = 1) -> dict:
         }
     finally:
         target.stop()
+
+
+def forget_keys(store_url: str) -> None:
+    """Delete this run's keys (and only those: the Redis server is shared, never flushed)."""
+    try:
+        import redis
+    except ImportError:
+        return
+    url, _, query = store_url.partition("?")
+    client = redis.Redis.from_url(url)
+    try:
+        batch = list(client.scan_iter(match=PREFIX + "*", count=1000))
+        for start in range(0, len(batch), 500):
+            client.delete(*batch[start:start + 500])
+    except redis.RedisError as exc:
+        print(f"could not delete this run's Redis keys ({PREFIX}*): {exc}", file=sys.stderr)
+    finally:
+        client.close()
 
 
 # --- the report -------------------------------------------------------------------------------
@@ -350,7 +375,9 @@ def write_results(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", default=None, help="a Redis store URL for nudge-redis (e.g. redis://127.0.0.1:6379/0)")
+    parser.add_argument("--store", default=None, help="a Redis store URL for nudge-redis (e.g. redis://127.0.0.1:6379/0); "
+                        "a key prefix of this run's own is added, and its keys are deleted at the end")
+    parser.add_argument("--redis-source", type=Path, help="run the Redis rows from this source tree (e.g. `git archive redis`)")
     parser.add_argument("--seconds", type=float, default=5.0, help="each throughput run (default 5)")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per figure; the median is kept (default 3)")
     parser.add_argument("--quick", action="store_true", help="2 s runs, no repeats, no 10k/20k: a smoke of the script")
@@ -368,7 +395,7 @@ def main() -> None:
     store = args.store
     if store and "prefix" not in store:
         store += ("&" if "?" in store else "?") + f"prefix={PREFIX}"
-    for target in targets(store, args.ws):
+    for target in targets(store, args.ws, args.redis_source):
         if args.only and target.name not in args.only:
             continue
         print(f"== {target.name}", file=sys.stderr, flush=True)
@@ -396,6 +423,8 @@ def main() -> None:
         # Two generator processes (on the same core): 20,000 client sockets exceed one process's
         # descriptor limit here. The server's own limit is the container's hard 20,000.
         results["nudge_20k"] = memory(nudge, 20000, procs=2)
+    if store:
+        forget_keys(store)
     (BENCH / "results.json").write_text(json.dumps(results, indent=2))
     write_results(results, args.out)
     print(args.out.read_text())
