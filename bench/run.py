@@ -269,9 +269,11 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": platform.python_version()}
-    for name in ("nudge-server", "uvicorn", "starlette", "websockets", "uvloop", "httptools", "python-socketio", "python-engineio"):
+    for name in ("nudge-server", "uvicorn", "starlette", "websockets", "uvloop", "httptools", "python-socketio", "python-engineio", "wsproto", "redis"):
         with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
+    if shutil.which("redis-server"):
+        found["redis-server"] = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
     if shutil.which("node"):
         found["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
         package = BENCH / "peers" / "node_modules" / "socket.io" / "package.json"
@@ -364,6 +366,14 @@ def write_results(results: dict, path: Path) -> None:
                 f"{c1000.get('server_cpu_percent', 0):.0f}% | {_per_core(c1000):,.0f}{_ratio(_per_core(c1000), echo_core['c1000'])} | "
                 f"{c100['generator_cpu_percent']:.0f}% / {c1000.get('generator_cpu_percent', 0):.0f}% | {errors or 'none'} |"
             )
+    ws = results.get("ws_implementations")
+    if ws:
+        lines += ["", "## uvicorn's WebSocket implementations, Nudge at C=100", "",
+                  "| `--ws` | events/s | events/s per core |", "|---|---|---|"]
+        base = _per_core(ws.get("websockets-sansio"))
+        for name, figures in ws.items():
+            if "events_per_second" in figures:
+                lines.append(f"| {name} | {figures['events_per_second']:,.0f} | {_per_core(figures):,.0f}{_ratio(_per_core(figures), base)} |")
     lines += ["", "## Versions", ""]
     lines += [f"- {k} {v}" for k, v in results["versions"].items()]
     lines += ["", "Raw figures: `bench/results.json`.", ""]
@@ -384,7 +394,11 @@ def main() -> None:
     parser.add_argument("--only", action="append", help="run only these targets (repeatable)")
     parser.add_argument("--ws", default="websockets-sansio", help="uvicorn WebSocket implementation for the Python servers")
     parser.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
+    parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from bench/results.json (after editing NOTES.md)")
     args = parser.parse_args()
+    if args.report_only:
+        write_results(json.loads((BENCH / "results.json").read_text()), args.out)
+        return
     raise_fd_limit()
     if args.quick:
         args.seconds, args.repeat = 2.0, 1
@@ -419,6 +433,16 @@ def main() -> None:
                 r["mem_10k"] = memory(target, 10000)
         print(f"   {json.dumps({k: v.get('events_per_second') or v.get('bytes_per_connection') for k, v in r.items() if isinstance(v, dict)})}", file=sys.stderr)
     if not args.quick and (not args.only or "nudge-memory" in args.only):
+        results["ws_implementations"] = {}
+        for ws in ("websockets-sansio", "websockets", "wsproto"):
+            nudge = next(t for t in targets(None, ws) if t.name == "nudge-memory")
+            if nudge.start():
+                try:
+                    results["ws_implementations"][ws] = throughput(nudge, 100, args.seconds, 1)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    results["ws_implementations"][ws] = {"error": str(exc)[-300:]}
+                finally:
+                    nudge.stop()
         nudge = next(t for t in targets(None, args.ws) if t.name == "nudge-memory")
         # Two generator processes (on the same core): 20,000 client sockets exceed one process's
         # descriptor limit here. The server's own limit is the container's hard 20,000.
