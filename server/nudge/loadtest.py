@@ -621,6 +621,7 @@ def merge(opts: Options, shares: list[Share], wall: float) -> dict:
         "connects_per_second": round(connected / connect, 1),
         "target_rate": opts.rate or None,
         "batch": opts.batch,
+        "idle": opts.idle,
         "seconds": round(load, 3),
         "events_sent": sum(s.sent for s in shares),
         "events_acked": acked,
@@ -686,7 +687,7 @@ def format_report(report: dict) -> str:
         f"{report['url']}  ({report['dialect']})",
         f"  connections   {report['connected']}/{report['connections']} at {report['connects_per_second']:.0f}/s",
         f"  events        {report['events_acked']} acked of {report['events_sent']} sent in {report['seconds']:.1f} s:"
-        f" {report['events_per_second']:.0f}/s" + (f" (target {report['target_rate']:.0f}/s)" if report["target_rate"] else " (flat out)"),
+        f" {report['events_per_second']:.0f}/s" + (f" (target {report['target_rate']:.0f}/s)" if report["target_rate"] else " (idle)" if report["idle"] else " (flat out)"),
     ]
     for title, key in (("event→ack", "event_to_ack_ms"), ("trigger→show", "trigger_to_show_ms")):
         ms = report[key]
