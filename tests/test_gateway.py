@@ -375,3 +375,50 @@ async def fetch(url: str) -> bytes:
             return response.read()
 
     return await asyncio.to_thread(get)
+
+
+# --- evs: several events in one frame ---------------------------------------------------------
+
+
+async def test_a_batch_is_applied_in_order_and_acked_once_after_its_shows(start_server, encoding):
+    server = await start_server(CAMPAIGNS)
+    client = await Client.connect(server.url, encoding=encoding)
+    await client.send({"t": "evs", "events": [
+        {"seq": 1, "name": "page_view", "props": {"path": "/"}},
+        {"seq": 2, "name": "add_to_cart", "props": MUG},
+        {"seq": 3, "name": "scroll", "props": {"depth": 30}},
+    ]})
+    show, ack = await client.recv(), await client.recv()
+    assert show["t"] == "show" and show["campaign"] == "mug-toast"
+    assert ack == {"t": "ack", "seq": 3}
+    assert server.hub.stats.events == 3
+    client.seq = 3
+    assert await client.track("click", {"target": "x"}) == [{"t": "ack", "seq": 4}]
+
+
+async def test_a_batch_skips_resent_events_and_refuses_bad_ones_alone(start_server, encoding):
+    server = await start_server(CAMPAIGNS)
+    client = await Client.connect(server.url, encoding=encoding)
+    await client.track("page_view", {"path": "/"})
+    await client.send({"t": "evs", "events": [
+        {"seq": 1, "name": "page_view", "props": {"path": "/"}},  # a resend
+        {"seq": 2, "name": "add_to_cart", "props": {"name": "no id"}},
+        "not a map",
+        {"seq": 3, "name": "add_to_cart", "props": TOWEL},
+    ]})
+    bad, not_a_map, ack = await client.recv(), await client.recv(), await client.recv()
+    assert bad["code"] == "bad_event" and bad["seq"] == 2
+    assert not_a_map["code"] == "bad_event" and "seq" not in not_a_map
+    assert ack == {"t": "ack", "seq": 3}
+    assert server.hub.stats.events == 2 and server.hub.stats.duplicates == 1
+    assert server.hub.visitors[(KEY, client.visitor)].state.cart.count == 1
+
+
+@pytest.mark.parametrize("events", [[], "x", [{"seq": n, "name": "click"} for n in range(1, 102)]])
+async def test_a_malformed_batch_is_refused_whole(start_server, events):
+    server = await start_server(CAMPAIGNS)
+    client = await Client.connect(server.url)
+    await client.send({"t": "evs", "events": events})
+    error = await client.recv()
+    assert error["t"] == "error" and error["code"] == "malformed"
+    assert server.hub.stats.events == 0

@@ -14,6 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from . import protocol
 from .errors import CLOSE_TRY_AGAIN_LATER
 
 log = logging.getLogger("nudge.connection")
@@ -24,13 +25,16 @@ Send = Callable[[dict], Awaitable[None]]
 class Connection:
     __slots__ = (
         "send", "codec", "queue", "limit", "closed", "in_handler", "_flushing", "_overflowed",
-        "tokens", "rate", "burst", "stamp", "origin", "_flush_task", "last_seen",
+        "tokens", "rate", "burst", "stamp", "origin", "_flush_task", "last_seen", "_ack",
     )
 
     def __init__(self, send: Send, codec, *, limit: int, rate: float, burst: int, now: float, origin: str | None) -> None:
         self.send = send  # the ASGI send callable
         self.codec = codec  # JsonCodec or MsgpackCodec, chosen at the handshake
-        self.queue: deque[dict] = deque()  # frames waiting to be written
+        # seq -> the ack frame: encoded at once by the codec when it can (one ack per event),
+        # else the plain map, encoded at the flush (a codec that does not encode, as the beacon's)
+        self._ack = getattr(codec, "encode_ack", None) or protocol.ack
+        self.queue: deque[dict | str | bytes] = deque()  # frames waiting to be written (maps, or already encoded)
         self.limit = limit  # most frames queued before the reader counts as too slow
         self.closed = False
         self.in_handler = False  # the receive loop is handling a frame and will flush after
@@ -65,6 +69,15 @@ class Connection:
             return
         self.queue.append(frame)
 
+    def push_ack(self, seq: int) -> None:
+        """Queue the ``ack`` of event ``seq``, encoded now (the cheap way: see the codecs)."""
+        if self.closed:
+            return
+        if len(self.queue) >= self.limit:
+            self._overflowed = True
+            return
+        self.queue.append(self._ack(seq))
+
     def kick(self) -> None:
         """Make sure queued frames get written even though no frame is being handled."""
         if not self.in_handler and not self._flushing and self.queue and not self.closed:
@@ -78,7 +91,8 @@ class Connection:
             encode, queue, send = self.codec.encode, self.queue, self.send
             key = "bytes" if self.codec.binary else "text"
             while queue and not self.closed:
-                await send({"type": "websocket.send", key: encode(queue.popleft())})
+                frame = queue.popleft()
+                await send({"type": "websocket.send", key: encode(frame) if frame.__class__ is dict else frame})
         except Exception:  # the peer went away mid-write: the receive loop sees the disconnect
             self.closed = True
             log.debug("send failed", exc_info=True)

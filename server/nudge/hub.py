@@ -424,6 +424,8 @@ class Hub:
             kind = frame.get("t")
             if kind == "ev":
                 await self._on_event(live, conn, frame)
+            elif kind == "evs":
+                await self._on_events(live, conn, frame)
             elif kind == "ack":
                 self._on_ack(live, frame)
                 if self.shared:
@@ -433,19 +435,38 @@ class Hub:
             elif kind == "hello":
                 raise ProtocolViolation("hello was already received on this connection")
             else:
-                raise MalformedFrame(f"unknown frame type {kind!r}; expected ev, ack or ping")
+                raise MalformedFrame(f"unknown frame type {kind!r}; expected ev, evs, ack or ping")
         except FrameError as exc:
             self.stats.refused += 1
             conn.push(protocol.error(exc.code, exc.reason, exc.seq))
 
-    async def _on_event(self, live: LiveSession, conn: Connection, frame: dict) -> None:
+    async def _on_events(self, live: LiveSession, conn: Connection, frame: dict) -> None:
+        """A batch: each event handled as if it had come in its own ``ev`` frame, in order, then
+        one cumulative ``ack`` for them all (shows they caused go out before it)."""
+        batch = frame.get("events")
+        if not isinstance(batch, list) or not batch:
+            raise MalformedFrame("evs.events must be a non-empty list of events")
+        if len(batch) > protocol.MAX_BATCH:
+            raise MalformedFrame(f"evs.events has {len(batch)} events, at most {protocol.MAX_BATCH} allowed")
+        for item in batch:
+            try:
+                if not isinstance(item, dict):
+                    raise BadEvent("each event of evs.events must be a map")
+                await self._on_event(live, conn, item, ack=False)
+            except FrameError as exc:
+                self.stats.refused += 1
+                conn.push(protocol.error(exc.code, exc.reason, exc.seq))
+        conn.push_ack(live.state.last_event_seq)
+
+    async def _on_event(self, live: LiveSession, conn: Connection, frame: dict, ack: bool = True) -> None:
         session = live.state
         seq = frame.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
             raise BadEvent("seq must be a whole number ≥ 1")
         if seq <= session.last_event_seq:
             self.stats.duplicates += 1
-            conn.push(protocol.ack(session.last_event_seq))
+            if ack:
+                conn.push_ack(session.last_event_seq)
             return
         now = self.clock.now()
         if not conn.take_token(now):
@@ -460,7 +481,8 @@ class Hub:
             session.last_event_seq = seq
             self.stats.refused += 1
             conn.push(protocol.error(exc.code, exc.reason, seq))
-            conn.push(protocol.ack(seq))
+            if ack:
+                conn.push_ack(seq)
             return
         if not self.shared and _due_by(live, now):
             # Whatever fell due before this event happens before it, as it would have if the
@@ -480,7 +502,8 @@ class Hub:
         self.metrics.event_seconds.observe(time.perf_counter() - started)
         if self.shared:
             self._dirty.add(live)  # written behind, with the others changed meanwhile
-        conn.push(protocol.ack(seq))
+        if ack:
+            conn.push_ack(seq)
 
     def _on_ack(self, live: LiveSession, frame: dict) -> None:
         seq = frame.get("seq")
