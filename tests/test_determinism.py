@@ -103,3 +103,4 @@ async def test_replaying_the_log_reproduces_every_live_decision(tmp_path):
     assert result.events == sum(r["k"] == "ev" for r in records)
     for visitor in sorted(set(live) | set(replayed)):
         assert replayed[visitor] == live[visitor], f"visitor {visitor} diverged"
+

@@ -65,7 +65,8 @@ class Harness:
         conn.in_handler = True
         self.loop.run_until_complete(self.hub.on_frame(live, conn, data))
         conn.in_handler = False
-        replies = list(conn.queue)
+        # Acks are queued already encoded (the hot path builds no map for them): decode those.
+        replies = [conn.codec.decode(r) if isinstance(r, (str, bytes)) else r for r in conn.queue]
         conn.queue.clear()
         return replies
 
