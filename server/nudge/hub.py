@@ -592,6 +592,7 @@ class Hub:
                 if decision.variant is not None:
                     message["variant"] = decision.variant
                 hand_off = self._hand_off(decision, live)
+                queued_by_store = False
                 if self.shared:
                     queue = None
                     if (decision.queued or live is None) and not hand_off:
@@ -609,16 +610,7 @@ class Hub:
                             if showing is not None and showing[0] == decision.campaign:
                                 live.state.showing = None  # nothing went on screen
                         continue
-                    self.stats.shown += 1
-                    results.count(decision.campaign, decision.variant, "sent")
-                    if self.webhooks is not None:
-                        self._emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
-                    if hand_off:
-                        self._send_webhook(state, message, decision, now)
-                    elif queue is None:
-                        live.trace.append((now, decision.campaign, decision.variant, "sent"))
-                        self._deliver(live, message)
-                    continue
+                    queued_by_store = queue is not None  # the confirming script queued it already
                 self.stats.shown += 1
                 results.count(decision.campaign, decision.variant, "sent")
                 if self.webhooks is not None:
@@ -626,7 +618,8 @@ class Hub:
                 if hand_off:
                     self._send_webhook(state, message, decision, now)
                 elif decision.queued or live is None:
-                    await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
+                    if not queued_by_store:
+                        await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
                 else:
                     live.trace.append((now, decision.campaign, decision.variant, "sent"))
                     self._deliver(live, message)
