@@ -103,8 +103,9 @@ class Client:
     async def connect(
         cls, url: str, *, encoding: str = "json", origin: str | None = ORIGIN, key: str = KEY,
         visitor: str | None = None, session: str | None = None, rx: int = 0, seq: int = 0,
-        hello: bool = True,
+        hello: bool = True, user: tuple[str, str] | None = None,
     ) -> Client:
+        """``user``: (user id, token) to be identified as from the hello on."""
         ws = await websockets.connect(
             url, subprotocols=[f"nudge.v1.{encoding}"], origin=origin, compression=None, open_timeout=WAIT
         )
@@ -115,6 +116,8 @@ class Client:
             frame = {"t": "hello", "v": 1, "key": key, "visitor": visitor or visitor_id(), "rx": rx}
             if session:
                 frame["session"] = session
+            if user:
+                frame["user_id"], frame["user_token"] = user
             await client.send(frame)
             welcome = await client.recv()
             assert welcome["t"] == "welcome", welcome

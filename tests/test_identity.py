@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from nudge import identity
 
-from .conftest import KEY, Client, visitor_id
+from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, run_server, shows, visitor_id
 
 SECRET = "sk_test_identity_secret"
 NOW = 1_700_000_000.0  # the fake clock's start
@@ -108,3 +108,67 @@ async def test_an_opted_out_visitor_gets_no_session(start_server, how):
     await client.send(hello)
     assert (await client.closed())[0] == 4451
     assert server.hub.sessions == {} and server.hub.visitors == {}
+
+
+# --- messages follow a signed-in user across devices -------------------------------------------
+
+CART = """
+version: 1
+campaigns:
+  - id: cart
+    trigger: {event: add_to_cart, absent: purchase, within: 15m}
+    offline: queue
+    message: {kind: modal, title: "Still thinking about {{ cart.names | first }}?"}
+"""
+
+
+async def _queued_on_the_phone(server, user: str = "u42") -> Client:
+    """A signed-in phone adds to its cart and goes away; the cart message waits for it."""
+    shown = server.hub.stats.shown
+    phone = await Client.connect(server.url, user=(user, identity.sign(SECRET, KEY, user, LATER)))
+    await phone.track("add_to_cart", {"id": "m1", "name": "Blue Mug", "price": 12.5})
+    await phone.close()
+    await eventually(lambda: server.hub.stats.connections == 0, "the phone to detach")
+    await server.advance(16 * 60)
+    assert phone.visitor in await server.hub.store.user_visitors(KEY, user)
+    assert server.hub.stats.shown == shown + 1  # decided, and queued: nobody was there to see it
+    return phone
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_a_message_queued_on_one_device_is_shown_on_the_users_next_device(store):
+    url = redis_store_url() if store == "redis" else "memory://"
+    try:
+        async with run_server(CART, store=url, secret_keys=[SECRET]) as server:
+            phone = await _queued_on_the_phone(server)
+            # Someone else on another browser, anonymous or claiming u42 without proof, gets nothing.
+            stranger = await Client.connect(server.url)
+            assert shows(await stranger.track("page_view", {"path": "/"})) == []
+            refused = await stranger.track("identify", {"user_id": "u42", "user_token": identity.sign("sk_x", KEY, "u42", LATER)})
+            assert shows(refused) == [] and refused[0]["code"] == "bad_event"
+            # The same user signs in on the laptop: the phone's message is shown there, once.
+            laptop = await Client.connect(server.url, user=("u42", identity.sign(SECRET, KEY, "u42", LATER)))
+            show = await laptop.expect("show", campaign="cart")
+            assert show["title"] == "Still thinking about Blue Mug?"
+            assert shows(await laptop.track("page_view", {"path": "/"})) == []
+            # It was taken, not copied: the phone coming back does not see it again.
+            back = await Client.connect(server.url, visitor=phone.visitor, user=("u42", identity.sign(SECRET, KEY, "u42", LATER)))
+            assert shows(await back.track("page_view", {"path": "/"})) == []
+            assert sorted(await server.hub.store.user_visitors(KEY, "u42")) == sorted([phone.visitor, laptop.visitor])
+    finally:
+        if store == "redis":
+            await drop_keys(url)
+
+
+@pytest.mark.integration
+async def test_signing_in_mid_visit_hands_over_what_waits_on_other_devices(start_server):
+    server = await start_server(CART, secret_keys=[SECRET])
+    await _queued_on_the_phone(server)
+    await _queued_on_the_phone(server)  # a second device queued the same campaign: shown once
+    tablet = await Client.connect(server.url)  # anonymous at first
+    assert shows(await tablet.track("page_view", {"path": "/"})) == []
+    frames = await tablet.track("identify", {"user_id": "u42", "user_token": identity.sign(SECRET, KEY, "u42", LATER)})
+    assert [f["campaign"] for f in shows(frames)] == ["cart"]
+    other = await Client.connect(server.url, user=("u43", identity.sign(SECRET, KEY, "u43", LATER)))
+    assert shows(await other.track("page_view", {"path": "/"})) == []  # another user's devices: nothing

@@ -99,8 +99,7 @@ class Gateway:
             counted_key = site.key
             live = await hub.attach(site, hello, conn, _header(scope, b"user-agent"))
             if hello.user is not None:
-                live.visitor.state.traits["user_id"] = hello.user  # proven above
-                await hub._write("link_user", site.key, hello.user, live.state.visitor)  # kept if the store is down
+                await hub.identified(live, hello.user, hub.clock.now())  # proven above
             await conn.flush()
             on_frame = hub.on_frame
             clock = hub.clock

@@ -277,6 +277,37 @@ class Hub:
         await self._carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
         return live
 
+    async def identified(self, live: LiveSession, user: str, now: float) -> None:
+        """The session proved (a signed token) that it shows ``user``: remember which visitor
+        they were seen as, and hand this session what is waiting for them on their other devices.
+
+        Messages are queued per visitor (one device's browser). Once a signed-in user comes
+        back on any device, the messages queued for the other visitors they were proven to be
+        take the same way as their own at a visit: each queue is taken whole, atomically, so
+        two devices coming back at once never both receive it. A campaign queued on several
+        devices is shown once (the newest)."""
+        site, visitor_id = live.state.site, live.state.visitor
+        live.visitor.state.traits["user_id"] = user
+        await self._write("link_user", site, user, visitor_id)
+        try:
+            others = [v for v in await self.store.user_visitors(site, user) if v != visitor_id]
+            waiting = [message for other in others for message in await self.store.take_queued(site, other, now)]
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            return  # they stay queued for the next visit
+        if not waiting:
+            return
+        on_screen = {frame.get("campaign") for frame in live.state.outbox}
+        newest: dict[str, dict] = {}
+        for message in waiting:
+            newest[message.get("campaign")] = message  # later queues and entries win
+        for campaign, message in newest.items():
+            if campaign in on_screen:
+                continue
+            self._deliver(live, message)
+        if self.recorder is not None:
+            self.recorder.record("handover", now, visitor=visitor_id, session=live.state.id, user=user, count=len(newest))
+
     async def locate(self, site: str, visitor_id: str, session_id: str) -> LiveSession | None:
         """The session a request other than its socket names (a beacon): held by this node, or,
         with a shared store, taken over from it (owned, then read, as a resume would; the node
@@ -474,8 +505,9 @@ class Hub:
         engine = self.engine
         try:
             event = events.validate(frame.get("name"), frame.get("props"), seq, engine.custom_events)
-            if event.name == "identify" and identity.check_identify(event.props, session.site, now, self.settings.secret_keys, seq):
-                await self._write("link_user", session.site, event.props["user_id"], session.visitor)
+            proven = event.name == "identify" and identity.check_identify(
+                event.props, session.site, now, self.settings.secret_keys, seq,
+            )
         except FrameError as exc:
             # Refused for good: acknowledged so that the client does not resend it forever.
             session.last_event_seq = seq
@@ -499,6 +531,8 @@ class Hub:
             self._count_outcome(event, live, now)
         if decisions:
             await self._carry_out(live, live.visitor, decisions, now)
+        if proven:
+            await self.identified(live, event.props["user_id"], now)
         self.metrics.event_seconds.observe(time.perf_counter() - started)
         if self.shared:
             self._dirty.add(live)  # written behind, with the others changed meanwhile
