@@ -13,10 +13,10 @@ import random
 from collections import defaultdict
 
 import pytest
-from nudge import recording, replay
+from nudge import loadtest, recording, replay
 from nudge.campaigns import load_text
 
-from .conftest import Client, run_server, visitor_id
+from .conftest import KEY, ORIGIN, Client, run_server, visitor_id
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +81,29 @@ async def visit(url: str, rng: random.Random, visitor: str) -> None:
         await asyncio.sleep(rng.uniform(0.0, 0.6))  # away: windows close, sessions may expire
 
 
+def decisions_by_visitor(records: list[dict], campaign_set) -> tuple[dict, dict]:
+    """What the server decided live (its ``d`` records) and what a replay of the log decides,
+    each as visitor -> [(at, session, campaign, variant, outcome)]."""
+    live = defaultdict(list)
+    for r in records:
+        if r["k"] == "d":
+            live[r["visitor"]].append((round(r["t"], 6), r["session"], r["campaign"], r["variant"], r["outcome"]))
+    (result,) = replay.run(records, [campaign_set], keep_outcomes=True, drain=False)
+    assert result.events == sum(r["k"] == "ev" for r in records)
+    replayed = defaultdict(list)
+    for o in result.outcomes:
+        replayed[o.visitor].append((round(o.at, 6), o.session, o.campaign, o.variant, o.outcome))
+    return live, replayed
+
+
+def assert_same(live: dict, replayed: dict, least: int) -> None:
+    kinds = {outcome.split(":")[0] for decisions in live.values() for *_, outcome in decisions}
+    assert {"sent", "suppressed", "deferred"} <= kinds, "the run exercised too little to prove anything"
+    assert sum(len(d) for d in live.values()) >= least
+    for visitor in sorted(set(live) | set(replayed)):
+        assert replayed[visitor] == live[visitor], f"visitor {visitor} diverged"
+
+
 async def test_replaying_the_log_reproduces_every_live_decision(tmp_path):
     from nudge.clock import SystemClock
 
@@ -88,19 +111,20 @@ async def test_replaying_the_log_reproduces_every_live_decision(tmp_path):
     rng = random.Random(20261124)
     async with run_server(CAMPAIGNS, record=tmp_path, grace=0.8, clock=SystemClock()) as server:
         await asyncio.gather(*(visit(server.url, random.Random(rng.random()), visitor_id()) for _ in range(40)))
-    records = list(recording.read([tmp_path]))
-    live = defaultdict(list)
-    for r in records:
-        if r["k"] == "d":
-            live[r["visitor"]].append((round(r["t"], 6), r["session"], r["campaign"], r["variant"], r["outcome"]))
-    (result,) = replay.run(records, [campaign_set], keep_outcomes=True, drain=False)
-    replayed = defaultdict(list)
-    for o in result.outcomes:
-        replayed[o.visitor].append((round(o.at, 6), o.session, o.campaign, o.variant, o.outcome))
-    kinds = {outcome.split(":")[0] for decisions in live.values() for *_, outcome in decisions}
-    assert {"sent", "suppressed", "deferred"} <= kinds, "the run exercised too little to prove anything"
-    assert sum(len(d) for d in live.values()) >= 50
-    assert result.events == sum(r["k"] == "ev" for r in records)
-    for visitor in sorted(set(live) | set(replayed)):
-        assert replayed[visitor] == live[visitor], f"visitor {visitor} diverged"
+    live, replayed = decisions_by_visitor(list(recording.read([tmp_path])), campaign_set)
+    assert_same(live, replayed, least=50)
 
+
+async def test_a_load_generator_run_replays_decision_by_decision(tmp_path):
+    """``nudge loadtest``'s browsers (page views, scrolls, carts, purchases at a paced rate, in a
+    thread of their own beside the server) on the real clock: the log replays the same."""
+    from nudge.clock import SystemClock
+
+    campaign_set = load_text(CAMPAIGNS, "determinism.yaml")
+    unlimited = {"events_per_second": 1e9, "event_burst": 10**9}
+    async with run_server(CAMPAIGNS, record=tmp_path, grace=0.8, clock=SystemClock(), **unlimited) as server:
+        opts = loadtest.Options(server.url, connections=20, duration=2.0, rate=400, key=KEY, origin=ORIGIN, progress=False)
+        report = await asyncio.wait_for(asyncio.to_thread(loadtest.run, opts), 60)
+    assert report["errors"] == {} and report["events_acked"] == report["events_sent"] > 0
+    live, replayed = decisions_by_visitor(list(recording.read([tmp_path])), campaign_set)
+    assert_same(live, replayed, least=50)

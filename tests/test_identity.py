@@ -6,7 +6,16 @@ from __future__ import annotations
 import pytest
 from nudge import identity
 
-from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, run_server, shows, visitor_id
+from .conftest import (
+    KEY,
+    Client,
+    drop_keys,
+    eventually,
+    redis_store_url,
+    run_server,
+    shows,
+    visitor_id,
+)
 
 SECRET = "sk_test_identity_secret"
 NOW = 1_700_000_000.0  # the fake clock's start
