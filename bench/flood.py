@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import statistics
@@ -131,11 +132,8 @@ async def flood_socket(port: int, rate: float, stop: asyncio.Event) -> tuple[int
     except ConnectionError:
         pass
     lived = time.perf_counter() - began
-    with_timeout = asyncio.wait_for(closed.wait(), 5)
-    try:
-        await with_timeout
-    except TimeoutError:
-        pass
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(closed.wait(), 5)
     reading.cancel()
     writer.close()
     return written, pongs, lived, code
