@@ -130,3 +130,10 @@ async def test_per_message_deflate_only_when_enabled(start_server, deflate):
             assert ws.protocol.extensions[0].remote_max_window_bits <= 12
     finally:
         await ws.close()
+
+
+def test_deflate_is_refused_with_an_implementation_that_does_not_bound_its_windows(capsys):
+    from nudge.cli import main
+
+    assert main(["serve", "--deflate", "--ws", "wsproto", "--port", "0"]) == 2
+    assert "--deflate needs --ws websockets-sansio" in capsys.readouterr().err

@@ -37,6 +37,11 @@ def _serve(args: argparse.Namespace) -> int:
         value = getattr(args, name, None)
         if value is not None:
             setattr(settings, name, value)
+    if settings.deflate and settings.ws != "websockets-sansio":
+        # Only uvicorn's websockets-sansio bounds deflate's windows (12 bits each way, memLevel 5);
+        # its other implementations would let every client claim 32 KiB windows and more.
+        print(f"nudge: --deflate needs --ws websockets-sansio (it bounds compression windows); got {settings.ws}", file=sys.stderr)
+        return 2
     from .logs import configure
 
     configure(settings.log_format, settings.log_level)
