@@ -210,3 +210,32 @@ async def test_backend_events_are_recorded_and_replay_to_the_same_decisions(tmp_
     assert live == [("cart", "sent"), ("cart", "converted")]
     (result,) = replay.run(records, [load_text(CART, "t.yaml")], keep_outcomes=True, drain=False)
     assert [(o.campaign, o.outcome) for o in result.outcomes] == live
+
+
+SHIPPED = """
+events: [order_shipped]
+campaigns:
+  - id: shipped
+    trigger: {event: order_shipped}
+    message: {kind: toast, title: "Your order {{ event.order }} is on its way"}
+  - id: welcome
+    trigger: {event: page_view}
+    caps: {per_session: 1}
+    message: {kind: modal, title: "Welcome"}
+"""
+
+
+async def test_a_backend_event_shows_in_the_open_tab_at_once_and_never_over_another(start_server):
+    server = await start_server(SHIPPED, secret_keys=[SECRET])
+    client = await Client.connect(server.url)
+    shipped = {"id": "ship-1", "visitor": client.visitor, "name": "order_shipped", "props": {"order": "A17"}}
+    code, body = await post(f"{server.http}/api/events", shipped)
+    assert code == 200 and body["applied"] == "held"
+    show = await client.expect("show", campaign="shipped")
+    assert show["title"] == "Your order A17 is on its way"
+    assert await server.hub.store.take_queued(KEY, client.visitor, server.clock.now()) == []  # not kept for later
+    # A modal on screen: the next backend message does not cover it.
+    assert [f["campaign"] for f in await client.track("page_view", {"path": "/"}) if f["t"] == "show"] == ["welcome"]
+    code, body = await post(f"{server.http}/api/events", {**shipped, "id": "ship-2"})
+    assert body["applied"] == "held"
+    assert server.hub.results.snapshot()["shipped"]["-"] == {"sent": 1, "suppressed:busy": 1}

@@ -109,6 +109,8 @@ def _start_recording(settings: Settings, hub: Hub, campaign_path) -> _Recording 
 def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: CampaignSet | None = None) -> Starlette:
     """Build the application. ``clock`` and ``campaign_set`` are for tests and embedding; with a
     ``campaign_set`` given, no file is watched."""
+    if problems := settings.problems():
+        raise ValueError("; ".join(problems))
     watched = settings.campaign_file() if campaign_set is None else None
     store = open_store(settings.store)
     if hasattr(store, "retention"):

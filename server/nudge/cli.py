@@ -50,6 +50,9 @@ def _serve(args: argparse.Namespace) -> int:
     except CampaignError as exc:
         print(f"nudge: invalid campaign file:\n{exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:
+        print(f"nudge: invalid settings: {exc}", file=sys.stderr)
+        return 2
     if settings.demo:
         print(f"Nudge demo shop: http://{settings.host}:{settings.port}/", file=sys.stderr)
     from .shutdown import GracefulServer

@@ -98,6 +98,18 @@ class Settings:
                 origins.add(f"http://{host}:{self.port}")
         return {key: Site(key, frozenset(mine or origins)) for key, mine in own.items()}
 
+    def problems(self) -> list[str]:
+        """Settings that cannot work together (``create_app`` refuses to start with any)."""
+        found = []
+        if self.outbox_limit >= self.send_queue_limit:
+            # A resume sends the session's unacknowledged messages at once: they must fit in the
+            # send queue with room to spare, or the socket would be closed as a slow reader.
+            found.append(
+                f"outbox_limit ({self.outbox_limit}) must be below send_queue_limit ({self.send_queue_limit}): "
+                "a resumed session's unacknowledged messages are sent at once"
+            )
+        return found
+
     def campaign_file(self) -> Path | None:
         if self.campaigns is not None:
             return self.campaigns

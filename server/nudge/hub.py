@@ -570,7 +570,8 @@ class Hub:
         shared store) or ``stored`` (loaded from the store, applied, written back).
 
         Decisions are carried out as for a timer: a show goes to the visitor's open tab on this
-        node, or waits for their next visit (or the offline webhook), as the campaign says."""
+        node (the event is applied within that tab's session), or waits for their next visit (or
+        the offline webhook), as the campaign says."""
         visitor = self.visitors.get((site, visitor_id))
         if visitor is None and self.shared and not forwarded:
             try:
@@ -594,9 +595,13 @@ class Hub:
         now = _not_before(visitor.state, now)
         connected = [s for s in visitor.sessions if s.conn is not None]
         live = connected[-1] if connected else None
+        # With a tab open the event lands in its session, as the tab's own events do: a message
+        # it triggers shows there and then (never over another one on screen), rather than waiting
+        # for a next visit while the visitor is looking at the page.
+        view = live.view if live is not None else State(visitor.state, None)
         if self.recorder is not None:
-            self.recorder.record("ev", now, visitor=visitor_id, session=None, name=event.name, props=event.props)
-        decisions = self.engine.on_event(State(visitor.state, None), event, now)
+            self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props)
+        decisions = self.engine.on_event(view, event, now)
         self.stats.events += 1
         self.metrics.events[event.name] += 1
         if decisions:
