@@ -149,15 +149,10 @@ class Hub:
         self.degraded_since: float | None = None  # when the shared store became unreachable
         poll = settings.timer_poll if self.shared else None
         self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
-        self.webhook = None  # where ``offline: webhook`` campaigns' messages go, when configured
-        if settings.webhook_url:
-            from .webhook import Webhook
-
-            self.webhook = Webhook(settings.webhook_url, settings.webhook_secret, self.scheduler, clock)
         self.stats = Stats()
         self.results = Results()  # per campaign and variant
         self.metrics = Metrics()  # for /metrics: events by name, latencies
-        self.webhooks = None  # webhooks out (webhooks.Webhooks), when endpoints are configured
+        self.webhooks = None  # webhooks out and the offline hand-off (webhooks.Webhooks), when configured
         self.log_lines = settings.log_format == "json"  # a line per connection and per decision
         self.recent: deque[tuple] = deque(maxlen=RECENT)  # (at, session, visitor, campaign, variant, outcome), for the dashboard
         self.recorder = None  # recording.Recorder when the event log is on (--record)
@@ -616,7 +611,8 @@ class Hub:
                 if self.webhooks is not None:
                     self._emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
                 if hand_off:
-                    self._send_webhook(state, message, decision, now)
+                    self._emit("offline", state, decision.campaign, decision.variant, message=message,
+                               traits=state.traits, expires_at=decision.expires_at)
                 elif decision.queued or live is None:
                     if not queued_by_store:
                         await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
@@ -672,26 +668,16 @@ class Hub:
                     })
 
     def _hand_off(self, decision: Show, live: LiveSession | None) -> bool:
-        """Whether this show goes to the webhook: the visitor is away and the campaign says so."""
-        if (self.webhook is None and self.webhooks is None) or not (decision.queued or live is None):
+        """Whether this show goes out as the ``offline`` webhook event: the visitor is away, the
+        campaign says ``offline: webhook``, and an endpoint takes it (else it is queued)."""
+        if self.webhooks is None or not (decision.queued or live is None):
             return False
         campaign = self.engine.by_id.get(decision.campaign)
-        return campaign is not None and campaign.offline == "webhook"
+        return campaign is not None and campaign.offline == "webhook" and self.webhooks.takes("offline", campaign.id)
 
     def _emit(self, kind: str, state: VisitorState, campaign: str, variant: str | None, **extra) -> None:
         """A webhook-out event about ``campaign`` for this visitor (see :mod:`nudge.webhooks`)."""
         self.webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
-
-    def _send_webhook(self, state: VisitorState, message: dict, decision: Show, now: float) -> None:
-        if self.webhooks is not None:
-            self._emit("offline", state, decision.campaign, decision.variant, message=message, traits=state.traits)
-        if self.webhook is None:
-            return
-        self.webhook.send({
-            "type": "message.offline", "site": state.site, "visitor": state.id,
-            "traits": state.traits, "message": message, "decided_at": now,
-            "expires_at": decision.expires_at,
-        })
 
     def _deliver(self, live: LiveSession, message: dict) -> None:
         """Give a message the session's next seq, keep it until acknowledged, and send it."""
