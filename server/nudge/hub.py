@@ -540,9 +540,8 @@ class Hub:
                 self._store_failed(exc)
                 raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
             record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props}
-            for node in dict.fromkeys(reversed(holders.values())):  # most recently held first
-                if node != self.node and await self.relay.send(node, record):
-                    return "relayed"
+            if await self._relay_to_holder(holders, record):
+                return "relayed"
             visitor = self.visitors.get((site, visitor_id))  # a tab may have come meanwhile
         held = visitor is not None
         now = self.clock.now()
@@ -594,13 +593,9 @@ class Hub:
                         queue = (message, decision.expires_at or now + 86400.0)
                     reason = await self._confirm(state, decision.campaign, now, once, queue)
                     if reason is not None:  # another node showed it first: a suppression
-                        self.stats.suppressed += 1
                         self.stats.lost_races += 1
-                        results.count(decision.campaign, decision.variant, f"suppressed:{reason}")
-                        if self.webhooks is not None:
-                            self._emit("decision", state, decision.campaign, decision.variant, outcome=f"suppressed:{reason}")
+                        self._count_suppressed(live, state, decision.campaign, decision.variant, reason, now)
                         if live is not None:
-                            live.trace.append((now, decision.campaign, decision.variant, f"suppressed:{reason}"))
                             showing = live.state.showing
                             if showing is not None and showing[0] == decision.campaign:
                                 live.state.showing = None  # nothing went on screen
@@ -625,12 +620,7 @@ class Hub:
             elif isinstance(decision, Cancel):
                 await self._write("cancel", state.site, state.id, decision.key)
             elif isinstance(decision, Suppress):
-                self.stats.suppressed += 1
-                results.count(decision.campaign, decision.variant, f"suppressed:{decision.reason}")
-                if self.webhooks is not None:
-                    self._emit("decision", state, decision.campaign, decision.variant, outcome=f"suppressed:{decision.reason}")
-                if live is not None:
-                    live.trace.append((now, decision.campaign, decision.variant, f"suppressed:{decision.reason}"))
+                self._count_suppressed(live, state, decision.campaign, decision.variant, decision.reason, now)
             elif isinstance(decision, Defer):
                 results.count(decision.campaign, decision.variant, f"deferred:{decision.reason}")
                 if live is not None:
@@ -645,6 +635,19 @@ class Hub:
                 if live.wake is not None:
                     live.wake.cancel()
                 live.wake = self.scheduler.call_at(decision.at, self._on_wake, live) if decision.at is not None else None
+
+    def _count_suppressed(
+        self, live: LiveSession | None, state: VisitorState, campaign: str, variant: str | None, reason: str, now: float,
+    ) -> None:
+        """Count a show that did not happen, the same whether the engine suppressed it or another
+        node's show beat it to a cap: the results, the webhook-out decision, the session's trace."""
+        outcome = f"suppressed:{reason}"
+        self.stats.suppressed += 1
+        self.results.count(campaign, variant, outcome)
+        if self.webhooks is not None:
+            self._emit("decision", state, campaign, variant, outcome=outcome)
+        if live is not None:
+            live.trace.append((now, campaign, variant, outcome))
 
     def _record(self, live: LiveSession | None, state: VisitorState, decisions: list[Decision], now: float) -> None:
         session = live.state.id if live is not None else None
@@ -769,9 +772,17 @@ class Hub:
             "op": "due", "site": timer.site, "visitor": timer.visitor, "key": timer.key,
             "due": timer.due, "claim": timer.claim,
         }
-        for node in dict.fromkeys(reversed(holders.values())):  # most recently held first
+        if await self._relay_to_holder(holders, record):
+            self.stats.timers_relayed += 1
+            return True
+        return False
+
+    async def _relay_to_holder(self, holders: dict[str, str], record: dict) -> bool:
+        """Publish ``record`` to the other nodes holding the visitor's sessions (``holders``:
+        session -> node, as :meth:`Relay.holders` answers), the most recently held first, until
+        one hears it; True when one did. Errors of the store are the caller's to handle."""
+        for node in dict.fromkeys(reversed(holders.values())):
             if node != self.node and await self.relay.send(node, record):
-                self.stats.timers_relayed += 1
                 return True
         return False
 
