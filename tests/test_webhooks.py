@@ -10,6 +10,9 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import subprocess
+import sys
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -370,6 +373,20 @@ def test_a_bad_endpoint_is_refused_naming_its_field(tmp_path, endpoint, problem)
     path.write_text(json.dumps({"endpoints": [endpoint]}))
     with pytest.raises(ValueError, match=problem):
         webhooks.load_endpoints(path)
+
+
+def test_nudge_serve_with_bad_webhooks_says_why_and_does_not_start(tmp_path):
+    path = tmp_path / "webhooks.yaml"
+    path.write_text(json.dumps({"endpoints": [{"url": "https://crm.example/h", "secret": HOOK_SECRET, "events": ["sent"]}]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUDGE_")}
+    done = subprocess.run([sys.executable, "-m", "nudge", "serve", "--port", "0", "--webhooks", str(path)],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert f"nudge: invalid webhooks: {path}: endpoints[0].events must be a list of" in done.stderr
+    assert "Traceback" not in done.stderr
+    env |= {"NUDGE_WEBHOOK_URL": "https://mail.example/hook", "NUDGE_WEBHOOK_SECRET": ""}
+    done = subprocess.run([sys.executable, "-m", "nudge", "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "NUDGE_WEBHOOK_SECRET must be at least 8 characters" in done.stderr
 
 
 def test_two_endpoints_with_one_id_are_refused(tmp_path):

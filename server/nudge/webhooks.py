@@ -56,6 +56,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .errors import WebhookConfigError
+
 if TYPE_CHECKING:
     from .config import Settings
     from .hub import Hub
@@ -107,28 +109,28 @@ class Endpoint:
 
 
 def load_endpoints(path: str | Path) -> list[Endpoint]:
-    """Read and check an endpoints file; raise ValueError naming the field."""
+    """Read and check an endpoints file; raise WebhookConfigError naming the field."""
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     raw = data.get("endpoints") if isinstance(data, dict) else None
     if not isinstance(raw, list):
-        raise ValueError(f"{path}: endpoints must be a list")
+        raise WebhookConfigError(f"{path}: endpoints must be a list")
     out = []
     for i, item in enumerate(raw):
         where = f"{path}: endpoints[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("url"), str) or not item["url"].startswith(("http://", "https://")):
-            raise ValueError(f"{where}.url must be an http(s) URL")
+            raise WebhookConfigError(f"{where}.url must be an http(s) URL")
         secret = item.get("secret")
         if not isinstance(secret, str) or len(secret) < MIN_SECRET:
-            raise ValueError(f"{where}.secret must be a string of at least {MIN_SECRET} characters")
+            raise WebhookConfigError(f"{where}.secret must be a string of at least {MIN_SECRET} characters")
         events = item.get("events")
         if events is not None and (not isinstance(events, list) or set(events) - set(EVENTS)):
-            raise ValueError(f"{where}.events must be a list of {', '.join(EVENTS)}")
+            raise WebhookConfigError(f"{where}.events must be a list of {', '.join(EVENTS)}")
         campaigns = item.get("campaigns")
         if campaigns is not None and (not isinstance(campaigns, list) or not all(isinstance(c, str) for c in campaigns)):
-            raise ValueError(f"{where}.campaigns must be a list of campaign ids")
+            raise WebhookConfigError(f"{where}.campaigns must be a list of campaign ids")
         ident = str(item.get("id") or f"endpoint{i}")
         if any(e.id == ident for e in out):
-            raise ValueError(f"{where}.id {ident!r} names another endpoint already")
+            raise WebhookConfigError(f"{where}.id {ident!r} names another endpoint already")
         out.append(Endpoint(
             ident, item["url"], secret,
             frozenset(events) if events is not None else None,
@@ -146,11 +148,11 @@ def configured_endpoints(settings: Settings) -> list[Endpoint]:
         return endpoints
     url, secret = settings.webhook_url, settings.webhook_secret
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"NUDGE_WEBHOOK_URL must be an http(s) URL, got {url!r}")
+        raise WebhookConfigError(f"NUDGE_WEBHOOK_URL must be an http(s) URL, got {url!r}")
     if len(secret) < MIN_SECRET:
-        raise ValueError(f"NUDGE_WEBHOOK_SECRET must be at least {MIN_SECRET} characters: it signs each POST to NUDGE_WEBHOOK_URL")
+        raise WebhookConfigError(f"NUDGE_WEBHOOK_SECRET must be at least {MIN_SECRET} characters: it signs each POST to NUDGE_WEBHOOK_URL")
     if any(e.id == LEGACY_ID for e in endpoints):
-        raise ValueError(f"{settings.webhooks}: the endpoint id {LEGACY_ID!r} is NUDGE_WEBHOOK_URL's; rename it, or move NUDGE_WEBHOOK_URL into the file")
+        raise WebhookConfigError(f"{settings.webhooks}: the endpoint id {LEGACY_ID!r} is NUDGE_WEBHOOK_URL's; rename it, or move NUDGE_WEBHOOK_URL into the file")
     log.warning(
         "NUDGE_WEBHOOK_URL and NUDGE_WEBHOOK_SECRET are deprecated: write the endpoint in the --webhooks file "
         "instead, as {id: %s, url: …, secret: …, events: [offline]} (docs/operate.md#webhooks-out). Until then "
