@@ -1,5 +1,7 @@
 """Webhooks out: signed, retried with backoff on the fake clock, one idempotency key per delivery,
-final 4xx to the dead-letter list, and a queue that outlives its node in Redis."""
+final 4xx to the dead-letter list, and a queue that outlives its node in Redis; the offline
+hand-off (``offline: webhook``) as one more event through the same queue, configured by an
+endpoint or by the older ``NUDGE_WEBHOOK_URL``. Every receiver is a real HTTP server on loopback."""
 
 from __future__ import annotations
 
@@ -7,13 +9,19 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
+import os
+import subprocess
+import sys
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from nudge import webhooks
+from nudge.config import Settings
 
-from .conftest import Client, drop_keys, redis_store_url, run_server
+from .conftest import KEY, Client, drop_keys, redis_store_url, run_server
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +36,18 @@ campaigns:
     trigger: {event: add_to_cart}
     message: {kind: toast, body: Other}
 """
+OFFLINE = """
+campaigns:
+  - id: cart
+    trigger: {event: add_to_cart, absent: purchase, within: 60s}
+    offline: webhook
+    message: {kind: toast, body: "Your cart is waiting"}
+  - id: wishlist
+    trigger: {event: remove_from_cart, absent: purchase, within: 60s}
+    offline: webhook
+    message: {kind: toast, body: "Still on your list"}
+"""
+MUG = {"id": "mug", "name": "Mug", "price": 3}
 
 
 def verify(secret: str, header: str, body: bytes) -> bool:
@@ -46,6 +66,7 @@ class Receiver:
         self.status = status
         self.tries: Counter[str] = Counter()  # delivery id -> requests seen
         self.accepted: dict[str, list[dict]] = {}  # delivery id -> bodies accepted
+        self.requests: list[tuple[dict[str, str], bytes]] = []  # (headers, raw body), in order
         self.bad_signatures = 0
 
     async def __aenter__(self) -> Receiver:
@@ -64,6 +85,7 @@ class Receiver:
             name, _, value = line.partition(":")
             headers[name.lower()] = value.strip()
         body = await reader.readexactly(int(headers["content-length"]))
+        self.requests.append((headers, body))
         if not verify(HOOK_SECRET, headers["nudge-signature"], body):
             self.bad_signatures += 1
         key = headers["nudge-delivery"]
@@ -84,10 +106,27 @@ async def settle(server, seconds: float) -> None:
     await server.hub.webhooks.idle()
 
 
-def endpoints_file(tmp_path, url: str, **extra) -> str:
+def endpoints_file(tmp_path, url: str, **extra) -> Path:
     path = tmp_path / "webhooks.yaml"
     path.write_text(json.dumps({"endpoints": [{"id": "crm", "url": url, "secret": HOOK_SECRET, **extra}]}))
     return path
+
+
+async def get(server, path: str) -> str:
+    """GET ``path`` from the server with the secret key; the body as text."""
+
+    def call() -> str:
+        req = urllib.request.Request(f"{server.http}{path}", headers={"Authorization": f"Bearer {SECRET}"})
+        with urllib.request.urlopen(req, timeout=5) as response:
+            return response.read().decode()
+
+    return await asyncio.to_thread(call)
+
+
+def metric(text: str, name: str) -> float:
+    """One unlabelled sample of the /metrics text."""
+    (value,) = [line.split()[1] for line in text.splitlines() if line.split(" ")[0] == name]
+    return float(value)
 
 
 async def test_a_receiver_failing_five_times_gets_each_delivery_once(tmp_path):
@@ -126,13 +165,7 @@ async def test_a_final_4xx_is_not_retried_and_goes_to_the_dead_letters(tmp_path)
             await settle(server, 0)
             await settle(server, webhooks.CAP)
             assert sum(receiver.tries.values()) == 1
-
-            def get():
-                req = urllib.request.Request(f"{server.http}/api/webhooks", headers={"Authorization": f"Bearer {SECRET}"})
-                with urllib.request.urlopen(req, timeout=5) as response:
-                    return json.load(response)
-
-            listed = await asyncio.to_thread(get)
+            listed = json.loads(await get(server, "/api/webhooks"))
             (dead,) = listed["dead"]
             assert dead["error"] == "HTTP 410" and dead["attempt"] == 1 and dead["payload"]["campaign"] == "hello"
             assert listed["endpoints"] == [{"id": "crm", "url": receiver.url, "events": ["decision"], "campaigns": "all"}]
@@ -207,3 +240,174 @@ async def test_a_receiver_that_never_answers_does_not_hold_up_timers(tmp_path):
     finally:
         receiver.close()
         await receiver.wait_closed()
+
+
+# --- the offline hand-off: ``offline: webhook`` ------------------------------------------------
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_an_offline_message_goes_to_nudge_webhook_url_signed_and_retried(store, caplog):
+    url = redis_store_url(lease=30) if store == "redis" else "memory://"
+    caplog.set_level(logging.WARNING, "nudge.webhooks")
+    try:
+        async with Receiver(failures=1) as receiver, run_server(
+            OFFLINE, store=url, grace=1, webhook_url=receiver.url, webhook_secret=HOOK_SECRET, secret_keys=[SECRET],
+        ) as server:
+            assert "NUDGE_WEBHOOK_URL and NUDGE_WEBHOOK_SECRET are deprecated" in caplog.text
+            client = await Client.connect(server.url)
+            await client.track("add_to_cart", MUG)
+            await client.close()
+            await settle(server, 2)  # the grace period ends: the visitor is away
+            await settle(server, 60)  # the window closes: POSTed, refused with 500
+            hooks = server.hub.webhooks
+            assert sum(receiver.tries.values()) == 1 and not receiver.accepted
+            assert hooks.queued == 1 and hooks.retried == 1  # waiting for its retry
+            await settle(server, webhooks.BASE * 2)  # the retry: backoff(1) is at most BASE * 2
+            assert len(receiver.accepted) == 1 and sum(receiver.tries.values()) == 2
+            assert hooks.sent == 1 and hooks.queued == 0
+            assert receiver.bad_signatures == 0
+
+            headers, body = receiver.requests[-1]
+            timestamp = int(headers["nudge-signature"].split(",")[0][2:])
+            assert headers["nudge-signature"] == webhooks.sign(HOOK_SECRET, timestamp, body)
+            assert headers["nudge-event"] == "offline"
+            assert receiver.requests[0][0]["nudge-delivery"] == headers["nudge-delivery"]  # one delivery, retried
+            payload = json.loads(body)
+            assert payload["type"] == "offline" and payload["visitor"] == client.visitor and payload["site"] == KEY
+            assert payload["campaign"] == "cart" and payload["message"]["campaign"] == "cart"
+            assert payload["message"]["body"] == "Your cart is waiting" and payload["expires_at"] > payload["at"]
+            assert await server.hub.store.take_queued(KEY, client.visitor, server.clock.now()) == []  # not also queued
+
+            text = await get(server, "/metrics")
+            assert metric(text, "nudge_webhook_sent_total") == 1 and metric(text, "nudge_webhook_retried_total") == 1
+            assert metric(text, "nudge_webhook_queue") == 0
+            listed = json.loads(await get(server, "/api/webhooks"))
+            assert listed["endpoints"] == [{"id": "offline", "url": receiver.url, "events": ["offline"], "campaigns": "all"}]
+    finally:
+        if store == "redis":
+            await drop_keys(url)
+
+
+async def test_an_endpoint_taking_offline_events_gets_its_campaigns_others_are_queued(tmp_path):
+    async with Receiver(failures=0) as receiver:
+        hooks = endpoints_file(tmp_path, receiver.url, events=["offline"], campaigns=["cart"])
+        async with run_server(OFFLINE, grace=1, webhooks=hooks) as server:
+            client = await Client.connect(server.url)
+            await client.track("add_to_cart", MUG)
+            await client.track("remove_from_cart", {"id": "mug"})
+            await client.close()
+            await settle(server, 2)
+            await settle(server, 60)  # both windows close with no tab open
+            (bodies,) = receiver.accepted.values()
+            assert bodies[0]["type"] == "offline" and bodies[0]["campaign"] == "cart"
+            queued = await server.hub.store.take_queued(KEY, client.visitor, server.clock.now())
+            assert [m["campaign"] for m in queued] == ["wishlist"]  # no endpoint takes it: kept for the next visit
+
+
+async def test_a_visitor_with_a_tab_open_is_shown_the_message_not_handed_off(tmp_path):
+    async with Receiver(failures=0) as receiver:
+        hooks = endpoints_file(tmp_path, receiver.url, events=["offline"])
+        async with run_server(OFFLINE, webhooks=hooks) as server:
+            client = await Client.connect(server.url)
+            await client.track("add_to_cart", MUG)
+            await settle(server, 61)
+            await client.expect("show", campaign="cart")
+            assert sum(receiver.tries.values()) == 0
+            await client.close()
+
+
+async def test_an_offline_message_waiting_for_a_retry_is_erased_with_its_visitor():
+    async with Receiver(failures=99) as receiver, run_server(
+        OFFLINE, grace=1, webhook_url=receiver.url, webhook_secret=HOOK_SECRET, secret_keys=[SECRET],
+    ) as server:
+        gone, kept = await Client.connect(server.url), await Client.connect(server.url)
+        for client in (gone, kept):
+            await client.track("add_to_cart", MUG)
+            await client.close()
+        await settle(server, 2)
+        await settle(server, 60)  # both tried once, refused: waiting for a retry
+        assert server.hub.webhooks.queued == 2
+
+        def erase() -> int:
+            req = urllib.request.Request(f"{server.http}/api/visitors/{gone.visitor}?site={KEY}", method="DELETE",
+                                         headers={"Authorization": f"Bearer {SECRET}"})
+            with urllib.request.urlopen(req, timeout=5) as response:
+                return response.status
+
+        assert await asyncio.to_thread(erase) == 200
+        assert await server.hub.webhooks.depth() == 1
+        await settle(server, webhooks.CAP)  # the retries: only the kept visitor's
+        later = [json.loads(body)["visitor"] for _, body in receiver.requests[2:]]
+        assert later and set(later) == {kept.visitor}
+
+
+def test_nudge_webhook_url_is_refused_with_a_short_secret_or_a_taken_id(tmp_path):
+    with pytest.raises(ValueError, match="NUDGE_WEBHOOK_SECRET must be at least 8 characters"):
+        webhooks.configured_endpoints(Settings(webhook_url="https://mail.example/hook", webhook_secret="short"))
+    with pytest.raises(ValueError, match="NUDGE_WEBHOOK_URL must be an http"):
+        webhooks.configured_endpoints(Settings(webhook_url="mail.example/hook", webhook_secret=HOOK_SECRET))
+    path = tmp_path / "webhooks.yaml"
+    path.write_text(json.dumps({"endpoints": [{"id": "offline", "url": "https://crm.example/h", "secret": HOOK_SECRET}]}))
+    with pytest.raises(ValueError, match="'offline' is NUDGE_WEBHOOK_URL's"):
+        webhooks.configured_endpoints(Settings(webhooks=path, webhook_url="https://mail.example/hook", webhook_secret=HOOK_SECRET))
+
+
+def test_nudge_webhook_url_joins_the_endpoints_file(tmp_path):
+    path = tmp_path / "webhooks.yaml"
+    path.write_text(json.dumps({"endpoints": [{"id": "crm", "url": "https://crm.example/h", "secret": HOOK_SECRET}]}))
+    found = webhooks.configured_endpoints(Settings(webhooks=path, webhook_url="https://mail.example/hook", webhook_secret=HOOK_SECRET))
+    assert [(e.id, e.url, e.events) for e in found] == [
+        ("crm", "https://crm.example/h", None), ("offline", "https://mail.example/hook", frozenset({"offline"})),
+    ]
+    assert webhooks.configured_endpoints(Settings(webhooks=path)) == found[:1]
+
+
+@pytest.mark.parametrize(("endpoint", "problem"), [
+    ({"url": "ftp://crm.example/h", "secret": HOOK_SECRET}, r"endpoints\[0\]\.url must be an http\(s\) URL"),
+    ({"url": "https://crm.example/h", "secret": "short"}, r"endpoints\[0\]\.secret must be a string of at least 8"),
+    ({"url": "https://crm.example/h", "secret": HOOK_SECRET, "events": ["sent"]}, r"endpoints\[0\]\.events must be a list of"),
+    ({"url": "https://crm.example/h", "secret": HOOK_SECRET, "campaigns": "cart"}, r"endpoints\[0\]\.campaigns must be a list"),
+])
+def test_a_bad_endpoint_is_refused_naming_its_field(tmp_path, endpoint, problem):
+    path = tmp_path / "webhooks.yaml"
+    path.write_text(json.dumps({"endpoints": [endpoint]}))
+    with pytest.raises(ValueError, match=problem):
+        webhooks.load_endpoints(path)
+
+
+def test_nudge_serve_with_bad_webhooks_says_why_and_does_not_start(tmp_path):
+    path = tmp_path / "webhooks.yaml"
+    path.write_text(json.dumps({"endpoints": [{"url": "https://crm.example/h", "secret": HOOK_SECRET, "events": ["sent"]}]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUDGE_")}
+    done = subprocess.run([sys.executable, "-m", "nudge", "serve", "--port", "0", "--webhooks", str(path)],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert f"nudge: invalid webhooks: {path}: endpoints[0].events must be a list of" in done.stderr
+    assert "Traceback" not in done.stderr
+    env |= {"NUDGE_WEBHOOK_URL": "https://mail.example/hook", "NUDGE_WEBHOOK_SECRET": ""}
+    done = subprocess.run([sys.executable, "-m", "nudge", "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "NUDGE_WEBHOOK_SECRET must be at least 8 characters" in done.stderr
+
+
+def test_two_endpoints_with_one_id_are_refused(tmp_path):
+    path = tmp_path / "webhooks.yaml"
+    twice = {"id": "crm", "url": "https://crm.example/h", "secret": HOOK_SECRET}
+    path.write_text(json.dumps({"endpoints": [twice, twice]}))
+    with pytest.raises(ValueError, match=r"endpoints\[1\]\.id 'crm' names another endpoint already"):
+        webhooks.load_endpoints(path)
+
+
+def test_the_example_endpoints_file_loads():
+    found = webhooks.load_endpoints(Path(__file__).resolve().parents[1] / "examples" / "webhooks.yaml")
+    mailer = next(e for e in found if e.events == frozenset({"offline"}))
+    assert mailer.wants("offline", "cart-abandoned") and not mailer.wants("decision", "cart-abandoned")
+
+
+def test_backoff_doubles_with_full_jitter_and_a_cap():
+    assert all(0 <= webhooks.backoff(3) <= webhooks.BASE * 8 for _ in range(100))
+    assert all(webhooks.backoff(60) <= webhooks.CAP for _ in range(100))
+    assert max(webhooks.backoff(3) for _ in range(200)) > webhooks.BASE * 4  # jitter spans the doubled range
+
+
+def test_no_answer_408_429_and_5xx_are_retried_other_answers_are_final():
+    assert [s for s in (0, 200, 400, 404, 408, 410, 429, 500, 503) if webhooks.retryable(s)] == [0, 408, 429, 500, 503]

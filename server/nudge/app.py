@@ -215,10 +215,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             return JSONResponse({"error": f"the store is unreachable ({exc}); nothing was erased there, try again"}, status_code=503)
         return JSONResponse(report)
     server_events = ServerEvents(hub)
-    if settings.webhooks is not None:
-        from .webhooks import Webhooks, load_endpoints
+    if settings.webhooks is not None or settings.webhook_url:
+        from .webhooks import Webhooks, configured_endpoints
 
-        hub.webhooks = Webhooks(hub, load_endpoints(settings.webhooks))
+        hub.webhooks = Webhooks(hub, configured_endpoints(settings))
 
     async def webhooks(request: Request) -> Response:
         if (refused := authorised(request)) is not None:
@@ -290,8 +290,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             editor.stop()
             if hub.webhooks is not None:
                 await hub.webhooks.stop()
-            if hub.webhook is not None:
-                await hub.webhook.stop()
             if campaign_file is not None:
                 campaign_file.stop()
                 if hup:

@@ -16,7 +16,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .errors import CampaignError
+    from .errors import CampaignError, WebhookConfigError
 
     settings = from_environment()
     for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "record", "record_retention", "node", "webhooks", "log_format"):
@@ -49,6 +49,9 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except CampaignError as exc:
         print(f"nudge: invalid campaign file:\n{exc}", file=sys.stderr)
+        return 2
+    except WebhookConfigError as exc:
+        print(f"nudge: invalid webhooks: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"nudge: invalid settings: {exc}", file=sys.stderr)

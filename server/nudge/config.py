@@ -78,8 +78,8 @@ class Settings:
     write_behind: float = 0.5  # seconds between batched writes of changed sessions (shared store)
     heartbeat: float = 1.0  # seconds between relay probes and store health checks (shared store)
     timer_poll: float = 1.0  # seconds between looks for timers other nodes added (shared store)
-    webhook_url: str | None = None  # where messages for campaigns with ``offline: webhook`` go
-    webhook_secret: str = ""  # signs each webhook body (HMAC-SHA256)
+    webhook_url: str | None = None  # deprecated: an endpoint taking ``offline`` events (webhooks.configured_endpoints)
+    webhook_secret: str = ""  # deprecated: that endpoint's secret
     webhooks: Path | None = None  # endpoints for webhooks out (decisions, outcomes): docs/operate.md
     log_format: str = "text"  # or "json": one JSON object a line (docs/operate.md)
 

@@ -14,10 +14,10 @@ key), on every node and in the store.
    caps, once markers, queued messages, whereabouts, and the entries of the event log's Redis
    stream that mention them (:meth:`Store.erase`).
 
-Webhook deliveries that name the visitor (nudge.webhooks: queued, being retried, dead letters)
-go too. Not covered (docs/security.md): a POST already under way, the messages of campaigns with
-``offline: webhook`` waiting for a retry (nudge.webhook), and event log *files* written by
-``--record`` (they age out after ``--record-retention``).
+Webhook deliveries that name the visitor (nudge.webhooks: queued, being retried, dead letters;
+the ``offline: webhook`` hand-off among them) go too. Not covered (docs/security.md): a POST
+already under way, and event log *files* written by ``--record`` (they age out after
+``--record-retention``).
 """
 
 from __future__ import annotations

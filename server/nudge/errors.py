@@ -16,7 +16,8 @@
     │   ├── TooManyConnections    over the per-address or per-key limit     (4430)
     │   ├── OptedOut              the visitor opted out (GPC, optOut)       (4451)
     │   └── StoreUnavailable      the shared store is unreachable at hello  (1013)
-    └── CampaignError         a campaign file is invalid; ``problems`` lists each one
+    ├── CampaignError         a campaign file is invalid; ``problems`` lists each one
+    └── WebhookConfigError    the webhook endpoints (file or NUDGE_WEBHOOK_URL) are invalid
 """
 
 from __future__ import annotations
@@ -139,3 +140,8 @@ class CampaignError(NudgeError):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+
+
+class WebhookConfigError(NudgeError, ValueError):
+    """The webhook endpoints (``--webhooks`` file, ``NUDGE_WEBHOOK_URL``) are invalid; the message
+    names the file and field, or the variable. The server does not start."""

@@ -149,15 +149,10 @@ class Hub:
         self.degraded_since: float | None = None  # when the shared store became unreachable
         poll = settings.timer_poll if self.shared else None
         self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
-        self.webhook = None  # where ``offline: webhook`` campaigns' messages go, when configured
-        if settings.webhook_url:
-            from .webhook import Webhook
-
-            self.webhook = Webhook(settings.webhook_url, settings.webhook_secret, self.scheduler, clock)
         self.stats = Stats()
         self.results = Results()  # per campaign and variant
         self.metrics = Metrics()  # for /metrics: events by name, latencies
-        self.webhooks = None  # webhooks out (webhooks.Webhooks), when endpoints are configured
+        self.webhooks = None  # webhooks out and the offline hand-off (webhooks.Webhooks), when configured
         self.log_lines = settings.log_format == "json"  # a line per connection and per decision
         self.recent: deque[tuple] = deque(maxlen=RECENT)  # (at, session, visitor, campaign, variant, outcome), for the dashboard
         self.recorder = None  # recording.Recorder when the event log is on (--record)
@@ -580,9 +575,8 @@ class Hub:
                 self._store_failed(exc)
                 raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
             record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props}
-            for node in dict.fromkeys(reversed(holders.values())):  # most recently held first
-                if node != self.node and await self.relay.send(node, record):
-                    return "relayed"
+            if await self._relay_to_holder(holders, record):
+                return "relayed"
             visitor = self.visitors.get((site, visitor_id))  # a tab may have come meanwhile
         held = visitor is not None
         now = self.clock.now()
@@ -638,13 +632,9 @@ class Hub:
                         queue = (message, decision.expires_at or now + 86400.0)
                     reason = await self._confirm(state, decision.campaign, now, once, queue)
                     if reason is not None:  # another node showed it first: a suppression
-                        self.stats.suppressed += 1
                         self.stats.lost_races += 1
-                        results.count(decision.campaign, decision.variant, f"suppressed:{reason}")
-                        if self.webhooks is not None:
-                            self._emit("decision", state, decision.campaign, decision.variant, outcome=f"suppressed:{reason}")
+                        self._count_suppressed(live, state, decision.campaign, decision.variant, reason, now)
                         if live is not None:
-                            live.trace.append((now, decision.campaign, decision.variant, f"suppressed:{reason}"))
                             showing = live.state.showing
                             if showing is not None and showing[0] == decision.campaign:
                                 live.state.showing = None  # nothing went on screen
@@ -655,7 +645,8 @@ class Hub:
                 if self.webhooks is not None:
                     self._emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
                 if hand_off:
-                    self._send_webhook(state, message, decision, now)
+                    self._emit("offline", state, decision.campaign, decision.variant, message=message,
+                               traits=state.traits, expires_at=decision.expires_at)
                 elif decision.queued or live is None:
                     if not queued_by_store:
                         await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
@@ -668,12 +659,7 @@ class Hub:
             elif isinstance(decision, Cancel):
                 await self._write("cancel", state.site, state.id, decision.key)
             elif isinstance(decision, Suppress):
-                self.stats.suppressed += 1
-                results.count(decision.campaign, decision.variant, f"suppressed:{decision.reason}")
-                if self.webhooks is not None:
-                    self._emit("decision", state, decision.campaign, decision.variant, outcome=f"suppressed:{decision.reason}")
-                if live is not None:
-                    live.trace.append((now, decision.campaign, decision.variant, f"suppressed:{decision.reason}"))
+                self._count_suppressed(live, state, decision.campaign, decision.variant, decision.reason, now)
             elif isinstance(decision, Defer):
                 results.count(decision.campaign, decision.variant, f"deferred:{decision.reason}")
                 if live is not None:
@@ -688,6 +674,19 @@ class Hub:
                 if live.wake is not None:
                     live.wake.cancel()
                 live.wake = self.scheduler.call_at(decision.at, self._on_wake, live) if decision.at is not None else None
+
+    def _count_suppressed(
+        self, live: LiveSession | None, state: VisitorState, campaign: str, variant: str | None, reason: str, now: float,
+    ) -> None:
+        """Count a show that did not happen, the same whether the engine suppressed it or another
+        node's show beat it to a cap: the results, the webhook-out decision, the session's trace."""
+        outcome = f"suppressed:{reason}"
+        self.stats.suppressed += 1
+        self.results.count(campaign, variant, outcome)
+        if self.webhooks is not None:
+            self._emit("decision", state, campaign, variant, outcome=outcome)
+        if live is not None:
+            live.trace.append((now, campaign, variant, outcome))
 
     def _record(self, live: LiveSession | None, state: VisitorState, decisions: list[Decision], now: float) -> None:
         session = live.state.id if live is not None else None
@@ -711,26 +710,16 @@ class Hub:
                     })
 
     def _hand_off(self, decision: Show, live: LiveSession | None) -> bool:
-        """Whether this show goes to the webhook: the visitor is away and the campaign says so."""
-        if (self.webhook is None and self.webhooks is None) or not (decision.queued or live is None):
+        """Whether this show goes out as the ``offline`` webhook event: the visitor is away, the
+        campaign says ``offline: webhook``, and an endpoint takes it (else it is queued)."""
+        if self.webhooks is None or not (decision.queued or live is None):
             return False
         campaign = self.engine.by_id.get(decision.campaign)
-        return campaign is not None and campaign.offline == "webhook"
+        return campaign is not None and campaign.offline == "webhook" and self.webhooks.takes("offline", campaign.id)
 
     def _emit(self, kind: str, state: VisitorState, campaign: str, variant: str | None, **extra) -> None:
         """A webhook-out event about ``campaign`` for this visitor (see :mod:`nudge.webhooks`)."""
         self.webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
-
-    def _send_webhook(self, state: VisitorState, message: dict, decision: Show, now: float) -> None:
-        if self.webhooks is not None:
-            self._emit("offline", state, decision.campaign, decision.variant, message=message, traits=state.traits)
-        if self.webhook is None:
-            return
-        self.webhook.send({
-            "type": "message.offline", "site": state.site, "visitor": state.id,
-            "traits": state.traits, "message": message, "decided_at": now,
-            "expires_at": decision.expires_at,
-        })
 
     def _deliver(self, live: LiveSession, message: dict) -> None:
         """Give a message the session's next seq, keep it until acknowledged, and send it."""
@@ -822,9 +811,17 @@ class Hub:
             "op": "due", "site": timer.site, "visitor": timer.visitor, "key": timer.key,
             "due": timer.due, "claim": timer.claim,
         }
-        for node in dict.fromkeys(reversed(holders.values())):  # most recently held first
+        if await self._relay_to_holder(holders, record):
+            self.stats.timers_relayed += 1
+            return True
+        return False
+
+    async def _relay_to_holder(self, holders: dict[str, str], record: dict) -> bool:
+        """Publish ``record`` to the other nodes holding the visitor's sessions (``holders``:
+        session -> node, as :meth:`Relay.holders` answers), the most recently held first, until
+        one hears it; True when one did. Errors of the store are the caller's to handle."""
+        for node in dict.fromkeys(reversed(holders.values())):
             if node != self.node and await self.relay.send(node, record):
-                self.stats.timers_relayed += 1
                 return True
         return False
 

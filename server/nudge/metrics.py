@@ -121,13 +121,13 @@ def render(hub: Hub) -> str:
     if hub.shared:
         _metric(out, "nudge_relay_up", "gauge", "1 when the relay listener is healthy.",
                 [({}, int(bool(hub.relay and hub.relay.healthy)))])
-    webhook, hooks = hub.webhook, hub.webhooks
+    hooks = hub.webhooks
     _metric(out, "nudge_webhook_queue", "gauge", "Webhook deliveries waiting (first tries and retries).",
-            [({}, (webhook.pending if webhook else 0) + (hooks.queued if hooks else 0))])
+            [({}, hooks.queued if hooks else 0)])
     _metric(out, "nudge_webhook_sent_total", "counter", "Webhook deliveries answered 2xx.",
-            [({}, (webhook.sent if webhook else 0) + (hooks.sent if hooks else 0))])
+            [({}, hooks.sent if hooks else 0)])
     _metric(out, "nudge_webhook_retried_total", "counter", "Webhook tries that failed and were rescheduled.",
             [({}, hooks.retried if hooks else 0)])
     _metric(out, "nudge_webhook_failed_total", "counter", "Webhook deliveries given up (dead letters).",
-            [({}, (webhook.failed if webhook else 0) + (hooks.failed if hooks else 0))])
+            [({}, hooks.failed if hooks else 0)])
     return "\n".join(out) + "\n"

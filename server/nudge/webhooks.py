@@ -1,5 +1,5 @@
 """Webhooks out: what happens to campaigns, POSTed to the operator's endpoints (a CRM, a data
-warehouse), signed, retried, never lost silently.
+warehouse, a mailer), signed, retried, never lost silently.
 
 Endpoints come from a file (``--webhooks FILE`` / ``NUDGE_WEBHOOKS``, YAML or JSON)::
 
@@ -9,6 +9,13 @@ Endpoints come from a file (``--webhooks FILE`` / ``NUDGE_WEBHOOKS``, YAML or JS
         secret: whsec_…                          # signs each body
         events: [decision, shown, clicked, converted, offline]   # default: all
         campaigns: [cart-abandoned]              # default: every campaign (global)
+
+The ``offline`` event is the hand-off of campaigns with ``offline: webhook``: when one fires
+while the visitor has no tab open, its message goes to the endpoints taking ``offline`` events of
+that campaign (to send as an e-mail or a push notification) instead of waiting for the next visit;
+with no such endpoint it is queued, as with ``offline: queue``. The older ``NUDGE_WEBHOOK_URL`` /
+``NUDGE_WEBHOOK_SECRET`` still work: they add the endpoint ``offline`` taking ``offline`` events
+of every campaign (:func:`configured_endpoints`).
 
 Each delivery is one JSON POST with::
 
@@ -34,20 +41,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import heapq
+import hmac
 import json
 import logging
 import random
 import secrets
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import yaml
 
-from .webhook import post, sign
+from .errors import WebhookConfigError
 
 if TYPE_CHECKING:
+    from .config import Settings
     from .hub import Hub
 
 log = logging.getLogger("nudge.webhooks")
@@ -62,6 +74,8 @@ BATCH = 50  # deliveries claimed at once
 DEAD_KEPT = 1000
 TIMEOUT = 10.0  # seconds for one POST
 CONCURRENCY = 8  # POSTs in flight at once, per node
+MIN_SECRET = 8  # characters: a shorter secret is refused
+LEGACY_ID = "offline"  # the endpoint NUDGE_WEBHOOK_URL stands for
 
 # -- KEYS[1]: due delivery ids (sorted set, ms); KEYS[2]: deliveries (hash id -> JSON)
 # -- ARGV[1]: now in ms; ARGV[2]: lease in ms; ARGV[3]: how many at most
@@ -95,31 +109,83 @@ class Endpoint:
 
 
 def load_endpoints(path: str | Path) -> list[Endpoint]:
-    """Read and check an endpoints file; raise ValueError naming the field."""
+    """Read and check an endpoints file; raise WebhookConfigError naming the field."""
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     raw = data.get("endpoints") if isinstance(data, dict) else None
     if not isinstance(raw, list):
-        raise ValueError(f"{path}: endpoints must be a list")
+        raise WebhookConfigError(f"{path}: endpoints must be a list")
     out = []
     for i, item in enumerate(raw):
         where = f"{path}: endpoints[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("url"), str) or not item["url"].startswith(("http://", "https://")):
-            raise ValueError(f"{where}.url must be an http(s) URL")
+            raise WebhookConfigError(f"{where}.url must be an http(s) URL")
         secret = item.get("secret")
-        if not isinstance(secret, str) or len(secret) < 8:
-            raise ValueError(f"{where}.secret must be a string of at least 8 characters")
+        if not isinstance(secret, str) or len(secret) < MIN_SECRET:
+            raise WebhookConfigError(f"{where}.secret must be a string of at least {MIN_SECRET} characters")
         events = item.get("events")
         if events is not None and (not isinstance(events, list) or set(events) - set(EVENTS)):
-            raise ValueError(f"{where}.events must be a list of {', '.join(EVENTS)}")
+            raise WebhookConfigError(f"{where}.events must be a list of {', '.join(EVENTS)}")
         campaigns = item.get("campaigns")
         if campaigns is not None and (not isinstance(campaigns, list) or not all(isinstance(c, str) for c in campaigns)):
-            raise ValueError(f"{where}.campaigns must be a list of campaign ids")
+            raise WebhookConfigError(f"{where}.campaigns must be a list of campaign ids")
+        ident = str(item.get("id") or f"endpoint{i}")
+        if any(e.id == ident for e in out):
+            raise WebhookConfigError(f"{where}.id {ident!r} names another endpoint already")
         out.append(Endpoint(
-            str(item.get("id") or f"endpoint{i}"), item["url"], secret,
+            ident, item["url"], secret,
             frozenset(events) if events is not None else None,
             frozenset(campaigns) if campaigns is not None else None,
         ))
     return out
+
+
+def configured_endpoints(settings: Settings) -> list[Endpoint]:
+    """The endpoints file (``--webhooks``), and the older ``NUDGE_WEBHOOK_URL`` /
+    ``NUDGE_WEBHOOK_SECRET`` mapped to what they always meant: an endpoint taking the ``offline``
+    event of every campaign. A deprecation warning says how to write it in the file."""
+    endpoints = load_endpoints(settings.webhooks) if settings.webhooks is not None else []
+    if not settings.webhook_url:
+        return endpoints
+    url, secret = settings.webhook_url, settings.webhook_secret
+    if not url.startswith(("http://", "https://")):
+        raise WebhookConfigError(f"NUDGE_WEBHOOK_URL must be an http(s) URL, got {url!r}")
+    if len(secret) < MIN_SECRET:
+        raise WebhookConfigError(f"NUDGE_WEBHOOK_SECRET must be at least {MIN_SECRET} characters: it signs each POST to NUDGE_WEBHOOK_URL")
+    if any(e.id == LEGACY_ID for e in endpoints):
+        raise WebhookConfigError(f"{settings.webhooks}: the endpoint id {LEGACY_ID!r} is NUDGE_WEBHOOK_URL's; rename it, or move NUDGE_WEBHOOK_URL into the file")
+    log.warning(
+        "NUDGE_WEBHOOK_URL and NUDGE_WEBHOOK_SECRET are deprecated: write the endpoint in the --webhooks file "
+        "instead, as {id: %s, url: …, secret: …, events: [offline]} (docs/operate.md#webhooks-out). Until then "
+        "they stand for that endpoint: each POST is the offline event, retried for up to a day", LEGACY_ID,
+    )
+    return [*endpoints, Endpoint(LEGACY_ID, url, secret, frozenset({"offline"}))]
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``Nudge-Signature`` header value for ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+async def post(url: str, body: bytes, headers: dict[str, str], timeout: float = TIMEOUT) -> int:
+    """POST ``body`` over HTTP/1.1 and return the status code (no redirects, no keep-alive)."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    context = ssl.create_default_context() if secure else None
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=context)
+        try:
+            head = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close",
+                    "Content-Type: application/json", f"Content-Length: {len(body)}"]
+            head += [f"{k}: {v}" for k, v in headers.items()]
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+            await writer.drain()
+            status_line = await reader.readline()
+            return int(status_line.split()[1])
+        finally:
+            writer.close()
 
 
 def retryable(status: int) -> bool:
@@ -156,6 +222,11 @@ class Webhooks:
             self._claim = hub.store.redis.register_script(CLAIM)
 
     # --- the hot path -------------------------------------------------------------------------
+
+    def takes(self, kind: str, campaign: str) -> bool:
+        """Whether some endpoint wants ``kind`` events of ``campaign`` (for ``offline``: whether
+        the campaign's message is handed off rather than queued)."""
+        return any(endpoint.wants(kind, campaign) for endpoint in self.endpoints.values())
 
     def emit(self, kind: str, campaign: str, payload: dict) -> None:
         """Queue ``payload`` for every endpoint that wants ``kind`` events of ``campaign``."""
