@@ -103,11 +103,11 @@ class Client:
     async def connect(
         cls, url: str, *, encoding: str = "json", origin: str | None = ORIGIN, key: str = KEY,
         visitor: str | None = None, session: str | None = None, rx: int = 0, seq: int = 0,
-        hello: bool = True, user: tuple[str, str] | None = None,
+        hello: bool = True, user: tuple[str, str] | None = None, open_timeout: float = WAIT,
     ) -> Client:
         """``user``: (user id, token) to be identified as from the hello on."""
         ws = await websockets.connect(
-            url, subprotocols=[f"nudge.v1.{encoding}"], origin=origin, compression=None, open_timeout=WAIT
+            url, subprotocols=[f"nudge.v1.{encoding}"], origin=origin, compression=None, open_timeout=open_timeout
         )
         client = cls(ws, encoding)
         client.seq = seq

@@ -61,10 +61,12 @@ async def closed(tab: Tab) -> None:
 async def come_back(tab: Tab, url: str) -> None:
     await asyncio.sleep(tab.hint / 1000)  # what the snippet does
     c = tab.client
-    async with asyncio.timeout(WINDOW + 20):
+    async with asyncio.timeout(WINDOW + 60):  # a bound, not a figure: 5,000 handshakes on a busy machine
         while True:
             try:
-                again = await Client.connect(url, visitor=c.visitor, session=c.session, rx=c.rx, seq=c.seq)
+                # A handshake in progress is waited for, not abandoned and retried: thousands of
+                # retries at once would only add to the load they wait on.
+                again = await Client.connect(url, visitor=c.visitor, session=c.session, rx=c.rx, seq=c.seq, open_timeout=60)
                 break
             except (OSError, websockets.InvalidStatus, websockets.ConnectionClosed):
                 await asyncio.sleep(0.1)  # the new process is not listening yet
