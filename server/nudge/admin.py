@@ -415,6 +415,12 @@ def _op(summary: str, *, body: bool = False, etag: str | None = None, responses:
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _VIEW = {"description": "the campaign, its version (also in ETag)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CampaignView"}}}}
 _INVALID = {"description": "does not validate: every problem with its field", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problems"}}}}
+_SITE = {"name": "site", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "the site key (pk_…); required when the server has more than one"}
+_ERASURE_REFUSED = {
+    "400": {"description": "site missing or not one of the server's site keys"},
+    "503": {"description": "the shared store is unreachable: nothing was erased there, try again"},
+}
 
 OPENAPI = {
     "openapi": "3.1.0",
@@ -430,6 +436,21 @@ OPENAPI = {
                 "campaign": {"$ref": "#/components/schemas/Campaign"}}},
             "Problems": {"type": "object", "properties": {"error": {"type": "string"}, "problems": {"type": "array", "items": {
                 "type": "object", "properties": {"field": {"type": "string"}, "path": {"type": "string"}, "message": {"type": "string"}}}}}},
+            "LogErasure": {"type": "object", "description": "what went from the event log (--record)", "properties": {
+                "files": {"type": "integer", "description": "files of this node rewritten without the records"},
+                "records": {"type": "integer", "description": "records removed from this node's files and buffer"},
+                "stream": {"type": "integer", "description": "entries removed from the Redis stream"},
+                "nodes": {"type": "integer", "description": "other nodes told to erase from their own files"}}},
+            "VisitorErasure": {"type": "object", "required": ["visitor", "site", "sessions", "records", "nodes"], "properties": {
+                "visitor": {"type": "string"}, "site": {"type": "string"},
+                "sessions": {"type": "integer", "description": "sessions dropped from this node"},
+                "records": {"type": "integer", "description": "records removed from the store"},
+                "nodes": {"type": "array", "items": {"type": "string"}, "description": "other nodes holding a session, told to drop it"},
+                "log": {"$ref": "#/components/schemas/LogErasure"}}},
+            "UserErasure": {"type": "object", "required": ["user", "site", "visitors", "log"], "properties": {
+                "user": {"type": "string"}, "site": {"type": "string"},
+                "visitors": {"type": "array", "items": {"$ref": "#/components/schemas/VisitorErasure"}},
+                "log": {"$ref": "#/components/schemas/LogErasure"}}},
             "Event": {"type": "object", "required": ["id", "visitor", "name"], "properties": {
                 "id": {"type": "string"}, "visitor": {"type": "string"}, "name": {"type": "string"},
                 "props": {"type": "object"}, "site": {"type": "string"}}},
@@ -456,6 +477,16 @@ OPENAPI = {
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
                 {"$ref": "#/components/schemas/Event"},
                 {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}}]}}}}}},
+        "/api/visitors/{visitor}": {
+            "parameters": [{"name": "visitor", "in": "path", "required": True, "schema": {"type": "string"}}, _SITE],
+            "delete": _op("Erase everything about a visitor: state, sessions, timers, queued messages, webhook deliveries, event log records (docs/security.md)", responses={
+                "200": {"description": "what was removed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VisitorErasure"}}}},
+                **_ERASURE_REFUSED})},
+        "/api/users/{user}": {
+            "parameters": [{"name": "user", "in": "path", "required": True, "schema": {"type": "string"}}, _SITE],
+            "delete": _op("Erase every visitor the user id was proven with, and the user's identify events", responses={
+                "200": {"description": "what was removed, per visitor", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UserErasure"}}}},
+                **_ERASURE_REFUSED})},
         "/api/results": {"get": _op("Counts and report per campaign and variant", responses={"200": {"description": "campaigns (raw counts) and report"}})},
         "/api/explain": {"get": _op("Why a campaign did or did not show in a session", responses={"200": {"description": "checks and decisions"}})},
         "/api/reload": {"post": _op("Reload the campaign file", responses={"200": {"description": "reloaded"}, "422": _INVALID})},
