@@ -381,3 +381,27 @@ def test_a_short_user_id_only_matches_the_identify_events_that_prove_it():
     assert erasing('{"k":"ev","visitor":"v_a","name":"identify","props":{"user_id":"42","plan":"pro"}}')
     assert not erasing('{"k":"ev","visitor":"v_b","name":"add_to_cart","props":{"id":"42","user_id":"420"}}')
     assert not erasing('{"k":"d","visitor":"v_c","campaign":"42"}')
+
+
+@pytest.mark.redis
+async def test_the_stream_is_erased_from_a_page_at_a_time():
+    from nudge.store.redis import RedisStore
+
+    url = redis_store_url()
+    store = RedisStore(url)
+    try:
+        gone, kept = visitor_id(), visitor_id()
+        lines = []
+        for i in range(25):
+            visitor = gone if i % 3 == 0 else kept
+            props = {"user_id": "42"} if i == 7 else {"id": "42"}  # one identify of a short user id
+            lines.append(json.dumps({"visitor": visitor, "session": "s_" + visitor, "name": "identify" if i == 7 else "click", "props": props, "k": "ev", "t": float(i)}))
+        await recording.to_stream(store.redis, store.keys.events(), lines)
+        erasing = recording.Erasing([gone], ["42"])
+        assert await recording.erase_from_stream(store.redis, store.keys.events(), erasing, page=4) == 9 + 1
+        left = [fields[b"r"].decode() for _, fields in await store.redis.xrange(store.keys.events())]
+        assert left == [line for i, line in enumerate(lines) if i % 3 != 0 and i != 7]
+        assert await recording.erase_from_stream(store.redis, store.keys.events(), erasing, page=4) == 0
+    finally:
+        await store.close()
+        await drop_keys(url)

@@ -129,6 +129,14 @@ class Erasing:
         self._visitors = [_quoted(v) for v in self.visitors]  # "<visitor id>" as it is encoded
         self._users = [_quoted(u) for u in self.users]
 
+    def needles(self) -> list[bytes]:
+        """What a line naming one of the visitors holds (the quoted id, as encoded)."""
+        return list(self._visitors)
+
+    def user_needles(self) -> list[bytes]:
+        """What a line naming one of the users may hold; such a line is then parsed."""
+        return list(self._users)
+
     def __call__(self, line: str | bytes) -> bool:
         """Whether the encoded record ``line`` is one the erasure removes."""
         if isinstance(line, str):
@@ -251,22 +259,63 @@ async def to_stream(redis, key: str, lines: list[str]) -> None:
     await pipe.execute()
 
 
-STREAM_PAGE = 1000  # entries read at a time when the stream is searched
+STREAM_PAGE = 1000  # entries looked at by one call of ERASE_PAGE
+
+# -- KEYS[1]: the event log stream
+# -- ARGV[1]: where to start: "-", or "(" and the last entry id looked at; ARGV[2]: entries to look at
+# -- ARGV[3]: how many visitor needles follow; ARGV[4…]: the visitor needles, then the user needles
+# -- returns {the last id looked at, or "" when the stream ends; entries deleted (those holding a
+# --          visitor needle); {id, record, …} of the others holding a user needle, to be judged}
+ERASE_PAGE = """
+local page = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
+local visitors = 3 + tonumber(ARGV[3])
+local doomed, candidates = {}, {}
+for _, entry in ipairs(page) do
+  local fields, record = entry[2], nil
+  for i = 1, #fields, 2 do
+    if fields[i] == 'r' then record = fields[i + 1] end
+  end
+  if record then
+    local hit = false
+    for j = 4, visitors do
+      if string.find(record, ARGV[j], 1, true) then hit = true; break end
+    end
+    if hit then
+      doomed[#doomed + 1] = entry[1]
+    else
+      for j = visitors + 1, #ARGV do
+        if string.find(record, ARGV[j], 1, true) then
+          candidates[#candidates + 1] = entry[1]
+          candidates[#candidates + 1] = record
+          break
+        end
+      end
+    end
+  end
+end
+if #doomed > 0 then redis.call('XDEL', KEYS[1], unpack(doomed)) end
+local last = ''
+if #page == tonumber(ARGV[2]) then last = page[#page][1] end
+return {last, #doomed, candidates}
+"""
 
 
 async def erase_from_stream(redis, key: str, erasing: Erasing, page: int = STREAM_PAGE) -> int:
-    """Delete the stream entries the erasure removes, reading ``page`` entries at a time (and
-    deleting a page's matches before reading the next), so memory does not grow with the
-    stream. Returns the entries deleted."""
+    """Delete the stream entries the erasure removes. Redis searches the stream itself, ``page``
+    entries per script call (a millisecond or two each), so neither this process's memory nor
+    its event loop carries the stream; only entries that may name a user come back, to be
+    parsed here. Returns the entries deleted."""
+    script = redis.register_script(ERASE_PAGE)
+    needles = [*erasing.needles(), *erasing.user_needles()]
     start, removed = "-", 0
     while True:
-        batch = await redis.xrange(key, min=start, count=page)
-        doomed = [entry for entry, fields in batch if erasing(fields.get(b"r") or fields.get("r") or b"")]
+        last, deleted, candidates = await script(keys=[key], args=[start, page, len(erasing.visitors), *needles])
+        removed += int(deleted)
+        doomed = [candidates[i] for i in range(0, len(candidates), 2) if erasing(candidates[i + 1])]
         if doomed:
             removed += await redis.xdel(key, *doomed)
-        if len(batch) < page:
+        if not last:
             return removed
-        last = batch[-1][0]
         start = "(" + (last.decode() if isinstance(last, bytes) else last)
 
 
