@@ -130,7 +130,8 @@ async def erase_from_log(hub: Any, erasing: Erasing) -> dict:
         report["stream"] = await erase_from_stream(hub.store.redis, hub.store.keys.events(), erasing)
         if hub.relay is not None:
             record = {"op": "erase_log", "node": hub.node, "visitors": erasing.visitors, "users": sorted(erasing.users)}
-            report["nodes"] = max(0, await hub.relay.broadcast(record) - 1)  # every listener but this one
+            heard = await hub.relay.broadcast(record)
+            report["nodes"] = max(0, heard - (1 if hub.relay.healthy else 0))  # every listener but this one
     return report
 
 
