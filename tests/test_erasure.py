@@ -405,3 +405,25 @@ async def test_the_stream_is_erased_from_a_page_at_a_time():
     finally:
         await store.close()
         await drop_keys(url)
+
+
+async def test_a_log_that_cannot_be_rewritten_is_a_clear_error(start_server, tmp_path, monkeypatch):
+    import errno
+
+    server = await start_server(CAMPAIGNS, secret_keys=[SECRET], record=tmp_path)
+    gone = await visit(server)
+    await server.advance(1.5)
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(recording.os, "replace", disk_full)
+        status, report = await delete(server, gone.visitor)
+    assert status == 500 and "event log could not be rewritten" in report["error"] and "No space" in report["error"]
+    assert not mentions(server.hub.store, gone.visitor)  # the rest was erased
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(recording.SUFFIX)] == []  # no temporary file left
+    assert any(gone.visitor in line for line in log_lines(tmp_path))
+    status, report = await delete(server, gone.visitor)  # trying again finishes it
+    assert status == 200 and report["log"]["records"] >= 3
+    assert not any(gone.visitor in line for line in log_lines(tmp_path))

@@ -434,6 +434,7 @@ _SITE = {"name": "site", "in": "query", "required": False, "schema": {"type": "s
          "description": "the site key (pk_…); required when the server has more than one"}
 _ERASURE_REFUSED = {
     "400": {"description": "site missing or not one of the server's site keys"},
+    "500": {"description": "an event log file could not be rewritten (disk full, permissions): the rest was erased, try again"},
     "503": {"description": "the shared store is unreachable: nothing was erased there, try again"},
 }
 

@@ -211,6 +211,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
                 report = await erase(hub, site, visitor)
         except getattr(hub.store, "unavailable", ()) as exc:
             return JSONResponse({"error": f"the store is unreachable ({exc}); nothing was erased there, try again"}, status_code=503)
+        except OSError as exc:  # an event log file could not be rewritten (disk full, permissions)
+            log.error("erasure: the event log could not be rewritten: %s", exc)
+            return JSONResponse({"error": f"the event log could not be rewritten ({exc}); the rest was erased, try again"}, status_code=500)
         return JSONResponse(report)
     server_events = ServerEvents(hub)
     if settings.webhooks is not None:
