@@ -30,7 +30,7 @@ class Connection:
 
     def __init__(
         self, send: Send, codec, *, limit: int, rate: float, burst: int, now: float, origin: str | None,
-        closed: dict[str, int] | None = None,
+        counts: dict[str, int] | None = None,
     ) -> None:
         self.send = send  # the ASGI send callable
         self.codec = codec  # JsonCodec or MsgpackCodec, chosen at the handshake
@@ -50,7 +50,7 @@ class Connection:
         self.stamp = now  # when tokens were last added
         self.origin = origin  # the page's Origin header
         self.last_seen = now  # when the client last sent a frame (the idle timeout counts from it)
-        self.counts = closed  # reason -> sockets closed by a limit (the hub's metrics), or None
+        self.counts = counts  # reason -> sockets closed by a limit (the hub's metrics), or None
 
     def take_token(self, now: float) -> bool:
         """Spend one event from the budget; False when it is exhausted."""

@@ -86,7 +86,7 @@ class Gateway:
         origin = _header(scope, b"origin")
         conn = Connection(
             send, codec, limit=settings.send_queue_limit, rate=settings.events_per_second,
-            burst=settings.event_burst, now=hub.clock.now(), origin=origin, closed=hub.metrics.closed,
+            burst=settings.event_burst, now=hub.clock.now(), origin=origin, counts=hub.metrics.closed,
         )
         live = None
         counted_ip = counted_key = None
