@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -181,3 +182,33 @@ async def test_api_edits_survive_a_restart_with_the_memory_snapshot_unless_the_f
     campaign_file.write_text(CAMPAIGNS.replace("Hi", "Changed in git"))
     async with run_server(campaign_file=campaign_file, store=store, secret_keys=[SECRET]) as server:
         assert set(server.hub.engine.by_id) == {"hello"}  # the file changed: it wins
+
+
+def mounted(routes, prefix: str = "") -> dict[str, set[str]]:
+    """path -> methods of every HTTP route the app mounts (Mounts walked into)."""
+    from starlette.routing import Mount, Route
+
+    found: dict[str, set[str]] = {}
+    for route in routes:
+        if isinstance(route, Mount):
+            for path, methods in mounted(route.routes, prefix + route.path).items():
+                found.setdefault(path, set()).update(methods)
+        elif isinstance(route, Route):
+            found.setdefault(prefix + route.path, set()).update(m.lower() for m in (route.methods or {"GET"}) if m != "HEAD")
+    return found
+
+
+async def test_every_api_route_is_in_the_openapi_document_with_its_methods(campaign_file):
+    async with run_server(campaign_file=campaign_file, secret_keys=[SECRET], demo=True) as server:
+        code, _, raw = await call(server.http + "/api/openapi.json", key=None)
+        spec = parsed(raw)
+        assert code == 200
+        api = {path: methods for path, methods in mounted(server.app.routes).items() if path.startswith("/api/")}
+        documented = {path: {m for m in item if m in ("get", "put", "post", "delete", "patch")} for path, item in spec["paths"].items()}
+        documented.pop("/api/openapi.json", None)
+        api.pop("/api/openapi.json")
+        assert {"/api/visitors/{visitor}", "/api/users/{user}"} <= api.keys()  # the walk sees erasure
+        assert documented == api
+        for path, item in spec["paths"].items():  # every path parameter is declared
+            names = {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
+            assert names == set(re.findall(r"{(\w+)}", path)), path

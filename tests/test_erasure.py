@@ -1,15 +1,21 @@
-"""Erasure (nudge.erasure): after ``DELETE /api/visitors/{id}``, no key in Redis and no entry in
-any node's memory mentions the visitor; and every key Nudge writes to Redis has a time to live."""
+"""Erasure (nudge.erasure): after ``DELETE /api/visitors/{id}``, no key in Redis, no entry in
+any node's memory and no record of the event log (files and stream) mentions the visitor; and
+every key Nudge writes to Redis has a time to live."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import urllib.error
 import urllib.request
+from collections import defaultdict
+from pathlib import Path
 
 import pytest
+from nudge import recording, replay
+from nudge.campaigns import load_text
 
 from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, run_server, visitor_id
 
@@ -75,6 +81,30 @@ async def visit(server) -> Client:
     return client
 
 
+def log_lines_in(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as file:
+        return [line for line in file.read().splitlines() if line]
+
+
+def log_lines(*directories: Path) -> list[str]:
+    """Every line of the event log files in the directories, in file-name order."""
+    return [line for directory in directories for path in sorted(directory.glob(f"*{recording.SUFFIX}")) for line in log_lines_in(path)]
+
+
+def replays_exactly(records: list[dict]) -> set[str]:
+    """Replay the log; assert every visitor's decisions are the ones the server made; return
+    the visitors replayed (the log replays after an erasure as it did before)."""
+    live, replayed = defaultdict(list), defaultdict(list)
+    for r in records:
+        if r["k"] == "d":
+            live[r["visitor"]].append((round(r["t"], 6), r["session"], r["campaign"], r["outcome"]))
+    (result,) = replay.run(records, [load_text(CAMPAIGNS, "test.yaml")], keep_outcomes=True, drain=False)
+    for o in result.outcomes:
+        replayed[o.visitor].append((round(o.at, 6), o.session, o.campaign, o.outcome))
+    assert live and dict(replayed) == dict(live)
+    return set(result.visitors)
+
+
 async def test_erasure_needs_a_secret_key(start_server):
     server = await start_server(CAMPAIGNS, secret_keys=[SECRET])
     assert (await delete(server, "v_anyone", key=None))[0] == 401
@@ -108,7 +138,7 @@ async def test_erasure_in_redis_and_on_every_node_leaves_nothing(tmp_path):
     url = redis_store_url(lease=30)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            # Recording on: the event log's Redis stream is erased from too (its files are not).
+            # Recording on: the event log's Redis stream and every node's files are erased from too.
             a = await stack.enter_async_context(run_server(CAMPAIGNS, store=url, secret_keys=[SECRET], record=tmp_path / "a"))
             b = await stack.enter_async_context(run_server(CAMPAIGNS, store=url, secret_keys=[SECRET], record=tmp_path / "b"))
             gone = await visit(a)
@@ -150,8 +180,19 @@ async def test_erasure_in_redis_and_on_every_node_leaves_nothing(tmp_path):
                 if not key.endswith((b"{timers}:due", b"{timers}:claimed", b"events")):
                     assert await redis.pttl(key) > 0, key
 
+            logs = (tmp_path / "a", tmp_path / "b")
+            lines = log_lines(*logs)
+            assert any(gone.visitor in line for line in log_lines(logs[0])) and any(gone.visitor in line for line in log_lines(logs[1]))
+
             status, report = await delete(a, gone.visitor)
             assert status == 200 and report["nodes"] == [b.hub.node]
+            assert report["log"]["nodes"] == 1 and report["log"]["stream"] >= 5 and report["log"]["records"] >= 3
+            # Node B rewrites its own files when it hears of the erasure.
+            await eventually(lambda: not any(gone.visitor in line for line in log_lines(*logs)), "node B's files to be rewritten")
+            assert log_lines(*logs) == [line for line in lines if gone.visitor not in line]
+            streamed = list(recording.read([url]))  # the stream still reads (nudge replay)
+            assert any(r.get("visitor") == kept.visitor for r in streamed)
+            assert not any(gone.visitor in json.dumps(r) for r in streamed)
             assert (await on_b.closed())[0] == 4409
             await eventually(lambda: not mentions(b.hub.sessions, gone.visitor) and not mentions(b.hub.visitors, gone.visitor), "node B to forget")
             assert await keys_mentioning(gone.visitor) == []
@@ -246,3 +287,143 @@ async def test_erasure_removes_the_visitors_webhook_deliveries(store, tmp_path):
     finally:
         if store == "redis":
             await drop_keys(url)
+
+
+async def test_erasure_removes_the_visitor_from_every_event_log_file(tmp_path):
+    async with run_server(CAMPAIGNS, secret_keys=[SECRET], record=tmp_path) as server:
+        server.hub.recorder.rotate_records = 2  # several files: the visitor's records are in many
+        gone = await visit(server)
+        await server.advance(1.5)  # written: the log is flushed every second
+        kept = await visit(server)
+        await server.advance(1.5)
+        await server.advance(16 * 60)  # the cart messages are decided (queued)
+        await server.advance(1.5)
+        again = await Client.connect(server.url, visitor=gone.visitor)  # in the file being written
+        await again.track("page_view", {"path": "/"})
+        await server.advance(1.5)
+        await again.track("page_view", {"path": "/again"})  # and still in the buffer
+        sessions = {gone.session, again.session}
+        before = log_lines(tmp_path)
+        files = sorted(tmp_path.glob(f"*{recording.SUFFIX}"))
+        mtimes = {path: path.stat().st_mtime_ns for path in files}
+        holding = [path for path in files if any(gone.visitor in line for line in log_lines_in(path))]
+        assert len(files) >= 3 and sum(gone.visitor in line for line in before) >= 6
+        assert all(any(s in line for line in before) for s in sessions)
+
+        status, report = await delete(server, gone.visitor)
+        assert status == 200
+        after = log_lines(tmp_path)
+        assert not any(gone.visitor in line or any(s in line for s in sessions) for line in after)
+        assert after == [line for line in before if gone.visitor not in line]  # the others' intact, in order
+        removed = sum(gone.visitor in line for line in before) + 1  # + the buffered page view
+        assert report["log"] == {"files": len(holding), "records": removed, "stream": 0, "nodes": 0}
+        assert 1 < len(holding) < len(files)
+        for path in files:  # rewritten or not, every file keeps its age (its retention is unchanged)
+            assert path.stat().st_mtime_ns == mtimes[path]
+        assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(recording.SUFFIX)] == []
+
+        await kept.close()
+        back = await Client.connect(server.url, visitor=kept.visitor)  # the log goes on after it
+        await back.track("add_to_cart", MUG)
+        await server.advance(16 * 60)
+        await server.advance(1.5)
+    records = list(recording.read([tmp_path]))  # the server stopped: the log is complete
+    assert not any(gone.visitor in json.dumps(r) for r in records)
+    assert kept.visitor in replays_exactly(records)
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_erasure_by_user_removes_their_records_and_identify_events_from_the_log(store, tmp_path):
+    url = redis_store_url() if store == "redis" else "memory://"
+    try:
+        async with run_server(CAMPAIGNS, store=url, secret_keys=[SECRET], record=tmp_path) as server:
+            phone, laptop, other = await identified(server, "u42"), await identified(server, "u42"), await identified(server, "u43")
+            await server.advance(1.5)  # flushed: to the files, and with Redis to the stream
+            lines = log_lines(tmp_path)
+            named = [phone.visitor, laptop.visitor, phone.session, laptop.session, '"u42"']
+            assert all(any(n in line for line in lines) for n in named)
+            status, report = await delete(server, "u42", what="users")
+            assert status == 200 and report["log"]["records"] >= 6
+            after = log_lines(tmp_path)
+            assert not any(n in line for line in after for n in named)
+            assert after == [line for line in lines if not any(n in line for n in named)]
+            assert any(other.visitor in line and '"u43"' in line for line in after)
+            if store == "redis":
+                assert report["log"]["stream"] >= 6
+                stream = await server.hub.store.redis.xrange(server.hub.store.keys.events())
+                entries = [fields[b"r"].decode() for _, fields in stream]
+                assert entries and not any(n in e for e in entries for n in named)
+                assert any(other.visitor in e for e in entries)
+    finally:
+        if store == "redis":
+            await drop_keys(url)
+
+
+def test_a_file_rewrite_streams_and_keeps_a_damaged_files_readable_part(tmp_path):
+    recorder = recording.Recorder(tmp_path, grace=300)
+    for i in range(3000):
+        recorder.record("ev", 1.0 + i, visitor=f"v_{i % 3:020d}", session=f"s_{i % 3:020d}", name="click", props={"n": i})
+        if i % 1000 == 999:
+            recorder.flush()
+    (path,) = tmp_path.glob(f"*{recording.SUFFIX}")
+    path.write_bytes(path.read_bytes()[:-20])  # a crash in the middle of the last write
+    readable = list(recording.read([path]))  # up to the damage
+    assert 2000 <= len(readable) < 3001
+    gone = f"v_{1:020d}"
+    files, removed = recording.erase_from_files([path], recording.Erasing([gone]))
+    assert (files, removed) == (1, sum(r.get("visitor") == gone for r in readable))
+    assert log_lines(tmp_path) == [json.dumps(r, separators=(",", ":")) for r in readable if r.get("visitor") != gone]
+    assert recording.erase_from_files([path], recording.Erasing([gone])) == (0, 0)  # nothing left: only read
+
+
+def test_a_short_user_id_only_matches_the_identify_events_that_prove_it():
+    erasing = recording.Erasing([], ["42"])
+    assert erasing('{"k":"ev","visitor":"v_a","name":"identify","props":{"user_id":"42","plan":"pro"}}')
+    assert not erasing('{"k":"ev","visitor":"v_b","name":"add_to_cart","props":{"id":"42","user_id":"420"}}')
+    assert not erasing('{"k":"d","visitor":"v_c","campaign":"42"}')
+
+
+@pytest.mark.redis
+async def test_the_stream_is_erased_from_a_page_at_a_time():
+    from nudge.store.redis import RedisStore
+
+    url = redis_store_url()
+    store = RedisStore(url)
+    try:
+        gone, kept = visitor_id(), visitor_id()
+        lines = []
+        for i in range(25):
+            visitor = gone if i % 3 == 0 else kept
+            props = {"user_id": "42"} if i == 7 else {"id": "42"}  # one identify of a short user id
+            lines.append(json.dumps({"visitor": visitor, "session": "s_" + visitor, "name": "identify" if i == 7 else "click", "props": props, "k": "ev", "t": float(i)}))
+        await recording.to_stream(store.redis, store.keys.events(), lines)
+        erasing = recording.Erasing([gone], ["42"])
+        assert await recording.erase_from_stream(store.redis, store.keys.events(), erasing, page=4) == 9 + 1
+        left = [fields[b"r"].decode() for _, fields in await store.redis.xrange(store.keys.events())]
+        assert left == [line for i, line in enumerate(lines) if i % 3 != 0 and i != 7]
+        assert await recording.erase_from_stream(store.redis, store.keys.events(), erasing, page=4) == 0
+    finally:
+        await store.close()
+        await drop_keys(url)
+
+
+async def test_a_log_that_cannot_be_rewritten_is_a_clear_error(start_server, tmp_path, monkeypatch):
+    import errno
+
+    server = await start_server(CAMPAIGNS, secret_keys=[SECRET], record=tmp_path)
+    gone = await visit(server)
+    await server.advance(1.5)
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(recording.os, "replace", disk_full)
+        status, report = await delete(server, gone.visitor)
+    assert status == 500 and "event log could not be rewritten" in report["error"] and "No space" in report["error"]
+    assert not mentions(server.hub.store, gone.visitor)  # the rest was erased
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(recording.SUFFIX)] == []  # no temporary file left
+    assert any(gone.visitor in line for line in log_lines(tmp_path))
+    status, report = await delete(server, gone.visitor)  # trying again finishes it
+    assert status == 200 and report["log"]["records"] >= 3
+    assert not any(gone.visitor in line for line in log_lines(tmp_path))

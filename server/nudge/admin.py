@@ -387,15 +387,23 @@ def routes(editor: CampaignEditor, authorised) -> list[Route]:
 
     return [
         Route("/api/openapi.json", openapi),
-        Route("/api/campaigns", guarded(list_campaigns), methods=["GET"]),
-        Route("/api/campaigns", guarded(create), methods=["POST"]),
+        _resource("/api/campaigns", GET=guarded(list_campaigns), POST=guarded(create)),
         Route("/api/campaigns/export", guarded(export), methods=["GET"]),
-        Route("/api/campaigns/{id}", guarded(read), methods=["GET"]),
-        Route("/api/campaigns/{id}", guarded(changer(replace, required=True)), methods=["PUT"]),
-        Route("/api/campaigns/{id}", guarded(changer(remove, required=False)), methods=["DELETE"]),
+        _resource("/api/campaigns/{id}", GET=guarded(read), PUT=guarded(changer(replace, required=True)),
+                  DELETE=guarded(changer(remove, required=False))),
         Route("/api/campaigns/{id}/pause", guarded(changer(enabled(False), required=False)), methods=["POST"]),
         Route("/api/campaigns/{id}/resume", guarded(changer(enabled(True), required=False)), methods=["POST"]),
     ]
+
+
+def _resource(path: str, **handlers) -> Route:
+    """One route for every method of a path, so that a 405 lists them all in ``Allow`` (one
+    Route per method would list only its own)."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return Route(path, endpoint, methods=list(handlers))
 
 
 def _op(summary: str, *, body: bool = False, etag: str | None = None, responses: dict | None = None) -> dict:
@@ -415,6 +423,20 @@ def _op(summary: str, *, body: bool = False, etag: str | None = None, responses:
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _VIEW = {"description": "the campaign, its version (also in ETag)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CampaignView"}}}}
 _INVALID = {"description": "does not validate: every problem with its field", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problems"}}}}
+_MISSING = {"description": "no such campaign"}
+_STALE = {"description": "the version changed since it was read (If-Match)"}
+_CHANGE = {  # what any change may also answer
+    "404": _MISSING, "409": {"description": "too many concurrent changes (several nodes): try again"},
+    "503": {"description": "the shared store is unreachable: try again"},
+}
+_BODY = {"400": {"description": "the body is not JSON"}, "413": {"description": "the body is larger than 256 KiB"}}
+_SITE = {"name": "site", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "the site key (pk_…); required when the server has more than one"}
+_ERASURE_REFUSED = {
+    "400": {"description": "site missing or not one of the server's site keys"},
+    "500": {"description": "an event log file could not be rewritten (disk full, permissions): the rest was erased, try again"},
+    "503": {"description": "the shared store is unreachable: nothing was erased there, try again"},
+}
 
 OPENAPI = {
     "openapi": "3.1.0",
@@ -430,6 +452,21 @@ OPENAPI = {
                 "campaign": {"$ref": "#/components/schemas/Campaign"}}},
             "Problems": {"type": "object", "properties": {"error": {"type": "string"}, "problems": {"type": "array", "items": {
                 "type": "object", "properties": {"field": {"type": "string"}, "path": {"type": "string"}, "message": {"type": "string"}}}}}},
+            "LogErasure": {"type": "object", "description": "what went from the event log (--record)", "properties": {
+                "files": {"type": "integer", "description": "files of this node rewritten without the records"},
+                "records": {"type": "integer", "description": "records removed from this node's files and buffer"},
+                "stream": {"type": "integer", "description": "entries removed from the Redis stream"},
+                "nodes": {"type": "integer", "description": "other nodes told to erase from their own files"}}},
+            "VisitorErasure": {"type": "object", "required": ["visitor", "site", "sessions", "records", "nodes"], "properties": {
+                "visitor": {"type": "string"}, "site": {"type": "string"},
+                "sessions": {"type": "integer", "description": "sessions dropped from this node"},
+                "records": {"type": "integer", "description": "records removed from the store"},
+                "nodes": {"type": "array", "items": {"type": "string"}, "description": "other nodes holding a session, told to drop it"},
+                "log": {"$ref": "#/components/schemas/LogErasure"}}},
+            "UserErasure": {"type": "object", "required": ["user", "site", "visitors", "log"], "properties": {
+                "user": {"type": "string"}, "site": {"type": "string"},
+                "visitors": {"type": "array", "items": {"$ref": "#/components/schemas/VisitorErasure"}},
+                "log": {"$ref": "#/components/schemas/LogErasure"}}},
             "Event": {"type": "object", "required": ["id", "visitor", "name"], "properties": {
                 "id": {"type": "string"}, "visitor": {"type": "string"}, "name": {"type": "string"},
                 "props": {"type": "object"}, "site": {"type": "string"}}},
@@ -438,28 +475,49 @@ OPENAPI = {
     "paths": {
         "/api/campaigns": {
             "get": _op("List campaigns with their versions", responses={"200": {"description": "the document in force"}}),
-            "post": _op("Create a campaign", body=True, responses={"201": _VIEW, "409": {"description": "the id exists"}, "422": _INVALID}),
+            "post": _op("Create a campaign", body=True, responses={
+                **_CHANGE, **_BODY, "201": _VIEW, "409": {"description": "the id exists, or too many concurrent changes"}, "422": _INVALID}),
         },
         "/api/campaigns/export": {"get": _op("The campaign document as a campaign file (YAML)", responses={"200": {"description": "YAML", "content": {"application/yaml": {}}}})},
         "/api/campaigns/{id}": {
             "parameters": _ID,
-            "get": _op("One campaign", responses={"200": _VIEW, "404": {"description": "no such campaign"}}),
+            "get": _op("One campaign", responses={"200": _VIEW, "404": _MISSING}),
             "put": _op("Replace a campaign", body=True, etag="required", responses={
-                "200": _VIEW, "412": {"description": "the version changed since it was read"},
-                "428": {"description": "If-Match missing"}, "422": _INVALID}),
-            "delete": _op("Delete a campaign", etag="optional", responses={"204": {"description": "deleted"}, "412": {"description": "stale If-Match"}}),
+                **_CHANGE, **_BODY, "200": _VIEW, "412": _STALE, "428": {"description": "If-Match missing"}, "422": _INVALID}),
+            "delete": _op("Delete a campaign", etag="optional", responses={**_CHANGE, "204": {"description": "deleted"}, "412": _STALE}),
         },
-        "/api/campaigns/{id}/pause": {"parameters": _ID, "post": _op("Pause (enabled: false)", etag="optional", responses={"200": _VIEW})},
-        "/api/campaigns/{id}/resume": {"parameters": _ID, "post": _op("Resume", etag="optional", responses={"200": _VIEW})},
+        "/api/campaigns/{id}/pause": {"parameters": _ID, "post": _op("Pause (enabled: false)", etag="optional", responses={
+            **_CHANGE, "200": _VIEW, "412": _STALE})},
+        "/api/campaigns/{id}/resume": {"parameters": _ID, "post": _op("Resume", etag="optional", responses={
+            **_CHANGE, "200": _VIEW, "412": _STALE})},
         "/api/events": {"post": {**_op("Events from a backend: one, or {events: [...]}", responses={
-            "200": {"description": "one outcome per event: applied, duplicate or refused"}, "400": {"description": "a single event refused"}}),
+            "200": {"description": "one outcome per event: applied, duplicate or refused"},
+            "400": {"description": "a single event refused, the body not JSON, or events not a non-empty list"},
+            "413": {"description": "the body is too large, or holds too many events"},
+            "503": {"description": "the shared store is unreachable: the events done so far are listed, send the rest again"}}),
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
                 {"$ref": "#/components/schemas/Event"},
                 {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}}]}}}}}},
+        "/api/visitors/{visitor}": {
+            "parameters": [{"name": "visitor", "in": "path", "required": True, "schema": {"type": "string"}}, _SITE],
+            "delete": _op("Erase everything about a visitor: state, sessions, timers, queued messages, webhook deliveries, event log records (docs/security.md)", responses={
+                "200": {"description": "what was removed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VisitorErasure"}}}},
+                **_ERASURE_REFUSED})},
+        "/api/users/{user}": {
+            "parameters": [{"name": "user", "in": "path", "required": True, "schema": {"type": "string"}}, _SITE],
+            "delete": _op("Erase every visitor the user id was proven with, and the user's identify events", responses={
+                "200": {"description": "what was removed, per visitor", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UserErasure"}}}},
+                **_ERASURE_REFUSED})},
         "/api/results": {"get": _op("Counts and report per campaign and variant", responses={"200": {"description": "campaigns (raw counts) and report"}})},
-        "/api/explain": {"get": _op("Why a campaign did or did not show in a session", responses={"200": {"description": "checks and decisions"}})},
-        "/api/reload": {"post": _op("Reload the campaign file", responses={"200": {"description": "reloaded"}, "422": _INVALID})},
-        "/api/webhooks": {"get": _op("Webhook endpoints (without secrets), queue depth and dead letters", responses={"200": {"description": "endpoints, queued, dead"}})},
+        "/api/explain": {"get": {**_op("Why a campaign did or did not show in a session", responses={
+            "200": {"description": "checks and decisions"}, "400": {"description": "session and campaign are required"},
+            "404": {"description": "no such session on this node"}}), "parameters": [
+            {"name": "session", "in": "query", "required": True, "schema": {"type": "string"}},
+            {"name": "campaign", "in": "query", "required": True, "schema": {"type": "string"}}]}},
+        "/api/reload": {"post": _op("Reload the campaign file", responses={
+            "200": {"description": "reloaded"}, "409": {"description": "the server has no campaign file"}, "422": _INVALID})},
+        "/api/webhooks": {"get": _op("Webhook endpoints (without secrets), queue depth and dead letters", responses={
+            "200": {"description": "endpoints, queued, dead"}, "503": {"description": "the shared store is unreachable"}})},
         "/api/dashboard": {"get": _op("The dashboard's snapshot, once", responses={"200": {"description": "sessions, rates, timers, decisions, results"}})},
         "/api/dashboard/stream": {"get": _op("The dashboard's snapshots as server-sent events, one a second", responses={"200": {"description": "text/event-stream"}})},
     },

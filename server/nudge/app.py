@@ -200,7 +200,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         when the server has more than one."""
         if (refused := authorised(request)) is not None:
             return refused
-        visitor = request.path_params["visitor"]
+        visitor = request.path_params.get("visitor") or request.path_params["user"]
         site = request.query_params.get("site") or (next(iter(hub.sites)) if len(hub.sites) == 1 else None)
         if site not in hub.sites:
             return JSONResponse({"error": "site is required: ?site=pk_…, one of this server's site keys"}, status_code=400)
@@ -213,6 +213,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
                 report = await erase(hub, site, visitor)
         except getattr(hub.store, "unavailable", ()) as exc:
             return JSONResponse({"error": f"the store is unreachable ({exc}); nothing was erased there, try again"}, status_code=503)
+        except OSError as exc:  # an event log file could not be rewritten (disk full, permissions)
+            log.error("erasure: the event log could not be rewritten: %s", exc)
+            return JSONResponse({"error": f"the event log could not be rewritten ({exc}); the rest was erased, try again"}, status_code=500)
         return JSONResponse(report)
     server_events = ServerEvents(hub)
     if settings.webhooks is not None or settings.webhook_url:
@@ -253,7 +256,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/api/explain", explain),
         Route("/api/reload", reload, methods=["POST"]),
         Route("/api/visitors/{visitor}", erase_visitor, methods=["DELETE"]),
-        Route("/api/users/{visitor}", erase_visitor, methods=["DELETE"]),
+        Route("/api/users/{user}", erase_visitor, methods=["DELETE"]),
         Route("/api/events", post_events, methods=["POST"]),
         Route("/api/webhooks", webhooks),
         *admin_routes(editor, authorised),

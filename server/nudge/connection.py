@@ -25,10 +25,13 @@ Send = Callable[[dict], Awaitable[None]]
 class Connection:
     __slots__ = (
         "send", "codec", "queue", "limit", "closed", "in_handler", "_flushing", "_overflowed",
-        "tokens", "rate", "burst", "stamp", "origin", "_flush_task", "last_seen", "_ack",
+        "tokens", "rate", "burst", "stamp", "origin", "_flush_task", "last_seen", "_ack", "counts",
     )
 
-    def __init__(self, send: Send, codec, *, limit: int, rate: float, burst: int, now: float, origin: str | None) -> None:
+    def __init__(
+        self, send: Send, codec, *, limit: int, rate: float, burst: int, now: float, origin: str | None,
+        counts: dict[str, int] | None = None,
+    ) -> None:
         self.send = send  # the ASGI send callable
         self.codec = codec  # JsonCodec or MsgpackCodec, chosen at the handshake
         # seq -> the ack frame: encoded at once by the codec when it can (one ack per event),
@@ -47,6 +50,7 @@ class Connection:
         self.stamp = now  # when tokens were last added
         self.origin = origin  # the page's Origin header
         self.last_seen = now  # when the client last sent a frame (the idle timeout counts from it)
+        self.counts = counts  # reason -> sockets closed by a limit (the hub's metrics), or None
 
     def take_token(self, now: float) -> bool:
         """Spend one event from the budget; False when it is exhausted."""
@@ -99,6 +103,8 @@ class Connection:
         finally:
             self._flushing = False
         if self._overflowed and not self.closed:
+            if self.counts is not None:
+                self.counts["send_queue"] += 1
             await self.close(CLOSE_TRY_AGAIN_LATER, "send queue full: reconnect and resume")
 
     async def close(self, code: int, reason: str) -> None:

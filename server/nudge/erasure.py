@@ -11,13 +11,17 @@ key), on every node and in the store.
 2. with a shared store, tells every node holding one of their sessions to do the same (relay
    record ``{"op": "erase", "site", "visitor"}``);
 3. removes their records from the store: state, sessions, durable timers (pending and claimed),
-   caps, once markers, queued messages, whereabouts, and the entries of the event log's Redis
-   stream that mention them (:meth:`Store.erase`).
+   caps, once markers, queued messages and whereabouts (:meth:`Store.erase`);
+4. removes their records from the event log (``--record``, nudge.recording): this node's buffer
+   and files (each file holding one rewritten without them, in a thread), the Redis stream
+   (searched a page at a time), and, with a shared store, every other node's files (relay
+   broadcast ``{"op": "erase_log", "node", "visitors", "users"}``: each node rewrites its own).
+   ``DELETE /api/users/…`` does this once for all the user's visitors, and also removes the
+   ``identify`` events that proved the user id.
 
 Webhook deliveries that name the visitor (nudge.webhooks: queued, being retried, dead letters;
 the ``offline: webhook`` hand-off among them) go too. Not covered (docs/security.md): a POST
-already under way, and event log *files* written by ``--record`` (they age out after
-``--record-retention``).
+already under way, and the files of a node that was down when the erasure was broadcast.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 from typing import Any
 
 from .errors import CLOSE_SESSION_TAKEN
+from .recording import Erasing, erase_from_recorder, erase_from_stream
 
 log = logging.getLogger("nudge.erasure")
 
@@ -103,6 +108,8 @@ async def _forget_deliveries_shared(hub: Any, visitor: str) -> int:
 async def _erase_again(hub: Any, site: str, visitor: str, due: float) -> None:
     try:
         again = await hub.store.erase(site, visitor)
+        # Another node may have flushed records of the visitor to the stream meanwhile.
+        again += await erase_from_stream(hub.store.redis, hub.store.keys.events(), Erasing([visitor]))
     except hub._unavailable:
         log.warning("erasure of visitor %s: the second pass could not reach the store", visitor)
         return
@@ -110,16 +117,50 @@ async def _erase_again(hub: Any, site: str, visitor: str, due: float) -> None:
         log.info("erasure of visitor %s: %d records written back meanwhile, erased", visitor, again)
 
 
+async def erase_from_log(hub: Any, erasing: Erasing) -> dict:
+    """Remove the erasure's records from the event log: this node's buffer and files, the Redis
+    stream, and (broadcast) every other node's files. A report: files rewritten and records
+    removed here, stream entries removed, other nodes told."""
+    report = {"files": 0, "records": 0, "stream": 0, "nodes": 0}
+    recorder = getattr(hub, "recorder", None)
+    if recorder is not None:
+        report["files"], report["records"] = await erase_from_recorder(recorder, erasing)
+    if hub.shared:
+        report["stream"] = await erase_from_stream(hub.store.redis, hub.store.keys.events(), erasing)
+        if hub.relay is not None:
+            record = {"op": "erase_log", "node": hub.node, "visitors": erasing.visitors, "users": sorted(erasing.users)}
+            heard = await hub.relay.broadcast(record)
+            report["nodes"] = max(0, heard - (1 if hub.relay.healthy else 0))  # every listener but this one
+    return report
+
+
+async def on_relay(hub: Any, record: dict) -> None:
+    """A relay record about an erasure (nudge.hub hands them here): ``erase`` drops a visitor
+    this node holds, ``erase_log`` (broadcast to every node) removes records from its files."""
+    if record.get("op") == "erase":
+        forget_here(hub, record.get("site"), record.get("visitor"))
+        return
+    if record.get("node") == hub.node or getattr(hub, "recorder", None) is None:
+        return  # the erasing node did its own
+    visitors, users = record.get("visitors") or [], record.get("users") or []
+    if not all(isinstance(v, str) for v in (*visitors, *users)):
+        log.warning("relay: erase_log record with ids that are not strings, ignored")
+        return
+    files, records = await erase_from_recorder(hub.recorder, Erasing(visitors, users))
+    log.info("erased %d records from %d event log files of this node", records, files)
+
+
 async def erase_user(hub: Any, site: str, user: str) -> dict:
     """Erase every visitor the user id was proven with (identity tokens), on every node."""
     visitors = set(await hub.store.user_visitors(site, user))
     visitors |= {v for (s, v), held in hub.visitors.items() if s == site and held.state.traits.get("user_id") == user}
-    reports = [await erase(hub, site, visitor) for visitor in sorted(visitors)]
-    return {"user": user, "site": site, "visitors": reports}
+    reports = [await erase(hub, site, visitor, from_log=False) for visitor in sorted(visitors)]
+    return {"user": user, "site": site, "visitors": reports, "log": await erase_from_log(hub, Erasing(visitors, [user]))}
 
 
-async def erase(hub: Any, site: str, visitor: str) -> dict:
-    """Erase the visitor everywhere; a report of what was removed."""
+async def erase(hub: Any, site: str, visitor: str, *, from_log: bool = True) -> dict:
+    """Erase the visitor everywhere; a report of what was removed (``log``: from the event log,
+    unless ``from_log`` is off because the caller erases several visitors from it at once)."""
     nodes: list[str] = []
     if hub.shared and hub.relay is not None:
         holders = await hub.relay.holders(site, visitor)
@@ -129,14 +170,17 @@ async def erase(hub: Any, site: str, visitor: str) -> dict:
     sessions = forget_here(hub, site, visitor)
     recorder = getattr(hub, "recorder", None)
     if recorder is not None and hub.shared:
-        # Records still buffered go to the stream first, where the store's erase finds them.
+        # Records still buffered go to the stream first, where the log's erasure finds them.
         from .recording import to_stream
 
         await to_stream(hub.store.redis, hub.store.keys.events(), recorder.flush())
     records = await hub.store.erase(site, visitor) + await _forget_deliveries_shared(hub, visitor)
+    report = {"visitor": visitor, "site": site, "sessions": sessions, "records": records, "nodes": nodes}
+    if from_log:
+        report["log"] = await erase_from_log(hub, Erasing([visitor]))
     if hub.shared:
         # Another node may have been writing the visitor behind when it heard of the erasure:
         # erase from the store once more after every node's next write-behind.
         hub.scheduler.call_at(hub.clock.now() + 2 * hub.settings.write_behind + 1.0, _erase_again, hub, site, visitor)
     log.info("erased visitor %s of %s: %d sessions here, %d stored records, %d other nodes told", visitor, site, sessions, records, len(nodes))
-    return {"visitor": visitor, "site": site, "sessions": sessions, "records": records, "nodes": nodes}
+    return report

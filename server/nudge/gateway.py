@@ -15,20 +15,39 @@ from .beacon import site_for
 from .connection import Connection
 from .errors import (
     CLOSE_IDLE,
+    CLOSE_TOO_LARGE,
     ConnectionRefused,
     HandshakeError,
     HandshakeTimeout,
     IdentityRefused,
     MalformedFrame,
     OptedOut,
+    OriginNotAllowed,
     RateLimited,
+    StoreUnavailable,
     TooManyConnections,
+    UnknownSiteKey,
 )
 from .hub import Hub
 from .limits import ConnectionLimits, Proxies, frame_budget
 from .shutdown import refuse_while_stopping
 
 log = logging.getLogger("nudge.gateway")
+
+
+# The reason a refusal is counted under (nudge_connections_refused_total), most specific first.
+_REASONS = (
+    (IdentityRefused, "identity"), (OriginNotAllowed, "origin"), (UnknownSiteKey, "site_key"),
+    (HandshakeTimeout, "handshake_timeout"), (HandshakeError, "hello"), (OptedOut, "opted_out"),
+    (StoreUnavailable, "store_unavailable"),
+)
+
+
+def _reason(exc: ConnectionRefused) -> str:
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
+    return type(exc).__name__
 
 
 def _header(scope: dict, name: bytes) -> str | None:
@@ -58,6 +77,7 @@ class Gateway:
         offered = list(scope.get("subprotocols") or ())
         codec = protocol.choose_codec(offered, settings.max_frame, settings.max_depth)
         if codec is None:
+            hub.metrics.refused["subprotocol"] += 1
             await send({"type": "websocket.close", "code": 1002})  # refused at the handshake: HTTP 403
             return
         peer = scope.get("client")
@@ -66,12 +86,14 @@ class Gateway:
         origin = _header(scope, b"origin")
         conn = Connection(
             send, codec, limit=settings.send_queue_limit, rate=settings.events_per_second,
-            burst=settings.event_burst, now=hub.clock.now(), origin=origin,
+            burst=settings.event_burst, now=hub.clock.now(), origin=origin, counts=hub.metrics.closed,
         )
         live = None
         counted_ip = counted_key = None
+        flooded = False  # closed by the frame budget (rather than the event budget)
         try:
             if not self.accepting:
+                hub.metrics.refused["stopping"] += 1
                 await refuse_while_stopping(conn, settings)
                 return
             self.limits.open_ip(address)
@@ -83,6 +105,7 @@ class Gateway:
             except TimeoutError:
                 raise HandshakeTimeout(f"no hello within {settings.handshake_timeout:g} s") from None
             if message["type"] != "websocket.receive":
+                _count_too_large(hub, message)
                 return
             try:
                 hello = protocol.parse_hello(codec.decode(message.get("text") or message.get("bytes")))
@@ -107,9 +130,11 @@ class Gateway:
             while True:
                 message = await receive()
                 if message["type"] != "websocket.receive":
+                    _count_too_large(hub, message)
                     break
                 now = conn.last_seen = clock.now()
                 if not budget.take(now):
+                    flooded = True
                     raise RateLimited(f"more than {budget.rate:g} frames per second")
                 data = message.get("text")
                 if data is None:
@@ -125,8 +150,13 @@ class Gateway:
                     break
         except ConnectionRefused as exc:
             if isinstance(exc, TooManyConnections):
+                hub.metrics.refused["per_key" if counted_ip is not None else "per_ip"] += 1
                 log.warning("closing connection from %s: %s", address, exc.reason)
             else:
+                if isinstance(exc, RateLimited):
+                    hub.metrics.closed["frame_budget" if flooded else "event_budget"] += 1
+                else:
+                    hub.metrics.refused[_reason(exc)] += 1
                 log.info("closing connection: %s (%s)", exc.reason, exc.close_code)
             await conn.flush()
             await conn.close(exc.close_code, exc.reason)
@@ -165,6 +195,14 @@ class Gateway:
         timeout = self.hub.settings.idle_timeout
         for conn in list(self.open):
             if not conn.closed and now - conn.last_seen >= timeout:
+                self.hub.metrics.closed["idle"] += 1
                 conn.close_soon(CLOSE_IDLE, f"idle: nothing received for {timeout:g} s")
         if self.open:
             self._watch_idle()
+
+
+def _count_too_large(hub: Hub, message: dict) -> None:
+    """The server library closes a socket whose frame is over ``max_frame`` (1009) itself; the
+    gateway learns it from the disconnect."""
+    if message.get("code") == CLOSE_TOO_LARGE:
+        hub.metrics.closed["frame_too_large"] += 1

@@ -845,10 +845,10 @@ class Hub:
                     self.stats.connections -= 1
                     conn.close_soon(CLOSE_SESSION_TAKEN, "session resumed on another node")
                 self._forget(live)
-        elif op == "erase":
-            from .erasure import forget_here
+        elif op in ("erase", "erase_log"):
+            from .erasure import on_relay
 
-            forget_here(self, record.get("site"), record.get("visitor"))
+            await on_relay(self, record)
 
     def _pending_write(self, timer: DueTimer) -> bool:
         """Whether the backlog (writes kept while the store was unreachable) holds a later word

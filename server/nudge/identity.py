@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from .errors import BadEvent
+from .metrics import identity_refused
 
 VERSION = "v1"
 MAX_USER_ID = 128
@@ -39,23 +40,32 @@ def sign(secret_key: str, site: str, user_id: str, expires_at: int) -> str:
 
 
 def refusal(token: Any, site: str, user_id: Any, now: float, secret_keys: list[str]) -> str | None:
-    """Why the token does not prove ``user_id`` on ``site`` now, or None when it does."""
+    """Why the token does not prove ``user_id`` on ``site`` now, or None when it does. Each
+    refusal is counted by reason (``nudge_identity_refused_total``)."""
+    code, reason = _check(token, site, user_id, now, secret_keys)
+    if code is not None:
+        identity_refused[code] += 1
+    return reason
+
+
+def _check(token: Any, site: str, user_id: Any, now: float, secret_keys: list[str]) -> tuple[str | None, str | None]:
+    """(the metric's reason, the client's reason) of a refusal, or (None, None)."""
     if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID:
-        return f"user_id must be 1-{MAX_USER_ID} characters"
+        return "user_id", f"user_id must be 1-{MAX_USER_ID} characters"
     if not secret_keys:
-        return "identified users are off: the server has no secret key to check tokens with"
+        return "off", "identified users are off: the server has no secret key to check tokens with"
     match = _TOKEN.match(token) if isinstance(token, str) else None
     if match is None:
-        return "user_token is missing or not a token (v1.<expires>.<signature>)"
+        return "malformed", "user_token is missing or not a token (v1.<expires>.<signature>)"
     expires_at = int(match.group(1))
     if expires_at <= now:
-        return "user_token has expired"
+        return "expired", "user_token has expired"
     given = match.group(2)
     message = _message(site, user_id, expires_at)
     for key in secret_keys:
         if hmac.compare_digest(hmac.new(key.encode(), message, hashlib.sha256).hexdigest(), given):
-            return None
-    return "user_token is not signed for this user and site"
+            return None, None
+    return "signature", "user_token is not signed for this user and site"
 
 
 def check_identify(props: dict, site: str, now: float, secret_keys: list[str], seq: int) -> bool:

@@ -4,6 +4,11 @@ The hot path only ever adds to plain ints and dicts (an event counted by name, a
 into a fixed bucket); everything else — gauges, totals by outcome, the store's health — is read
 from the hub when scraped. Counters are per process and start at zero with it.
 
+Refusals are counted where they are decided. The gateway's and the connection's go to the hub's
+:class:`Metrics`; the codecs' limits (nudge.protocol) and the identity check (nudge.identity) are
+sans-I/O code with no hub to count in, so they add to the module-level dicts here — one per
+process, which is what a scrape describes anyway (one server per process).
+
 =====================================  =========  ==========================================
 name                                   type       what
 =====================================  =========  ==========================================
@@ -11,6 +16,21 @@ nudge_connections                      gauge      open WebSockets
 nudge_sessions / nudge_visitors        gauge      held by this node (connected or resumable)
 nudge_events_total{name}               counter    events applied, by name (tabs and backends)
 nudge_frames_refused_total             counter    frames answered with an error
+nudge_connections_refused_total        counter    sockets turned away before a session, by
+  {reason}                                        reason: origin, site_key, hello, identity,
+                                                  handshake_timeout, per_ip, per_key,
+                                                  subprotocol, opted_out, store_unavailable,
+                                                  stopping
+nudge_connections_closed_total         counter    open sockets closed by a limit, by reason:
+  {reason}                                        event_budget, frame_budget, idle, send_queue,
+                                                  frame_too_large
+nudge_frames_malformed_total{reason}   counter    frames (and beacon bodies) refused by the
+                                                  codecs' limits: undecodable, too_deep,
+                                                  too_many_items (per process)
+nudge_identity_refused_total{reason}   counter    identity tokens refused (hello and identify):
+                                                  signature (forged, or for another site or
+                                                  user), expired, malformed, user_id, off
+                                                  (per process)
 nudge_decisions_total{outcome}         counter    sent, suppressed:<reason>, deferred:<reason>,
                                                   converted, and the browser's shown / clicked /
                                                   dismissed reports
@@ -71,12 +91,18 @@ class Histogram:
         return out
 
 
+frames_malformed: dict[str, int] = defaultdict(int)  # reason -> frames a codec refused (nudge.protocol)
+identity_refused: dict[str, int] = defaultdict(int)  # reason -> identity tokens refused (nudge.identity)
+
+
 class Metrics:
     """What the hub counts for ``/metrics`` beyond its :class:`~nudge.hub.Stats`."""
 
     def __init__(self) -> None:
         self.events: dict[str, int] = defaultdict(int)  # event name -> applied
         self.messages: dict[str, int] = defaultdict(int)  # message kind -> delivered
+        self.refused: dict[str, int] = defaultdict(int)  # reason -> sockets turned away at the handshake
+        self.closed: dict[str, int] = defaultdict(int)  # reason -> open sockets closed by a limit
         self.event_seconds = Histogram(LATENCY_BUCKETS)
         self.show_seconds = Histogram(SHOW_BUCKETS)
         self.timer_lag = Histogram(LAG_BUCKETS)
@@ -105,6 +131,14 @@ def render(hub: Hub) -> str:
             [({"name": name}, n) for name, n in sorted(metrics.events.items())])
     _metric(out, "nudge_event_duplicates_total", "counter", "Resent events acknowledged again.", [({}, stats.duplicates)])
     _metric(out, "nudge_frames_refused_total", "counter", "Frames answered with an error.", [({}, stats.refused)])
+    _metric(out, "nudge_connections_refused_total", "counter", "Sockets turned away before a session, by reason.",
+            [({"reason": reason}, n) for reason, n in sorted(metrics.refused.items())])
+    _metric(out, "nudge_connections_closed_total", "counter", "Open sockets closed by a limit, by reason.",
+            [({"reason": reason}, n) for reason, n in sorted(metrics.closed.items())])
+    _metric(out, "nudge_frames_malformed_total", "counter", "Frames refused by the codecs' limits, by reason (this process).",
+            [({"reason": reason}, n) for reason, n in sorted(frames_malformed.items())])
+    _metric(out, "nudge_identity_refused_total", "counter", "Identity tokens refused, by reason (this process).",
+            [({"reason": reason}, n) for reason, n in sorted(identity_refused.items())])
     _metric(out, "nudge_decisions_total", "counter", "Decisions and reported outcomes, by outcome.",
             [({"outcome": outcome}, n) for outcome, n in sorted(hub.results.outcomes.items())])
     _metric(out, "nudge_messages_total", "counter", "Show messages delivered to a socket, by kind.",

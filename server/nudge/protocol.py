@@ -14,6 +14,7 @@ from typing import Any
 import msgpack
 
 from .errors import HandshakeError, MalformedFrame
+from .metrics import frames_malformed
 
 VERSION = 1
 MAX_BATCH = 100  # events in one ``evs`` frame
@@ -63,18 +64,23 @@ def shape_error(value: Any, limit: int) -> str | None:
         item, depth = stack.pop()
         if isinstance(item, dict):
             if depth > limit:
+                frames_malformed["too_deep"] += 1
                 return f"nested deeper than {limit}"
             if len(item) > MAX_KEYS:
+                frames_malformed["too_many_items"] += 1
                 return f"a map with more than {MAX_KEYS} keys"
             for key, inner in item.items():
                 if not isinstance(key, str):
+                    frames_malformed["undecodable"] += 1
                     return "map keys must be strings"
                 if isinstance(inner, (dict, list)):
                     stack.append((inner, depth + 1))
         elif isinstance(item, list):
             if depth > limit:
+                frames_malformed["too_deep"] += 1
                 return f"nested deeper than {limit}"
             if len(item) > MAX_ITEMS:
+                frames_malformed["too_many_items"] += 1
                 return f"a list of more than {MAX_ITEMS} items"
             stack.extend((inner, depth + 1) for inner in item if isinstance(inner, (dict, list)))
     return None
@@ -96,8 +102,10 @@ class JsonCodec:
             try:
                 data = data.decode("utf-8")
             except UnicodeDecodeError:
+                frames_malformed["undecodable"] += 1
                 raise MalformedFrame("not valid JSON: not UTF-8") from None
         if json_depth_exceeds(data, self.max_depth):
+            frames_malformed["too_deep"] += 1
             raise MalformedFrame(f"not accepted: nested deeper than {self.max_depth}")
         try:
             # A frame is one compact object: the C scanner alone reads it, without json.loads'
@@ -110,6 +118,7 @@ class JsonCodec:
             if end != len(data):
                 frame = json.loads(data)
         except (ValueError, RecursionError) as exc:
+            frames_malformed["undecodable"] += 1
             raise MalformedFrame(f"not valid JSON: {exc}") from None
         if isinstance(frame, (dict, list)) and len(data) > 2 * MAX_KEYS:
             # Only a frame this long can hold a map or list over the limits.
@@ -144,10 +153,12 @@ class MsgpackCodec:
 
     def decode(self, data: str | bytes) -> Any:
         if isinstance(data, str):
+            frames_malformed["undecodable"] += 1
             raise MalformedFrame("text frame on a msgpack connection")
         try:
             frame = msgpack.unpackb(data, **self._limits)
         except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            frames_malformed["undecodable"] += 1
             raise MalformedFrame(f"not valid MessagePack: {exc}") from None
         # The unpacker's own stack limit is 1024 levels: far too deep for what a frame holds.
         # A value nested d deep takes at least d bytes, so short frames need no walk.

@@ -10,6 +10,9 @@ session) and publishes a small record to that node's channel:
     {"op": "take", "site", "session"}                 the session was resumed elsewhere: let go
     {"op": "ping", "nonce"}                           the node's own liveness probe
 
+and listens on one channel shared by every node, for records meant for all of them
+(:meth:`Relay.broadcast`): ``{"op": "erase_log", …}`` (nudge.erasure).
+
 A pub/sub listener can die silently: its connection dropped while the reader waits, or the
 subscription was lost on a reconnect while the socket lives on (python-socketio #1581, redis-py
 #2089). So the node probes itself: every :meth:`check` publishes a ping to its own channel and
@@ -87,7 +90,7 @@ class Relay:
     async def _subscribe(self) -> None:
         await self._teardown()
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self.channel)
+        await pubsub.subscribe(self.channel, self.keys.nodes_channel())
         self._pubsub = pubsub
         self._listener = asyncio.get_running_loop().create_task(self._listen(pubsub), name="nudge-relay")
         self.healthy = True
@@ -166,6 +169,10 @@ class Relay:
     async def send(self, node: str, record: dict) -> bool:
         """Publish a record to ``node``; False when no listener of that node heard it."""
         return await self.client.publish(self.keys.node_channel(node), msgpack.packb(record)) > 0
+
+    async def broadcast(self, record: dict) -> int:
+        """Publish a record to every node (this one included); how many listeners heard it."""
+        return await self.client.publish(self.keys.nodes_channel(), msgpack.packb(record))
 
     # --- whereabouts ---------------------------------------------------------------------------
 

@@ -109,6 +109,10 @@ class Keys:
         """The pub/sub channel each node listens on for messages to its sockets."""
         return f"{self.prefix}node:{node}"
 
+    def nodes_channel(self) -> str:
+        """The pub/sub channel every node listens on too, for records meant for all of them."""
+        return f"{self.prefix}nodes"
+
 
 def timer_member(site: str, visitor: str, key: str) -> str:
     return f"{site}{SEP}{visitor}{SEP}{key}"

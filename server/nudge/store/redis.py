@@ -379,10 +379,7 @@ class RedisStore:
         member = timer_member(site, visitor, "")
         timers = [m async for m, _ in redis.zscan_iter(keys.timers(), match=_glob(member) + "*")]
         claims = [m async for m, _ in redis.zscan_iter(keys.claimed(), match="*" + _glob(member) + "*")]
-        entries = await self._log_entries(visitor)
         async with redis.pipeline(transaction=False) as pipe:
-            if entries:
-                pipe.xdel(keys.events(), *entries)
             if doomed:
                 pipe.delete(*doomed)
             if timers:
@@ -390,18 +387,7 @@ class RedisStore:
             if claims:
                 pipe.zrem(keys.claimed(), *claims)
             await pipe.execute()
-        return len(doomed) + len(timers) + len(claims) + len(entries)
-
-    async def _log_entries(self, visitor: str) -> list[bytes]:
-        """The ids of the event-log stream's entries (recording on) that mention the visitor: the
-        whole stream is read, a page at a time — slow on a long log, but erasure is rare."""
-        key, needle, found, start = self.keys.events(), visitor.encode(), [], "-"
-        while True:
-            page = await self.redis.xrange(key, min=start, count=1000)
-            found += [entry for entry, fields in page if needle in fields.get(b"r", b"")]
-            if len(page) < 1000:
-                return found
-            start = "(" + page[-1][0].decode()
+        return len(doomed) + len(timers) + len(claims)
 
     async def close(self) -> None:
         await self.redis.aclose()
