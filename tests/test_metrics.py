@@ -228,7 +228,7 @@ async def test_frames_refused_by_the_codecs_are_counted_by_reason(start_server):
 
 
 async def test_sockets_closed_by_a_limit_are_counted_by_reason(start_server):
-    server = await start_server(CAMPAIGNS, max_frame=4096, events_per_second=1, event_burst=3, idle_timeout=60, send_queue_limit=4)
+    server = await start_server(CAMPAIGNS, max_frame=4096, events_per_second=1, event_burst=3, idle_timeout=60, send_queue_limit=4, outbox_limit=2)
     moves = await Moves(server).start()
 
     client = await Client.connect(server.url)
