@@ -212,3 +212,35 @@ async def test_every_api_route_is_in_the_openapi_document_with_its_methods(campa
         for path, item in spec["paths"].items():  # every path parameter is declared
             names = {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
             assert names == set(re.findall(r"{(\w+)}", path)), path
+
+
+async def test_settings_limits_and_custom_events_are_edited_like_campaigns(campaign_file):
+    async with run_server(campaign_file=campaign_file, secret_keys=[SECRET]) as server:
+        client = await Client.connect(server.url)
+        code, headers, raw = await call(server.http + "/api/settings")
+        assert code == 200 and headers["ETag"] == '"1"' and parsed(raw) == {"version": 1, "settings": {}}
+        frames = await client.track("signup")
+        assert frames[0]["code"] == "unknown_event"  # not declared yet
+        assert [f["campaign"] for f in await client.track("click") if f["t"] == "show"] == ["hello"]
+
+        wanted = {"limits": {"per_day": 1}, "events": ["signup"]}
+        assert (await call(server.http + "/api/settings", "PUT", wanted))[0] == 428  # If-Match required
+        code, headers, raw = await call(server.http + "/api/settings", "PUT", wanted, headers={"If-Match": '"1"'})
+        assert code == 200 and headers["ETag"] == '"2"' and parsed(raw)["settings"] == wanted
+        # In force at once, on the socket that was already open:
+        assert (await client.track("signup")) == [{"t": "ack", "seq": client.seq}]
+        assert [f for f in await client.track("click") if f["t"] == "show"] == []  # one a day, already shown
+        # A stale version, an invalid value (with its field), campaigns through the wrong door:
+        code, _, raw = await call(server.http + "/api/settings", "PUT", {"limits": {"per_day": 5}}, headers={"If-Match": '"1"'})
+        assert code == 412 and parsed(raw)["version"] == 2
+        code, _, raw = await call(server.http + "/api/settings", "PUT", {"limits": {"per_day": "lots"}}, headers={"If-Match": '"2"'})
+        assert code == 422 and any("limits.per_day" in p["field"] for p in parsed(raw)["problems"])
+        code, _, raw = await call(server.http + "/api/settings", "PUT", {"campaigns": []}, headers={"If-Match": '"2"'})
+        assert code == 422
+        code, _, raw = await call(server.http + "/api/campaigns/export")
+        assert yaml.safe_load(raw)["limits"] == {"per_day": 1}
+        # The campaign file changing replaces the settings too, and moves their version on.
+        campaign_file.write_text(CAMPAIGNS)
+        assert (await call(server.http + "/api/reload", "POST"))[0] == 200
+        code, headers, raw = await call(server.http + "/api/settings")
+        assert parsed(raw) == {"version": 3, "settings": {}} and headers["ETag"] == '"3"'

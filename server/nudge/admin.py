@@ -1,5 +1,6 @@
-"""The admin API for campaigns: list, create, update, pause, resume, delete and export, behind
-the secret key, described by the OpenAPI document at ``/api/openapi.json``.
+"""The admin API for campaigns: list, create, update, pause, resume, delete and export, and the
+settings beside them (limits across campaigns, custom events), behind the secret key, described
+by the OpenAPI document at ``/api/openapi.json``.
 
 What is edited is the *campaign document*: the campaign file's plain data (``limits``,
 ``events``, ``campaigns``), with a version per campaign (its ETag) and a revision for the whole.
@@ -101,14 +102,16 @@ class CampaignEditor:
             self._cas = self.store.redis.register_script(COMPARE_AND_SET)
 
     @staticmethod
-    def _fresh(data: Any, versions: dict[str, int], file_hash: str | None) -> dict:
-        """A document from the file's data: every campaign a version above the one it had."""
+    def _fresh(data: Any, versions: dict[str, int], file_hash: str | None, settings_version: int = 0) -> dict:
+        """A document from the file's data: every campaign, and the settings, a version above
+        the one they had."""
         data = copy.deepcopy(data) if isinstance(data, dict) else {"campaigns": []}
         campaigns = data.pop("campaigns", None) or []
         ids = [c.get("id") for c in campaigns if isinstance(c, dict)]
         return {
             "settings": data, "campaigns": campaigns, "file_hash": file_hash,
             "versions": {cid: versions.get(cid, 0) + 1 for cid in ids if isinstance(cid, str)},
+            "settings_version": settings_version + 1,
         }
 
     # --- keeping nodes in step ------------------------------------------------------------
@@ -188,7 +191,10 @@ class CampaignEditor:
     def from_file(self, campaign_set: CampaignSet) -> None:
         """The campaign file changed and is in force: it replaces the document (every node's,
         with Redis — unless another node already put these same file contents there)."""
-        document = self._fresh(campaign_set.document, self.document["versions"], _digest(campaign_set.document))
+        document = self._fresh(
+            campaign_set.document, self.document["versions"], _digest(campaign_set.document),
+            self.document.get("settings_version", 1),
+        )
         if not self.store.shared:
             self.document, self.revision = document, self.revision + 1
             self._keep()
@@ -377,6 +383,37 @@ def routes(editor: CampaignEditor, authorised) -> list[Route]:
         del document["campaigns"][i]
         return None
 
+    def settings_view() -> Response:
+        document = editor.document
+        version = document.get("settings_version", 1)
+        return JSONResponse({"version": version, "settings": document["settings"]}, headers={"ETag": _etag(version)})
+
+    async def read_settings(request: Request) -> Response:
+        return settings_view()
+
+    async def replace_settings(request: Request) -> Response:
+        """Everything of the campaign document but its campaigns: ``limits`` across campaigns,
+        custom ``events``, ``version``. Validated with the campaigns as a whole."""
+        expected = _if_match(request)
+        spec = await _json(request)
+        if "campaigns" in spec:
+            raise Refusal(422, {"error": "campaigns are changed through /api/campaigns",
+                                "problems": [{"field": "campaigns", "message": "not a setting"}]})
+
+        def edit(document: dict) -> dict:
+            current = document.get("settings_version", 1)
+            if expected is None:
+                raise Refusal(428, {"error": "If-Match is required: send the ETag of the settings you edited"})
+            if expected != current:
+                raise Refusal(412, {"error": f"the settings changed: you edited version {expected}, they are at {current}",
+                                    "version": current})
+            document["settings"] = spec
+            document["settings_version"] = current + 1
+            return {}
+
+        await editor.change(edit)
+        return settings_view()
+
     async def export(request: Request) -> Response:
         data = CampaignEditor._as_data(editor.document)
         text = f"# exported from the admin API, revision {editor.revision}\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
@@ -389,6 +426,7 @@ def routes(editor: CampaignEditor, authorised) -> list[Route]:
         Route("/api/openapi.json", openapi),
         _resource("/api/campaigns", GET=guarded(list_campaigns), POST=guarded(create)),
         Route("/api/campaigns/export", guarded(export), methods=["GET"]),
+        _resource("/api/settings", GET=guarded(read_settings), PUT=guarded(replace_settings)),
         _resource("/api/campaigns/{id}", GET=guarded(read), PUT=guarded(changer(replace, required=True)),
                   DELETE=guarded(changer(remove, required=False))),
         Route("/api/campaigns/{id}/pause", guarded(changer(enabled(False), required=False)), methods=["POST"]),
@@ -450,6 +488,11 @@ OPENAPI = {
             "CampaignView": {"type": "object", "properties": {
                 "id": {"type": "string"}, "version": {"type": "integer"}, "enabled": {"type": "boolean"},
                 "campaign": {"$ref": "#/components/schemas/Campaign"}}},
+            "Settings": {"type": "object", "description": "the campaign file's settings: limits across campaigns, custom events (docs/campaigns.md)",
+                         "properties": {"version": {"type": "integer"}, "limits": {"type": "object"},
+                                        "events": {"type": "array", "items": {"type": "string"}}},
+                         "not": {"required": ["campaigns"]}},
+            "SettingsView": {"type": "object", "properties": {"version": {"type": "integer"}, "settings": {"$ref": "#/components/schemas/Settings"}}},
             "Problems": {"type": "object", "properties": {"error": {"type": "string"}, "problems": {"type": "array", "items": {
                 "type": "object", "properties": {"field": {"type": "string"}, "path": {"type": "string"}, "message": {"type": "string"}}}}}},
             "LogErasure": {"type": "object", "description": "what went from the event log (--record)", "properties": {
@@ -479,6 +522,14 @@ OPENAPI = {
                 **_CHANGE, **_BODY, "201": _VIEW, "409": {"description": "the id exists, or too many concurrent changes"}, "422": _INVALID}),
         },
         "/api/campaigns/export": {"get": _op("The campaign document as a campaign file (YAML)", responses={"200": {"description": "YAML", "content": {"application/yaml": {}}}})},
+        "/api/settings": {
+            "get": _op("The settings in force (limits across campaigns, custom events) with their version", responses={
+                "200": {"description": "the settings; ETag: their version", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SettingsView"}}}}}),
+            "put": {**_op("Replace the settings", etag="required", responses={
+                **_CHANGE, **_BODY, "200": {"description": "in force", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SettingsView"}}}},
+                "412": _STALE, "428": {"description": "If-Match missing"}, "422": _INVALID}),
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Settings"}}}}},
+        },
         "/api/campaigns/{id}": {
             "parameters": _ID,
             "get": _op("One campaign", responses={"200": _VIEW, "404": _MISSING}),
