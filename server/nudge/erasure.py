@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .errors import CLOSE_SESSION_TAKEN
 from .recording import Erasing, erase_from_recorder, erase_from_stream
 
 log = logging.getLogger("nudge.erasure")
@@ -49,12 +48,7 @@ def forget_here(hub: Any, site: str, visitor: str) -> int:
     dropped = 0
     if held is not None:
         for live in list(held.sessions):
-            conn = live.conn
-            if conn is not None:
-                live.conn = None
-                hub.stats.connections -= 1
-                conn.close_soon(CLOSE_SESSION_TAKEN, "visitor erased")
-            hub._forget(live)
+            hub.let_go(live, "visitor erased")
             dropped += 1
         hub.visitors.pop((site, visitor), None)
     for live in [live for live in hub.sessions.values() if live.state.site == site and live.state.visitor == visitor]:

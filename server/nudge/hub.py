@@ -218,11 +218,7 @@ class Hub:
             if before == "!":
                 live = None  # another visitor's session: not theirs to resume
             elif live is not None and before not in (None, self.node):
-                if live.conn is not None:
-                    self.stats.connections -= 1
-                    live.conn.close_soon(CLOSE_SESSION_TAKEN, "session resumed by another connection")
-                    live.conn = None
-                self._forget(live)
+                self.let_go(live, "session resumed by another connection")
                 live = None
         if live is None and hello.session:
             stored = await self._load(self.store.load_session(site.key, hello.session))
@@ -420,6 +416,16 @@ class Hub:
         if not visitor.sessions:
             await self._write("save_visitor", visitor.state)
             self.visitors.pop((state.site, state.visitor), None)
+
+    def let_go(self, live: LiveSession, reason: str) -> None:
+        """Close the session's socket, if it has one (``4409`` with ``reason``), and forget the
+        session without writing anything: it is held elsewhere now, or erased."""
+        conn = live.conn
+        if conn is not None:
+            live.conn = None
+            self.stats.connections -= 1
+            conn.close_soon(CLOSE_SESSION_TAKEN, reason)
+        self._forget(live)
 
     def _forget(self, live: LiveSession) -> None:
         """Let go of a session without writing anything: another node holds it now."""
@@ -839,12 +845,7 @@ class Hub:
         elif op == "take":
             live = self.sessions.get(record.get("session"))
             if live is not None and live.state.site == record.get("site"):
-                conn = live.conn
-                if conn is not None:
-                    live.conn = None
-                    self.stats.connections -= 1
-                    conn.close_soon(CLOSE_SESSION_TAKEN, "session resumed on another node")
-                self._forget(live)
+                self.let_go(live, "session resumed on another node")
         elif op in ("erase", "erase_log"):
             from .erasure import on_relay
 
