@@ -104,6 +104,9 @@ async def test_the_key_origin_session_and_visitor_are_checked(start_server):
     assert await post(server, {"key": KEY}) == 400
     assert await post(server, b"x" * (server.settings.max_frame + 1)) == 413
     assert server.hub.sessions[client.session].state.counters.get("custom") is None
+    assert dict(server.hub.metrics.beacons_refused) == {  # nudge_beacons_refused_total{reason}
+        "site_key": 2, "origin": 2, "no_session": 2, "malformed": 2, "too_large": 1,
+    }
 
 
 async def test_invalid_events_are_refused_one_by_one_and_the_rest_applied(start_server):
@@ -126,6 +129,7 @@ async def test_a_beacon_past_the_event_budget_stops_there(start_server):
     assert await post(server, body) == 429
     session = server.hub.sessions[client.session].state
     assert session.last_event_seq == 3, "the rest waits for the next page"
+    assert dict(server.hub.metrics.beacons_refused) == {"event_budget": 1}
 
 
 async def test_a_deeply_nested_beacon_is_refused_before_it_is_parsed(start_server):

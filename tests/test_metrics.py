@@ -114,7 +114,7 @@ async def test_with_redis_metrics_show_the_relay():
 SECRET = "sk_test_metrics"
 REFUSALS = (
     "nudge_connections_refused_total", "nudge_connections_closed_total", "nudge_frames_malformed_total",
-    "nudge_identity_refused_total", "nudge_frames_refused_total",
+    "nudge_identity_refused_total", "nudge_frames_refused_total", "nudge_beacons_refused_total",
 )
 
 
@@ -258,3 +258,20 @@ async def test_sockets_closed_by_a_limit_are_counted_by_reason(start_server):
         await server.advance(15)
     assert (await client.closed())[0] == 4408
     assert await moves.since() == {("nudge_connections_closed_total", "idle"): 1}
+
+
+async def test_beacons_refused_are_counted_by_reason(start_server):
+    server = await start_server(CAMPAIGNS)
+    moves = await Moves(server).start()
+
+    def post(body: bytes, origin: str = ORIGIN) -> int:
+        request = urllib.request.Request(server.http + "/beacon", data=body, headers={"Origin": origin, "Content-Type": "text/plain"})
+        try:
+            return urllib.request.urlopen(request, timeout=5).status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    body = json.dumps({"key": KEY, "visitor": visitor_id(), "session": "s_nosuchsession00", "events": []}).encode()
+    assert await asyncio.to_thread(post, body) == 404
+    assert await asyncio.to_thread(post, body, "https://evil.test") == 403
+    assert await moves.since() == {("nudge_beacons_refused_total", "no_session"): 1, ("nudge_beacons_refused_total", "origin"): 1}

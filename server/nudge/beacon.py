@@ -101,29 +101,37 @@ class Beacon:
         """Apply the events of one beacon to the session it names."""
         hub = self.hub
         body = await _read(request, hub.settings.max_frame)
+        refused = hub.metrics.beacons_refused
         if body is None:
+            refused["too_large"] += 1
             return PlainTextResponse(f"a beacon holds at most {hub.settings.max_frame} bytes", status_code=413)
         try:  # the frames' depth and length limits: a beacon is one more frame (+1 level: events)
             data = JsonCodec(hub.settings.max_depth + 1).decode(body)
         except MalformedFrame as exc:
+            refused["malformed"] += 1
             return PlainTextResponse(f"the body must be JSON within the frame limits: {exc.reason}", status_code=400)
         if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+            refused["malformed"] += 1
             return PlainTextResponse("the body must be a map with key, visitor, session and events", status_code=400)
         events = data["events"]
         if len(events) > MAX_EVENTS:
+            refused["malformed"] += 1
             return PlainTextResponse(f"at most {MAX_EVENTS} events", status_code=400)
         origin = request.headers.get("origin")
         try:
             site = site_for(hub, data.get("key"), origin)
         except ConnectionRefused as exc:
+            refused["origin" if isinstance(exc, OriginNotAllowed) else "site_key"] += 1
             # The 44xx close codes of the handshake are these HTTP statuses + 4000.
             return PlainTextResponse(exc.reason, status_code=exc.close_code - 4000)
         session, visitor = data.get("session"), data.get("visitor")
         try:  # with a shared store, a session held by another node is taken over
             live = await hub.locate(site.key, visitor, session) if isinstance(session, str) and isinstance(visitor, str) else None
         except ConnectionRefused as exc:  # the shared store is unreachable
+            refused["store_unavailable"] += 1
             return PlainTextResponse(exc.reason, status_code=503)
         if live is None:
+            refused["no_session"] += 1
             return PlainTextResponse("no such session on this server", status_code=404)
 
         settings = hub.settings
@@ -140,6 +148,7 @@ class Beacon:
                 await hub.on_frame(live, conn, frame)
             except ConnectionRefused as exc:  # the event budget is spent: stop here
                 log.info("beacon for %s cut short: %s", live.state.id, exc.reason)
+                refused["event_budget"] += 1
                 status = exc.close_code - 4000
                 break
         if live.conn is None:

@@ -24,6 +24,9 @@ nudge_connections_refused_total        counter    sockets turned away before a s
 nudge_connections_closed_total         counter    open sockets closed by a limit, by reason:
   {reason}                                        event_budget, frame_budget, idle, send_queue,
                                                   frame_too_large
+nudge_beacons_refused_total{reason}    counter    beacons refused or cut short: too_large,
+                                                  malformed, origin, site_key, store_unavailable,
+                                                  no_session, event_budget
 nudge_frames_malformed_total{reason}   counter    frames (and beacon bodies) refused by the
                                                   codecs' limits: undecodable, too_deep,
                                                   too_many_items (per process)
@@ -103,6 +106,7 @@ class Metrics:
         self.messages: dict[str, int] = defaultdict(int)  # message kind -> delivered
         self.refused: dict[str, int] = defaultdict(int)  # reason -> sockets turned away at the handshake
         self.closed: dict[str, int] = defaultdict(int)  # reason -> open sockets closed by a limit
+        self.beacons_refused: dict[str, int] = defaultdict(int)  # reason -> beacons refused or cut short
         self.event_seconds = Histogram(LATENCY_BUCKETS)
         self.show_seconds = Histogram(SHOW_BUCKETS)
         self.timer_lag = Histogram(LAG_BUCKETS)
@@ -135,6 +139,8 @@ def render(hub: Hub) -> str:
             [({"reason": reason}, n) for reason, n in sorted(metrics.refused.items())])
     _metric(out, "nudge_connections_closed_total", "counter", "Open sockets closed by a limit, by reason.",
             [({"reason": reason}, n) for reason, n in sorted(metrics.closed.items())])
+    _metric(out, "nudge_beacons_refused_total", "counter", "Beacons (POST /beacon) refused or cut short, by reason.",
+            [({"reason": reason}, n) for reason, n in sorted(metrics.beacons_refused.items())])
     _metric(out, "nudge_frames_malformed_total", "counter", "Frames refused by the codecs' limits, by reason (this process).",
             [({"reason": reason}, n) for reason, n in sorted(frames_malformed.items())])
     _metric(out, "nudge_identity_refused_total", "counter", "Identity tokens refused, by reason (this process).",
