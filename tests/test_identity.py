@@ -3,6 +3,8 @@ signed; forged, expired and other-site tokens create nothing."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from nudge import identity
 
@@ -181,3 +183,37 @@ async def test_signing_in_mid_visit_hands_over_what_waits_on_other_devices(start
     assert [f["campaign"] for f in shows(frames)] == ["cart"]
     other = await Client.connect(server.url, user=("u43", identity.sign(SECRET, KEY, "u43", LATER)))
     assert shows(await other.track("page_view", {"path": "/"})) == []  # another user's devices: nothing
+
+
+async def _backend(server, body: dict) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    def go():
+        request = urllib.request.Request(f"{server.http}/api/events", data=json.dumps(body).encode(), method="POST",
+                                         headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    return await asyncio.to_thread(go)
+
+
+@pytest.mark.integration
+async def test_a_user_id_from_the_backend_counts_as_proven(start_server):
+    server = await start_server(CART, secret_keys=[SECRET])
+    phone = await Client.connect(server.url)  # never signed in on the page itself
+    await phone.track("add_to_cart", {"id": "m1", "name": "Blue Mug", "price": 12.5})
+    await phone.close()
+    await eventually(lambda: server.hub.stats.connections == 0, "the phone to detach")
+    code, body = await _backend(server, {"id": "crm-1", "visitor": phone.visitor, "name": "identify", "props": {"user_id": "u42"}})
+    assert code == 200 and body["status"] == "applied"
+    assert await server.hub.store.user_visitors(KEY, "u42") == [phone.visitor]  # erasure by user finds it too
+    await server.advance(16 * 60)
+    laptop = await Client.connect(server.url, user=("u42", identity.sign(SECRET, KEY, "u42", LATER)))
+    assert (await laptop.expect("show", campaign="cart"))["title"] == "Still thinking about Blue Mug?"
+    code, body = await _backend(server, {"id": "crm-2", "visitor": phone.visitor, "name": "identify", "props": {"user_id": "x" * 200}})
+    assert code == 400 and "user_id" in body["error"]

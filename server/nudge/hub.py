@@ -606,6 +606,12 @@ class Hub:
         self.metrics.events[event.name] += 1
         if decisions:
             await self._carry_out(live, visitor, decisions, now)
+        user = event.props.get("user_id") if event.name == "identify" else None
+        if isinstance(user, str):  # a backend's word proves a user id (POST /api/events checked it)
+            if live is not None:
+                await self.identified(live, user, now)
+            else:
+                await self._write("link_user", site, user, visitor_id)
         if not held:
             await self._write("save_visitor", visitor.state)
         elif self.shared:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from . import events
+from . import events, identity
 from .errors import FrameError, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -112,6 +112,12 @@ class ServerEvents:
             event = events.validate(name, item.get("props"), 0, self.hub.engine.custom_events)
         except FrameError as exc:
             raise Refused(f"{where}: {exc.reason}") from None
+        if event.name == "identify" and "user_id" in event.props:
+            # The backend, holding the secret key, needs no token: its word proves the user id.
+            user = event.props["user_id"]
+            if not isinstance(user, str) or not 0 < len(user) <= identity.MAX_USER_ID:
+                raise Refused(f"{where}.props.user_id must be a string of 1 to {identity.MAX_USER_ID} characters")
+            event.props.pop("user_token", None)
         return site, visitor, event_id, event
 
     async def _first_time(self, site: str, event_id: str) -> bool:
