@@ -262,6 +262,15 @@ async def test_memory_store_forgets_what_was_last_written_a_retention_ago():
     assert await store.load_visitor("pk", "v_new") is None and store._visitor_writes == {}
 
 
+async def test_memory_store_timer_heap_stays_near_the_pending_timers():
+    store = open_store("memory://")
+    for i in range(5000):  # an absence window moved on at every cart add
+        await store.schedule("pk", "v_1", "absence:a", T0 + 600 + i)
+    await store.schedule("pk", "v_1", "absence:b", T0 + 10)
+    assert len(store._heap) <= 2 * 2 + 512 + 1
+    assert [(t.key, t.due) for t in await store.claim_due(T0 + 10_000)] == [("absence:b", T0 + 10), ("absence:a", T0 + 5599)]
+
+
 async def test_memory_store_keeps_everything_without_a_retention():
     store = open_store("memory://")
     await store.save_visitor(VisitorState("pk", "v_1", first_seen=T0))

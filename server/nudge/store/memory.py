@@ -37,6 +37,7 @@ from .base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer
 log = logging.getLogger("nudge.store")
 
 SNAPSHOT_VERSION = 1
+HEAP_SLACK = 512  # stale timer entries tolerated beyond the live ones' number
 
 
 class MemoryStore:
@@ -115,6 +116,12 @@ class MemoryStore:
         ident = (site, visitor, key)
         self._timers[ident] = due
         heapq.heappush(self._heap, (due, next(self._order), ident))
+        if len(self._heap) > 2 * len(self._timers) + HEAP_SLACK:
+            # Rescheduled and cancelled timers leave entries behind until they reach the top (an
+            # absence window moved on at every cart add, say): rebuilt without them, which costs
+            # linear work every so many additions, so constant per timer.
+            self._heap = [entry for entry in self._heap if self._timers.get(entry[2]) == entry[0]]
+            heapq.heapify(self._heap)
 
     async def cancel(self, site: str, visitor: str, key: str) -> None:
         self._timers.pop((site, visitor, key), None)
