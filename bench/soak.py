@@ -121,11 +121,11 @@ def slope(samples: list[tuple[float, float]]) -> float:
 # --- rounds: deterministic, in one process, on a fake clock ----------------------------------
 
 
-async def visit(url: str, visitor: str, events: int) -> int:
+async def visit(url: str, visitor: str, events: int, key: str = KEY) -> int:
     """One tab: hello, ``events`` events (a cart add, then page views), every ack and show
     received (shows acknowledged, as the snippet does), then closed. Returns the shows it got."""
     async with websockets.connect(url, subprotocols=["nudge.v1.json"], origin=ORIGIN, compression=None, open_timeout=30) as ws:
-        await ws.send(json.dumps({"t": "hello", "v": 1, "key": KEY, "visitor": visitor}))
+        await ws.send(json.dumps({"t": "hello", "v": 1, "key": key, "visitor": visitor}))
         welcome = json.loads(await ws.recv())
         if welcome.get("t") != "welcome":
             raise RuntimeError(f"no welcome: {welcome}")
@@ -144,7 +144,7 @@ async def visit(url: str, visitor: str, events: int) -> int:
 
 
 @contextlib.asynccontextmanager
-async def in_process_server(grace: float, retention: float):
+async def in_process_server(grace: float, retention: float, key: str = KEY):
     """A server in this process on a fake clock: (url, app, clock)."""
     import uvicorn
     from nudge.app import create_app
@@ -153,7 +153,7 @@ async def in_process_server(grace: float, retention: float):
     from nudge.config import Settings
 
     clock = FakeClock()
-    settings = Settings(host="127.0.0.1", port=0, site_keys=[KEY], origins=[ORIGIN], grace=grace, retention=retention, max_connections_per_ip=0)
+    settings = Settings(host="127.0.0.1", port=0, site_keys=[key], origins=[ORIGIN], grace=grace, retention=retention, max_connections_per_ip=0)
     app = create_app(settings, clock=clock, campaign_set=load_text(CAMPAIGNS, "soak.yaml"))
     config = uvicorn.Config(app, host="127.0.0.1", port=0, ws=settings.ws, lifespan="on", log_level="warning")
     server = uvicorn.Server(config)
@@ -205,7 +205,8 @@ async def rounds(
     if not tracing:
         tracemalloc.start()
     try:
-        async with in_process_server(grace, retention) as (url, app, clock):
+        key = KEY + secrets.token_hex(4)  # sessions of this run only are counted (the process may hold others)
+        async with in_process_server(grace, retention, key) as (url, app, clock):
             if leak is not None:
                 leak(app)
             hub, gateway = app.state.hub, app.state.gateway
@@ -218,14 +219,14 @@ async def rounds(
                 if fresh:
                     pool = ["v_soak" + secrets.token_hex(10) for _ in range(connections)]
                 random.shuffle(pool)
-                shows = await asyncio.gather(*(visit(url, visitor, events) for visitor in pool))
+                shows = await asyncio.gather(*(visit(url, visitor, events, key) for visitor in pool))
                 async with asyncio.timeout(60):
                     while gateway.open or hub.stats.connections or any(live.conn is not None for live in hub.sessions.values()):
                         await asyncio.sleep(0.01)  # every close seen by the server (a condition, bounded)
                 clock.advance(grace + 1.0)  # the grace period ends: every session with it
                 await hub.scheduler.settled()
                 gc.collect()
-                alive = sum(1 for o in gc.get_objects() if type(o) in (LiveSession, SessionState))
+                alive = sum(1 for o in gc.get_objects() if (type(o) is LiveSession and o.state.site == key) or (type(o) is SessionState and o.site == key))
                 clock.advance(DAY - grace - 1.0)  # the absence windows and the caps' windows end
                 await hub.scheduler.settled()
                 gc.collect()
