@@ -53,6 +53,39 @@ async def test_local_timers_fire_in_order_and_can_be_cancelled():
     await scheduler.stop()
 
 
+async def test_cancelled_timers_let_go_of_their_arguments_and_leave_the_heap():
+    """A session's wake-up may be due long after the session ended: cancelling it must not keep
+    the session alive until then, nor may timers set and cancelled over and over pile up."""
+    import gc
+    import weakref
+
+    clock, store, scheduler, _ = await make()
+    calls = []
+
+    def record(what, due):
+        calls.append((what, due))
+
+    class Session:
+        pass
+
+    session = Session()
+    gone = weakref.ref(session)
+    timer = scheduler.call_at(1000.0 + 600, record, session)
+    del session
+    timer.cancel()
+    gc.collect()
+    assert gone() is None  # not held until 600 s from now
+    scheduler.call_at(1000.0 + 700, record, "kept")
+    for i in range(10_000):
+        scheduler.call_at(1000.0 + 600 + i, record, i).cancel()
+    assert len(scheduler._local) <= 2 * 512 + 2  # rebuilt as it went, not 10,002 entries
+    assert scheduler.pending_local == 1
+    clock.advance(20_000)
+    await scheduler.settled()
+    assert calls == [("kept", 1700.0)]
+    await scheduler.stop()
+
+
 async def test_coroutine_callbacks_are_awaited_and_failures_do_not_stop_the_loop():
     clock, store, scheduler, fired = await make()
     done = asyncio.Event()

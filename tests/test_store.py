@@ -236,6 +236,74 @@ async def test_memory_snapshot_survives_a_graceful_stop(tmp_path):
     assert await again.confirm_show("pk", "v_1", check, T0 + 1) == "cap:per_day"
 
 
+async def test_memory_store_forgets_what_was_last_written_a_retention_ago():
+    """As keys expire in Redis: a visitor (with their queued messages) and a user id's visitors
+    go ``retention`` seconds after their last write; a later write keeps them longer. The store
+    learns the time from the scheduler's claims."""
+    store = open_store("memory://")
+    store.retention = 1000.0
+    await store.claim_due(T0)
+    for name in ("v_old", "v_new"):
+        await store.save_visitor(VisitorState("pk", name, first_seen=T0))
+        await store.enqueue("pk", name, {"campaign": "a"}, T0 + 5000)
+    await store.link_user("pk", "u1", "v_old")
+    await store.claim_due(T0 + 600)
+    again = await store.load_visitor("pk", "v_new")
+    again.last_seen = T0 + 600
+    await store.save_visitor(again)  # written again: its retention starts over
+    await store.claim_due(T0 + 999)
+    assert await store.load_visitor("pk", "v_old") is not None  # not yet
+    await store.claim_due(T0 + 1000)
+    assert await store.load_visitor("pk", "v_old") is None
+    assert await store.take_queued("pk", "v_old", T0 + 1000) == []
+    assert await store.user_visitors("pk", "u1") == []
+    assert await store.load_visitor("pk", "v_new") is again
+    await store.claim_due(T0 + 1600)
+    assert await store.load_visitor("pk", "v_new") is None and store._visitor_writes == {}
+
+
+async def test_memory_store_timer_heap_stays_near_the_pending_timers():
+    store = open_store("memory://")
+    for i in range(5000):  # an absence window moved on at every cart add
+        await store.schedule("pk", "v_1", "absence:a", T0 + 600 + i)
+    await store.schedule("pk", "v_1", "absence:b", T0 + 10)
+    assert len(store._heap) <= 2 * 2 + 512 + 1
+    assert [(t.key, t.due) for t in await store.claim_due(T0 + 10_000)] == [("absence:b", T0 + 10), ("absence:a", T0 + 5599)]
+
+
+async def test_memory_store_keeps_everything_without_a_retention():
+    store = open_store("memory://")
+    await store.save_visitor(VisitorState("pk", "v_1", first_seen=T0))
+    await store.claim_due(T0 + 10 * 365 * 86400)
+    assert await store.load_visitor("pk", "v_1") is not None
+
+
+async def test_memory_snapshot_sessions_end_their_grace_after_the_restart(tmp_path):
+    """A session read back from the snapshot that nobody resumes ends its ttl after the new
+    process starts (the hub of the new process never held it, so nothing else would drop it);
+    visitors keep their retention counted from their own last activity."""
+    path = tmp_path / "nudge.msgpack"
+    store = open_store(f"memory://{path}")
+    visitor = VisitorState("pk", "v_1", first_seen=T0, last_seen=T0 + 50)
+    await store.save_visitor(visitor)
+    await store.save_session(SessionState("s_1", "pk", "v_1", T0, last_event_seq=3), ttl=300)
+    await store.close()
+
+    again = open_store(f"memory://{path}")
+    again.retention = 86400.0
+    later = T0 + 7200  # the restart came two hours on
+    await again.claim_due(later)
+    assert (await again.load_session("pk", "s_1")).last_event_seq == 3  # resumable for its grace
+    await again.claim_due(later + 299)
+    assert await again.load_session("pk", "s_1") is not None
+    await again.claim_due(later + 300)
+    assert await again.load_session("pk", "s_1") is None
+    await again.claim_due(T0 + 50 + 86399)
+    assert await again.load_visitor("pk", "v_1") is not None
+    await again.claim_due(T0 + 50 + 86400)
+    assert await again.load_visitor("pk", "v_1") is None
+
+
 def test_unknown_store_url():
     with pytest.raises(ValueError, match="unsupported store URL"):
         open_store("postgres://x")

@@ -35,7 +35,22 @@ class LocalTimer:
         self.cancelled = False
 
     def cancel(self) -> None:
+        """A cancelled timer stays in the heap until it reaches the top or the heap is compacted
+        (see :meth:`Scheduler.call_at`); what it would have been called with is let go now (a
+        session's dwell wake-up, say, may be minutes away while the session ended long ago)."""
         self.cancelled = True
+        self.callback = _cancelled
+        self.args = ()
+
+
+def _cancelled(*args: Any) -> None:
+    """What a cancelled timer would call: nothing."""
+
+
+# The local heap is rebuilt without its cancelled timers once this many timers were added since
+# the last rebuild, and at least as many as half the heap: linear work every so many additions,
+# so constant per timer, and the heap stays within about twice the live timers.
+COMPACT_AFTER = 512
 
 
 class Scheduler:
@@ -53,6 +68,7 @@ class Scheduler:
         self.poll_interval = poll_interval  # for shared stores, where other nodes add timers
         self.before_claim = before_claim  # awaited before each claim; raising skips the pass
         self._local: list[tuple[float, int, LocalTimer]] = []
+        self._added = 0  # local timers added since the heap was last rebuilt without cancelled ones
         self._order = itertools.count()
         self._wake = asyncio.Event()  # set when a sooner timer is added
         self._task: asyncio.Task | None = None
@@ -69,7 +85,19 @@ class Scheduler:
         if not self._local or due < self._local[0][0]:
             self._wake.set()
         heapq.heappush(self._local, (due, next(self._order), timer))
+        self._added += 1
+        if self._added >= COMPACT_AFTER and 2 * self._added >= len(self._local):
+            self._compact()
         return timer
+
+    def _compact(self) -> None:
+        """Drop cancelled timers from the heap, in place (a pass in progress holds the list)."""
+        self._added = 0
+        heap = self._local
+        live = [entry for entry in heap if not entry[2].cancelled]
+        if len(live) < len(heap):
+            heap[:] = live
+            heapq.heapify(heap)
 
     def poke(self, due: float) -> None:
         """A durable timer due at ``due`` was added: look at the store again if it is sooner

@@ -4,6 +4,20 @@ With a snapshot file (``memory:///var/lib/nudge/state.msgpack``), everything it 
 resumable sessions, pending timers, caps, queued messages) is written there when the server stops
 gracefully (SIGTERM, Ctrl-C) and read back when it starts. A crash (SIGKILL, power loss) loses
 whatever happened since the last start: nothing is written in between.
+
+Retention (``retention`` seconds, the server's ``--retention``): a visitor's state, with the
+messages queued for them and their recent show times, goes once it was last written that long
+ago, and a user id's set of visitors once it was last added to that long ago — as the same records
+expire in Redis. Without it a long-running process would keep every visitor it ever saw. The
+store has no clock of its own: "now" is the latest time it was handed (each pass of the
+scheduler claims due timers with it), and a write counts as of that time, or as of the visitor's
+own latest activity if that is later. Expired records are found oldest-written first (two
+insertion-ordered maps): a pass stops at the first record still kept, so it never scans them.
+Timers need none of this (each goes when it fires or is cancelled), nor do sessions: the hub
+drops each when its grace period ends — except those read back from a snapshot, which the new
+process does not hold until a client resumes them. Each of those ends its own time to live (the
+grace period) after the first time the store is handed; one resumed meanwhile is saved again by
+the hub when its socket closes.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ from .base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer
 log = logging.getLogger("nudge.store")
 
 SNAPSHOT_VERSION = 1
+HEAP_SLACK = 512  # stale timer entries tolerated beyond the live ones' number
 
 
 class MemoryStore:
@@ -43,6 +58,12 @@ class MemoryStore:
         self._users: dict[tuple[str, str], set[str]] = {}  # (site, user id) -> visitor ids
         self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
         self.campaign_document: dict | None = None  # the admin API's campaign document (admin.py)
+        self.retention: float | None = None  # seconds records outlive their last write (None: forever)
+        self._now = 0.0  # the latest time the store was handed
+        self._visitor_writes: dict[tuple[str, str], float] = {}  # (site, visitor) -> written at, oldest first
+        self._user_writes: dict[tuple[str, str], float] = {}  # (site, user id) -> written at, oldest first
+        self._restored: list[tuple[tuple[str, str], float]] = []  # sessions from the snapshot, with their ttl
+        self._restored_ends: dict[tuple[str, str], float] = {}  # -> when they end, once the time is known
         self.snapshot_path = Path(snapshot) if snapshot else None  # written on close, read now
         if self.snapshot_path is not None and self.snapshot_path.exists():
             self._restore(self.snapshot_path)
@@ -51,7 +72,9 @@ class MemoryStore:
         return self._visitors.get((site, visitor))
 
     async def save_visitor(self, state: VisitorState) -> None:
-        self._visitors[(state.site, state.id)] = state
+        key = (state.site, state.id)
+        self._visitors[key] = state
+        _written(self._visitor_writes, key, max(self._now, _activity(state)))
 
     async def save_visitors(self, states: list[VisitorState], sessions: list[tuple[SessionState, float]]) -> None:
         for state in states:
@@ -93,11 +116,23 @@ class MemoryStore:
         ident = (site, visitor, key)
         self._timers[ident] = due
         heapq.heappush(self._heap, (due, next(self._order), ident))
+        if len(self._heap) > 2 * len(self._timers) + HEAP_SLACK:
+            # Rescheduled and cancelled timers leave entries behind until they reach the top (an
+            # absence window moved on at every cart add, say): rebuilt without them, which costs
+            # linear work every so many additions, so constant per timer.
+            self._heap = [entry for entry in self._heap if self._timers.get(entry[2]) == entry[0]]
+            heapq.heapify(self._heap)
 
     async def cancel(self, site: str, visitor: str, key: str) -> None:
         self._timers.pop((site, visitor, key), None)
 
     async def claim_due(self, now: float, limit: int = 100) -> list[DueTimer]:
+        if now > self._now:
+            self._now = now
+        if self._restored or self._restored_ends:
+            self._end_restored(now)
+        if self.retention is not None:
+            self.expire(now)
         claimed: list[DueTimer] = []
         heap = self._heap
         while heap and heap[0][0] <= now and len(claimed) < limit:
@@ -150,6 +185,34 @@ class MemoryStore:
 
     async def link_user(self, site: str, user: str, visitor: str) -> None:
         self._users.setdefault((site, user), set()).add(visitor)
+        state = self._visitors.get((site, visitor))
+        _written(self._user_writes, (site, user), max(self._now, _activity(state) if state is not None else 0.0))
+
+    def expire(self, now: float) -> int:
+        """Forget what was last written ``retention`` seconds before ``now`` (see the module
+        docstring); returns how many visitors and user ids went."""
+        if self.retention is None:
+            return 0
+        cutoff = now - self.retention
+        gone = 0
+        for writes, tables in ((self._visitor_writes, (self._visitors, self._queued, self._recent)), (self._user_writes, (self._users,))):
+            while writes:
+                key, written_at = next(iter(writes.items()))
+                if written_at > cutoff:
+                    break  # written in order: everything after it was written later
+                del writes[key]
+                for table in tables:
+                    table.pop(key, None)
+                gone += 1
+        return gone
+
+    def _end_restored(self, now: float) -> None:
+        for key, ttl in self._restored:
+            self._restored_ends[key] = now + ttl
+        self._restored.clear()
+        for key in [key for key, end in self._restored_ends.items() if end <= now]:
+            del self._restored_ends[key]
+            self._sessions.pop(key, None)
 
     async def user_visitors(self, site: str, user: str) -> list[str]:
         return sorted(self._users.get((site, user), ()))
@@ -160,10 +223,12 @@ class MemoryStore:
             self._users[ident].discard(visitor)
             if not self._users[ident]:
                 del self._users[ident]
+                self._user_writes.pop(ident, None)
             removed += 1
         for table in (self._visitors, self._queued, self._recent):
             if table.pop((site, visitor), None) is not None:
                 removed += 1
+        self._visitor_writes.pop((site, visitor), None)
         for table in (self._timers, self._shown, self._once, self._total):
             for ident in [i for i in table if i[0] == site and i[1] == visitor]:
                 del table[ident]
@@ -211,12 +276,16 @@ class MemoryStore:
         document = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
         if document.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"{path}: unknown snapshot version {document.get('version')!r}")
-        for plain in document["visitors"]:
-            state = codec.from_plain(VisitorState, plain)
+        for state in sorted((codec.from_plain(VisitorState, plain) for plain in document["visitors"]), key=_activity):
             self._visitors[(state.site, state.id)] = state
+            _written(self._visitor_writes, (state.site, state.id), _activity(state))
+        # When a user id was linked is not in the snapshot; no later than the latest activity
+        # of any visitor in it (the link came with an event): kept a little longer, never less.
+        latest = next(reversed(self._visitor_writes.values()), 0.0)
         for plain, ttl in document["sessions"]:
             state = codec.from_plain(SessionState, plain)
             self._sessions[(state.site, state.id)] = (state, ttl)
+            self._restored.append(((state.site, state.id), ttl))
         for site, visitor, key, due in document["timers"]:
             self._timers[(site, visitor, key)] = due
             heapq.heappush(self._heap, (due, next(self._order), (site, visitor, key)))
@@ -232,11 +301,29 @@ class MemoryStore:
             self._total[(site, visitor, campaign)] = count
         for site, user, visitors in document.get("users", ()):
             self._users[(site, user)] = set(visitors)
+            self._user_writes[(site, user)] = latest
         self.campaign_document = document.get("campaigns")
         for campaign, variant, counter, count in document.get("results", ()):
             self._results[(campaign, variant, counter)] = count
         log.info("memory store: restored %d visitors, %d sessions, %d timers from %s",
                  len(self._visitors), len(self._sessions), len(self._timers), path)
+
+
+def _activity(state: VisitorState) -> float:
+    """The visitor's latest activity the state records."""
+    return max(state.first_seen, state.last_seen, state.last_shown_at or 0.0)
+
+
+def _written(writes: dict, key, at: float) -> None:
+    """Record a write at ``at``, moving the key to the end (the newest). A write that counts as
+    older than the newest one (a visitor whose own activity is behind the store's "now") is put
+    at the end all the same, stamped with the newest time: kept a little longer, never less."""
+    writes.pop(key, None)
+    if writes:
+        newest = next(reversed(writes.values()))
+        if at < newest:
+            at = newest
+    writes[key] = at
 
 
 def _window(times: list[int], now_ms: int, window_ms: int) -> list[int]:
