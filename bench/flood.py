@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import websockets
+from soak import free_port, wait_listening  # bench/soak.py: loopback helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY, ORIGIN = "pk_flood", "http://flood.test"
@@ -148,7 +149,7 @@ async def measure(pairs: int, rounds: int, rate: float, sessions: int = 100) -> 
     with tempfile.TemporaryDirectory() as tmp:
         campaigns = Path(tmp) / "c.yaml"
         campaigns.write_text(CAMPAIGNS)
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT / "server")}
         server = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "nudge", "serve", "--port", str(port),
@@ -157,7 +158,7 @@ async def measure(pairs: int, rounds: int, rate: float, sessions: int = 100) -> 
             env=env, cwd=ROOT,
         )
         try:
-            await _wait_listening(port)
+            await wait_listening(port)
             url = f"ws://127.0.0.1:{port}/ws"
             sockets = [await session(url) for _ in range(sessions)]
             seqs = [0] * sessions
@@ -192,25 +193,6 @@ async def measure(pairs: int, rounds: int, rate: float, sessions: int = 100) -> 
         "written_per_socket": [min(f[0] for f in floods), max(f[0] for f in floods)],
         "accepted_over_budget": len(over_budget),
     }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def _wait_listening(port: int) -> None:
-    async with asyncio.timeout(20):
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -316,7 +316,7 @@ async def tab(url: str, visitor: str, events: int, hold: asyncio.Event) -> None:
 
 
 async def soak(connections: int, seconds: float, churn: int, trim_every: float = 10.0, progress=None) -> dict:
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         campaigns = Path(tmp) / "c.yaml"
         campaigns.write_text(CAMPAIGNS)
@@ -331,7 +331,7 @@ async def soak(connections: int, seconds: float, churn: int, trim_every: float =
         lost = 0
         try:
             url = f"ws://127.0.0.1:{port}/ws"
-            await _wait_listening(port)
+            await wait_listening(port)
             open_tabs: list[tuple[asyncio.Event, asyncio.Task]] = []
 
             # Returning visitors: the crowd's ids come back. (Every new visitor adds a record the
@@ -395,13 +395,13 @@ async def soak(connections: int, seconds: float, churn: int, trim_every: float =
     }
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-async def _wait_listening(port: int) -> None:
+async def wait_listening(port: int) -> None:
     async with asyncio.timeout(20):
         while True:
             try:
