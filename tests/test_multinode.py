@@ -321,6 +321,36 @@ async def test_a_socket_closing_during_a_write_behind_waits_for_it():
         await second.close()
 
 
+async def test_write_behinds_keep_their_cadence_however_long_one_takes():
+    """The next write-behind is due ``write_behind`` s after the last one began: one that takes
+    a while under load does not push the next back (what a crash loses stays within the
+    interval), and one that took longer than the interval is followed at once."""
+    async with nodes(OFFER, count=1) as (node,):
+        client = await Client.connect(node.url)
+        interval, hub = node.settings.write_behind, node.hub
+        began = hub._tick.due
+        for took in (0.3 * interval, 1.5 * interval):
+            await client.track("page_view", {"path": "/"})
+            save, held, release = hub.store.save_visitors, asyncio.Event(), asyncio.Event()
+
+            async def slow_save(visitors, sessions, save=save, held=held, release=release):
+                held.set()
+                await release.wait()
+                await save(visitors, sessions)
+
+            hub.store.save_visitors = slow_save
+            tick = asyncio.create_task(node.advance(began - node.clock.now()))
+            async with asyncio.timeout(WAIT):
+                await held.wait()
+            node.clock.advance(took)  # the write-behind takes this long
+            release.set()
+            await tick
+            hub.store.save_visitors = save
+            assert hub._tick.due == max(began + interval, began + took)
+            began = hub._tick.due
+        await client.close()
+
+
 async def test_a_beacon_that_reaches_another_node_is_applied_there():
     """The page's last flush lands on node B while node A held the socket: B takes the session
     over (A lets go) and applies the events; a cart window it opens is a timer like any other."""

@@ -891,8 +891,13 @@ class Hub:
 
     async def _on_tick(self, now: float) -> None:
         """Every ``write_behind`` seconds: write changed sessions, replay the backlog, probe the
-        relay (every ``heartbeat``), and tell whether the store is reachable."""
+        relay (every ``heartbeat``), and tell whether the store is reachable.
+
+        The next tick is due ``write_behind`` seconds after this one began, not after it ended:
+        a write-behind that takes a while under load (it is written in slices, with sockets
+        served in between) does not stretch what a crash can lose beyond that interval."""
         self._tick = None
+        began = self.clock.now()
         try:
             answered = bool(self._dirty or self._backlog)  # then Redis answers below, or raises
             await self._write_behind()
@@ -909,7 +914,8 @@ class Hub:
         except (*self._unavailable, ConnectionError) as exc:
             self._store_failed(exc)
         finally:
-            self._tick = self.scheduler.call_at(self.clock.now() + self.settings.write_behind, self._on_tick)
+            due = max(began + self.settings.write_behind, self.clock.now())
+            self._tick = self.scheduler.call_at(due, self._on_tick)
 
     async def flush_results(self) -> None:
         """Add the results counted since the last flush to the store, in one call."""
