@@ -277,11 +277,78 @@ async def test_events_make_no_redis_round_trip_and_are_written_behind_in_one_bat
 
         node.hub.store.save_visitors = counted_save
         await node.advance(node.settings.write_behind)
-        assert batches == [(5, 5)]  # every changed session and visitor, in one pipeline
+        assert batches == [(5, 5)]  # every changed session and visitor, in one batch
         stored = await node.hub.store.load_session(KEY, clients[0].session)
         assert stored.last_event_seq == 100
         for client in clients:
             await client.close()
+
+
+async def test_a_socket_closing_during_a_write_behind_waits_for_it():
+    """A write-behind goes out in several pipelines; a socket that closes meanwhile writes its
+    session once that write-behind has ended, not alongside it (so a state encoded earlier never
+    lands after one encoded later)."""
+    async with nodes(OFFER, count=1) as (node,):
+        first, second = await Client.connect(node.url), await Client.connect(node.url)
+        await first.track("page_view", {"path": "/a"})
+        await second.track("page_view", {"path": "/b"})
+        store, held, release = node.hub.store, asyncio.Event(), asyncio.Event()
+        save, writes = store.save_visitors, []
+
+        async def held_save(visitors, sessions):
+            writes.append(("start", sorted(state.id for state, _ in sessions)))
+            if len(writes) == 1:
+                held.set()
+                await release.wait()  # the tick's write-behind, still under way
+            await save(visitors, sessions)
+            writes.append(("end", None))
+
+        store.save_visitors = held_save
+        tick = asyncio.create_task(node.advance(node.settings.write_behind))
+        async with asyncio.timeout(WAIT):
+            await held.wait()
+        await first.track("scroll", {"depth": 40})
+        await first.close()
+        live = node.hub.sessions[first.session]
+        await until(lambda: live.conn is None, "the session detached")
+        assert writes == [("start", sorted([first.session, second.session]))]  # its write waits
+        release.set()
+        await tick
+        await until(lambda: len(writes) == 4, "the detached session written")
+        assert writes[1:] == [("end", None), ("start", [first.session]), ("end", None)]
+        stored = await store.load_session(KEY, first.session)
+        assert stored.last_event_seq == 2 and stored.detached_at is not None
+        await second.close()
+
+
+async def test_write_behinds_keep_their_cadence_however_long_one_takes():
+    """The next write-behind is due ``write_behind`` s after the last one began: one that takes
+    a while under load does not push the next back (what a crash loses stays within the
+    interval), and one that took longer than the interval is followed at once."""
+    async with nodes(OFFER, count=1) as (node,):
+        client = await Client.connect(node.url)
+        interval, hub = node.settings.write_behind, node.hub
+        began = hub._tick.due
+        for took in (0.3 * interval, 1.5 * interval):
+            await client.track("page_view", {"path": "/"})
+            save, held, release = hub.store.save_visitors, asyncio.Event(), asyncio.Event()
+
+            async def slow_save(visitors, sessions, save=save, held=held, release=release):
+                held.set()
+                await release.wait()
+                await save(visitors, sessions)
+
+            hub.store.save_visitors = slow_save
+            tick = asyncio.create_task(node.advance(began - node.clock.now()))
+            async with asyncio.timeout(WAIT):
+                await held.wait()
+            node.clock.advance(took)  # the write-behind takes this long
+            release.set()
+            await tick
+            hub.store.save_visitors = save
+            assert hub._tick.due == max(began + interval, began + took)
+            began = hub._tick.due
+        await client.close()
 
 
 async def test_a_beacon_that_reaches_another_node_is_applied_there():

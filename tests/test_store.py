@@ -3,6 +3,10 @@ server at NUDGE_TEST_REDIS_URL under a key prefix of its own (removed afterwards
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+
+import msgpack
 import pytest
 from nudge.state import SessionState, VisitorState
 from nudge.store import CapCheck, DueTimer, Store, codec, open_store
@@ -302,6 +306,128 @@ async def test_memory_snapshot_sessions_end_their_grace_after_the_restart(tmp_pa
     assert await again.load_visitor("pk", "v_1") is not None
     await again.claim_due(T0 + 50 + 86400)
     assert await again.load_visitor("pk", "v_1") is None
+
+
+def test_state_codec_writes_what_the_plain_form_packs_to():
+    """The fast encoder writes the same bytes as packing the plain form (what every node wrote
+    before it), so nodes of either version read each other's states."""
+    session = SessionState("s_1", "pk", "v_1", T0, page="/a", showing=("offer", T0 + 8))
+    session.met.update({"z", "a", "m"})
+    session.waiting.append(("later", T0 + 60))
+    session.outbox.append({"t": "show", "seq": 1, "campaign": "offer", "cta": {"label": "Go"}})
+    visitor = VisitorState("pk", "v_1", first_seen=T0)
+    visitor.cart.add("mug", "Mug", 3.0, 2)
+    visitor.exposures["offer"] = ["b", T0, False]
+    for state in (session, visitor):
+        assert codec.dumps(state) == msgpack.packb(codec.to_plain(state), use_bin_type=True)
+
+
+def test_state_codec_refuses_what_it_cannot_store():
+    session = SessionState("s_1", "pk", "v_1", T0)
+    session.outbox.append({"t": "show", "seq": 1, "at": object()})
+    with pytest.raises(TypeError, match="cannot store a object"):
+        codec.dumps(session)
+
+
+@pytest.mark.redis
+async def test_a_write_behind_larger_than_one_pipeline_is_written_whole():
+    """A write-behind of many sessions goes in several pipelines (the loop serves sockets in
+    between); every state lands, sessions and visitors alike."""
+    from nudge.store.redis import WRITE_BATCH
+
+    url = redis_store_url()
+    store = open_store(url)
+    try:
+        count = 2 * WRITE_BATCH + 7  # sessions and visitors: more than four pipelines' worth
+        visitors = [VisitorState("pk", f"v_{i}", first_seen=T0 + i) for i in range(count)]
+        sessions = [(SessionState(f"s_{i}", "pk", f"v_{i}", T0, last_event_seq=i + 1), 300.0) for i in range(count)]
+        await store.save_visitors(visitors, sessions)
+        for i in (0, WRITE_BATCH - 1, WRITE_BATCH, count - 1):
+            assert (await store.load_visitor("pk", f"v_{i}")).first_seen == T0 + i
+            assert (await store.load_session("pk", f"s_{i}")).last_event_seq == i + 1
+    finally:
+        await store.close()
+        await drop_keys(url)
+
+
+async def _named_clients(store, name: str) -> list[dict]:
+    """The connections the Redis server has open under ``name`` (CLIENT LIST)."""
+    return [client for client in await store.redis.client_list() if client.get("name") == name]
+
+
+@pytest.mark.redis
+async def test_a_burst_beyond_the_pool_waits_for_a_connection():
+    """Many more operations at once than the pool holds connections: each waits for a free one
+    (redis-py's default pool would refuse them with "Too many connections", which the hub takes
+    for an outage), and the node never opens more connections than the limit."""
+    name = f"nudge-test-{secrets.token_hex(4)}"
+    url = redis_store_url(max_connections=4, client_name=name)
+    store = open_store(url)
+    try:
+        visitors = [VisitorState("pk", f"v_{i}", first_seen=T0 + i) for i in range(200)]
+        await asyncio.gather(*(store.save_visitor(v) for v in visitors))
+        loaded = await asyncio.gather(*(store.load_visitor("pk", v.id) for v in visitors))
+        assert [v.first_seen for v in loaded] == [v.first_seen for v in visitors]
+        assert 1 <= len(await _named_clients(store, name)) <= 4
+    finally:
+        await store.close()
+        await drop_keys(url)
+
+
+@pytest.mark.redis
+async def test_the_wait_for_a_connection_is_bounded():
+    """With every connection held longer than ``pool_timeout``, an operation fails with an
+    error the hub reads as "store unreachable" (degraded mode), rather than waiting forever."""
+    name = f"nudge-test-{secrets.token_hex(4)}"
+    url = redis_store_url(max_connections=1, pool_timeout=0.05, client_name=name)
+    store = open_store(url)
+    blocked = asyncio.create_task(store.redis.blpop([store.keys.prefix + "never"], timeout=1))
+    try:
+        async with asyncio.timeout(5):  # until the one connection is inside its BLPOP
+            while not any(c.get("cmd") == "blpop" for c in await _other_clients(name)):
+                await asyncio.sleep(0.005)
+        with pytest.raises(store.unavailable):
+            await store.ping()
+        assert await blocked is None  # the connection comes back after the BLPOP ...
+        assert await store.ping()  # ... and serves again
+    finally:
+        blocked.cancel()
+        await store.close()
+        await drop_keys(url)
+
+
+async def _other_clients(name: str) -> list[dict]:
+    """CLIENT LIST seen from a connection of its own (the store's only one is busy)."""
+    import redis.asyncio as aioredis
+
+    from .conftest import REDIS_URL
+
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        return [c for c in await client.client_list() if c.get("name") == name]
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("query, message", [
+    ("max_connections=0", "max_connections must be a whole number of at least 1, not '0'"),
+    ("max_connections=many", "max_connections must be a whole number of at least 1, not 'many'"),
+    ("pool_timeout=-1", "pool_timeout must be a number of seconds of at least 0, not '-1'"),
+    ("lease=soon", "lease must be a number of seconds, not 'soon'"),
+])
+def test_bad_redis_store_settings_are_refused_clearly(query, message):
+    with pytest.raises(ValueError, match=message):
+        open_store(f"redis://127.0.0.1:6379/0?{query}")
+
+
+def test_redis_store_pool_defaults():
+    """A blocking pool of a bounded size by default; the URL sets both."""
+    from nudge.store.redis import MAX_CONNECTIONS, POOL_TIMEOUT
+
+    pool = open_store("redis://127.0.0.1:6379/0").redis.connection_pool
+    assert (type(pool).__name__, pool.max_connections, pool.timeout) == ("BlockingConnectionPool", MAX_CONNECTIONS, POOL_TIMEOUT)
+    pool = open_store("redis://127.0.0.1:6379/0?max_connections=512&pool_timeout=0.5").redis.connection_pool
+    assert (pool.max_connections, pool.timeout) == (512, 0.5)
 
 
 def test_unknown_store_url():

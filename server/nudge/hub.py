@@ -16,6 +16,7 @@ node's own, timers and queued messages wait in a backlog replayed in order once 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -143,6 +144,7 @@ class Hub:
         self.relay = None  # cross-node delivery (relay.Relay), with a shared store
         self._unavailable: tuple[type[BaseException], ...] = getattr(store, "unavailable", ())
         self._dirty: set[LiveSession] = set()  # sessions changed since the last write-behind
+        self._writing = asyncio.Lock()  # one write-behind at a time: a later one never lands first
         self._backlog: deque[tuple[str, tuple]] = deque()  # store writes that failed, in order
         self._tick: LocalTimer | None = None  # the next write-behind and health check
         self._probed_at = 0.0  # when the relay was last probed
@@ -910,23 +912,35 @@ class Hub:
             self.stats.replayed += 1
 
     async def _write_behind(self) -> None:
-        """Write every session changed since the last time (and its visitor) in one batch."""
+        """Write every session changed since the last time (and its visitor) in one batch.
+
+        The store writes a large batch in slices, encoding each just before it goes, with the
+        loop free for sockets in between; a write-behind asked for meanwhile (a socket closing)
+        waits for this one, so that states never land in Redis older than what is there."""
         if not self._dirty:
             return
-        dirty, self._dirty = self._dirty, set()
-        ttl = self.settings.grace + 3600.0  # outlives this node by at least the grace period
-        sessions = [(live.state, ttl) for live in dirty if self.sessions.get(live.state.id) is live]
-        visitors = list({id(live.visitor): live.visitor.state for live in dirty}.values())
-        try:
-            await self.store.save_visitors(visitors, sessions)
-        except BaseException:
-            self._dirty |= dirty  # written with the next batch
-            raise
+        async with self._writing:
+            if not self._dirty:
+                return
+            dirty, self._dirty = self._dirty, set()
+            ttl = self.settings.grace + 3600.0  # outlives this node by at least the grace period
+            sessions = [(live.state, ttl) for live in dirty if self.sessions.get(live.state.id) is live]
+            visitors = list({id(live.visitor): live.visitor.state for live in dirty}.values())
+            try:
+                await self.store.save_visitors(visitors, sessions)
+            except BaseException:
+                self._dirty |= dirty  # written with the next batch
+                raise
 
     async def _on_tick(self, now: float) -> None:
         """Every ``write_behind`` seconds: write changed sessions, replay the backlog, probe the
-        relay (every ``heartbeat``), and tell whether the store is reachable."""
+        relay (every ``heartbeat``), and tell whether the store is reachable.
+
+        The next tick is due ``write_behind`` seconds after this one began, not after it ended:
+        a write-behind that takes a while under load (it is written in slices, with sockets
+        served in between) does not stretch what a crash can lose beyond that interval."""
         self._tick = None
+        began = self.clock.now()
         try:
             answered = bool(self._dirty or self._backlog)  # then Redis answers below, or raises
             await self._write_behind()
@@ -943,7 +957,8 @@ class Hub:
         except (*self._unavailable, ConnectionError) as exc:
             self._store_failed(exc)
         finally:
-            self._tick = self.scheduler.call_at(self.clock.now() + self.settings.write_behind, self._on_tick)
+            due = max(began + self.settings.write_behind, self.clock.now())
+            self._tick = self.scheduler.call_at(due, self._on_tick)
 
     async def flush_results(self) -> None:
         """Add the results counted since the last flush to the store, in one call."""

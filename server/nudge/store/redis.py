@@ -1,9 +1,13 @@
 """The Redis store: state shared by every node of a deployment (redis-py asyncio).
 
-``redis://host:port/db?prefix=nudge:&lease=30`` — ``prefix`` goes before every key (see
-:mod:`.keys`), ``lease`` is how many seconds a node may hold a claimed timer before another node
-claims it again. Every read-modify-write two nodes could race on is one Lua script below, headed
-by the keys and arguments it takes and what it returns, registered once.
+``redis://host:port/db?prefix=nudge:&lease=30&max_connections=64&pool_timeout=2`` — ``prefix``
+goes before every key (see :mod:`.keys`), ``lease`` is how many seconds a node may hold a claimed
+timer before another node claims it again, ``max_connections`` how many connections to Redis the
+node opens at most and ``pool_timeout`` how many seconds a command waits for one of them when all
+are busy (a burst of handshakes queues for a moment instead of failing; past the wait the store
+counts as unreachable). Other query parameters go to redis-py as they are. Every read-modify-write
+two nodes could race on is one Lua script below, headed by the keys and arguments it takes and
+what it returns, registered once.
 
 Nothing here is called per event: the hub writes sessions behind, in batches, and touches Redis
 on decisions only (a show, a timer set or cancelled).
@@ -173,8 +177,16 @@ return before
 
 # How long a visitor's queue key lives after its last message was added.
 QUEUE_TTL_MS = 7 * DAY_MS
-# Settings read from the URL's query, not passed to redis-py.
-OWN_PARAMS = ("prefix", "lease")
+# Commands per pipeline of a write-behind: about 1 ms of the loop's time each (encoding,
+# sending, reading the answers) on the benchmark's machine; bench/RESULTS-redis.md.
+WRITE_BATCH = 64
+# Connections to Redis one node opens at most. Every command holds one only for its round trip
+# (the relay's subscription holds one for good), so 64 carry tens of thousands of commands a
+# second, more than one Redis runs Lua scripts at; a burst beyond waits in line for one.
+MAX_CONNECTIONS = 64
+# Seconds a command waits for a free connection before the store counts as unreachable: as long
+# as a command may take to answer (``socket_timeout``), so only a stalled Redis runs out of it.
+POOL_TIMEOUT = 2.0
 
 
 def _ms(seconds: float) -> int:
@@ -195,16 +207,22 @@ class RedisStore:
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         self.keys = Keys(query.pop("prefix", "nudge:"))  # every key name
-        self.lease = float(query.pop("lease", "30"))  # seconds a claimed timer stays ours
+        self.lease = _setting(query, "lease", 30.0, float)  # seconds a claimed timer stays ours
         # Seconds a visitor's state and lifetime counts outlive their last write (the hub sets
         # it from ``--retention``); every other key has a shorter time to live of its own.
-        self.retention = float(query.pop("retention", str(30 * 86400)))
+        self.retention = _setting(query, "retention", 30 * 86400.0, float)
+        self.max_connections = _setting(query, "max_connections", MAX_CONNECTIONS, int, least=1)  # the pool's size
+        self.pool_timeout = _setting(query, "pool_timeout", POOL_TIMEOUT, float, least=0.0)  # seconds to wait for a connection
         redis_url = urlunsplit(parts._replace(query=urlencode(query)))
         self.url = redis_url
-        # Short timeouts: a Redis outage must not stall a socket's receive loop for long.
-        self.redis = aioredis.from_url(
-            redis_url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=10,
+        # Short timeouts: a Redis outage must not stall a socket's receive loop for long. A
+        # blocking pool: redis-py's default one raises "Too many connections" at once when a
+        # burst needs more than it holds, which the hub would take for an outage.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=self.max_connections, timeout=self.pool_timeout,
+            socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=10,
         )
+        self.redis = aioredis.Redis.from_pool(pool)
         self._claim = self.redis.register_script(CLAIM_DUE)
         self._confirm = self.redis.register_script(CONFIRM_SHOW)
         self._enqueue = self.redis.register_script(ENQUEUE)
@@ -247,17 +265,26 @@ class RedisStore:
         await self.redis.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=_ms(self.retention))
 
     async def save_visitors(self, states: list[VisitorState], sessions: list[tuple[SessionState, float]]) -> None:
-        """Write many states in one round trip (the hub's write-behind)."""
+        """Write many states (the hub's write-behind) in pipelines of at most ``WRITE_BATCH``
+        commands, each encoded just before it is sent: the event loop serves sockets while
+        Redis answers one, so a flush of thousands of sessions never holds the loop for more than
+        about a millisecond at a time. A failure leaves the batches before it written."""
+        retention = _ms(self.retention)
         async with self.redis.pipeline(transaction=False) as pipe:
             for state in states:
-                pipe.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=_ms(self.retention))
+                pipe.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=retention)
+                if len(pipe) >= WRITE_BATCH:
+                    await pipe.execute()
             for session, ttl in sessions:
                 await self._save_session(
                     keys=[self.keys.session(session.site, session.id)],
                     args=[codec.dumps(session), session.last_event_seq, _ms(ttl), self.node, session.visitor],
                     client=pipe,
                 )
-            await pipe.execute()
+                if len(pipe) >= WRITE_BATCH:
+                    await pipe.execute()
+            if len(pipe):
+                await pipe.execute()
 
     async def load_session(self, site: str, session: str) -> SessionState | None:
         data = await self.redis.hget(self.keys.session(site, session), "state")
@@ -391,6 +418,22 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def _setting(query: dict[str, str], name: str, default, kind: type, least: float | None = None):
+    """One of the store's own URL parameters, taken out of ``query`` (they are not redis-py's)."""
+    text = query.pop(name, None)
+    if text is None:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or value != value or (least is not None and value < least):
+        need = "a whole number" if kind is int else "a number of seconds"
+        at_least = f" of at least {least:g}" if least is not None else ""
+        raise ValueError(f"Redis store URL: {name} must be {need}{at_least}, not {text!r}")
+    return value
 
 
 def _glob(text: str) -> str:
