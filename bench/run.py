@@ -147,6 +147,7 @@ def targets(store_url: str | None, ws: str, redis_source: Path | None = None) ->
     nudge_env = {
         "NUDGE_EVENTS_PER_SECOND": "1000000", "NUDGE_EVENT_BURST": "1000000",
         "NUDGE_LOG_LEVEL": "warning", "NUDGE_GRACE": "30",
+        "NUDGE_MAX_CONNECTIONS_PER_IP": "0",  # every simulated browser comes from 127.0.0.1
     }
     nudge = [
         PYTHON, "-m", "nudge", "serve", "--campaigns", str(BENCH / "campaigns.yaml"), "--site-key", "pk_demo",
