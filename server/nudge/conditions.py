@@ -87,9 +87,27 @@ def compile_where(spec: dict, lookup: Lookup = _dict_lookup) -> Predicate:
     return lambda props: all(t(props) for t in tests)
 
 
+def equality(predicate: Predicate | None) -> tuple[str, Any] | None:
+    """``(key, value)`` when ``predicate`` is exactly "the property ``key`` equals ``value``" (a
+    ``where:`` of one field, ``key: value`` or ``key: {eq: value}``, over a dict of event
+    properties), else None. The engine indexes such campaigns by value instead of testing each."""
+    return getattr(predicate, "equals", None)
+
+
+def _equals(key: str, value: Any, lookup: Lookup) -> Predicate:
+    def test(props: Any) -> bool:
+        return lookup(props, key) == value
+
+    if lookup is _dict_lookup:
+        test.equals = (key, value)  # see equality()
+    return test
+
+
 def _field_test(key: str, value: Any, lookup: Lookup) -> Predicate:
     if not isinstance(value, dict):
-        return lambda props: lookup(props, key) == value
+        return _equals(key, value, lookup)
+    if len(value) == 1 and "eq" in value:
+        return _equals(key, value["eq"], lookup)
     checks: list[Callable[[Any], bool]] = []
     must_exist: bool | None = None
     for op, expected in value.items():
