@@ -119,6 +119,8 @@ campaigns:
   - {id: deep-b, trigger: {path: /b, scroll: 30, dwell: 20s}, on_conflict: queue, message: {kind: banner, title: deepb}}
   - {id: dwell-a, trigger: {path: /a, dwell: 15s}, calm: 5s, message: {kind: banner, title: dwell}}
   - {id: idle-any, trigger: {idle: 40s}, message: {kind: slidein, title: idle}}
+  - {id: landing-c, trigger: {path: /c}, caps: {per_session: 2}, message: {kind: toast, title: c}}
+  - {id: landing-a, trigger: {path: "/a/*"}, message: {kind: toast, title: a}}
   - {id: idle-deep, trigger: {path: "/a*", idle: 30s, scroll: 60}, message: {kind: slidein, title: idle deep}}
   - {id: idle-dwell, trigger: {dwell: 50s, idle: 20s}, message: {kind: slidein, title: both}}
   - id: pricing-click
@@ -190,9 +192,12 @@ def test_the_indexes_are_in_use():
     assert [c.id for c in listeners.matching({"target": 1.0})] == ["promo-one", "promo-true", "any-click"]
     assert [c.id for c in listeners.matching({"target": [1]})] == ["any-click"]
     page = engine._page("/a")
+    assert [c.id for c in page.viewed] == []
+    assert [c.id for c in engine._page("/a/x").viewed] == ["landing-a"]
     assert [c.id for c in page.scrolled] == ["deep-a", "idle-deep"]
     assert [c.id for c in page.timed] == ["dwell-a", "idle-any", "idle-deep", "idle-dwell", "pricing-idle"]
     assert [c.id for c in page.timed_active] == ["dwell-a"]
+    assert [c.id for c in engine._page("/c").viewed] == ["landing-c"]
     unindexed = Engine(INDEXED, indexed=False)
     assert unindexed._listeners["click"].keyed == ()
     assert unindexed._page("/a").timed_active == unindexed.page_triggers("/a")

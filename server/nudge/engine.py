@@ -108,20 +108,23 @@ def _position(entry: tuple[int, Campaign]) -> int:
 
 class _PageTriggers:
     """The page triggers that watch one path, in file order, and the parts of them each kind of
-    moment needs: a deeper scroll can only complete one with a scroll threshold, and the next
-    wake-up depends only on those with a time condition (dwell, idle) — and, while the visitor
-    is not idle, only on those without an idle condition, which wait for an ``idle`` event."""
+    moment needs: a page view (time on the page 0, scroll 0, not idle) can only complete one with
+    no dwell, scroll or idle condition to wait for; a deeper scroll only one with a scroll
+    threshold; and the next wake-up depends only on those with a time condition (dwell, idle) —
+    and, while the visitor is not idle, only on those without an idle condition, which wait for
+    an ``idle`` event."""
 
-    __slots__ = ("all", "scrolled", "timed", "timed_active")
+    __slots__ = ("all", "viewed", "scrolled", "timed", "timed_active")
 
     def __init__(self, campaigns: tuple[Campaign, ...], indexed: bool) -> None:
         self.all = campaigns
         if indexed:
+            self.viewed = tuple(c for c in campaigns if not c.trigger.dwell and not c.trigger.scroll and c.trigger.idle is None)
             self.scrolled = tuple(c for c in campaigns if c.trigger.scroll is not None)
             self.timed = tuple(c for c in campaigns if c.trigger.dwell is not None or c.trigger.idle is not None)
             self.timed_active = tuple(c for c in self.timed if c.trigger.idle is None)
         else:  # every campaign, and the checks in the loops decide
-            self.scrolled = self.timed = self.timed_active = campaigns
+            self.viewed = self.scrolled = self.timed = self.timed_active = campaigns
 
 
 _NO_PAGE = _PageTriggers((), True)
@@ -182,7 +185,7 @@ class Engine:
                 session.last_input_at = now
             if name == "page_view":
                 self._view_page(session, props, now)
-                page_candidates = self._page(session.page).all
+                page_candidates = self._page(session.page).viewed
                 rewake = True
             elif name == "scroll":
                 page = session.page
