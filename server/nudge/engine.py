@@ -45,6 +45,8 @@ MAX_WAITING = 8
 ON_SCREEN = {"toast": 10.0, "banner": 120.0, "slidein": 120.0, "modal": 120.0}
 # Events that mean the visitor is using the page (for calm moments).
 INPUT = frozenset({"page_view", "scroll", "click", "active", "add_to_cart", "remove_from_cart", "purchase"})
+# Events that change the visitor's cart or traits.
+VISITOR_FACTS = frozenset({"add_to_cart", "remove_from_cart", "purchase", "identify"})
 
 
 def _group(campaigns: Iterable[Campaign], key) -> dict[str, tuple[Campaign, ...]]:
@@ -178,6 +180,7 @@ class Engine:
         decisions: list[Decision] = []
         rewake = False
         page_candidates: tuple[Campaign, ...] = ()
+        triggers: _PageTriggers | None = None  # of the current page, once looked up
 
         if session is not None:
             session.counters[name] = session.counters.get(name, 0) + 1
@@ -185,7 +188,8 @@ class Engine:
                 session.last_input_at = now
             if name == "page_view":
                 self._view_page(session, props, now)
-                page_candidates = self._page(session.page).viewed
+                triggers = self._page(session.page)
+                page_candidates = triggers.viewed
                 rewake = True
             elif name == "scroll":
                 page = session.page
@@ -194,8 +198,9 @@ class Engine:
                     depth = props["depth"]
                     if depth > before:
                         session.scroll[page] = depth
+                        triggers = self._page(page)
                         page_candidates = [
-                            c for c in self._page(page).scrolled
+                            c for c in triggers.scrolled
                             if c.trigger.scroll is not None and before < c.trigger.scroll <= depth
                         ]
                 if session.idle_since is not None:
@@ -214,14 +219,15 @@ class Engine:
                     session.showing = None
                     rewake = True
 
-        if name == "add_to_cart":
-            visitor.cart.add(props["id"], props["name"], props["price"], props["quantity"])
-        elif name == "remove_from_cart":
-            visitor.cart.remove(props["id"], props.get("quantity"))
-        elif name == "purchase":
-            visitor.cart.clear()
-        elif name == "identify":
-            self._identify(visitor, props)
+        if name in VISITOR_FACTS:
+            if name == "add_to_cart":
+                visitor.cart.add(props["id"], props["name"], props["price"], props["quantity"])
+            elif name == "remove_from_cart":
+                visitor.cart.remove(props["id"], props.get("quantity"))
+            elif name == "purchase":
+                visitor.cart.clear()
+            else:
+                self._identify(visitor, props)
 
         if name in self._bookkept:
             for campaign in self._goals.get(name, ()):
@@ -274,7 +280,7 @@ class Engine:
             if session.showing is None and session.waiting:
                 self._release_waiting(state, now, decisions)
             if rewake or session.calm or session.waiting:
-                self._rewake(session, now, decisions)
+                self._rewake(session, now, decisions, triggers=triggers)
         return decisions
 
     def on_wake(self, state: State, now: float) -> list[Decision]:
@@ -536,10 +542,14 @@ class Engine:
             return "quiet_hours"
         return None
 
-    def _rewake(self, session: SessionState, now: float, decisions: list[Decision], force: bool = False) -> None:
-        """Recompute when a time condition of this session may next come true."""
+    def _rewake(
+        self, session: SessionState, now: float, decisions: list[Decision], force: bool = False,
+        triggers: _PageTriggers | None = None,
+    ) -> None:
+        """Recompute when a time condition of this session may next come true. ``triggers``:
+        those of the session's page, when the caller has them at hand."""
         wake: float | None = None
-        page = self._page(session.page)
+        page = triggers if triggers is not None else self._page(session.page)
         for campaign in page.timed_active if session.idle_since is None else page.timed:
             trigger = campaign.trigger
             if campaign.id in session.met or (trigger.dwell is None and trigger.idle is None):
