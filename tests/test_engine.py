@@ -546,3 +546,16 @@ campaigns:
         assert "calm" in state.session.calm
         assert suppressed(self.E.on_event(state, ev("add_to_cart", id="y", name="Y"), T0 + 21)) == {"calm": "cancelled"}
         assert state.session.calm == {}
+
+    def test_a_calm_wait_expires_at_the_wake_up_set_for_it(self):
+        """Input keeps coming: the wake-up falls when the wait expires, and expires it then (it
+        used to find it not yet expired and ask to be woken at that same time again, for ever)."""
+        state = fresh()
+        self.E.on_event(state, ev("page_view", path="/"), T0)
+        self.E.on_event(state, ev("remove_from_cart", id="x"), T0 + 1)
+        for at in range(2, 31, 4):
+            self.E.on_event(state, ev("scroll", depth=at), T0 + at)
+        assert state.session.wake_at == T0 + 31  # fired at T0 + 1, expires 30 s later
+        decisions = self.E.on_wake(state, T0 + 31)
+        assert suppressed(decisions) == {"calm": "expired"}
+        assert wake(decisions) is None and state.session.calm == {}

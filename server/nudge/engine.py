@@ -302,7 +302,7 @@ class Engine:
             ready = []
             for campaign_id, since in list(session.calm.items()):
                 campaign = self.by_id.get(campaign_id)
-                if campaign is None or now - since > campaign.expires:
+                if campaign is None or now - since >= campaign.expires:  # its wake-up comes at exactly that time
                     del session.calm[campaign_id]
                     if campaign is not None:
                         decisions.append(Suppress(campaign_id, "expired"))
