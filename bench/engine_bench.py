@@ -5,7 +5,11 @@
 For 4, 100 and 1,000 campaigns (the same 4 listening; the others listen to other events or watch other pages), it
 plays the same mixed stream of page views, scrolls, clicks and cart adds through the pure engine
 and reports nanoseconds per event. The cost must stay flat: campaigns that ignore an event are
-indexed away. Figures are ratios within one run (the machine is shared and noisy).
+indexed away. Then bench/campaigns.yaml (bench/run.py's 50 campaigns) with the visits
+``nudge loadtest`` plays. Each row is also run on ``Engine(indexed=False)``, which looks at every
+campaign of an event or page and lets the checks decide (the reference the indexes are tested
+against): the last column is what the indexes save. Figures are ratios within one run (the
+machine is shared and noisy).
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
-from nudge import events  # noqa: E402
-from nudge.campaigns import load_text  # noqa: E402
+from nudge import events, loadtest  # noqa: E402
+from nudge.campaigns import load_file, load_text  # noqa: E402
 from nudge.engine import Engine  # noqa: E402
 from nudge.state import SessionState, State, VisitorState  # noqa: E402
 
@@ -57,9 +61,17 @@ def stream(n: int) -> list[events.Event]:
     return out
 
 
-def run(n_campaigns: int, evs: list[events.Event]) -> float:
-    engine = Engine(load_text(campaigns(n_campaigns)))
-    assert len(engine.campaign_set.campaigns) == n_campaigns
+def visits(n: int) -> list[events.Event]:
+    """Loadtest's visits, in turn, as validated events."""
+    out: list[events.Event] = []
+    while len(out) < n:
+        for _, played in loadtest.VISITS.values():
+            out.extend(events.validate(name, dict(props), len(out) + 1, frozenset()) for name, props in played)
+    return out[:n]
+
+
+def run(campaign_set, evs: list[events.Event], indexed: bool = True) -> float:
+    engine = Engine(campaign_set, indexed=indexed)
     visitor = VisitorState("pk", "v_bench000001", first_seen=0.0)
     state = State(visitor, SessionState("s_bench000001", "pk", visitor.id, 0.0))
     now = 1_700_000_000.0
@@ -77,14 +89,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     evs = stream(args.events)
-    results = {}
+    rows = {}
     for n in (4, 100, 1000):
-        results[n] = min(run(n, evs) for _ in range(args.repeat))
-    base = results[4]
+        campaign_set = load_text(campaigns(n))
+        assert len(campaign_set.campaigns) == n
+        rows[f"{n} campaigns"] = [min(run(campaign_set, evs, indexed) for _ in range(args.repeat)) for indexed in (True, False)]
+    bench = load_file(Path(__file__).with_name("campaigns.yaml"))
+    played = visits(args.events)
+    rows["bench/campaigns.yaml"] = [min(run(bench, played, indexed) for _ in range(args.repeat)) for indexed in (True, False)]
+    base = rows["4 campaigns"][0]
     print(f"python {platform.python_version()} on {platform.machine()}, {args.events} events, best of {args.repeat}")
-    print(f"{'campaigns':>10} {'ns/event':>10} {'vs 4':>6}")
-    for n, ns in results.items():
-        print(f"{n:>10} {ns:>10.0f} {ns / base:>6.2f}")
+    print(f"{'':>22} {'ns/event':>10} {'vs 4':>6} {'unindexed':>10} {'indexed/unindexed':>18}")
+    for name, (ns, reference) in rows.items():
+        print(f"{name:>22} {ns:>10.0f} {ns / base:>6.2f} {reference:>10.0f} {ns / reference:>18.2f}")
 
 
 if __name__ == "__main__":

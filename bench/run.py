@@ -147,6 +147,7 @@ def targets(store_url: str | None, ws: str, redis_source: Path | None = None) ->
     nudge_env = {
         "NUDGE_EVENTS_PER_SECOND": "1000000", "NUDGE_EVENT_BURST": "1000000",
         "NUDGE_LOG_LEVEL": "warning", "NUDGE_GRACE": "30",
+        "NUDGE_MAX_CONNECTIONS_PER_IP": "0",  # every simulated browser comes from 127.0.0.1
     }
     nudge = [
         PYTHON, "-m", "nudge", "serve", "--campaigns", str(BENCH / "campaigns.yaml"), "--site-key", "pk_demo",
@@ -420,6 +421,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per figure; the median is kept (default 3)")
     parser.add_argument("--quick", action="store_true", help="2 s runs, no repeats, no 10k/20k: a smoke of the script")
     parser.add_argument("--only", action="append", help="run only these targets (repeatable)")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only the events/s rows (C=100 and C=1,000): no latency, memory, --ws or 20k runs")
     parser.add_argument("--ws", default="websockets-sansio", help="uvicorn WebSocket implementation for the Python servers")
     parser.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from bench/results.json (after editing NOTES.md)")
@@ -452,15 +455,16 @@ def main() -> None:
         try:
             r["c100"] = fresh(target, throughput, 100, args.seconds, args.repeat)
             r["c1000"] = fresh(target, throughput, 1000, args.seconds, args.repeat)
-            r["latency"] = fresh(target, latency, 1000, 5000, results["latency_seconds"], args.repeat)
+            if not args.throughput_only:
+                r["latency"] = fresh(target, latency, 1000, 5000, results["latency_seconds"], args.repeat)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             r["error"] = str(exc)[-500:]
-        if not target.load_args:  # the same server as its unbatched row: memory is measured there
+        if not target.load_args and not args.throughput_only:  # the same server as its unbatched row: memory is measured there
             r["mem_1k"] = memory(target, 1000)
             if not args.quick:
                 r["mem_10k"] = memory(target, 10000)
         print(f"   {json.dumps({k: v.get('events_per_second') or v.get('bytes_per_connection') for k, v in r.items() if isinstance(v, dict)})}", file=sys.stderr)
-    if not args.quick and (not args.only or "nudge-memory" in args.only):
+    if not args.quick and not args.throughput_only and (not args.only or "nudge-memory" in args.only):
         results["ws_implementations"] = {}
         for ws in ("websockets-sansio", "websockets", "wsproto"):
             nudge = next(t for t in targets(None, ws) if t.name == "nudge-memory")

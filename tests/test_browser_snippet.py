@@ -51,11 +51,16 @@ addEventListener('nudge:message', function (e) { window.__messages.push(e.detail
   window.WebSocket = function (url, protocols) { window.__sockets++; return new WS(url, protocols); };
   window.WebSocket.prototype = WS.prototype;
   window.WebSocket.OPEN = 1;
-  // With window.__blackhole set, events written to the socket never reach the server: they stay
-  // unacknowledged, as on a connection that died without the snippet noticing yet.
+  // With window.__blackhole set, events written to the socket (ev and evs frames) never reach
+  // the server: they stay unacknowledged, as on a connection that died without the snippet
+  // noticing yet. window.__frames counts the event frames written, by type.
+  window.__frames = {ev: 0, evs: 0};
   var send = WS.prototype.send;
   WS.prototype.send = function (data) {
-    if (window.__blackhole && typeof data === 'string' && data.indexOf('"t":"ev"') >= 0) return;
+    var kind = typeof data !== 'string' ? null
+      : data.lastIndexOf('{"t":"evs"', 0) === 0 ? 'evs' : data.lastIndexOf('{"t":"ev"', 0) === 0 ? 'ev' : null;
+    if (kind) window.__frames[kind]++;
+    if (window.__blackhole && kind) return;
     return send.call(this, data);
   };
   var beacon = navigator.sendBeacon.bind(navigator);
@@ -519,6 +524,27 @@ RESTART = campaigns_yaml(
     on_event("second", "second", {"kind": "slidein", "title": "Second"}),
     events=("first", "second", "later"),
 )
+
+
+async def test_events_tracked_together_go_in_one_evs_frame_each_applied_once(browser, serve):
+    server = await serve(RESTART)
+    page, errors = await open_site(browser, server, {"/": html(server)})
+    await page.goto(f"{server.shop}/")
+    await until_open(page)
+    await page.wait_for_function("() => sessionStorage.getItem('nudge:outbox') === '[]'", timeout=MS)
+    before = await page.evaluate("({...window.__frames})")
+    after = await page.evaluate("""async () => {
+        nudge.track('later', {n: 1}); nudge.track('later', {n: 2}); nudge.track('first');
+        await null;  // the task that tracked them is done: they are written
+        return {...window.__frames};
+    }""")
+    assert after == {**before, "evs": before["evs"] + 1}, "three events, one frame"
+    await host(page, "first").wait_for(timeout=MS)
+    await eventually(lambda: (s := server.session()) and s.counters.get("later") == 2, "each event of the batch")
+    await page.wait_for_function("() => sessionStorage.getItem('nudge:outbox') === '[]'", timeout=MS)
+    assert server.session().counters["first"] == 1
+    assert server.hub.stats.duplicates == 0 and server.hub.stats.refused == 0
+    assert errors == []
 
 
 async def test_a_server_restart_mid_session_loses_nothing_and_shows_nothing_twice(browser, serve):

@@ -130,6 +130,25 @@ campaigns:
         assert wake(decisions) == T0 + 30
         assert shown(self.E.on_wake(state, T0 + 30)) == ["idle"]
 
+    def test_a_timed_sequence_wakes_only_while_its_steps_are_in_their_windows(self):
+        e = engine("""
+campaigns:
+  - id: pricing-idle
+    trigger: {idle: 10s, after: [{event: page_view, where: {path: /pricing}, within: 3m}]}
+    message: {kind: slidein, title: q}
+""")
+        state = fresh()
+        e.on_event(state, ev("page_view", path="/pricing"), T0)
+        assert wake(e.on_event(state, ev("idle", after=0), T0 + 60)) == T0 + 70
+        assert shown(e.on_wake(state, T0 + 70)) == ["pricing-idle"]
+        late = fresh()
+        e.on_event(late, ev("page_view", path="/pricing"), T0)
+        # The step is 5 minutes old: only a new pricing view can complete the sequence, so there is
+        # nothing to wake for (a wake-up would find it false and ask to come again at once).
+        decisions = e.on_event(late, ev("idle", after=0), T0 + 300)
+        assert not [d for d in decisions if isinstance(d, Wake)] and late.session.wake_at is None
+        assert wake(e.on_wake(late, T0 + 310)) is None
+
     def test_activity_cancels_idle(self):
         state = fresh()
         self.E.on_event(state, ev("page_view", path="/about"), T0)
@@ -527,3 +546,16 @@ campaigns:
         assert "calm" in state.session.calm
         assert suppressed(self.E.on_event(state, ev("add_to_cart", id="y", name="Y"), T0 + 21)) == {"calm": "cancelled"}
         assert state.session.calm == {}
+
+    def test_a_calm_wait_expires_at_the_wake_up_set_for_it(self):
+        """Input keeps coming: the wake-up falls when the wait expires, and expires it then (it
+        used to find it not yet expired and ask to be woken at that same time again, for ever)."""
+        state = fresh()
+        self.E.on_event(state, ev("page_view", path="/"), T0)
+        self.E.on_event(state, ev("remove_from_cart", id="x"), T0 + 1)
+        for at in range(2, 31, 4):
+            self.E.on_event(state, ev("scroll", depth=at), T0 + at)
+        assert state.session.wake_at == T0 + 31  # fired at T0 + 1, expires 30 s later
+        decisions = self.E.on_wake(state, T0 + 31)
+        assert suppressed(decisions) == {"calm": "expired"}
+        assert wake(decisions) is None and state.session.calm == {}

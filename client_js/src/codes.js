@@ -45,3 +45,6 @@ export const State = {
 
 /** Server frames larger than this are refused with 1009; the snippet never sends one. */
 export const MAX_FRAME = 64 * 1024;
+
+/** Events in one `evs` frame at most; a larger batch is refused whole. */
+export const MAX_BATCH = 100;

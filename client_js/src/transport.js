@@ -1,6 +1,6 @@
 import { backoff } from './backoff.js';
 import { CODECS, byteLength, pick } from './codec.js';
-import { Close, FATAL, MAX_FRAME, MAX_RETRY_HINT, State, VERSION } from './codes.js';
+import { Close, FATAL, MAX_BATCH, MAX_FRAME, MAX_RETRY_HINT, State, VERSION } from './codes.js';
 import { KEYS, isVisitorId, randomId } from './storage.js';
 
 const OPEN = 1; // WebSocket.OPEN
@@ -10,6 +10,12 @@ const noop = () => {};
  * The snippet's connection to the server (docs/protocol.md): one WebSocket, the hello/welcome
  * handshake, numbered events kept in an outbox until the server acknowledges them, `show`
  * messages deduplicated by seq, a keep-alive ping and reconnection with full-jitter backoff.
+ *
+ * Events tracked in one go (in the same task, and the microtasks after it) leave in one frame:
+ * an `evs` frame when there are several, an `ev` for one; so do the events waiting for a socket
+ * that is not open yet, once `welcome` says which of them the server still needs. The server
+ * acknowledges a batch with one cumulative `ack` and names any event it refused in an `error`,
+ * exactly as for single events.
  *
  * It never touches the DOM: events come in through send(), messages leave through onShow, and
  * every state change goes through _setState() to onState. What a page navigation must not lose
@@ -25,6 +31,8 @@ export class Transport {
    * @param {{get, set, remove}} o.session  store kept for the tab (sessionStorage)
    * @param {Function} [o.WebSocket]  WebSocket constructor; tests pass a fake
    * @param {{setTimeout, clearTimeout}} [o.timers]  tests pass a fake clock
+   * @param {(fn: Function) => void} [o.defer]  runs `fn` once the current task's script is done
+   *   (a microtask); tests pass their own
    * @param {(msg: object) => void} [o.onShow]  called once per new `show` record
    * @param {(state: string) => void} [o.onState]  called on each state change
    */
@@ -36,6 +44,7 @@ export class Transport {
     this._codecs = o.codecs || CODECS; // offered to the server in this order
     this._codec = this._codecs[0]; // the codec of the current socket
     this._timers = o.timers || globalThis; // setTimeout / clearTimeout
+    this._defer = o.defer || ((fn) => Promise.resolve().then(fn)); // the end of this task's script
     this._random = o.random || Math.random; // jitter source for backoff
     this._onShow = o.onShow || noop; // receives each `show` not seen before
     this._onState = o.onState || noop; // receives each new state
@@ -52,7 +61,10 @@ export class Transport {
     this._timer = {}; // pending timers by name: reconnect, ping, dead
     this._warned = {}; // error codes already reported on the console
     this._stopped = false; // after shutdown() or a fatal close code: never reconnect
-    this._lastSent = 0; // seq of the last event written, dropped if the server answers 1009
+    this._written = 0; // highest event seq written on the current socket
+    this._lastFrame = []; // seqs of the last event frame written: 1009 refers to it
+    this._flushing = false; // a write of new events is deferred to the end of this task
+    this._single = false; // one event per frame: a batch was refused as too large (1009)
 
     const s = this._store;
     this._session = s.get(KEYS.session) || undefined; // session to resume
@@ -94,7 +106,14 @@ export class Transport {
     this._outbox.push(ev);
     if (this._outbox.length > this._limit) this._outbox.splice(0, this._outbox.length - this._limit);
     this._save();
-    if (this.state === State.OPEN) this._sendEvent(ev);
+    if (this.state === State.OPEN && !this._flushing) {
+      // Whatever else is tracked before this task's script ends goes in the same frame.
+      this._flushing = true;
+      this._defer(() => {
+        this._flushing = false;
+        if (this.state === State.OPEN) this._sendEvents(this._outbox.filter((e) => e.seq > this._written));
+      });
+    }
     return ev.seq;
   }
 
@@ -234,7 +253,9 @@ export class Transport {
     this._step = 0;
     // Resend before announcing the state: a listener that tracks an event on 'open' must not
     // get a seq onto the wire ahead of older ones (the server would take those as resends).
-    for (const ev of this._outbox) this._sendEvent(ev);
+    this._written = 0;
+    this._lastFrame = [];
+    this._sendEvents(this._outbox);
     this._setState(State.OPEN);
     this._schedulePing();
   }
@@ -278,10 +299,17 @@ export class Transport {
     this._clear('dead');
     if (FATAL.indexOf(code) >= 0) return this._fail(code);
     if (code === Close.TOO_LARGE) {
-      // The snippet never writes a frame over MAX_FRAME, so the server's limit is lower: the
-      // last event written is the one it refused. Resending it would loop.
-      this._outbox = this._outbox.filter((ev) => ev.seq !== this._lastSent);
-      this._save();
+      // The snippet never writes a frame over MAX_FRAME, so the server's limit is lower. A frame
+      // of one event: that event is the one it refused, and resending it would loop. A batch:
+      // which of its events is too large cannot be told, so from now on each goes in a frame of
+      // its own, and the next 1009 names it.
+      const last = this._lastFrame;
+      if (last.length === 1) {
+        this._outbox = this._outbox.filter((ev) => ev.seq !== last[0]);
+        this._save();
+      } else if (last.length > 1) {
+        this._single = true;
+      }
     }
     // Rate limited: start a few steps up the backoff curve, not at its fast bottom.
     if (code === Close.RATE_LIMITED || code === Close.TOO_MANY) this._step = Math.max(this._step, 3);
@@ -343,8 +371,34 @@ export class Transport {
     }
   }
 
-  _sendEvent(ev) {
-    if (this._write(frame(ev))) this._lastSent = ev.seq;
+  /**
+   * Write `events` (in seq order, none written on this socket yet): one `ev` frame for a single
+   * event, else `evs` frames of at most MAX_BATCH events and MAX_FRAME bytes.
+   */
+  _sendEvents(events) {
+    let i = 0;
+    while (i < events.length) {
+      const batch = [events[i]];
+      let size = 32 + this._size(events[i]); // an evs frame's own fields, then each event's
+      for (i++; i < events.length && !this._single && batch.length < MAX_BATCH; i++) {
+        size += this._size(events[i]);
+        if (size > MAX_FRAME) break;
+        batch.push(events[i]);
+      }
+      const record = batch.length === 1 ? frame(batch[0]) : { t: 'evs', events: batch.map(item) };
+      if (!this._write(record)) return;
+      this._written = batch[batch.length - 1].seq;
+      this._lastFrame = batch.map((ev) => ev.seq);
+    }
+  }
+
+  /** Bytes of `ev` in its own frame: more than it takes in a batch. */
+  _size(ev) {
+    try {
+      return byteLength(this._codec.encode(frame(ev)));
+    } catch (e) {
+      return MAX_FRAME; // cannot happen (checked in send); alone in its frame if it did
+    }
   }
 
   _schedulePing() {
@@ -399,6 +453,11 @@ export class Transport {
 
 function frame(ev) {
   return { t: 'ev', seq: ev.seq, name: ev.name, props: ev.props };
+}
+
+/** An event in an `evs` frame: an `ev` without its `t`. */
+function item(ev) {
+  return { seq: ev.seq, name: ev.name, props: ev.props };
 }
 
 function readOutbox(text) {

@@ -86,8 +86,9 @@ export function fakeWebSocket() {
     frames() {
       return this.sent.map((f) => JSON.parse(f));
     }
+    /** Every event written, one record each: `ev` frames, and each event of an `evs` as an `ev`. */
     events() {
-      return this.frames().filter((f) => f.t === 'ev');
+      return this.frames().flatMap((f) => (f.t === 'ev' ? [f] : f.t === 'evs' ? f.events.map((e) => ({ t: 'ev', ...e })) : []));
     }
   }
   FakeWebSocket.sockets = sockets;

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import { CODECS, json, pick } from '../src/codec.js';
-import { Close, ErrorCode, FATAL } from '../src/codes.js';
+import { Close, ErrorCode, FATAL, MAX_BATCH } from '../src/codes.js';
 
 // codes.js mirrors docs/protocol.md; these tests fail when the two drift apart.
 const protocol = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8');
@@ -19,6 +19,11 @@ test('the codes the protocol says not to reconnect after are the fatal ones', ()
   const rows = section('Close codes').split('\n').filter((l) => /^\| `\d{4}`/.test(l));
   const stop = rows.filter((l) => /\|\s*not reconnect[^|]*\|\s*$/.test(l)).map((l) => Number(l.slice(3, 7)));
   assert.deepEqual([...FATAL].sort(), stop.sort());
+});
+
+test('an evs frame holds at most as many events as the protocol allows', () => {
+  const evs = section('Client → server').split('### `evs`')[1];
+  assert.equal(MAX_BATCH, Number(/up to (\d+) events/.exec(evs)[1]));
 });
 
 test('every error code of the protocol is mirrored', () => {

@@ -44,7 +44,7 @@ describe('loader and replay', () => {
     );
   });
 
-  test('install replays the queue in order, both call styles, then takes calls directly', () => {
+  test('install replays the queue in order, both call styles, then takes calls directly', async () => {
     const seen = [];
     const p = page(`
       nudge.q[0][1].render = false;
@@ -60,6 +60,8 @@ describe('loader and replay', () => {
     welcome(ws);
     api.track('a');
     api('track', 'b', { x: 1 });
+    await null; // tracked in one task: written together once it is done
+    assert.deepEqual(ws.frames().at(-1).events.map((e) => e.name), ['a', 'b']);
     // (scroll depth is measured on the next animation frame, not yet run)
     assert.deepEqual(
       ws.events().map((e) => [e.seq, e.name]),
@@ -204,11 +206,12 @@ describe('shutdown and opt-out', () => {
 });
 
 describe('identify', () => {
-  test('sends the traits as an identify event, before and after load', () => {
+  test('sends the traits as an identify event, before and after load', async () => {
     const p = page("nudge.identify({plan: 'pro'});");
     const api = load(p);
     welcome(p.WS.last());
     api.identify({ vip: true });
+    await null;
     assert.deepEqual(
       p.WS.last().events().filter((e) => e.name === 'identify').map((e) => e.props),
       [{ plan: 'pro' }, { vip: true }],

@@ -14,6 +14,7 @@ function setup(options = {}, stores = null) {
   const shown = [];
   const states = [];
   const warnings = [];
+  const deferred = []; // what the transport left for the end of the task, run by settle()
   const transport = new Transport({
     url: 'wss://nudge.example/ws',
     key: 'pk_demo',
@@ -24,9 +25,14 @@ function setup(options = {}, stores = null) {
     onShow: (m) => shown.push(m),
     onState: (s) => states.push(s),
     warn: (...a) => warnings.push(a.join(' ')),
+    defer: (fn) => deferred.push(fn),
     ...options,
   });
-  return { transport, clock, WS, win, shown, states, warnings };
+  /** The current task's script is done: run what was deferred to its end (the microtasks). */
+  const settle = () => {
+    while (deferred.length) deferred.shift()();
+  };
+  return { transport, clock, WS, win, shown, states, warnings, settle, deferred };
 }
 
 /** Start, accept the socket and answer hello with welcome. */
@@ -129,7 +135,9 @@ describe('events', () => {
       { t: 'ev', seq: 2, name: 'scroll', props: { depth: 10 } },
     ]);
     assert.equal(t.transport.send('active'), 3);
-    assert.deepEqual(ws.events()[2], { t: 'ev', seq: 3, name: 'active', props: {} });
+    assert.equal(ws.events().length, 2, 'written once the task is done');
+    t.settle();
+    assert.deepEqual(ws.frames().at(-1), { t: 'ev', seq: 3, name: 'active', props: {} }, 'one event: an ev frame');
     const outbox = () => JSON.parse(t.win.sessionStorage.getItem(KEYS.outbox)).map((e) => e.seq);
     assert.deepEqual(outbox(), [1, 2, 3]);
     ws.push({ t: 'ack', seq: 2 });
@@ -213,16 +221,170 @@ describe('events', () => {
     assert.equal(t.transport.state, 'open');
   });
 
-  test('close 1009 drops the last event written, then reconnects', () => {
+  test('close 1009 after a frame of one event drops that event, then reconnects', () => {
     const t = setup();
     const ws = connect(t);
     t.transport.send('a');
+    t.settle();
     t.transport.send('b');
+    t.settle();
     ws.drop(1009);
     t.clock.tick(1000);
     t.WS.last().accept();
     t.WS.last().push({ t: 'welcome', session: 's_1', resumed: true, ack: 0 });
     assert.deepEqual(t.WS.last().events().map((e) => e.name), ['a']);
+  });
+
+  test('close 1009 after a batch drops nothing; events then go one per frame until one is named', () => {
+    const t = setup({ random: () => 0 });
+    const ws = connect(t);
+    t.transport.send('a');
+    t.transport.send('b', { text: 'x'.repeat(2000) });
+    t.settle();
+    assert.deepEqual(ws.frames().at(-1).t, 'evs');
+    ws.drop(1009);
+    t.clock.tick(1000);
+    let again = t.WS.last();
+    again.accept();
+    again.push({ t: 'welcome', session: 's_1', resumed: true, ack: 0 });
+    assert.deepEqual(again.frames().slice(1).map((f) => [f.t, f.name]), [['ev', 'a'], ['ev', 'b']]);
+    again.push({ t: 'ack', seq: 1 });
+    again.drop(1009);
+    t.clock.tick(1000);
+    again = t.WS.last();
+    again.accept();
+    again.push({ t: 'welcome', session: 's_1', resumed: true, ack: 1 });
+    assert.deepEqual(again.events(), [], 'b was the one refused');
+    t.transport.send('c');
+    t.transport.send('d');
+    t.settle();
+    assert.deepEqual(again.frames().slice(1).map((f) => f.t), ['ev', 'ev']);
+  });
+});
+
+describe('batches (evs)', () => {
+  test('events tracked in one task leave in one evs frame; one cumulative ack clears them', () => {
+    const t = setup();
+    const ws = connect(t);
+    for (const depth of [10, 20, 30]) t.transport.send('scroll', { depth });
+    t.transport.send('click', { target: 'buy' });
+    assert.equal(ws.frames().length, 1, 'only hello so far');
+    t.settle();
+    assert.deepEqual(ws.frames().slice(1), [
+      {
+        t: 'evs',
+        events: [
+          { seq: 1, name: 'scroll', props: { depth: 10 } },
+          { seq: 2, name: 'scroll', props: { depth: 20 } },
+          { seq: 3, name: 'scroll', props: { depth: 30 } },
+          { seq: 4, name: 'click', props: { target: 'buy' } },
+        ],
+      },
+    ]);
+    const outbox = () => JSON.parse(t.win.sessionStorage.getItem(KEYS.outbox)).map((e) => e.seq);
+    assert.deepEqual(outbox(), [1, 2, 3, 4], 'kept until acknowledged');
+    ws.push({ t: 'ack', seq: 4 });
+    assert.deepEqual(outbox(), []);
+    t.transport.send('active');
+    t.settle();
+    assert.deepEqual(ws.frames().at(-1), { t: 'ev', seq: 5, name: 'active', props: {} }, 'the next task: a frame of its own');
+  });
+
+  test('an error names one event of a batch: that one is dropped, the rest waits for its ack', () => {
+    const t = setup();
+    const ws = connect(t);
+    t.transport.send('scroll', { depth: 10 });
+    t.transport.send('signup');
+    t.transport.send('scroll', { depth: 20 });
+    t.settle();
+    ws.push({ t: 'error', code: 'unknown_event', reason: "unknown event 'signup'", seq: 2 });
+    assert.deepEqual(JSON.parse(t.win.sessionStorage.getItem(KEYS.outbox)).map((e) => e.seq), [1, 3]);
+    ws.push({ t: 'ack', seq: 3 });
+    assert.equal(t.win.sessionStorage.getItem(KEYS.outbox), '[]');
+  });
+
+  test('events tracked while connecting or reconnecting go in one frame after welcome', () => {
+    const t = setup();
+    const ws = connect(t);
+    t.transport.send('page_view', { path: '/' });
+    t.settle();
+    ws.drop(1006);
+    for (const depth of [10, 20]) t.transport.send('scroll', { depth });
+    t.settle(); // nothing to write on a closed socket
+    t.clock.tick(1000);
+    const again = t.WS.last();
+    again.accept();
+    t.transport.send('click');
+    again.push({ t: 'welcome', session: 's_1', resumed: true, ack: 1 });
+    assert.deepEqual(again.frames().slice(1), [
+      { t: 'evs', events: [{ seq: 2, name: 'scroll', props: { depth: 10 } }, { seq: 3, name: 'scroll', props: { depth: 20 } }, { seq: 4, name: 'click', props: {} }] },
+    ]);
+    t.settle();
+    assert.equal(again.frames().length, 2, 'the deferred write finds nothing left to send');
+  });
+
+  test('a frame holds at most 100 events, in seq order, with no gap between frames', () => {
+    const t = setup();
+    t.transport.start();
+    for (let i = 0; i < 250; i++) t.transport.send('scroll', { depth: i % 100 });
+    const ws = t.WS.last();
+    ws.accept();
+    ws.push({ t: 'welcome', session: 's_1', resumed: false, ack: 0 });
+    const frames = ws.frames().slice(1);
+    assert.deepEqual(frames.map((f) => f.events.length), [100, 100, 50]);
+    assert.deepEqual(ws.events().map((e) => e.seq), Array.from({ length: 250 }, (_, i) => i + 1));
+  });
+
+  test('a frame stays under MAX_FRAME bytes', () => {
+    const t = setup();
+    t.transport.start();
+    for (let i = 0; i < 5; i++) t.transport.send('note', { text: 'x'.repeat(30000) });
+    const ws = t.WS.last();
+    ws.accept();
+    ws.push({ t: 'welcome', session: 's_1', resumed: false, ack: 0 });
+    const frames = ws.sent.slice(1);
+    assert.deepEqual(frames.map((f) => JSON.parse(f).t), ['evs', 'evs', 'ev']);
+    assert.ok(frames.every((f) => Buffer.byteLength(f) <= 64 * 1024), frames.map((f) => f.length).join());
+    assert.deepEqual(ws.events().map((e) => e.seq), [1, 2, 3, 4, 5]);
+  });
+
+  test("an event tracked on 'open' goes after the ones resent at welcome", () => {
+    const t = setup({ onState: (s) => s === 'open' && t.transport.send('on_open') });
+    t.transport.send('early');
+    connect(t);
+    t.settle();
+    const ws = t.WS.last();
+    assert.deepEqual(ws.frames().slice(1).map((f) => f.t), ['ev', 'ev']);
+    assert.deepEqual(ws.events().map((e) => [e.seq, e.name]), [[1, 'early'], [2, 'on_open']]);
+  });
+
+  test('MessagePack batches are binary evs frames', () => {
+    const t = setup({ codecs: [msgpack, json] });
+    t.transport.start();
+    const ws = t.WS.last();
+    ws.accept('nudge.v1.msgpack');
+    ws.onmessage({ data: msgpack.encode({ t: 'welcome', session: 's_1', resumed: false, ack: 0 }).buffer });
+    t.transport.send('a', { n: 1 });
+    t.transport.send('b');
+    t.settle();
+    assert.deepEqual(msgpack.decode(ws.sent[1].buffer), {
+      t: 'evs',
+      events: [
+        { seq: 1, name: 'a', props: { n: 1 } },
+        { seq: 2, name: 'b', props: {} },
+      ],
+    });
+  });
+
+  test('by default the write waits for the end of the task (a microtask), not for a timer', async () => {
+    const t = setup({ defer: undefined });
+    const ws = connect(t);
+    t.transport.send('a');
+    t.transport.send('b');
+    assert.equal(ws.frames().length, 1);
+    await null;
+    assert.deepEqual(ws.frames()[1].events.map((e) => e.name), ['a', 'b']);
+    assert.equal(t.clock.pending, 1, 'only the ping timer');
   });
 });
 
@@ -451,6 +613,7 @@ describe('MessagePack', () => {
     push({ t: 'welcome', session: 's_1', resumed: false, ack: 0, grace: 300 });
     assert.equal(t.transport.state, 'open');
     t.transport.send('add_to_cart', { id: 'mug', name: 'Mug', price: 12.5, quantity: 1 });
+    t.settle();
     assert.deepEqual(msgpack.decode(ws.sent[1].buffer), {
       t: 'ev',
       seq: 1,

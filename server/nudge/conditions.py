@@ -40,14 +40,16 @@ def _compare(op: str, expected: Any) -> Callable[[Any], bool]:
     if op == "not_in":
         options = list(expected)
         return lambda v: v not in options
-    if op in ("gt", "gte", "lt", "lte"):
-        test = {
-            "gt": lambda v: v > expected,
-            "gte": lambda v: v >= expected,
-            "lt": lambda v: v < expected,
-            "lte": lambda v: v <= expected,
-        }[op]
-        return lambda v: _num(v) and test(v)
+    # Comparisons hold between numbers only. Plain ints and floats are told apart by their class
+    # first (bool is a class of its own): one call per test where most values are prices.
+    if op == "gt":
+        return lambda v: (v.__class__ is int or v.__class__ is float or _num(v)) and v > expected
+    if op == "gte":
+        return lambda v: (v.__class__ is int or v.__class__ is float or _num(v)) and v >= expected
+    if op == "lt":
+        return lambda v: (v.__class__ is int or v.__class__ is float or _num(v)) and v < expected
+    if op == "lte":
+        return lambda v: (v.__class__ is int or v.__class__ is float or _num(v)) and v <= expected
     if op == "contains":
         return lambda v: (isinstance(v, str) and isinstance(expected, str) and expected in v) or (
             isinstance(v, list) and expected in v
@@ -87,9 +89,27 @@ def compile_where(spec: dict, lookup: Lookup = _dict_lookup) -> Predicate:
     return lambda props: all(t(props) for t in tests)
 
 
+def equality(predicate: Predicate | None) -> tuple[str, Any] | None:
+    """``(key, value)`` when ``predicate`` is exactly "the property ``key`` equals ``value``" (a
+    ``where:`` of one field, ``key: value`` or ``key: {eq: value}``, over a dict of event
+    properties), else None. The engine indexes such campaigns by value instead of testing each."""
+    return getattr(predicate, "equals", None)
+
+
+def _equals(key: str, value: Any, lookup: Lookup) -> Predicate:
+    def test(props: Any) -> bool:
+        return lookup(props, key) == value
+
+    if lookup is _dict_lookup:
+        test.equals = (key, value)  # see equality()
+    return test
+
+
 def _field_test(key: str, value: Any, lookup: Lookup) -> Predicate:
     if not isinstance(value, dict):
-        return lambda props: lookup(props, key) == value
+        return _equals(key, value, lookup)
+    if len(value) == 1 and "eq" in value:
+        return _equals(key, value["eq"], lookup)
     checks: list[Callable[[Any], bool]] = []
     must_exist: bool | None = None
     for op, expected in value.items():
@@ -97,6 +117,16 @@ def _field_test(key: str, value: Any, lookup: Lookup) -> Predicate:
             must_exist = bool(expected)
         else:
             checks.append(_compare(op, expected))
+
+    if must_exist is None and len(checks) == 1 and lookup is _dict_lookup:
+        # The usual shape (``price: {gte: 20}``), tested without a loop: the same answers.
+        check = checks[0]
+
+        def one(props: Any) -> bool:
+            v = props.get(key, _MISSING)
+            return v is not _MISSING and check(v)
+
+        return one
 
     def test(props: Any) -> bool:
         v = lookup(props, key)

@@ -7,9 +7,13 @@ input, it always returns the same decisions, which is what makes it testable wit
 and replayable from a log.
 
 Campaigns are indexed when the engine is built, so an event only ever looks at the campaigns that
-listen to it: an instant trigger by event name, an absence window by the events that open and
-close it, a sequence by the events of its steps, a goal by its event, a page trigger by the path
-of the page it watches.
+listen to it: an instant trigger by event name (and, when its ``where:`` is one property equal to
+one value, by that value), an absence window by the events that open and close it, a sequence by
+the events of its steps, a goal by its event, a page trigger by the path of the page it watches
+(and, within a page, by what it waits for: a scroll depth, time on the page, idle time). An index
+only ever leaves out campaigns the full checks would have passed over: ``Engine(campaigns,
+indexed=False)`` runs the same code over every campaign of an event or page, and the tests hold
+the two to the same decisions.
 
 How a campaign whose trigger came true gets to the screen (``_fire``), in order:
 audience → caps, limits, cooldown, quiet hours → A/B variant (a holdout stops here, counted) →
@@ -28,6 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .campaigns import DAY, Campaign, CampaignSet, QuietHours, Variant
+from .conditions import MISSING, equality
 from .decisions import Cancel, Converted, Decision, Defer, Schedule, Show, Suppress, Wake
 from .events import Event
 from .state import MAX_PAGES_REMEMBERED, SessionState, State, VisitorState
@@ -40,6 +45,8 @@ MAX_WAITING = 8
 ON_SCREEN = {"toast": 10.0, "banner": 120.0, "slidein": 120.0, "modal": 120.0}
 # Events that mean the visitor is using the page (for calm moments).
 INPUT = frozenset({"page_view", "scroll", "click", "active", "add_to_cart", "remove_from_cart", "purchase"})
+# Events that change the visitor's cart or traits.
+VISITOR_FACTS = frozenset({"add_to_cart", "remove_from_cart", "purchase", "identify"})
 
 
 def _group(campaigns: Iterable[Campaign], key) -> dict[str, tuple[Campaign, ...]]:
@@ -51,11 +58,88 @@ def _group(campaigns: Iterable[Campaign], key) -> dict[str, tuple[Campaign, ...]
     return {name: tuple(group) for name, group in out.items()}
 
 
+def _indexable(value) -> bool:
+    """A value a dict finds exactly when ``==`` would: a plain scalar, and not NaN (which equals
+    nothing, itself included)."""
+    return value is None or (value.__class__ in (str, int, float, bool) and value == value)
+
+
+class _Listeners:
+    """The instant triggers of one event name, split so that most ``where:`` tests are one dict
+    lookup: a campaign whose ``where:`` is "property K equals V" is found in ``keyed[K][V]``; the
+    others (``rest``) are tested one by one. Each carries its position in the campaign file, which
+    is the order :meth:`matching` returns them in, as testing them all in file order would."""
+
+    __slots__ = ("keyed", "rest")
+
+    def __init__(self, campaigns: tuple[Campaign, ...], indexed: bool) -> None:
+        keyed: dict[str, dict[object, list[tuple[int, Campaign]]]] = {}
+        rest: list[tuple[int, Campaign]] = []
+        for position, campaign in enumerate(campaigns):
+            found = equality(campaign.trigger.where) if indexed else None
+            if found is not None and _indexable(found[1]):
+                keyed.setdefault(found[0], {}).setdefault(found[1], []).append((position, campaign))
+            else:
+                rest.append((position, campaign))
+        self.keyed = tuple((key, {value: tuple(group) for value, group in table.items()}) for key, table in keyed.items())
+        self.rest = tuple(rest)  # tested one by one
+
+    def matching(self, props: dict) -> list[Campaign]:
+        """The campaigns whose ``where:`` holds for ``props`` (or that have none), in file order."""
+        hits: list[tuple[int, Campaign]] = []
+        for key, table in self.keyed:
+            try:
+                found = table.get(props.get(key, MISSING))
+            except TypeError:  # a list or map: equal to no scalar
+                continue
+            if found is not None:
+                hits.extend(found)
+        keyed = len(hits)
+        for entry in self.rest:
+            where = entry[1].trigger.where
+            if where is None or where(props):
+                hits.append(entry)
+        if keyed and len(hits) > 1:
+            hits.sort(key=_position)
+        return [campaign for _, campaign in hits]
+
+
+def _position(entry: tuple[int, Campaign]) -> int:
+    return entry[0]
+
+
+class _PageTriggers:
+    """The page triggers that watch one path, in file order, and the parts of them each kind of
+    moment needs: a page view (time on the page 0, scroll 0, not idle) can only complete one with
+    no dwell, scroll or idle condition to wait for; a deeper scroll only one with a scroll
+    threshold; and the next wake-up depends only on those with a time condition (dwell, idle) —
+    and, while the visitor is not idle, only on those without an idle condition, which wait for
+    an ``idle`` event."""
+
+    __slots__ = ("all", "viewed", "scrolled", "timed", "timed_active")
+
+    def __init__(self, campaigns: tuple[Campaign, ...], indexed: bool) -> None:
+        self.all = campaigns
+        if indexed:
+            self.viewed = tuple(c for c in campaigns if not c.trigger.dwell and not c.trigger.scroll and c.trigger.idle is None)
+            self.scrolled = tuple(c for c in campaigns if c.trigger.scroll is not None)
+            self.timed = tuple(c for c in campaigns if c.trigger.dwell is not None or c.trigger.idle is not None)
+            self.timed_active = tuple(c for c in self.timed if c.trigger.idle is None)
+        else:  # every campaign, and the checks in the loops decide
+            self.viewed = self.scrolled = self.timed = self.timed_active = campaigns
+
+
+_NO_PAGE = _PageTriggers((), True)
+
+
 class Engine:
     """Decides, for one event or timer at a time, which messages to show."""
 
-    def __init__(self, campaign_set: CampaignSet) -> None:
+    def __init__(self, campaign_set: CampaignSet, *, indexed: bool = True) -> None:
+        """``indexed=False`` looks at every campaign of an event or page and lets the checks
+        decide: the reference the indexes are tested against (same decisions, slower)."""
         self.campaign_set = campaign_set  # what this engine was built from
+        self.indexed = indexed
         self.limits = campaign_set.limits  # limits across campaigns, per visitor
         self.custom_events = campaign_set.custom_events  # accepted beyond the built-ins
         everything = campaign_set.campaigns
@@ -63,6 +147,7 @@ class Engine:
         absence = [c for c in everything if c.trigger.absent]
         # Instant triggers: fire on the event itself (counted, sequenced or not).
         self._on_event = _group((c for c in everything if c.trigger.event and not c.trigger.absent), lambda c: [c.trigger.event])
+        self._listeners = {name: _Listeners(group, indexed) for name, group in self._on_event.items()}
         # Absence windows: opened by one event, closed by another.
         self._opens = _group(absence, lambda c: [c.trigger.event])
         self._closes = _group(absence, lambda c: [c.trigger.absent])
@@ -73,12 +158,15 @@ class Engine:
                 self._steps.setdefault(step.event, []).append((campaign, i))
         self._goals = _group((c for c in everything if c.goal), lambda c: [c.goal.event])
         self._cancels = _group((c for c in everything if c.cancel_on), lambda c: c.cancel_on)
+        # Names that open or close a window, complete a goal, cancel or make a step: any other
+        # event skips those five lookups.
+        self._bookkept = frozenset().union(self._goals, self._cancels, self._closes, self._opens, self._steps)
         # Page triggers, by the path they watch.
         page = [c for c in everything if c.trigger.on_page]
         self._page_any = tuple(c for c in page if c.trigger.path is None and c.trigger.path_exact is None)
         self._page_exact = _group((c for c in page if c.trigger.path_exact), lambda c: [c.trigger.path_exact])
         self._page_glob = tuple(c for c in page if c.trigger.path is not None)
-        self._page_cache: dict[str, tuple[Campaign, ...]] = {}  # path -> its page triggers
+        self._page_cache: dict[str, _PageTriggers] = {}  # path -> its page triggers
 
     # --- what the runtime calls -----------------------------------------------------------
 
@@ -92,6 +180,7 @@ class Engine:
         decisions: list[Decision] = []
         rewake = False
         page_candidates: tuple[Campaign, ...] = ()
+        triggers: _PageTriggers | None = None  # of the current page, once looked up
 
         if session is not None:
             session.counters[name] = session.counters.get(name, 0) + 1
@@ -99,7 +188,8 @@ class Engine:
                 session.last_input_at = now
             if name == "page_view":
                 self._view_page(session, props, now)
-                page_candidates = self.page_triggers(session.page)
+                triggers = self._page(session.page)
+                page_candidates = triggers.viewed
                 rewake = True
             elif name == "scroll":
                 page = session.page
@@ -108,10 +198,11 @@ class Engine:
                     depth = props["depth"]
                     if depth > before:
                         session.scroll[page] = depth
-                        page_candidates = tuple(
-                            c for c in self.page_triggers(page)
+                        triggers = self._page(page)
+                        page_candidates = [
+                            c for c in triggers.scrolled
                             if c.trigger.scroll is not None and before < c.trigger.scroll <= depth
-                        )
+                        ]
                 if session.idle_since is not None:
                     session.idle_since = None
                 rewake = True
@@ -128,45 +219,46 @@ class Engine:
                     session.showing = None
                     rewake = True
 
-        if name == "add_to_cart":
-            visitor.cart.add(props["id"], props["name"], props["price"], props["quantity"])
-        elif name == "remove_from_cart":
-            visitor.cart.remove(props["id"], props.get("quantity"))
-        elif name == "purchase":
-            visitor.cart.clear()
-        elif name == "identify":
-            self._identify(visitor, props)
+        if name in VISITOR_FACTS:
+            if name == "add_to_cart":
+                visitor.cart.add(props["id"], props["name"], props["price"], props["quantity"])
+            elif name == "remove_from_cart":
+                visitor.cart.remove(props["id"], props.get("quantity"))
+            elif name == "purchase":
+                visitor.cart.clear()
+            else:
+                self._identify(visitor, props)
 
-        for campaign in self._goals.get(name, ()):
-            self._convert(campaign, visitor, props, now, decisions)
-        for campaign in self._cancels.get(name, ()):
-            if self._cancel_pending(campaign, visitor, session, decisions):
-                decisions.append(Suppress(campaign.id, "cancelled"))
-        for campaign in self._closes.get(name, ()):
-            self._cancel_pending(campaign, visitor, session, decisions)
-        for campaign in self._opens.get(name, ()):
-            if campaign.trigger.where is None or campaign.trigger.where(props):
-                key = f"absence:{campaign.id}"
-                due = now + campaign.trigger.within
-                visitor.timers[key] = due  # a new add_to_cart restarts the window
-                decisions.append(Schedule(key, due, campaign.id))
-        if session is not None:
-            for campaign, i in self._steps.get(name, ()):
-                step = campaign.trigger.after[i]
-                if step.where is None or step.where(props):
-                    progress = session.progress.get(campaign.id)
-                    if i == 0:
-                        session.progress[campaign.id] = [now]
-                        rewake = True
-                    elif progress is not None and len(progress) == i:
-                        progress.append(now)
-                        rewake = True
+        if name in self._bookkept:
+            for campaign in self._goals.get(name, ()):
+                self._convert(campaign, visitor, props, now, decisions)
+            for campaign in self._cancels.get(name, ()):
+                if self._cancel_pending(campaign, visitor, session, decisions):
+                    decisions.append(Suppress(campaign.id, "cancelled"))
+            for campaign in self._closes.get(name, ()):
+                self._cancel_pending(campaign, visitor, session, decisions)
+            for campaign in self._opens.get(name, ()):
+                if campaign.trigger.where is None or campaign.trigger.where(props):
+                    key = f"absence:{campaign.id}"
+                    due = now + campaign.trigger.within
+                    visitor.timers[key] = due  # a new add_to_cart restarts the window
+                    decisions.append(Schedule(key, due, campaign.id))
+            if session is not None:
+                for campaign, i in self._steps.get(name, ()):
+                    step = campaign.trigger.after[i]
+                    if step.where is None or step.where(props):
+                        progress = session.progress.get(campaign.id)
+                        if i == 0:
+                            session.progress[campaign.id] = [now]
+                            rewake = True
+                        elif progress is not None and len(progress) == i:
+                            progress.append(now)
+                            rewake = True
 
         candidates = []
-        for campaign in self._on_event.get(name, ()):
+        listeners = self._listeners.get(name)
+        for campaign in listeners.matching(props) if listeners is not None else ():
             trigger = campaign.trigger
-            if trigger.where is not None and not trigger.where(props):
-                continue
             if not _page_state_met(campaign, session, now) or not _sequence_done(campaign, session, now):
                 continue
             if trigger.at_least is not None:
@@ -188,7 +280,7 @@ class Engine:
             if session.showing is None and session.waiting:
                 self._release_waiting(state, now, decisions)
             if rewake or session.calm or session.waiting:
-                self._rewake(session, now, decisions)
+                self._rewake(session, now, decisions, triggers=triggers)
         return decisions
 
     def on_wake(self, state: State, now: float) -> list[Decision]:
@@ -210,7 +302,7 @@ class Engine:
             ready = []
             for campaign_id, since in list(session.calm.items()):
                 campaign = self.by_id.get(campaign_id)
-                if campaign is None or now - since > campaign.expires:
+                if campaign is None or now - since >= campaign.expires:  # its wake-up comes at exactly that time
                     del session.calm[campaign_id]
                     if campaign is not None:
                         decisions.append(Suppress(campaign_id, "expired"))
@@ -253,13 +345,16 @@ class Engine:
 
     def page_triggers(self, path: str | None) -> tuple[Campaign, ...]:
         """The page triggers that watch ``path``, in file order."""
+        return self._page(path).all
+
+    def _page(self, path: str | None) -> _PageTriggers:
         if path is None:
-            return ()
+            return _NO_PAGE
         found = self._page_cache.get(path)
         if found is None:
             matched = set(self._page_any) | set(self._page_exact.get(path, ()))
             matched.update(c for c in self._page_glob if c.trigger.path.match(path))
-            found = tuple(c for c in self.campaign_set.campaigns if c in matched)
+            found = _PageTriggers(tuple(c for c in self.campaign_set.campaigns if c in matched), self.indexed)
             if len(self._page_cache) >= _PAGE_CACHE_SIZE:
                 self._page_cache.clear()
             self._page_cache[path] = found
@@ -447,17 +542,25 @@ class Engine:
             return "quiet_hours"
         return None
 
-    def _rewake(self, session: SessionState, now: float, decisions: list[Decision], force: bool = False) -> None:
-        """Recompute when a time condition of this session may next come true."""
+    def _rewake(
+        self, session: SessionState, now: float, decisions: list[Decision], force: bool = False,
+        triggers: _PageTriggers | None = None,
+    ) -> None:
+        """Recompute when a time condition of this session may next come true. ``triggers``:
+        those of the session's page, when the caller has them at hand."""
         wake: float | None = None
-        for campaign in self.page_triggers(session.page):
+        page = triggers if triggers is not None else self._page(session.page)
+        for campaign in page.timed_active if session.idle_since is None else page.timed:
             trigger = campaign.trigger
             if campaign.id in session.met or (trigger.dwell is None and trigger.idle is None):
                 continue
             if trigger.scroll is not None and session.scroll_depth < trigger.scroll:
                 continue  # waits for a scroll event, not for time
-            if trigger.after and not _sequence_done(campaign, session, now, complete_only=True):
-                continue  # waits for the sequence's next event
+            if trigger.after and not _sequence_done(campaign, session, now):
+                # Waits for the sequence's next event; or a step is older than its window, and
+                # only a new step event can help (time alone never will: a wake-up for it would
+                # find it false and come again at once, for ever).
+                continue
             due = now
             if trigger.dwell is not None:
                 due = max(due, session.page_started_at + trigger.dwell)
@@ -581,7 +684,7 @@ def _page_state_met(campaign: Campaign, session: SessionState | None, now: float
     return not (trigger.idle is not None and (session.idle_since is None or session.idle_for(now) < trigger.idle))
 
 
-def _sequence_done(campaign: Campaign, session: SessionState | None, now: float, complete_only: bool = False) -> bool:
+def _sequence_done(campaign: Campaign, session: SessionState | None, now: float) -> bool:
     """Every earlier step happened, in order, each within its window of now."""
     steps = campaign.trigger.after
     if not steps:
@@ -591,8 +694,6 @@ def _sequence_done(campaign: Campaign, session: SessionState | None, now: float,
     progress = session.progress.get(campaign.id)
     if progress is None or len(progress) < len(steps):
         return False
-    if complete_only:
-        return True
     return all(step.within is None or now - at <= step.within for step, at in zip(steps, progress, strict=True))
 
 

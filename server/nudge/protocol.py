@@ -98,13 +98,15 @@ class JsonCodec:
         self.max_depth = max_depth  # deeper frames are refused before they are parsed
 
     def decode(self, data: str | bytes) -> Any:
-        if isinstance(data, bytes):
+        if data.__class__ is not str and isinstance(data, bytes):
             try:
                 data = data.decode("utf-8")
             except UnicodeDecodeError:
                 frames_malformed["undecodable"] += 1
                 raise MalformedFrame("not valid JSON: not UTF-8") from None
-        if json_depth_exceeds(data, self.max_depth):
+        # json_depth_exceeds' own first test, inline: a frame with no more opening brackets than
+        # the limit (nearly every one) cannot nest deeper, and is not scanned.
+        if data.count("{") + data.count("[") > self.max_depth and json_depth_exceeds(data, self.max_depth):
             frames_malformed["too_deep"] += 1
             raise MalformedFrame(f"not accepted: nested deeper than {self.max_depth}")
         try:

@@ -39,6 +39,8 @@
       }, 5);
     } else if (m.t === 'ev' && !window.holdAcks) {
       ws.push({ t: 'ack', seq: m.seq });
+    } else if (m.t === 'evs' && !window.holdAcks) {
+      ws.push({ t: 'ack', seq: m.events[m.events.length - 1].seq }); // one cumulative ack
     }
   };
   FakeSocket.prototype.close = function () {
@@ -47,8 +49,14 @@
   FakeSocket.prototype.push = function (record) {
     this.onmessage && this.onmessage({ data: JSON.stringify(record) });
   };
+  // Every event written: those of ev frames and each one of an evs frame.
   FakeSocket.prototype.events = function (name) {
-    return this.sent.filter(function (m) { return m.t === 'ev' && (!name || m.name === name); });
+    var all = [];
+    this.sent.forEach(function (m) {
+      if (m.t === 'ev') all.push(m);
+      else if (m.t === 'evs') all.push.apply(all, m.events);
+    });
+    return all.filter(function (m) { return !name || m.name === name; });
   };
   window.WebSocket = FakeSocket;
 })();
