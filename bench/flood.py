@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import os
 import statistics
@@ -81,14 +82,21 @@ def p99(times: list[float]) -> float:
 async def flood_socket(port: int, rate: float, stop: asyncio.Event) -> tuple[int, int, float, int | None]:
     """One flooding connection until the server closes it: (frames written, pongs read, seconds
     it lived, close code)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return 0, 0, 0.0, None
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write((
         f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: nudge.v1.json\r\n"
         f"Origin: {ORIGIN}\r\n\r\n"
     ).encode())
-    await reader.readuntil(b"\r\n\r\n")
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+    except (OSError, asyncio.IncompleteReadError):
+        writer.close()
+        return 0, 0, 0.0, None
     hello = json.dumps({"t": "hello", "v": 1, "key": KEY, "visitor": "v_flooder" + os.urandom(10).hex()}).encode()
     writer.write(bytes([0x81, 0x80 | len(hello)]) + b"\0\0\0\0" + hello)
     pongs, code = 0, None
@@ -164,17 +172,25 @@ async def measure(pairs: int, rounds: int, rate: float, sessions: int = 100) -> 
             seqs = [0] * sessions
             await round_trips(sockets, seqs, rounds)  # warm up
             ratios, quiet_p99, loud_p99, floods = [], [], [], []
+            all_quiet, all_loud = [], []
+            gc.collect()
+            gc.freeze()
+            gc.disable()  # this process's collections would land in one phase or the other
             for _ in range(pairs):
-                quiet = p99(await round_trips(sockets, seqs, rounds))
+                quiet_times = await round_trips(sockets, seqs, rounds)
                 stop, report = asyncio.Event(), []
                 flooding = asyncio.create_task(flood(port, rate, stop, report))
-                loud = p99(await round_trips(sockets, seqs, rounds))
+                loud_times = await round_trips(sockets, seqs, rounds)
                 stop.set()
                 await flooding
+                quiet, loud = p99(quiet_times), p99(loud_times)
+                all_quiet += quiet_times
+                all_loud += loud_times
                 quiet_p99.append(quiet)
                 loud_p99.append(loud)
                 ratios.append(loud / quiet)
                 floods += report
+            gc.enable()
             for ws in sockets:
                 await ws.close()
         finally:
@@ -187,6 +203,8 @@ async def measure(pairs: int, rounds: int, rate: float, sessions: int = 100) -> 
         "p99_quiet_ms": [round(t * 1000, 2) for t in quiet_p99],
         "p99_flood_ms": [round(t * 1000, 2) for t in loud_p99],
         "ratios": [round(r, 3) for r in ratios], "median_ratio": round(statistics.median(ratios), 3),
+        "pooled_p99_ms": {"quiet": round(p99(sorted(all_quiet)) * 1000, 2), "flood": round(p99(sorted(all_loud)) * 1000, 2)},
+        "pooled_ratio": round(p99(sorted(all_loud)) / p99(sorted(all_quiet)), 3),
         "flood_sockets": len(floods), "closed_by_server": len(closed),
         "close_codes": sorted({f[3] for f in closed}),
         "accepted_per_socket": [min(f[1] for f in floods), max(f[1] for f in floods)],
