@@ -7,13 +7,15 @@ import asyncio
 import json
 import os
 import signal
+import sys
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 from nudge.cli import main
 
-from .conftest import Client, run_server
+from .conftest import Client, free_port, run_server
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +127,40 @@ async def test_sighup_and_the_reload_endpoint(tmp_path):
         code, body = await request(f"{server.http}/api/reload", SECRET, method="POST")
         assert code == 422 and "syntax" in body["problems"]
         assert server.hub.engine.by_id.keys() == {"one"}
+
+
+async def test_the_demo_prints_its_admin_key_and_the_key_opens_the_api():
+    """``--demo`` without ``--secret-key`` makes a key for the run: printed on the terminal (the
+    log filter would blank it), and it opens the admin API."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nudge", "serve", "--demo", "--port", str(port), "--log-level", "warning",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                line = (await process.stderr.readline()).decode()
+                assert line, "the demo exited before printing its key"
+                if line.startswith("Admin API and dashboard key for this run: "):
+                    key = line.rsplit(" ", 1)[1].strip()
+                    break
+        assert key.startswith("sk_demo_") and "redacted" not in key
+
+        def get(token: str) -> int:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/campaigns", headers={"Authorization": f"Bearer {token}"})
+            for _ in range(100):  # the banner comes before the socket listens
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as response:
+                        return response.status
+                except urllib.error.HTTPError as exc:
+                    return exc.code
+                except OSError:
+                    time.sleep(0.05)  # polling a condition: the port to listen, bounded above
+            raise AssertionError("the demo never listened")
+
+        assert await asyncio.to_thread(get, key) == 200
+        assert await asyncio.to_thread(get, "sk_demo_guess") == 401
+    finally:
+        process.kill()
+        await process.wait()

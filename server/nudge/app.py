@@ -277,8 +277,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             hub.webhooks.start()
         sites = ", ".join(f"{key} ({', '.join(sorted(site.origins)) or 'no origins'})" for key, site in hub.sites.items())
         log.info("nudge %s: %d campaigns; site keys: %s", __version__, len(hub.engine.campaign_set.campaigns), sites or "none")
-        if settings.demo and not settings.secret_keys:
-            log.info("admin API key for this run: %s", secret_keys[0])
         hup = False
         if campaign_file is not None:
             campaign_file.watch()

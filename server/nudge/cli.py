@@ -58,6 +58,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if settings.demo:
         print(f"Nudge demo shop: http://{settings.host}:{settings.port}/", file=sys.stderr)
+        if not settings.secret_keys:
+            # Printed, not logged: the log filter blanks every secret key, this one too.
+            print(f"Admin API and dashboard key for this run: {app.state.secret_keys[0]}", file=sys.stderr)
     from .shutdown import GracefulServer
 
     # Every connection keeps a few hundred objects alive for as long as it lasts; at the default
