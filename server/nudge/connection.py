@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from . import protocol
 from .errors import CLOSE_TRY_AGAIN_LATER
+from .limits import TokenBucket
 
 log = logging.getLogger("nudge.connection")
 
@@ -25,7 +26,7 @@ Send = Callable[[dict], Awaitable[None]]
 class Connection:
     __slots__ = (
         "send", "codec", "queue", "limit", "closed", "in_handler", "_flushing", "_overflowed",
-        "tokens", "rate", "burst", "stamp", "origin", "_flush_task", "last_seen", "_ack", "counts",
+        "events", "origin", "_flush_task", "last_seen", "_ack", "counts",
     )
 
     def __init__(
@@ -44,25 +45,10 @@ class Connection:
         self._flushing = False
         self._overflowed = False
         self._flush_task: asyncio.Task | None = None
-        self.tokens = float(burst)  # event budget (token bucket)
-        self.rate = rate  # tokens added per second
-        self.burst = burst  # bucket size
-        self.stamp = now  # when tokens were last added
+        self.events = TokenBucket(rate, burst, now)  # the event budget: one token an event
         self.origin = origin  # the page's Origin header
         self.last_seen = now  # when the client last sent a frame (the idle timeout counts from it)
         self.counts = counts  # reason -> sockets closed by a limit (the hub's metrics), or None
-
-    def take_token(self, now: float) -> bool:
-        """Spend one event from the budget; False when it is exhausted."""
-        tokens = self.tokens + (now - self.stamp) * self.rate
-        self.stamp = now
-        if tokens > self.burst:
-            tokens = self.burst
-        if tokens < 1.0:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - 1.0
-        return True
 
     def push(self, frame: dict) -> None:
         """Queue a frame; it is written at the next flush."""

@@ -503,7 +503,7 @@ class Hub:
                 conn.push_ack(session.last_event_seq)
             return
         now = self.clock.now()
-        if not conn.take_token(now):
+        if not conn.events.take(now):
             raise RateLimited(f"more than {self.settings.events_per_second:g} events per second")
         engine = self.engine
         try:
@@ -630,8 +630,6 @@ class Hub:
         twice (its node died before finishing it, and another node claimed it again) shows once."""
         state = visitor.state
         results = self.results
-        if self.recorder is not None:
-            self._record(live, state, decisions, now)
         self._remember(live, state, decisions, now)
         for decision in decisions:
             if isinstance(decision, Show):
@@ -702,21 +700,17 @@ class Hub:
         if live is not None:
             live.trace.append((now, campaign, variant, outcome))
 
-    def _record(self, live: LiveSession | None, state: VisitorState, decisions: list[Decision], now: float) -> None:
-        session = live.state.id if live is not None else None
-        for decision in decisions:
-            found = outcome_of(decision)
-            if found is not None:
-                campaign, variant, outcome = found
-                self.recorder.record("d", now, visitor=state.id, session=session, campaign=campaign, variant=variant, outcome=outcome)
-
     def _remember(self, live: LiveSession | None, state: VisitorState, decisions: list[Decision], now: float) -> None:
-        """Keep the latest decisions for the dashboard; with JSON logs, a line each."""
+        """Each decision's outcome: in the event log (``--record``), among the latest decisions
+        the dashboard shows and, with JSON logs, a line each."""
         session = live.state.id if live is not None else None
+        recorder = self.recorder
         for decision in decisions:
             found = outcome_of(decision)
             if found is not None:
                 campaign, variant, outcome = found
+                if recorder is not None:
+                    recorder.record("d", now, visitor=state.id, session=session, campaign=campaign, variant=variant, outcome=outcome)
                 self.recent.append((now, session, state.id, campaign, variant, outcome))
                 if self.log_lines:
                     decision_log.info("decision %s %s", campaign, outcome, extra={

@@ -58,10 +58,9 @@ class Proxies:
         return address
 
 
-class FrameBudget:
-    """A token bucket over every frame a socket sends — events, acks, pings, garbage — so that a
-    flood of frames the event budget does not count (pings answered, malformed frames answered
-    with an error) cannot keep a node busy either. Excess closes the socket with 4429."""
+class TokenBucket:
+    """A token bucket: ``rate`` tokens a second, at most ``burst`` saved up. A socket has two:
+    its event budget (nudge.connection) and its frame budget (:func:`frame_budget`)."""
 
     __slots__ = ("tokens", "rate", "burst", "stamp")
 
@@ -72,8 +71,11 @@ class FrameBudget:
         self.stamp = now  # when tokens were last added
 
     def take(self, now: float) -> bool:
-        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        """Spend one token; False when there is none to spend."""
+        tokens = self.tokens + (now - self.stamp) * self.rate
         self.stamp = now
+        if tokens > self.burst:
+            tokens = self.burst
         if tokens < 1.0:
             self.tokens = tokens
             return False
@@ -81,13 +83,15 @@ class FrameBudget:
         return True
 
 
-def frame_budget(settings, now: float) -> FrameBudget:
-    """A socket's frame budget: the configured one, but never under twice the event budget
-    (each event brings an ack and a ping or two along), so raising the event budget alone is
-    enough."""
+def frame_budget(settings, now: float) -> TokenBucket:
+    """A socket's frame budget, over every frame it sends — events, acks, pings, garbage — so
+    that a flood of frames the event budget does not count (pings answered, malformed frames
+    answered with an error) cannot keep a node busy either; excess closes the socket with 4429.
+    The configured budget, but never under twice the event budget (each event brings an ack and
+    a ping or two along), so raising the event budget alone is enough."""
     rate = max(settings.frames_per_second, 2 * settings.events_per_second)
     burst = max(settings.frame_burst, 2 * settings.event_burst)
-    return FrameBudget(rate, burst, now)
+    return TokenBucket(rate, burst, now)
 
 
 class ConnectionLimits:

@@ -62,27 +62,26 @@ def shape_error(value: Any, limit: int) -> str | None:
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            if depth > limit:
-                frames_malformed["too_deep"] += 1
-                return f"nested deeper than {limit}"
+        is_map = isinstance(item, dict)
+        if not is_map and not isinstance(item, list):
+            continue  # a scalar at the top: only containers are stacked below
+        if depth > limit:
+            frames_malformed["too_deep"] += 1
+            return f"nested deeper than {limit}"
+        if is_map:
             if len(item) > MAX_KEYS:
                 frames_malformed["too_many_items"] += 1
                 return f"a map with more than {MAX_KEYS} keys"
-            for key, inner in item.items():
-                if not isinstance(key, str):
-                    frames_malformed["undecodable"] += 1
-                    return "map keys must be strings"
-                if isinstance(inner, (dict, list)):
-                    stack.append((inner, depth + 1))
-        elif isinstance(item, list):
-            if depth > limit:
-                frames_malformed["too_deep"] += 1
-                return f"nested deeper than {limit}"
+            if not all(isinstance(key, str) for key in item):
+                frames_malformed["undecodable"] += 1
+                return "map keys must be strings"
+            inner = item.values()
+        else:
             if len(item) > MAX_ITEMS:
                 frames_malformed["too_many_items"] += 1
                 return f"a list of more than {MAX_ITEMS} items"
-            stack.extend((inner, depth + 1) for inner in item if isinstance(inner, (dict, list)))
+            inner = item
+        stack.extend((child, depth + 1) for child in inner if isinstance(child, (dict, list)))
     return None
 
 
