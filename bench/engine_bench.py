@@ -22,10 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
-from nudge import events, loadtest  # noqa: E402
-from nudge.campaigns import load_file, load_text  # noqa: E402
-from nudge.engine import Engine  # noqa: E402
-from nudge.state import SessionState, State, VisitorState  # noqa: E402
+from nudge import loadtest  # noqa: E402
+from nudge.rules import events
+from nudge.rules.campaigns import load_file, load_text  # noqa: E402
+from nudge.rules.engine import Engine  # noqa: E402
+from nudge.rules.state import SessionState, State, VisitorState  # noqa: E402
 
 RELEVANT = """
   - {id: cart-abandoned, trigger: {event: add_to_cart, absent: purchase, within: 15m}, caps: {per_day: 1}, message: {kind: modal, title: "{{ cart.names | first }}"}}

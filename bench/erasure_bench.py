@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
 
-from nudge import recording  # noqa: E402
+from nudge.calibrate import recording  # noqa: E402
 
 
 def write_log(directory: Path, records: int) -> list[str]:

@@ -25,12 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "server"))
 
-from nudge import loadtest, protocol  # noqa: E402
-from nudge.campaigns import load_file  # noqa: E402
-from nudge.clock import SystemClock  # noqa: E402
-from nudge.config import Settings, Site  # noqa: E402
-from nudge.connection import Connection  # noqa: E402
-from nudge.hub import Hub  # noqa: E402
+from nudge import loadtest  # noqa: E402
+from nudge.protocol import codec as protocol  # noqa: E402
+from nudge.rules.campaigns import load_file  # noqa: E402
+from nudge.runtime.clock import SystemClock  # noqa: E402
+from nudge.runtime.config import Settings, Site  # noqa: E402
+from nudge.runtime.connection import Connection  # noqa: E402
+from nudge.runtime.hub import Hub  # noqa: E402
 from nudge.store.memory import MemoryStore  # noqa: E402
 
 SESSIONS = 100

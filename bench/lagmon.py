@@ -17,8 +17,8 @@ import gc
 import sys
 import time
 
-from nudge import hub
 from nudge.cli import main
+from nudge.runtime import hub
 
 TICK = 0.005
 

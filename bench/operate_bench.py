@@ -20,8 +20,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from nudge.clock import SystemClock  # noqa: E402
-from nudge.metrics import LATENCY_BUCKETS, Histogram  # noqa: E402
+from nudge.runtime.clock import SystemClock  # noqa: E402
+from nudge.runtime.metrics import LATENCY_BUCKETS, Histogram  # noqa: E402
 
 from tests.conftest import Client, drop_keys, redis_store_url, run_server  # noqa: E402
 

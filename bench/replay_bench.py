@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "server"))
 
-from nudge import recording, replay  # noqa: E402
-from nudge.campaigns import load_text  # noqa: E402
+from nudge.calibrate import recording, replay  # noqa: E402
+from nudge.rules.campaigns import load_text  # noqa: E402
 
 
 def fifty_campaigns() -> str:

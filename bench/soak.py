@@ -150,10 +150,10 @@ async def visit(url: str, visitor: str, events: int, key: str = KEY) -> int:
 async def in_process_server(grace: float, retention: float, key: str = KEY):
     """A server in this process on a fake clock: (url, app, clock)."""
     import uvicorn
-    from nudge.app import create_app
-    from nudge.campaigns import load_text
-    from nudge.clock import FakeClock
-    from nudge.config import Settings
+    from nudge.ops.app import create_app
+    from nudge.rules.campaigns import load_text
+    from nudge.runtime.clock import FakeClock
+    from nudge.runtime.config import Settings
 
     clock = FakeClock()
     settings = Settings(host="127.0.0.1", port=0, site_keys=[key], origins=[ORIGIN], grace=grace, retention=retention, max_connections_per_ip=0)
@@ -213,8 +213,8 @@ async def rounds(
             if leak is not None:
                 leak(app)
             hub, gateway = app.state.hub, app.state.gateway
-            from nudge.hub import LiveSession
-            from nudge.state import SessionState
+            from nudge.rules.state import SessionState
+            from nudge.runtime.hub import LiveSession
 
             pool = ["v_soak" + secrets.token_hex(10) for _ in range(connections)]
             figures = []

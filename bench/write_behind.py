@@ -19,7 +19,7 @@ import os
 import statistics
 import time
 
-from nudge.state import SessionState, VisitorState
+from nudge.rules.state import SessionState, VisitorState
 from nudge.store.redis import RedisStore
 
 T0 = 1_700_000_000.0

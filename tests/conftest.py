@@ -15,11 +15,11 @@ import msgpack
 import pytest
 import uvicorn
 import websockets
-from nudge.app import create_app
-from nudge.campaigns import load_text
-from nudge.clock import FakeClock
-from nudge.config import Settings
-from nudge.hub import Hub
+from nudge.ops.app import create_app
+from nudge.rules.campaigns import load_text
+from nudge.runtime.clock import FakeClock
+from nudge.runtime.config import Settings
+from nudge.runtime.hub import Hub
 
 ORIGIN = "http://shop.test"
 KEY = "pk_test"

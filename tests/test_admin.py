@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 import yaml
-from nudge.campaigns import load_text
+from nudge.rules.campaigns import load_text
 
 from .conftest import KEY, Client, drop_keys, redis_store_url, run_server
 

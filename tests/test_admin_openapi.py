@@ -12,9 +12,9 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis", reason="a test dependency: scripts/setup --tests")
 
 from hypothesis import HealthCheck, settings  # noqa: E402
-from nudge.app import create_app  # noqa: E402
-from nudge.campaigns import load_text  # noqa: E402
-from nudge.config import Settings  # noqa: E402
+from nudge.ops.app import create_app  # noqa: E402
+from nudge.rules.campaigns import load_text  # noqa: E402
+from nudge.runtime.config import Settings  # noqa: E402
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
 from .conftest import KEY, ORIGIN  # noqa: E402

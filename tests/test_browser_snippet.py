@@ -18,13 +18,13 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import nudge.app
+import nudge.ops.app
 import pytest
 import uvicorn
-from nudge.app import create_app
-from nudge.campaigns import load_text
-from nudge.clock import FakeClock
-from nudge.config import Settings
+from nudge.ops.app import create_app
+from nudge.rules.campaigns import load_text
+from nudge.runtime.clock import FakeClock
+from nudge.runtime.config import Settings
 from nudge.store.memory import MemoryStore
 
 from .conftest import KEY, WAIT, eventually
@@ -125,7 +125,7 @@ class Server:
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task | None = None
         # The restarted app must open the same store: what a Redis URL would give it.
-        monkeypatch.setattr(nudge.app, "open_store", lambda url: self.store)
+        monkeypatch.setattr(nudge.ops.app, "open_store", lambda url: self.store)
 
     @property
     def http(self) -> str:
@@ -585,7 +585,7 @@ async def test_a_server_restart_mid_session_loses_nothing_and_shows_nothing_twic
 async def test_the_snippet_waits_for_a_restarts_hint_then_resumes(browser, serve, monkeypatch):
     import time
 
-    import nudge.shutdown
+    import nudge.runtime.shutdown
 
     server = await serve(RESTART)
     page, errors = await open_site(browser, server, {"/": html(server)})
@@ -594,10 +594,10 @@ async def test_the_snippet_waits_for_a_restarts_hint_then_resumes(browser, serve
     await page.evaluate("nudge.track('first')")
     await host(page, "first").wait_for(timeout=MS)
     sid = server.session().id
-    monkeypatch.setattr(nudge.shutdown, "restart_reason", lambda window, rng=None: "restart retry=1500")
+    monkeypatch.setattr(nudge.runtime.shutdown, "restart_reason", lambda window, rng=None: "restart retry=1500")
     gateway = server._server.config.app.state.gateway
     began = time.monotonic()
-    assert await nudge.shutdown.drain(gateway, 3.0, WAIT) == 1
+    assert await nudge.runtime.shutdown.drain(gateway, 3.0, WAIT) == 1
     gateway.accepting = True  # the new process is up at once: only the hint delays the snippet
     await page.wait_for_function("() => nudge.state !== 'open'", timeout=MS)
     await until_open(page)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from nudge.campaigns import load_file, load_text
 from nudge.cli import main
-from nudge.config import DEMO_CAMPAIGNS
 from nudge.errors import CampaignError
-from nudge.state import SessionState, State, VisitorState
+from nudge.rules.campaigns import load_file, load_text
+from nudge.rules.state import SessionState, State, VisitorState
+from nudge.runtime.config import DEMO_CAMPAIGNS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nudge.conditions import compile_where
+from nudge.rules.conditions import compile_where
 
 PROPS = {"price": 45, "name": "Blue Mug", "tags": ["sale", "kitchen"], "vip": True, "note": None}
 

@@ -1,4 +1,4 @@
-"""The send queue's policy for a slow reader (nudge.connection): a socket whose reader falls so
+"""The send queue's policy for a slow reader (nudge.runtime.connection): a socket whose reader falls so
 far behind that ``send_queue_limit`` frames wait is closed with 1013, what it missed stays in its
 session's outbox and comes back when it resumes; its neighbours never wait on it."""
 
@@ -9,9 +9,9 @@ import socket
 
 import pytest
 import websockets
-from nudge import events
-from nudge.app import create_app
-from nudge.config import Settings
+from nudge.ops.app import create_app
+from nudge.rules import events
+from nudge.runtime.config import Settings
 
 from .conftest import KEY, ORIGIN, WAIT, Client, shows, visitor_id
 

@@ -112,7 +112,7 @@ async def test_the_stream_needs_the_secret_key():
 async def test_each_stream_ends_so_that_a_stop_is_not_held(monkeypatch):
     import urllib.request
 
-    from nudge import dashboard
+    from nudge.ops import dashboard
 
     monkeypatch.setattr(dashboard, "STREAM_SECONDS", 1.5)
     async with run_server(CAMPAIGNS, secret_keys=[SECRET]) as server:

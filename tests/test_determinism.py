@@ -13,8 +13,9 @@ import random
 from collections import defaultdict
 
 import pytest
-from nudge import loadtest, recording, replay
-from nudge.campaigns import load_text
+from nudge import loadtest
+from nudge.calibrate import recording, replay
+from nudge.rules.campaigns import load_text
 
 from .conftest import KEY, ORIGIN, Client, run_server, visitor_id
 
@@ -105,7 +106,7 @@ def assert_same(live: dict, replayed: dict, least: int, kinds: set[str]) -> None
 
 
 async def test_replaying_the_log_reproduces_every_live_decision(tmp_path):
-    from nudge.clock import SystemClock
+    from nudge.runtime.clock import SystemClock
 
     campaign_set = load_text(CAMPAIGNS, "determinism.yaml")
     rng = random.Random(20261124)
@@ -118,7 +119,7 @@ async def test_replaying_the_log_reproduces_every_live_decision(tmp_path):
 async def test_a_load_generator_run_replays_decision_by_decision(tmp_path):
     """``nudge loadtest``'s browsers (page views, scrolls, carts, purchases at a paced rate, in a
     thread of their own beside the server) on the real clock: the log replays the same."""
-    from nudge.clock import SystemClock
+    from nudge.runtime.clock import SystemClock
 
     campaign_set = load_text(CAMPAIGNS, "determinism.yaml")
     unlimited = {"events_per_second": 1e9, "event_burst": 10**9}

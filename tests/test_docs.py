@@ -9,10 +9,10 @@ import shlex
 from pathlib import Path
 
 import pytest
-from nudge.campaigns import load_text
-from nudge.decisions import Converted, Defer, Show, Suppress
-from nudge.engine import Engine
-from nudge.simulate import Simulation
+from nudge.calibrate.simulate import Simulation
+from nudge.rules.campaigns import load_text
+from nudge.rules.decisions import Converted, Defer, Show, Suppress
+from nudge.rules.engine import Engine
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "campaigns.md"
 _BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from nudge import events
-from nudge.campaigns import load_text
-from nudge.decisions import Cancel, Converted, Defer, Schedule, Show, Suppress, Wake
-from nudge.engine import Engine
-from nudge.state import SessionState, State, VisitorState
+from nudge.rules import events
+from nudge.rules.campaigns import load_text
+from nudge.rules.decisions import Cancel, Converted, Defer, Schedule, Show, Suppress, Wake
+from nudge.rules.engine import Engine
+from nudge.rules.state import SessionState, State, VisitorState
 
 T0 = 1_700_000_000.0
 
@@ -401,7 +401,7 @@ campaigns:
 
 
 def test_device_class():
-    from nudge.audience import device_class
+    from nudge.rules.audience import device_class
 
     assert device_class("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148") == "mobile"
     assert device_class("Mozilla/5.0 (Linux; Android 14; Pixel 8) Chrome/120 Mobile Safari/537.36") == "mobile"
@@ -412,7 +412,7 @@ def test_device_class():
 
 
 def test_visit_facts_from_start_session():
-    from nudge.state import start_session
+    from nudge.rules.state import start_session
 
     visitor = VisitorState("pk", "v_1234567890", first_seen=T0)
     first = start_session(visitor, "s_1", T0)
@@ -466,7 +466,7 @@ campaigns:
     def test_assignment_is_sticky_and_follows_the_weights(self):
         from collections import Counter
 
-        from nudge.engine import assign
+        from nudge.rules.engine import assign
 
         campaign = self.E.by_id["offer"]
         counts = Counter(assign(campaign, f"v_{i:010d}").id for i in range(20_000))
@@ -476,7 +476,7 @@ campaigns:
         assert all(assign(campaign, "v_0000000042") is assign(campaign, "v_0000000042") for _ in range(5))
 
     def visitor_in(self, variant: str) -> State:
-        from nudge.engine import assign
+        from nudge.rules.engine import assign
 
         campaign = self.E.by_id["offer"]
         for i in range(1000):

@@ -1,4 +1,4 @@
-"""Erasure (nudge.erasure): after ``DELETE /api/visitors/{id}``, no key in Redis, no entry in
+"""Erasure (nudge.ops.erasure): after ``DELETE /api/visitors/{id}``, no key in Redis, no entry in
 any node's memory and no record of the event log (files and stream) mentions the visitor; and
 every key Nudge writes to Redis has a time to live."""
 
@@ -14,8 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from nudge import recording, replay
-from nudge.campaigns import load_text
+from nudge.calibrate import recording, replay
+from nudge.rules.campaigns import load_text
 
 from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, run_server, visitor_id
 

@@ -1,5 +1,5 @@
 """Event validation: the precompiled checks of the events browsers send all the time
-(:data:`nudge.events.FAST`) answer exactly as the reference :func:`nudge.events.check` does."""
+(:data:`nudge.rules.events.FAST`) answer exactly as the reference :func:`nudge.rules.events.check` does."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import copy
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nudge import events
 from nudge.errors import BadEvent, UnknownEvent
+from nudge.rules import events
 
 CUSTOM = frozenset({"signup"})
 

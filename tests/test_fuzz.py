@@ -16,12 +16,12 @@ import os
 import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nudge import protocol
-from nudge.campaigns import load_text
-from nudge.clock import FakeClock
-from nudge.config import Settings, Site
-from nudge.connection import Connection
-from nudge.hub import Hub
+from nudge.protocol import codec as protocol
+from nudge.rules.campaigns import load_text
+from nudge.runtime.clock import FakeClock
+from nudge.runtime.config import Settings, Site
+from nudge.runtime.connection import Connection
+from nudge.runtime.hub import Hub
 from nudge.store.memory import MemoryStore
 
 EXAMPLES = int(os.environ.get("NUDGE_FUZZ_EXAMPLES", "1500"))  # per test; bench/fuzz.py runs more

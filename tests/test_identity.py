@@ -92,7 +92,7 @@ async def test_identify_event_needs_a_valid_token(start_server):
 def test_secrets_are_redacted_from_log_records():
     import logging
 
-    from nudge import redact
+    from nudge.ops import redact
 
     token = identity.sign(SECRET, KEY, "u42", LATER)
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "got %s and %s from /ws?key=pk_a&token=abc123 (Authorization: Bearer %s)", (SECRET, token, "sk_live_z"), None)

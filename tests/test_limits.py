@@ -1,12 +1,12 @@
 """Who may connect and how many: per-key origin allow-lists, connections per address and per site
-key, X-Forwarded-For from trusted proxies only, and the idle timeout (nudge.limits)."""
+key, X-Forwarded-For from trusted proxies only, and the idle timeout (nudge.runtime.limits)."""
 
 from __future__ import annotations
 
 import pytest
 import websockets
-from nudge.config import Settings, from_environment
-from nudge.limits import Proxies
+from nudge.runtime.config import Settings, from_environment
+from nudge.runtime.limits import Proxies
 
 from .conftest import KEY, ORIGIN, WAIT, Client, visitor_id
 

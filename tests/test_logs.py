@@ -8,7 +8,7 @@ import json
 import logging
 
 import pytest
-from nudge.logs import JsonFormatter
+from nudge.ops.logs import JsonFormatter
 
 from .conftest import Client, run_server
 

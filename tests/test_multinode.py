@@ -193,7 +193,7 @@ async def test_a_timer_whose_node_died_mid_way_fires_once_after_the_lease():
     """Two ways a node can die holding a claimed timer, played out on the store directly: before
     deciding (the timer is claimed again after the lease and fires), and after queuing the
     message but before finishing (claimed again, refused as a duplicate: queued once)."""
-    from nudge.state import VisitorState
+    from nudge.rules.state import VisitorState
     from nudge.store import CapCheck
 
     async with nodes(CART, count=1) as (node,):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nudge.campaigns import load_text
-from nudge.decisions import Show
-from nudge.engine import Engine
-from nudge.simulate import Simulation
+from nudge.calibrate.simulate import Simulation
+from nudge.rules.campaigns import load_text
+from nudge.rules.decisions import Show
+from nudge.rules.engine import Engine
 
 CAMPAIGNS = load_text("""
 limits: {per_hour: 2, per_day: 3, cooldown: 90s}

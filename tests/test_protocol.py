@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from nudge import events, protocol
 from nudge.errors import BadEvent, HandshakeError, MalformedFrame, UnknownEvent
+from nudge.protocol import codec as protocol
+from nudge.rules import events
 
 
 @pytest.mark.parametrize("codec", [protocol.JsonCodec(), protocol.MsgpackCodec()])

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from nudge import recording, replay, report
-from nudge.campaigns import load_file, load_text
+from nudge.calibrate import recording, replay, report
 from nudge.cli import main
-from nudge.config import DEMO_CAMPAIGNS
+from nudge.rules.campaigns import load_file, load_text
+from nudge.runtime.config import DEMO_CAMPAIGNS
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample-events.jsonl.gz"

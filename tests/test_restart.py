@@ -1,4 +1,4 @@
-"""Graceful restarts (nudge.shutdown), with real processes: many sockets open, SIGTERM, a new
+"""Graceful restarts (nudge.runtime.shutdown), with real processes: many sockets open, SIGTERM, a new
 process on the same port. Every client is told when to come back, the delays spread over the
 window, every session resumes, and nothing is lost or shown twice."""
 

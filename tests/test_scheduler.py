@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from nudge.clock import FakeClock
-from nudge.scheduler import Scheduler
+from nudge.runtime.clock import FakeClock
+from nudge.runtime.scheduler import Scheduler
 from nudge.store.memory import MemoryStore
 
 

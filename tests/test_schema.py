@@ -9,10 +9,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from nudge.campaigns import load_text
 from nudge.cli import main
-from nudge.config import DEMO_CAMPAIGNS, PACKAGE
 from nudge.errors import CampaignError
+from nudge.rules.campaigns import load_text
+from nudge.runtime.config import DEMO_CAMPAIGNS, PACKAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((PACKAGE / "schema" / "campaigns.schema.json").read_text())

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from nudge.campaigns import load_text
+from nudge.rules.campaigns import load_text
 
 from .conftest import KEY, Client, drop_keys, redis_store_url, run_server, visitor_id
 
@@ -194,7 +194,7 @@ async def test_with_redis_results_add_up_over_nodes_and_restarts():
 
 
 async def test_backend_events_are_recorded_and_replay_to_the_same_decisions(tmp_path):
-    from nudge import recording, replay
+    from nudge.calibrate import recording, replay
 
     async with run_server(CART, record=tmp_path, secret_keys=[SECRET]) as server:
         client = await Client.connect(server.url)

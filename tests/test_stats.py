@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from nudge import stats
-from nudge.results import report
+from nudge.ops import statistics as stats
+from nudge.ops.results import report
 
 
 def test_wilson_interval():

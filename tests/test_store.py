@@ -8,7 +8,7 @@ import secrets
 
 import msgpack
 import pytest
-from nudge.state import SessionState, VisitorState
+from nudge.rules.state import SessionState, VisitorState
 from nudge.store import CapCheck, DueTimer, Store, codec, open_store
 
 from .conftest import drop_keys, redis_store_url

@@ -18,8 +18,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from nudge import webhooks
-from nudge.config import Settings
+from nudge.ops import webhooks
+from nudge.runtime.config import Settings
 
 from .conftest import KEY, Client, drop_keys, redis_store_url, run_server
 

@@ -8,15 +8,15 @@ import gc
 import sys
 from pathlib import Path
 
-from . import __version__
-from .config import from_environment
+from nudge import __version__
+from nudge.runtime.config import from_environment
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
-    from .errors import CampaignError, WebhookConfigError
+    from nudge.errors import CampaignError, WebhookConfigError
+    from nudge.ops.app import create_app
 
     settings = from_environment()
     for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "record", "record_retention", "node", "webhooks", "log_format"):
@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
         # its other implementations would let every client claim 32 KiB windows and more.
         print(f"nudge: --deflate needs --ws websockets-sansio (it bounds compression windows); got {settings.ws}", file=sys.stderr)
         return 2
-    from .logs import configure
+    from nudge.ops.logs import configure
 
     configure(settings.log_format, settings.log_level)
     try:
@@ -61,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
         if not settings.secret_keys:
             # Printed, not logged: the log filter blanks every secret key, this one too.
             print(f"Admin API and dashboard key for this run: {app.state.secret_keys[0]}", file=sys.stderr)
-    from .shutdown import GracefulServer
+    from nudge.runtime.shutdown import GracefulServer
 
     # Every connection keeps a few hundred objects alive for as long as it lasts; at the default
     # thresholds the collector walks all of them again and again while connections pile up.
@@ -86,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     server = GracefulServer(config)
-    from . import redact
+    from nudge.ops import redact
 
     redact.install("uvicorn", "uvicorn.error", "uvicorn.access")  # after uvicorn set up its handlers
     server.run()
@@ -94,8 +94,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .campaigns import load_file
-    from .errors import CampaignError
+    from nudge.errors import CampaignError
+    from nudge.rules.campaigns import load_file
 
     status = 0
     for path in args.files:
@@ -149,9 +149,9 @@ def _explain(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     import json
 
-    from . import recording, replay, report
-    from .campaigns import load_file
-    from .errors import CampaignError
+    from nudge.calibrate import recording, replay, report
+    from nudge.errors import CampaignError
+    from nudge.rules.campaigns import load_file
 
     try:
         sets = [load_file(args.campaigns)] + ([load_file(args.against)] if args.against else [])
@@ -181,7 +181,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from .config import PACKAGE
+    from nudge.runtime.config import PACKAGE
 
     sys.stdout.write((PACKAGE / "schema" / "campaigns.schema.json").read_text(encoding="utf-8"))
     return 0
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Open N simulated browsers against a Nudge server and play realistic visits. "
         "The server rate-limits each connection (NUDGE_EVENTS_PER_SECOND): raise it for flat-out runs.",
     )
-    from .loadtest import add_arguments, command
+    from nudge.loadtest import add_arguments, command
 
     add_arguments(loadtest)
     loadtest.set_defaults(run=command)

@@ -19,14 +19,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections import defaultdict
 from typing import Any
 
-from .errors import BadEvent
-from .metrics import identity_refused
+from nudge.errors import BadEvent
 
 VERSION = "v1"
 MAX_USER_ID = 128
 _TOKEN = re.compile(r"^v1\.(\d{1,12})\.([0-9a-f]{64})$")
+
+
+# reason -> identity tokens refused in this process, read by /metrics (nudge_identity_refused_total).
+refused: dict[str, int] = defaultdict(int)
 
 
 def _message(site: str, user_id: str, expires_at: int) -> bytes:
@@ -44,7 +48,7 @@ def refusal(token: Any, site: str, user_id: Any, now: float, secret_keys: list[s
     refusal is counted by reason (``nudge_identity_refused_total``)."""
     code, reason = _check(token, site, user_id, now, secret_keys)
     if code is not None:
-        identity_refused[code] += 1
+        refused[code] += 1
     return reason
 
 

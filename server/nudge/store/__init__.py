@@ -8,19 +8,19 @@ which one it runs on.
 
 from __future__ import annotations
 
-from .base import CapCheck, DueTimer, Store
+from nudge.store.base import CapCheck, DueTimer, Store
 
 
 def open_store(url: str) -> Store:
     """The store for ``url``; implementations are imported only when asked for."""
     scheme = url.split(":", 1)[0]
     if scheme == "memory":
-        from .memory import MemoryStore
+        from nudge.store.memory import MemoryStore
 
         path = url[len("memory://"):]
         return MemoryStore(snapshot=path or None)
     if scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisStore
+        from nudge.store.redis import RedisStore
 
         return RedisStore(url)
     raise ValueError(f"unsupported store URL {url!r}: use memory:// or redis://")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..state import SessionState, VisitorState
+from nudge.rules.state import SessionState, VisitorState
 
 DAY_MS = 86_400_000
 # Messages queued for one visitor at most; the oldest goes first.

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import msgpack
 
-from ..state import SessionState, VisitorState
-from . import codec
-from .base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer
+from nudge.rules.state import SessionState, VisitorState
+from nudge.store import codec
+from nudge.store.base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer
 
 log = logging.getLogger("nudge.store")
 

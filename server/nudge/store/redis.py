@@ -24,10 +24,10 @@ import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..state import SessionState, VisitorState
-from . import codec
-from .base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer
-from .keys import SEP, Keys, split_timer_member, timer_member
+from nudge.rules.state import SessionState, VisitorState
+from nudge.store import codec
+from nudge.store.base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer
+from nudge.store.keys import SEP, Keys, split_timer_member, timer_member
 
 log = logging.getLogger("nudge.store")
 

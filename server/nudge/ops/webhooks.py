@@ -1,0 +1,432 @@
+"""Webhooks out: what happens to campaigns, POSTed to the operator's endpoints (a CRM, a data
+warehouse, a mailer), signed, retried, never lost silently.
+
+Endpoints come from a file (``--webhooks FILE`` / ``NUDGE_WEBHOOKS``, YAML or JSON)::
+
+    endpoints:
+      - id: crm                                  # names its deliveries and dead letters
+        url: https://crm.example/hooks/nudge
+        secret: whsec_…                          # signs each body
+        events: [decision, shown, clicked, converted, offline]   # default: all
+        campaigns: [cart-abandoned]              # default: every campaign (global)
+
+The ``offline`` event is the hand-off of campaigns with ``offline: webhook``: when one fires
+while the visitor has no tab open, its message goes to the endpoints taking ``offline`` events of
+that campaign (to send as an e-mail or a push notification) instead of waiting for the next visit;
+with no such endpoint it is queued, as with ``offline: queue``. The older ``NUDGE_WEBHOOK_URL`` /
+``NUDGE_WEBHOOK_SECRET`` still work: they add the endpoint ``offline`` taking ``offline`` events
+of every campaign (:func:`configured_endpoints`).
+
+Each delivery is one JSON POST with::
+
+    Nudge-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the secret>
+    Nudge-Delivery:  <id>    the idempotency key: the same for every retry of one delivery
+    Nudge-Event:     <type>  decision | shown | clicked | dismissed | converted | offline
+
+Retries: a connection error, a timeout, 408, 429 or 5xx is retried after a random delay up to
+``BASE * 2**attempt`` seconds (full jitter), capped at ``CAP``, for up to ``MAX_AGE`` (a day) after
+the first try; any other 4xx is final. What is given up on goes to the dead-letter list (the last
+``DEAD_KEPT``), shown in the dashboard and at ``GET /api/webhooks``.
+
+The queue: with Redis, a sorted set of delivery ids scored by due time plus a hash of the
+deliveries (so a node that dies mid-delivery leaves it to be claimed again when its lease ends:
+at-least-once, which is what the idempotency key is for); in memory, a heap in this process.
+Deliveries are decided on the hot path (a dict appended to a list); the scheduler writes them to
+the queue and claims what is due, and each claimed delivery is POSTed in a task of its own (at most
+``CONCURRENCY`` at once): a slow receiver never holds up the scheduler, and so never delays a
+visitor's timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import heapq
+import hmac
+import json
+import logging
+import random
+import secrets
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import yaml
+
+from nudge.errors import WebhookConfigError
+
+if TYPE_CHECKING:
+    from nudge.runtime.config import Settings
+    from nudge.runtime.hub import Hub
+
+log = logging.getLogger("nudge.webhooks")
+
+EVENTS = ("decision", "shown", "clicked", "dismissed", "converted", "offline")
+BASE = 2.0  # seconds: the first retry waits up to this
+CAP = 3600.0  # seconds: no retry waits longer
+MAX_AGE = 86400.0  # seconds after the first try when a delivery is given up
+LEASE = 60.0  # seconds a claimed delivery is this node's before another may claim it again
+POLL = 1.0  # seconds between looks at the shared queue (Redis)
+BATCH = 50  # deliveries claimed at once
+DEAD_KEPT = 1000
+TIMEOUT = 10.0  # seconds for one POST
+CONCURRENCY = 8  # POSTs in flight at once, per node
+MIN_SECRET = 8  # characters: a shorter secret is refused
+LEGACY_ID = "offline"  # the endpoint NUDGE_WEBHOOK_URL stands for
+
+# -- KEYS[1]: due delivery ids (sorted set, ms); KEYS[2]: deliveries (hash id -> JSON)
+# -- ARGV[1]: now in ms; ARGV[2]: lease in ms; ARGV[3]: how many at most
+# -- returns the JSON of each delivery claimed (now due again at the lease's end, unless finished)
+CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local body = redis.call('HGET', KEYS[2], id)
+  if body then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
+    table.insert(out, body)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    id: str
+    url: str
+    secret: str
+    events: frozenset[str] | None = None  # None: every event
+    campaigns: frozenset[str] | None = None  # None: every campaign
+
+    def wants(self, kind: str, campaign: str) -> bool:
+        return (self.events is None or kind in self.events) and (self.campaigns is None or campaign in self.campaigns)
+
+
+def load_endpoints(path: str | Path) -> list[Endpoint]:
+    """Read and check an endpoints file; raise WebhookConfigError naming the field."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    raw = data.get("endpoints") if isinstance(data, dict) else None
+    if not isinstance(raw, list):
+        raise WebhookConfigError(f"{path}: endpoints must be a list")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"{path}: endpoints[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("url"), str) or not item["url"].startswith(("http://", "https://")):
+            raise WebhookConfigError(f"{where}.url must be an http(s) URL")
+        secret = item.get("secret")
+        if not isinstance(secret, str) or len(secret) < MIN_SECRET:
+            raise WebhookConfigError(f"{where}.secret must be a string of at least {MIN_SECRET} characters")
+        events = item.get("events")
+        if events is not None and (not isinstance(events, list) or set(events) - set(EVENTS)):
+            raise WebhookConfigError(f"{where}.events must be a list of {', '.join(EVENTS)}")
+        campaigns = item.get("campaigns")
+        if campaigns is not None and (not isinstance(campaigns, list) or not all(isinstance(c, str) for c in campaigns)):
+            raise WebhookConfigError(f"{where}.campaigns must be a list of campaign ids")
+        ident = str(item.get("id") or f"endpoint{i}")
+        if any(e.id == ident for e in out):
+            raise WebhookConfigError(f"{where}.id {ident!r} names another endpoint already")
+        out.append(Endpoint(
+            ident, item["url"], secret,
+            frozenset(events) if events is not None else None,
+            frozenset(campaigns) if campaigns is not None else None,
+        ))
+    return out
+
+
+def configured_endpoints(settings: Settings) -> list[Endpoint]:
+    """The endpoints file (``--webhooks``), and the older ``NUDGE_WEBHOOK_URL`` /
+    ``NUDGE_WEBHOOK_SECRET`` mapped to what they always meant: an endpoint taking the ``offline``
+    event of every campaign. A deprecation warning says how to write it in the file."""
+    endpoints = load_endpoints(settings.webhooks) if settings.webhooks is not None else []
+    if not settings.webhook_url:
+        return endpoints
+    url, secret = settings.webhook_url, settings.webhook_secret
+    if not url.startswith(("http://", "https://")):
+        raise WebhookConfigError(f"NUDGE_WEBHOOK_URL must be an http(s) URL, got {url!r}")
+    if len(secret) < MIN_SECRET:
+        raise WebhookConfigError(f"NUDGE_WEBHOOK_SECRET must be at least {MIN_SECRET} characters: it signs each POST to NUDGE_WEBHOOK_URL")
+    if any(e.id == LEGACY_ID for e in endpoints):
+        raise WebhookConfigError(f"{settings.webhooks}: the endpoint id {LEGACY_ID!r} is NUDGE_WEBHOOK_URL's; rename it, or move NUDGE_WEBHOOK_URL into the file")
+    log.warning(
+        "NUDGE_WEBHOOK_URL and NUDGE_WEBHOOK_SECRET are deprecated: write the endpoint in the --webhooks file "
+        "instead, as {id: %s, url: …, secret: …, events: [offline]} (docs/operate.md#webhooks-out). Until then "
+        "they stand for that endpoint: each POST is the offline event, retried for up to a day", LEGACY_ID,
+    )
+    return [*endpoints, Endpoint(LEGACY_ID, url, secret, frozenset({"offline"}))]
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``Nudge-Signature`` header value for ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+async def post(url: str, body: bytes, headers: dict[str, str], timeout: float = TIMEOUT) -> int:
+    """POST ``body`` over HTTP/1.1 and return the status code (no redirects, no keep-alive)."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    context = ssl.create_default_context() if secure else None
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=context)
+        try:
+            head = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close",
+                    "Content-Type: application/json", f"Content-Length: {len(body)}"]
+            head += [f"{k}: {v}" for k, v in headers.items()]
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+            await writer.drain()
+            status_line = await reader.readline()
+            return int(status_line.split()[1])
+        finally:
+            writer.close()
+
+
+def retryable(status: int) -> bool:
+    """0 (no answer), 408, 429 and 5xx are worth another try; other answers are final."""
+    return status == 0 or status in (408, 429) or status >= 500
+
+
+def backoff(attempt: int) -> float:
+    """Full jitter: a random delay up to ``BASE * 2**attempt``, never above ``CAP``."""
+    return random.uniform(0, min(CAP, BASE * 2 ** min(attempt, 30)))
+
+
+class Webhooks:
+    """Endpoints, the delivery queue, and the loop that sends it."""
+
+    def __init__(self, hub: Hub, endpoints: list[Endpoint]) -> None:
+        self.hub = hub
+        self.endpoints = {e.id: e for e in endpoints}
+        self.shared = hub.store.shared
+        self._fresh: list[dict] = []  # decided, not yet in the queue
+        self._heap: list[tuple[float, int, str]] = []  # memory: (due, order, id)
+        self._deliveries: dict[str, dict] = {}  # memory: id -> delivery
+        self._order = 0
+        self.dead: list[dict] = []  # memory: the last DEAD_KEPT given up, newest first
+        self._pump_at: float | None = None  # when the next pump is due
+        self._timer = None
+        self._inflight: set[asyncio.Task] = set()  # POSTs under way
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self.sent = 0  # delivered (2xx), by this node
+        self.retried = 0  # failed tries rescheduled
+        self.failed = 0  # given up, by this node
+        self.queued = 0  # deliveries waiting, as of the last pump (every node's, with Redis)
+        if self.shared:
+            self._claim = hub.store.redis.register_script(CLAIM)
+
+    # --- the hot path -------------------------------------------------------------------------
+
+    def takes(self, kind: str, campaign: str) -> bool:
+        """Whether some endpoint wants ``kind`` events of ``campaign`` (for ``offline``: whether
+        the campaign's message is handed off rather than queued)."""
+        return any(endpoint.wants(kind, campaign) for endpoint in self.endpoints.values())
+
+    def emit(self, kind: str, campaign: str, payload: dict) -> None:
+        """Queue ``payload`` for every endpoint that wants ``kind`` events of ``campaign``."""
+        now = self.hub.clock.now()
+        for endpoint in self.endpoints.values():
+            if endpoint.wants(kind, campaign):
+                body = json.dumps({"type": kind, "campaign": campaign, "at": now, **payload}, separators=(",", ":"), default=str)
+                self._fresh.append({
+                    "id": "dlv_" + secrets.token_urlsafe(12), "endpoint": endpoint.id, "type": kind,
+                    "body": body, "attempt": 0, "first_at": now, "due": now, "error": None,
+                })
+        if self._fresh:
+            self._schedule(now)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.shared:
+            self._schedule(self.hub.clock.now() + POLL)
+
+    async def stop(self) -> None:
+        """Stop sending; with Redis, what was decided but not yet queued is queued for the other
+        nodes (or this one's next start)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._inflight):  # with Redis, claimed again once their lease ends
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self.shared and self._fresh:
+            try:
+                await self._enqueue_fresh()
+            except self.hub._unavailable:
+                log.warning("%d webhook deliveries lost: Redis unreachable at shutdown", len(self._fresh))
+
+    def _schedule(self, due: float) -> None:
+        if self._pump_at is not None and self._pump_at <= due:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._pump_at = due
+        self._timer = self.hub.scheduler.call_at(due, self._pump)
+
+    async def _pump(self, due: float) -> None:
+        self._timer = self._pump_at = None
+        now = self.hub.clock.now()
+        try:
+            await self._enqueue_fresh()
+            for delivery in await self._claim_due(now):
+                task = asyncio.get_running_loop().create_task(self._send(delivery))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+            self.queued = await self.depth()
+        except self.hub._unavailable as exc:
+            self.hub._store_failed(exc)
+        finally:
+            following = self._next_due()
+            if self.shared:
+                following = min(following or now + POLL, now + POLL)
+            if self._fresh:
+                following = now
+            if following is not None:
+                self._schedule(max(following, now))
+
+    async def _enqueue_fresh(self) -> None:
+        fresh, self._fresh = self._fresh, []
+        try:
+            for delivery in fresh:
+                await self._put(delivery)
+        except BaseException:
+            self._fresh[:0] = fresh  # written with the next pump
+            raise
+
+    async def idle(self) -> None:
+        """Wait until no POST is under way (for tests, after moving the clock)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+    async def _send(self, delivery: dict) -> None:
+        async with self._slots:
+            try:
+                await self._attempt(delivery)
+                self.queued = await self.depth()
+            except self.hub._unavailable as exc:
+                self.hub._store_failed(exc)  # left claimed: tried again when its lease ends
+            except Exception:
+                log.exception("webhook %s: delivery failed", delivery["id"])
+
+    async def _attempt(self, delivery: dict) -> None:
+        endpoint = self.endpoints.get(delivery["endpoint"])
+        now = self.hub.clock.now()
+        if endpoint is None:
+            delivery["error"] = "endpoint no longer configured"
+            await self._bury(delivery)
+            return
+        body = delivery["body"].encode()
+        headers = {
+            "Nudge-Signature": sign(endpoint.secret, int(now), body),
+            "Nudge-Delivery": delivery["id"], "Nudge-Event": delivery["type"],
+        }
+        try:
+            status = await post(endpoint.url, body, headers, timeout=TIMEOUT)
+            error = None if 200 <= status < 300 else f"HTTP {status}"
+        except (OSError, TimeoutError, ValueError, IndexError) as exc:
+            status, error = 0, str(exc) or type(exc).__name__
+        delivery["attempt"] += 1
+        if error is None:
+            self.sent += 1
+            await self._finish(delivery["id"])
+            return
+        delivery["error"] = error
+        delivery["last_at"] = now
+        if retryable(status) and now - delivery["first_at"] < MAX_AGE:
+            delivery["due"] = min(now + backoff(delivery["attempt"]), delivery["first_at"] + MAX_AGE)
+            self.retried += 1
+            await self._put(delivery)
+            self._schedule(delivery["due"])
+            log.info("webhook %s to %s: %s; try %d at +%.1f s", delivery["id"], endpoint.id, error,
+                     delivery["attempt"] + 1, delivery["due"] - now)
+            return
+        self.failed += 1
+        log.warning("webhook %s to %s given up after %d tries: %s", delivery["id"], endpoint.id, delivery["attempt"], error)
+        await self._bury(delivery)
+
+    # --- the queue: memory or Redis -----------------------------------------------------------
+
+    def _next_due(self) -> float | None:
+        heap = self._heap
+        while heap and heap[0][2] not in self._deliveries:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    async def _put(self, delivery: dict) -> None:
+        if self.shared:
+            keys = self.hub.store.keys
+            async with self.hub.store.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(keys.webhook_deliveries(), delivery["id"], json.dumps(delivery))
+                pipe.zadd(keys.webhook_due(), {delivery["id"]: round(delivery["due"] * 1000)})
+                await pipe.execute()
+            return
+        self._deliveries[delivery["id"]] = delivery
+        self._order += 1
+        heapq.heappush(self._heap, (delivery["due"], self._order, delivery["id"]))
+
+    async def _claim_due(self, now: float) -> list[dict]:
+        if self.shared:
+            keys = self.hub.store.keys
+            found = await self._claim(keys=[keys.webhook_due(), keys.webhook_deliveries()],
+                                      args=[round(now * 1000), round(LEASE * 1000), BATCH])
+            return [json.loads(raw) for raw in found]
+        out = []
+        heap = self._heap
+        while heap and heap[0][0] <= now and len(out) < BATCH:
+            _, _, ident = heapq.heappop(heap)
+            delivery = self._deliveries.get(ident)
+            if delivery is not None and delivery["due"] <= now:
+                out.append(delivery)
+        return out
+
+    async def _finish(self, ident: str) -> None:
+        if self.shared:
+            keys = self.hub.store.keys
+            async with self.hub.store.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(keys.webhook_deliveries(), ident)
+                pipe.zrem(keys.webhook_due(), ident)
+                await pipe.execute()
+            return
+        self._deliveries.pop(ident, None)
+
+    async def _bury(self, delivery: dict) -> None:
+        """Give up on a delivery: off the queue, onto the dead-letter list."""
+        await self._finish(delivery["id"])
+        if self.shared:
+            keys = self.hub.store.keys
+            async with self.hub.store.redis.pipeline(transaction=True) as pipe:
+                pipe.lpush(keys.webhook_dead(), json.dumps(delivery))
+                pipe.ltrim(keys.webhook_dead(), 0, DEAD_KEPT - 1)
+                await pipe.execute()
+            return
+        self.dead.insert(0, delivery)
+        del self.dead[DEAD_KEPT:]
+
+    # --- for the API, the dashboard and /metrics -----------------------------------------------
+
+    async def depth(self) -> int:
+        """Deliveries waiting (every node's, with Redis)."""
+        if self.shared:
+            return int(await self.hub.store.redis.zcard(self.hub.store.keys.webhook_due())) + len(self._fresh)
+        return len(self._deliveries) + len(self._fresh)
+
+    async def dead_letters(self, limit: int = 100) -> list[dict]:
+        if self.shared:
+            found = await self.hub.store.redis.lrange(self.hub.store.keys.webhook_dead(), 0, limit - 1)
+            letters = [json.loads(raw) for raw in found]
+        else:
+            letters = self.dead[:limit]
+        return [{k: v for k, v in d.items() if k != "body"} | {"payload": json.loads(d["body"])} for d in letters]
+
+    def describe(self) -> list[dict]:
+        """The endpoints, without their secrets."""
+        return [{"id": e.id, "url": e.url, "events": sorted(e.events) if e.events else "all",
+                 "campaigns": sorted(e.campaigns) if e.campaigns else "all"} for e in self.endpoints.values()]

@@ -1,0 +1,753 @@
+"""The rule engine: a pure function of (state, event, now) that returns decisions.
+
+No awaits, no clock reads, no store, no globals. It updates the plain state it is handed (in place,
+deliberately: copying a session per event would cost more than everything else on the hot path)
+and returns :mod:`decisions` for the runtime to carry out. Given the same campaigns, state and
+input, it always returns the same decisions, which is what makes it testable with a fake clock
+and replayable from a log.
+
+Campaigns are indexed when the engine is built, so an event only ever looks at the campaigns that
+listen to it: an instant trigger by event name (and, when its ``where:`` is one property equal to
+one value, by that value), an absence window by the events that open and close it, a sequence by
+the events of its steps, a goal by its event, a page trigger by the path of the page it watches
+(and, within a page, by what it waits for: a scroll depth, time on the page, idle time). An index
+only ever leaves out campaigns the full checks would have passed over: ``Engine(campaigns,
+indexed=False)`` runs the same code over every campaign of an event or page, and the tests hold
+the two to the same decisions.
+
+How a campaign whose trigger came true gets to the screen (``_fire``), in order:
+audience → caps, limits, cooldown, quiet hours → A/B variant (a holdout stops here, counted) →
+delay (a durable timer; everything is checked again when it falls due) → calm moment (waits until
+the visitor has stopped scrolling and clicking) → one message at a time (the highest priority of
+the moment shows; the others are dropped or queued behind the one on screen, as each campaign
+says) → shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime
+from urllib.parse import parse_qsl, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from nudge.rules.campaigns import DAY, Campaign, CampaignSet, QuietHours, Variant
+from nudge.rules.conditions import MISSING, equality
+from nudge.rules.decisions import Cancel, Converted, Decision, Defer, Schedule, Show, Suppress, Wake
+from nudge.rules.events import Event
+from nudge.rules.state import MAX_PAGES_REMEMBERED, SessionState, State, VisitorState
+
+HOUR = 3600.0
+_PAGE_CACHE_SIZE = 4096
+MAX_TRAITS = 64
+MAX_WAITING = 8
+# How long a message counts as on screen when the browser does not report it closed.
+ON_SCREEN = {"toast": 10.0, "banner": 120.0, "slidein": 120.0, "modal": 120.0}
+# Events that mean the visitor is using the page (for calm moments).
+INPUT = frozenset({"page_view", "scroll", "click", "active", "add_to_cart", "remove_from_cart", "purchase"})
+# Events that change the visitor's cart or traits.
+VISITOR_FACTS = frozenset({"add_to_cart", "remove_from_cart", "purchase", "identify"})
+
+
+def _group(campaigns: Iterable[Campaign], key) -> dict[str, tuple[Campaign, ...]]:
+    out: dict[str, list[Campaign]] = {}
+    for campaign in campaigns:
+        for name in key(campaign):
+            if name is not None:
+                out.setdefault(name, []).append(campaign)
+    return {name: tuple(group) for name, group in out.items()}
+
+
+def _indexable(value) -> bool:
+    """A value a dict finds exactly when ``==`` would: a plain scalar, and not NaN (which equals
+    nothing, itself included)."""
+    return value is None or (value.__class__ in (str, int, float, bool) and value == value)
+
+
+class _Listeners:
+    """The instant triggers of one event name, split so that most ``where:`` tests are one dict
+    lookup: a campaign whose ``where:`` is "property K equals V" is found in ``keyed[K][V]``; the
+    others (``rest``) are tested one by one. Each carries its position in the campaign file, which
+    is the order :meth:`matching` returns them in, as testing them all in file order would."""
+
+    __slots__ = ("keyed", "rest")
+
+    def __init__(self, campaigns: tuple[Campaign, ...], indexed: bool) -> None:
+        keyed: dict[str, dict[object, list[tuple[int, Campaign]]]] = {}
+        rest: list[tuple[int, Campaign]] = []
+        for position, campaign in enumerate(campaigns):
+            found = equality(campaign.trigger.where) if indexed else None
+            if found is not None and _indexable(found[1]):
+                keyed.setdefault(found[0], {}).setdefault(found[1], []).append((position, campaign))
+            else:
+                rest.append((position, campaign))
+        self.keyed = tuple((key, {value: tuple(group) for value, group in table.items()}) for key, table in keyed.items())
+        self.rest = tuple(rest)  # tested one by one
+
+    def matching(self, props: dict) -> list[Campaign]:
+        """The campaigns whose ``where:`` holds for ``props`` (or that have none), in file order."""
+        hits: list[tuple[int, Campaign]] = []
+        for key, table in self.keyed:
+            try:
+                found = table.get(props.get(key, MISSING))
+            except TypeError:  # a list or map: equal to no scalar
+                continue
+            if found is not None:
+                hits.extend(found)
+        keyed = len(hits)
+        for entry in self.rest:
+            where = entry[1].trigger.where
+            if where is None or where(props):
+                hits.append(entry)
+        if keyed and len(hits) > 1:
+            hits.sort(key=_position)
+        return [campaign for _, campaign in hits]
+
+
+def _position(entry: tuple[int, Campaign]) -> int:
+    return entry[0]
+
+
+class _PageTriggers:
+    """The page triggers that watch one path, in file order, and the parts of them each kind of
+    moment needs: a page view (time on the page 0, scroll 0, not idle) can only complete one with
+    no dwell, scroll or idle condition to wait for; a deeper scroll only one with a scroll
+    threshold; and the next wake-up depends only on those with a time condition (dwell, idle) —
+    and, while the visitor is not idle, only on those without an idle condition, which wait for
+    an ``idle`` event."""
+
+    __slots__ = ("all", "viewed", "scrolled", "timed", "timed_active")
+
+    def __init__(self, campaigns: tuple[Campaign, ...], indexed: bool) -> None:
+        self.all = campaigns
+        if indexed:
+            self.viewed = tuple(c for c in campaigns if not c.trigger.dwell and not c.trigger.scroll and c.trigger.idle is None)
+            self.scrolled = tuple(c for c in campaigns if c.trigger.scroll is not None)
+            self.timed = tuple(c for c in campaigns if c.trigger.dwell is not None or c.trigger.idle is not None)
+            self.timed_active = tuple(c for c in self.timed if c.trigger.idle is None)
+        else:  # every campaign, and the checks in the loops decide
+            self.viewed = self.scrolled = self.timed = self.timed_active = campaigns
+
+
+_NO_PAGE = _PageTriggers((), True)
+
+
+class Engine:
+    """Decides, for one event or timer at a time, which messages to show."""
+
+    def __init__(self, campaign_set: CampaignSet, *, indexed: bool = True) -> None:
+        """``indexed=False`` looks at every campaign of an event or page and lets the checks
+        decide: the reference the indexes are tested against (same decisions, slower)."""
+        self.campaign_set = campaign_set  # what this engine was built from
+        self.indexed = indexed
+        self.limits = campaign_set.limits  # limits across campaigns, per visitor
+        self.custom_events = campaign_set.custom_events  # accepted beyond the built-ins
+        everything = campaign_set.campaigns
+        self.by_id = {c.id: c for c in everything}
+        absence = [c for c in everything if c.trigger.absent]
+        # Instant triggers: fire on the event itself (counted, sequenced or not).
+        self._on_event = _group((c for c in everything if c.trigger.event and not c.trigger.absent), lambda c: [c.trigger.event])
+        self._listeners = {name: _Listeners(group, indexed) for name, group in self._on_event.items()}
+        # Absence windows: opened by one event, closed by another.
+        self._opens = _group(absence, lambda c: [c.trigger.event])
+        self._closes = _group(absence, lambda c: [c.trigger.absent])
+        # Sequences: the events of their steps, with the step's position.
+        self._steps: dict[str, list[tuple[Campaign, int]]] = {}
+        for campaign in everything:
+            for i, step in enumerate(campaign.trigger.after):
+                self._steps.setdefault(step.event, []).append((campaign, i))
+        self._goals = _group((c for c in everything if c.goal), lambda c: [c.goal.event])
+        self._cancels = _group((c for c in everything if c.cancel_on), lambda c: c.cancel_on)
+        # Names that open or close a window, complete a goal, cancel or make a step: any other
+        # event skips those five lookups.
+        self._bookkept = frozenset().union(self._goals, self._cancels, self._closes, self._opens, self._steps)
+        # Page triggers, by the path they watch.
+        page = [c for c in everything if c.trigger.on_page]
+        self._page_any = tuple(c for c in page if c.trigger.path is None and c.trigger.path_exact is None)
+        self._page_exact = _group((c for c in page if c.trigger.path_exact), lambda c: [c.trigger.path_exact])
+        self._page_glob = tuple(c for c in page if c.trigger.path is not None)
+        self._page_cache: dict[str, _PageTriggers] = {}  # path -> its page triggers
+
+    # --- what the runtime calls -----------------------------------------------------------
+
+    def on_event(self, state: State, event: Event, now: float) -> list[Decision]:
+        """Apply one event from the visitor and decide what follows from it.
+
+        ``state.session`` is None for an event that comes from a backend rather than a tab."""
+        visitor, session = state.visitor, state.session
+        name, props = event.name, event.props
+        visitor.last_seen = now
+        decisions: list[Decision] = []
+        rewake = False
+        page_candidates: tuple[Campaign, ...] = ()
+        triggers: _PageTriggers | None = None  # of the current page, once looked up
+
+        if session is not None:
+            session.counters[name] = session.counters.get(name, 0) + 1
+            if name in INPUT:
+                session.last_input_at = now
+            if name == "page_view":
+                self._view_page(session, props, now)
+                triggers = self._page(session.page)
+                page_candidates = triggers.viewed
+                rewake = True
+            elif name == "scroll":
+                page = session.page
+                if page is not None:
+                    before = session.scroll.get(page, 0)
+                    depth = props["depth"]
+                    if depth > before:
+                        session.scroll[page] = depth
+                        triggers = self._page(page)
+                        page_candidates = [
+                            c for c in triggers.scrolled
+                            if c.trigger.scroll is not None and before < c.trigger.scroll <= depth
+                        ]
+                if session.idle_since is not None:
+                    session.idle_since = None
+                rewake = True
+            elif name == "idle":
+                session.idle_since = now - props["after"]
+                session.last_input_at = min(session.last_input_at, session.idle_since)
+                rewake = True
+            elif name in ("active", "click"):
+                session.idle_since = None
+                rewake = True
+            elif name in ("clicked", "dismissed"):
+                showing = session.showing
+                if showing is not None and showing[0] == props.get("campaign"):
+                    session.showing = None
+                    rewake = True
+
+        if name in VISITOR_FACTS:
+            if name == "add_to_cart":
+                visitor.cart.add(props["id"], props["name"], props["price"], props["quantity"])
+            elif name == "remove_from_cart":
+                visitor.cart.remove(props["id"], props.get("quantity"))
+            elif name == "purchase":
+                visitor.cart.clear()
+            else:
+                self._identify(visitor, props)
+
+        if name in self._bookkept:
+            for campaign in self._goals.get(name, ()):
+                self._convert(campaign, visitor, props, now, decisions)
+            for campaign in self._cancels.get(name, ()):
+                if self._cancel_pending(campaign, visitor, session, decisions):
+                    decisions.append(Suppress(campaign.id, "cancelled"))
+            for campaign in self._closes.get(name, ()):
+                self._cancel_pending(campaign, visitor, session, decisions)
+            for campaign in self._opens.get(name, ()):
+                if campaign.trigger.where is None or campaign.trigger.where(props):
+                    key = f"absence:{campaign.id}"
+                    due = now + campaign.trigger.within
+                    visitor.timers[key] = due  # a new add_to_cart restarts the window
+                    decisions.append(Schedule(key, due, campaign.id))
+            if session is not None:
+                for campaign, i in self._steps.get(name, ()):
+                    step = campaign.trigger.after[i]
+                    if step.where is None or step.where(props):
+                        progress = session.progress.get(campaign.id)
+                        if i == 0:
+                            session.progress[campaign.id] = [now]
+                            rewake = True
+                        elif progress is not None and len(progress) == i:
+                            progress.append(now)
+                            rewake = True
+
+        candidates = []
+        listeners = self._listeners.get(name)
+        for campaign in listeners.matching(props) if listeners is not None else ():
+            trigger = campaign.trigger
+            if not _page_state_met(campaign, session, now) or not _sequence_done(campaign, session, now):
+                continue
+            if trigger.at_least is not None:
+                times = visitor.counts.setdefault(campaign.id, [])
+                times.append(now)
+                _prune(times, now, trigger.within)
+                if len(times) < trigger.at_least:
+                    continue
+                times.clear()
+            candidates.append(campaign)
+        if session is not None:
+            for campaign in page_candidates:
+                if campaign.id not in session.met and _page_state_met(campaign, session, now) and _sequence_done(campaign, session, now):
+                    session.met.add(campaign.id)
+                    candidates.append(campaign)
+        if candidates:
+            self._fire(state, candidates, now, props, decisions, "trigger")
+        if session is not None:
+            if session.showing is None and session.waiting:
+                self._release_waiting(state, now, decisions)
+            if rewake or session.calm or session.waiting:
+                self._rewake(session, now, decisions, triggers=triggers)
+        return decisions
+
+    def on_wake(self, state: State, now: float) -> list[Decision]:
+        """The session's wake-up time came: fire what came true with time — dwell, idle, a calm
+        moment, the message on screen timing out."""
+        session = state.session
+        decisions: list[Decision] = []
+        if session is None:
+            return decisions
+        if session.page is not None:
+            candidates = []
+            for campaign in self.page_triggers(session.page):
+                if campaign.id not in session.met and _page_state_met(campaign, session, now) and _sequence_done(campaign, session, now):
+                    session.met.add(campaign.id)
+                    candidates.append(campaign)
+            if candidates:
+                self._fire(state, candidates, now, None, decisions, "trigger")
+        if session.calm:
+            ready = []
+            for campaign_id, since in list(session.calm.items()):
+                campaign = self.by_id.get(campaign_id)
+                if campaign is None or now - since >= campaign.expires:  # its wake-up comes at exactly that time
+                    del session.calm[campaign_id]
+                    if campaign is not None:
+                        decisions.append(Suppress(campaign_id, "expired"))
+                elif now - session.last_input_at >= campaign.calm:
+                    del session.calm[campaign_id]
+                    ready.append(campaign)
+            if ready:
+                self._fire(state, ready, now, None, decisions, "calm")
+        if session.showing is not None and session.showing[1] <= now:
+            session.showing = None
+        if session.showing is None and session.waiting:
+            self._release_waiting(state, now, decisions)
+        self._rewake(session, now, decisions, force=True)
+        return decisions
+
+    def on_resume(self, state: State, now: float) -> list[Decision]:
+        """A session got its socket back: tell when its time conditions may next come true."""
+        decisions: list[Decision] = []
+        if state.session is not None:
+            self._rewake(state.session, now, decisions, force=True)
+        return decisions
+
+    def on_timer(self, state: State, key: str, now: float) -> list[Decision]:
+        """A durable visitor timer fell due (an absence window closed with nothing, or a delay
+        ran out). ``state.session`` is the visitor's open session, or None when they are away."""
+        visitor = state.visitor
+        decisions: list[Decision] = []
+        if visitor.timers.pop(key, None) is None:
+            return decisions  # cancelled meanwhile, or fired elsewhere already
+        kind, _, campaign_id = key.partition(":")
+        campaign = self.by_id.get(campaign_id)
+        if campaign is None:
+            return decisions  # the campaign was removed since
+        self._fire(state, [campaign], now, None, decisions, "delayed" if kind == "delay" else "trigger")
+        if state.session is not None and (state.session.calm or state.session.waiting):
+            self._rewake(state.session, now, decisions)
+        return decisions
+
+    # --- indexes ----------------------------------------------------------------------------
+
+    def page_triggers(self, path: str | None) -> tuple[Campaign, ...]:
+        """The page triggers that watch ``path``, in file order."""
+        return self._page(path).all
+
+    def _page(self, path: str | None) -> _PageTriggers:
+        if path is None:
+            return _NO_PAGE
+        found = self._page_cache.get(path)
+        if found is None:
+            matched = set(self._page_any) | set(self._page_exact.get(path, ()))
+            matched.update(c for c in self._page_glob if c.trigger.path.match(path))
+            found = _PageTriggers(tuple(c for c in self.campaign_set.campaigns if c in matched), self.indexed)
+            if len(self._page_cache) >= _PAGE_CACHE_SIZE:
+                self._page_cache.clear()
+            self._page_cache[path] = found
+        return found
+
+    # --- state updates ------------------------------------------------------------------------
+
+    @staticmethod
+    def _view_page(session: SessionState, props: dict, now: float) -> None:
+        path = props["path"]
+        first = session.page is None
+        session.page = path
+        session.page_started_at = now
+        session.showing = None  # a page load takes the message on screen with it
+        session.met.clear()
+        session.idle_since = None
+        session.scroll.pop(path, None)
+        session.scroll[path] = 0  # most recent last; a new view starts at the top
+        if len(session.scroll) > MAX_PAGES_REMEMBERED:
+            del session.scroll[next(iter(session.scroll))]
+        url = props.get("url")
+        session.url = url if isinstance(url, str) else None
+        title = props.get("title")
+        session.title = title if isinstance(title, str) else None
+        if first:
+            referrer = props.get("referrer")
+            session.referrer = referrer if isinstance(referrer, str) and referrer else None
+        if not session.utm and session.url and "utm_" in session.url:
+            session.utm = {
+                key[4:]: value for key, value in parse_qsl(urlsplit(session.url).query)
+                if key in ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+            }
+        tz = props.get("tz")
+        if isinstance(tz, str) and tz != session.tz and _zone(tz) is not None:
+            session.tz = tz
+
+    @staticmethod
+    def _identify(visitor: VisitorState, props: dict) -> None:
+        traits = visitor.traits
+        for key, value in props.items():
+            if value is None:
+                traits.pop(key, None)
+            elif key in traits or len(traits) < MAX_TRAITS:
+                traits[key] = value
+
+    # --- firing -------------------------------------------------------------------------------
+
+    def _fire(
+        self,
+        state: State,
+        campaigns: list[Campaign],
+        now: float,
+        props: dict | None,
+        decisions: list[Decision],
+        stage: str,
+    ) -> None:
+        """Take campaigns whose trigger came true (``stage`` trigger), whose delay ran out
+        (delayed), whose calm moment came (calm) or whose turn came (waiting) to the screen."""
+        visitor, session = state.visitor, state.session
+        if len(campaigns) > 1:
+            campaigns = sorted(campaigns, key=lambda c: -c.priority)  # stable: file order breaks ties
+        shown = False
+        for campaign in campaigns:
+            variant = assign(campaign, visitor.id)
+            variant_id = variant.id if variant is not None else None
+            if campaign.audience is not None and not campaign.audience((state, now)):
+                decisions.append(Suppress(campaign.id, "audience", variant_id))
+                continue
+            reason = self._blocked(campaign, visitor, session, now)
+            if reason is None and session is None and campaign.offline == "drop":
+                reason = "offline"
+            if reason is not None:
+                decisions.append(Suppress(campaign.id, reason, variant_id))
+                continue
+            if variant is not None and variant.holdout:
+                _record_exposure(campaign, variant_id, visitor, now)
+                _record_history(campaign, visitor, session, now)
+                decisions.append(Suppress(campaign.id, "holdout", variant_id))
+                continue
+            delay = variant.delay if variant is not None and variant.delay is not None else campaign.delay
+            if delay and stage == "trigger":
+                key = f"delay:{campaign.id}"
+                if key not in visitor.timers:
+                    due = now + delay
+                    visitor.timers[key] = due
+                    decisions.append(Schedule(key, due, campaign.id))
+                    decisions.append(Defer(campaign.id, "delay", variant_id))
+                continue
+            if session is not None:
+                if campaign.calm and stage in ("trigger", "delayed") and now - session.last_input_at < campaign.calm:
+                    session.calm.setdefault(campaign.id, now)
+                    decisions.append(Defer(campaign.id, "calm", variant_id))
+                    continue
+                if shown or (session.showing is not None and session.showing[1] > now):
+                    if campaign.on_conflict == "queue":
+                        if all(cid != campaign.id for cid, _ in session.waiting) and len(session.waiting) < MAX_WAITING:
+                            session.waiting.append((campaign.id, now + campaign.expires))
+                        decisions.append(Defer(campaign.id, "busy", variant_id))
+                    else:
+                        decisions.append(Suppress(campaign.id, "priority" if shown else "busy", variant_id))
+                    continue
+            message = variant.message if variant is not None and variant.message is not None else campaign.message
+            content = message.render(state, props)
+            _record_exposure(campaign, variant_id, visitor, now)
+            _record_history(campaign, visitor, session, now)
+            _record_shown(visitor, now)
+            queued = session is None
+            if session is not None:
+                session.showing = (campaign.id, now + ON_SCREEN.get(message.kind, 120.0))
+            decisions.append(Show(campaign.id, content, queued, now + campaign.expires if queued else None, variant_id))
+            shown = True
+
+    def _release_waiting(self, state: State, now: float, decisions: list[Decision]) -> None:
+        """The screen is free: the highest-priority message still waiting gets its turn."""
+        session = state.session
+        best = None
+        for campaign_id, expires in list(session.waiting):
+            campaign = self.by_id.get(campaign_id)
+            if campaign is None or expires <= now:
+                session.waiting.remove((campaign_id, expires))
+                if campaign is not None:
+                    decisions.append(Suppress(campaign_id, "expired"))
+                continue
+            if best is None or campaign.priority > best[0].priority:
+                best = (campaign, expires)
+        if best is not None:
+            session.waiting.remove((best[0].id, best[1]))
+            self._fire(state, [best[0]], now, None, decisions, "waiting")
+
+    def _cancel_pending(self, campaign: Campaign, visitor: VisitorState, session: SessionState | None, decisions: list[Decision]) -> bool:
+        """Drop everything of this campaign that waits to be shown; True if anything was."""
+        cancelled = False
+        for key in (f"absence:{campaign.id}", f"delay:{campaign.id}"):
+            if visitor.timers.pop(key, None) is not None:
+                decisions.append(Cancel(key))
+                cancelled = True
+        if session is not None:
+            if session.calm.pop(campaign.id, None) is not None:
+                cancelled = True
+            before = len(session.waiting)
+            session.waiting = [w for w in session.waiting if w[0] != campaign.id]
+            cancelled = cancelled or len(session.waiting) != before
+        return cancelled
+
+    def _convert(self, campaign: Campaign, visitor: VisitorState, props: dict, now: float, decisions: list[Decision]) -> None:
+        exposure = visitor.exposures.get(campaign.id)
+        if exposure is None or exposure[2]:
+            return
+        goal = campaign.goal
+        if now - exposure[1] > goal.within:
+            del visitor.exposures[campaign.id]
+            return
+        if goal.where is None or goal.where(props):
+            exposure[2] = True
+            decisions.append(Converted(campaign.id, exposure[0]))
+
+    def _blocked(self, campaign: Campaign, visitor: VisitorState, session: SessionState | None, now: float) -> str | None:
+        """Why this campaign may not show now, or None."""
+        caps, limits = campaign.caps, self.limits
+        if caps.per_session is not None and session is not None and session.shown.get(campaign.id, 0) >= caps.per_session:
+            return "cap:per_session"
+        if caps.lifetime is not None and visitor.shown_total.get(campaign.id, 0) >= caps.lifetime:
+            return "cap:lifetime"
+        times = visitor.shown.get(campaign.id)
+        if times:
+            _prune(times, now, caps.history)
+            if caps.every is not None and times and now - times[-1] < caps.every:
+                return "cap:every"
+            if caps.per_day is not None and _count_since(times, now - DAY) >= caps.per_day:
+                return "cap:per_day"
+            if caps.per_week is not None and len(times) >= caps.per_week:
+                return "cap:per_week"
+        if limits.per_hour is not None or limits.per_day is not None:
+            recent = _prune(visitor.recent, now, DAY)
+            if limits.per_hour is not None and _count_since(recent, now - HOUR) >= limits.per_hour:
+                return "limit:per_hour"
+            if limits.per_day is not None and len(recent) >= limits.per_day:
+                return "limit:per_day"
+        if limits.cooldown and visitor.last_shown_at is not None and now - visitor.last_shown_at < limits.cooldown:
+            return "cooldown"
+        quiet = campaign.quiet_hours
+        if quiet is True:
+            quiet = limits.quiet_hours
+        if quiet and _in_quiet_hours(quiet, session, now):
+            return "quiet_hours"
+        return None
+
+    def _rewake(
+        self, session: SessionState, now: float, decisions: list[Decision], force: bool = False,
+        triggers: _PageTriggers | None = None,
+    ) -> None:
+        """Recompute when a time condition of this session may next come true. ``triggers``:
+        those of the session's page, when the caller has them at hand."""
+        wake: float | None = None
+        page = triggers if triggers is not None else self._page(session.page)
+        for campaign in page.timed_active if session.idle_since is None else page.timed:
+            trigger = campaign.trigger
+            if campaign.id in session.met or (trigger.dwell is None and trigger.idle is None):
+                continue
+            if trigger.scroll is not None and session.scroll_depth < trigger.scroll:
+                continue  # waits for a scroll event, not for time
+            if trigger.after and not _sequence_done(campaign, session, now):
+                # Waits for the sequence's next event; or a step is older than its window, and
+                # only a new step event can help (time alone never will: a wake-up for it would
+                # find it false and come again at once, for ever).
+                continue
+            due = now
+            if trigger.dwell is not None:
+                due = max(due, session.page_started_at + trigger.dwell)
+            if trigger.idle is not None:
+                if session.idle_since is None:
+                    continue  # waits for an idle event
+                due = max(due, session.idle_since + trigger.idle)
+            if wake is None or due < wake:
+                wake = due
+        for campaign_id, since in session.calm.items():
+            campaign = self.by_id.get(campaign_id)
+            if campaign is not None:
+                due = max(now, min(session.last_input_at + campaign.calm, since + campaign.expires))
+                if wake is None or due < wake:
+                    wake = due
+        if session.waiting and session.showing is not None and (wake is None or session.showing[1] < wake):
+            wake = session.showing[1]
+        if force or wake != session.wake_at:
+            session.wake_at = wake
+            decisions.append(Wake(wake))
+
+    # --- explaining -------------------------------------------------------------------------
+
+    def explain(self, state: State, campaign_id: str, now: float) -> dict:
+        """Why this campaign would or would not show to this visitor now: each condition of its
+        trigger, its audience and every cap, with what the state holds. Pure, like the rest."""
+        campaign = self.by_id.get(campaign_id)
+        if campaign is None:
+            return {"campaign": campaign_id, "error": "no such campaign (or it is disabled)"}
+        visitor, session = state.visitor, state.session
+        trigger = campaign.trigger
+        checks: list[dict] = []
+
+        def check(name: str, ok: bool | None, detail: str) -> None:
+            checks.append({"check": name, "ok": ok, "detail": detail})
+
+        if trigger.event:
+            seen = session.counters.get(trigger.event, 0) if session else 0
+            check("event", None, f"fires on {trigger.event!r}" + (" when its properties match" if trigger.where else "") + f"; seen {seen} times this session")
+        if trigger.at_least:
+            count = len(_prune(visitor.counts.get(campaign.id, []), now, trigger.within))
+            check("at_least", None, f"{count} of {trigger.at_least} {trigger.event!r} events within {trigger.within:g} s")
+        if trigger.absent:
+            due = visitor.timers.get(f"absence:{campaign.id}")
+            check("absence window", due is not None, f"open, closes at {due:.0f} ({due - now:.0f} s from now) unless {trigger.absent!r} comes" if due else f"not open: waits for {trigger.event!r}")
+        page = session.page if session else None
+        if trigger.path is not None or trigger.path_exact is not None:
+            wanted = trigger.path_exact or trigger.path.pattern
+            ok = page is not None and (page == trigger.path_exact if trigger.path_exact else bool(trigger.path.match(page)))
+            check("path", ok, f"current page {page!r}, wants {wanted!r}")
+        if trigger.scroll is not None:
+            depth = session.scroll_depth if session else 0
+            check("scroll", depth >= trigger.scroll, f"deepest scroll {depth} %, wants {trigger.scroll} %")
+        if trigger.dwell is not None:
+            spent = session.time_on_page(now) if session else 0.0
+            check("dwell", spent >= trigger.dwell, f"{spent:.0f} s on the page, wants {trigger.dwell:g} s")
+        if trigger.idle is not None:
+            idle = session.idle_for(now) if session else 0.0
+            check("idle", idle >= trigger.idle, f"idle {idle:.0f} s, wants {trigger.idle:g} s")
+        if trigger.after:
+            progress = session.progress.get(campaign.id, []) if session else []
+            check("sequence", _sequence_done(campaign, session, now), f"{len(progress)} of {len(trigger.after)} earlier steps done")
+        if session is not None and trigger.on_page:
+            check("this page view", campaign.id not in session.met, "already fired on this page view" if campaign.id in session.met else "not fired yet on this page view")
+        if campaign.audience is not None:
+            check("audience", campaign.audience((state, now)), "the visitor " + ("is" if campaign.audience((state, now)) else "is not") + " in the audience")
+        variant = assign(campaign, visitor.id)
+        if variant is not None:
+            check("variant", not variant.holdout, f"assigned {variant.id!r}" + (" (holdout: never shown)" if variant.holdout else ""))
+        reason = self._blocked(campaign, visitor, session, now)
+        check("caps, limits, cooldown, quiet hours", reason is None, "none in the way" if reason is None else reason)
+        if session is not None and session.showing is not None and session.showing[1] > now:
+            check("screen", False, f"{session.showing[0]!r} is on screen ({'queued behind it' if campaign.on_conflict == 'queue' else 'would be dropped'})")
+        pending = {k: v for k, v in visitor.timers.items() if k == f"delay:{campaign.id}"}
+        if pending:
+            check("delay", None, f"due at {next(iter(pending.values())):.0f}")
+        if session is not None and campaign.id in session.calm:
+            check("calm", False, f"waiting for {campaign.calm:g} s without input")
+        return {
+            "campaign": campaign.id,
+            "shown": {
+                "session": session.shown.get(campaign.id, 0) if session else None,
+                "last_24h": _count_since(visitor.shown.get(campaign.id, []), now - DAY),
+                "lifetime": visitor.shown_total.get(campaign.id, 0),
+            },
+            "checks": checks,
+        }
+
+
+# --- pure helpers ---------------------------------------------------------------------------
+
+
+def assign(campaign: Campaign, visitor_id: str) -> Variant | None:
+    """The visitor's variant: sticky (a hash of campaign and visitor ids), weighted."""
+    variants = campaign.variants
+    if not variants:
+        return None
+    digest = hashlib.blake2b(f"{campaign.id}\x00{visitor_id}".encode(), digest_size=8).digest()
+    point = int.from_bytes(digest, "big") / 2**64 * sum(v.weight for v in variants)
+    for variant in variants:
+        point -= variant.weight
+        if point < 0:
+            return variant
+    return variants[-1]
+
+
+def _page_state_met(campaign: Campaign, session: SessionState | None, now: float) -> bool:
+    trigger = campaign.trigger
+    if trigger.path is None and trigger.path_exact is None and trigger.scroll is None and trigger.dwell is None and trigger.idle is None:
+        return True
+    if session is None or session.page is None:
+        return False
+    if trigger.path_exact is not None and session.page != trigger.path_exact:
+        return False
+    if trigger.path is not None and not trigger.path.match(session.page):
+        return False
+    if trigger.scroll is not None and session.scroll_depth < trigger.scroll:
+        return False
+    if trigger.dwell is not None and session.time_on_page(now) < trigger.dwell:
+        return False
+    return not (trigger.idle is not None and (session.idle_since is None or session.idle_for(now) < trigger.idle))
+
+
+def _sequence_done(campaign: Campaign, session: SessionState | None, now: float) -> bool:
+    """Every earlier step happened, in order, each within its window of now."""
+    steps = campaign.trigger.after
+    if not steps:
+        return True
+    if session is None:
+        return False
+    progress = session.progress.get(campaign.id)
+    if progress is None or len(progress) < len(steps):
+        return False
+    return all(step.within is None or now - at <= step.within for step, at in zip(steps, progress, strict=True))
+
+
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _in_quiet_hours(quiet: QuietHours, session: SessionState | None, now: float) -> bool:
+    zone = _zone(session.tz) if session is not None and session.tz else None
+    local = datetime.fromtimestamp(now, zone or _zone(quiet.zone))
+    return quiet.contains(local.hour * 60 + local.minute)
+
+
+def _prune(times: list[float], now: float, window: float) -> list[float]:
+    """Drop timestamps older than ``window``, in place (the lists stay as short as the caps)."""
+    if times:
+        cut = 0
+        limit = now - window
+        while cut < len(times) and times[cut] <= limit:
+            cut += 1
+        if cut:
+            del times[:cut]
+    return times
+
+
+def _count_since(times: list[float], since: float) -> int:
+    count = 0
+    for at in reversed(times):
+        if at <= since:
+            break
+        count += 1
+    return count
+
+
+def _record_exposure(campaign: Campaign, variant: str | None, visitor: VisitorState, now: float) -> None:
+    if campaign.goal is not None:
+        visitor.exposures[campaign.id] = [variant, now, False]
+
+
+def _record_history(campaign: Campaign, visitor: VisitorState, session: SessionState | None, now: float) -> None:
+    """Count a show (or a holdout exposure) against the campaign's own caps."""
+    times = visitor.shown.setdefault(campaign.id, [])
+    times.append(now)
+    _prune(times, now, campaign.caps.history)
+    visitor.shown_total[campaign.id] = visitor.shown_total.get(campaign.id, 0) + 1
+    if session is not None:
+        session.shown[campaign.id] = session.shown.get(campaign.id, 0) + 1
+
+
+def _record_shown(visitor: VisitorState, now: float) -> None:
+    """Count a message on screen against the limits across campaigns."""
+    visitor.recent.append(now)
+    _prune(visitor.recent, now, DAY)
+    visitor.last_shown_at = now

@@ -1,0 +1,209 @@
+"""The WebSocket endpoint at ``/ws``: a bare ASGI app (no per-frame wrapper objects) that runs the
+handshake, then feeds each frame to the hub in the connection's own task.
+
+It also keeps the set of open sockets: to count them per address and per site key
+(:mod:`nudge.runtime.limits`), to close those that stay silent past ``idle_timeout``, and to tell them all
+to reconnect elsewhere when the server stops (:func:`nudge.runtime.shutdown.drain`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nudge import identity
+from nudge.errors import (
+    CLOSE_IDLE,
+    CLOSE_TOO_LARGE,
+    ConnectionRefused,
+    HandshakeError,
+    HandshakeTimeout,
+    IdentityRefused,
+    MalformedFrame,
+    OptedOut,
+    OriginNotAllowed,
+    RateLimited,
+    StoreUnavailable,
+    TooManyConnections,
+    UnknownSiteKey,
+)
+from nudge.protocol import codec as protocol
+from nudge.runtime.beacon import site_for
+from nudge.runtime.connection import Connection
+from nudge.runtime.hub import Hub
+from nudge.runtime.limits import ConnectionLimits, Proxies, frame_budget
+from nudge.runtime.shutdown import refuse_while_stopping
+
+log = logging.getLogger("nudge.gateway")
+
+
+# The reason a refusal is counted under (nudge_connections_refused_total), most specific first.
+_REASONS = (
+    (IdentityRefused, "identity"), (OriginNotAllowed, "origin"), (UnknownSiteKey, "site_key"),
+    (HandshakeTimeout, "handshake_timeout"), (HandshakeError, "hello"), (OptedOut, "opted_out"),
+    (StoreUnavailable, "store_unavailable"),
+)
+
+
+def _reason(exc: ConnectionRefused) -> str:
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
+    return type(exc).__name__
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class Gateway:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        settings = hub.settings
+        self.limits = ConnectionLimits(settings.max_connections_per_ip, settings.max_connections_per_key)
+        self.proxies = Proxies(settings.trusted_proxies)
+        self.open: set[Connection] = set()  # every socket past the handshake, with or without hello
+        self.accepting = True  # False once the server is stopping: new sockets are turned away
+        self._sweep = None  # the next idle check (a timer on the hub's scheduler)
+        self._empty: asyncio.Event | None = None  # set when the last socket closes, while draining
+
+    async def __call__(self, scope, receive, send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        hub = self.hub
+        settings = hub.settings
+        offered = list(scope.get("subprotocols") or ())
+        codec = protocol.choose_codec(offered, settings.max_frame, settings.max_depth)
+        if codec is None:
+            hub.metrics.refused["subprotocol"] += 1
+            await send({"type": "websocket.close", "code": 1002})  # refused at the handshake: HTTP 403
+            return
+        peer = scope.get("client")
+        address = self.proxies.client_address(peer[0] if peer else None, _header(scope, b"x-forwarded-for"))
+        await send({"type": "websocket.accept", "subprotocol": codec.subprotocol if offered else None})
+        origin = _header(scope, b"origin")
+        conn = Connection(
+            send, codec, limit=settings.send_queue_limit, rate=settings.events_per_second,
+            burst=settings.event_burst, now=hub.clock.now(), origin=origin, counts=hub.metrics.closed,
+        )
+        live = None
+        counted_ip = counted_key = None
+        flooded = False  # closed by the frame budget (rather than the event budget)
+        try:
+            if not self.accepting:
+                hub.metrics.refused["stopping"] += 1
+                await refuse_while_stopping(conn, settings)
+                return
+            self.limits.open_ip(address)
+            counted_ip = address
+            self.open.add(conn)
+            self._watch_idle()
+            try:
+                message = await asyncio.wait_for(receive(), settings.handshake_timeout)
+            except TimeoutError:
+                raise HandshakeTimeout(f"no hello within {settings.handshake_timeout:g} s") from None
+            if message["type"] != "websocket.receive":
+                _count_too_large(hub, message)
+                return
+            try:
+                hello = protocol.parse_hello(codec.decode(message.get("text") or message.get("bytes")))
+            except MalformedFrame as exc:
+                raise HandshakeError(exc.reason) from None
+            site = site_for(hub, hello.key, origin)
+            if hello.gpc or (settings.honour_gpc and _header(scope, b"sec-gpc") == "1"):
+                raise OptedOut("opted out (Global Privacy Control or optOut): nothing is collected")
+            if hello.user is not None or hello.user_token is not None:
+                refused = identity.refusal(hello.user_token, site.key, hello.user, hub.clock.now(), settings.secret_keys)
+                if refused is not None:
+                    raise IdentityRefused(f"hello.user_id: {refused}")
+            self.limits.open_key(site.key)
+            counted_key = site.key
+            live = await hub.attach(site, hello, conn, _header(scope, b"user-agent"))
+            if hello.user is not None:
+                await hub.identified(live, hello.user, hub.clock.now())  # proven above
+            await conn.flush()
+            on_frame = hub.on_frame
+            clock = hub.clock
+            budget = frame_budget(settings, clock.now())
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    _count_too_large(hub, message)
+                    break
+                now = conn.last_seen = clock.now()
+                if not budget.take(now):
+                    flooded = True
+                    raise RateLimited(f"more than {budget.rate:g} frames per second")
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes")
+                conn.in_handler = True
+                try:
+                    await on_frame(live, conn, data)
+                finally:
+                    conn.in_handler = False
+                if conn.queue:
+                    await conn.flush()
+                if conn.closed:
+                    break
+        except ConnectionRefused as exc:
+            if isinstance(exc, TooManyConnections):
+                hub.metrics.refused["per_key" if counted_ip is not None else "per_ip"] += 1
+                log.warning("closing connection from %s: %s", address, exc.reason)
+            else:
+                if isinstance(exc, RateLimited):
+                    hub.metrics.closed["frame_budget" if flooded else "event_budget"] += 1
+                else:
+                    hub.metrics.refused[_reason(exc)] += 1
+                log.info("closing connection: %s (%s)", exc.reason, exc.close_code)
+            await conn.flush()
+            await conn.close(exc.close_code, exc.reason)
+        except Exception:
+            log.exception("connection handler failed")
+            await conn.close(1011, "internal error")
+        finally:
+            conn.closed = True
+            self.open.discard(conn)
+            if not self.open and self._empty is not None:
+                self._empty.set()
+            if counted_ip is not None:
+                self.limits.close_ip(counted_ip)
+            if counted_key is not None:
+                self.limits.close_key(counted_key)
+            if live is not None:
+                await hub.detach(live, conn)
+
+    async def drained(self) -> None:
+        """Return once no socket is open (see :func:`nudge.runtime.shutdown.drain`)."""
+        if self.open:
+            self._empty = asyncio.Event()
+            await self._empty.wait()
+
+    # --- idle sockets -----------------------------------------------------------------------
+
+    def _watch_idle(self) -> None:
+        """Make sure an idle check is due while sockets are open (one timer for all of them)."""
+        timeout = self.hub.settings.idle_timeout
+        if timeout > 0 and self._sweep is None:
+            self._sweep = self.hub.scheduler.call_at(self.hub.clock.now() + timeout / 4, self._close_idle)
+
+    async def _close_idle(self, now: float) -> None:
+        """Close every socket that sent nothing for ``idle_timeout`` seconds."""
+        self._sweep = None
+        timeout = self.hub.settings.idle_timeout
+        for conn in list(self.open):
+            if not conn.closed and now - conn.last_seen >= timeout:
+                self.hub.metrics.closed["idle"] += 1
+                conn.close_soon(CLOSE_IDLE, f"idle: nothing received for {timeout:g} s")
+        if self.open:
+            self._watch_idle()
+
+
+def _count_too_large(hub: Hub, message: dict) -> None:
+    """The server library closes a socket whose frame is over ``max_frame`` (1009) itself; the
+    gateway learns it from the disconnect."""
+    if message.get("code") == CLOSE_TOO_LARGE:
+        hub.metrics.closed["frame_too_large"] += 1

@@ -1,0 +1,1037 @@
+"""The runtime around the pure engine: live sessions, their sockets, the store and the timers.
+
+Frame in → state updated → rules evaluated → message out happens in :meth:`Hub.on_frame`, in the
+connection's own receive loop: no task per event, no store round trip unless a decision needs one
+(a cart-abandonment window opening, say), and the resulting ``show`` frame is written in the same
+turn of the event loop.
+
+With a shared store (Redis, several nodes), three things are added around that path, none of them
+a round trip per event: changed sessions are written behind in batches every ``write_behind``
+seconds; a ``show`` is confirmed against the caps in Redis (one script that checks and counts)
+before it is sent, so nodes racing for one visitor never exceed a cap; and a durable timer
+claimed by a node that does not hold the visitor is relayed to the node that does. When Redis is
+unreachable the hub keeps serving connected sessions from what it holds (degraded: caps are this
+node's own, timers and queued messages wait in a backlog replayed in order once Redis answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from nudge import identity
+from nudge.errors import (
+    CLOSE_SESSION_TAKEN,
+    BadEvent,
+    FrameError,
+    MalformedFrame,
+    ProtocolViolation,
+    RateLimited,
+    StoreUnavailable,
+)
+from nudge.protocol import codec as protocol
+from nudge.protocol.codec import Hello
+from nudge.rules import events
+from nudge.rules.audience import device_class
+from nudge.rules.campaigns import CampaignSet
+from nudge.rules.decisions import (
+    Cancel,
+    Converted,
+    Decision,
+    Defer,
+    Schedule,
+    Show,
+    Suppress,
+    Wake,
+    outcome_of,
+)
+from nudge.rules.engine import Engine, assign
+from nudge.rules.state import SessionState, State, VisitorState, start_session
+from nudge.runtime.clock import Clock
+from nudge.runtime.config import Settings, Site
+from nudge.runtime.connection import Connection
+from nudge.runtime.metrics import Metrics
+from nudge.runtime.results import Results
+from nudge.runtime.scheduler import LocalTimer, Scheduler
+from nudge.store import CapCheck, DueTimer, Store
+
+log = logging.getLogger("nudge.hub")
+connection_log = logging.getLogger("nudge.connection")  # one line per connection (JSON logs)
+decision_log = logging.getLogger("nudge.decision")  # one line per decision (JSON logs)
+
+TRACE_LENGTH = 50  # decisions remembered per session, for "why did (not) it show?"
+RECENT = 200  # decisions remembered by the hub, for the dashboard
+
+
+@dataclass(slots=True)
+class Visitor:
+    """A visitor with at least one session on this node."""
+
+    state: VisitorState
+    sessions: list[LiveSession] = field(default_factory=list)  # oldest first
+
+
+class LiveSession:
+    """A session this node holds: connected, or detached and resumable until its grace ends."""
+
+    __slots__ = ("state", "visitor", "view", "conn", "wake", "expiry", "trace")
+
+    def __init__(self, state: SessionState, visitor: Visitor) -> None:
+        self.state = state  # the session's plain state
+        self.visitor = visitor  # shared with the visitor's other tabs on this node
+        self.view = State(visitor.state, state)  # what the engine is handed, built once
+        self.conn: Connection | None = None  # None while detached
+        self.wake: LocalTimer | None = None  # the next dwell/idle check
+        self.expiry: LocalTimer | None = None  # the end of the grace period, while detached
+        self.trace: deque[tuple[float, str, str | None, str]] = deque(maxlen=TRACE_LENGTH)  # (when, campaign, variant, outcome)
+
+
+@dataclass(slots=True)
+class Stats:
+    connections: int = 0  # open sockets
+    events: int = 0  # events applied
+    duplicates: int = 0  # resent events acknowledged without applying them again
+    refused: int = 0  # frames answered with an error
+    shown: int = 0  # show messages decided (sent, or queued for a later visit)
+    suppressed: int = 0
+    timers_fired: int = 0
+    timers_relayed: int = 0  # claimed here, run by the node holding the visitor
+    lateness_max: float = 0.0  # seconds between a durable timer's due time and its firing
+    lateness_total: float = 0.0
+    lost_races: int = 0  # shows the shared store refused (another node showed first)
+    store_errors: int = 0  # store calls that failed (shared store unreachable)
+    replayed: int = 0  # store writes carried out late, once the store answered again
+
+
+def _not_before(visitor: VisitorState, due: float) -> float:
+    """A timer runs as of its due time, but never before something already recorded for the
+    visitor (time as the engine sees it only moves forward)."""
+    latest = max(visitor.last_seen, visitor.last_shown_at or 0.0)
+    return due if due >= latest else latest
+
+
+def _due_by(live: LiveSession, now: float) -> bool:
+    """Whether a timer of this visitor or a wake-up of this session is due by ``now``."""
+    if live.wake is not None and not live.wake.cancelled and live.wake.due <= now:
+        return True
+    timers = live.visitor.state.timers
+    return bool(timers) and min(timers.values()) <= now
+
+
+def new_session_id() -> str:
+    return "s_" + secrets.token_urlsafe(16)
+
+
+def new_visitor_id() -> str:
+    return "v_" + secrets.token_urlsafe(16)
+
+
+class Hub:
+    def __init__(self, settings: Settings, campaign_set: CampaignSet, store: Store, clock: Clock) -> None:
+        self.settings = settings
+        self.engine = Engine(campaign_set)  # replaced whole on reload
+        self.store = store
+        self.clock = clock
+        self.sites: dict[str, Site] = settings.sites()  # publishable key -> site
+        self.sessions: dict[str, LiveSession] = {}  # session id -> session held by this node
+        self.visitors: dict[tuple[str, str], Visitor] = {}  # (site, visitor id) -> visitor
+        self.shared = store.shared  # other nodes use the same store
+        self.node = settings.node or "n_" + secrets.token_hex(4)  # this node's id among them
+        if self.shared:
+            store.node = self.node
+        self.relay = None  # cross-node delivery (relay.Relay), with a shared store
+        self._unavailable: tuple[type[BaseException], ...] = getattr(store, "unavailable", ())
+        self._dirty: set[LiveSession] = set()  # sessions changed since the last write-behind
+        self._writing = asyncio.Lock()  # one write-behind at a time: a later one never lands first
+        self._backlog: deque[tuple[str, tuple]] = deque()  # store writes that failed, in order
+        self._tick: LocalTimer | None = None  # the next write-behind and health check
+        self._probed_at = 0.0  # when the relay was last probed
+        self.degraded_since: float | None = None  # when the shared store became unreachable
+        poll = settings.timer_poll if self.shared else None
+        self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
+        self.stats = Stats()
+        self.results = Results()  # per campaign and variant
+        self.metrics = Metrics()  # for /metrics: events by name, latencies
+        self.webhooks = None  # webhooks out and the offline hand-off (webhooks.Webhooks), when configured
+        self.log_lines = settings.log_format == "json"  # a line per connection and per decision
+        self.recent: deque[tuple] = deque(maxlen=RECENT)  # (at, session, visitor, campaign, variant, outcome), for the dashboard
+        self.recorder = None  # recording.Recorder when the event log is on (--record)
+
+    async def start(self) -> None:
+        try:
+            self.results.restore(await self.store.load_results())
+        except self._unavailable as exc:
+            self._store_failed(exc)  # counted from zero here; the store keeps adding up
+        if self.shared:
+            from nudge.runtime.relay import Relay
+
+            self.relay = Relay(self.store.redis, self.store.keys, self.node, self._on_relay)
+            await self.relay.start()
+            self._tick = self.scheduler.call_at(self.clock.now() + self.settings.write_behind, self._on_tick)
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()
+        if self.shared:
+            if self._tick is not None:
+                self._tick.cancel()
+            try:
+                await self._write_behind()
+                await self._replay()
+                await self.flush_results()
+            except Exception:
+                log.exception("final write to the store failed")
+            if self.relay is not None:
+                await self.relay.stop()
+            try:
+                await self.store.close()
+            except Exception:
+                log.debug("store close failed", exc_info=True)
+            return
+        for live in list(self.sessions.values()):
+            await self.store.save_session(live.state, self.settings.grace)
+        for visitor in self.visitors.values():
+            await self.store.save_visitor(visitor.state)
+        await self.flush_results()
+        await self.store.close()
+
+    def reload(self, campaign_set: CampaignSet) -> None:
+        """Run new campaigns from the next event on; sessions and timers stay."""
+        self.engine = Engine(campaign_set)
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    async def attach(self, site: Site, hello: Hello, conn: Connection, user_agent: str | None = None) -> LiveSession:
+        """Bind a socket to a session: resume the one named in ``hello`` or start a new one."""
+        now = self.clock.now()
+        visitor_id = hello.visitor or new_visitor_id()
+        live = self.sessions.get(hello.session) if hello.session else None
+        if live is not None and (live.state.site != site.key or live.state.visitor != visitor_id):
+            live = None  # not theirs to resume
+        if hello.session and self.shared:
+            # Own the session before reading it: writes the previous node may still send are
+            # refused from now on. If another node owned it since this node last held it, this
+            # node's copy is out of date.
+            before = await self._load(self.store.own_session(
+                site.key, hello.session, visitor_id, self.settings.grace + 3600.0,
+            ))
+            if before == "!":
+                live = None  # another visitor's session: not theirs to resume
+            elif live is not None and before not in (None, self.node):
+                self.let_go(live, "session resumed by another connection")
+                live = None
+        if live is None and hello.session:
+            stored = await self._load(self.store.load_session(site.key, hello.session))
+            if stored is not None and stored.visitor == visitor_id:
+                # A node that died may have sent messages it never wrote down: never reuse a seq
+                # the client has already seen.
+                stored.last_message_seq = max(stored.last_message_seq, hello.rx)
+                live = self._hold(stored, await self._visitor(site.key, visitor_id, now))
+        resumed = live is not None
+        if live is not None:
+            if live.conn is not None and live.conn is not conn:
+                live.conn.close_soon(CLOSE_SESSION_TAKEN, "session resumed by another connection")
+            if live.expiry is not None:
+                live.expiry.cancel()
+                live.expiry = None
+            live.state.detached_at = None
+        else:
+            visitor = await self._visitor(site.key, visitor_id, now)
+            session = start_session(visitor.state, new_session_id(), now, device_class(user_agent))
+            live = self._hold(session, visitor)
+        live.conn = conn
+        self.stats.connections += 1
+        session = live.state
+        if self.recorder is not None:
+            if resumed:
+                self.recorder.record("resume", now, visitor=visitor_id, session=session.id)
+            else:
+                self.recorder.record("start", now, site=site.key, visitor=visitor_id, session=session.id, device=session.device)
+        if self.log_lines:
+            connection_log.info("connection %s", "resumed" if resumed else "opened", extra={
+                "session": session.id, "visitor": visitor_id, "site": site.key, "resumed": resumed, "node": self.node,
+            })
+        conn.push(protocol.welcome(session.id, visitor_id, resumed, session.last_event_seq, self.settings.grace))
+        if session.outbox:
+            session.outbox = [frame for frame in session.outbox if frame["seq"] > hello.rx]
+            for frame in session.outbox:
+                conn.push(frame)
+        if self.shared:
+            await self._claim_session(live)
+        try:
+            queued = await self.store.take_queued(site.key, visitor_id, now)
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            queued = []  # they stay queued for the next visit
+        for message in queued:
+            self._deliver(live, message)
+        await self._carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
+        return live
+
+    async def identified(self, live: LiveSession, user: str, now: float) -> None:
+        """The session proved (a signed token) that it shows ``user``: remember which visitor
+        they were seen as, and hand this session what is waiting for them on their other devices.
+
+        Messages are queued per visitor (one device's browser). Once a signed-in user comes
+        back on any device, the messages queued for the other visitors they were proven to be
+        take the same way as their own at a visit: each queue is taken whole, atomically, so
+        two devices coming back at once never both receive it. A campaign queued on several
+        devices is shown once (the newest)."""
+        site, visitor_id = live.state.site, live.state.visitor
+        live.visitor.state.traits["user_id"] = user
+        await self._write("link_user", site, user, visitor_id)
+        try:
+            others = [v for v in await self.store.user_visitors(site, user) if v != visitor_id]
+            waiting = [message for other in others for message in await self.store.take_queued(site, other, now)]
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            return  # they stay queued for the next visit
+        if not waiting:
+            return
+        on_screen = {frame.get("campaign") for frame in live.state.outbox}
+        newest: dict[str, dict] = {}
+        for message in waiting:
+            newest[message.get("campaign")] = message  # later queues and entries win
+        for campaign, message in newest.items():
+            if campaign in on_screen:
+                continue
+            self._deliver(live, message)
+        if self.recorder is not None:
+            self.recorder.record("handover", now, visitor=visitor_id, session=live.state.id, user=user, count=len(newest))
+
+    async def locate(self, site: str, visitor_id: str, session_id: str) -> LiveSession | None:
+        """The session a request other than its socket names (a beacon): held by this node, or,
+        with a shared store, taken over from it (owned, then read, as a resume would; the node
+        that held it lets go). None when there is no such session of that visitor."""
+        live = self.sessions.get(session_id)
+        if live is not None:
+            return live if live.state.site == site and live.state.visitor == visitor_id else None
+        if not self.shared:
+            return None
+        now = self.clock.now()
+        before = await self._load(self.store.own_session(site, session_id, visitor_id, self.settings.grace + 3600.0))
+        stored = await self._load(self.store.load_session(site, session_id)) if before != "!" else None
+        live = self.sessions.get(session_id)
+        if live is not None:  # a socket resumed it here meanwhile
+            return live if live.state.site == site and live.state.visitor == visitor_id else None
+        if stored is None or stored.visitor != visitor_id:
+            return None
+        live = self._hold(stored, await self._visitor(site, visitor_id, now))
+        stored.detached_at = stored.detached_at or now  # no socket here: resumable for the grace
+        live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
+        await self._claim_session(live)
+        return live
+
+    async def _load(self, pending):
+        """Await a store read needed to accept a connection; refuse the connection (1013: retry)
+        when the shared store is unreachable rather than start from a blank state."""
+        try:
+            return await pending
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            raise StoreUnavailable("the shared store is unreachable; reconnect shortly") from None
+
+    async def _claim_session(self, live: LiveSession) -> None:
+        """Record that this node holds the session; tell the node that held it to let go."""
+        state = live.state
+        try:
+            before = await self.relay.hold(state.site, state.visitor, state.id, self.settings.grace + 86400.0)
+            if before is not None:
+                await self.relay.send(before, {"op": "take", "site": state.site, "session": state.id})
+        except self._unavailable as exc:
+            self._store_failed(exc)
+        self._dirty.add(live)
+
+    async def detach(self, live: LiveSession, conn: Connection) -> None:
+        """The socket closed: keep the session resumable for the grace period."""
+        if live.conn is not conn:
+            return  # another connection took the session over already
+        self.stats.connections -= 1
+        live.conn = None
+        now = self.clock.now()
+        live.state.detached_at = now
+        if self.recorder is not None:
+            self.recorder.record("detach", now, visitor=live.state.visitor, session=live.state.id)
+        if self.log_lines:
+            connection_log.info("connection closed", extra={"session": live.state.id, "visitor": live.state.visitor, "node": self.node})
+        if live.wake is not None:
+            live.wake.cancel()
+            live.wake = None
+        live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
+        if self.shared:
+            self._dirty.add(live)
+            try:
+                await self._write_behind()
+            except self._unavailable as exc:
+                self._store_failed(exc)  # kept dirty: written once the store answers
+            return
+        await self.store.save_session(live.state, self.settings.grace)
+        await self.store.save_visitor(live.visitor.state)
+
+    def _hold(self, state: SessionState, visitor: Visitor) -> LiveSession:
+        live = LiveSession(state, visitor)
+        self.sessions[state.id] = live
+        visitor.sessions.append(live)
+        return live
+
+    async def _visitor(self, site: str, visitor_id: str, now: float) -> Visitor:
+        key = (site, visitor_id)
+        visitor = self.visitors.get(key)
+        if visitor is None:
+            state = await self._load(self.store.load_visitor(site, visitor_id))
+            visitor = self.visitors.get(key)  # another tab may have loaded it meanwhile
+            if visitor is None:
+                visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
+                self.visitors[key] = visitor
+        return visitor
+
+    async def _expire(self, live: LiveSession, now: float) -> None:
+        """The grace period ended: the session is over. Messages it never acknowledged wait for
+        the visitor's next session instead of being lost."""
+        live.expiry = None
+        if live.conn is not None:
+            return
+        state = live.state
+        if self.shared:
+            self._dirty.discard(live)
+            try:
+                ours = await self.relay.release(state.site, state.visitor, state.id)
+            except self._unavailable as exc:
+                self._store_failed(exc)
+                ours = True
+            if not ours:  # resumed on another node meanwhile: that node has it now
+                self._forget(live)
+                return
+        self.sessions.pop(state.id, None)
+        for frame in state.outbox:
+            campaign = self.engine.by_id.get(frame.get("campaign"))
+            expires = campaign.expires if campaign else 86400.0
+            message = {k: v for k, v in frame.items() if k not in ("t", "seq")}
+            await self._write("enqueue", state.site, state.visitor, message, now + expires)
+        state.outbox.clear()
+        await self._write("drop_session", state.site, state.id)
+        visitor = live.visitor
+        if live in visitor.sessions:
+            visitor.sessions.remove(live)
+        if not visitor.sessions:
+            await self._write("save_visitor", visitor.state)
+            self.visitors.pop((state.site, state.visitor), None)
+
+    def let_go(self, live: LiveSession, reason: str) -> None:
+        """Close the session's socket, if it has one (``4409`` with ``reason``), and forget the
+        session without writing anything: it is held elsewhere now, or erased."""
+        conn = live.conn
+        if conn is not None:
+            live.conn = None
+            self.stats.connections -= 1
+            conn.close_soon(CLOSE_SESSION_TAKEN, reason)
+        self._forget(live)
+
+    def _forget(self, live: LiveSession) -> None:
+        """Let go of a session without writing anything: another node holds it now."""
+        state = live.state
+        if self.sessions.get(state.id) is live:
+            del self.sessions[state.id]
+        for timer in (live.wake, live.expiry):
+            if timer is not None:
+                timer.cancel()
+        live.wake = live.expiry = None
+        self._dirty.discard(live)
+        visitor = live.visitor
+        if live in visitor.sessions:
+            visitor.sessions.remove(live)
+        if not visitor.sessions:
+            self.visitors.pop((state.site, state.visitor), None)
+
+    # --- frames -----------------------------------------------------------------------------
+
+    async def on_frame(self, live: LiveSession, conn: Connection, data: str | bytes) -> None:
+        """Handle one frame from the session's socket; replies are queued on ``conn``.
+
+        Raises :class:`RateLimited` when the event budget is exhausted (the socket is closed)."""
+        try:
+            frame = conn.codec.decode(data)
+            if not isinstance(frame, dict):
+                raise MalformedFrame("a frame must be a map with a 't' field")
+            kind = frame.get("t")
+            if kind == "ev":
+                await self._on_event(live, conn, frame)
+            elif kind == "evs":
+                await self._on_events(live, conn, frame)
+            elif kind == "ack":
+                self._on_ack(live, frame)
+                if self.shared:
+                    self._dirty.add(live)
+            elif kind == "ping":
+                conn.push(protocol.PONG)
+            elif kind == "hello":
+                raise ProtocolViolation("hello was already received on this connection")
+            else:
+                raise MalformedFrame(f"unknown frame type {kind!r}; expected ev, evs, ack or ping")
+        except FrameError as exc:
+            self.stats.refused += 1
+            conn.push(protocol.error(exc.code, exc.reason, exc.seq))
+
+    async def _on_events(self, live: LiveSession, conn: Connection, frame: dict) -> None:
+        """A batch: each event handled as if it had come in its own ``ev`` frame, in order, then
+        one cumulative ``ack`` for them all (shows they caused go out before it)."""
+        batch = frame.get("events")
+        if not isinstance(batch, list) or not batch:
+            raise MalformedFrame("evs.events must be a non-empty list of events")
+        if len(batch) > protocol.MAX_BATCH:
+            raise MalformedFrame(f"evs.events has {len(batch)} events, at most {protocol.MAX_BATCH} allowed")
+        for item in batch:
+            try:
+                if not isinstance(item, dict):
+                    raise BadEvent("each event of evs.events must be a map")
+                await self._on_event(live, conn, item, ack=False)
+            except FrameError as exc:
+                self.stats.refused += 1
+                conn.push(protocol.error(exc.code, exc.reason, exc.seq))
+        conn.push_ack(live.state.last_event_seq)
+
+    async def _on_event(self, live: LiveSession, conn: Connection, frame: dict, ack: bool = True) -> None:
+        session = live.state
+        seq = frame.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise BadEvent("seq must be a whole number ≥ 1")
+        if seq <= session.last_event_seq:
+            self.stats.duplicates += 1
+            if ack:
+                conn.push_ack(session.last_event_seq)
+            return
+        now = self.clock.now()
+        if not conn.events.take(now):
+            raise RateLimited(f"more than {self.settings.events_per_second:g} events per second")
+        engine = self.engine
+        try:
+            event = events.validate(frame.get("name"), frame.get("props"), seq, engine.custom_events)
+            proven = event.name == "identify" and identity.check_identify(
+                event.props, session.site, now, self.settings.secret_keys, seq,
+            )
+        except FrameError as exc:
+            # Refused for good: acknowledged so that the client does not resend it forever.
+            session.last_event_seq = seq
+            self.stats.refused += 1
+            conn.push(protocol.error(exc.code, exc.reason, seq))
+            if ack:
+                conn.push_ack(seq)
+            return
+        if not self.shared and _due_by(live, now):
+            # Whatever fell due before this event happens before it, as it would have if the
+            # loop had not been busy: the decisions then do not depend on when the loop woke.
+            await self.scheduler.run_due(now)
+        if self.recorder is not None:
+            self.recorder.record("ev", now, visitor=session.visitor, session=session.id, name=event.name, props=event.props)
+        started = time.perf_counter()
+        decisions = engine.on_event(live.view, event, now)
+        session.last_event_seq = seq
+        self.stats.events += 1
+        self.metrics.events[event.name] += 1
+        if event.name in ("shown", "clicked", "dismissed"):
+            self._count_outcome(event, live, now)
+        if decisions:
+            await self._carry_out(live, live.visitor, decisions, now)
+        if proven:
+            await self.identified(live, event.props["user_id"], now)
+        self.metrics.event_seconds.observe(time.perf_counter() - started)
+        if self.shared:
+            self._dirty.add(live)  # written behind, with the others changed meanwhile
+        if ack:
+            conn.push_ack(seq)
+
+    def _on_ack(self, live: LiveSession, frame: dict) -> None:
+        seq = frame.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise MalformedFrame("ack.seq must be a whole number ≥ 0")
+        outbox = live.state.outbox
+        if outbox and outbox[0]["seq"] <= seq:
+            live.state.outbox = [frame for frame in outbox if frame["seq"] > seq]
+
+    def _count_outcome(self, event: events.Event, live: LiveSession, now: float) -> None:
+        campaign = self.engine.by_id.get(event.props.get("campaign"))
+        if campaign is not None:
+            variant = assign(campaign, live.visitor.state.id)  # sticky: the variant it was shown in
+            self.results.count(campaign.id, variant.id if variant else None, event.name)
+            if self.webhooks is not None:
+                self._emit(event.name, live.visitor.state, campaign.id, variant.id if variant else None, session=live.state.id)
+            if event.name == "shown":  # decision → on screen, from the session's trace
+                for at, cid, _variant, outcome in reversed(live.trace):
+                    if cid == campaign.id and outcome == "sent":
+                        self.metrics.show_seconds.observe(max(0.0, now - at))
+                        break
+
+    # --- events from a backend --------------------------------------------------------------
+
+    async def on_visitor_event(self, site: str, visitor_id: str, event: events.Event, forwarded: bool = False) -> str:
+        """Apply an event a backend reported about a visitor (``POST /api/events``): the same
+        engine, with no session (``State(visitor, None)``), so a purchase closes the cart
+        reminder's window and counts as a conversion. Returns where it was applied: ``held``
+        (the visitor has a session on this node), ``relayed`` (to the node holding one, with a
+        shared store) or ``stored`` (loaded from the store, applied, written back).
+
+        Decisions are carried out as for a timer: a show goes to the visitor's open tab on this
+        node (the event is applied within that tab's session), or waits for their next visit (or
+        the offline webhook), as the campaign says."""
+        visitor = self.visitors.get((site, visitor_id))
+        if visitor is None and self.shared and not forwarded:
+            try:
+                holders = await self.relay.holders(site, visitor_id)
+            except self._unavailable as exc:
+                self._store_failed(exc)
+                raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
+            record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props}
+            if await self._relay_to_holder(holders, record):
+                return "relayed"
+            visitor = self.visitors.get((site, visitor_id))  # a tab may have come meanwhile
+        held = visitor is not None
+        now = self.clock.now()
+        if visitor is None:
+            state = await self._load(self.store.load_visitor(site, visitor_id))
+            visitor = self.visitors.get((site, visitor_id))
+            held = visitor is not None
+            if visitor is None:
+                visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
+        now = _not_before(visitor.state, now)
+        connected = [s for s in visitor.sessions if s.conn is not None]
+        live = connected[-1] if connected else None
+        # With a tab open the event lands in its session, as the tab's own events do: a message
+        # it triggers shows there and then (never over another one on screen), rather than waiting
+        # for a next visit while the visitor is looking at the page.
+        view = live.view if live is not None else State(visitor.state, None)
+        if self.recorder is not None:
+            self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props)
+        decisions = self.engine.on_event(view, event, now)
+        self.stats.events += 1
+        self.metrics.events[event.name] += 1
+        if decisions:
+            await self._carry_out(live, visitor, decisions, now)
+        user = event.props.get("user_id") if event.name == "identify" else None
+        if isinstance(user, str):  # a backend's word proves a user id (POST /api/events checked it)
+            if live is not None:
+                await self.identified(live, user, now)
+            else:
+                await self._write("link_user", site, user, visitor_id)
+        if not held:
+            await self._write("save_visitor", visitor.state)
+        elif self.shared:
+            self._dirty.update(visitor.sessions)  # the visitor is written with its sessions
+        return "held" if held else "stored"
+
+    # --- decisions --------------------------------------------------------------------------
+
+    async def _carry_out(
+        self, live: LiveSession | None, visitor: Visitor, decisions: list[Decision], now: float,
+        once: str | None = None,
+    ) -> None:
+        """``once`` names the timer firing these decisions come from, so that a firing carried out
+        twice (its node died before finishing it, and another node claimed it again) shows once."""
+        state = visitor.state
+        results = self.results
+        self._remember(live, state, decisions, now)
+        for decision in decisions:
+            if isinstance(decision, Show):
+                message = {"campaign": decision.campaign, **decision.content}
+                if decision.variant is not None:
+                    message["variant"] = decision.variant
+                hand_off = self._hand_off(decision, live)
+                queued_by_store = False
+                if self.shared:
+                    queue = None
+                    if (decision.queued or live is None) and not hand_off:
+                        queue = (message, decision.expires_at or now + 86400.0)
+                    reason = await self._confirm(state, decision.campaign, now, once, queue)
+                    if reason is not None:  # another node showed it first: a suppression
+                        self.stats.lost_races += 1
+                        self._count_suppressed(live, state, decision.campaign, decision.variant, reason, now)
+                        if live is not None:
+                            showing = live.state.showing
+                            if showing is not None and showing[0] == decision.campaign:
+                                live.state.showing = None  # nothing went on screen
+                        continue
+                    queued_by_store = queue is not None  # the confirming script queued it already
+                self.stats.shown += 1
+                results.count(decision.campaign, decision.variant, "sent")
+                if self.webhooks is not None:
+                    self._emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
+                if hand_off:
+                    self._emit("offline", state, decision.campaign, decision.variant, message=message,
+                               traits=state.traits, expires_at=decision.expires_at)
+                elif decision.queued or live is None:
+                    if not queued_by_store:
+                        await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
+                else:
+                    live.trace.append((now, decision.campaign, decision.variant, "sent"))
+                    self._deliver(live, message)
+            elif isinstance(decision, Schedule):
+                await self._write("schedule", state.site, state.id, decision.key, decision.due)
+                self.scheduler.poke(decision.due)
+            elif isinstance(decision, Cancel):
+                await self._write("cancel", state.site, state.id, decision.key)
+            elif isinstance(decision, Suppress):
+                self._count_suppressed(live, state, decision.campaign, decision.variant, decision.reason, now)
+            elif isinstance(decision, Defer):
+                results.count(decision.campaign, decision.variant, f"deferred:{decision.reason}")
+                if live is not None:
+                    live.trace.append((now, decision.campaign, decision.variant, f"deferred:{decision.reason}"))
+            elif isinstance(decision, Converted):
+                results.count(decision.campaign, decision.variant, "converted")
+                if self.webhooks is not None:
+                    self._emit("converted", state, decision.campaign, decision.variant)
+                if live is not None:
+                    live.trace.append((now, decision.campaign, decision.variant, "converted"))
+            elif isinstance(decision, Wake) and live is not None:
+                if live.wake is not None:
+                    live.wake.cancel()
+                live.wake = self.scheduler.call_at(decision.at, self._on_wake, live) if decision.at is not None else None
+
+    def _count_suppressed(
+        self, live: LiveSession | None, state: VisitorState, campaign: str, variant: str | None, reason: str, now: float,
+    ) -> None:
+        """Count a show that did not happen, the same whether the engine suppressed it or another
+        node's show beat it to a cap: the results, the webhook-out decision, the session's trace."""
+        outcome = f"suppressed:{reason}"
+        self.stats.suppressed += 1
+        self.results.count(campaign, variant, outcome)
+        if self.webhooks is not None:
+            self._emit("decision", state, campaign, variant, outcome=outcome)
+        if live is not None:
+            live.trace.append((now, campaign, variant, outcome))
+
+    def _remember(self, live: LiveSession | None, state: VisitorState, decisions: list[Decision], now: float) -> None:
+        """Each decision's outcome: in the event log (``--record``), among the latest decisions
+        the dashboard shows and, with JSON logs, a line each."""
+        session = live.state.id if live is not None else None
+        recorder = self.recorder
+        for decision in decisions:
+            found = outcome_of(decision)
+            if found is not None:
+                campaign, variant, outcome = found
+                if recorder is not None:
+                    recorder.record("d", now, visitor=state.id, session=session, campaign=campaign, variant=variant, outcome=outcome)
+                self.recent.append((now, session, state.id, campaign, variant, outcome))
+                if self.log_lines:
+                    decision_log.info("decision %s %s", campaign, outcome, extra={
+                        "session": session, "visitor": state.id, "campaign": campaign, "variant": variant, "outcome": outcome,
+                    })
+
+    def _hand_off(self, decision: Show, live: LiveSession | None) -> bool:
+        """Whether this show goes out as the ``offline`` webhook event: the visitor is away, the
+        campaign says ``offline: webhook``, and an endpoint takes it (else it is queued)."""
+        if self.webhooks is None or not (decision.queued or live is None):
+            return False
+        campaign = self.engine.by_id.get(decision.campaign)
+        return campaign is not None and campaign.offline == "webhook" and self.webhooks.takes("offline", campaign.id)
+
+    def _emit(self, kind: str, state: VisitorState, campaign: str, variant: str | None, **extra) -> None:
+        """A webhook-out event about ``campaign`` for this visitor (see :mod:`nudge.ops.webhooks`)."""
+        self.webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
+
+    def _deliver(self, live: LiveSession, message: dict) -> None:
+        """Give a message the session's next seq, keep it until acknowledged, and send it."""
+        session = live.state
+        session.last_message_seq += 1
+        frame = {"t": "show", "seq": session.last_message_seq, **message}
+        session.outbox.append(frame)
+        if len(session.outbox) > self.settings.outbox_limit:
+            del session.outbox[0]
+        if self.shared:
+            self._dirty.add(live)
+        conn = live.conn
+        if conn is not None:
+            self.metrics.messages[message.get("kind", "")] += 1
+            conn.push(frame)
+            conn.kick()
+
+    # --- timers -----------------------------------------------------------------------------
+
+    async def _on_wake(self, live: LiveSession, now: float) -> None:
+        live.wake = None
+        if live.conn is None:
+            return
+        now = _not_before(live.visitor.state, now)
+        await self._carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
+
+    async def _on_due(self, timer: DueTimer, forwarded: bool = False) -> None:
+        """A durable timer fell due: decide with the visitor's latest session on this node, or
+        with none (the message is then queued for their next visit, or dropped, as the campaign
+        says).
+
+        With a shared store, a timer for a visitor this node has no open socket for is relayed to
+        the node that holds their session, which decides and finishes it; when no node answers,
+        it is decided here. The claim in the store is what says the timer is still wanted (a
+        purchase removed it there), so it stands even when this node's copy of the visitor was
+        written before the timer was set."""
+        visitor = self.visitors.get((timer.site, timer.visitor))
+        live = None
+        if visitor is not None:
+            connected = [s for s in visitor.sessions if s.conn is not None]
+            live = (connected or visitor.sessions or [None])[-1]
+        if self.shared and not forwarded and (live is None or live.conn is None) and await self._relay_timer(timer):
+            return
+        self.stats.timers_fired += 1
+        lateness = self.clock.now() - timer.due
+        self.stats.lateness_total += lateness
+        self.metrics.timer_lag.observe(lateness)
+        if lateness > self.stats.lateness_max:
+            self.stats.lateness_max = lateness
+        if not self.shared:
+            await self._run_timer(timer, visitor, live)
+            return
+        try:
+            await self._run_timer(timer, visitor, live)
+        except self._unavailable:
+            raise  # left claimed: claimed again when its lease ends, once Redis answers
+        except Exception:  # a timer that fails for good must not come back every lease
+            log.exception("timer %s for %s/%s failed; dropped", timer.key, timer.site, timer.visitor)
+        await self.store.finish(timer)
+
+    async def _run_timer(self, timer: DueTimer, visitor: Visitor | None, live: LiveSession | None) -> None:
+        if visitor is None:
+            state = await self.store.load_visitor(timer.site, timer.visitor)
+            if state is None:
+                return
+            visitor = Visitor(state)
+        if self.shared:
+            if self._pending_write(timer):
+                return  # cancelled or moved meanwhile, not yet written to Redis
+            visitor.state.timers.setdefault(timer.key, timer.due)
+        view = live.view if live is not None else State(visitor.state, None)
+        now = _not_before(visitor.state, timer.due)
+        once = timer.token if self.shared else None
+        await self._carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
+        if not visitor.sessions:
+            await self._write("save_visitor", visitor.state)
+        elif live is not None and self.shared:
+            self._dirty.add(live)
+
+    async def _relay_timer(self, timer: DueTimer) -> bool:
+        """Hand the timer to another node holding one of the visitor's sessions; True when one
+        heard it (it finishes the timer; if it dies first, the lease runs out and the timer is
+        claimed again, and its once-token keeps the message from showing twice)."""
+        try:
+            holders = await self.relay.holders(timer.site, timer.visitor)
+        except self._unavailable:
+            return False
+        record = {
+            "op": "due", "site": timer.site, "visitor": timer.visitor, "key": timer.key,
+            "due": timer.due, "claim": timer.claim,
+        }
+        if await self._relay_to_holder(holders, record):
+            self.stats.timers_relayed += 1
+            return True
+        return False
+
+    async def _relay_to_holder(self, holders: dict[str, str], record: dict) -> bool:
+        """Publish ``record`` to the other nodes holding the visitor's sessions (``holders``:
+        session -> node, as :meth:`Relay.holders` answers), the most recently held first, until
+        one hears it; True when one did. Errors of the store are the caller's to handle."""
+        for node in dict.fromkeys(reversed(holders.values())):
+            if node != self.node and await self.relay.send(node, record):
+                return True
+        return False
+
+    # --- shared store: relay, write-behind, outage --------------------------------------------
+
+    async def _on_relay(self, record: dict) -> None:
+        """A record another node published for this one (see :mod:`nudge.runtime.relay`)."""
+        op = record.get("op")
+        if op == "ev":
+            event = events.Event(record["name"], record.get("props") or {})
+            await self.on_visitor_event(record["site"], record["visitor"], event, forwarded=True)
+        elif op == "due":
+            timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
+            await self._on_due(timer, forwarded=True)
+        elif op == "take":
+            live = self.sessions.get(record.get("session"))
+            if live is not None and live.state.site == record.get("site"):
+                self.let_go(live, "session resumed on another node")
+        elif op in ("erase", "erase_log"):
+            from nudge.ops.erasure import on_relay
+
+            await on_relay(self, record)
+
+    def _pending_write(self, timer: DueTimer) -> bool:
+        """Whether the backlog (writes kept while the store was unreachable) holds a later word
+        on this timer: a cancel, or a new due time. Then the claim is out of date."""
+        for op, args in self._backlog:
+            if op in ("schedule", "cancel") and args[:3] == (timer.site, timer.visitor, timer.key):
+                return True
+        return False
+
+    async def _confirm(
+        self, state: VisitorState, campaign_id: str, now: float, once: str | None,
+        queue: tuple[dict, float] | None,
+    ) -> str | None:
+        """Check and count a show's caps in the shared store; the reason it lost, or None. With
+        the store unreachable, this node's own view of the caps (the engine's) stands."""
+        campaign = self.engine.by_id.get(campaign_id)
+        limits = self.engine.limits
+        caps = campaign.caps if campaign is not None else None
+        check = CapCheck(
+            campaign_id,
+            per_day=caps and caps.per_day, per_week=caps and caps.per_week,
+            lifetime=caps and caps.lifetime, every=caps and caps.every,
+            limit_per_hour=limits.per_hour, limit_per_day=limits.per_day, cooldown=limits.cooldown,
+        )
+        try:
+            return await self.store.confirm_show(state.site, state.id, check, now, once=once, queue=queue)
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            if queue is not None:
+                self._backlog.append(("enqueue", (state.site, state.id, *queue)))
+            return None
+
+    async def _write(self, op: str, *args) -> None:
+        """A store write that must not be lost: carried out now, or, while the store is
+        unreachable, kept in order and replayed when it answers again."""
+        if not self._backlog:
+            try:
+                await getattr(self.store, op)(*args)
+                return
+            except self._unavailable as exc:
+                self._store_failed(exc)
+        self._backlog.append((op, args))
+
+    async def _replay(self) -> None:
+        """Carry out the backlog in order. Run before every claim of due timers too: a timer is
+        never claimed while a cancel or a new due time for it may still be waiting here."""
+        backlog = self._backlog
+        while backlog:
+            op, args = backlog[0]
+            await getattr(self.store, op)(*args)
+            backlog.popleft()
+            self.stats.replayed += 1
+
+    async def _write_behind(self) -> None:
+        """Write every session changed since the last time (and its visitor) in one batch.
+
+        The store writes a large batch in slices, encoding each just before it goes, with the
+        loop free for sockets in between; a write-behind asked for meanwhile (a socket closing)
+        waits for this one, so that states never land in Redis older than what is there."""
+        if not self._dirty:
+            return
+        async with self._writing:
+            if not self._dirty:
+                return
+            dirty, self._dirty = self._dirty, set()
+            ttl = self.settings.grace + 3600.0  # outlives this node by at least the grace period
+            sessions = [(live.state, ttl) for live in dirty if self.sessions.get(live.state.id) is live]
+            visitors = list({id(live.visitor): live.visitor.state for live in dirty}.values())
+            try:
+                await self.store.save_visitors(visitors, sessions)
+            except BaseException:
+                self._dirty |= dirty  # written with the next batch
+                raise
+
+    async def _on_tick(self, now: float) -> None:
+        """Every ``write_behind`` seconds: write changed sessions, replay the backlog, probe the
+        relay (every ``heartbeat``), and tell whether the store is reachable.
+
+        The next tick is due ``write_behind`` seconds after this one began, not after it ended:
+        a write-behind that takes a while under load (it is written in slices, with sockets
+        served in between) does not stretch what a crash can lose beyond that interval."""
+        self._tick = None
+        began = self.clock.now()
+        try:
+            answered = bool(self._dirty or self._backlog)  # then Redis answers below, or raises
+            await self._write_behind()
+            await self._replay()
+            await self.flush_results()
+            probe = self.degraded_since is not None or self.clock.now() - self._probed_at >= self.settings.heartbeat
+            if probe:
+                self._probed_at = self.clock.now()
+                if not await self.relay.check():
+                    raise ConnectionError("relay unhealthy")
+                await self.store.ping()
+            if answered or probe:
+                self._store_ok()
+        except (*self._unavailable, ConnectionError) as exc:
+            self._store_failed(exc)
+        finally:
+            due = max(began + self.settings.write_behind, self.clock.now())
+            self._tick = self.scheduler.call_at(due, self._on_tick)
+
+    async def flush_results(self) -> None:
+        """Add the results counted since the last flush to the store, in one call."""
+        pending = self.results.take_pending()
+        if not pending:
+            return
+        try:
+            await self.store.add_results(pending)
+        except BaseException:
+            self.results.give_back(pending)  # added with the next flush
+            raise
+
+    def _store_failed(self, exc: BaseException) -> None:
+        self.stats.store_errors += 1
+        if self.degraded_since is None:
+            self.degraded_since = self.clock.now()
+            log.warning(
+                "store unreachable (%s): degraded mode — connected sessions go on with this node's "
+                "state and caps; timer and queue writes are kept and replayed when it answers", exc,
+            )
+
+    def _store_ok(self) -> None:
+        if self.degraded_since is not None:
+            log.warning(
+                "store reachable again after %.1f s; %d writes replayed so far",
+                self.clock.now() - self.degraded_since, self.stats.replayed,
+            )
+            self.degraded_since = None
+
+    # --- for operators and tests ------------------------------------------------------------
+
+    def health(self) -> dict:
+        """What /healthz reports about the store: ``ok``, or ``degraded`` while it is unreachable."""
+        if not self.shared:
+            return {"status": "ok", "store": "memory"}
+        report = {
+            "status": "degraded" if self.degraded_since is not None else "ok",
+            "store": "redis", "node": self.node, "backlog": len(self._backlog),
+            "relay": {"healthy": bool(self.relay and self.relay.healthy),
+                      "resubscribed": self.relay.resubscribed if self.relay else 0},
+        }
+        if self.degraded_since is not None:
+            report["degraded_for"] = round(self.clock.now() - self.degraded_since, 3)
+        return report
+
+    def explain(self, session_id: str, campaign_id: str) -> dict | None:
+        """Why a campaign did or did not show in a session this node holds: its conditions as
+        they stand now, and the session's recorded decisions about it."""
+        live = self.sessions.get(session_id)
+        if live is None:
+            return None
+        now = self.clock.now()
+        report = self.engine.explain(live.view, campaign_id, now)
+        report["session"] = session_id
+        report["visitor"] = live.state.visitor
+        report["decisions"] = [
+            {"at": at, "variant": variant, "outcome": outcome}
+            for at, campaign, variant, outcome in live.trace if campaign == campaign_id
+        ]
+        return report
+
+    def snapshot(self) -> dict:
+        stats = self.stats
+        return {
+            "connections": stats.connections,
+            "sessions": len(self.sessions),
+            "visitors": len(self.visitors),
+            "events": stats.events,
+            "duplicates": stats.duplicates,
+            "refused": stats.refused,
+            "shown": stats.shown,
+            "suppressed": stats.suppressed,
+            "timers_fired": stats.timers_fired,
+            "timers_relayed": stats.timers_relayed,
+            "timer_lateness_max": round(stats.lateness_max, 3),
+            "timer_lateness_mean": round(stats.lateness_total / stats.timers_fired, 3) if stats.timers_fired else 0.0,
+            "lost_races": stats.lost_races,
+            "store_errors": stats.store_errors,
+            "replayed": stats.replayed,
+        }
