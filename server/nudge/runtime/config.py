@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,12 +92,12 @@ class Settings:
             key, origins = parse_site_key(entry)
             if key:
                 own.setdefault(key, []).extend(origins)
-        origins = {normal_origin(o) for o in self.origins}
+        shared = {normal_origin(o) for o in self.origins}
         if self.demo:
             own.setdefault(DEMO_KEY, [])
             for host in {self.host, "localhost", "127.0.0.1"}:
-                origins.add(f"http://{host}:{self.port}")
-        return {key: Site(key, frozenset(mine or origins)) for key, mine in own.items()}
+                shared.add(f"http://{host}:{self.port}")
+        return {key: Site(key, frozenset(mine or shared)) for key, mine in own.items()}
 
     def problems(self) -> list[str]:
         """Settings that cannot work together (``create_app`` refuses to start with any)."""
@@ -120,9 +121,9 @@ def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
-def from_environment(env: dict[str, str] | None = None) -> Settings:
+def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``NUDGE_*`` variables (and ``PORT``, as platforms set it)."""
-    env = os.environ if env is None else env
+    env: Mapping[str, str] = os.environ if environ is None else environ
     settings = Settings()
     if "NUDGE_HOST" in env:
         settings.host = env["NUDGE_HOST"]
