@@ -299,3 +299,108 @@ campaigns:
     @pytest.mark.parametrize("path", [DEMO_CAMPAIGNS, ROOT / "examples" / "production.yaml"])
     def test_the_shipped_campaigns_have_no_warnings(self, path):
         assert [str(w) for w in load_file(path).warnings] == []
+
+
+# --- 5. Re-engagement: the previous session, and only the tab's activity -----------------------
+
+COME_BACK = """
+campaigns:
+  - id: come-back
+    trigger: {event: page_view}
+    audience:
+      visit.days_since_last: {gte: 7}
+      visit.last_session_pages: {lt: 3}
+    message: {kind: banner, title: Welcome back}
+"""
+
+DAY = 86400.0
+
+
+class TestReEngagement:
+    def test_the_previous_sessions_pages_duration_and_last_page(self):
+        s = sim(COME_BACK)
+        s.event(0, "page_view", {"path": "/"})
+        s.event(30, "page_view", {"path": "/pricing"})
+        s.event(95, "scroll", {"depth": 40})
+        s.close_tab(100)
+        s.open_tab(8 * DAY)
+        session = s.state.session
+        assert (session.last_session_pages, session.last_session_duration, session.last_session_last_page) == (2, 95.0, "/pricing")
+        s.event(8 * DAY + 1, "page_view", {"path": "/"})
+        assert [d.campaign for _, d in shows(s)] == ["come-back"]
+
+    def test_a_long_previous_session_is_not_targeted(self):
+        s = sim(COME_BACK)
+        for i in range(3):
+            s.event(i, "page_view", {"path": f"/p{i}"})
+        s.close_tab(10)
+        s.open_tab(8 * DAY)
+        s.event(8 * DAY + 1, "page_view", {"path": "/"})
+        assert shows(s) == []
+
+    def test_a_backend_identify_is_not_the_visitor_being_active(self):
+        s = sim(COME_BACK)
+        s.event(0, "page_view", {"path": "/"})
+        s.close_tab(60)
+        s.event(5 * DAY, "identify", {"status": "inactive"}, backend=True)  # the CRM's word
+        s.open_tab(8 * DAY)
+        assert s.state.session.days_since_last_visit == 8.0  # since the last page view, not the CRM
+        s.event(8 * DAY + 1, "page_view", {"path": "/"})
+        assert [d.campaign for _, d in shows(s)] == ["come-back"]
+        assert s.state.visitor.traits["status"] == "inactive"
+
+    def test_a_first_visit_has_no_previous_session(self):
+        s = sim(COME_BACK)
+        assert s.state.session.last_session_pages is None
+        s.event(1, "page_view", {"path": "/"})
+        assert shows(s) == []
+
+
+# --- 6. Trusted traits: the backend's word, not the page's ------------------------------------
+
+VIP = """
+campaigns:
+  - id: vip-offer
+    valuable: true
+    trigger: {event: page_view}
+    audience: {trusted.vip: true}
+    message: {kind: toast, title: 20% off for our VIPs}
+"""
+
+
+class TestTrustedTraits:
+    def test_a_page_cannot_make_itself_a_vip(self):
+        s = sim(VIP)
+        s.event(0, "identify", {"vip": True})  # nudge.identify({vip: true}) from any page
+        s.event(1, "page_view", {"path": "/"})
+        assert shows(s) == []
+        assert ("vip-offer", "audience") in [(d.campaign, d.reason) for _, d in s.log if isinstance(d, Suppress)]
+        assert s.state.visitor.traits["vip"] is True  # claimed: visitor.vip holds it, trusted.vip does not
+
+    def test_the_backends_word_is_trusted_and_the_page_cannot_change_it(self):
+        s = sim(VIP)
+        s.event(0, "identify", {"vip": True, "plan": "pro"}, backend=True)
+        s.event(1, "identify", {"vip": None, "plan": "enterprise"})  # a page trying to change it
+        assert s.state.visitor.trusted == {"vip": True, "plan": "pro"}
+        assert s.state.visitor.traits["plan"] == "pro"
+        s.event(2, "page_view", {"path": "/"})
+        assert [d.campaign for _, d in shows(s)] == ["vip-offer"]
+
+    def test_check_warns_about_a_valuable_offer_on_a_claimable_trait(self):
+        campaign_set = load_text("""
+campaigns:
+  - id: discount
+    valuable: true
+    trigger: {event: page_view}
+    audience: {any: [{visitor.vip: true}, {trusted.plan: pro}]}
+    message: {kind: toast, title: 20% off}
+  - id: hello
+    trigger: {event: page_view}
+    audience: {visitor.vip: true}
+    message: {kind: toast, title: Hello}
+""", "c.yaml")
+        warnings = [str(w) for w in campaign_set.warnings]
+        assert warnings == [
+            "c.yaml:6: campaigns[0].audience: offers something valuable on 'visitor.vip', which any page "
+            "can claim with nudge.identify; test trusted.vip (set by your backend) instead",
+        ]

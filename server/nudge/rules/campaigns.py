@@ -20,6 +20,7 @@ import yaml
 from nudge.errors import CampaignError, Problem
 from nudge.rules import conditions, events
 from nudge.rules.audience import NAMES as audience_names
+from nudge.rules.audience import TRAIT_PREFIX as audience_trait_prefix
 from nudge.rules.audience import known as audience_known
 from nudge.rules.audience import lookup as audience_lookup
 from nudge.rules.conditions import Predicate
@@ -453,6 +454,15 @@ class _Validator:
         if not isinstance(valuable, bool):
             self.problem((*path, "valuable"), "must be true or false")
             valuable = False
+        if valuable and isinstance(value.get("audience"), dict):
+            for name in sorted(_names(value["audience"])):
+                if name.startswith(audience_trait_prefix):
+                    trait = name[len(audience_trait_prefix):]
+                    self.warn(
+                        (*path, "audience"),
+                        f"offers something valuable on {name!r}, which any page can claim with "
+                        f"nudge.identify; test trusted.{trait} (set by your backend) instead",
+                    )
         goal = self.goal(value["goal"], (*path, "goal")) if "goal" in value else None
         cancel_on = value.get("cancel_on", [])
         if not isinstance(cancel_on, list) or not all(isinstance(e, str) and e for e in cancel_on):
@@ -686,7 +696,7 @@ class _Validator:
                 ok = self.where(spec, (*path, key), names) and ok
                 continue
             if names is not None and not names(key):
-                hint = difflib.get_close_matches(str(key), list(audience_names) + ["visitor.<trait>"], n=1)
+                hint = difflib.get_close_matches(str(key), list(audience_names) + ["visitor.<trait>", "trusted.<trait>"], n=1)
                 more = f"; did you mean {hint[0]!r}?" if hint else ""
                 self.problem((*path, key), f"unknown name {key!r}{more} (see docs/campaigns.md, Audiences)")
                 ok = False
@@ -844,6 +854,21 @@ class _Validator:
             self.warn(path, f"{{{{ {expression} }}}} can come out empty (an empty cart, a trait never sent); "
                             f"give it a fallback: {{{{ {expression} | default('…', true) }}}}")
         return compiled
+
+
+def _names(spec: Any) -> set[str]:
+    """Every name a condition map tests, through all / any / not."""
+    found: set[str] = set()
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if key in ("all", "any"):
+                for item in value if isinstance(value, list) else ():
+                    found |= _names(item)
+            elif key == "not":
+                found |= _names(value)
+            else:
+                found.add(str(key))
+    return found
 
 
 def _valid_zone(zone: Any) -> bool:

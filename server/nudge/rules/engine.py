@@ -199,6 +199,8 @@ class Engine:
                 session.last_input_at = now
             if name == "page_view":
                 self._view_page(session, props, now)
+                visitor.visit_pages += 1
+                visitor.visit_last_page = session.page
                 triggers = self._page(session.page)
                 page_candidates = triggers.viewed
                 rewake = True
@@ -238,7 +240,7 @@ class Engine:
             elif name == "purchase":
                 visitor.cart.clear()
             else:
-                self._identify(visitor, props)
+                self._identify(visitor, props, event.trusted)
 
         if name in self._bookkept:
             for campaign in self._goals.get(name, ()):
@@ -429,13 +431,21 @@ class Engine:
             session.tz = tz
 
     @staticmethod
-    def _identify(visitor: VisitorState, props: dict) -> None:
-        traits = visitor.traits
+    def _identify(visitor: VisitorState, props: dict, trusted: bool) -> None:
+        """Traits from ``identify``. A backend's (``trusted``) are kept apart as well, and a
+        browser can neither change nor remove one: its word never outweighs the backend's."""
+        traits, proven = visitor.traits, visitor.trusted
         for key, value in props.items():
+            if not trusted and key in proven:
+                continue
             if value is None:
                 traits.pop(key, None)
+                if trusted:
+                    proven.pop(key, None)
             elif key in traits or len(traits) < MAX_TRAITS:
                 traits[key] = value
+                if trusted:
+                    proven[key] = value
 
     # --- firing -------------------------------------------------------------------------------
 

@@ -283,6 +283,7 @@ class Hub:
         devices is shown once (the newest)."""
         site, visitor_id = live.state.site, live.state.visitor
         live.visitor.state.traits["user_id"] = user
+        live.visitor.state.trusted["user_id"] = user  # proven: a signed token, or the backend's word
         await self._write("link_user", site, user, visitor_id)
         try:
             others = [v for v in await self.store.user_visitors(site, user) if v != visitor_id]
@@ -604,7 +605,7 @@ class Hub:
         # for a next visit while the visitor is looking at the page.
         view = live.view if live is not None else State(visitor.state, None)
         if self.recorder is not None:
-            self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props)
+            self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props, backend=True)
         decisions = self.engine.on_event(view, event, now)
         self.stats.events += 1
         self.metrics.events[event.name] += 1
@@ -841,7 +842,7 @@ class Hub:
         """A record another node published for this one (see :mod:`nudge.runtime.relay`)."""
         op = record.get("op")
         if op == "ev":
-            event = events.Event(record["name"], record.get("props") or {})
+            event = events.Event(record["name"], record.get("props") or {}, trusted=True)  # a backend's
             await self.on_visitor_event(record["site"], record["visitor"], event, forwarded=True)
         elif op == "due":
             timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
