@@ -10,7 +10,16 @@ import urllib.request
 import pytest
 from nudge.rules.campaigns import load_text
 
-from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, run_server, shows, visitor_id
+from .conftest import (
+    KEY,
+    Client,
+    drop_keys,
+    eventually,
+    redis_store_url,
+    run_server,
+    shows,
+    visitor_id,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -404,3 +404,115 @@ campaigns:
             "c.yaml:6: campaigns[0].audience: offers something valuable on 'visitor.vip', which any page "
             "can claim with nudge.identify; test trusted.vip (set by your backend) instead",
         ]
+
+
+# --- 7. A/B tests: variants that differ in timing, compared with each other --------------------
+
+TIMING = """
+campaigns:
+  - id: cart-timing
+    trigger: {event: add_to_cart, absent: purchase, within: 24h, restart_on: [remove_from_cart], while: {cart.count: {gte: 1}}}
+    expires: 72h
+    variants:
+      - {id: day, weight: 45}
+      - {id: two-days, weight: 45, trigger: {within: 48h}}
+      - {id: holdout, weight: 10, holdout: true}
+    goal: {event: purchase, within: 72h}
+    message: {kind: modal, title: Your cart is waiting}
+"""
+HOUR = 3600.0
+
+
+def tally(log, counts: dict) -> None:
+    """What the server's results count, from a simulation's decisions."""
+    from nudge.rules.decisions import Converted, Defer
+
+    for _, d in log:
+        if isinstance(d, Show):
+            key = "sent"
+        elif isinstance(d, Suppress):
+            key = f"suppressed:{d.reason}"
+        elif isinstance(d, Defer):
+            key = f"deferred:{d.reason}"
+        elif isinstance(d, Converted):
+            key = "converted"
+        else:
+            continue
+        row = counts.setdefault(d.campaign, {}).setdefault(d.variant, {})
+        row[key] = row.get(key, 0) + 1
+
+
+def simulate_timing_test(visitors: int, seed: int = 7) -> dict:
+    """A shop where 8 % buy by themselves within 3 days; a reminder after 24 h makes another 10 %
+    of those still undecided buy, one after 48 h only 4 %. Returns the results' counts."""
+    import random
+
+    from nudge.rules.engine import assign
+
+    rng = random.Random(seed)
+    engine = Engine(load_text(TIMING))
+    campaign = engine.by_id["cart-timing"]
+    lift = {"day": 0.10, "two-days": 0.04, "holdout": 0.0}
+    counts: dict = {}
+    for i in range(visitors):
+        s = Simulation(engine, visitor=f"v_timing{i:08d}{seed:04d}")
+        variant = assign(campaign, s.state.visitor.id).id
+        window = 48 * HOUR if variant == "two-days" else 24 * HOUR
+        add(s, 0, "mug")
+        alone = rng.uniform(60, 72 * HOUR) if rng.random() < 0.08 else None
+        if alone is not None and alone < window:
+            s.event(alone, "purchase", {"value": 10})
+        else:
+            s.advance(window + 1)
+            reminded = any(show.campaign == "cart-timing" for _, show in s.shows())
+            if reminded and rng.random() < lift[variant]:
+                s.event(window + HOUR / 2, "purchase", {"value": 10})
+            elif alone is not None:
+                s.event(alone, "purchase", {"value": 10})
+        s.advance(80 * HOUR)
+        tally(s.log, counts)
+    return counts
+
+
+class TestTimingVariants:
+    def test_a_variant_changes_the_absence_window(self):
+        campaign = load_text(TIMING).get("cart-timing")
+        assert [(arm.wait, arm.variants) for arm in campaign.triggers] == [
+            (24 * HOUR, frozenset({"day", "holdout"})), (48 * HOUR, frozenset({"two-days"})),
+        ]
+        assert campaign.enters_test
+
+    def test_each_visitor_waits_their_variants_window(self):
+        from nudge.rules.engine import assign
+
+        engine = Engine(load_text(TIMING))
+        seen = {}
+        for i in range(40):
+            s = Simulation(engine, visitor=f"v_window{i:08d}")
+            variant = assign(engine.by_id["cart-timing"], s.state.visitor.id).id
+            add(s, 0)
+            s.advance(72 * HOUR)
+            seen[variant] = [at for at, _ in shows(s)]
+        assert seen["day"] == [24 * HOUR] and seen["two-days"] == [48 * HOUR] and seen["holdout"] == []
+
+    def test_24h_against_48h_with_a_holdout(self):
+        from nudge.ops.results import report
+
+        counts = simulate_timing_test(4000)
+        out = report(counts, {"cart-timing": load_text(TIMING).get("cart-timing")})["cart-timing"]
+        rows = out["variants"]
+        assert sum(rows[v]["exposed"] for v in rows) == 4000  # every visitor who added, once
+        assert not out["sample_ratio"]["mismatch"]
+        verdicts = {(c["variant"], c["control"]): c for c in out["comparisons"]}
+        assert set(verdicts) == {("day", "holdout"), ("two-days", "holdout"), ("day", "two-days")}
+        day_vs_two = verdicts[("day", "two-days")]
+        assert day_vs_two["verdict"] == "better" and day_vs_two["p_adjusted"] < 0.05
+        assert day_vs_two["sequential_p"] < 0.05  # it holds for a team that looks daily too
+        assert verdicts[("day", "holdout")]["verdict"] == "better"
+
+    def test_check_says_what_a_variant_may_change(self):
+        base = "campaigns: [{id: c, trigger: {event: add_to_cart, absent: purchase, within: 24h}, goal: {event: purchase, within: %s}, variants: [{id: a}, {id: b, trigger: %s}], message: {kind: toast, title: x}}]"
+        assert "variants[1].trigger.event: unknown key 'event'" in problems(base % ("72h", "{event: click}"))
+        assert "goal.within: is not longer than the longest absence window" in problems(base % ("36h", "{within: 48h}"))
+        assert "variants[1].trigger.within: must be a duration" in problems(base % ("72h", "{within: soon}"))
+        load_text(base % ("72h", "{within: 48h}"))

@@ -170,6 +170,12 @@ class Campaign:
     valuable: bool = False  # offers something of value (a discount): its audience wants trusted traits
 
     @property
+    def enters_test(self) -> bool:
+        """An A/B test whose variants differ in the absence window: a visitor enters it when the
+        window opens (their exposure, the start of the goal's window), whatever follows."""
+        return self.trigger.absent is not None and any(v.trigger for v in self.variants)
+
+    @property
     def triggers(self) -> tuple[Trigger, ...]:
         """Every arm of the trigger: one, or the alternatives of ``any:`` (and those of the
         variants that change its timing, each marked with its variant)."""
@@ -464,6 +470,10 @@ class _Validator:
                         f"nudge.identify; test trusted.{trait} (set by your backend) instead",
                     )
         goal = self.goal(value["goal"], (*path, "goal")) if "goal" in value else None
+        if arms and goal is not None and any(v.trigger for v in variants) and trigger is not None and trigger.absent:
+            longest = max(arm.wait or 0.0 for arm in arms)
+            if goal.within <= longest:
+                self.problem((*path, "goal", "within"), f"is not longer than the longest absence window of the variants ({longest:g} s): it counts from when the window opens")
         cancel_on = value.get("cancel_on", [])
         if not isinstance(cancel_on, list) or not all(isinstance(e, str) and e for e in cancel_on):
             self.problem((*path, "cancel_on"), "must be a list of event names")

@@ -273,8 +273,14 @@ class Engine:
                 if trigger.keep_open is not None and not trigger.keep_open((state, now)):
                     continue
                 key = f"absence:{_key(campaign)}"
+                opened = key not in visitor.timers
                 due = visitor.timers[key] = now + (trigger.wait or 0.0)  # a new add_to_cart restarts the window
                 decisions.append(Schedule(key, due, campaign.id))
+                if opened and campaign.enters_test:
+                    variant = assign(campaign, visitor.id)
+                    variant_id = variant.id if variant is not None else None
+                    _record_exposure(campaign, variant_id, visitor, now)
+                    decisions.append(Defer(campaign.id, "window", variant_id))
             if session is not None:
                 for campaign, i in self._steps.get(name, ()):
                     step = campaign.trigger.after[i]
@@ -481,7 +487,8 @@ class Engine:
                 decisions.append(Suppress(campaign.id, reason, variant_id))
                 continue
             if variant is not None and variant.holdout:
-                _record_exposure(campaign, variant_id, visitor, now)
+                if not campaign.enters_test:  # else exposed when the window opened
+                    _record_exposure(campaign, variant_id, visitor, now)
                 _record_history(campaign, visitor, session, now)
                 decisions.append(Suppress(campaign.id, "holdout", variant_id))
                 continue
@@ -509,7 +516,8 @@ class Engine:
                     continue
             message = variant.message if variant is not None and variant.message is not None else campaign.message
             content = message.render(state, props)
-            _record_exposure(campaign, variant_id, visitor, now)
+            if not campaign.enters_test:
+                _record_exposure(campaign, variant_id, visitor, now)
             _record_history(campaign, visitor, session, now)
             _record_shown(visitor, now)
             queued = session is None
