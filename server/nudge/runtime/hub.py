@@ -107,6 +107,13 @@ class Stats:
     replayed: int = 0  # store writes carried out late, once the store answered again
 
 
+def _signed_in(state: VisitorState) -> str | None:
+    """The user id the visitor was proven to be (a signed token, or the backend's word): their
+    caps and limits count per user, across devices, as well as per browser."""
+    user = state.trusted.get("user_id")
+    return user if isinstance(user, str) else None
+
+
 def _not_before(visitor: VisitorState, due: float) -> float:
     """A timer runs as of its due time, but never before something already recorded for the
     visitor (time as the engine sees it only moves forward)."""
@@ -641,9 +648,9 @@ class Hub:
                     message["variant"] = decision.variant
                 hand_off = self._hand_off(decision, live)
                 queued_by_store = False
-                if self.shared:
+                if self.shared or _signed_in(state) is not None:
                     queue = None
-                    if (decision.queued or live is None) and not hand_off:
+                    if self.shared and (decision.queued or live is None) and not hand_off:
                         queue = (message, decision.expires_at or now + 86400.0)
                     reason = await self._confirm(state, decision.campaign, now, once, queue)
                     if reason is not None:  # another node showed it first: a suppression
@@ -868,8 +875,9 @@ class Hub:
         self, state: VisitorState, campaign_id: str, now: float, once: str | None,
         queue: tuple[dict, float] | None,
     ) -> str | None:
-        """Check and count a show's caps in the shared store; the reason it lost, or None. With
-        the store unreachable, this node's own view of the caps (the engine's) stands."""
+        """Check and count a show's caps in the shared store, and a signed-in user's caps (all
+        their devices) in any store; the reason it lost, or None. With the store unreachable,
+        this node's own view of the caps (the engine's) stands."""
         campaign = self.engine.by_id.get(campaign_id)
         limits = self.engine.limits
         caps = campaign.caps if campaign is not None else None
@@ -880,7 +888,12 @@ class Hub:
             limit_per_hour=limits.per_hour, limit_per_day=limits.per_day, cooldown=limits.cooldown,
         )
         try:
-            return await self.store.confirm_show(state.site, state.id, check, now, once=once, queue=queue)
+            if self.shared:
+                reason = await self.store.confirm_show(state.site, state.id, check, now, once=once, queue=queue)
+                if reason is not None:
+                    return reason
+            user = _signed_in(state)
+            return None if user is None else await self.store.confirm_user_show(state.site, user, check, now)
         except self._unavailable as exc:
             self._store_failed(exc)
             if queue is not None:
