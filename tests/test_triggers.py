@@ -516,3 +516,40 @@ class TestTimingVariants:
         assert "goal.within: is not longer than the longest absence window" in problems(base % ("36h", "{within: 48h}"))
         assert "variants[1].trigger.within: must be a duration" in problems(base % ("72h", "{within: soon}"))
         load_text(base % ("72h", "{within: 48h}"))
+
+    def test_a_variant_changes_time_on_the_page_and_scroll_depth(self):
+        from nudge.rules.engine import assign
+
+        yaml = """
+campaigns:
+  - id: read-timing
+    trigger: {path: /blog/*, dwell: 10s}
+    variants:
+      - {id: quick, trigger: {dwell: 3s}}
+      - {id: patient}
+      - {id: deep, trigger: {scroll: 80}}
+    message: {kind: banner, title: "Enjoying the read?"}
+"""
+        engine = Engine(load_text(yaml))
+        seen: dict[str, set] = {}
+        for i in range(60):
+            s = Simulation(engine, visitor=f"v_reader{i:08d}")
+            variant = assign(engine.by_id["read-timing"], s.state.visitor.id).id
+            s.event(0, "page_view", {"path": "/blog/a"})
+            s.event(20, "scroll", {"depth": 90})
+            s.advance(30)
+            seen.setdefault(variant, set()).add(tuple(at for at, _ in shows(s)))
+        assert seen == {"quick": {(3.0,)}, "patient": {(10.0,)}, "deep": {(20.0,)}}
+
+
+def test_explain_names_each_alternative():
+    s = sim(READ_OR_STAY)
+    s.event(0, "page_view", {"path": "/blog/one"})
+    s.event(1, "scroll", {"depth": 30})
+    checks = {c["check"]: c for c in s.engine.explain(s.state, "read-or-stay", s.now)["checks"]}
+    assert checks["any[0] scroll"]["detail"] == "deepest scroll 30 %, wants 50 %"
+    assert checks["any[1] dwell"]["ok"] is False
+    assert checks["this page view"]["ok"] is True
+    s.advance(6)
+    checks = {c["check"]: c for c in s.engine.explain(s.state, "read-or-stay", s.now)["checks"]}
+    assert checks["this page view"] == {"check": "this page view", "ok": False, "detail": "already fired on this page view"}
