@@ -553,3 +553,17 @@ def test_explain_names_each_alternative():
     s.advance(6)
     checks = {c["check"]: c for c in s.engine.explain(s.state, "read-or-stay", s.now)["checks"]}
     assert checks["this page view"] == {"check": "this page view", "ok": False, "detail": "already fired on this page view"}
+
+
+def test_a_removal_restarts_the_window_of_the_visitors_own_variant():
+    from nudge.rules.engine import assign
+
+    engine = Engine(load_text(TIMING))
+    for i in range(30):
+        s = Simulation(engine, visitor=f"v_restart{i:08d}")
+        variant = assign(engine.by_id["cart-timing"], s.state.visitor.id).id
+        add(s, 0, "mug")
+        add(s, 1, "lamp")
+        s.event(HOUR, "remove_from_cart", {"id": "lamp"})
+        expected = HOUR + (48 if variant == "two-days" else 24) * HOUR
+        assert s.state.visitor.timers["absence:cart-timing"] == s.start + expected, variant

@@ -14,9 +14,10 @@ the events of its steps, a goal by its event, a page trigger by the path of the 
 indexes hold are *arms*: a trigger with ``any:`` (or A/B variants that change its timing) has
 several, each indexed as a campaign of its own (same id, caps, message), each keeping its own
 counts, sequence progress and absence window; a campaign fires once however many arms came
-true at one moment, and an ``any:`` campaign once per page view. An index only ever leaves out campaigns the full checks would have passed over: ``Engine(campaigns,
-indexed=False)`` runs the same code over every campaign of an event or page, and the tests hold
-the two to the same decisions.
+true at one moment, and an ``any:`` campaign once per page view. An index only ever leaves out
+campaigns the full checks would have passed over: ``Engine(campaigns, indexed=False)`` runs the
+same code over every campaign of an event or page, and the tests hold the two to the same
+decisions.
 
 How a campaign whose trigger came true gets to the screen (``_fire``), in order:
 audience → caps, limits, cooldown, quiet hours → A/B variant (a holdout stops here, counted) →
@@ -252,7 +253,7 @@ class Engine:
                 self._cancel_pending(campaign, visitor, session, decisions, arms=(campaign,))
             for campaign in self._restarts.get(name, ()):
                 key = f"absence:{_key(campaign)}"
-                if key in visitor.timers:
+                if key in visitor.timers and (campaign.trigger.variants is None or _for_visitor(campaign, visitor.id)):
                     keep_open = campaign.trigger.keep_open
                     if keep_open is not None and not keep_open((state, now)):
                         del visitor.timers[key]  # the cart emptied, say: nothing left to remind of
