@@ -758,6 +758,7 @@ class _Validator:
             return ()
         out: list[Variant] = []
         seen: set[str] = set()
+        self._variant_triggers = {}  # this campaign's
         for i, raw in enumerate(value):
             vpath = (*path, i)
             if not self.keys(raw, vpath, ("id", "weight", "holdout", "message", "delay", "trigger"), ("id",)):

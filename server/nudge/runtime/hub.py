@@ -102,7 +102,7 @@ class Stats:
     timers_relayed: int = 0  # claimed here, run by the node holding the visitor
     lateness_max: float = 0.0  # seconds between a durable timer's due time and its firing
     lateness_total: float = 0.0
-    lost_races: int = 0  # shows the shared store refused (another node showed first)
+    lost_races: int = 0  # shows the store refused (another node, or a signed-in user's other device, showed first)
     store_errors: int = 0  # store calls that failed (shared store unreachable)
     replayed: int = 0  # store writes carried out late, once the store answered again
 
