@@ -19,7 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     from nudge.ops.app import create_app
 
     settings = from_environment()
-    for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "record", "record_retention", "node", "webhooks", "log_format"):
+    for name in ("host", "port", "campaigns", "store", "ws", "grace", "offline_after", "log_level", "record", "record_retention", "node", "webhooks", "log_format"):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--store", help="memory:// (default), memory:///path/snapshot.msgpack (kept across a graceful stop), or redis://host:6379/0 shared by several nodes (NUDGE_STORE)")
     serve.add_argument("--node", help="this node's id among those sharing a Redis store (NUDGE_NODE; default: made up at start)")
     serve.add_argument("--grace", type=float, help="seconds a disconnected session stays resumable (NUDGE_GRACE; default 300)")
+    serve.add_argument("--offline-after", type=float, help="seconds with no tab attached before a visitor counts as offline (NUDGE_OFFLINE_AFTER; default 60)")
     serve.add_argument("--ws", help="uvicorn WebSocket implementation (NUDGE_WS; default websockets-sansio)")
     serve.add_argument("--deflate", action="store_true", help="enable per-message deflate (NUDGE_DEFLATE); costs throughput and memory")
     serve.add_argument("--record", type=Path, help="write the event log to this directory, for nudge replay (NUDGE_RECORD)")

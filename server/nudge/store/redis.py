@@ -142,6 +142,21 @@ redis.call('DEL', KEYS[1])
 return entries
 """
 
+TAKE_QUEUED_OF = """
+-- KEYS[1]: the visitor's queue
+-- ARGV[1]: a campaign id
+-- returns that campaign's entries, oldest first, removed from the queue (the others stay)
+local taken = {}
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local decoded = cmsgpack.unpack(entry)
+  if type(decoded[2]) == 'table' and decoded[2]['campaign'] == ARGV[1] then
+    redis.call('LREM', KEYS[1], 1, entry)
+    taken[#taken + 1] = entry
+  end
+end
+return taken
+"""
+
 SAVE_SESSION = """
 -- KEYS[1]: the session (hash: seq, state, owner)
 -- ARGV[1]: the packed session state
@@ -227,6 +242,7 @@ class RedisStore:
         self._confirm = self.redis.register_script(CONFIRM_SHOW)
         self._enqueue = self.redis.register_script(ENQUEUE)
         self._take = self.redis.register_script(TAKE_QUEUED)
+        self._take_of = self.redis.register_script(TAKE_QUEUED_OF)
         self._save_session = self.redis.register_script(SAVE_SESSION)
         self._own_session = self.redis.register_script(OWN_SESSION)
         self.node = ""  # the node this store writes sessions for (set by the hub)
@@ -368,13 +384,10 @@ class RedisStore:
         await self._enqueue(keys=[self.keys.queue(site, visitor)], args=[entry, MAX_QUEUED, QUEUE_TTL_MS])
 
     async def take_queued(self, site: str, visitor: str, now: float) -> list[dict]:
-        entries = await self._take(keys=[self.keys.queue(site, visitor)])
-        messages = []
-        for data in entries:
-            expires_at, message = msgpack.unpackb(data, raw=False)
-            if expires_at > now:
-                messages.append(message)
-        return messages
+        return _unexpired(await self._take(keys=[self.keys.queue(site, visitor)]), now)
+
+    async def take_queued_of(self, site: str, visitor: str, campaign: str, now: float) -> list[dict]:
+        return _unexpired(await self._take_of(keys=[self.keys.queue(site, visitor)], args=[campaign]), now)
 
     async def link_user(self, site: str, user: str, visitor: str) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -450,3 +463,13 @@ def _unique() -> str:
 
 
 _PROCESS = f"{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def _unexpired(entries: list[bytes], now: float) -> list[dict]:
+    """The messages of packed queue entries, without those past their expiry."""
+    messages = []
+    for data in entries:
+        expires_at, message = msgpack.unpackb(data, raw=False)
+        if expires_at > now:
+            messages.append(message)
+    return messages
