@@ -146,7 +146,7 @@ async def test_one_campaigns_queued_messages_are_taken_and_the_others_stay(store
     await store.enqueue("pk", "v_1", {"campaign": "a", "n": 1}, expires_at=T0 + 100)
     await store.enqueue("pk", "v_1", {"campaign": "b"}, expires_at=T0 + 100)
     await store.enqueue("pk", "v_1", {"campaign": "a", "n": 2}, expires_at=T0 + 10)
-    assert await store.take_queued_of("pk", "v_1", "a", T0 + 50) == [{"campaign": "a", "n": 1}]
+    assert await store.take_queued_of("pk", "v_1", "a", T0 + 50) == [({"campaign": "a", "n": 1}, T0 + 100)]
     assert await store.take_queued_of("pk", "v_1", "a", T0 + 50) == []
     assert await store.take_queued("pk", "v_1", T0 + 50) == [{"campaign": "b"}]
 

@@ -49,8 +49,10 @@ from nudge.rules.decisions import (
     Wake,
     outcome_of,
 )
+from nudge.rules import timeline
 from nudge.rules.engine import Engine, assign
 from nudge.rules.state import SessionState, State, VisitorState, start_session
+from nudge.rules.timeline import Presence
 from nudge.runtime.clock import Clock
 from nudge.runtime.config import Settings, Site
 from nudge.runtime.connection import Connection
@@ -105,13 +107,6 @@ class Stats:
     lost_races: int = 0  # shows the shared store refused (another node showed first)
     store_errors: int = 0  # store calls that failed (shared store unreachable)
     replayed: int = 0  # store writes carried out late, once the store answered again
-
-
-def _not_before(visitor: VisitorState, due: float) -> float:
-    """A timer runs as of its due time, but never before something already recorded for the
-    visitor (time as the engine sees it only moves forward)."""
-    latest = max(visitor.last_seen, visitor.last_shown_at or 0.0)
-    return due if due >= latest else latest
 
 
 def _due_by(live: LiveSession, now: float) -> bool:
@@ -322,7 +317,7 @@ class Hub:
             return None
         live = self._hold(stored, await self._visitor(site, visitor_id, now))
         stored.detached_at = stored.detached_at or now  # no socket here: resumable for the grace
-        live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
+        live.expiry = self.scheduler.call_at(timeline.session_ends_at(now, self.settings.grace), self._expire, live)
         await self._claim_session(live)
         return live
 
@@ -361,7 +356,7 @@ class Hub:
         if live.wake is not None:
             live.wake.cancel()
             live.wake = None
-        live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
+        live.expiry = self.scheduler.call_at(timeline.session_ends_at(now, self.settings.grace), self._expire, live)
         if self.shared:
             self._dirty.add(live)
             try:
@@ -596,13 +591,12 @@ class Hub:
             held = visitor is not None
             if visitor is None:
                 visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
-        now = _not_before(visitor.state, now)
-        connected = [s for s in visitor.sessions if s.conn is not None]
-        live = connected[-1] if connected else None
+        now = timeline.not_before(visitor.state, now)
+        whereabouts, live = self._looking(visitor, now)
         # With a tab open the event lands in its session, as the tab's own events do: a message
         # it triggers shows there and then (never over another one on screen), rather than waiting
         # for a next visit while the visitor is looking at the page.
-        view = live.view if live is not None else State(visitor.state, None)
+        view = live.view if live is not None else State(visitor.state, None, whereabouts.offline(now))
         if self.recorder is not None:
             self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props)
         decisions = self.engine.on_event(view, event, now)
@@ -638,11 +632,11 @@ class Hub:
                 message = {"campaign": decision.campaign, **decision.content}
                 if decision.variant is not None:
                     message["variant"] = decision.variant
-                hand_off = self._hand_off(decision, live)
+                placement = self._place(decision, live, visitor, now)
                 queued_by_store = False
                 if self.shared:
                     queue = None
-                    if (decision.queued or live is None) and not hand_off:
+                    if placement.route == timeline.QUEUE:
                         queue = (message, decision.expires_at or now + 86400.0)
                     reason = await self._confirm(state, decision.campaign, now, once, queue)
                     if reason is not None:  # another node showed it first: a suppression
@@ -658,12 +652,14 @@ class Hub:
                 results.count(decision.campaign, decision.variant, "sent")
                 if self.webhooks is not None:
                     self._emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
-                if hand_off:
+                if placement.route == timeline.HAND_OFF:
                     self._emit("offline", state, decision.campaign, decision.variant, message=message,
                                traits=state.traits, expires_at=decision.expires_at)
-                elif decision.queued or live is None:
+                elif placement.route == timeline.QUEUE:
                     if not queued_by_store:
                         await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
+                    if placement.check_at is not None:
+                        self.scheduler.call_at(placement.check_at, self._on_offline, state.site, state.id, decision.campaign)
                 else:
                     live.trace.append((now, decision.campaign, decision.variant, "sent"))
                     self._deliver(live, message)
@@ -719,13 +715,52 @@ class Hub:
                         "session": session, "visitor": state.id, "campaign": campaign, "variant": variant, "outcome": outcome,
                     })
 
-    def _hand_off(self, decision: Show, live: LiveSession | None) -> bool:
-        """Whether this show goes out as the ``offline`` webhook event: the visitor is away, the
-        campaign says ``offline: webhook``, and an endpoint takes it (else it is queued)."""
-        if self.webhooks is None or not (decision.queued or live is None):
-            return False
-        campaign = self.engine.by_id.get(decision.campaign)
-        return campaign is not None and campaign.offline == "webhook" and self.webhooks.takes("offline", campaign.id)
+    def _looking(self, visitor: Visitor, now: float) -> tuple[Presence, LiveSession | None]:
+        """Who of the visitor is looking, as the timeline sees their sessions on this node: the
+        presence, and the attached session decisions are made in (None when no tab is attached)."""
+        tabs = [timeline.Tab(s.state.id, None if s.conn is not None else (s.state.detached_at or now)) for s in visitor.sessions]
+        whereabouts = timeline.presence(tabs, now, offline_after=self.settings.offline_after, grace=self.settings.grace)
+        live = next((s for s in visitor.sessions if s.state.id == whereabouts.tab), None) if whereabouts.tab else None
+        return whereabouts, live
+
+    def _offline_rule(self, campaign_id: str) -> str:
+        """The campaign's ``offline:`` as the timeline applies it: the webhook hand-off only when an
+        endpoint takes the campaign's ``offline`` events (else it is queued)."""
+        campaign = self.engine.by_id.get(campaign_id)
+        offline = campaign.offline if campaign is not None else "queue"
+        takes = self.webhooks is not None and self.webhooks.takes("offline", campaign_id)
+        return timeline.offline_rule(offline, takes)
+
+    def _place(self, decision: Show, live: LiveSession | None, visitor: Visitor, now: float) -> timeline.Placement:
+        """Where a show goes (:func:`timeline.place`)."""
+        if live is not None and not decision.queued:
+            return timeline.Placement(timeline.TAB)
+        whereabouts = self._looking(visitor, now)[0]
+        return timeline.place(False, whereabouts, self._offline_rule(decision.campaign), now)
+
+    async def _on_offline(self, site: str, visitor_id: str, campaign_id: str, now: float) -> None:
+        """A show queued while the visitor was away: if they are offline now and it is still
+        queued, it goes by the campaign's offline rule (handed off or dropped)."""
+        visitor = self.visitors.get((site, visitor_id))
+        whereabouts = self._looking(visitor, now)[0] if visitor is not None else Presence(None, now)
+        placement = timeline.at_check(whereabouts, self._offline_rule(campaign_id), now)
+        if placement.check_at is not None:
+            self.scheduler.call_at(placement.check_at, self._on_offline, site, visitor_id, campaign_id)
+            return
+        if placement.route not in (timeline.HAND_OFF, timeline.DROP):
+            return
+        try:
+            messages = await self.store.take_queued_of(site, visitor_id, campaign_id, now)
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            return  # it stays queued for the next visit
+        state = visitor.state if visitor is not None else VisitorState(site, visitor_id, first_seen=now)
+        if messages and placement.route == timeline.HAND_OFF and visitor is None:
+            state = await self.store.load_visitor(site, visitor_id) or state
+        for message, expires_at in messages:
+            if placement.route == timeline.HAND_OFF:
+                self._emit("offline", state, campaign_id, message.get("variant"), message=message, traits=state.traits,
+                           expires_at=expires_at)
 
     def _emit(self, kind: str, state: VisitorState, campaign: str, variant: str | None, **extra) -> None:
         """A webhook-out event about ``campaign`` for this visitor (see :mod:`nudge.ops.webhooks`)."""
@@ -753,13 +788,13 @@ class Hub:
         live.wake = None
         if live.conn is None:
             return
-        now = _not_before(live.visitor.state, now)
+        now = timeline.not_before(live.visitor.state, now)
         await self._carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
 
     async def _on_due(self, timer: DueTimer, forwarded: bool = False) -> None:
-        """A durable timer fell due: decide with the visitor's latest session on this node, or
-        with none (the message is then queued for their next visit, or dropped, as the campaign
-        says).
+        """A durable timer fell due: decide in the tab the timeline says (the visitor's latest
+        attached session on this node), or with none (the message is then queued for the visitor,
+        handed off or dropped, as :func:`timeline.place` says).
 
         With a shared store, a timer for a visitor this node has no open socket for is relayed to
         the node that holds their session, which decides and finishes it; when no node answers,
@@ -767,11 +802,8 @@ class Hub:
         purchase removed it there), so it stands even when this node's copy of the visitor was
         written before the timer was set."""
         visitor = self.visitors.get((timer.site, timer.visitor))
-        live = None
-        if visitor is not None:
-            connected = [s for s in visitor.sessions if s.conn is not None]
-            live = (connected or visitor.sessions or [None])[-1]
-        if self.shared and not forwarded and (live is None or live.conn is None) and await self._relay_timer(timer):
+        live = self._looking(visitor, self.clock.now())[1] if visitor is not None else None
+        if self.shared and not forwarded and live is None and await self._relay_timer(timer):
             return
         self.stats.timers_fired += 1
         lateness = self.clock.now() - timer.due
@@ -800,14 +832,15 @@ class Hub:
             if self._pending_write(timer):
                 return  # cancelled or moved meanwhile, not yet written to Redis
             visitor.state.timers.setdefault(timer.key, timer.due)
-        view = live.view if live is not None else State(visitor.state, None)
-        now = _not_before(visitor.state, timer.due)
+        now = timeline.not_before(visitor.state, timer.due)
+        whereabouts, live = self._looking(visitor, now)
+        view = live.view if live is not None else State(visitor.state, None, whereabouts.offline(now))
         once = timer.token if self.shared else None
         await self._carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
         if not visitor.sessions:
             await self._write("save_visitor", visitor.state)
-        elif live is not None and self.shared:
-            self._dirty.add(live)
+        elif self.shared:
+            self._dirty.update(visitor.sessions)  # the visitor is written with its sessions
 
     async def _relay_timer(self, timer: DueTimer) -> bool:
         """Hand the timer to another node holding one of the visitor's sessions; True when one

@@ -386,8 +386,9 @@ class RedisStore:
     async def take_queued(self, site: str, visitor: str, now: float) -> list[dict]:
         return _unexpired(await self._take(keys=[self.keys.queue(site, visitor)]), now)
 
-    async def take_queued_of(self, site: str, visitor: str, campaign: str, now: float) -> list[dict]:
-        return _unexpired(await self._take_of(keys=[self.keys.queue(site, visitor)], args=[campaign]), now)
+    async def take_queued_of(self, site: str, visitor: str, campaign: str, now: float) -> list[tuple[dict, float]]:
+        entries = await self._take_of(keys=[self.keys.queue(site, visitor)], args=[campaign])
+        return [(message, expires_at) for expires_at, message in map(_unpack_entry, entries) if expires_at > now]
 
     async def link_user(self, site: str, user: str, visitor: str) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -467,9 +468,9 @@ _PROCESS = f"{os.getpid()}-{os.urandom(4).hex()}"
 
 def _unexpired(entries: list[bytes], now: float) -> list[dict]:
     """The messages of packed queue entries, without those past their expiry."""
-    messages = []
-    for data in entries:
-        expires_at, message = msgpack.unpackb(data, raw=False)
-        if expires_at > now:
-            messages.append(message)
-    return messages
+    return [message for expires_at, message in map(_unpack_entry, entries) if expires_at > now]
+
+
+def _unpack_entry(data: bytes) -> tuple[float, dict]:
+    expires_at, message = msgpack.unpackb(data, raw=False)
+    return expires_at, message
