@@ -80,7 +80,7 @@ class Visitor:
 class LiveSession:
     """A session this node holds: connected, or detached and resumable until its grace ends."""
 
-    __slots__ = ("state", "visitor", "view", "conn", "wake", "expiry", "trace")
+    __slots__ = ("state", "visitor", "view", "conn", "wake", "expiry", "trace", "kept")
 
     def __init__(self, state: SessionState, visitor: Visitor) -> None:
         self.state = state  # the session's plain state
@@ -90,6 +90,7 @@ class LiveSession:
         self.wake: LocalTimer | None = None  # the next dwell/idle check
         self.expiry: LocalTimer | None = None  # the end of the grace period, while detached
         self.trace: deque[tuple[float, str, str | None, str]] = deque(maxlen=TRACE_LENGTH)  # (when, campaign, variant, outcome)
+        self.kept: set[str] = set()  # ids of messages sent here that the visitor's queue keeps until acknowledged
 
 
 @dataclass(slots=True)
@@ -258,12 +259,16 @@ class Hub:
         if self.shared:
             await self._claim_session(live)
         try:
-            queued = await self.store.take_queued(site.key, visitor_id, now)
+            queued = await self.store.queued(site.key, visitor_id, now)
+            if any("id" not in message for message in queued):  # queued before messages had ids
+                queued = await self.store.take_queued(site.key, visitor_id, now)
         except self._unavailable as exc:
             self._store_failed(exc)
             queued = []  # they stay queued for the next visit
+        in_outbox = {frame.get("id") for frame in session.outbox}
         for message in queued:
-            self._deliver(live, message)
+            if message.get("id") not in in_outbox:  # a resumed session re-sent it above already
+                self._deliver(live, message, kept=True)
         await self._carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
         return live
 
@@ -403,6 +408,8 @@ class Hub:
                 return
         self.sessions.pop(state.id, None)
         for frame in state.outbox:
+            if frame.get("id") in live.kept:
+                continue  # still in the visitor's queue: the next tab gets it from there
             campaign = self.engine.by_id.get(frame.get("campaign"))
             expires = campaign.expires if campaign else 86400.0
             message = {k: v for k, v in frame.items() if k not in ("t", "seq")}
@@ -458,7 +465,9 @@ class Hub:
             elif kind == "evs":
                 await self._on_events(live, conn, frame)
             elif kind == "ack":
-                self._on_ack(live, frame)
+                acknowledged = self._on_ack(live, frame)
+                if acknowledged:
+                    await self._write("ack_queued", live.state.site, live.state.visitor, acknowledged)
                 if self.shared:
                     self._dirty.add(live)
             elif kind == "ping":
@@ -539,13 +548,22 @@ class Hub:
         if ack:
             conn.push_ack(seq)
 
-    def _on_ack(self, live: LiveSession, frame: dict) -> None:
+    def _on_ack(self, live: LiveSession, frame: dict) -> list[str]:
+        """Trim the outbox up to the acknowledged seq; the ids of messages the visitor's queue kept
+        until now, to be removed from it."""
         seq = frame.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
             raise MalformedFrame("ack.seq must be a whole number ≥ 0")
         outbox = live.state.outbox
+        acknowledged: list[str] = []
         if outbox and outbox[0]["seq"] <= seq:
+            if live.kept:
+                for sent in outbox:
+                    if sent["seq"] <= seq and sent.get("id") in live.kept:
+                        live.kept.discard(sent["id"])
+                        acknowledged.append(sent["id"])
             live.state.outbox = [frame for frame in outbox if frame["seq"] > seq]
+        return acknowledged
 
     def _count_outcome(self, event: events.Event, live: LiveSession, now: float) -> None:
         campaign = self.engine.by_id.get(event.props.get("campaign"))
@@ -629,16 +647,24 @@ class Hub:
         self._remember(live, state, decisions, now)
         for decision in decisions:
             if isinstance(decision, Show):
-                message = {"campaign": decision.campaign, **decision.content}
+                # Every message has an id: the client skips one it has processed (docs/protocol.md).
+                # A timer's firing names its message, so a firing carried out twice names it alike.
+                message = {"id": once or "m_" + secrets.token_urlsafe(9), "campaign": decision.campaign, **decision.content}
                 if decision.variant is not None:
                     message["variant"] = decision.variant
                 placement = self._place(decision, live, visitor, now)
                 queued_by_store = False
+                kept = False  # the visitor's queue keeps it until a tab acknowledges it
                 if self.shared:
                     queue = None
-                    if placement.route == timeline.QUEUE:
-                        queue = (message, decision.expires_at or now + 86400.0)
+                    if placement.route == timeline.QUEUE or (once is not None and placement.route == timeline.TAB):
+                        # A timer's show is durable before it leaves: queued with its cap count in one
+                        # step, so that a node dying before the tab acknowledges it loses nothing.
+                        queue = (message, decision.expires_at or now + self._expires(decision.campaign))
+                        kept = placement.route == timeline.TAB
                     reason = await self._confirm(state, decision.campaign, now, once, queue)
+                    if reason == "duplicate" and await self._redeliver(live, state, message["id"], now):
+                        continue
                     if reason is not None:  # another node showed it first: a suppression
                         self.stats.lost_races += 1
                         self._count_suppressed(live, state, decision.campaign, decision.variant, reason, now)
@@ -647,7 +673,7 @@ class Hub:
                             if showing is not None and showing[0] == decision.campaign:
                                 live.state.showing = None  # nothing went on screen
                         continue
-                    queued_by_store = queue is not None  # the confirming script queued it already
+                    queued_by_store = queue is not None and not kept  # the confirming script queued it already
                 self.stats.shown += 1
                 results.count(decision.campaign, decision.variant, "sent")
                 if self.webhooks is not None:
@@ -662,7 +688,7 @@ class Hub:
                         self.scheduler.call_at(placement.check_at, self._on_offline, state.site, state.id, decision.campaign)
                 else:
                     live.trace.append((now, decision.campaign, decision.variant, "sent"))
-                    self._deliver(live, message)
+                    self._deliver(live, message, kept=kept)
             elif isinstance(decision, Schedule):
                 await self._write("schedule", state.site, state.id, decision.key, decision.due)
                 self.scheduler.poke(decision.due)
@@ -723,6 +749,27 @@ class Hub:
         live = next((s for s in visitor.sessions if s.state.id == whereabouts.tab), None) if whereabouts.tab else None
         return whereabouts, live
 
+    def _expires(self, campaign_id: str) -> float:
+        campaign = self.engine.by_id.get(campaign_id)
+        return campaign.expires if campaign is not None else 86400.0
+
+    async def _redeliver(self, live: LiveSession | None, state: VisitorState, message_id: str, now: float) -> bool:
+        """A timer's firing carried out a second time (its node died before finishing it): its
+        message was kept in the visitor's queue with its count. Still there (no tab acknowledged
+        it): sent to the attached tab again, if there is one here (the client skips an id it has
+        processed), else left for the next tab. True when it was found."""
+        try:
+            waiting = await self.store.queued(state.site, state.id, now)
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            return False
+        message = next((m for m in waiting if m.get("id") == message_id), None)
+        if message is None:
+            return False
+        if live is not None and all(frame.get("id") != message_id for frame in live.state.outbox):
+            self._deliver(live, message, kept=True)
+        return True
+
     def _offline_rule(self, campaign_id: str) -> str:
         """The campaign's ``offline:`` as the timeline applies it: the webhook hand-off only when an
         endpoint takes the campaign's ``offline`` events (else it is queued)."""
@@ -766,8 +813,11 @@ class Hub:
         """A webhook-out event about ``campaign`` for this visitor (see :mod:`nudge.ops.webhooks`)."""
         self.webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
 
-    def _deliver(self, live: LiveSession, message: dict) -> None:
-        """Give a message the session's next seq, keep it until acknowledged, and send it."""
+    def _deliver(self, live: LiveSession, message: dict, kept: bool = False) -> None:
+        """Give a message the session's next seq, keep it until acknowledged, and send it.
+        ``kept``: the visitor's queue holds it too, until this ack removes it."""
+        if kept and "id" in message:
+            live.kept.add(message["id"])
         session = live.state
         session.last_message_seq += 1
         frame = {"t": "show", "seq": session.last_message_seq, **message}

@@ -142,6 +142,22 @@ redis.call('DEL', KEYS[1])
 return entries
 """
 
+ACK_QUEUED = """
+-- KEYS[1]: the visitor's queue
+-- ARGV[1..n]: message ids a tab acknowledged
+-- returns how many entries were removed
+local gone = {}
+for i = 1, #ARGV do gone[ARGV[i]] = true end
+local removed = 0
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local decoded = cmsgpack.unpack(entry)
+  if type(decoded[2]) == 'table' and gone[decoded[2]['id']] then
+    removed = removed + redis.call('LREM', KEYS[1], 1, entry)
+  end
+end
+return removed
+"""
+
 TAKE_QUEUED_OF = """
 -- KEYS[1]: the visitor's queue
 -- ARGV[1]: a campaign id
@@ -243,6 +259,7 @@ class RedisStore:
         self._enqueue = self.redis.register_script(ENQUEUE)
         self._take = self.redis.register_script(TAKE_QUEUED)
         self._take_of = self.redis.register_script(TAKE_QUEUED_OF)
+        self._ack_queued = self.redis.register_script(ACK_QUEUED)
         self._save_session = self.redis.register_script(SAVE_SESSION)
         self._own_session = self.redis.register_script(OWN_SESSION)
         self.node = ""  # the node this store writes sessions for (set by the hub)
@@ -385,6 +402,13 @@ class RedisStore:
 
     async def take_queued(self, site: str, visitor: str, now: float) -> list[dict]:
         return _unexpired(await self._take(keys=[self.keys.queue(site, visitor)]), now)
+
+    async def queued(self, site: str, visitor: str, now: float) -> list[dict]:
+        return _unexpired(await self.redis.lrange(self.keys.queue(site, visitor), 0, -1), now)
+
+    async def ack_queued(self, site: str, visitor: str, ids: list[str]) -> None:
+        if ids:
+            await self._ack_queued(keys=[self.keys.queue(site, visitor)], args=list(ids))
 
     async def take_queued_of(self, site: str, visitor: str, campaign: str, now: float) -> list[tuple[dict, float]]:
         entries = await self._take_of(keys=[self.keys.queue(site, visitor)], args=[campaign])
