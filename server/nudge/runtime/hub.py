@@ -258,19 +258,41 @@ class Hub:
                 conn.push(frame)
         if self.shared:
             await self._claim_session(live)
-        try:
-            queued = await self.store.queued(site.key, visitor_id, now)
-            if any("id" not in message for message in queued):  # queued before messages had ids
-                queued = await self.store.take_queued(site.key, visitor_id, now)
-        except self._unavailable as exc:
-            self._store_failed(exc)
-            queued = []  # they stay queued for the next visit
-        in_outbox = {frame.get("id") for frame in session.outbox}
-        for message in queued:
-            if message.get("id") not in in_outbox:  # a resumed session re-sent it above already
-                self._deliver(live, message, kept=True)
+        await self._deliver_queued(live, now)
         await self._carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
         return live
+
+    async def _deliver_queued(self, live: LiveSession, now: float) -> None:
+        """Send the attached session what the visitor's queue holds and it was not sent yet; kept
+        there until the session acknowledges it (the store contract's ``queued``)."""
+        site, visitor_id = live.state.site, live.state.visitor
+        try:
+            queued = await self.store.queued(site, visitor_id, now)
+            if any("id" not in message for message in queued):  # queued before messages had ids
+                queued = await self.store.take_queued(site, visitor_id, now)
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            return  # they stay queued for the next visit
+        sent = {frame.get("id") for frame in live.state.outbox}
+        for message in queued:
+            if message.get("id") not in sent:  # a resumed session re-sent it already
+                self._deliver(live, message, kept=True)
+
+    async def _tell_holders(self, site: str, visitor_id: str) -> None:
+        """A message was queued for a visitor with no tab attached when it was decided: a tab
+        that attached meanwhile — here, or on the node holding it — is sent it now rather than at
+        the next attach. The holder is written before that node reads the queue, and read here after the
+        message was queued: one of the two sees the other."""
+        visitor = self.visitors.get((site, visitor_id))
+        live = self._looking(visitor, self.clock.now())[1] if visitor is not None else None
+        if live is not None:  # a tab attached here while this message was decided with none
+            await self._deliver_queued(live, self.clock.now())
+            return
+        try:
+            holders = await self.relay.holders(site, visitor_id)
+            await self._relay_to_holder(holders, {"op": "queued", "site": site, "visitor": visitor_id})
+        except self._unavailable as exc:
+            self._store_failed(exc)
 
     async def identified(self, live: LiveSession, user: str, now: float) -> None:
         """The session proved (a signed token) that it shows ``user``: remember which visitor
@@ -684,6 +706,8 @@ class Hub:
                 elif placement.route == timeline.QUEUE:
                     if not queued_by_store:
                         await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
+                    if self.shared:
+                        await self._tell_holders(state.site, state.id)
                     if placement.check_at is not None:
                         self.scheduler.call_at(placement.check_at, self._on_offline, state.site, state.id, decision.campaign)
                 else:
@@ -766,8 +790,11 @@ class Hub:
         message = next((m for m in waiting if m.get("id") == message_id), None)
         if message is None:
             return False
-        if live is not None and all(frame.get("id") != message_id for frame in live.state.outbox):
-            self._deliver(live, message, kept=True)
+        if live is not None:
+            if all(frame.get("id") != message_id for frame in live.state.outbox):
+                self._deliver(live, message, kept=True)
+        else:
+            await self._tell_holders(state.site, state.id)
         return True
 
     def _offline_rule(self, campaign_id: str) -> str:
@@ -929,6 +956,11 @@ class Hub:
         elif op == "due":
             timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
             await self._on_due(timer, forwarded=True)
+        elif op == "queued":
+            visitor = self.visitors.get((record.get("site"), record.get("visitor")))
+            live = self._looking(visitor, self.clock.now())[1] if visitor is not None else None
+            if live is not None:
+                await self._deliver_queued(live, self.clock.now())
         elif op == "take":
             live = self.sessions.get(record.get("session"))
             if live is not None and live.state.site == record.get("site"):
