@@ -220,9 +220,7 @@ def _step(path: Path, item: Any, line: int | None) -> Step:
     step = Step(line, f"at {text}", at=seconds, props=dict(props))
     head = words[0] if words else ""
     tail = words[1].strip() if len(words) > 1 else ""
-    if head in ("open", "close", "resume") and tail in ("tab", ""):
-        step.action = head
-    elif head in ("reload", "wait") and not tail:
+    if (head in ("open", "close", "resume") and tail in ("tab", "")) or (head in ("reload", "wait") and not tail):
         step.action = head
     elif head == "backend":
         name, _, inline = tail.partition(" ")
@@ -357,17 +355,17 @@ class _Run:
             self.say(at, f"{self._tab(session)} {'reloaded' if step.action == 'reload' else 'back'}" + (" (its session had ended: a new one)" if ended else ""))
             line.resume(at, session)
         elif step.action in ("event", "backend"):
-            session = self._latest_open(step) if step.action == "event" else None
+            sender = self._latest_open(step) if step.action == "event" else None
             try:
                 event = events.validate(step.name, dict(step.props), 1, self.engine.custom_events)
             except BadEvent as exc:
                 raise ScenarioError(self.scenario.path, step.line, f"{step.text}: {exc}") from None
             except Exception as exc:  # noqa: BLE001 - every refusal of the event is the scenario's to fix
                 raise ScenarioError(self.scenario.path, step.line, f"{step.text}: {exc}") from None
-            where = self._tab(session) if session else "backend"
+            where = self._tab(sender) if sender else "backend"
             props = f" {json.dumps(step.props, ensure_ascii=False)}" if step.props else ""
             self.say(at, f"{event.name}{props} ({where})")
-            line.event(at, session, event)
+            line.event(at, sender, event)
 
     def _latest_open(self, step: Step) -> str:
         if not self.open:

@@ -129,9 +129,9 @@ class VisitorTimeline:
             now = timeline.not_before(self.state, due)
             self.now = max(self.now, now)
             if kind == "wake":
-                held = self.sessions[what]
-                held.wake = None
-                self._apply(held, engine.on_wake(held.view, now), now)
+                waking = self.sessions[what]
+                waking.wake = None
+                self._apply(waking, engine.on_wake(waking.view, now), now)
             elif kind == "end":
                 self._end(what, due)
             else:

@@ -35,7 +35,7 @@ from nudge.errors import (
 )
 from nudge.protocol import codec as protocol
 from nudge.protocol.codec import Hello
-from nudge.rules import events
+from nudge.rules import events, timeline
 from nudge.rules.audience import device_class
 from nudge.rules.campaigns import CampaignSet
 from nudge.rules.decisions import (
@@ -49,7 +49,6 @@ from nudge.rules.decisions import (
     Wake,
     outcome_of,
 )
-from nudge.rules import timeline
 from nudge.rules.engine import Engine, assign
 from nudge.rules.state import SessionState, State, VisitorState, start_session
 from nudge.rules.timeline import Presence
