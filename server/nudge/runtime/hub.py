@@ -888,17 +888,17 @@ class Hub:
         if lateness > self.stats.lateness_max:
             self.stats.lateness_max = lateness
         if not self.shared:
-            await self._run_timer(timer, visitor, live)
+            await self._run_timer(timer, visitor)
             return
         try:
-            await self._run_timer(timer, visitor, live)
+            await self._run_timer(timer, visitor)
         except self._unavailable:
             raise  # left claimed: claimed again when its lease ends, once Redis answers
         except Exception:  # a timer that fails for good must not come back every lease
             log.exception("timer %s for %s/%s failed; dropped", timer.key, timer.site, timer.visitor)
         await self.store.finish(timer)
 
-    async def _run_timer(self, timer: DueTimer, visitor: Visitor | None, live: LiveSession | None) -> None:
+    async def _run_timer(self, timer: DueTimer, visitor: Visitor | None) -> None:
         if visitor is None:
             state = await self.store.load_visitor(timer.site, timer.visitor)
             if state is None:
