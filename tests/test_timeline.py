@@ -4,6 +4,23 @@ own, and through the real server (sockets, its scheduler, a fake clock)."""
 from __future__ import annotations
 
 import pytest
+from nudge.rules.state import VisitorState
+from nudge.rules.timeline import (
+    DROP,
+    HAND_OFF,
+    QUEUE,
+    TAB,
+    Placement,
+    Presence,
+    Tab,
+    at_check,
+    next_due,
+    not_before,
+    offline_rule,
+    place,
+    presence,
+    session_ends_at,
+)
 
 from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, run_server
 
@@ -19,6 +36,65 @@ MUG = {"id": "mug", "name": "Blue Mug", "price": 9}
 
 async def detached(server, session: str) -> None:
     await eventually(lambda: (live := server.hub.sessions.get(session)) is not None and live.conn is None, "the detach")
+
+
+# --- the core, on its own -----------------------------------------------------------------------
+
+T = 1_700_000_000.0
+
+
+def test_the_latest_attached_tab_is_the_one_decisions_are_made_in():
+    tabs = [Tab("s_1"), Tab("s_2", detached_at=T - 5), Tab("s_3")]
+    assert presence(tabs, T) == Presence("s_3", float("inf"))
+    assert not presence(tabs, T).offline(T + 10**9)
+
+
+def test_with_no_tab_attached_the_visitor_is_away_then_offline():
+    tabs = [Tab("s_1", detached_at=T - 100), Tab("s_2", detached_at=T - 10)]
+    seen = presence(tabs, T, offline_after=60, grace=300)
+    assert seen == Presence(None, T + 50)  # the last tab closed 10 s ago: offline 60 s after that
+    assert not seen.offline(T) and seen.offline(T + 50)
+    assert presence(tabs, T, offline_after=60, grace=20).offline_at == T + 10  # the grace ran out first
+    assert presence([], T) == Presence(None, T)  # no session at all: offline now
+    assert session_ends_at(T, 300) == T + 300
+
+
+def test_where_a_show_goes():
+    attached, away, offline = Presence("s_1", float("inf")), Presence(None, T + 30), Presence(None, T - 1)
+    assert place(True, attached, DROP, T) == Placement(TAB)
+    for rule in (QUEUE, HAND_OFF, DROP):
+        assert place(False, offline, rule, T) == Placement(rule)
+    assert place(False, away, QUEUE, T) == Placement(QUEUE)
+    assert place(False, away, HAND_OFF, T) == Placement(QUEUE, T + 30)  # checked again when offline
+    assert place(False, away, DROP, T) == Placement(QUEUE, T + 30)
+    assert place(True, away, QUEUE, T) == Placement(QUEUE)  # decided in a tab that has closed since
+
+
+def test_the_check_at_going_offline():
+    assert at_check(Presence(None, T), HAND_OFF, T) == Placement(HAND_OFF)
+    assert at_check(Presence("s_2", float("inf")), HAND_OFF, T) == Placement(QUEUE)  # a tab takes it
+    assert at_check(Presence(None, T + 40), DROP, T) == Placement(QUEUE, T + 40)  # a tab came and went
+
+
+def test_the_offline_rule_of_a_campaign():
+    assert offline_rule("webhook", True) == HAND_OFF
+    assert offline_rule("webhook", False) == QUEUE  # no endpoint takes it
+    assert offline_rule("drop", False) == DROP
+    assert offline_rule("queue", True) == QUEUE
+
+
+def test_time_never_goes_back_for_the_engine():
+    visitor = VisitorState("site", "v_1", first_seen=T, last_seen=T + 5)
+    assert not_before(visitor, T + 1) == T + 5 and not_before(visitor, T + 9) == T + 9
+    visitor.last_shown_at = T + 20
+    assert not_before(visitor, T + 9) == T + 20
+
+
+def test_what_falls_due_first_a_sessions_own_times_at_a_tie():
+    assert next_due([], [], {}) is None
+    assert next_due([(T + 5, "s_1")], [(T + 3, "s_2")], {"absence:a": T + 4}) == (T + 3, "end", "s_2")
+    assert next_due([(T + 4, "s_1")], [(T + 4, "s_2")], {"absence:a": T + 4}) == (T + 4, "wake", "s_1")
+    assert next_due([], [], {"absence:a": T + 9, "delay:b": T + 2}) == (T + 2, "timer", "delay:b")
 
 
 # --- through the server -------------------------------------------------------------------------
