@@ -277,21 +277,22 @@ class Hub:
             if message.get("id") not in sent:  # a resumed session re-sent it already
                 self._deliver(live, message, kept=True)
 
-    async def _tell_holders(self, site: str, visitor_id: str) -> None:
+    async def _tell_holders(self, site: str, visitor_id: str) -> bool:
         """A message was queued for a visitor with no tab attached when it was decided: a tab
         that attached meanwhile — here, or on the node holding it — is sent it now rather than at
         the next attach. The holder is written before that node reads the queue, and read here after the
-        message was queued: one of the two sees the other."""
+        message was queued: one of the two sees the other. True when a tab was told."""
         visitor = self.visitors.get((site, visitor_id))
         live = self._looking(visitor, self.clock.now())[1] if visitor is not None else None
         if live is not None:  # a tab attached here while this message was decided with none
             await self._deliver_queued(live, self.clock.now())
-            return
+            return True
         try:
             holders = await self.relay.holders(site, visitor_id)
-            await self._relay_to_holder(holders, {"op": "queued", "site": site, "visitor": visitor_id})
+            return await self._relay_to_holder(holders, {"op": "queued", "site": site, "visitor": visitor_id})
         except self._unavailable as exc:
             self._store_failed(exc)
+            return False
 
     async def identified(self, live: LiveSession, user: str, now: float) -> None:
         """The session proved (a signed token) that it shows ``user``: remember which visitor
@@ -792,8 +793,9 @@ class Hub:
         if live is not None:
             if all(frame.get("id") != message_id for frame in live.state.outbox):
                 self._deliver(live, message, kept=True)
-        else:
-            await self._tell_holders(state.site, state.id)
+        elif not await self._tell_holders(state.site, state.id):
+            # Nobody is looking now: the campaign's offline rule, as for a message first decided so.
+            await self._on_offline(state.site, state.id, message.get("campaign", ""), now)
         return True
 
     def _offline_rule(self, campaign_id: str) -> str:
