@@ -195,6 +195,7 @@ class CampaignEditor:
             campaign_set.document, self.document["versions"], _digest(campaign_set.document),
             self.document.get("settings_version", 1),
         )
+        remember_versions(self.document, document, self.hub.clock.now())
         if not self.store.shared:
             self.document, self.revision = document, self.revision + 1
             self._keep()
@@ -227,6 +228,7 @@ class CampaignEditor:
                 revision, base = self.revision, self.document
             document = copy.deepcopy(base)
             result = edit(document)
+            remember_versions(base, document, self.hub.clock.now())
             try:
                 campaign_set = load_data(self._as_data(document), "api")
             except CampaignError as exc:
@@ -248,6 +250,12 @@ class CampaignEditor:
             "id": cid, "version": self.document["versions"].get(cid, 1),
             "enabled": campaign.get("enabled", True), "campaign": campaign,
         }
+
+
+def remember_versions(before: dict, after: dict, now: float) -> None:
+    from nudge.ops.editor import remember_versions as remember  # editor.py imports this module
+
+    remember(before, after, now)
 
 
 def _problems(exc: CampaignError, result: dict | None) -> list[dict]:

@@ -8,6 +8,7 @@ renders as nothing, never as "None" or "undefined".
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,3 +125,31 @@ def _context(state: State, event_props: dict | None) -> dict:
         "page": {"path": session.page} if session is not None else {},
         "event": dict(event_props or {}),
     }
+
+
+_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.S)
+
+
+def empty_parts(message: MessageTemplate, state: State, event_props: dict | None) -> list[dict]:
+    """Where ``message`` renders empty for ``state``: each text field that renders as nothing,
+    and each ``{{ … }}`` of a field that does (a name the visitor has no value for, an empty
+    cart) — what an editor warns about before the message goes live. Rendered by the same
+    environment as :meth:`MessageTemplate.render`; expressions inside ``{% … %}`` blocks are
+    not looked at one by one (their loop variables exist only inside the block)."""
+    out: list[dict] = []
+    fields = dict(message.texts)
+    if message.cta_label is not None:
+        fields["cta.label"] = message.cta_label
+    context = None
+    for name, (source, template) in fields.items():
+        if template is None:
+            continue
+        context = context or _context(state, event_props)
+        if not template.render(context).strip():
+            out.append({"field": name, "expression": None})
+        if "{%" in source:
+            continue
+        for expression in _EXPRESSION.findall(source):
+            if not ENVIRONMENT.from_string(expression).render(context).strip():
+                out.append({"field": name, "expression": expression})
+    return out

@@ -1,0 +1,169 @@
+"""What the dashboard's campaign editor asks of the server, beside the campaign API
+(``ops/admin.py``), behind the same secret key:
+
+- ``POST /api/campaigns/check``: one campaign, as YAML or as JSON, checked exactly as
+  ``nudge check`` checks a file (the same validator, where the campaign would stand in the
+  document in force), with each problem's field and line; the answer carries the campaign both
+  ways (YAML and JSON), so the editor's form and text stay one campaign. Nothing is saved.
+- ``POST /api/campaigns/preview``: the campaign's message, per variant, rendered for a sample
+  visitor (cart, traits, page) by the server's own template rendering — exactly what the
+  server would send the snippet — with where a template renders empty.
+- ``GET /api/campaigns/{id}/history``: the versions kept of a campaign, newest first, each as
+  YAML with its diff from the one before; a rollback is a ``PUT`` of an older version's campaign
+  with ``If-Match`` (the campaign API's own versions).
+
+Versions are kept in the campaign document itself (``history``, the last ``HISTORY_KEPT`` per
+campaign), so they travel with it to Redis and the memory snapshot like the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from nudge.errors import CampaignError
+from nudge.ops.admin import Refusal, _json
+from nudge.rules.campaigns import check_campaign_text, load_data
+from nudge.rules.content import empty_parts
+from nudge.rules.state import Cart, SessionState, State, VisitorState
+
+if TYPE_CHECKING:
+    from nudge.ops.admin import CampaignEditor
+
+HISTORY_KEPT = 20  # versions kept per campaign, besides the one in force
+FILENAME = "campaign.yaml"  # what the editor's problems name as their file
+MAX_SAMPLE_ITEMS = 20  # cart items a sample visitor may hold
+
+
+def as_yaml(campaign: Any) -> str:
+    return yaml.safe_dump(campaign, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def remember_versions(before: dict, after: dict, now: float) -> None:
+    """Keep in ``after["history"]`` the version of each campaign of ``before`` that ``after``
+    changes or removes (called on every change to the document, by the API or the file)."""
+    history = copy.deepcopy(before.get("history") or {})
+    current = {c.get("id"): c for c in after.get("campaigns", []) if isinstance(c, dict)}
+    for campaign in before.get("campaigns", []):
+        if not isinstance(campaign, dict) or not isinstance(cid := campaign.get("id"), str):
+            continue
+        if current.get(cid) == campaign:
+            continue
+        kept = history.setdefault(cid, [])
+        version = before.get("versions", {}).get(cid, 1)
+        if not kept or kept[-1]["version"] != version:
+            kept.append({"version": version, "at": now, "campaign": campaign})
+        del kept[:-HISTORY_KEPT]
+    after["history"] = history
+
+
+def _sample_state(sample: Any) -> tuple[State, dict]:
+    """A visitor and session from the editor's sample: ``cart`` (items with id, name, price,
+    quantity), ``traits``, ``page``, ``sessions``, ``event`` (the trigger event's properties)."""
+    sample = sample if isinstance(sample, dict) else {}
+    traits = sample.get("traits") if isinstance(sample.get("traits"), dict) else {}
+    visitor = VisitorState("preview", "preview-visitor", 0.0, sessions=int(sample.get("sessions") or 1),
+                           cart=Cart(), traits=dict(traits))
+    items = sample.get("cart") if isinstance(sample.get("cart"), list) else []
+    for i, item in enumerate(items[:MAX_SAMPLE_ITEMS]):
+        if not isinstance(item, dict):
+            raise Refusal(422, {"error": "the sample cart holds items", "problems": [{"field": f"visitor.cart[{i}]", "message": "must be a map"}]})
+        try:
+            visitor.cart.add(str(item.get("id") or f"item-{i}"), str(item.get("name") or ""),
+                             float(item.get("price") or 0), int(item.get("quantity") or 1))
+        except (TypeError, ValueError):
+            raise Refusal(422, {"error": "the sample cart item is not valid", "problems": [
+                {"field": f"visitor.cart[{i}]", "message": "price must be a number, quantity a whole number"}]}) from None
+    page = sample.get("page") if isinstance(sample.get("page"), str) else "/"
+    session = SessionState("preview-session", "preview", visitor.id, 0.0, page=page)
+    if isinstance(sample.get("scroll"), int):
+        session.scroll[page] = sample["scroll"]
+    event = sample.get("event") if isinstance(sample.get("event"), dict) else {}
+    return State(visitor, session), event
+
+
+def routes(editor: CampaignEditor, authorised) -> list[Route]:
+    def guarded(handler):
+        async def endpoint(request: Request) -> Response:
+            if (refused := authorised(request)) is not None:
+                return refused
+            try:
+                return await handler(request)
+            except Refusal as exc:
+                return JSONResponse(exc.body, status_code=exc.status)
+        return endpoint
+
+    def campaign_text(body: dict) -> str:
+        if isinstance(body.get("yaml"), str):
+            return body["yaml"]
+        if isinstance(body.get("campaign"), dict):
+            return as_yaml(body["campaign"])
+        raise Refusal(422, {"error": "send the campaign as yaml (text) or campaign (an object)",
+                            "problems": [{"field": "(top)", "message": "yaml or campaign is required"}]})
+
+    async def check(request: Request) -> Response:
+        body = await _json(request)
+        text = campaign_text(body)
+        replacing = body.get("replacing") if isinstance(body.get("replacing"), str) else None
+        campaign, problems = check_campaign_text(text, editor.document, replacing, FILENAME)
+        return JSONResponse({
+            "ok": not problems,
+            "yaml": text,
+            "campaign": campaign,
+            "problems": [{"field": p.field, "line": p.line, "message": p.message, "text": str(p)} for p in problems],
+        })
+
+    async def preview(request: Request) -> Response:
+        body = await _json(request)
+        campaign = body.get("campaign")
+        if not isinstance(campaign, dict):
+            raise Refusal(422, {"error": "campaign (an object) is required", "problems": [{"field": "campaign", "message": "required"}]})
+        document = editor.document
+        others = [c for c in document["campaigns"] if not (isinstance(c, dict) and c.get("id") == campaign.get("id"))]
+        try:
+            loaded = load_data({**document["settings"], "campaigns": [*others, campaign]}, "preview").campaigns[-1]
+        except CampaignError as exc:
+            raise Refusal(422, {"error": "the campaign does not validate", "problems": [
+                {"field": p.field, "message": p.message} for p in exc.problems]}) from None
+        state, props = _sample_state(body.get("visitor"))
+        variants = [(v.id, v.message or loaded.message) for v in loaded.variants if not v.holdout] or [(None, loaded.message)]
+        messages = []
+        for variant_id, message in variants:
+            content = message.render(state, props)
+            messages.append({
+                "variant": variant_id,
+                "message": {"campaign": loaded.id, "seq": 0, **content},
+                "empty": empty_parts(message, state, props),
+            })
+        return JSONResponse({"campaign": loaded.id, "messages": messages})
+
+    async def history(request: Request) -> Response:
+        cid = request.path_params["id"]
+        document = editor.document
+        current = next((c for c in document["campaigns"] if isinstance(c, dict) and c.get("id") == cid), None)
+        kept = list((document.get("history") or {}).get(cid, []))
+        if current is None and not kept:
+            raise Refusal(404, {"error": f"no campaign {cid!r}"})
+        versions = [{"version": k["version"], "at": k.get("at"), "campaign": k["campaign"], "current": False} for k in kept]
+        if current is not None:
+            versions.append({"version": document["versions"].get(cid, 1), "at": None, "campaign": current, "current": True})
+        previous = ""
+        for entry in versions:
+            entry["yaml"] = as_yaml(entry["campaign"])
+            entry["diff"] = "".join(difflib.unified_diff(
+                previous.splitlines(keepends=True), entry["yaml"].splitlines(keepends=True),
+                "before", f"version {entry['version']}", n=2))
+            previous = entry["yaml"]
+        return JSONResponse({"id": cid, "exists": current is not None, "versions": versions[::-1]})
+
+    return [
+        Route("/api/campaigns/check", guarded(check), methods=["POST"]),
+        Route("/api/campaigns/preview", guarded(preview), methods=["POST"]),
+        Route("/api/campaigns/{id}/history", guarded(history), methods=["GET"]),
+    ]
