@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nudge.errors import CampaignError
-from nudge.ops.admin import Refusal, _json
+from nudge.ops.admin import _BODY, _ID, _INVALID, OPENAPI, Refusal, _json, _op
 from nudge.rules.campaigns import check_campaign_text, load_data
 from nudge.rules.content import empty_parts
 from nudge.rules.state import Cart, SessionState, State, VisitorState
@@ -167,3 +167,22 @@ def routes(editor: CampaignEditor, authorised) -> list[Route]:
         Route("/api/campaigns/preview", guarded(preview), methods=["POST"]),
         Route("/api/campaigns/{id}/history", guarded(history), methods=["GET"]),
     ]
+
+
+# The editor's paths in the admin API's one OpenAPI document.
+OPENAPI["paths"].update({
+    "/api/campaigns/check": {"post": {**_op("Check one campaign as nudge check checks a file (nothing is saved)", responses={
+        **_BODY, "200": {"description": "ok, the campaign as yaml and as JSON, and every problem with its field, line and message"},
+        "422": {"description": "neither yaml nor campaign sent"}}),
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "properties": {
+            "yaml": {"type": "string"}, "campaign": {"$ref": "#/components/schemas/Campaign"},
+            "replacing": {"type": "string", "description": "the id of the campaign being edited"}}}}}}}},
+    "/api/campaigns/preview": {"post": {**_op("The campaign's message per variant, rendered for a sample visitor", responses={
+        **_BODY, "200": {"description": "each variant's message as the server would send it, and where a template renders empty"},
+        "422": _INVALID}),
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["campaign"], "properties": {
+            "campaign": {"$ref": "#/components/schemas/Campaign"},
+            "visitor": {"type": "object", "description": "cart (items: id, name, price, quantity), traits, page, scroll, sessions, event"}}}}}}}},
+    "/api/campaigns/{id}/history": {"parameters": _ID, "get": _op("The versions kept of a campaign, newest first, with diffs", responses={
+        "200": {"description": "versions: version, at, campaign, yaml, diff, current"}, "404": {"description": "no such campaign, and none kept"}})},
+})
