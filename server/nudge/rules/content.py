@@ -128,6 +128,7 @@ def _context(state: State, event_props: dict | None) -> dict:
 
 
 _EXPRESSION = re.compile(r"\{\{.*?\}\}", re.S)
+_CONDITIONAL = re.compile(r"\bif\b")
 
 
 def empty_parts(message: MessageTemplate, state: State, event_props: dict | None) -> list[dict]:
@@ -135,7 +136,8 @@ def empty_parts(message: MessageTemplate, state: State, event_props: dict | None
     and each ``{{ … }}`` of a field that does (a name the visitor has no value for, an empty
     cart) — what an editor warns about before the message goes live. Rendered by the same
     environment as :meth:`MessageTemplate.render`; expressions inside ``{% … %}`` blocks are
-    not looked at one by one (their loop variables exist only inside the block)."""
+    not looked at one by one (their loop variables exist only inside the block), nor are
+    conditional ones (``{{ 's' if … }}``), empty on purpose."""
     out: list[dict] = []
     fields = dict(message.texts)
     if message.cta_label is not None:
@@ -150,6 +152,8 @@ def empty_parts(message: MessageTemplate, state: State, event_props: dict | None
         if "{%" in source:
             continue
         for expression in _EXPRESSION.findall(source):
+            if _CONDITIONAL.search(expression):
+                continue  # `{{ 's' if cart.count != 1 }}`: empty on purpose
             if not ENVIRONMENT.from_string(expression).render(context).strip():
                 out.append({"field": name, "expression": expression})
     return out
