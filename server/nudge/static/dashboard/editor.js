@@ -127,7 +127,10 @@
   function renderList() {
     var body = $("campaign-list").tBodies[0];
     body.replaceChildren();
-    if (!list.length) $("list-note").textContent = "No campaigns yet: create one from a starting point.";
+    if (!list.length) {
+      var empty = body.appendChild(el("tr"));
+      empty.appendChild(el("td", { colspan: "5", "class": "muted" }, "No campaigns yet: create one from a starting point."));
+    }
     list.forEach(function (view) {
       var c = view.campaign || {};
       var tr = el("tr", { "data-campaign": view.id });
@@ -148,16 +151,28 @@
   function toggle(view) {
     var path = "/api/campaigns/" + encodeURIComponent(view.id) + (view.enabled ? "/pause" : "/resume");
     api("POST", path, undefined, { "If-Match": '"' + view.version + '"' }).then(function (answer) {
-      $("list-note").textContent = answer.status === 200 ? view.id + (view.enabled ? " paused" : " resumed") : (answer.body.error || "HTTP " + answer.status);
-      return loadList().then(function () { if (current && current.id === view.id) reopen(view.id); });
+      return loadList().then(function () {
+        $("list-note").textContent = answer.status === 200 ? view.id + (view.enabled ? " paused" : " resumed") : (answer.body.error || "HTTP " + answer.status);
+        var now = list.filter(function (v) { return v.id === view.id; })[0];
+        if (current && now && current.id === now.id) {
+          // The campaign open follows (its unsaved edits stay): the version, and enabled.
+          current.version = now.version;
+          current.enabled = now.enabled;
+          if (now.enabled) delete current.campaign.enabled; else current.campaign.enabled = false;
+          heading();
+          check({ campaign: current.campaign }, true);
+          loadHistory();
+        }
+      });
     });
   }
 
   function remove(view) {
     if (!window.confirm("Delete campaign " + view.id + "? Its versions stay in its history.")) return;
     api("DELETE", "/api/campaigns/" + encodeURIComponent(view.id), undefined, { "If-Match": '"' + view.version + '"' }).then(function (answer) {
-      $("list-note").textContent = answer.status === 204 ? view.id + " deleted" : (answer.body.error || "HTTP " + answer.status);
-      loadList();
+      return loadList().then(function () {
+        $("list-note").textContent = answer.status === 204 ? view.id + " deleted" : (answer.body.error || "HTTP " + answer.status);
+      });
     });
   }
 
@@ -178,15 +193,16 @@
 
   function edit(view) { open_({ id: view.id, version: view.version, campaign: clone(view.campaign), enabled: view.enabled }); }
 
-  function reopen(id) {
-    var view = list.filter(function (v) { return v.id === id; })[0];
-    if (view) edit(view);
+  function heading() {
+    $("edit-heading").textContent = current.id
+      ? "Campaign " + current.id + " (version " + current.version + (current.enabled === false ? ", paused" : "") + ")"
+      : "New campaign (not saved)";
   }
 
   function open_(state) {
     current = state;
     $("edit").hidden = false;
-    $("edit-heading").textContent = state.id ? "Campaign " + state.id + " (version " + state.version + (state.enabled ? "" : ", paused") + ")" : "New campaign (not saved)";
+    heading();
     $("save-note").textContent = "";
     fillForm(state.campaign);
     check({ campaign: state.campaign }, true);
@@ -324,7 +340,8 @@
         return loadList().then(function () {
           current.id = saved.id;
           current.version = saved.version;
-          $("edit-heading").textContent = "Campaign " + saved.id + " (version " + saved.version + ")";
+          current.enabled = saved.enabled;
+          heading();
           loadHistory();
         });
       }
@@ -382,7 +399,8 @@
       return loadList().then(function () {
         current.version = answer.body.version;
         current.campaign = clone(answer.body.campaign);
-        $("edit-heading").textContent = "Campaign " + current.id + " (version " + current.version + ")";
+        current.enabled = answer.body.enabled;
+        heading();
         fillForm(current.campaign);
         check({ campaign: current.campaign }, true);
         loadHistory();
