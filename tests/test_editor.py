@@ -130,3 +130,68 @@ async def test_history_keeps_each_version_with_its_diff_and_a_rollback_is_a_put(
     history = parsed((await call(f"{base}/history"))[2])
     assert history["exists"] is False and history["versions"]
     assert (await call(f"{server.http}/api/campaigns/nothing/history"))[0] == 404
+
+
+OFFER = """
+campaigns:
+  - id: offer
+    trigger: {event: click}
+    variants: [{id: a, weight: 1}, {id: b, weight: 1}]
+    goal: {event: purchase, within: 1d}
+    message: {kind: toast, body: "Offer"}
+"""
+
+
+async def visit(server, click_through: bool, buy: bool) -> str:
+    from .conftest import Client
+
+    client = await Client.connect(server.url)
+    show = next(f for f in await client.track("click") if f["t"] == "show")
+    await client.track("shown", {"msg": show["seq"], "campaign": "offer"})
+    if click_through:
+        await client.track("clicked", {"msg": show["seq"], "campaign": "offer"})
+    if buy:
+        await client.track("purchase", {"value": 3})
+    await client.close()
+    return show["variant"]
+
+
+async def test_results_over_time_per_hour_and_day_with_no_verdict_before_the_minimum():
+    async with run_server(OFFER, secret_keys=[SECRET]) as server:
+        start = server.clock.now()
+        first = await visit(server, True, True)
+        await visit(server, False, False)
+        await server.advance(2 * 3600)  # an empty hour between
+        third = await visit(server, True, False)
+        status, _, raw = await call(f"{server.http}/api/campaigns/offer/results?bucket=hour")
+        assert status == 200, raw
+        answer = parsed(raw)
+        assert answer["bucket"] == "hour" and set(answer["variants"]) == {"a", "b"}
+        hours = answer["variants"][first]
+        assert [row["at"] for row in hours] == [int(start // 3600 * 3600) + i * 3600 for i in range(3)]
+        assert hours[1] == {"at": hours[1]["at"], "exposed": 0, "shown": 0, "clicked": 0, "converted": 0}
+        total = {k: sum(row[k] for v in answer["variants"].values() for row in v) for k in ("exposed", "shown", "clicked", "converted")}
+        assert total == {"exposed": 3, "shown": 3, "clicked": 2, "converted": 1}
+        assert sum(r["clicked"] for r in answer["variants"][third] if r["at"] == hours[2]["at"]) == 1
+        [comparison] = answer["comparisons"]
+        assert comparison["verdict"] is None and comparison["minimum_exposures"] == 100
+        low, high = comparison["difference_ci95"]
+        assert low <= comparison["difference"] <= high
+        days = parsed((await call(f"{server.http}/api/campaigns/offer/results?bucket=day"))[2])
+        assert sum(len(v) for v in days["variants"].values()) <= 2 * 2
+        assert (await call(f"{server.http}/api/campaigns/offer/results?bucket=week"))[0] == 400
+        assert (await call(f"{server.http}/api/campaigns/offer/results", key=None))[0] == 401
+
+
+def test_a_verdict_once_each_side_has_the_minimum_exposures():
+    from nudge.ops.results import MIN_EXPOSURES, report
+    from nudge.rules.campaigns import load_text
+
+    campaigns = load_text(OFFER).campaigns
+    by_id = {c.id: c for c in campaigns}
+    few = report({"offer": {"a": {"sent": 50, "converted": 40}, "b": {"sent": 50, "converted": 2}}}, by_id)
+    assert few["offer"]["comparisons"][0]["significant"] and few["offer"]["comparisons"][0]["verdict"] is None
+    enough = report({"offer": {"a": {"sent": MIN_EXPOSURES, "converted": 10}, "b": {"sent": MIN_EXPOSURES, "converted": 40}}}, by_id)
+    [c] = enough["offer"]["comparisons"]
+    assert c["verdict"] == "better" and c["difference"] == 0.3
+    assert 0.17 < c["difference_ci95"][0] < 0.3 < c["difference_ci95"][1] < 0.42

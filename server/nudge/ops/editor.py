@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from nudge.errors import CampaignError
 from nudge.ops.admin import _BODY, _ID, _INVALID, OPENAPI, Refusal, _json, _op
+from nudge.ops.results import from_totals, over_time, report
 from nudge.rules.campaigns import check_campaign_text, load_data
 from nudge.rules.content import empty_parts
 from nudge.rules.state import Cart, SessionState, State, VisitorState
@@ -162,7 +163,29 @@ def routes(editor: CampaignEditor, authorised) -> list[Route]:
             previous = entry["yaml"]
         return JSONResponse({"id": cid, "exists": current is not None, "versions": versions[::-1]})
 
+    async def results(request: Request) -> Response:
+        """Per variant, exposures, shown, clicked and converted per hour or day, and the
+        comparison of variants over the whole (its interval, and a verdict once there are
+        enough exposures)."""
+        cid = request.path_params["id"]
+        bucket = request.query_params.get("bucket", "hour")
+        if bucket not in ("hour", "day"):
+            raise Refusal(400, {"error": "bucket must be hour or day"})
+        hub = editor.hub
+        try:
+            await hub.flush_results()
+            series = await hub.store.load_series(cid)
+            counts = from_totals(await hub.store.load_results()) if hub.shared else hub.results.snapshot()
+        except hub._unavailable:
+            raise Refusal(503, {"error": "the shared store is unreachable; try again"}) from None
+        campaign = hub.engine.by_id.get(cid)
+        totals = report({cid: counts.get(cid, {})}, hub.engine.by_id)[cid]
+        return JSONResponse({"campaign": cid, **over_time(series, campaign, bucket),
+                             "totals": totals["variants"], "control": totals["control"],
+                             "comparisons": totals["comparisons"]})
+
     return [
+        Route("/api/campaigns/{id}/results", guarded(results), methods=["GET"]),
         Route("/api/campaigns/check", guarded(check), methods=["POST"]),
         Route("/api/campaigns/preview", guarded(preview), methods=["POST"]),
         Route("/api/campaigns/{id}/history", guarded(history), methods=["GET"]),
@@ -183,6 +206,11 @@ OPENAPI["paths"].update({
         "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["campaign"], "properties": {
             "campaign": {"$ref": "#/components/schemas/Campaign"},
             "visitor": {"type": "object", "description": "cart (items: id, name, price, quantity), traits, page, scroll, sessions, event"}}}}}}}},
+    "/api/campaigns/{id}/results": {"parameters": [*_ID, {"name": "bucket", "in": "query", "required": False,
+                                                          "schema": {"type": "string", "enum": ["hour", "day"]}}],
+        "get": _op("Results over time per variant, and the comparison of variants", responses={
+            "200": {"description": "variants: rows per hour or day (exposed, shown, clicked, converted); totals; comparisons with the difference's interval and a verdict once each side has the minimum exposures"},
+            "400": {"description": "bucket is not hour or day"}, "503": {"description": "the shared store is unreachable"}})},
     "/api/campaigns/{id}/history": {"parameters": _ID, "get": _op("The versions kept of a campaign, newest first, with diffs", responses={
         "200": {"description": "versions: version, at, campaign, yaml, diff, current"}, "404": {"description": "no such campaign, and none kept"}})},
 })

@@ -8,6 +8,11 @@ from nudge.runtime.results import from_totals
 
 __all__ = ["from_totals", "report"]
 
+# No verdict on a comparison before each side has this many exposures: before, a test's p-value
+# says little, and "no significant difference" over a handful of visitors reads as an answer.
+MIN_EXPOSURES = 100
+MAX_BUCKETS = 400  # the latest hours or days of a campaign's results over time, at most
+
 # Suppressions that mean the visitor was not eligible (rather than eligible but not shown).
 NOT_ELIGIBLE = ("audience", "cap:", "limit:", "cooldown", "quiet_hours", "offline")
 
@@ -49,9 +54,41 @@ def report(counts: dict[str, dict[str, dict[str, int]]], campaigns: dict) -> dic
             c = rows[control]
             for vid, row in rows.items():
                 if vid != control:
+                    compared = stats.compare(row["converted"], row["exposed"], c["converted"], c["exposed"])
+                    enough = min(row["exposed"], c["exposed"]) >= MIN_EXPOSURES
                     comparisons.append({
-                        "variant": vid, "control": control,
-                        **stats.compare(row["converted"], row["exposed"], c["converted"], c["exposed"]),
+                        "variant": vid, "control": control, **compared,
+                        "minimum_exposures": MIN_EXPOSURES, "exposures": [row["exposed"], c["exposed"]],
+                        # better | worse | no_difference, or None while either side has too few
+                        "verdict": None if not enough else (
+                            ("better" if compared["better"] else "worse") if compared["significant"] else "no_difference"),
                     })
         out[campaign_id] = {"variants": rows, "control": control, "comparisons": comparisons}
     return out
+
+
+def over_time(series: dict[tuple[str, str, int], int], campaign, bucket: str = "hour") -> dict:
+    """A campaign's results per hour or day: per variant, a row per bucket with exposures
+    (sent, or held out for a holdout), shown, clicked and converted, oldest first, empty buckets
+    between included. ``series``: (variant, counter, hour) -> count, from the store."""
+    width = 86400 if bucket == "day" else 3600
+    holdouts = {v.id for v in campaign.variants if v.holdout} if campaign is not None else set()
+    order = [v.id for v in campaign.variants] if campaign is not None and campaign.variants else []
+    rows: dict[str, dict[int, dict[str, int]]] = {}
+    for (variant, counter, hour), n in series.items():
+        at = hour // width * width
+        row = rows.setdefault(variant, {}).setdefault(at, {"exposed": 0, "shown": 0, "clicked": 0, "converted": 0})
+        if counter == ("suppressed:holdout" if variant in holdouts else "sent"):
+            row["exposed"] += n
+        elif counter in row:
+            row[counter] += n
+    starts = [at for buckets in rows.values() for at in buckets]
+    variants = {}
+    if starts:
+        last = max(starts)
+        first = max(min(starts), last - (MAX_BUCKETS - 1) * width)
+        for variant in order + sorted(v for v in rows if v not in order):
+            buckets = rows.get(variant, {})
+            variants[variant] = [{"at": at, **buckets.get(at, {"exposed": 0, "shown": 0, "clicked": 0, "converted": 0})}
+                                 for at in range(first, last + width, width)]
+    return {"bucket": bucket, "seconds": width, "variants": variants}
