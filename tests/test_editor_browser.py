@@ -53,11 +53,15 @@ async def axe_violations(page) -> list[str]:
             for v in results["violations"] if v["impact"] in ("serious", "critical")]
 
 
-async def shot(page, name: str) -> None:
+async def shot(page, name: str, part: str | None = None) -> None:
+    """The whole page, or the element ``part`` names."""
     if IMAGES is None:
         return
     IMAGES.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(IMAGES / f"{name}.png"), full_page=True)
+    if part:
+        await page.locator(part).screenshot(path=str(IMAGES / f"{name}.png"))
+    else:
+        await page.screenshot(path=str(IMAGES / f"{name}.png"), full_page=True)
 
 
 async def preview_shows(page, frame_id: str, kind: str) -> dict:
@@ -208,3 +212,43 @@ async def test_on_a_phone_the_editor_works_and_passes_axe(browser, server):
     assert await axe_violations(page) == []
     assert errors == []
     await context.close()
+
+
+async def test_results_over_time_plot_each_variant_with_no_verdict_yet(browser):
+    from .test_editor import OFFER, visit
+
+    async with run_server(OFFER, secret_keys=[SECRET]) as offer_server:
+        for hour in range(3):
+            for i in range(3):
+                await visit(offer_server, i == 0, i == 1)
+            await offer_server.advance(3600)
+        for width, height in ((1280, 900), (390, 844)):
+            context = await browser.new_context(viewport={"width": width, "height": height}, reduced_motion="reduce")
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(f"{offer_server.http}/dashboard#campaigns")
+            await page.locator("#key").fill(SECRET)
+            await page.keyboard.press("Enter")
+            await page.get_by_role("button", name="Edit offer").click()
+            await page.locator("#results-section").wait_for(state="visible", timeout=MS)
+            chart = page.locator('svg.series[data-counter="shown"]')
+            await chart.wait_for(timeout=MS)
+            assert await page.locator("svg.series").count() == 3
+            lines = chart.locator("polyline")
+            assert sorted([await lines.nth(i).get_attribute("data-variant") for i in range(await lines.count())]) == ["a", "b"]
+            assert await chart.locator("circle").count() == 2 * 3  # three hours, each variant
+            assert "No verdict yet" in await page.locator("#results-over-time .comparison").text_content()
+            label = await chart.get_attribute("aria-label")
+            shown = sum(int(part.split()[-1]) for part in label.split(": ", 1)[1].split(", "))
+            assert shown == 9
+            await page.locator("#r-bucket").select_option("day")
+            await page.locator('svg.series[data-counter="shown"] circle').first.wait_for(timeout=MS)
+            await page.wait_for_function("() => document.querySelectorAll('svg.series[data-counter=shown] circle').length <= 4", timeout=MS)
+            await page.locator("#r-bucket").select_option("hour")
+            await page.wait_for_function("() => document.querySelectorAll('svg.series[data-counter=shown] circle').length === 6", timeout=MS)
+            await page.locator("#results-section").scroll_into_view_if_needed()
+            await shot(page, f"editor-results-{width}", "#results-section")
+            assert await axe_violations(page) == []
+            assert errors == []
+            await context.close()

@@ -174,9 +174,16 @@
       if (Object.keys(r.variants).length > 1) {
         card.appendChild(abChart(r.variants));
         r.comparisons.forEach(function (c) {
-          var verdict = c.significant ? (c.better ? "beats" : "does worse than") : "no significant difference from";
-          var line = c.variant + " " + verdict + " " + c.control + " (" + c.test.replace(/_/g, " ") + ", p = " + c.p_value + ")";
-          card.appendChild(el("p", { "class": "comparison " + (c.significant ? (c.better ? "better" : "worse") : "") }, line));
+          var line;
+          if (c.verdict === null) {
+            // Before the minimum exposures a p-value says little: no verdict, how far along.
+            line = c.variant + " against " + c.control + ": no verdict yet (" + c.exposures[0] + " and " + c.exposures[1] +
+              " exposures, " + c.minimum_exposures + " needed on each side)";
+          } else {
+            var verdict = c.verdict === "better" ? "beats" : c.verdict === "worse" ? "does worse than" : "no significant difference from";
+            line = c.variant + " " + verdict + " " + c.control + " (" + c.test.replace(/_/g, " ") + ", p = " + c.p_value + ")";
+          }
+          card.appendChild(el("p", { "class": "comparison " + (c.verdict === "better" ? "better" : c.verdict === "worse" ? "worse" : "") }, line));
         });
       }
       box.appendChild(card);

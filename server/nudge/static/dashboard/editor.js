@@ -207,7 +207,7 @@
     fillForm(state.campaign);
     check({ campaign: state.campaign }, true);
     loadHistory();
-    if (window.nudgeResults) window.nudgeResults.show(state.id, key);
+    loadResults();
     $("f-id").focus();
   }
 
@@ -343,6 +343,7 @@
           current.enabled = saved.enabled;
           heading();
           loadHistory();
+          loadResults();
         });
       }
       if (answer.status === 422) showProblems(answer.body.problems.map(function (p) { return { field: p.field, line: null, message: p.message }; }));
@@ -404,6 +405,101 @@
         fillForm(current.campaign);
         check({ campaign: current.campaign }, true);
         loadHistory();
+      });
+    });
+  }
+
+  // --- results over time -----------------------------------------------------------------
+
+  var COLOURS = ["#2456d6", "#b4460c", "#117240", "#7b3fb5", "#555d6e"];
+  var PLOTTED = ["shown", "clicked", "converted"];
+
+  function loadResults() {
+    var section = $("results-section");
+    section.hidden = !(current && current.id);
+    if (section.hidden) return;
+    var id = current.id;
+    api("GET", "/api/campaigns/" + encodeURIComponent(id) + "/results?bucket=" + $("r-bucket").value).then(function (answer) {
+      if (!current || current.id !== id || answer.status !== 200) return;
+      renderResults(answer.body);
+    });
+  }
+
+  function when(at, bucket) {
+    var iso = new Date(at * 1000).toISOString();
+    return bucket === "day" ? iso.slice(0, 10) : iso.slice(5, 13).replace("T", " ") + ":00";
+  }
+
+  function lineChart(data, counter, variants) {
+    var width = 560, height = 150, left = 36, bottom = 22, top = 8;
+    var n = 0, max = 1;
+    variants.forEach(function (v) { n = Math.max(n, data.variants[v].length); data.variants[v].forEach(function (r) { max = Math.max(max, r[counter]); }); });
+    var total = variants.map(function (v) { return v + " " + data.variants[v].reduce(function (s, r) { return s + r[counter]; }, 0); }).join(", ");
+    var chart = svg("svg", { viewBox: "0 0 " + width + " " + height, role: "img", "class": "series", "data-counter": counter,
+      "aria-label": counter + " per " + data.bucket + ", by variant: " + total });
+    var x = function (i) { return left + (n > 1 ? (width - left - 8) * i / (n - 1) : (width - left - 8) / 2); };
+    var y = function (value) { return top + (height - top - bottom) * (1 - value / max); };
+    chart.appendChild(svg("line", { x1: left, x2: width - 8, y1: y(0), y2: y(0), stroke: "#c5cad6" }));
+    chart.appendChild(svg("text", { x: left - 4, y: y(max) + 4, "font-size": 11, "text-anchor": "end", fill: "#454c5c" }, max));
+    chart.appendChild(svg("text", { x: left - 4, y: y(0) + 4, "font-size": 11, "text-anchor": "end", fill: "#454c5c" }, 0));
+    var first = data.variants[variants[0]][0], last = data.variants[variants[0]][n - 1];
+    if (first) chart.appendChild(svg("text", { x: left, y: height - 6, "font-size": 11, fill: "#454c5c" }, when(first.at, data.bucket)));
+    if (last && n > 1) chart.appendChild(svg("text", { x: width - 8, y: height - 6, "font-size": 11, "text-anchor": "end", fill: "#454c5c" }, when(last.at, data.bucket)));
+    variants.forEach(function (v, k) {
+      var rows = data.variants[v], colour = COLOURS[k % COLOURS.length];
+      var points = rows.map(function (r, i) { return x(i) + "," + y(r[counter]); }).join(" ");
+      chart.appendChild(svg("polyline", { points: points, fill: "none", stroke: colour, "stroke-width": 2, "data-variant": v }));
+      rows.forEach(function (r, i) {
+        var dot = chart.appendChild(svg("circle", { cx: x(i), cy: y(r[counter]), r: 2.5, fill: colour }));
+        dot.appendChild(svg("title", {}, v + ", " + when(r.at, data.bucket) + ": " + r[counter] + " " + counter));
+      });
+    });
+    return chart;
+  }
+
+  function points(x) { return (x >= 0 ? "+" : "−") + Math.abs(100 * x).toFixed(1); }
+
+  function renderResults(data) {
+    var box = $("results-over-time");
+    box.replaceChildren();
+    var variants = Object.keys(data.variants);
+    if (!variants.length) {
+      box.appendChild(el("p", { "class": "muted" }, "Nothing counted yet."));
+      return;
+    }
+    var legend = el("p", { "class": "legend" });
+    variants.forEach(function (v, k) {
+      var item = legend.appendChild(el("span", { "class": "key" }));
+      item.appendChild(el("span", { "class": "swatch", style: "background:" + COLOURS[k % COLOURS.length], "aria-hidden": "true" }));
+      item.appendChild(document.createTextNode(v === "-" ? "(one message)" : v));
+    });
+    box.appendChild(legend);
+    PLOTTED.forEach(function (counter) {
+      var card = box.appendChild(el("div", { "class": "chart" }));
+      card.appendChild(el("h4", {}, counter + " per " + data.bucket));
+      card.appendChild(lineChart(data, counter, variants));
+    });
+    (data.comparisons || []).forEach(function (c) {
+      var exposures = c.exposures || [0, 0];
+      var line = c.variant + " against " + c.control + ": " + points(c.difference) + " points of conversion (95 % interval " +
+        points(c.difference_ci95[0]) + " to " + points(c.difference_ci95[1]) + "). ";
+      line += c.verdict === null
+        ? "No verdict yet: " + exposures[0] + " and " + exposures[1] + " exposures, " + c.minimum_exposures + " needed on each side."
+        : c.verdict === "no_difference" ? "No significant difference (p = " + c.p_value + ")."
+        : (c.verdict === "better" ? "Better" : "Worse") + " (p = " + c.p_value + ").";
+      box.appendChild(el("p", { "class": "comparison" + (c.verdict === "better" ? " better" : c.verdict === "worse" ? " worse" : "") }, line));
+    });
+    // The numbers behind the plots, as a table for whoever does not see them.
+    var details = box.appendChild(el("details"));
+    details.appendChild(el("summary", {}, "The numbers"));
+    var table = details.appendChild(el("table", { "class": "series-table" }));
+    var head = table.appendChild(el("thead")).appendChild(el("tr"));
+    ["Variant", data.bucket === "day" ? "Day" : "Hour", "Exposed", "Shown", "Clicked", "Converted"].forEach(function (h) { head.appendChild(el("th", { scope: "col" }, h)); });
+    var body = table.appendChild(el("tbody"));
+    variants.forEach(function (v) {
+      data.variants[v].forEach(function (r) {
+        var tr = body.appendChild(el("tr"));
+        [v, when(r.at, data.bucket), r.exposed, r.shown, r.clicked, r.converted].forEach(function (x) { tr.appendChild(el("td", {}, x)); });
       });
     });
   }
@@ -489,6 +585,7 @@
     $("close-edit").addEventListener("click", function () { current = null; $("edit").hidden = true; $("create").focus(); });
     ["s-cart", "s-traits", "s-page"].forEach(function (id) { $(id).addEventListener("input", schedulePreview); });
     $("s-variant").addEventListener("change", draw);
+    $("r-bucket").addEventListener("change", loadResults);
   }
 
   window.nudgeEditor = {
