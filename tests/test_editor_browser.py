@@ -218,7 +218,7 @@ async def test_results_over_time_plot_each_variant_with_no_verdict_yet(browser):
     from .test_editor import OFFER, visit
 
     async with run_server(OFFER, secret_keys=[SECRET]) as offer_server:
-        for hour in range(3):
+        for _hour in range(3):
             for i in range(3):
                 await visit(offer_server, i == 0, i == 1)
             await offer_server.advance(3600)
@@ -226,7 +226,7 @@ async def test_results_over_time_plot_each_variant_with_no_verdict_yet(browser):
             context = await browser.new_context(viewport={"width": width, "height": height}, reduced_motion="reduce")
             page = await context.new_page()
             errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
             await page.goto(f"{offer_server.http}/dashboard#campaigns")
             await page.locator("#key").fill(SECRET)
             await page.keyboard.press("Enter")

@@ -31,7 +31,7 @@ from nudge.errors import CampaignError
 from nudge.ops.admin import _BODY, _ID, _INVALID, OPENAPI, Refusal, _json, _op
 from nudge.ops.results import from_totals, over_time, report
 from nudge.rules.campaigns import check_campaign_text, load_data
-from nudge.rules.content import empty_parts
+from nudge.rules.content import MessageTemplate, empty_parts
 from nudge.rules.state import Cart, SessionState, State, VisitorState
 
 if TYPE_CHECKING:
@@ -133,7 +133,8 @@ def routes(editor: CampaignEditor, authorised) -> list[Route]:
             raise Refusal(422, {"error": "the campaign does not validate", "problems": [
                 {"field": p.field, "message": p.message} for p in exc.problems]}) from None
         state, props = _sample_state(body.get("visitor"))
-        variants = [(v.id, v.message or loaded.message) for v in loaded.variants if not v.holdout] or [(None, loaded.message)]
+        variants: list[tuple[str | None, MessageTemplate]] = [
+            (v.id, v.message or loaded.message) for v in loaded.variants if not v.holdout] or [(None, loaded.message)]
         messages = []
         for variant_id, message in variants:
             content = message.render(state, props)
@@ -193,7 +194,8 @@ def routes(editor: CampaignEditor, authorised) -> list[Route]:
 
 
 # The editor's paths in the admin API's one OpenAPI document.
-OPENAPI["paths"].update({
+paths: dict = OPENAPI["paths"]  # type: ignore[assignment]
+paths.update({
     "/api/campaigns/check": {"post": {**_op("Check one campaign as nudge check checks a file (nothing is saved)", responses={
         **_BODY, "200": {"description": "ok, the campaign as yaml and as JSON, and every problem with its field, line and message"},
         "422": {"description": "neither yaml nor campaign sent"}}),

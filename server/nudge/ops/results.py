@@ -3,6 +3,8 @@ comparison of variants (the counts come from :mod:`nudge.runtime.results`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from nudge.ops import statistics as stats
 from nudge.runtime.results import from_totals
 
@@ -27,7 +29,7 @@ def report(counts: dict[str, dict[str, dict[str, int]]], campaigns: dict) -> dic
         order = [v.id for v in campaign.variants] if campaign is not None and campaign.variants else []
         holdouts = {v.id for v in campaign.variants if v.holdout} if campaign is not None else set()
         ids = order + sorted(v for v in variants if v not in order)
-        rows = {}
+        rows: dict[str, dict[str, Any]] = {}
         for vid in ids:
             n = variants.get(vid, {})
             suppressed = {k.split(":", 1)[1]: c for k, c in n.items() if k.startswith("suppressed:")}
