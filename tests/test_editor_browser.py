@@ -252,3 +252,50 @@ async def test_results_over_time_plot_each_variant_with_no_verdict_yet(browser):
             assert await axe_violations(page) == []
             assert errors == []
             await context.close()
+
+
+async def tab_to(page, element_id: str, limit: int = 80, back: bool = False) -> None:
+    """Press Tab (or Shift+Tab) until the focus is on ``element_id``: it is reachable by keyboard."""
+    for _ in range(limit):
+        if await page.evaluate("() => document.activeElement && document.activeElement.id") == element_id:
+            return
+        await page.keyboard.press("Shift+Tab" if back else "Tab")
+    raise AssertionError(f"#{element_id} not reached with the keyboard")
+
+
+async def test_keyboard_only_create_break_fix_and_publish(browser, server):
+    context = await browser.new_context(viewport={"width": 1280, "height": 900}, reduced_motion="reduce")
+    page = await context.new_page()
+    await page.goto(f"{server.http}/dashboard")
+    await page.locator("#key").focus()
+    await page.keyboard.type(SECRET)
+    await page.keyboard.press("Enter")
+    await page.locator("#board").wait_for(state="visible", timeout=MS)
+    await tab_to(page, "to-campaigns")
+    await page.keyboard.press("Enter")
+    await page.locator('#campaign-list tr[data-campaign="hello"]').wait_for(timeout=MS)
+    await tab_to(page, "start-from")
+    await page.keyboard.press("ArrowDown")  # scroll and dwell prompt
+    await tab_to(page, "create")
+    await page.keyboard.press("Enter")
+    await page.locator("#problems-note").filter(has_text="valid").wait_for(timeout=MS)
+    assert await page.evaluate("() => document.activeElement.id") == "f-id"
+    await page.keyboard.press("Control+A")
+    await page.keyboard.type("keyboard-prompt")
+    await tab_to(page, "f-scroll")
+    await page.keyboard.press("Control+A")
+    await page.keyboard.type("150")
+    await page.locator("#err-f-scroll").wait_for(timeout=MS)
+    assert "trigger.scroll" in await page.locator("#problems").text_content()
+    await page.keyboard.press("Control+A")
+    await page.keyboard.type("60")
+    await page.locator("#problems-note").filter(has_text="valid").wait_for(timeout=MS)
+    await tab_to(page, "yaml")  # the text pane, then on to the save button
+    await tab_to(page, "save")
+    await page.keyboard.press("Enter")
+    await page.locator("#save-note").filter(has_text="Published").wait_for(timeout=MS)
+    assert server.hub.engine.by_id["keyboard-prompt"].trigger.scroll == 60
+    await tab_to(page, "close-edit")
+    await page.keyboard.press("Enter")
+    assert await page.evaluate("() => document.activeElement.id") == "create"
+    await context.close()
