@@ -299,3 +299,22 @@ async def test_keyboard_only_create_break_fix_and_publish(browser, server):
     await page.keyboard.press("Enter")
     assert await page.evaluate("() => document.activeElement.id") == "create"
     await context.close()
+
+
+async def test_a_change_made_elsewhere_meanwhile_is_not_overwritten(browser, server):
+    from .test_admin import call
+
+    context, page, errors = await signed_in(browser, server, 1280, 900)
+    await page.get_by_role("button", name="Edit hello").click()
+    await page.locator("#problems-note").filter(has_text="valid").wait_for(timeout=MS)
+    # Someone else saves hello through the API while it is open here.
+    status, _, _ = await call(f"{server.http}/api/campaigns/hello", "PUT",
+                              {"trigger": {"event": "click"}, "message": {"kind": "toast", "body": "Theirs"}}, key=SECRET,
+                              headers={"If-Match": '"1"'})
+    assert status == 200
+    await page.locator("#f-body").fill("Mine")
+    await page.locator("#save").click()
+    await page.locator("#save-note").filter(has_text="someone changed it").wait_for(timeout=MS)
+    assert server.hub.engine.by_id["hello"].message.texts["body"][0] == "Theirs"
+    assert [e for e in errors if "412 (Precondition Failed)" not in e] == []  # the browser logs the refusal
+    await context.close()
