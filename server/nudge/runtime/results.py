@@ -29,6 +29,7 @@ class Results:
         self.outcomes: dict[str, int] = defaultdict(int)  # counter -> counted by this process (metrics)
         self.clock = clock  # for the hour of a count; None: no results over time
         self.series_pending: dict[tuple[str, str, str, int], int] = defaultdict(int)  # (…, hour) not yet in the store
+        self._hour = -HOUR  # the hour the last count fell in (its first second)
 
     def count(self, campaign: str, variant: str | None, counter: str) -> None:
         variant = variant or NO_VARIANT
@@ -36,7 +37,10 @@ class Results:
         self.pending[(campaign, variant, counter)] += 1
         self.outcomes[counter] += 1
         if counter in SERIES and self.clock is not None:
-            self.series_pending[(campaign, variant, counter, int(self.clock.now() // HOUR) * HOUR)] += 1
+            now = self.clock.now()
+            if not self._hour <= now < self._hour + HOUR:
+                self._hour = int(now // HOUR) * HOUR
+            self.series_pending[(campaign, variant, counter, self._hour)] += 1
 
     def get(self, campaign: str, variant: str | None = None) -> dict[str, int]:
         found = self._counts.get(campaign, {}).get(variant or NO_VARIANT)
