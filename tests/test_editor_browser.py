@@ -318,3 +318,17 @@ async def test_a_change_made_elsewhere_meanwhile_is_not_overwritten(browser, ser
     assert server.hub.engine.by_id["hello"].message.texts["body"][0] == "Theirs"
     assert [e for e in errors if "412 (Precondition Failed)" not in e] == []  # the browser logs the refusal
     await context.close()
+
+
+async def test_the_sign_in_and_the_live_board_pass_axe_too(browser, server):
+    context = await browser.new_context(viewport={"width": 390, "height": 844}, reduced_motion="reduce")
+    page = await context.new_page()
+    await page.goto(f"{server.http}/dashboard")
+    await page.locator("#login").wait_for(state="visible", timeout=MS)
+    assert await axe_violations(page) == []
+    await page.locator("#key").fill(SECRET)
+    await page.keyboard.press("Enter")
+    await page.locator("#board").wait_for(state="visible", timeout=MS)
+    await page.locator('.campaign[data-campaign="hello"]').wait_for(timeout=MS)
+    assert await axe_violations(page) == []
+    await context.close()
