@@ -108,6 +108,14 @@ async def test_create_break_fix_preview_publish_and_roll_back(browser, server):
     await page.locator("#s-cart").fill("")
     await page.locator("#preview-warnings li").filter(has_text="cart.names | first").wait_for(timeout=MS)
     await page.locator("#s-cart").fill("Oak tray, 34, 1")
+    # The trigger event's properties fill {{ event.… }}.
+    await page.locator("#f-body").fill("{{ event.name }} ships free.")
+    await page.wait_for_function("() => { const h = document.getElementById('preview-phone').contentDocument.querySelector('nudge-message');"
+                                 " return h && h.shadowRoot.textContent.includes('Cast-iron teapot ships free.'); }", timeout=MS)
+    await page.locator("#s-event").fill("")
+    await page.locator("#preview-warnings li").filter(has_text="event.name").wait_for(timeout=MS)
+    await page.locator("#s-event").fill("name: Cast-iron teapot")
+    await page.locator("#f-body").fill("Your cart is waiting: {{ cart.count }} item{{ 's' if cart.count != 1 }}, {{ cart.value | money }}.")
 
     # Break it in the form: the field's own error, in nudge check's words, with the YAML's line.
     within = page.locator("#f-within")

@@ -512,12 +512,17 @@
       if (!parts[0]) return null;
       return { id: "item-" + i, name: parts[0], price: Number(parts[1]) || 0, quantity: parseInt(parts[2], 10) || 1 };
     }).filter(Boolean);
-    var traits = {};
-    $("s-traits").value.split("\n").forEach(function (line) {
-      var at = line.indexOf(":");
-      if (at > 0) traits[line.slice(0, at).trim()] = line.slice(at + 1).trim();
-    });
-    return { cart: cart, traits: traits, page: $("s-page").value || "/" };
+    var pairs = function (text) {
+      var out = {};
+      text.split("\n").forEach(function (line) {
+        var at = line.indexOf(":");
+        if (at <= 0) return;
+        var value = line.slice(at + 1).trim();
+        out[line.slice(0, at).trim()] = /^-?\d+(\.\d+)?$/.test(value) ? Number(value) : value;
+      });
+      return out;
+    };
+    return { cart: cart, traits: pairs($("s-traits").value), event: pairs($("s-event").value), page: $("s-page").value || "/" };
   }
 
   function schedulePreview() {
@@ -583,7 +588,7 @@
     $("campaign-form").addEventListener("submit", function (e) { e.preventDefault(); });
     $("save").addEventListener("click", save);
     $("close-edit").addEventListener("click", function () { current = null; $("edit").hidden = true; $("create").focus(); });
-    ["s-cart", "s-traits", "s-page"].forEach(function (id) { $(id).addEventListener("input", schedulePreview); });
+    ["s-cart", "s-traits", "s-event", "s-page"].forEach(function (id) { $(id).addEventListener("input", schedulePreview); });
     $("s-variant").addEventListener("change", draw);
     $("r-bucket").addEventListener("change", loadResults);
   }
