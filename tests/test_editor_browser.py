@@ -217,6 +217,15 @@ async def test_on_a_phone_the_editor_works_and_passes_axe(browser, server):
     await page.locator("#f-within").fill("30m")
     await page.locator("#problems-note").filter(has_text="valid").wait_for(timeout=MS)
     await shot(page, "editor-preview-390")
+    await page.locator("#save").click()
+    await page.locator("#save-note").filter(has_text="Published").wait_for(timeout=MS)
+    await page.locator("#f-title").fill("Forgot something?")
+    await page.locator("#save").click()
+    await page.locator("#save-note").filter(has_text="version 2").wait_for(timeout=MS)
+    await page.get_by_role("button", name="Changes in version 2").click()
+    await shot(page, "editor-history-390", "#edit > section:last-of-type")
+    await page.get_by_role("button", name="Roll back to version 1").click()
+    await page.locator("#save-note").filter(has_text="Rolled back to version 1").wait_for(timeout=MS)
     assert await axe_violations(page) == []
     assert errors == []
     await context.close()

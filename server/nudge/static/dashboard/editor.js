@@ -366,7 +366,7 @@
       history.versions.forEach(function (v) {
         var tr = el("tr", { "data-version": v.version });
         tr.appendChild(el("td", {}, "version " + v.version + (v.current ? " (in force)" : "")));
-        tr.appendChild(el("td", { "class": "muted" }, v.at ? new Date(v.at * 1000).toISOString().replace("T", " ").slice(0, 19) + " (replaced)" : ""));
+        tr.appendChild(el("td", { "class": "muted" }, v.at ? new Date(v.at * 1000).toISOString().replace("T", " ").slice(0, 19) : "now"));
         var actions = el("td", { "class": "row-actions" });
         actions.appendChild(button("Changes", function () { showDiff(v); }, { "aria-label": "Changes in version " + v.version }));
         if (!v.current) actions.appendChild(button("Roll back", function () { rollback(v, history.exists); }, { "aria-label": "Roll back to version " + v.version }));
