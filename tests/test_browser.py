@@ -128,3 +128,22 @@ async def test_on_a_phone_the_welcome_slidein_leaves_the_first_product_uncovered
     await page.keyboard.press("Escape")
     await welcome.wait_for(state="detached", timeout=WAIT * 1000)
     await context.close()
+
+
+async def test_on_a_phone_a_toast_is_a_bottom_sheet_that_is_still_announced(browser, demo):
+    context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, reduced_motion="reduce")
+    page = await context.new_page()
+    await page.goto(f"{demo.http}/checkout.html")
+    await page.wait_for_function("() => window.nudge && window.nudge.state === 'open'", timeout=WAIT * 1000)
+    await page.evaluate("() => nudge.track('add_to_cart', {id: 'teapot', name: 'Cast-iron teapot', price: 48})")
+    toast = page.locator('nudge-message[data-campaign="big-spender"]')
+    await toast.wait_for(timeout=WAIT * 1000)
+    box = await toast.locator(".box").bounding_box()
+    assert box["width"] >= 389 and abs(box["y"] + box["height"] - 844) <= 1 and box["height"] < 90
+    region = toast.locator('[role="status"]')
+    assert await region.get_attribute("aria-live") == "polite"
+    assert "Cast-iron teapot ships free." in await region.text_content(), "the live region still holds the body"
+    await toast.locator(".nudge-dismiss").focus()
+    await page.keyboard.press("Escape")
+    await toast.wait_for(state="detached", timeout=WAIT * 1000)
+    await context.close()
