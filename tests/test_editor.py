@@ -195,3 +195,26 @@ def test_a_verdict_once_each_side_has_the_minimum_exposures():
     [c] = enough["offer"]["comparisons"]
     assert c["verdict"] == "better" and c["difference"] == 0.3
     assert 0.17 < c["difference_ci95"][0] < 0.3 < c["difference_ci95"][1] < 0.42
+
+
+def test_empty_parts_skip_loops_conditionals_and_quoted_braces():
+    from nudge.rules.campaigns import load_text
+    from nudge.rules.content import empty_parts
+    from nudge.rules.state import SessionState, State, VisitorState
+
+    campaign = load_text("""
+campaigns:
+  - id: x
+    trigger: {event: click}
+    message:
+      kind: toast
+      title: "{% for n in cart.names %}{{ n }}{% endfor %}"
+      body: "{{ '}}' ~ visitor.nickname }}{{ 's' if cart.count != 1 }}"
+      cta: {label: "{{ visitor.first_name }}", url: /x}
+""").campaigns[0]
+    state = State(VisitorState("pk", "v", 0.0), SessionState("s", "pk", "v", 0.0, page="/"))
+    found = empty_parts(campaign.message, state, {})
+    assert {"field": "title", "expression": None} in found  # the loop over an empty cart
+    assert {"field": "cta.label", "expression": None} in found and {"field": "cta.label", "expression": "{{ visitor.first_name }}"} in found
+    assert not any(f["field"] == "title" and f["expression"] for f in found)
+    assert not any("if" in (f["expression"] or "") for f in found)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, meta
@@ -140,26 +140,32 @@ _CONDITIONAL = re.compile(r"\bif\b")
 def empty_parts(message: MessageTemplate, state: State, event_props: dict | None) -> list[dict]:
     """Where ``message`` renders empty for ``state``: each text field that renders as nothing,
     and each ``{{ … }}`` of a field that does (a name the visitor has no value for, an empty
-    cart) — what an editor warns about before the message goes live. Rendered by the same
-    environment as :meth:`MessageTemplate.render`; expressions inside ``{% … %}`` blocks are
-    not looked at one by one (their loop variables exist only inside the block), nor are
-    conditional ones (``{{ 's' if … }}``), empty on purpose."""
+    cart) — what an editor warns about before the message goes live. Everything is rendered by
+    :meth:`MessageTemplate.render`, the server's one rendering (each expression as a message of
+    its own); expressions inside ``{% … %}`` blocks are not looked at one by one (their loop
+    variables exist only inside the block), nor are conditional ones (``{{ 's' if … }}``), empty
+    on purpose."""
     out: list[dict] = []
     fields = dict(message.texts)
     if message.cta_label is not None:
         fields["cta.label"] = message.cta_label
-    context = None
+    rendered = None
     for name, (source, template) in fields.items():
         if template is None:
             continue
-        context = context or _context(state, event_props)
-        if not template.render(context).strip():
+        rendered = rendered or message.render(state, event_props)
+        value = rendered["cta"]["label"] if name == "cta.label" else rendered.get(name)
+        if not value:
             out.append({"field": name, "expression": None})
         if "{%" in source:
             continue
         for expression in _EXPRESSION.findall(source):
             if _CONDITIONAL.search(expression):
                 continue  # `{{ 's' if cart.count != 1 }}`: empty on purpose
-            if not ENVIRONMENT.from_string(expression).render(context).strip():
+            try:
+                alone = replace(message, texts={"text": (expression, compile_text(expression))}, cta_label=None)
+            except TemplateProblem:
+                continue  # cut where a quoted "}}" is not the expression's end: not looked at alone
+            if not alone.render(state, event_props).get("text"):
                 out.append({"field": name, "expression": expression})
     return out
