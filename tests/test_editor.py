@@ -218,3 +218,10 @@ campaigns:
     assert {"field": "cta.label", "expression": None} in found and {"field": "cta.label", "expression": "{{ visitor.first_name }}"} in found
     assert not any(f["field"] == "title" and f["expression"] for f in found)
     assert not any("if" in (f["expression"] or "") for f in found)
+
+
+async def test_preview_says_when_a_valid_template_fails_on_a_value(server):
+    campaign = {"id": "loop", "trigger": {"event": "click"}, "message": {
+        "kind": "toast", "body": "{% for i in cart.items %}{{ i.name }}{% endfor %}"}}
+    status, _, raw = await call(f"{server.http}/api/campaigns/preview", "POST", {"campaign": campaign, "visitor": {}})
+    assert status == 422 and "does not render for this visitor" in parsed(raw)["error"]

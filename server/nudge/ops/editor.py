@@ -137,11 +137,16 @@ def routes(editor: CampaignEditor, authorised) -> list[Route]:
             (v.id, v.message or loaded.message) for v in loaded.variants if not v.holdout] or [(None, loaded.message)]
         messages = []
         for variant_id, message in variants:
-            content = message.render(state, props)
+            try:
+                content = message.render(state, props)
+                empty = empty_parts(message, state, props)
+            except Exception as exc:  # a template that validates can still fail on a value (cart.items is dict.items)
+                raise Refusal(422, {"error": f"the message does not render for this visitor: {type(exc).__name__}: {exc}",
+                                    "problems": [{"field": "message", "message": f"does not render: {exc}"}]}) from None
             messages.append({
                 "variant": variant_id,
                 "message": {"campaign": loaded.id, "seq": 0, **content},
-                "empty": empty_parts(message, state, props),
+                "empty": empty,
             })
         return JSONResponse({"campaign": loaded.id, "messages": messages})
 

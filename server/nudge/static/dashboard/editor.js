@@ -535,7 +535,11 @@
     var seq = ++previewSeq;
     api("POST", "/api/campaigns/preview", { campaign: current.campaign, visitor: sample() }).then(function (answer) {
       if (seq !== previewSeq) return;
-      if (answer.status !== 200) return;
+      if (answer.status !== 200) {
+        var ul = $("preview-warnings");
+        ul.replaceChildren(el("li", { "class": "warning" }, (answer.body && answer.body.error) || "HTTP " + answer.status));
+        return;
+      }
       lastPreview = answer.body.messages;
       var select = $("s-variant"), chosen = select.value;
       select.replaceChildren();
