@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from nudge.errors import CampaignError
+from nudge.ops.versions import remember_versions
 from nudge.rules.campaigns import CampaignSet, load_data
 
 if TYPE_CHECKING:
@@ -250,12 +251,6 @@ class CampaignEditor:
             "id": cid, "version": self.document["versions"].get(cid, 1),
             "enabled": campaign.get("enabled", True), "campaign": campaign,
         }
-
-
-def remember_versions(before: dict, after: dict, now: float) -> None:
-    from nudge.ops.editor import remember_versions as remember  # editor.py imports this module
-
-    remember(before, after, now)
 
 
 def _problems(exc: CampaignError, result: dict | None) -> list[dict]:

@@ -18,7 +18,6 @@ campaign), so they travel with it to Redis and the memory snapshot like the rest
 
 from __future__ import annotations
 
-import copy
 import difflib
 from typing import TYPE_CHECKING, Any
 
@@ -37,31 +36,12 @@ from nudge.rules.state import Cart, SessionState, State, VisitorState
 if TYPE_CHECKING:
     from nudge.ops.admin import CampaignEditor
 
-HISTORY_KEPT = 20  # versions kept per campaign, besides the one in force
 FILENAME = "campaign.yaml"  # what the editor's problems name as their file
 MAX_SAMPLE_ITEMS = 20  # cart items a sample visitor may hold
 
 
 def as_yaml(campaign: Any) -> str:
     return yaml.safe_dump(campaign, sort_keys=False, allow_unicode=True, default_flow_style=False)
-
-
-def remember_versions(before: dict, after: dict, now: float) -> None:
-    """Keep in ``after["history"]`` the version of each campaign of ``before`` that ``after``
-    changes or removes (called on every change to the document, by the API or the file)."""
-    history = copy.deepcopy(before.get("history") or {})
-    current = {c.get("id"): c for c in after.get("campaigns", []) if isinstance(c, dict)}
-    for campaign in before.get("campaigns", []):
-        if not isinstance(campaign, dict) or not isinstance(cid := campaign.get("id"), str):
-            continue
-        if current.get(cid) == campaign:
-            continue
-        kept = history.setdefault(cid, [])
-        version = before.get("versions", {}).get(cid, 1)
-        if not kept or kept[-1]["version"] != version:
-            kept.append({"version": version, "at": now, "campaign": campaign})
-        del kept[:-HISTORY_KEPT]
-    after["history"] = history
 
 
 def _sample_state(sample: Any) -> tuple[State, dict]:
