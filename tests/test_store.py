@@ -255,6 +255,16 @@ async def test_a_decision_carried_out_once_and_queued_with_it(store):
     assert await store.take_queued("pk", "v_1", T0) == [{"campaign": "a"}]
 
 
+async def test_results_over_time_add_up_per_campaign_variant_counter_and_hour(store):
+    hour = 1_700_000_000 // 3600 * 3600
+    await store.add_series({("offer", "a", "shown", hour): 2, ("offer", "b", "shown", hour): 1, ("other", "-", "sent", hour): 5})
+    await store.add_series({("offer", "a", "shown", hour): 3, ("offer", "a", "clicked", hour + 3600): 1})
+    assert await store.load_series("offer") == {("a", "shown", hour): 5, ("b", "shown", hour): 1, ("a", "clicked", hour + 3600): 1}
+    assert await store.load_series("other") == {("-", "sent", hour): 5}
+    assert await store.load_series("nothing") == {}
+    await store.add_series({})
+
+
 def test_state_codec_tolerates_added_and_removed_fields():
     visitor = VisitorState("pk", "v_1", first_seen=T0)
     visitor.cart.add("mug", "Mug", 3.0, 1)
@@ -288,6 +298,7 @@ async def test_memory_snapshot_survives_a_graceful_stop(tmp_path):
     await store.enqueue("pk", "v_1", {"campaign": "a"}, T0 + 100)
     check = CapCheck("a", per_day=1, limit_per_day=None, cooldown=0.0)
     assert await store.confirm_show("pk", "v_1", check, T0) is None
+    await store.add_series({("a", "-", "shown", 3600): 4})
     await store.close()
 
     again = open_store(f"memory://{path}")
@@ -296,6 +307,7 @@ async def test_memory_snapshot_survives_a_graceful_stop(tmp_path):
     assert await again.next_due() == T0 + 10
     assert await again.take_queued("pk", "v_1", T0) == [{"campaign": "a"}]
     assert await again.confirm_show("pk", "v_1", check, T0 + 1) == "cap:per_day"
+    assert await again.load_series("a") == {("-", "shown", 3600): 4}
 
 
 async def test_memory_store_forgets_what_was_last_written_a_retention_ago():

@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from nudge.errors import CampaignError
+from nudge.ops.versions import remember_versions
 from nudge.rules.campaigns import CampaignSet, load_data
 
 if TYPE_CHECKING:
@@ -195,6 +196,7 @@ class CampaignEditor:
             campaign_set.document, self.document["versions"], _digest(campaign_set.document),
             self.document.get("settings_version", 1),
         )
+        remember_versions(self.document, document, self.hub.clock.now())
         if not self.store.shared:
             self.document, self.revision = document, self.revision + 1
             self._keep()
@@ -227,6 +229,7 @@ class CampaignEditor:
                 revision, base = self.revision, self.document
             document = copy.deepcopy(base)
             result = edit(document)
+            remember_versions(base, document, self.hub.clock.now())
             try:
                 campaign_set = load_data(self._as_data(document), "api")
             except CampaignError as exc:

@@ -20,6 +20,7 @@ from nudge import __version__
 from nudge.ops.admin import CampaignEditor
 from nudge.ops.admin import routes as admin_routes
 from nudge.ops.dashboard import routes as dashboard_routes
+from nudge.ops.editor import routes as editor_routes
 from nudge.ops.results import from_totals, report
 from nudge.ops.server_events import ServerEvents
 from nudge.rules.campaigns import CampaignSet, load_file
@@ -259,6 +260,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/api/users/{user}", erase_visitor, methods=["DELETE"]),
         Route("/api/events", post_events, methods=["POST"]),
         Route("/api/webhooks", webhooks),
+        *editor_routes(editor, authorised),  # before the campaign API: /api/campaigns/check is not an id
         *admin_routes(editor, authorised),
         *dashboard_routes(hub, authorised),
     ]

@@ -912,3 +912,41 @@ def load_data(data: Any, source: str = "<api>") -> CampaignSet:
     """Validate plain data (a campaign document as JSON gives it) exactly as a file is
     validated — the admin API's path; problems carry no line numbers."""
     return _Validator(source, {}).campaign_set(data)
+
+
+def check_campaign_text(text: str, document: dict, replacing: str | None = None,
+                        filename: str = "campaign.yaml") -> tuple[Any, list[Problem]]:
+    """One campaign's YAML checked exactly as ``nudge check`` checks a file: where it would stand
+    in ``document`` (``{"settings": …, "campaigns": […]}``, the admin API's), beside its settings
+    and the other campaigns, with the campaign's own lines. Returns the campaign's plain data
+    (None when its YAML does not parse) and the problems, their fields relative to the campaign
+    (``trigger.event``, not ``campaigns[3].trigger.event``); a problem elsewhere in the document
+    keeps its full field and has no line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        try:
+            load_text(text, filename)
+        except CampaignError as exc:
+            return None, exc.problems
+        raise  # pragma: no cover - load_text fails where compose did
+    located = _Located()
+    campaign = located.build(node, ()) if node is not None else None
+    others = [c for c in document.get("campaigns", []) if not (isinstance(c, dict) and replacing is not None and c.get("id") == replacing)]
+    index = len(others)
+    data = {**document.get("settings", {}), "campaigns": [*others, campaign]}
+    lines = {("campaigns", index, *path): line for path, line in located.lines.items()}
+    validator = _Validator(filename, lines)
+    try:
+        validator.campaign_set(data)
+    except CampaignError as exc:
+        problems = []
+        prefix = f"campaigns[{index}]"
+        for problem in exc.problems:
+            if problem.field == prefix or problem.field.startswith(prefix + ".") or problem.field.startswith(prefix + "["):
+                field_name = problem.field[len(prefix):].lstrip(".") or "(top)"
+                problems.append(Problem(filename, problem.line, field_name, problem.message))
+            else:
+                problems.append(Problem(filename, None, problem.field, problem.message))
+        return campaign, problems
+    return campaign, []

@@ -8,8 +8,9 @@ renders as nothing, never as "None" or "undefined".
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, meta, nodes
@@ -51,8 +52,13 @@ class TemplateProblem(ValueError):
     """A template does not compile or names something that does not exist."""
 
 
+@functools.lru_cache(maxsize=4096)
 def compile_text(source: str):
-    """Compile one text template; raise :class:`TemplateProblem` with a readable reason."""
+    """Compile one text template; raise :class:`TemplateProblem` with a readable reason.
+
+    Kept by source (a compiled template is immutable and shared): a document validated again
+    whole — every change through the admin API, every check the editor makes as you type —
+    compiles only the texts that changed."""
     try:
         ast = ENVIRONMENT.parse(source)
     except TemplateSyntaxError as exc:
@@ -163,3 +169,41 @@ def _context(state: State, event_props: dict | None) -> dict:
         "page": {"path": session.page} if session is not None else {},
         "event": dict(event_props or {}),
     }
+
+
+_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.S)
+_CONDITIONAL = re.compile(r"\bif\b")
+
+
+def empty_parts(message: MessageTemplate, state: State, event_props: dict | None) -> list[dict]:
+    """Where ``message`` renders empty for ``state``: each text field that renders as nothing,
+    and each ``{{ … }}`` of a field that does (a name the visitor has no value for, an empty
+    cart) — what an editor warns about before the message goes live. Everything is rendered by
+    :meth:`MessageTemplate.render`, the server's one rendering (each expression as a message of
+    its own); expressions inside ``{% … %}`` blocks are not looked at one by one (their loop
+    variables exist only inside the block), nor are conditional ones (``{{ 's' if … }}``), empty
+    on purpose."""
+    out: list[dict] = []
+    fields = dict(message.texts)
+    if message.cta_label is not None:
+        fields["cta.label"] = message.cta_label
+    rendered = None
+    for name, (source, template) in fields.items():
+        if template is None:
+            continue
+        rendered = rendered or message.render(state, event_props)
+        value = rendered["cta"]["label"] if name == "cta.label" else rendered.get(name)
+        if not value:
+            out.append({"field": name, "expression": None})
+        if "{%" in source:
+            continue
+        for expression in _EXPRESSION.findall(source):
+            if _CONDITIONAL.search(expression):
+                continue  # `{{ 's' if cart.count != 1 }}`: empty on purpose
+            try:
+                alone = replace(message, texts={"text": (expression, compile_text(expression))}, cta_label=None)
+            except TemplateProblem:
+                continue  # cut where a quoted "}}" is not the expression's end: not looked at alone
+            if not alone.render(state, event_props).get("text"):
+                out.append({"field": name, "expression": expression})
+    return out

@@ -156,7 +156,7 @@ class Hub:
         poll = settings.timer_poll if self.shared else None
         self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
         self.stats = Stats()
-        self.results = Results()  # per campaign and variant
+        self.results = Results(clock)  # per campaign and variant, and per hour
         self.metrics = Metrics()  # for /metrics: events by name, latencies
         self.webhooks = None  # webhooks out and the offline hand-off (webhooks.Webhooks), when configured
         self.log_lines = settings.log_format == "json"  # a line per connection and per decision
@@ -1090,13 +1090,19 @@ class Hub:
 
     async def flush_results(self) -> None:
         """Add the results counted since the last flush to the store, in one call."""
-        pending = self.results.take_pending()
-        if not pending:
+        pending, series = self.results.take_pending(), self.results.take_series()
+        if not pending and not series:
             return
         try:
             await self.store.add_results(pending)
         except BaseException:
             self.results.give_back(pending)  # added with the next flush
+            self.results.give_back_series(series)
+            raise
+        try:
+            await self.store.add_series(series)
+        except BaseException:
+            self.results.give_back_series(series)
             raise
 
     def _store_failed(self, exc: BaseException) -> None:

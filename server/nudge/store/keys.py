@@ -105,6 +105,10 @@ class Keys:
         """Results counts: a hash ``campaign SEP variant SEP counter`` -> count, every node's."""
         return f"{self.prefix}results"
 
+    def series(self, campaign: str) -> str:
+        """Results over time of one campaign: a hash ``variant SEP counter SEP hour`` -> count."""
+        return f"{self.prefix}series:{campaign}"
+
     def campaigns(self) -> str:
         """The campaign document the admin API edits (JSON), shared by every node."""
         return f"{self.prefix}campaigns:document"

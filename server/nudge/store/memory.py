@@ -59,6 +59,7 @@ class MemoryStore:
         # Caps per signed-in user live in _shown, _recent and _total too, under the subject
         # "u:<user id>" where a visitor id would be (no visitor id holds a ":").
         self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
+        self._series: dict[str, dict[tuple[str, str, int], int]] = {}  # campaign -> (variant, counter, hour) -> n
         self.campaign_document: dict | None = None  # the admin API's campaign document (admin.py)
         self.retention: float | None = None  # seconds records outlive their last write (None: forever)
         self._now = 0.0  # the latest time the store was handed
@@ -93,6 +94,14 @@ class MemoryStore:
 
     async def load_results(self) -> dict[tuple[str, str, str], int]:
         return dict(self._results)
+
+    async def add_series(self, deltas: dict[tuple[str, str, str, int], int]) -> None:
+        for (campaign, variant, counter, hour), n in deltas.items():
+            kept = self._series.setdefault(campaign, {})
+            kept[(variant, counter, hour)] = kept.get((variant, counter, hour), 0) + n
+
+    async def load_series(self, campaign: str) -> dict[tuple[str, str, int], int]:
+        return dict(self._series.get(campaign, {}))
 
     async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]:
         soonest = heapq.nsmallest(limit, self._timers.items(), key=lambda item: item[1])
@@ -296,6 +305,7 @@ class MemoryStore:
             "total": [[*ident, count] for ident, count in self._total.items()],
             "users": [[*ident, sorted(visitors)] for ident, visitors in self._users.items()],
             "results": [[*ident, count] for ident, count in self._results.items()],
+            "series": [[campaign, *ident, count] for campaign, kept in self._series.items() for ident, count in kept.items()],
             "campaigns": self.campaign_document,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -341,6 +351,8 @@ class MemoryStore:
         self.campaign_document = document.get("campaigns")
         for campaign, variant, counter, count in document.get("results", ()):
             self._results[(campaign, variant, counter)] = count
+        for campaign, variant, counter, hour, count in document.get("series", ()):
+            self._series.setdefault(campaign, {})[(variant, counter, int(hour))] = count
         log.info("memory store: restored %d visitors, %d sessions, %d timers from %s",
                  len(self._visitors), len(self._sessions), len(self._timers), path)
 

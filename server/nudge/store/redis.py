@@ -208,6 +208,7 @@ return before
 
 # How long a visitor's queue key lives after its last message was added.
 QUEUE_TTL_MS = 7 * DAY_MS
+SERIES_KEPT = 400 * 86400  # seconds a campaign's results over time outlive its last count
 # Commands per pipeline of a write-behind: about 1 ms of the loop's time each (encoding,
 # sending, reading the answers) on the benchmark's machine; bench/RESULTS-redis.md.
 WRITE_BATCH = 64
@@ -276,6 +277,27 @@ class RedisStore:
             for ident, n in deltas.items():
                 pipe.hincrby(key, SEP.join(ident), n)
             await pipe.execute()
+
+    async def add_series(self, deltas: dict[tuple[str, str, str, int], int]) -> None:
+        """One pipeline of HINCRBY, a hash per campaign; each hash outlives its last count by
+        ``SERIES_KEPT`` seconds."""
+        if not deltas:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (campaign, variant, counter, hour), n in deltas.items():
+                pipe.hincrby(self.keys.series(campaign), SEP.join((variant, counter, str(hour))), n)
+            for campaign in {ident[0] for ident in deltas}:
+                pipe.expire(self.keys.series(campaign), SERIES_KEPT)
+            await pipe.execute()
+
+    async def load_series(self, campaign: str) -> dict[tuple[str, str, int], int]:
+        found = await self.redis.hgetall(self.keys.series(campaign))
+        out = {}
+        for field, n in found.items():
+            parts = field.decode().split(SEP, 2)
+            if len(parts) == 3 and parts[2].isdigit():
+                out[(parts[0], parts[1], int(parts[2]))] = int(n)
+        return out
 
     async def load_results(self) -> dict[tuple[str, str, str], int]:
         found = await self.redis.hgetall(self.keys.results())
