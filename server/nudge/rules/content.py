@@ -14,6 +14,7 @@ from typing import Any
 from jinja2 import ChainableUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from nudge.rules import values
 from nudge.rules.state import State
 
 # The names a template may use.
@@ -52,6 +53,8 @@ class TemplateProblem(ValueError):
 
 def compile_text(source: str):
     """Compile one text template; raise :class:`TemplateProblem` with a readable reason."""
+    if values.has_lone_surrogate(source):
+        raise TemplateProblem("text holds a lone UTF-16 surrogate (half of a pair): not valid Unicode")
     try:
         ast = ENVIRONMENT.parse(source)
     except TemplateSyntaxError as exc:

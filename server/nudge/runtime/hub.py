@@ -151,6 +151,7 @@ class Hub:
         self._tick: LocalTimer | None = None  # the next write-behind and health check
         self._probed_at = 0.0  # when the relay was last probed
         self.degraded_since: float | None = None  # when the shared store became unreachable
+        self.write_error: str | None = None  # why the last write-behind failed, other than unreachable
         poll = settings.timer_poll if self.shared else None
         self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
         self.stats = Stats()
@@ -950,8 +951,14 @@ class Hub:
                 await self.store.ping()
             if answered or probe:
                 self._store_ok()
+            self.write_error = None
         except (*self._unavailable, ConnectionError) as exc:
             self._store_failed(exc)
+        except Exception as exc:  # not an outage: a fault that would fail every write from now on
+            self.stats.store_errors += 1
+            if self.write_error is None:
+                log.exception("writing to the store failed")
+            self.write_error = f"{type(exc).__name__}: {exc}"
         finally:
             due = max(began + self.settings.write_behind, self.clock.now())
             self._tick = self.scheduler.call_at(due, self._on_tick)

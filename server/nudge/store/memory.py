@@ -26,6 +26,7 @@ import heapq
 import itertools
 import logging
 import os
+from collections import defaultdict
 from pathlib import Path
 
 import msgpack
@@ -65,6 +66,8 @@ class MemoryStore:
         self._restored: list[tuple[tuple[str, str], float]] = []  # sessions from the snapshot, with their ttl
         self._restored_ends: dict[tuple[str, str], float] = {}  # -> when they end, once the time is known
         self.snapshot_path = Path(snapshot) if snapshot else None  # written on close, read now
+        # kind -> records left out of the snapshot because they cannot be encoded (logged)
+        self.refused: dict[str, int] = defaultdict(int)
         if self.snapshot_path is not None and self.snapshot_path.exists():
             self._restore(self.snapshot_path)
 
@@ -247,30 +250,49 @@ class MemoryStore:
     # --- snapshot -----------------------------------------------------------------------------
 
     def _write_snapshot(self, path: Path) -> None:
-        """Write everything to ``path`` atomically (a temporary file renamed over it)."""
-        document = {
-            "version": SNAPSHOT_VERSION,
-            "visitors": [codec.to_plain(v) for v in self._visitors.values()],
-            "sessions": [[codec.to_plain(s), ttl] for s, ttl in self._sessions.values()],
-            "timers": [[*ident, due] for ident, due in self._timers.items()],
-            "queued": [[*ident, [[e, m] for e, m in q]] for ident, q in self._queued.items() if q],
-            "shown": [[*ident, times] for ident, times in self._shown.items() if times],
-            "recent": [[*ident, times] for ident, times in self._recent.items() if times],
-            "once": [[*ident, until] for ident, until in self._once.items()],
-            "total": [[*ident, count] for ident, count in self._total.items()],
-            "users": [[*ident, sorted(visitors)] for ident, visitors in self._users.items()],
-            "results": [[*ident, count] for ident, count in self._results.items()],
-            "campaigns": self.campaign_document,
+        """Write everything to ``path`` atomically (a temporary file renamed over it).
+
+        Each record is encoded on its own: one that cannot be (a state holding what MessagePack
+        cannot, see ``codec.Unstorable``) is left out, counted in ``refused`` and logged, and
+        every other record is written. The bytes are those of packing the whole document."""
+        sections: dict[str, tuple[str, list[tuple[object, object]]]] = {
+            "visitors": ("visitor", [((v.site, v.id), codec.to_plain(v)) for v in self._visitors.values()]),
+            "sessions": ("session", [((s.site, s.id), [codec.to_plain(s), ttl]) for s, ttl in self._sessions.values()]),
+            "timers": ("timer", [(ident, [*ident, due]) for ident, due in self._timers.items()]),
+            "queued": ("message", [(ident, [*ident, [[e, m] for e, m in q]]) for ident, q in self._queued.items() if q]),
+            "shown": ("shown", [(ident, [*ident, times]) for ident, times in self._shown.items() if times]),
+            "recent": ("shown", [(ident, [*ident, times]) for ident, times in self._recent.items() if times]),
+            "once": ("once", [(ident, [*ident, until]) for ident, until in self._once.items()]),
+            "total": ("shown", [(ident, [*ident, count]) for ident, count in self._total.items()]),
+            "users": ("user", [(ident, [*ident, sorted(visitors)]) for ident, visitors in self._users.items()]),
+            "results": ("results", [(ident, [*ident, count]) for ident, count in self._results.items()]),
         }
+        packer = msgpack.Packer(use_bin_type=True)
+        out = [packer.pack_map_header(2 + len(sections)), packer.pack("version"), packer.pack(SNAPSHOT_VERSION)]
+        for name, (kind, records) in sections.items():
+            packed = []
+            for ident, record in records:
+                try:
+                    packed.append(codec.pack(record))
+                except codec.Unstorable as exc:
+                    codec.left_out(self.refused, kind, "/".join(map(str, ident)), exc)
+            out += [packer.pack(name), packer.pack_array_header(len(packed)), *packed]
+        try:
+            campaigns = codec.pack(self.campaign_document)
+        except codec.Unstorable as exc:
+            codec.left_out(self.refused, "campaigns", "document", exc)
+            campaigns = packer.pack(None)
+        out += [packer.pack("campaigns"), campaigns]
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_name(path.name + ".tmp")
-        with open(scratch, "wb") as out:
-            out.write(msgpack.packb(document, use_bin_type=True))
-            out.flush()
-            os.fsync(out.fileno())
+        with open(scratch, "wb") as out_file:
+            out_file.write(b"".join(out))
+            out_file.flush()
+            os.fsync(out_file.fileno())
         os.replace(scratch, path)
-        log.info("memory store: snapshot of %d visitors, %d sessions, %d timers written to %s",
-                 len(self._visitors), len(self._sessions), len(self._timers), path)
+        log.info("memory store: snapshot of %d visitors, %d sessions, %d timers written to %s%s",
+                 len(self._visitors), len(self._sessions), len(self._timers), path,
+                 f" ({sum(self.refused.values())} records that cannot be encoded left out)" if self.refused else "")
 
     def _restore(self, path: Path) -> None:
         document = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
