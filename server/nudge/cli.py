@@ -105,6 +105,8 @@ def _check(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             status = 1
         else:
+            for warning in campaign_set.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
             print(f"{path}: ok, {len(campaign_set.campaigns)} campaigns")
     return status
 

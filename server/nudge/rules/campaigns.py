@@ -22,7 +22,7 @@ from nudge.rules.audience import NAMES as audience_names
 from nudge.rules.audience import known as audience_known
 from nudge.rules.audience import lookup as audience_lookup
 from nudge.rules.conditions import Predicate
-from nudge.rules.content import TEXT_FIELDS, MessageTemplate, TemplateProblem, compile_text
+from nudge.rules.content import TEXT_FIELDS, MessageTemplate, TemplateProblem, compile_text, risks
 
 KINDS = ("modal", "banner", "toast", "slidein")
 OFFLINE = ("queue", "drop", "webhook")
@@ -156,6 +156,9 @@ class CampaignSet:
     custom_events: frozenset[str] = frozenset()  # event names accepted beyond the built-ins
     source: str | None = None
     document: Any = field(default=None, compare=False, repr=False)  # the plain data it was read from
+    # What validates but can fail later (a template dividing by cart.count): reported by
+    # ``nudge check`` and the admin API, never refused.
+    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
 
     def get(self, campaign_id: str) -> Campaign | None:
         for campaign in self.campaigns:
@@ -220,15 +223,22 @@ class _Validator:
         self.filename = filename
         self.lines = lines
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
 
     def problem(self, path: tuple, message: str) -> None:
+        self.problems.append(self._located(path, message))
+
+    def warning(self, path: tuple, message: str) -> None:
+        self.warnings.append(self._located(path, message))
+
+    def _located(self, path: tuple, message: str) -> Problem:
         line = None
         for cut in range(len(path), -1, -1):
             line = self.lines.get(path[:cut])
             if line:
                 break
         field_name = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(".[", "[")
-        self.problems.append(Problem(self.filename, line, field_name or "(top)", message))
+        return Problem(self.filename, line, field_name or "(top)", message)
 
     def keys(self, value: Any, path: tuple, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> bool:
         if not isinstance(value, dict):
@@ -325,7 +335,7 @@ class _Validator:
         custom = self.declared | frozenset(n for n in listened if n and n not in events.BUILT_IN)
         if self.problems:
             raise CampaignError(self.problems)
-        return CampaignSet(tuple(campaigns), limits, custom, self.filename, data)
+        return CampaignSet(tuple(campaigns), limits, custom, self.filename, data, tuple(self.warnings))
 
     def limits(self, value: Any) -> Limits:
         if value is None:
@@ -666,10 +676,14 @@ class _Validator:
 
     def template(self, source: str, path: tuple):
         try:
-            return compile_text(source)
+            compiled = compile_text(source)
         except TemplateProblem as exc:
             self.problem(path, str(exc))
             return None
+        if compiled is not None and (found := risks(source)):
+            self.warning(path, "can fail when it renders (the campaign is then suppressed, reason "
+                               "'template'): " + "; ".join(found))
+        return compiled
 
 
 def _valid_zone(zone: Any) -> bool:

@@ -161,6 +161,7 @@ class Hub:
         self.log_lines = settings.log_format == "json"  # a line per connection and per decision
         self.recent: deque[tuple] = deque(maxlen=RECENT)  # (at, session, visitor, campaign, variant, outcome), for the dashboard
         self.recorder = None  # recording.Recorder when the event log is on (--record)
+        self._render_failed: set[str] = set()  # campaigns whose render failure was logged since the last reload
 
     async def start(self) -> None:
         try:
@@ -203,6 +204,7 @@ class Hub:
     def reload(self, campaign_set: CampaignSet) -> None:
         """Run new campaigns from the next event on; sessions and timers stay."""
         self.engine = Engine(campaign_set)
+        self._render_failed.clear()
 
     # --- sessions ---------------------------------------------------------------------------
 
@@ -674,6 +676,13 @@ class Hub:
             elif isinstance(decision, Cancel):
                 await self._write("cancel", state.site, state.id, decision.key)
             elif isinstance(decision, Suppress):
+                if decision.detail is not None and decision.campaign not in self._render_failed:
+                    # Logged once per campaign and reload (one broken template fails for many
+                    # visitors); each failure is counted, as suppressed:template, in the results.
+                    self._render_failed.add(decision.campaign)
+                    log.warning("campaign %s: its message failed to render (%s); suppressed for this visitor "
+                                "and counted as suppressed:template (nudge check warns about such templates)",
+                                decision.campaign, decision.detail)
                 self._count_suppressed(live, state, decision.campaign, decision.variant, decision.reason, now)
             elif isinstance(decision, Defer):
                 results.count(decision.campaign, decision.variant, f"deferred:{decision.reason}")
