@@ -476,3 +476,19 @@ async def test_erase_removes_one_visitor_and_nothing_of_anyone_else(store):
     assert await store.user_visitors("pk", "u1") == ["v_kept"]
     assert (await store.load_visitor("pk", "v_kept")).id == "v_kept"
     assert len(await store.take_queued("pk", "v_kept", T0)) == 1
+
+
+async def test_the_memory_store_keeps_at_most_max_visitors_the_least_recently_written_going_first():
+    from nudge.store.memory import MemoryStore
+
+    store = MemoryStore()
+    store.max_visitors = 3
+    for i in range(5):
+        await store.save_visitor(VisitorState("pk", f"v_{i}", first_seen=T0 + i))
+        await store.enqueue("pk", f"v_{i}", {"campaign": "c"}, T0 + 3600)
+    await store.save_visitor(VisitorState("pk", "v_2", first_seen=T0 + 2))  # written again: newest
+    await store.save_visitor(VisitorState("pk", "v_5", first_seen=T0 + 5))
+    kept = [i for i in range(6) if await store.load_visitor("pk", f"v_{i}") is not None]
+    assert kept == [2, 4, 5] and store.evicted == 3
+    assert await store.take_queued("pk", "v_0", T0) == []  # their queued messages went with them
+    assert await store.take_queued("pk", "v_4", T0) == [{"campaign": "c"}]

@@ -33,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings.secret_keys += args.secret_key or []
     settings.origins += args.origin or []
     settings.trusted_proxies += args.trusted_proxy or []
-    for name in ("idle_timeout", "restart_window", "shutdown_timeout", "max_connections_per_ip", "max_connections_per_key", "retention"):
+    for name in ("idle_timeout", "restart_window", "shutdown_timeout", "max_connections_per_ip", "max_connections_per_key", "retention", "max_visitors"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(settings, name, value)
@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--record-retention", type=float, help="seconds event log files are kept (NUDGE_RECORD_RETENTION; default 7 days)")
     serve.add_argument("--log-level", help="debug, info, warning (NUDGE_LOG_LEVEL)")
     serve.add_argument("--retention", type=float, help="seconds a visitor's stored state outlives their last visit (NUDGE_RETENTION; default 30 days)")
+    serve.add_argument("--max-visitors", type=int, help="visitors kept in memory at most, held and in the memory store; the oldest idle go first, 0 for no cap (NUDGE_MAX_VISITORS; default 100000)")
     serve.add_argument("--ignore-gpc", action="store_true", help="serve visitors whose browser sends Global Privacy Control (NUDGE_IGNORE_GPC); by default they are opted out")
     serve.add_argument("--idle-timeout", type=float, help="seconds a socket may send nothing before it is closed (NUDGE_IDLE_TIMEOUT; default 150)")
     serve.add_argument("--max-connections-per-ip", type=int, help="open sockets per client address, 0 for no limit (NUDGE_MAX_CONNECTIONS_PER_IP; default 64)")

@@ -115,6 +115,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     store = open_store(settings.store)
     if hasattr(store, "retention"):
         store.retention = settings.retention  # every stored key's time to live (docs/security.md)
+    if hasattr(store, "max_visitors"):
+        store.max_visitors = settings.max_visitors or None  # the memory store's cap
     hub = Hub(settings, campaign_set if campaign_set is not None else load_campaigns(settings), store, clock or SystemClock())
     campaign_file = CampaignFile(watched, hub) if watched is not None else None
     secret_keys = [key for key in settings.secret_keys if key]

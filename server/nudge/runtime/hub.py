@@ -105,6 +105,7 @@ class Stats:
     lost_races: int = 0  # shows the shared store refused (another node showed first)
     store_errors: int = 0  # store calls that failed (shared store unreachable)
     replayed: int = 0  # store writes carried out late, once the store answered again
+    evicted: int = 0  # detached sessions ended before their grace to stay within max_visitors
 
 
 def _not_before(visitor: VisitorState, due: float) -> float:
@@ -146,6 +147,7 @@ class Hub:
         self.relay = None  # cross-node delivery (relay.Relay), with a shared store
         self._unavailable: tuple[type[BaseException], ...] = getattr(store, "unavailable", ())
         self._dirty: set[LiveSession] = set()  # sessions changed since the last write-behind
+        self._detached: dict[LiveSession, None] = {}  # resumable sessions, oldest detached first
         self._writing = asyncio.Lock()  # one write-behind at a time: a later one never lands first
         self._backlog: deque[tuple[str, tuple]] = deque()  # store writes that failed, in order
         self._tick: LocalTimer | None = None  # the next write-behind and health check
@@ -241,6 +243,7 @@ class Hub:
             if live.expiry is not None:
                 live.expiry.cancel()
                 live.expiry = None
+            self._detached.pop(live, None)
             live.state.detached_at = None
         else:
             visitor = await self._visitor(site.key, visitor_id, now)
@@ -326,6 +329,7 @@ class Hub:
         live = self._hold(stored, await self._visitor(site, visitor_id, now))
         stored.detached_at = stored.detached_at or now  # no socket here: resumable for the grace
         live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
+        self._detached[live] = None
         await self._claim_session(live)
         return live
 
@@ -365,6 +369,7 @@ class Hub:
             live.wake.cancel()
             live.wake = None
         live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
+        self._detached[live] = None
         if self.shared:
             self._dirty.add(live)
             try:
@@ -388,14 +393,31 @@ class Hub:
             state = await self._load(self.store.load_visitor(site, visitor_id))
             visitor = self.visitors.get(key)  # another tab may have loaded it meanwhile
             if visitor is None:
-                visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
+                if self.settings.max_visitors and len(self.visitors) >= self.settings.max_visitors:
+                    await self._make_room(now)
+                visitor = self.visitors.get(key) or Visitor(state or VisitorState(site, visitor_id, first_seen=now))
                 self.visitors[key] = visitor
         return visitor
+
+    async def _make_room(self, now: float) -> None:
+        """Over ``max_visitors`` held: end the oldest detached sessions now rather than at the
+        end of their grace, as that end would (their visitor written to the store, messages they
+        never acknowledged queued for the next visit), until there is room or none is left. A
+        stream of new visitor ids then costs a bounded amount of memory; a visitor whose session
+        went this way and comes back starts a new session, with their visitor state."""
+        cap = self.settings.max_visitors
+        while self._detached and len(self.visitors) >= cap:
+            live = next(iter(self._detached))
+            if live.expiry is not None:
+                live.expiry.cancel()
+            self.stats.evicted += 1
+            await self._expire(live, now)
 
     async def _expire(self, live: LiveSession, now: float) -> None:
         """The grace period ended: the session is over. Messages it never acknowledged wait for
         the visitor's next session instead of being lost."""
         live.expiry = None
+        self._detached.pop(live, None)
         if live.conn is not None:
             return
         state = live.state
@@ -443,6 +465,7 @@ class Hub:
             if timer is not None:
                 timer.cancel()
         live.wake = live.expiry = None
+        self._detached.pop(live, None)
         self._dirty.discard(live)
         visitor = live.visitor
         if live in visitor.sessions:

@@ -48,6 +48,9 @@ nudge_store_errors_total               counter    store calls that failed, and r
 nudge_store_records_refused_total      counter    records left out of a write (the others are
   {kind}                                          written): they hold what cannot be encoded,
                                                   by kind: visitor, session, message
+nudge_visitors_evicted_total{from}     counter    visitors let go to stay within --max-visitors:
+                                                  sessions (detached ones ended before their
+                                                  grace), store (the memory store's oldest)
 nudge_store_backlog                    gauge      writes kept while the store was unreachable
 nudge_relay_up                         gauge      1 when the relay listener is healthy (Redis)
 nudge_webhook_queue                    gauge      webhook deliveries waiting (tries and retries)
@@ -166,6 +169,8 @@ def render(hub: Hub) -> str:
             [({}, stats.store_errors + sum(refused.values()))])
     _metric(out, "nudge_store_records_refused_total", "counter", "Records left out of a store write: they cannot be encoded, by kind.",
             [({"kind": kind}, n) for kind, n in sorted(refused.items())])
+    _metric(out, "nudge_visitors_evicted_total", "counter", "Visitors let go to stay within --max-visitors, by where from.",
+            [({"from": "sessions"}, stats.evicted), ({"from": "store"}, hub.store.evicted)])
     _metric(out, "nudge_store_backlog", "gauge", "Store writes kept while it was unreachable.", [({}, len(hub._backlog))])
     if hub.shared:
         _metric(out, "nudge_relay_up", "gauge", "1 when the relay listener is healthy.",

@@ -54,6 +54,7 @@ class Store(Protocol):
     # kind (visitor, session, message, ...) -> records left out of a write because they cannot be
     # encoded (codec.Unstorable: each logged; the other records of the same write are written)
     refused: dict[str, int]
+    evicted: int  # visitors dropped to keep within a cap before their retention ran out (memory)
 
     # Visitors: what outlives a tab (cart, caps, traits, timers' keys).
     async def load_visitor(self, site: str, visitor: str) -> VisitorState | None: ...

@@ -60,6 +60,8 @@ class MemoryStore:
         self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
         self.campaign_document: dict | None = None  # the admin API's campaign document (admin.py)
         self.retention: float | None = None  # seconds records outlive their last write (None: forever)
+        self.max_visitors: int | None = None  # visitors kept at most; the least recently written go first
+        self.evicted = 0  # visitors dropped for the cap, before their retention ran out
         self._now = 0.0  # the latest time the store was handed
         self._visitor_writes: dict[tuple[str, str], float] = {}  # (site, visitor) -> written at, oldest first
         self._user_writes: dict[tuple[str, str], float] = {}  # (site, user id) -> written at, oldest first
@@ -78,6 +80,20 @@ class MemoryStore:
         key = (state.site, state.id)
         self._visitors[key] = state
         _written(self._visitor_writes, key, max(self._now, _activity(state)))
+        if self.max_visitors is not None and len(self._visitors) > self.max_visitors:
+            self._evict(self.max_visitors)
+
+    def _evict(self, cap: int) -> None:
+        """Keep at most ``cap`` visitors: the least recently written go first, with what retention
+        would take with them (queued messages, recent show times). Oldest first, as ``expire``
+        finds them: constant work per visitor stored."""
+        writes = self._visitor_writes
+        while len(self._visitors) > cap and writes:
+            key = next(iter(writes))
+            del writes[key]
+            for table in (self._visitors, self._queued, self._recent):
+                table.pop(key, None)
+            self.evicted += 1
 
     async def save_visitors(self, states: list[VisitorState], sessions: list[tuple[SessionState, float]]) -> None:
         for state in states:

@@ -233,6 +233,7 @@ class RedisStore:
         self.node = ""  # the node this store writes sessions for (set by the hub)
         # kind (visitor, session, message) -> records left out because they cannot be encoded
         self.refused: dict[str, int] = defaultdict(int)
+        self.evicted = 0  # Redis expires keys by their time to live; it never evicts for a cap here
 
     def _encode(self, kind: str, ident: str, state) -> bytes | None:
         """A state's bytes, or None (counted and logged) when it holds what cannot be stored."""
