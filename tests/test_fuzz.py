@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nudge.protocol import codec as protocol
 from nudge.rules.campaigns import load_text
+from nudge.rules.state import SessionState, VisitorState
 from nudge.runtime.clock import FakeClock
 from nudge.runtime.config import Settings, Site
 from nudge.runtime.connection import Connection
-from nudge.rules.state import SessionState, VisitorState
 from nudge.runtime.hub import Hub
 from nudge.store import codec as store_codec
 from nudge.store.memory import MemoryStore
