@@ -20,7 +20,7 @@ from nudge.rules.state import SessionState, VisitorState
 from nudge.store.memory import MemoryStore
 from nudge.store.redis import RedisStore
 
-from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, spawn_node, visitor_id
+from .conftest import KEY, Client, drop_keys, redis_store_url, spawn_node, visitor_id
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +147,6 @@ async def test_one_visitors_value_does_not_stop_the_snapshot_at_a_restart(tmp_pa
         clients = await neighbours(node.url)
         for client in [attacker, *clients]:
             await client.close()
-        await eventually(lambda: True, "sockets closed")
         await node.stop()
     assert snapshot.exists()
     restored = MemoryStore(snapshot)
