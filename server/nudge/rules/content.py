@@ -94,14 +94,14 @@ def risks(source: str) -> list[str]:
         if not (isinstance(divisor, nodes.Const) and isinstance(divisor.value, int | float) and divisor.value):
             found.append(f"divides by {_shown(divisor)}, which can be 0 (an empty cart's count, say)")
     operands: list[nodes.Node] = []
-    for node in ast.find_all((*_ARITHMETIC, nodes.Neg, nodes.Pos, nodes.Compare)):
-        if isinstance(node, nodes.Compare):
-            if any(op.op in _ORDERING for op in node.ops):
-                operands += [node.expr, *(op.expr for op in node.ops)]
-        elif isinstance(node, nodes.UnaryExpr):
-            operands.append(node.node)
-        else:
-            operands += [node.left, node.right]
+    for expr in ast.find_all((*_ARITHMETIC, nodes.Neg, nodes.Pos, nodes.Compare)):
+        if isinstance(expr, nodes.Compare):
+            if any(op.op in _ORDERING for op in expr.ops):
+                operands += [expr.expr, *(op.expr for op in expr.ops)]
+        elif isinstance(expr, nodes.UnaryExpr):
+            operands.append(expr.node)
+        elif isinstance(expr, nodes.BinExpr):
+            operands += [expr.left, expr.right]
     for operand in operands:
         name = _lookup(operand)
         if name is not None and name not in _ALWAYS_NUMBERS:
@@ -113,6 +113,7 @@ def _guarded(ast: nodes.Template) -> set[int]:
     """Divisions under a test of their divisor (``{% if cart.count %}``, ``… if cart.count``)."""
     guarded: set[int] = set()
     for test in ast.find_all((nodes.If, nodes.CondExpr)):
+        assert isinstance(test, nodes.If | nodes.CondExpr)
         tested = {_lookup(n) for n in (test.test, *test.test.find_all((nodes.Getattr, nodes.Getitem)))}
         bodies = test.body if isinstance(test, nodes.If) else [test.expr1]
         for body in bodies:

@@ -271,7 +271,7 @@ class MemoryStore:
         Each record is encoded on its own: one that cannot be (a state holding what MessagePack
         cannot, see ``codec.Unstorable``) is left out, counted in ``refused`` and logged, and
         every other record is written. The bytes are those of packing the whole document."""
-        sections: dict[str, tuple[str, list[tuple[object, object]]]] = {
+        sections: dict[str, tuple[str, list[tuple[tuple, object]]]] = {
             "visitors": ("visitor", [((v.site, v.id), codec.to_plain(v)) for v in self._visitors.values()]),
             "sessions": ("session", [((s.site, s.id), [codec.to_plain(s), ttl]) for s, ttl in self._sessions.values()]),
             "timers": ("timer", [(ident, [*ident, due]) for ident, due in self._timers.items()]),
