@@ -485,7 +485,8 @@ async def test_the_memory_store_keeps_at_most_max_visitors_the_least_recently_wr
     store = MemoryStore()
     store.max_visitors = 3
     for i in range(5):
-        await store.save_visitor(VisitorState("pk", f"v_{i}", first_seen=T0 + i))
+        await store.schedule("pk", f"v_{i}", "absence:c", T0 + 60)
+        await store.save_visitor(VisitorState("pk", f"v_{i}", first_seen=T0 + i, timers={"absence:c": T0 + 60}))
         await store.enqueue("pk", f"v_{i}", {"campaign": "c"}, T0 + 3600)
     await store.save_visitor(VisitorState("pk", "v_2", first_seen=T0 + 2))  # written again: newest
     await store.save_visitor(VisitorState("pk", "v_5", first_seen=T0 + 5))
@@ -493,3 +494,5 @@ async def test_the_memory_store_keeps_at_most_max_visitors_the_least_recently_wr
     assert kept == [2, 4, 5] and store.evicted == 3
     assert await store.take_queued("pk", "v_0", T0) == []  # their queued messages went with them
     assert await store.take_queued("pk", "v_4", T0) == [{"campaign": "c"}]
+    # Timers stay (the hub may still hold a visitor whose record went): each goes when it fires.
+    assert len(await store.claim_due(T0 + 61)) == 5

@@ -86,7 +86,9 @@ class MemoryStore:
     def _evict(self, cap: int) -> None:
         """Keep at most ``cap`` visitors: the least recently written go first, with what retention
         would take with them (queued messages, recent show times). Oldest first, as ``expire``
-        finds them: constant work per visitor stored."""
+        finds them: constant work per visitor stored. Their durable timers stay: each goes when it
+        fires (within the longest ``within``/``delay`` of a campaign), and one whose visitor the
+        hub still holds (written again when their session ends) runs as it would have."""
         writes = self._visitor_writes
         while len(self._visitors) > cap and writes:
             key = next(iter(writes))
