@@ -13,6 +13,8 @@ store has no clock of its own: "now" is the latest time it was handed (each pass
 scheduler claims due timers with it), and a write counts as of that time, or as of the visitor's
 own latest activity if that is later. Expired records are found oldest-written first (two
 insertion-ordered maps): a pass stops at the first record still kept, so it never scans them.
+With ``max_visitors`` (the server's ``--max-visitors``), at most that many visitors are kept: past
+it the least recently written go first, as retention would take them (counted in ``evicted``).
 Timers need none of this (each goes when it fires or is cancelled), nor do sessions: the hub
 drops each when its grace period ends — except those read back from a snapshot, which the new
 process does not hold until a client resumes them. Each of those ends its own time to live (the
