@@ -196,3 +196,37 @@ def test_the_memory_snapshot_leaves_out_only_what_it_cannot_encode(tmp_path, cap
         assert any(bad.id in r.getMessage() for r in caplog.records)
     finally:
         loop.close()
+
+
+@pytest.mark.redis
+async def test_readyz_is_503_while_writes_fail_for_another_reason(start_server, monkeypatch):
+    """Not an outage and not one record: every write-behind failing (a fault injected into the
+    store's batch write). /readyz says so until a write-behind succeeds again."""
+    url = redis_store_url()
+    try:
+        node = await start_server(CAMPAIGNS, store=url)
+        client = await Client.connect(node.url, visitor=visitor_id())
+        await client.track("page_view", {"path": "/p"})
+        save = node.hub.store.save_visitors
+
+        async def failing(visitors, sessions):
+            raise RuntimeError("the disk is on fire")
+
+        monkeypatch.setattr(node.hub.store, "save_visitors", failing)
+        await node.advance(node.settings.write_behind)
+        status, body = await get(node.http + "/readyz")
+        assert status == 503 and any("the disk is on fire" in d for d in json.loads(body)["degraded"])
+        _, text = await get(node.http + "/metrics")
+        assert metric(text, "nudge_store_errors_total") >= 1
+        monkeypatch.setattr(node.hub.store, "save_visitors", save)
+        await node.advance(node.settings.write_behind)  # written with the next batch
+        status, _ = await get(node.http + "/readyz")
+        assert status == 200
+        reader = RedisStore(url)
+        try:
+            assert (await reader.load_session(KEY, client.session)).page == "/p"
+        finally:
+            await reader.close()
+        await client.close()
+    finally:
+        await drop_keys(url)

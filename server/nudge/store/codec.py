@@ -24,9 +24,9 @@ T = TypeVar("T")
 log = logging.getLogger("nudge.store")
 
 
-class Unstorable(ValueError):
+class Unstorable(ValueError, TypeError):
     """A state holding what MessagePack cannot: a lone surrogate in a string, a whole number
-    beyond 64 bits. The edge normalises both (:mod:`nudge.rules.values`); a state that has one
+    beyond 64 bits (or a value of a type no state field has). The edge normalises both (:mod:`nudge.rules.values`); a state that has one
     anyway is left out of its write alone, logged and counted, so that it never fails the batch
     it is in (the store implementations do that)."""
 
@@ -52,7 +52,7 @@ def dumps(state: Any) -> bytes:
     once costs the event loop (bench/RESULTS-redis.md)."""
     try:
         return msgpack.packb(state, default=_shallow, use_bin_type=True)
-    except (UnicodeEncodeError, OverflowError) as exc:
+    except (UnicodeEncodeError, OverflowError, TypeError) as exc:
         raise Unstorable(_why(exc)) from None
 
 
@@ -61,7 +61,7 @@ def pack(value: Any) -> bytes:
     raises :class:`Unstorable` as :func:`dumps` does."""
     try:
         return msgpack.packb(value, use_bin_type=True)
-    except (UnicodeEncodeError, OverflowError) as exc:
+    except (UnicodeEncodeError, OverflowError, TypeError) as exc:
         raise Unstorable(_why(exc)) from None
 
 
@@ -74,7 +74,9 @@ def left_out(refused: dict[str, int], kind: str, ident: str, exc: Unstorable) ->
 def _why(exc: Exception) -> str:
     if isinstance(exc, UnicodeEncodeError):
         return f"a string holds a lone surrogate ({exc.object[exc.start:exc.end]!r})"
-    return "a whole number beyond 64 bits"
+    if isinstance(exc, OverflowError):
+        return "a whole number beyond 64 bits"
+    return str(exc)  # a value of a type the store does not keep
 
 
 def _shallow(value: Any) -> Any:
