@@ -75,12 +75,18 @@ class Harness:
     def storable(self) -> None:
         """The property that once broke: every visitor's and session's state is still what the
         store can write (the bytes every store that encodes writes), and reads back the same."""
-        held = [live for live, _ in self.sessions.values()] + [self.neighbour]
-        for live in held:
-            visitor = store_codec.loads(VisitorState, store_codec.dumps(live.visitor.state))
-            session = store_codec.loads(SessionState, store_codec.dumps(live.state))
-            assert visitor.id == live.visitor.state.id and session.id == live.state.id
-        assert store_codec.loads(VisitorState, store_codec.dumps(self.neighbour.visitor.state)).cart.count == 1
+        for live, _ in self.sessions.values():
+            # The fuzzing visitors' states encode after every frame, and decode after every tenth
+            # (decoding is the costly half).
+            visitor, session = store_codec.dumps(live.visitor.state), store_codec.dumps(live.state)
+            if self.frames % 10 == 0:
+                assert store_codec.loads(VisitorState, visitor).id == live.visitor.state.id
+                assert store_codec.loads(SessionState, session).id == live.state.id
+        neighbour = self.neighbour  # and the neighbour's, read back as often
+        visitor, session = store_codec.dumps(neighbour.visitor.state), store_codec.dumps(neighbour.state)
+        if self.frames % 10 == 0:
+            assert store_codec.loads(VisitorState, visitor).cart.count == 1
+            assert store_codec.loads(SessionState, session).id == neighbour.state.id
 
     def _connection(self, codec) -> Connection:
         async def send(message: dict) -> None:
