@@ -499,7 +499,7 @@ OPENAPI = {
             "CampaignView": {"type": "object", "properties": {
                 "id": {"type": "string"}, "version": {"type": "integer"}, "enabled": {"type": "boolean"},
                 "campaign": {"$ref": "#/components/schemas/Campaign"},
-                "warnings": {"type": "array", "description": "what validates but can fail later: a template that can fail to render (the campaign is then suppressed, reason template)",
+                "warnings": {"type": "array", "description": "what nudge check warns about in this campaign: a template that can fail to render (the campaign is then suppressed, reason template) or come out empty",
                              "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}},
             "Settings": {"type": "object", "description": "the campaign file's settings: limits across campaigns, custom events (docs/campaigns.md)",
                          "properties": {"version": {"type": "integer"}, "limits": {"type": "object"},
