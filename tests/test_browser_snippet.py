@@ -500,6 +500,22 @@ async def test_an_spa_navigation_is_captured_and_triggers_a_page_campaign(browse
     assert errors == []
 
 
+async def test_a_long_title_is_clipped_between_characters_never_inside_a_pair(browser, serve):
+    """Text is clipped at 512 UTF-16 units; a character made of two (an emoji) straddling the
+    limit goes whole, never half of it (a lone surrogate: docs/protocol.md, "Values")."""
+    server = await serve(SPA)
+    title = "a" * 511 + "\U0001F600" + "tail"
+    page, errors = await open_site(browser, server, {"/": html(server, title=title)})
+    await page.goto(f"{server.shop}/")
+    await until_open(page)
+    await eventually(lambda: (s := server.session()) and s.page == "/", "the first page view")
+    assert server.session().title == "a" * 511
+    await page.evaluate("history.pushState({}, '', '/pricing'); document.title = 'b'.repeat(510) + '\\u{1F600}\\u{1F600}'")
+    await eventually(lambda: server.session().page == "/pricing", "the second page view")
+    assert server.session().title == "b" * 510 + "\U0001F600"  # 512 units exactly: kept
+    assert errors == []
+
+
 async def test_exit_intent_is_reported_once_per_page(browser, serve):
     server = await serve(SPA)
     page, _ = await open_site(browser, server, {"/": html(server)})

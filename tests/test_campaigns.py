@@ -217,3 +217,8 @@ def test_a_variant_message_overrides_only_what_it_names():
     variant = campaign_set.campaigns[0].variant("b")
     assert variant.message.kind == "modal"
     assert variant.message.texts["title"][0] == "B!" and variant.message.texts["body"][0] == "same"
+
+
+def test_text_with_a_lone_surrogate_is_refused():
+    found = problems('campaigns:\n  - id: a\n    trigger: {event: add_to_cart}\n    message: {kind: toast, title: "Hi \\ud800"}\n')
+    assert any("lone UTF-16 surrogate" in p for p in found), found

@@ -250,7 +250,18 @@ class CampaignEditor:
         return {
             "id": cid, "version": self.document["versions"].get(cid, 1),
             "enabled": campaign.get("enabled", True), "campaign": campaign,
+            "warnings": self.warnings(cid),
         }
+
+    def warnings(self, campaign_id: str) -> list[dict]:
+        """What validates in this campaign but can fail later (a template that can fail to
+        render), from the campaigns in force; fields relative to the campaign."""
+        index = next((i for i, c in enumerate(self.document["campaigns"]) if isinstance(c, dict) and c.get("id") == campaign_id), None)
+        if index is None:
+            return []
+        prefix = f"campaigns[{index}]."
+        return [{"field": w.field[len(prefix):], "message": w.message}
+                for w in self.hub.engine.campaign_set.warnings if w.field.startswith(prefix)]
 
 
 def _problems(exc: CampaignError, result: dict | None) -> list[dict]:
@@ -490,7 +501,9 @@ OPENAPI = {
                          "properties": {"id": {"type": "string"}}, "additionalProperties": True},
             "CampaignView": {"type": "object", "properties": {
                 "id": {"type": "string"}, "version": {"type": "integer"}, "enabled": {"type": "boolean"},
-                "campaign": {"$ref": "#/components/schemas/Campaign"}}},
+                "campaign": {"$ref": "#/components/schemas/Campaign"},
+                "warnings": {"type": "array", "description": "what nudge check warns about in this campaign: a template that can fail to render (the campaign is then suppressed, reason template) or come out empty",
+                             "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}},
             "Settings": {"type": "object", "description": "the campaign file's settings: limits across campaigns, custom events (docs/campaigns.md)",
                          "properties": {"version": {"type": "integer"}, "limits": {"type": "object"},
                                         "events": {"type": "array", "items": {"type": "string"}}},

@@ -116,6 +116,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     store = open_store(settings.store)
     if hasattr(store, "retention"):
         store.retention = settings.retention  # every stored key's time to live (docs/security.md)
+    if hasattr(store, "max_visitors"):
+        store.max_visitors = settings.max_visitors or None  # the memory store's cap
     hub = Hub(settings, campaign_set if campaign_set is not None else load_campaigns(settings), store, clock or SystemClock())
     campaign_file = CampaignFile(watched, hub) if watched is not None else None
     secret_keys = [key for key in settings.secret_keys if key]
@@ -152,9 +154,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             degraded.append(f"store unreachable for {health.get('degraded_for', 0)} s: new connections are refused (1013)")
         if hub.shared and not health["relay"]["healthy"]:
             degraded.append("relay listener unhealthy: timers for visitors on other nodes are decided here")
+        if hub.write_error is not None:
+            degraded.append(f"writes to the store are failing ({hub.write_error}): see the log")
         if campaign_file is not None and campaign_file.last_error:
             degraded.append("the campaign file on disk is invalid; the campaigns in force stay")
-        ready = not [d for d in degraded if not d.startswith("the campaign file")]
+        if refused := sum(hub.store.refused.values()):
+            degraded.append(f"{refused} records could not be stored (they hold what cannot be encoded; the rest are): see the log")
+        ready = not [d for d in degraded if not d.startswith(("the campaign file", f"{refused} records"))]
         body = {"ready": ready, "degraded": degraded, "store": health.get("store"), "campaigns": len(hub.engine.by_id)}
         return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 
 from nudge.errors import HandshakeError, MalformedFrame
+from nudge.rules import values
 
 VERSION = 1
 # reason -> frames the codecs refused in this process (undecodable, too_deep, too_many_items),
@@ -88,13 +89,38 @@ def shape_error(value: Any, limit: int) -> str | None:
     return None
 
 
+def _whole(digits: str) -> int | float:
+    """The JSON decoder's reading of a whole number, under the rule for values
+    (:mod:`nudge.rules.values`): 18 digits always fit in 64 bits, so only longer ones are tested."""
+    if len(digits) < 19:
+        return int(digits)
+    return values.whole(int(digits))
+
+
+# Where a JSON text may hold a lone surrogate: only a \u escape of D800-DFFF can say one (the
+# text itself arrives as valid UTF-8). A pair is decoded into one character; what is left is mended.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_DECODER = json.JSONDecoder(parse_int=_whole)
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON from outside (a beacon body, a backend's events) read under the rule for values,
+    as frames are. Raises ValueError (``values.OutOfRange`` among them) for what is not."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    found = _DECODER.decode(text)
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        found = values.mend(found)
+    return found
+
+
 class JsonCodec:
     subprotocol = JSON
     binary = False
 
     _dumps = staticmethod(json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode)
 
-    _scan = staticmethod(json.scanner.make_scanner(json.JSONDecoder()))
+    _scan = staticmethod(json.scanner.make_scanner(_DECODER))
 
     def __init__(self, max_depth: int = MAX_DEPTH) -> None:
         self.max_depth = max_depth  # deeper frames are refused before they are parsed
@@ -120,10 +146,15 @@ class JsonCodec:
             except (StopIteration, ValueError, RecursionError):
                 frame, end = None, -1
             if end != len(data):
-                frame = json.loads(data)
+                frame = _DECODER.decode(data)
+        except values.OutOfRange as exc:
+            malformed["out_of_range"] += 1
+            raise MalformedFrame(f"not accepted: {exc}") from None
         except (ValueError, RecursionError) as exc:
             malformed["undecodable"] += 1
             raise MalformedFrame(f"not valid JSON: {exc}") from None
+        if "\\u" in data and _SURROGATE_ESCAPE.search(data):
+            frame = values.mend(frame)  # lone surrogates become U+FFFD (docs/protocol.md, "Values")
         if isinstance(frame, (dict, list)) and len(data) > 2 * MAX_KEYS:
             # Only a frame this long can hold a map or list over the limits.
             problem = shape_error(frame, self.max_depth)
@@ -132,7 +163,12 @@ class JsonCodec:
         return frame
 
     def encode(self, frame: dict) -> str:
-        return self._dumps(frame)
+        text = self._dumps(frame)
+        if not text.isascii() and values.has_lone_surrogate(text):
+            # Not UTF-8, so not sendable: from something that skipped the rule (a value stored
+            # by an older version, say). Mended rather than lost; surrogates are only in strings.
+            text = values.text(text)
+        return text
 
     def encode_ack(self, seq: int) -> str:
         """``encode(ack(seq))``, without building the map: one ack goes out per event."""
@@ -173,7 +209,11 @@ class MsgpackCodec:
         return frame
 
     def encode(self, frame: dict) -> bytes:
-        return msgpack.packb(frame, use_bin_type=True)
+        try:
+            return msgpack.packb(frame, use_bin_type=True)
+        except (UnicodeEncodeError, OverflowError):
+            # As JsonCodec.encode: a value that skipped the rule, mended rather than lost.
+            return msgpack.packb(values.mend(frame), use_bin_type=True)
 
     _ACK_HEAD = msgpack.packb({"t": "ack", "seq": 0})[:-1]  # the map up to the seq value
 

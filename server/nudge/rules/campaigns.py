@@ -30,6 +30,7 @@ from nudge.rules.content import (
     TemplateProblem,
     blank_risks,
     compile_text,
+    risks,
 )
 
 KINDS = ("modal", "banner", "toast", "slidein")
@@ -876,6 +877,9 @@ class _Validator:
         for expression in blank_risks(source):
             self.warn(path, f"{{{{ {expression} }}}} can come out empty (an empty cart, a trait never sent); "
                             f"give it a fallback: {{{{ {expression} | default('…', true) }}}}")
+        if compiled is not None and (found := risks(source)):
+            self.warn(path, "can fail when it renders (the campaign is then suppressed, reason "
+                            "'template'): " + "; ".join(found))
         return compiled
 
 

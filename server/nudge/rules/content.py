@@ -16,6 +16,7 @@ from typing import Any
 from jinja2 import ChainableUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from nudge.rules import values
 from nudge.rules.state import State
 
 # The names a template may use.
@@ -59,6 +60,8 @@ def compile_text(source: str):
     Kept by source (a compiled template is immutable and shared): a document validated again
     whole — every change through the admin API, every check the editor makes as you type —
     compiles only the texts that changed."""
+    if values.has_lone_surrogate(source):
+        raise TemplateProblem("text holds a lone UTF-16 surrogate (half of a pair): not valid Unicode")
     try:
         ast = ENVIRONMENT.parse(source)
     except TemplateSyntaxError as exc:
@@ -72,6 +75,82 @@ def compile_text(source: str):
     if "{" not in source:
         return None  # plain text: nothing to render
     return ENVIRONMENT.from_string(source)
+
+
+# Lookups that always hold a number, whatever the visitor did: arithmetic on them cannot fail.
+_ALWAYS_NUMBERS = frozenset({"cart.count", "cart.value"})
+_ARITHMETIC = (nodes.Add, nodes.Sub, nodes.Mul, nodes.Div, nodes.FloorDiv, nodes.Mod, nodes.Pow)
+_ORDERING = frozenset({"lt", "lteq", "gt", "gteq"})
+
+
+def risks(source: str) -> list[str]:
+    """How a template that compiles can still fail when it renders, found in its syntax tree:
+    a division (``/``, ``//``, ``%``) by anything but a constant other than 0 (``cart.count`` is
+    0 for an empty cart), and arithmetic or an ordering on a value from the visitor's data
+    (``visitor.age + 1``: a trait may be missing, or text). Each such failure suppresses the
+    campaign at that moment (reason ``template``); this is what ``nudge check`` warns about."""
+    if "{" not in source:
+        return []
+    ast = ENVIRONMENT.parse(source)
+    guarded = _guarded(ast)
+    found: list[str] = []
+    for node in ast.find_all((nodes.Div, nodes.FloorDiv, nodes.Mod)):
+        divisor = node.right
+        if id(node) in guarded:
+            continue
+        if not (isinstance(divisor, nodes.Const) and isinstance(divisor.value, int | float) and divisor.value):
+            found.append(f"divides by {_shown(divisor)}, which can be 0 (an empty cart's count, say)")
+    operands: list[nodes.Node] = []
+    for expr in ast.find_all((*_ARITHMETIC, nodes.Neg, nodes.Pos, nodes.Compare)):
+        if isinstance(expr, nodes.Compare):
+            if any(op.op in _ORDERING for op in expr.ops):
+                operands += [expr.expr, *(op.expr for op in expr.ops)]
+        elif isinstance(expr, nodes.UnaryExpr):
+            operands.append(expr.node)
+        elif isinstance(expr, nodes.BinExpr):
+            operands += [expr.left, expr.right]
+    for operand in operands:
+        name = _lookup(operand)
+        if name is not None and name not in _ALWAYS_NUMBERS:
+            found.append(f"does arithmetic on {name}, which a visitor's data can leave missing or not a number (give it a default)")
+    return list(dict.fromkeys(found))
+
+
+def _guarded(ast: nodes.Template) -> set[int]:
+    """Divisions under a test of their divisor (``{% if cart.count %}``, ``… if cart.count``)."""
+    guarded: set[int] = set()
+    for test in ast.find_all((nodes.If, nodes.CondExpr)):
+        assert isinstance(test, nodes.If | nodes.CondExpr)
+        tested = {_lookup(n) for n in (test.test, *test.test.find_all((nodes.Getattr, nodes.Getitem)))}
+        bodies = test.body if isinstance(test, nodes.If) else [test.expr1]
+        for body in bodies:
+            for node in body.find_all((nodes.Div, nodes.FloorDiv, nodes.Mod)):
+                if _lookup(node.right) in tested:
+                    guarded.add(id(node))
+    return guarded
+
+
+def _lookup(node: nodes.Node) -> str | None:
+    """``visitor.age`` for a lookup into the context (attribute or constant item), else None."""
+    parts: list[str] = []
+    while isinstance(node, nodes.Getattr | nodes.Getitem):
+        if isinstance(node, nodes.Getattr):
+            parts.append(node.attr)
+        else:
+            parts.append(str(node.arg.value) if isinstance(node.arg, nodes.Const) else "[…]")
+        node = node.node
+    if isinstance(node, nodes.Name) and node.name in CONTEXT_NAMES:
+        return ".".join([node.name, *reversed(parts)])
+    return None
+
+
+def _shown(node: nodes.Node) -> str:
+    name = _lookup(node)
+    if name is not None:
+        return name
+    if isinstance(node, nodes.Const):
+        return repr(node.value)
+    return "an expression"
 
 
 TEXT_FIELDS = ("title", "body", "dismiss")

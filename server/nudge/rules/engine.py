@@ -516,7 +516,11 @@ class Engine:
                         decisions.append(Suppress(campaign.id, "priority" if shown else "busy", variant_id))
                     continue
             message = variant.message if variant is not None and variant.message is not None else campaign.message
-            content = message.render(state, props)
+            try:
+                content = message.render(state, props)
+            except Exception as exc:  # a template that validated can still fail on this state
+                decisions.append(Suppress(campaign.id, "template", variant_id, f"{type(exc).__name__}: {exc}"))
+                continue
             if not campaign.enters_test:
                 _record_exposure(campaign, variant_id, visitor, now)
             _record_history(campaign, visitor, session, now)
@@ -679,6 +683,12 @@ class Engine:
             check("variant", not variant.holdout, f"assigned {variant.id!r}" + (" (holdout: never shown)" if variant.holdout else ""))
         reason = self._blocked(campaign, visitor, session, now)
         check("caps, limits, cooldown, quiet hours", reason is None, "none in the way" if reason is None else reason)
+        message = variant.message if variant is not None and variant.message is not None else campaign.message
+        try:
+            message.render(state, None)
+            check("content", True, "the message renders for this visitor now")
+        except Exception as exc:
+            check("content", False, f"the message fails to render for this visitor now ({type(exc).__name__}: {exc}): suppressed, reason 'template'")
         if session is not None and session.showing is not None and session.showing[1] > now:
             check("screen", False, f"{session.showing[0]!r} is on screen ({'queued behind it' if campaign.on_conflict == 'queue' else 'would be dropped'})")
         pending = {k: v for k, v in visitor.timers.items() if k == f"delay:{campaign.id}"}

@@ -60,6 +60,9 @@ class Settings:
     restart_window: float = 10.0  # seconds over which sockets are told to reconnect on SIGTERM
     shutdown_timeout: float = 15.0  # seconds a stop waits for sockets to close before it cancels them
     retention: float = 30 * 86400.0  # seconds a visitor's stored state outlives their last visit
+    # Visitors a node keeps in memory at most (0: no cap), twice over: those it holds (a session
+    # open or resumable), and those the memory store keeps. Past it the oldest idle go first.
+    max_visitors: int = 100_000
     honour_gpc: bool = True  # a Sec-GPC: 1 handshake is an opt-out (no session, nothing stored)
     trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For is believed
     max_frame: int = 65536  # bytes; larger frames close the socket with 1009
@@ -110,6 +113,8 @@ class Settings:
                 f"outbox_limit ({self.outbox_limit}) must be below send_queue_limit ({self.send_queue_limit}): "
                 "a resumed session's unacknowledged messages are sent at once"
             )
+        if self.max_visitors < 0:
+            found.append(f"max_visitors ({self.max_visitors}) must be 0 (no cap) or more")
         return found
 
     def campaign_file(self) -> Path | None:
@@ -150,6 +155,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
         ("NUDGE_IDLE_TIMEOUT", "idle_timeout", float),
         ("NUDGE_RESTART_WINDOW", "restart_window", float),
         ("NUDGE_RETENTION", "retention", float),
+        ("NUDGE_MAX_VISITORS", "max_visitors", int),
         ("NUDGE_SHUTDOWN_TIMEOUT", "shutdown_timeout", float),
         ("NUDGE_HANDSHAKE_TIMEOUT", "handshake_timeout", float),
         ("NUDGE_MAX_CONNECTIONS_PER_IP", "max_connections_per_ip", int),

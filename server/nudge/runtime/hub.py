@@ -107,6 +107,7 @@ class Stats:
     lost_races: int = 0  # shows the store refused (another node, or a signed-in user's other device, showed first)
     store_errors: int = 0  # store calls that failed (shared store unreachable)
     replayed: int = 0  # store writes carried out late, once the store answered again
+    evicted: int = 0  # detached sessions ended before their grace to stay within max_visitors
 
 
 def _signed_in(state: VisitorState) -> str | None:
@@ -148,11 +149,13 @@ class Hub:
         self.relay = None  # cross-node delivery (relay.Relay), with a shared store
         self._unavailable: tuple[type[BaseException], ...] = getattr(store, "unavailable", ())
         self._dirty: set[LiveSession] = set()  # sessions changed since the last write-behind
+        self._detached: dict[LiveSession, None] = {}  # resumable sessions, oldest detached first
         self._writing = asyncio.Lock()  # one write-behind at a time: a later one never lands first
         self._backlog: deque[tuple[str, tuple]] = deque()  # store writes that failed, in order
         self._tick: LocalTimer | None = None  # the next write-behind and health check
         self._probed_at = 0.0  # when the relay was last probed
         self.degraded_since: float | None = None  # when the shared store became unreachable
+        self.write_error: str | None = None  # why the last write-behind failed, other than unreachable
         poll = settings.timer_poll if self.shared else None
         self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
         self.stats = Stats()
@@ -162,6 +165,7 @@ class Hub:
         self.log_lines = settings.log_format == "json"  # a line per connection and per decision
         self.recent: deque[tuple] = deque(maxlen=RECENT)  # (at, session, visitor, campaign, variant, outcome), for the dashboard
         self.recorder = None  # recording.Recorder when the event log is on (--record)
+        self._render_failed: set[str] = set()  # campaigns whose render failure was logged since the last reload
 
     async def start(self) -> None:
         try:
@@ -204,6 +208,7 @@ class Hub:
     def reload(self, campaign_set: CampaignSet) -> None:
         """Run new campaigns from the next event on; sessions and timers stay."""
         self.engine = Engine(campaign_set)
+        self._render_failed.clear()
 
     # --- sessions ---------------------------------------------------------------------------
 
@@ -240,6 +245,7 @@ class Hub:
             if live.expiry is not None:
                 live.expiry.cancel()
                 live.expiry = None
+            self._detached.pop(live, None)
             live.state.detached_at = None
         else:
             visitor = await self._visitor(site.key, visitor_id, now)
@@ -353,6 +359,7 @@ class Hub:
         live = self._hold(stored, await self._visitor(site, visitor_id, now))
         stored.detached_at = stored.detached_at or now  # no socket here: resumable for the grace
         live.expiry = self.scheduler.call_at(timeline.session_ends_at(now, self.settings.grace), self._expire, live)
+        self._detached[live] = None
         await self._claim_session(live)
         return live
 
@@ -392,6 +399,7 @@ class Hub:
             live.wake.cancel()
             live.wake = None
         live.expiry = self.scheduler.call_at(timeline.session_ends_at(now, self.settings.grace), self._expire, live)
+        self._detached[live] = None
         if self.shared:
             self._dirty.add(live)
             try:
@@ -415,14 +423,31 @@ class Hub:
             state = await self._load(self.store.load_visitor(site, visitor_id))
             visitor = self.visitors.get(key)  # another tab may have loaded it meanwhile
             if visitor is None:
-                visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
+                if self.settings.max_visitors and len(self.visitors) >= self.settings.max_visitors:
+                    await self._make_room(now)
+                visitor = self.visitors.get(key) or Visitor(state or VisitorState(site, visitor_id, first_seen=now))
                 self.visitors[key] = visitor
         return visitor
+
+    async def _make_room(self, now: float) -> None:
+        """Over ``max_visitors`` held: end the oldest detached sessions now rather than at the
+        end of their grace, as that end would (their visitor written to the store, messages they
+        never acknowledged queued for the next visit), until there is room or none is left. A
+        stream of new visitor ids then costs a bounded amount of memory; a visitor whose session
+        went this way and comes back starts a new session, with their visitor state."""
+        cap = self.settings.max_visitors
+        while self._detached and len(self.visitors) >= cap:
+            live = next(iter(self._detached))
+            if live.expiry is not None:
+                live.expiry.cancel()
+            self.stats.evicted += 1
+            await self._expire(live, now)
 
     async def _expire(self, live: LiveSession, now: float) -> None:
         """The grace period ended: the session is over. Messages it never acknowledged wait for
         the visitor's next session instead of being lost."""
         live.expiry = None
+        self._detached.pop(live, None)
         if live.conn is not None:
             return
         state = live.state
@@ -472,6 +497,7 @@ class Hub:
             if timer is not None:
                 timer.cancel()
         live.wake = live.expiry = None
+        self._detached.pop(live, None)
         self._dirty.discard(live)
         visitor = live.visitor
         if live in visitor.sessions:
@@ -729,6 +755,13 @@ class Hub:
             elif isinstance(decision, Cancel):
                 await self._write("cancel", state.site, state.id, decision.key)
             elif isinstance(decision, Suppress):
+                if decision.detail is not None and decision.campaign not in self._render_failed:
+                    # Logged once per campaign and reload (one broken template fails for many
+                    # visitors); each failure is counted, as suppressed:template, in the results.
+                    self._render_failed.add(decision.campaign)
+                    log.warning("campaign %s: its message failed to render (%s); suppressed for this visitor "
+                                "and counted as suppressed:template (nudge check warns about such templates)",
+                                decision.campaign, decision.detail)
                 self._count_suppressed(live, state, decision.campaign, decision.variant, decision.reason, now)
             elif isinstance(decision, Defer):
                 results.count(decision.campaign, decision.variant, f"deferred:{decision.reason}")
@@ -1082,8 +1115,14 @@ class Hub:
                 await self.store.ping()
             if answered or probe:
                 self._store_ok()
+            self.write_error = None
         except (*self._unavailable, ConnectionError) as exc:
             self._store_failed(exc)
+        except Exception as exc:  # not an outage: a fault that would fail every write from now on
+            self.stats.store_errors += 1
+            if self.write_error is None:
+                log.exception("writing to the store failed")
+            self.write_error = f"{type(exc).__name__}: {exc}"
         finally:
             due = max(began + self.settings.write_behind, self.clock.now())
             self._tick = self.scheduler.call_at(due, self._on_tick)

@@ -30,7 +30,7 @@ nudge_beacons_refused_total{reason}    counter    beacons refused or cut short: 
                                                   no_session, event_budget
 nudge_frames_malformed_total{reason}   counter    frames (and beacon bodies) refused by the
                                                   codecs' limits: undecodable, too_deep,
-                                                  too_many_items (per process)
+                                                  too_many_items, out_of_range (per process)
 nudge_identity_refused_total{reason}   counter    identity tokens refused (hello and identify):
                                                   signature (forged, or for another site or
                                                   user), expired, malformed, user_id, off
@@ -44,7 +44,13 @@ nudge_show_seconds                     histogram  a show decided → the browser
 nudge_timer_lag_seconds                histogram  a durable timer's due time → it ran
 nudge_timers_fired_total               counter
 nudge_store_up                         gauge      1 unless the shared store is unreachable
-nudge_store_errors_total               counter
+nudge_store_errors_total               counter    store calls that failed, and records left out
+nudge_store_records_refused_total      counter    records left out of a write (the others are
+  {kind}                                          written): they hold what cannot be encoded,
+                                                  by kind: visitor, session, message
+nudge_visitors_evicted_total{from}     counter    visitors let go to stay within --max-visitors:
+                                                  sessions (detached ones ended before their
+                                                  grace), store (the memory store's oldest)
 nudge_store_backlog                    gauge      writes kept while the store was unreachable
 nudge_relay_up                         gauge      1 when the relay listener is healthy (Redis)
 nudge_webhook_queue                    gauge      webhook deliveries waiting (tries and retries)
@@ -158,7 +164,13 @@ def render(hub: Hub) -> str:
     _metric(out, "nudge_timers_relayed_total", "counter", "Durable timers relayed to another node.", [({}, stats.timers_relayed)])
     _metric(out, "nudge_lost_races_total", "counter", "Shows another node's show beat to a cap.", [({}, stats.lost_races)])
     _metric(out, "nudge_store_up", "gauge", "1 unless the shared store is unreachable.", [({}, int(hub.degraded_since is None))])
-    _metric(out, "nudge_store_errors_total", "counter", "Store calls that failed.", [({}, stats.store_errors)])
+    refused = hub.store.refused
+    _metric(out, "nudge_store_errors_total", "counter", "Store calls that failed, and records left out of a write.",
+            [({}, stats.store_errors + sum(refused.values()))])
+    _metric(out, "nudge_store_records_refused_total", "counter", "Records left out of a store write: they cannot be encoded, by kind.",
+            [({"kind": kind}, n) for kind, n in sorted(refused.items())])
+    _metric(out, "nudge_visitors_evicted_total", "counter", "Visitors let go to stay within --max-visitors, by where from.",
+            [({"from": "sessions"}, stats.evicted), ({"from": "store"}, hub.store.evicted)])
     _metric(out, "nudge_store_backlog", "gauge", "Store writes kept while it was unreachable.", [({}, len(hub._backlog))])
     if hub.shared:
         _metric(out, "nudge_relay_up", "gauge", "1 when the relay listener is healthy.",

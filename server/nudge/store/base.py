@@ -51,6 +51,10 @@ class Store(Protocol):
     shared: bool  # True when other nodes see the same data (Redis); False for memory
     node: str  # the node whose sessions this store writes; a session another node took over
     # (``own_session``) refuses this node's writes from then on
+    # kind (visitor, session, message, ...) -> records left out of a write because they cannot be
+    # encoded (codec.Unstorable: each logged; the other records of the same write are written)
+    refused: dict[str, int]
+    evicted: int  # visitors dropped to keep within a cap before their retention ran out (memory)
 
     # Visitors: what outlives a tab (cart, caps, traits, timers' keys).
     async def load_visitor(self, site: str, visitor: str) -> VisitorState | None: ...

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from collections import defaultdict
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgpack
@@ -264,6 +265,17 @@ class RedisStore:
         self._save_session = self.redis.register_script(SAVE_SESSION)
         self._own_session = self.redis.register_script(OWN_SESSION)
         self.node = ""  # the node this store writes sessions for (set by the hub)
+        # kind (visitor, session, message) -> records left out because they cannot be encoded
+        self.refused: dict[str, int] = defaultdict(int)
+        self.evicted = 0  # Redis expires keys by their time to live; it never evicts for a cap here
+
+    def _encode(self, kind: str, ident: str, state) -> bytes | None:
+        """A state's bytes, or None (counted and logged) when it holds what cannot be stored."""
+        try:
+            return codec.dumps(state)
+        except codec.Unstorable as exc:
+            codec.left_out(self.refused, kind, ident, exc)
+            return None
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -317,23 +329,32 @@ class RedisStore:
         return codec.loads(VisitorState, data) if data is not None else None
 
     async def save_visitor(self, state: VisitorState) -> None:
-        await self.redis.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=_ms(self.retention))
+        data = self._encode("visitor", f"{state.site}/{state.id}", state)
+        if data is not None:
+            await self.redis.set(self.keys.visitor(state.site, state.id), data, px=_ms(self.retention))
 
     async def save_visitors(self, states: list[VisitorState], sessions: list[tuple[SessionState, float]]) -> None:
         """Write many states (the hub's write-behind) in pipelines of at most ``WRITE_BATCH``
         commands, each encoded just before it is sent: the event loop serves sockets while
         Redis answers one, so a flush of thousands of sessions never holds the loop for more than
-        about a millisecond at a time. A failure leaves the batches before it written."""
+        about a millisecond at a time. A failure leaves the batches before it written. A state
+        that cannot be encoded is left out alone (counted in ``refused``, logged)."""
         retention = _ms(self.retention)
         async with self.redis.pipeline(transaction=False) as pipe:
             for state in states:
-                pipe.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=retention)
+                data = self._encode("visitor", f"{state.site}/{state.id}", state)
+                if data is None:
+                    continue
+                pipe.set(self.keys.visitor(state.site, state.id), data, px=retention)
                 if len(pipe) >= WRITE_BATCH:
                     await pipe.execute()
             for session, ttl in sessions:
+                data = self._encode("session", f"{session.site}/{session.id}", session)
+                if data is None:
+                    continue
                 await self._save_session(
                     keys=[self.keys.session(session.site, session.id)],
-                    args=[codec.dumps(session), session.last_event_seq, _ms(ttl), self.node, session.visitor],
+                    args=[data, session.last_event_seq, _ms(ttl), self.node, session.visitor],
                     client=pipe,
                 )
                 if len(pipe) >= WRITE_BATCH:
@@ -346,9 +367,12 @@ class RedisStore:
         return codec.loads(SessionState, data) if data is not None else None
 
     async def save_session(self, state: SessionState, ttl: float) -> None:
+        data = self._encode("session", f"{state.site}/{state.id}", state)
+        if data is None:
+            return
         await self._save_session(
             keys=[self.keys.session(state.site, state.id)],
-            args=[codec.dumps(state), state.last_event_seq, _ms(ttl), self.node, state.visitor],
+            args=[data, state.last_event_seq, _ms(ttl), self.node, state.visitor],
         )
 
     async def own_session(self, site: str, session: str, visitor: str, ttl: float) -> str | None:
@@ -399,7 +423,10 @@ class RedisStore:
         keys = self.keys
         entry = b""
         if queue is not None:
-            entry = msgpack.packb([queue[1], queue[0]], use_bin_type=True)
+            try:
+                entry = codec.pack([queue[1], queue[0]])
+            except codec.Unstorable as exc:  # the show is counted; the message cannot be kept
+                codec.left_out(self.refused, "message", f"{site}/{visitor}", exc)
         reason = await self._confirm(
             keys=[
                 keys.shown(site, visitor, check.campaign), keys.recent(site, visitor),
@@ -440,7 +467,11 @@ class RedisStore:
         return len(doomed)
 
     async def enqueue(self, site: str, visitor: str, message: dict, expires_at: float) -> None:
-        entry = msgpack.packb([expires_at, message], use_bin_type=True)
+        try:
+            entry = codec.pack([expires_at, message])
+        except codec.Unstorable as exc:
+            codec.left_out(self.refused, "message", f"{site}/{visitor}", exc)
+            return
         # Entries past their own expiry are skipped when taken; the key itself goes after a week.
         await self._enqueue(keys=[self.keys.queue(site, visitor)], args=[entry, MAX_QUEUED, QUEUE_TTL_MS])
 
