@@ -157,3 +157,72 @@ async def test_a_1_mib_frame_is_refused_before_it_is_buffered(tmp_path):
     print(f"\n30 frames declaring 1 MiB: closed with {set(codes)} after 70 kB each; RSS {before} -> {after} KiB")
     assert set(codes) == {1009}
     assert after - before < 1024  # had one frame been buffered whole, it alone would be 1 MiB
+
+
+# --- what one frame may cost, before anything is proven ----------------------------------------
+
+# A string that never ends (every quote escaped) followed by brackets: a scan that looks for the
+# end of each string from each quote takes quadratic time on it (~21 s for 64 KB).
+ESCAPED_QUOTES = '"' + '\\"' * 32_000 + "[" * 10  # a beacon nests one level more than a frame
+
+
+async def worst_round_trip_during(neighbour: Client, attack) -> tuple[float, object]:
+    """The neighbour sends events one after another for as long as ``attack`` runs (and once
+    more after it); the slowest event-to-ack time, and what the attack returned."""
+    task = asyncio.ensure_future(attack)
+    worst = 0.0
+    while True:
+        done = task.done()
+        began = time.perf_counter()
+        await neighbour.track("page_view", {"path": "/"})
+        worst = max(worst, time.perf_counter() - began)
+        if done:
+            return worst, task.result()
+
+
+async def test_a_frame_that_defeats_a_backtracking_depth_scan_costs_its_neighbours_nothing(start_server):
+    server = await start_server(CAMPAIGNS)
+    neighbour = await Client.connect(server.url)
+
+    async def attack() -> tuple[int, str]:
+        attacker = await Client.connect(server.url, hello=False)  # no key, nothing proven
+        await attacker.ws.send(ESCAPED_QUOTES)
+        return await attacker.closed()
+
+    worst, (code, reason) = await worst_round_trip_during(neighbour, attack())
+    print(f"\n64 KB of escaped quotes before hello: closed {code} ({reason[:60]}); neighbour's slowest ack {worst * 1000:.1f} ms")
+    assert code == 4400
+    assert worst < 1.0  # the scan alone took ~14 s here
+
+
+async def test_a_beacon_that_defeats_a_backtracking_depth_scan_costs_its_neighbours_nothing(start_server):
+    import urllib.error
+    import urllib.request
+
+    server = await start_server(CAMPAIGNS)
+    neighbour = await Client.connect(server.url)
+
+    def post() -> int:
+        request = urllib.request.Request(
+            server.http + "/beacon", data=ESCAPED_QUOTES.encode(), headers={"Origin": ORIGIN, "Content-Type": "text/plain"},
+        )
+        try:
+            return urllib.request.urlopen(request, timeout=60).status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    worst, status = await worst_round_trip_during(neighbour, asyncio.to_thread(post))
+    print(f"\n64 KB beacon of escaped quotes: {status}; neighbour's slowest ack {worst * 1000:.1f} ms")
+    assert status == 400
+    assert worst < 1.0
+
+
+async def test_a_first_frame_over_the_hello_size_is_refused_unread(start_server):
+    server = await start_server(CAMPAIGNS)
+    attacker = await Client.connect(server.url, hello=False)
+    padding = "x" * 5000  # a valid hello otherwise
+    await attacker.send({"t": "hello", "v": 1, "key": KEY, "visitor": visitor_id(), "rx": 0, "pad": padding})
+    code, reason = await attacker.closed()
+    assert (code, reason) == (4400, "hello is at most 4096 bytes")
+    assert server.hub.metrics.refused["hello"] == 1
+    assert not server.hub.sessions
