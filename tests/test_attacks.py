@@ -226,3 +226,97 @@ async def test_a_first_frame_over_the_hello_size_is_refused_unread(start_server)
     assert (code, reason) == (4400, "hello is at most 4096 bytes")
     assert server.hub.metrics.refused["hello"] == 1
     assert not server.hub.sessions
+
+
+# --- connections that never finish a request -----------------------------------------------------
+
+ATTACKER = "127.0.0.2"  # loopback too, but another address than the neighbours' 127.0.0.1
+
+
+async def _open_from(address: str, port: int):
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0))
+
+
+async def _until_closed(reader: asyncio.StreamReader, began: float) -> float:
+    """Seconds from ``began`` until the server closed the connection (end of file or reset)."""
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(4096):
+            pass
+    return time.perf_counter() - began
+
+
+async def _trickle(writer: asyncio.StreamWriter, data: bytes, every: float, at_once: int = 0) -> None:
+    """Write ``data`` (its first ``at_once`` bytes at once) a byte at a time, one every ``every``
+    seconds (the attacker's pace), until the server closes the connection."""
+    with contextlib.suppress(ConnectionError):
+        writer.write(data[:at_once])
+        for byte in data[at_once:]:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(every)
+
+
+async def _healthz(server) -> int:
+    import urllib.request
+
+    return await asyncio.to_thread(lambda: urllib.request.urlopen(server.http + "/healthz", timeout=WAIT).status)
+
+
+async def test_silent_and_trickling_connections_are_closed_and_visitors_still_get_through(start_server, capfd):
+    timeout, per_ip = 1.0, 16
+    server = await start_server(CAMPAIGNS, request_timeout=timeout, max_pending_connections_per_ip=per_ip)
+    neighbour = await Client.connect(server.url)
+    began = time.perf_counter()
+    silent = [await _open_from(ATTACKER, server.port) for _ in range(per_ip + 24)]
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 1000
+    upgrade = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + b"X-Slow: " + b"a" * 1000
+    body_head = b"POST /beacon HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"
+    body = body_head + b"{" * 1000  # the headers at once, then the body a byte at a time
+    closing = [asyncio.ensure_future(_until_closed(reader, began)) for reader, _ in silent]
+    # The per-address limit is full of silent ones: these trickling ones come from elsewhere.
+    tricklers = []
+    for address, data, at_once in (("127.0.0.3", head, 0), ("127.0.0.4", upgrade, 0), ("127.0.0.5", body, len(body_head))):
+        reader, writer = await _open_from(address, server.port)
+        tricklers.append(asyncio.ensure_future(_trickle(writer, data, 0.05, at_once)))
+        closing.append(asyncio.ensure_future(_until_closed(reader, began)))
+
+    # Meanwhile the neighbours are served: a new visitor, /healthz, the open socket's events.
+    newcomer = await Client.connect(server.url)
+    assert (await newcomer.track("page_view", {"path": "/"}))[-1]["t"] == "ack"
+    assert await _healthz(server) == 200
+    assert (await neighbour.track("page_view", {"path": "/"}))[-1]["t"] == "ack"
+
+    async with asyncio.timeout(timeout + WAIT):
+        closed_after = await asyncio.gather(*closing)
+    await asyncio.gather(*tricklers)
+    for _, writer in silent:
+        writer.close()
+    admitted, over_limit, trickling = closed_after[:per_ip], closed_after[per_ip:len(silent)], closed_after[len(silent):]
+    print(f"\n{len(silent)} silent connections from one address: {len(over_limit)} closed at once "
+          f"(within {max(over_limit):.2f} s), the first {per_ip} and 3 trickling ones after "
+          f"{min(admitted + trickling):.2f}-{max(admitted + trickling):.2f} s (request timeout {timeout:g} s)")
+    assert max(over_limit) < timeout / 2  # refused as they came
+    assert timeout * 0.9 <= min(admitted + trickling) and max(admitted + trickling) < timeout + 2.0
+    closed = server.hub.metrics.closed
+    assert server.hub.metrics.refused["pending_per_ip"] == len(silent) - per_ip
+    assert closed["request_timeout"] == per_ip + 3
+    assert "Traceback" not in capfd.readouterr().err  # a body cut off by the deadline is no error
+    # After the attack, all is as before: the neighbour's socket is open and served.
+    assert (await neighbour.track("page_view", {"path": "/"}))[-1]["t"] == "ack"
+    assert await _healthz(server) == 200
+
+
+async def test_a_keep_alive_connection_serves_request_after_request_within_the_timeout(start_server):
+    server = await start_server(CAMPAIGNS, request_timeout=1.0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    for _ in range(3):  # each request in good time: the deadline starts again after each response
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        status = await reader.readline()
+        assert status.startswith(b"HTTP/1.1 200"), status
+        length = 0
+        while (line := await reader.readline()) != b"\r\n":
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+    writer.close()
+    assert server.hub.metrics.closed["request_timeout"] == 0

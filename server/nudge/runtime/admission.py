@@ -1,0 +1,213 @@
+"""TCP connections before their request is read: how long one may take to send it, and how many
+one address may keep open meanwhile (docs/security.md).
+
+uvicorn closes a keep-alive connection left idle after a response (``timeout_keep_alive``, 5 s),
+but nothing closed a connection that never sends a request, or sends it a byte at a time: 2,000
+of them stayed open for minutes, and at the process's descriptor limit they locked every new
+visitor and ``/healthz`` out. Admission closes them:
+
+- **Time to a request** (``request_timeout``, default 10 s): from the moment a connection opens,
+  or the previous response on it ended, until its request is read — headers and body, a
+  WebSocket's upgrade request included (after the upgrade, ``hello`` has ``handshake_timeout``).
+  Past it the connection is closed without an answer; counted as
+  ``nudge_connections_closed_total{reason="request_timeout"}``.
+- **Per address** (``max_pending_connections_per_ip``, default 32): connections from one
+  address that have not sent a request yet. One more is closed as it opens; counted as
+  ``nudge_connections_refused_total{reason="pending_per_ip"}``. A browser opens a handful per
+  host and sends each its request at once, so even a large NAT rarely has more than a few
+  waiting at any moment. Trusted proxies are exempt: their connections carry everyone's requests
+  (the proxy is where to bound slow clients then).
+
+It works at the asyncio level, where connections are: uvicorn's HTTP protocol class extended by
+the asyncio ``Protocol`` methods ``connection_made`` and ``connection_lost`` (no uvicorn internals
+are touched, so h11 and httptools both work), and an ASGI middleware that sees each request's
+scope arrive, matched to its connection by the peer's (address, port), and its body end. The
+deadlines are wall-clock timers on the event loop, like uvicorn's own keep-alive timeout: they
+are about sockets, not about the product's time (the hub's clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, defaultdict
+from typing import Any
+
+from starlette.requests import ClientDisconnect
+
+from nudge.runtime.limits import Proxies
+
+log = logging.getLogger("nudge.admission")
+
+
+class _Waiting:
+    """A connection whose request has not been read yet."""
+
+    __slots__ = ("transport", "address", "counted", "timer")
+
+    def __init__(self, transport: asyncio.BaseTransport, address: str, counted: bool) -> None:
+        self.transport = transport
+        self.address = address  # the peer's address
+        self.counted = counted  # held against its address's limit (no request has begun on it)
+        self.timer: asyncio.TimerHandle | None = None  # closes it at the deadline
+
+
+class Admission:
+    """The connections of one server that have not delivered a request, by peer."""
+
+    def __init__(
+        self, request_timeout: float, per_ip: int, proxies: Proxies,
+        refused: dict[str, int] | None = None, closed: dict[str, int] | None = None,
+    ) -> None:
+        self.request_timeout = request_timeout  # seconds to send a complete request (0: no limit)
+        self.per_ip = per_ip  # connections per address before a request (0: no limit)
+        self.proxies = proxies  # exempt from the per-address count
+        self.waiting: dict[tuple[str, int], _Waiting] = {}  # (address, port) -> its connection
+        self.by_ip: Counter[str] = Counter()  # address -> connections with no request begun
+        self.refused = refused if refused is not None else defaultdict(int)  # "pending_per_ip"
+        self.closed = closed if closed is not None else defaultdict(int)  # "request_timeout"
+
+    # --- the connection side (asyncio) -----------------------------------------------------
+
+    def protocol(self, base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
+        """uvicorn's HTTP protocol class ``base``, its connections admitted here."""
+        admission = self
+
+        class Admitted(base):  # type: ignore[misc, valid-type]
+            def connection_made(self, transport) -> None:  # type: ignore[override]
+                super().connection_made(transport)
+                admission.opened(transport)
+
+            def connection_lost(self, exc) -> None:
+                admission.lost(self.transport)
+                super().connection_lost(exc)
+
+        Admitted.__name__ = Admitted.__qualname__ = f"Admitted{base.__name__}"
+        return Admitted
+
+    def opened(self, transport: asyncio.BaseTransport) -> None:
+        """A connection opened: close it if its address holds too many waiting already, else
+        start its deadline."""
+        peer = _peer(transport.get_extra_info("peername"))
+        if peer is None:
+            return  # a Unix socket: whatever is on this machine is trusted
+        address = peer[0]
+        if (stale := self.waiting.get(peer)) is not None:
+            self._forget(peer, stale)  # its connection_lost never came (an upgrade that failed)
+        counted = bool(self.per_ip) and not self.proxies.trusts(address)
+        if counted and self.by_ip[address] >= self.per_ip:
+            self.refused["pending_per_ip"] += 1
+            log.debug("closing a connection from %s: %d already sent no request", address, self.per_ip)
+            transport.close()
+            return
+        entry = self.waiting[peer] = _Waiting(transport, address, counted)
+        if counted:
+            self.by_ip[address] += 1
+        self._arm(peer, entry)
+
+    def lost(self, transport: asyncio.BaseTransport | None) -> None:
+        if transport is None:
+            return
+        peer = _peer(transport.get_extra_info("peername"))
+        entry = self.waiting.get(peer) if peer is not None else None
+        if entry is not None and entry.transport is transport:
+            self._forget(peer, entry)
+
+    def _arm(self, peer: tuple[str, int], entry: _Waiting) -> None:
+        if self.request_timeout > 0 and entry.timer is None:
+            entry.timer = asyncio.get_running_loop().call_later(self.request_timeout, self._expire, peer, entry)
+
+    def _expire(self, peer: tuple[str, int], entry: _Waiting) -> None:
+        entry.timer = None
+        if self.waiting.get(peer) is entry:
+            self._forget(peer, entry)
+        if not entry.transport.is_closing():
+            self.closed["request_timeout"] += 1
+            entry.transport.close()
+
+    def _release(self, entry: _Waiting) -> None:
+        """A request began on it: it no longer counts against its address."""
+        if entry.counted:
+            entry.counted = False
+            self.by_ip[entry.address] -= 1
+            if self.by_ip[entry.address] <= 0:
+                del self.by_ip[entry.address]
+
+    def _forget(self, peer: tuple[str, int], entry: _Waiting) -> None:
+        self._release(entry)
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        del self.waiting[peer]
+
+    # --- the request side (ASGI) -----------------------------------------------------------
+
+    def middleware(self, app):
+        """The ASGI app ``app``, telling admission when each request arrived and was read."""
+        return _Requests(app, self)
+
+    def began(self, peer: tuple[str, int], upgrade: bool) -> _Waiting | None:
+        """A request's headers arrived from ``peer``. A WebSocket is admitted for good (``hello``
+        has its own deadline); an HTTP request keeps its deadline until its body is read."""
+        entry = self.waiting.get(peer)
+        if entry is None:
+            return None
+        if upgrade:
+            self._forget(peer, entry)
+            return None
+        self._release(entry)
+        return entry
+
+    def read(self, entry: _Waiting) -> None:
+        """The request is read (or answered without reading it): no deadline while it is served."""
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+
+    def answered(self, peer: tuple[str, int], entry: _Waiting) -> None:
+        """The response ended: the connection may carry another request, within the deadline."""
+        if self.waiting.get(peer) is entry and not entry.transport.is_closing():
+            self._arm(peer, entry)
+
+
+def _peer(name: Any) -> tuple[str, int] | None:
+    """(address, port) of a TCP peer as uvicorn puts it in ``scope["client"]``."""
+    if isinstance(name, (tuple, list)) and len(name) >= 2:
+        return str(name[0]), int(name[1])
+    return None
+
+
+class _Requests:
+    """The ASGI side of :class:`Admission`; WebSocket frames pass untouched."""
+
+    def __init__(self, app, admission: Admission) -> None:
+        self.app = app
+        self.admission = admission
+
+    async def __call__(self, scope, receive, send) -> None:
+        admission = self.admission
+        peer = _peer(scope.get("client")) if scope["type"] in ("http", "websocket") else None
+        entry = admission.began(peer, scope["type"] == "websocket") if peer is not None and admission.waiting else None
+        if entry is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def receive_request() -> dict:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                admission.read(entry)
+            return message
+
+        async def send_response(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                admission.read(entry)
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                admission.answered(peer, entry)
+
+        try:
+            await self.app(scope, receive_request, send_response)
+        except ClientDisconnect:
+            # Its body did not come in time (or the client went): the deadline closed the
+            # connection under the request, and there is no one left to answer.
+            log.debug("a request from %s ended with its connection", peer[0])
