@@ -182,6 +182,9 @@ async def test_invalid_json_and_msgpack_bytes(start_server):
         ({"name": "Mug", "price": 3}, "props.id is required"),
         ({"id": "mug", "name": "Mug", "price": "cheap"}, "props.price must be a number"),
         ({"id": "mug", "name": "Mug", "quantity": 0}, "props.quantity"),
+        # Past the largest float: no number a price can be (it overflowed float() before).
+        ({"id": "mug", "name": "Mug", "price": 10**400}, "props.price must be a number of at most 1.8e308"),
+        ({"id": "mug", "name": "Mug", "price": -(10**309)}, "props.price must be a number of at most 1.8e308"),
     ],
 )
 async def test_bad_event_is_refused_with_its_field_and_acknowledged(start_server, props, reason):
