@@ -15,7 +15,6 @@ relayed, stored), ``duplicate``, or ``refused`` with the reason.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -24,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from nudge import identity
 from nudge.errors import FrameError, StoreUnavailable
+from nudge.protocol.codec import TooDeep, parse_document
 from nudge.rules import events
 
 if TYPE_CHECKING:
@@ -56,7 +56,9 @@ class ServerEvents:
         if len(body) > MAX_BODY:
             return JSONResponse({"error": f"the body is larger than {MAX_BODY} bytes"}, status_code=413)
         try:
-            document = json.loads(body)
+            document = parse_document(body)
+        except TooDeep as exc:
+            return JSONResponse({"error": f"the body must be JSON, not {exc}"}, status_code=400)
         except ValueError:
             return JSONResponse({"error": "the body must be JSON"}, status_code=400)
         batch = isinstance(document, dict) and "events" in document

@@ -61,6 +61,25 @@ def json_depth_exceeds(text: str, limit: int) -> bool:
     return max(accumulate(map(_STEP, brackets)), default=0) > limit
 
 
+# How deep an HTTP body's JSON may nest (the admin API, server events): a campaign's conditions
+# nest a dozen levels at most. Deeper is refused before parsing, as frames are: the parser
+# recurses, and 100,000 brackets made it raise RecursionError (a 500).
+MAX_DOCUMENT_DEPTH = 32
+
+
+class TooDeep(ValueError):
+    """A JSON text nests deeper than allowed; refused before it is parsed."""
+
+
+def parse_document(body: str | bytes, max_depth: int = MAX_DOCUMENT_DEPTH) -> Any:
+    """The JSON document of an HTTP body; raises ValueError (:class:`TooDeep` when it nests
+    deeper than ``max_depth``) with the reason, and never RecursionError."""
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    if json_depth_exceeds(text, max_depth):
+        raise TooDeep(f"nested deeper than {max_depth} (maps and lists)")
+    return json.loads(text)
+
+
 def shape_error(value: Any, limit: int, keys_are_text: bool = False) -> str | None:
     """Why a decoded frame is refused — nested deeper than ``limit``, a list longer than
     MAX_ITEMS, a map with more than MAX_KEYS keys or a key that is not a string — or None.
