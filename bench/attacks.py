@@ -74,7 +74,10 @@ async def wait_listening(port: int) -> None:
 
 
 async def session(url: str, timeout: float = 20) -> websockets.ClientConnection:
-    ws = await websockets.connect(url, subprotocols=["nudge.v1.json"], origin=ORIGIN, compression=None, open_timeout=timeout)
+    # No keepalive pings of the client library: a stalled server would have them close the sessions.
+    ws = await websockets.connect(
+        url, subprotocols=["nudge.v1.json"], origin=ORIGIN, compression=None, open_timeout=timeout, ping_interval=None,
+    )
     await ws.send(json.dumps({"t": "hello", "v": 1, "key": KEY, "visitor": "v_attacks" + os.urandom(10).hex()}))
     async with asyncio.timeout(timeout):
         assert json.loads(await ws.recv())["t"] == "welcome"

@@ -217,3 +217,24 @@ def test_a_variant_message_overrides_only_what_it_names():
     variant = campaign_set.campaigns[0].variant("b")
     assert variant.message.kind == "modal"
     assert variant.message.texts["title"][0] == "B!" and variant.message.texts["body"][0] == "same"
+
+
+# Read as another host by a browser: protocol-relative, a backslash (read as '/'), a tab or a
+# newline (dropped by the URL parser), a space, a scheme-relative absolute URL.
+OFF_SITE_URLS = ["//evil.example/x", "/\\evil.example/x", "/\t/evil.example/x", "/\n/evil.example", "/ /x", "https:///evil.example", "https://shop.example\t@evil.example/"]
+
+
+@pytest.mark.parametrize("url", OFF_SITE_URLS)
+def test_nudge_check_refuses_a_cta_url_a_browser_reads_as_another_host(tmp_path, capsys, url):
+    import json
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"campaigns": [{"id": "x", "trigger": {"event": "click"}, "message": {"kind": "toast", "title": "hi", "cta": {"label": "Go", "url": url}}}]}))
+    assert main(["check", str(path)]) == 1
+    assert "campaigns[0].message.cta.url: must be an http(s) URL or a path starting with a single '/'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["/checkout", "/a/b?c=d#e", "https://other.example/x", "http://shop.example:8080/", "/%2F%2Fescaped"])
+def test_cta_urls_that_stay_where_they_say_are_accepted(url):
+    text = f'campaigns:\n  - id: x\n    trigger: {{event: click}}\n    message: {{kind: toast, title: hi, cta: {{label: Go, url: "{url}"}}}}\n'
+    assert load_text(text).campaigns[0].message.cta_url == url
