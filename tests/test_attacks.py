@@ -14,7 +14,7 @@ import time
 import pytest
 import websockets
 
-from .conftest import KEY, ORIGIN, WAIT, Client, spawn_node, visitor_id
+from .conftest import KEY, ORIGIN, WAIT, Client, shows, spawn_node, visitor_id
 
 pytestmark = pytest.mark.integration
 
@@ -320,3 +320,31 @@ async def test_a_keep_alive_connection_serves_request_after_request_within_the_t
         await reader.readexactly(length)
     writer.close()
     assert server.hub.metrics.closed["request_timeout"] == 0
+
+
+# --- what a campaign's condition may cost ------------------------------------------------------
+
+NESTED_QUANTIFIERS = """
+version: 1
+events: [search]
+campaigns:
+  - id: letters
+    trigger: {event: search, where: {q: {regex: "^(a+)+$"}}}
+    message: {kind: toast, title: "Only a's"}
+"""
+
+
+async def test_a_regex_condition_costs_linear_time_whatever_the_visitor_sends(start_server):
+    server = await start_server(NESTED_QUANTIFIERS)
+    neighbour = await Client.connect(server.url)
+    attacker = await Client.connect(server.url)
+
+    async def attack() -> list[dict]:
+        # Backtracking doubles its work with each "a" before the "b": 0.6 s at 24, days at 60.
+        return await attacker.track("search", {"q": "a" * 60 + "b"})
+
+    worst, frames = await worst_round_trip_during(neighbour, attack())
+    print(f"\n'^(a+)+$' against 60 a's and a b: neighbour's slowest ack {worst * 1000:.1f} ms")
+    assert frames[-1]["t"] == "ack" and not shows(frames)
+    assert worst < 1.0
+    assert shows(await attacker.track("search", {"q": "a" * 500}))  # the condition still holds

@@ -82,6 +82,9 @@ campaigns:
         ("{event: click, where: {price: {gtee: 3}}}", "unknown operator 'gtee'; did you mean 'gte'?"),
         ("{event: click, where: {price: {gt: cheap}}}", "must be a number"),
         ("{event: click, where: {name: {regex: '(('}}}", "invalid regular expression"),
+        # Only a backtracking engine can do these, and it can take exponential time (RE2 does not).
+        ("{event: click, where: {name: {regex: '(a)\\1'}}}", "no backreferences or lookaround): invalid escape sequence: \\1"),
+        ("{event: click, where: {name: {regex: '^(?=a)'}}}", "invalid perl operator: (?="),
         ("{scroll: 150}", "must be a percentage from 1 to 100"),
         ("{dwell: soon}", "must be a duration like 30s"),
         ("{dwell: 0}", "must be greater than zero"),

@@ -552,9 +552,9 @@ class _Validator:
                         ok = False
                     elif op == "regex":
                         try:
-                            re.compile(expected)
-                        except (re.error, TypeError) as exc:
-                            self.problem((*path, key, op), f"invalid regular expression: {exc}")
+                            conditions.compile_regex(expected)
+                        except ValueError as exc:
+                            self.problem((*path, key, op), f"invalid regular expression (RE2 syntax: no backreferences or lookaround): {exc}")
                             ok = False
                     elif op in ("starts_with",) and not isinstance(expected, str):
                         self.problem((*path, key, op), "must be text")
