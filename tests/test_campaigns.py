@@ -241,3 +241,15 @@ def test_nudge_check_refuses_a_cta_url_a_browser_reads_as_another_host(tmp_path,
 def test_cta_urls_that_stay_where_they_say_are_accepted(url):
     text = f'campaigns:\n  - id: x\n    trigger: {{event: click}}\n    message: {{kind: toast, title: hi, cta: {{label: Go, url: "{url}"}}}}\n'
     assert load_text(text).campaigns[0].message.cta_url == url
+
+
+@pytest.mark.parametrize("title, reason", [
+    ("{% for a in range(9) %}{% for b in range(9) %}x{% endfor %}{% endfor %}", "loops may not nest"),
+    ("{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(1) }}", "no macros"),
+    ("{% for a in cart.items recursive %}{{ loop(a) }}{% endfor %}", "no recursive loops"),
+    ("{% set ns = namespace(s='x') %}{{ ns.s }}", "template uses namespace, which does not exist"),
+    ("{{ lipsum(100000) }}", "template uses lipsum, which does not exist"),
+])
+def test_templates_whose_cost_has_no_bound_are_refused(title, reason):
+    found = problems(f'campaigns:\n  - id: x\n    trigger: {{event: click}}\n    message: {{kind: toast, title: "{title}"}}\n')
+    assert any(reason in p for p in found), found

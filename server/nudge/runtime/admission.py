@@ -12,11 +12,13 @@ visitor and ``/healthz`` out. Admission closes them:
   Past it the connection is closed without an answer; counted as
   ``nudge_connections_closed_total{reason="request_timeout"}``.
 - **Per address** (``max_pending_connections_per_ip``, default 32): connections from one
-  address that have not sent a request yet. One more is closed as it opens; counted as
-  ``nudge_connections_refused_total{reason="pending_per_ip"}``. A browser opens a handful per
-  host and sends each its request at once, so even a large NAT rarely has more than a few
-  waiting at any moment. Trusted proxies are exempt: their connections carry everyone's requests
-  (the proxy is where to bound slow clients then).
+  address that have waited a second (STALE) without sending a request. While an address holds
+  that many, a new connection from it is closed as it opens; counted as
+  ``nudge_connections_refused_total{reason="pending_per_ip"}``. A browser sends each connection
+  its request at once, so only idle ones grow stale; a burst of fresh connections (a page's
+  parallel requests, a NAT's morning, a load test) is never refused for its number. Trusted
+  proxies are exempt: their connections carry everyone's requests (the proxy is where to bound
+  slow clients then).
 
 It works at the asyncio level, where connections are: uvicorn's HTTP protocol class extended by
 the asyncio ``Protocol`` methods ``connection_made`` and ``connection_lost`` (no uvicorn internals
@@ -30,7 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, defaultdict
+from collections import OrderedDict, defaultdict
+from itertools import islice
 from typing import Any
 
 from starlette.requests import ClientDisconnect
@@ -39,16 +42,20 @@ from nudge.runtime.limits import Proxies
 
 log = logging.getLogger("nudge.admission")
 
+STALE = 1.0  # seconds a connection may wait for its request before it counts against its address
+
 
 class _Waiting:
     """A connection whose request has not been read yet."""
 
-    __slots__ = ("transport", "address", "counted", "timer")
+    __slots__ = ("transport", "peer", "address", "counted", "opened", "timer")
 
-    def __init__(self, transport: asyncio.BaseTransport, address: str, counted: bool) -> None:
+    def __init__(self, transport: asyncio.BaseTransport, peer: tuple[str, int], counted: bool, opened: float) -> None:
         self.transport = transport
-        self.address = address  # the peer's address
+        self.peer = peer  # (address, port)
+        self.address = peer[0]
         self.counted = counted  # held against its address's limit (no request has begun on it)
+        self.opened = opened  # loop time it opened
         self.timer: asyncio.TimerHandle | None = None  # closes it at the deadline
 
 
@@ -63,7 +70,8 @@ class Admission:
         self.per_ip = per_ip  # connections per address before a request (0: no limit)
         self.proxies = proxies  # exempt from the per-address count
         self.waiting: dict[tuple[str, int], _Waiting] = {}  # (address, port) -> its connection
-        self.by_ip: Counter[str] = Counter()  # address -> connections with no request begun
+        # address -> its connections with no request begun, oldest first
+        self.by_ip: dict[str, OrderedDict[tuple[str, int], _Waiting]] = {}
         self.refused = refused if refused is not None else defaultdict(int)  # "pending_per_ip"
         self.closed = closed if closed is not None else defaultdict(int)  # "request_timeout"
 
@@ -95,14 +103,19 @@ class Admission:
         if (stale := self.waiting.get(peer)) is not None:
             self._forget(peer, stale)  # its connection_lost never came (an upgrade that failed)
         counted = bool(self.per_ip) and not self.proxies.trusts(address)
-        if counted and self.by_ip[address] >= self.per_ip:
-            self.refused["pending_per_ip"] += 1
-            log.debug("closing a connection from %s: %d already sent no request", address, self.per_ip)
-            transport.close()
-            return
-        entry = self.waiting[peer] = _Waiting(transport, address, counted)
+        now = asyncio.get_running_loop().time()
+        held = self.by_ip.get(address) if counted else None
+        if held is not None and len(held) >= self.per_ip:
+            # The per_ip-th oldest is stale: so are the ones before it.
+            nth = next(islice(held.values(), self.per_ip - 1, None))
+            if now - nth.opened >= STALE:
+                self.refused["pending_per_ip"] += 1
+                log.debug("closing a connection from %s: %d others sent no request", address, self.per_ip)
+                transport.close()
+                return
+        entry = self.waiting[peer] = _Waiting(transport, peer, counted, now)
         if counted:
-            self.by_ip[address] += 1
+            self.by_ip.setdefault(address, OrderedDict())[peer] = entry
         self._arm(peer, entry)
 
     def lost(self, transport: asyncio.BaseTransport | None) -> None:
@@ -129,9 +142,11 @@ class Admission:
         """A request began on it: it no longer counts against its address."""
         if entry.counted:
             entry.counted = False
-            self.by_ip[entry.address] -= 1
-            if self.by_ip[entry.address] <= 0:
-                del self.by_ip[entry.address]
+            held = self.by_ip.get(entry.address)
+            if held is not None and held.get(entry.peer) is entry:
+                del held[entry.peer]
+                if not held:
+                    del self.by_ip[entry.address]
 
     def _forget(self, peer: tuple[str, int], entry: _Waiting) -> None:
         self._release(entry)
