@@ -75,7 +75,8 @@ HARNESS = Harness()
 
 # Values of every JSON/msgpack type, nested a little.
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+    st.integers(-(10**400), 10**400),  # past the largest float (an OverflowError once) st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=40), st.sampled_from(["", "ev", "ack", "ping", "hello", "/a", "add_to_cart", "x" * 600]),
 )
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
@@ -152,6 +153,56 @@ def test_deeply_nested_json(depth, opener):
     check(_depth_bomb(depth, opener), False)
 
 
+def reference_depth(text: str) -> int:
+    """How deep brackets nest outside strings, one character at a time (the plain way)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+# Texts made of what the depth scan looks at, and runs of them: escaped quotes, strings that
+# never end, brackets inside and outside strings (the scan once took quadratic time on these).
+SCAN_TEXT = st.lists(
+    st.sampled_from(['"', '\\', '\\"', "[", "]", "{", "}", "a", ",", ":", '"a"', "\n"]).flatmap(
+        lambda piece: st.integers(1, 40).map(lambda n: piece * n)),
+    max_size=30,
+).map("".join)
+
+
+@fuzz
+@given(SCAN_TEXT, st.integers(1, 12))
+def test_the_depth_scan_agrees_with_reading_the_text_character_by_character(text, limit):
+    assert protocol.json_depth_exceeds(text, limit) is (reference_depth(text) > limit)
+    check(text, False)  # and the hub answers such a frame like any other
+
+
+@fuzz
+@given(VALUES)
+def test_the_depth_scan_measures_valid_json_as_the_parser_nests_it(value):
+    def nesting(v) -> int:
+        inner = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        return 0 if inner is None else 1 + max((nesting(x) for x in inner), default=0)
+
+    text = json.dumps(value)
+    for limit in (1, 2, 3, 8):
+        assert protocol.json_depth_exceeds(text, limit) is (nesting(value) > limit)
+
+
 # MessagePack headers that declare far more than follows: str32, bin32, array32, map32, ext32.
 HUGE = [b"\xdb", b"\xc6", b"\xdd", b"\xdf", b"\xc9"]
 
@@ -182,7 +233,7 @@ def test_the_hub_is_still_sound_after_the_fuzzing():
 # declaring gigabytes), each then checked against the same promise. Seeded: a failure reproduces.
 
 MUTATED_FRAMES = int(os.environ.get("NUDGE_FUZZ_MUTATIONS", "100000"))
-ODD_VALUES = [None, True, False, 0, -1, 2**63, -(2**64), 1e308, float("inf"), "", "x" * 5000, [], {}, [[[]]],
+ODD_VALUES = [None, True, False, 0, -1, 2**63, -(2**64), 10**400, 1e308, float("inf"), "", "x" * 5000, [], {}, [[[]]],
               {"t": "ev"}, "ev", "add_to_cart", "\u0000", "\ud7ff\ue000", b"\x00\xff", 3.5, [1, "a", None]]
 
 
