@@ -12,13 +12,13 @@ visitor and ``/healthz`` out. Admission closes them:
   Past it the connection is closed without an answer; counted as
   ``nudge_connections_closed_total{reason="request_timeout"}``.
 - **Per address** (``max_pending_connections_per_ip``, default 32): connections from one
-  address that have waited a second (STALE) without sending a request. While an address holds
-  that many, a new connection from it is closed as it opens; counted as
-  ``nudge_connections_refused_total{reason="pending_per_ip"}``. A browser sends each connection
-  its request at once, so only idle ones grow stale; a burst of fresh connections (a page's
-  parallel requests, a NAT's morning, a load test) is never refused for its number. Trusted
-  proxies are exempt: their connections carry everyone's requests (the proxy is where to bound
-  slow clients then).
+  address that have not sent a request yet. Past the limit, a new connection closes those of the
+  address that have waited longest, if they have waited a second (STALE); and an address never
+  holds more than four times the limit (BURST), whatever their age: one more is closed as it
+  opens. Both count as ``nudge_connections_refused_total{reason="pending_per_ip"}``. A browser
+  sends each connection its request at once, so only idle ones grow stale, and a burst of fresh
+  connections (a page's parallel requests, a NAT's morning) passes. Trusted proxies are exempt:
+  their connections carry everyone's requests (the proxy is where to bound slow clients then).
 
 It works at the asyncio level, where connections are: uvicorn's HTTP protocol class extended by
 the asyncio ``Protocol`` methods ``connection_made`` and ``connection_lost`` (no uvicorn internals
@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, defaultdict
-from itertools import islice
 from typing import Any
 
 from starlette.requests import ClientDisconnect
@@ -42,7 +41,8 @@ from nudge.runtime.limits import Proxies
 
 log = logging.getLogger("nudge.admission")
 
-STALE = 1.0  # seconds a connection may wait for its request before it counts against its address
+STALE = 1.0  # seconds a connection may wait for its request before others may take its place
+BURST = 4  # times the per-address limit that fresh connections may reach, all waiting at once
 
 
 class _Waiting:
@@ -106,11 +106,18 @@ class Admission:
         now = asyncio.get_running_loop().time()
         held = self.by_ip.get(address) if counted else None
         if held is not None and len(held) >= self.per_ip:
-            # The per_ip-th oldest is stale: so are the ones before it.
-            nth = next(islice(held.values(), self.per_ip - 1, None))
-            if now - nth.opened >= STALE:
+            # Room is made by closing the ones that waited longest, once they are stale: a new
+            # connection is likelier to bring a request than one that has had a second to.
+            while held and len(held) >= self.per_ip:
+                oldest = next(iter(held.values()))
+                if now - oldest.opened < STALE:
+                    break
                 self.refused["pending_per_ip"] += 1
-                log.debug("closing a connection from %s: %d others sent no request", address, self.per_ip)
+                self._forget(oldest.peer, oldest)
+                oldest.transport.close()
+            if len(held) >= self.per_ip * BURST:
+                self.refused["pending_per_ip"] += 1
+                log.debug("closing a connection from %s: %d others sent no request yet", address, len(held))
                 transport.close()
                 return
         entry = self.waiting[peer] = _Waiting(transport, peer, counted, now)
