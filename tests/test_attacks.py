@@ -350,6 +350,29 @@ async def test_a_keep_alive_connection_serves_request_after_request_within_the_t
     assert server.hub.metrics.closed["request_timeout"] == 0
 
 
+async def test_a_request_read_whole_is_answered_however_long_the_answer_takes(start_server):
+    """The deadline is for receiving a request, never for answering it."""
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    timeout = 0.3
+    server = await start_server(CAMPAIGNS, request_timeout=timeout)
+
+    async def slow(request):
+        await asyncio.sleep(timeout * 3)  # an answer that takes longer than the deadline (an erasure, say)
+        return PlainTextResponse("done")
+
+    server.app.router.routes.append(Route("/slow", slow))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    async with asyncio.timeout(WAIT):
+        status = await reader.readline()
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 200"), status
+    assert server.hub.metrics.closed["request_timeout"] == 0
+
+
 # --- what a campaign's condition may cost ------------------------------------------------------
 
 NESTED_QUANTIFIERS = """

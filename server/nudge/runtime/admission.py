@@ -199,6 +199,13 @@ def _peer(name: Any) -> tuple[str, int] | None:
     return None
 
 
+def _has_body(scope: dict) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"0", b"")):
+            return True
+    return False
+
+
 class _Requests:
     """The ASGI side of :class:`Admission`; WebSocket frames pass untouched."""
 
@@ -213,6 +220,10 @@ class _Requests:
         if entry is None:
             await self.app(scope, receive, send)
             return
+        if not _has_body(scope):
+            # Read whole: however long the answer takes (an erasure reading the event log, say),
+            # the deadline is over.
+            admission.read(entry)
 
         async def receive_request() -> dict:
             message = await receive()
