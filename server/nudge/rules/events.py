@@ -45,7 +45,7 @@ def _number(props: dict, key: str, seq: int, *, required: bool, minimum: float =
         # every sum with a float raise OverflowError. No price or depth is that large.
         raise BadEvent(f"props.{key} must be a number of at most 1.8e308, got an integer of {len(str(abs(value)))} digits", seq)
     if not math.isfinite(value):
-        raise BadEvent(f"props.{key} must be a finite number", seq)
+        raise BadEvent(f"props.{key} must be a number, not {value!r}", seq)
     if value < minimum:
         raise BadEvent(f"props.{key} must be ≥ {minimum:g}", seq)
     return value

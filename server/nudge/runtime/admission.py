@@ -13,7 +13,7 @@ visitor and ``/healthz`` out. Admission closes them:
   ``nudge_connections_closed_total{reason="request_timeout"}``.
 - **Per address** (``max_pending_connections_per_ip``, default 32): connections from one
   address that have not sent a request yet. Past the limit, a new connection closes those of the
-  address that have waited longest, if they have waited a second (STALE); and an address never
+  address that have waited longest, if they have waited a second (STALE) without a byte; and an address never
   holds more than four times the limit (BURST), whatever their age: one more is closed as it
   opens. Both count as ``nudge_connections_refused_total{reason="pending_per_ip"}``. A browser
   sends each connection its request at once, so only idle ones grow stale, and a burst of fresh
@@ -48,7 +48,7 @@ BURST = 4  # times the per-address limit that fresh connections may reach, all w
 class _Waiting:
     """A connection whose request has not been read yet."""
 
-    __slots__ = ("transport", "peer", "address", "counted", "opened", "timer")
+    __slots__ = ("transport", "peer", "address", "counted", "opened", "heard", "timer")
 
     def __init__(self, transport: asyncio.BaseTransport, peer: tuple[str, int], counted: bool, opened: float) -> None:
         self.transport = transport
@@ -56,6 +56,7 @@ class _Waiting:
         self.address = peer[0]
         self.counted = counted  # held against its address's limit (no request has begun on it)
         self.opened = opened  # loop time it opened
+        self.heard = False  # some bytes came: not idle, only slow to be read (a busy loop) or trickling
         self.timer: asyncio.TimerHandle | None = None  # closes it at the deadline
 
 
@@ -84,7 +85,13 @@ class Admission:
         class Admitted(base):  # type: ignore[misc, valid-type]
             def connection_made(self, transport) -> None:  # type: ignore[override]
                 super().connection_made(transport)
-                admission.opened(transport)
+                self.admitted = admission.opened(transport)
+
+            def data_received(self, data: bytes) -> None:
+                if self.admitted is not None:
+                    self.admitted.heard = True
+                    self.admitted = None
+                super().data_received(data)
 
             def connection_lost(self, exc) -> None:
                 admission.lost(self.transport)
@@ -93,12 +100,12 @@ class Admission:
         Admitted.__name__ = Admitted.__qualname__ = f"Admitted{base.__name__}"
         return Admitted
 
-    def opened(self, transport: asyncio.BaseTransport) -> None:
+    def opened(self, transport: asyncio.BaseTransport) -> _Waiting | None:
         """A connection opened: close it if its address holds too many waiting already, else
-        start its deadline."""
+        start its deadline (and return it)."""
         peer = _peer(transport.get_extra_info("peername"))
         if peer is None:
-            return  # a Unix socket: whatever is on this machine is trusted
+            return None  # a Unix socket: whatever is on this machine is trusted
         address = peer[0]
         if (stale := self.waiting.get(peer)) is not None:
             self._forget(peer, stale)  # its connection_lost never came (an upgrade that failed)
@@ -108,10 +115,11 @@ class Admission:
         if held is not None and len(held) >= self.per_ip:
             # Room is made by closing the ones that waited longest, once they are stale: a new
             # connection is likelier to bring a request than one that has had a second to.
-            while held and len(held) >= self.per_ip:
-                oldest = next(iter(held.values()))
-                if now - oldest.opened < STALE:
+            for oldest in list(held.values()):
+                if len(held) < self.per_ip or now - oldest.opened < STALE:
                     break
+                if oldest.heard:
+                    continue  # its request is on its way (the loop may be too busy to read it yet)
                 self.refused["pending_per_ip"] += 1
                 self._forget(oldest.peer, oldest)
                 oldest.transport.close()
@@ -119,11 +127,12 @@ class Admission:
                 self.refused["pending_per_ip"] += 1
                 log.debug("closing a connection from %s: %d others sent no request yet", address, len(held))
                 transport.close()
-                return
+                return None
         entry = self.waiting[peer] = _Waiting(transport, peer, counted, now)
         if counted:
             self.by_ip.setdefault(address, OrderedDict())[peer] = entry
         self._arm(peer, entry)
+        return entry
 
     def lost(self, transport: asyncio.BaseTransport | None) -> None:
         if transport is None:
