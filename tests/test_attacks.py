@@ -334,6 +334,35 @@ async def test_silent_and_trickling_connections_are_closed_and_visitors_still_ge
     assert await _healthz(server) == 200
 
 
+async def test_a_connection_whose_request_has_begun_is_never_taken_for_an_idle_one(start_server):
+    """Past the per-address limit, new connections take the place of silent ones only: one that
+    sent bytes may be slow to be read by a busy server, and keeps its deadline."""
+    from nudge.runtime.admission import BURST
+
+    timeout, per_ip = 2.5, 4  # the request timeout well past the second that makes a silent one stale
+    server = await start_server(CAMPAIGNS, request_timeout=timeout, max_pending_connections_per_ip=per_ip)
+    began = time.perf_counter()
+    begun = []
+    for _ in range(per_ip):
+        reader, writer = await _open_from(ATTACKER, server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\n")  # the request line, and then nothing
+        await writer.drain()
+        begun.append((reader, writer))
+    closing = [asyncio.ensure_future(_until_closed(reader, began)) for reader, _ in begun]
+    newer = []
+    while time.perf_counter() - began < 1.5:  # new silent ones, for well over a second
+        newer.append((await _open_from(ATTACKER, server.port))[1])
+        await asyncio.sleep(0.01)  # the attacker's pace
+    closed_after = await asyncio.gather(*closing)
+    for writer in newer + [writer for _, writer in begun]:
+        writer.close()
+    # Silent ones were closed to make room (the first BURST x per_ip let in, the next refused
+    # or taking the place of stale silent ones)...
+    assert server.hub.metrics.refused["pending_per_ip"] >= len(newer) - per_ip * BURST
+    # ... and never the ones whose request had begun: they kept their deadline.
+    assert min(closed_after) >= timeout * 0.9, closed_after
+
+
 async def test_a_keep_alive_connection_serves_request_after_request_within_the_timeout(start_server):
     server = await start_server(CAMPAIGNS, request_timeout=1.0)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)

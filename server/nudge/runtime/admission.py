@@ -13,15 +13,18 @@ visitor and ``/healthz`` out. Admission closes them:
   ``nudge_connections_closed_total{reason="request_timeout"}``.
 - **Per address** (``max_pending_connections_per_ip``, default 32): connections from one
   address that have not sent a request yet. Past the limit, a new connection closes those of the
-  address that have waited longest, if they have waited a second (STALE) without a byte; and an address never
-  holds more than four times the limit (BURST), whatever their age: one more is closed as it
-  opens. Both count as ``nudge_connections_refused_total{reason="pending_per_ip"}``. A browser
-  sends each connection its request at once, so only idle ones grow stale, and a burst of fresh
-  connections (a page's parallel requests, a NAT's morning) passes. Trusted proxies are exempt:
-  their connections carry everyone's requests (the proxy is where to bound slow clients then).
+  address that have waited longest, if they have waited a second (STALE) without sending a byte
+  (one whose bytes came is only slow to be read, by a busy loop, or trickling: the deadline is
+  for that); and an address never holds more than four times the limit (BURST), whatever their
+  age: one more is closed as it opens. Both count as
+  ``nudge_connections_refused_total{reason="pending_per_ip"}``. A browser sends each connection
+  its request at once, so only idle ones grow stale, and a burst of fresh connections (a page's
+  parallel requests, a NAT's morning) passes. Trusted proxies are exempt: their connections
+  carry everyone's requests (the proxy is where to bound slow clients then). Load tests from one
+  address lift it (0), as they lift ``max_connections_per_ip``.
 
 It works at the asyncio level, where connections are: uvicorn's HTTP protocol class extended by
-the asyncio ``Protocol`` methods ``connection_made`` and ``connection_lost`` (no uvicorn internals
+the asyncio ``Protocol`` methods ``connection_made``, ``data_received`` and ``connection_lost`` (no uvicorn internals
 are touched, so h11 and httptools both work), and an ASGI middleware that sees each request's
 scope arrive, matched to its connection by the peer's (address, port), and its body end. The
 deadlines are wall-clock timers on the event loop, like uvicorn's own keep-alive timeout: they
