@@ -85,8 +85,8 @@ class Admission:
         """uvicorn's HTTP protocol class ``base``, its connections admitted here."""
         admission = self
 
-        class Admitted(base):  # type: ignore[misc, valid-type]
-            def connection_made(self, transport) -> None:  # type: ignore[override]
+        class Admitted(base):  # type: ignore[valid-type, misc]  # a class given at run time
+            def connection_made(self, transport) -> None:
                 super().connection_made(transport)
                 self.admitted = admission.opened(transport)
 
@@ -142,7 +142,7 @@ class Admission:
             return
         peer = _peer(transport.get_extra_info("peername"))
         entry = self.waiting.get(peer) if peer is not None else None
-        if entry is not None and entry.transport is transport:
+        if peer is not None and entry is not None and entry.transport is transport:
             self._forget(peer, entry)
 
     def _arm(self, peer: tuple[str, int], entry: _Waiting) -> None:
@@ -229,9 +229,10 @@ class _Requests:
         admission = self.admission
         peer = _peer(scope.get("client")) if scope["type"] in ("http", "websocket") else None
         entry = admission.began(peer, scope["type"] == "websocket") if peer is not None and admission.waiting else None
-        if entry is None:
+        if peer is None or entry is None:
             await self.app(scope, receive, send)
             return
+        client: tuple[str, int] = peer
         if not _has_body(scope):
             # Read whole: however long the answer takes (an erasure reading the event log, say),
             # the deadline is over.
@@ -248,11 +249,11 @@ class _Requests:
                 admission.read(entry)
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                admission.answered(peer, entry)
+                admission.answered(client, entry)
 
         try:
             await self.app(scope, receive_request, send_response)
         except ClientDisconnect:
             # Its body did not come in time (or the client went): the deadline closed the
             # connection under the request, and there is no one left to answer.
-            log.debug("a request from %s ended with its connection", peer[0])
+            log.debug("a request from %s ended with its connection", client[0])
