@@ -189,6 +189,56 @@ def test_deeply_nested_json(depth, opener):
     check(_depth_bomb(depth, opener), False)
 
 
+def reference_depth(text: str) -> int:
+    """How deep brackets nest outside strings, one character at a time (the plain way)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+# Texts made of what the depth scan looks at, and runs of them: escaped quotes, strings that
+# never end, brackets inside and outside strings (the scan once took quadratic time on these).
+SCAN_TEXT = st.lists(
+    st.sampled_from(['"', '\\', '\\"', "[", "]", "{", "}", "a", ",", ":", '"a"', "\n"]).flatmap(
+        lambda piece: st.integers(1, 40).map(lambda n: piece * n)),
+    max_size=30,
+).map("".join)
+
+
+@fuzz
+@given(SCAN_TEXT, st.integers(1, 12))
+def test_the_depth_scan_agrees_with_reading_the_text_character_by_character(text, limit):
+    assert protocol.json_depth_exceeds(text, limit) is (reference_depth(text) > limit)
+    check(text, False)  # and the hub answers such a frame like any other
+
+
+@fuzz
+@given(VALUES)
+def test_the_depth_scan_measures_valid_json_as_the_parser_nests_it(value):
+    def nesting(v) -> int:
+        inner = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        return 0 if inner is None else 1 + max((nesting(x) for x in inner), default=0)
+
+    text = json.dumps(value)
+    for limit in (1, 2, 3, 8):
+        assert protocol.json_depth_exceeds(text, limit) is (nesting(value) > limit)
+
+
 # MessagePack headers that declare far more than follows: str32, bin32, array32, map32, ext32.
 HUGE = [b"\xdb", b"\xc6", b"\xdd", b"\xdf", b"\xc9"]
 

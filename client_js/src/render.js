@@ -62,12 +62,19 @@ export function themeVars(theme) {
   return out;
 }
 
-/** `url` resolved against `base` if it is http:, https: or relative; otherwise null. */
+/**
+ * `url` resolved against `base` if it is an absolute http: or https: URL, or a relative one that
+ * stays on `base`'s origin; otherwise null. A URL parser drops tabs and newlines, trims spaces
+ * and reads `\` as `/`, so `/\t/evil`, `/\evil` and ` //evil` are all `//evil`, another host:
+ * such characters are refused outright, and a relative url must resolve to this origin.
+ */
 export function safeUrl(url, base) {
-  if (typeof url !== 'string' || !url) return null;
+  if (typeof url !== 'string' || !url || /[\u0000-\u0020\u007f\\]/.test(url)) return null;
   try {
     const u = new URL(url, base);
-    return u.protocol === 'http:' || u.protocol === 'https:' ? u.href : null;
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') return null;
+    if (/^https?:\/\//i.test(url)) return u.href; // where the campaign says
+    return u.origin === new URL(base).origin ? u.href : null;
   } catch (e) {
     return null;
   }

@@ -33,7 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings.secret_keys += args.secret_key or []
     settings.origins += args.origin or []
     settings.trusted_proxies += args.trusted_proxy or []
-    for name in ("idle_timeout", "restart_window", "shutdown_timeout", "max_connections_per_ip", "max_connections_per_key", "retention"):
+    for name in ("idle_timeout", "restart_window", "shutdown_timeout", "max_connections_per_ip", "max_connections_per_key", "retention",
+                 "request_timeout", "max_pending_connections_per_ip"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(settings, name, value)
@@ -70,13 +71,11 @@ def _serve(args: argparse.Namespace) -> int:
     # and a young collection still takes well under a millisecond (bench/NOTES.md).
     gc.freeze()
     gc.set_threshold(5000, 20, 50)
-    config = uvicorn.Config(
+    from nudge.ops.app import server_config
+
+    config = server_config(
         app,
-        host=settings.host,
-        port=settings.port,
-        ws=settings.ws,
-        ws_max_size=settings.max_frame,
-        ws_per_message_deflate=settings.deflate,
+        settings,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_interval,
         log_level=settings.log_level,
@@ -243,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--ignore-gpc", action="store_true", help="serve visitors whose browser sends Global Privacy Control (NUDGE_IGNORE_GPC); by default they are opted out")
     serve.add_argument("--idle-timeout", type=float, help="seconds a socket may send nothing before it is closed (NUDGE_IDLE_TIMEOUT; default 150)")
     serve.add_argument("--max-connections-per-ip", type=int, help="open sockets per client address, 0 for no limit (NUDGE_MAX_CONNECTIONS_PER_IP; default 64)")
+    serve.add_argument("--request-timeout", type=float, help="seconds a connection may take to send a complete request, a WebSocket upgrade included, 0 for no limit (NUDGE_REQUEST_TIMEOUT; default 10)")
+    serve.add_argument("--max-pending-connections-per-ip", type=int, help="connections per client address that have not sent a request yet, 0 for no limit (NUDGE_MAX_PENDING_CONNECTIONS_PER_IP; default 32)")
     serve.add_argument("--max-connections-per-key", type=int, help="open sockets per site key on this node, 0 for no limit (NUDGE_MAX_CONNECTIONS_PER_KEY; default 0)")
     serve.add_argument("--trusted-proxy", action="append", help="an address or network whose X-Forwarded-For is believed, repeatable (NUDGE_TRUSTED_PROXIES)")
     serve.add_argument("--restart-window", type=float, help="seconds over which sockets are told to reconnect when the server stops (NUDGE_RESTART_WINDOW; default 10)")

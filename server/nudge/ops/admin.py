@@ -38,6 +38,7 @@ from starlette.routing import Route
 
 from nudge.errors import CampaignError
 from nudge.ops.versions import remember_versions
+from nudge.protocol.codec import TooDeep, parse_document
 from nudge.rules.campaigns import CampaignSet, load_data
 
 if TYPE_CHECKING:
@@ -301,7 +302,9 @@ async def _json(request: Request) -> dict:
     if len(body) > MAX_BODY:
         raise Refusal(413, {"error": f"the body is larger than {MAX_BODY} bytes"})
     try:
-        data = json.loads(body)
+        data = parse_document(body)
+    except TooDeep as exc:
+        raise Refusal(400, {"error": f"the body must be JSON, not {exc}"}) from None
     except ValueError:
         raise Refusal(400, {"error": "the body must be JSON"}) from None
     if not isinstance(data, dict):

@@ -9,6 +9,7 @@ import logging
 import secrets
 import signal
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -24,11 +25,13 @@ from nudge.ops.editor import routes as editor_routes
 from nudge.ops.results import from_totals, report
 from nudge.ops.server_events import ServerEvents
 from nudge.rules.campaigns import CampaignSet, load_file
+from nudge.runtime.admission import Admission
 from nudge.runtime.beacon import Beacon
 from nudge.runtime.clock import Clock, SystemClock
 from nudge.runtime.config import PACKAGE, Settings
 from nudge.runtime.gateway import Gateway
 from nudge.runtime.hub import Hub
+from nudge.runtime.limits import Proxies
 from nudge.runtime.metrics import render as render_metrics
 from nudge.runtime.reload import CampaignFile
 from nudge.store import open_store
@@ -307,8 +310,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
                 await recording.stop()
             await hub.stop()
 
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SocketFirst, gateway=gateway)])
+    admission = Admission(
+        settings.request_timeout, settings.max_pending_connections_per_ip, Proxies(settings.trusted_proxies),
+        refused=hub.metrics.refused, closed=hub.metrics.closed,
+    )
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[
+        Middleware(admission.middleware), Middleware(SocketFirst, gateway=gateway),
+    ])
     app.state.hub = hub
+    app.state.admission = admission  # connections yet to send a request: see server_config
     app.state.gateway = gateway  # open sockets, connection limits, drained on a graceful stop
     app.state.server_events = server_events
     app.state.editor = editor
@@ -316,6 +326,20 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     app.state.secret_keys = secret_keys
     app.state.sighup = lambda: hup_installed[0]
     return app
+
+
+def server_config(app: Starlette, settings: Settings, **options) -> uvicorn.Config:
+    """uvicorn's configuration for ``app``, as ``nudge serve`` runs it (``options`` added): its
+    HTTP protocol admits connections (nudge.runtime.admission), and ``X-Forwarded-For`` is left
+    to ``--trusted-proxy`` (uvicorn's own proxy headers would rewrite the client's address first,
+    believing 127.0.0.1 whatever Nudge was told)."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    return uvicorn.Config(
+        app, host=settings.host, port=settings.port, http=app.state.admission.protocol(AutoHTTPProtocol),
+        proxy_headers=False, ws=settings.ws, ws_max_size=settings.max_frame, ws_per_message_deflate=settings.deflate,
+        **options,
+    )
 
 
 class SocketFirst:

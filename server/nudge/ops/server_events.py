@@ -56,7 +56,9 @@ class ServerEvents:
         if len(body) > MAX_BODY:
             return JSONResponse({"error": f"the body is larger than {MAX_BODY} bytes"}, status_code=413)
         try:
-            document = wire.loads(body)  # under the rule for values, as frames (docs/protocol.md)
+            document = wire.loads(body)  # depth judged first; under the rule for values, as frames
+        except wire.TooDeep as exc:
+            return JSONResponse({"error": f"the body must be JSON, not {exc}"}, status_code=400)
         except ValueError:
             return JSONResponse({"error": "the body must be JSON"}, status_code=400)
         batch = isinstance(document, dict) and "events" in document

@@ -33,6 +33,12 @@ from nudge.rules.content import (
     risks,
 )
 
+# A call to action's url: an absolute http(s) URL with a host, or a path on the site. A browser's
+# URL parser drops tabs and newlines, trims spaces and reads '\' as '/', so '/\evil', '/\t/evil'
+# and ' //evil' would all be '//evil' — another host: no such character anywhere, and a path's
+# first '/' is not followed by another. The snippet checks the same (client_js/src/render.js).
+CTA_URL = re.compile(r"^(?:https?://[^/\\\x00-\x20\x7f]|/(?![/\\]))[^\x00-\x20\x7f\\]*\Z")
+
 KINDS = ("modal", "banner", "toast", "slidein")
 OFFLINE = ("queue", "drop", "webhook")
 CONFLICT = ("drop", "queue")
@@ -739,9 +745,9 @@ class _Validator:
                         ok = False
                     elif op == "regex":
                         try:
-                            re.compile(expected)
-                        except (re.error, TypeError) as exc:
-                            self.problem((*path, key, op), f"invalid regular expression: {exc}")
+                            conditions.compile_regex(expected)
+                        except ValueError as exc:
+                            self.problem((*path, key, op), f"invalid regular expression (RE2 syntax: no backreferences or lookaround): {exc}")
                             ok = False
                     elif op in ("starts_with",) and not isinstance(expected, str):
                         self.problem((*path, key, op), "must be text")
@@ -857,8 +863,9 @@ class _Validator:
                     cta_label = (label, self.template(label, (*path, "cta", "label")))
                 url = cta.get("url")
                 if url is not None:
-                    if not isinstance(url, str) or not re.match(r"^(https?://|/)", url):
-                        self.problem((*path, "cta", "url"), "must be an http(s) URL or a path starting with '/'")
+                    if not isinstance(url, str) or not CTA_URL.match(url):
+                        self.problem((*path, "cta", "url"), "must be an http(s) URL or a path starting with a single '/', "
+                                     "without spaces, control characters or backslashes")
                     else:
                         cta_url = url
         theme = value.get("theme") or {}

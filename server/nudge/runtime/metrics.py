@@ -21,10 +21,12 @@ nudge_connections_refused_total        counter    sockets turned away before a s
   {reason}                                        reason: origin, site_key, hello, identity,
                                                   handshake_timeout, per_ip, per_key,
                                                   subprotocol, opted_out, store_unavailable,
-                                                  stopping
+                                                  stopping; pending_per_ip (a TCP connection,
+                                                  before any request: nudge.runtime.admission)
 nudge_connections_closed_total         counter    open sockets closed by a limit, by reason:
   {reason}                                        event_budget, frame_budget, idle, send_queue,
-                                                  frame_too_large
+                                                  frame_too_large; request_timeout (a TCP
+                                                  connection that sent no complete request)
 nudge_beacons_refused_total{reason}    counter    beacons refused or cut short: too_large,
                                                   malformed, origin, site_key, store_unavailable,
                                                   no_session, event_budget
