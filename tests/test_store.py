@@ -454,3 +454,23 @@ async def test_erase_removes_one_visitor_and_nothing_of_anyone_else(store):
     assert await store.user_visitors("pk", "u1") == ["v_kept"]
     assert (await store.load_visitor("pk", "v_kept")).id == "v_kept"
     assert len(await store.take_queued("pk", "v_kept", T0)) == 1
+
+
+async def test_events_held_for_a_user_are_taken_once_whole_and_expire(store: Store):
+    await store.hold_for_user("pk", "u1", {"name": "purchase", "n": 1}, T0, 600)
+    await store.hold_for_user("pk", "u1", {"name": "identify", "n": 2}, T0 + 10, 60)
+    await store.hold_for_user("pk", "u2", {"name": "purchase", "n": 3}, T0, 600)
+    # the second expired by now: only the first is handed over, and only once
+    assert await store.take_for_user("pk", "u1", T0 + 100) == [{"name": "purchase", "n": 1}]
+    assert await store.take_for_user("pk", "u1", T0 + 100) == []
+    assert await store.take_for_user("pk", "u2", T0 + 601) == []  # past its time
+    assert await store.take_for_user("other", "u1", T0) == []  # per site
+
+
+async def test_events_held_for_a_user_keep_the_newest(store: Store):
+    from nudge.store.base import MAX_HELD_FOR_USER
+
+    for n in range(MAX_HELD_FOR_USER + 5):
+        await store.hold_for_user("pk", "u1", {"n": n}, T0 + n, 600)
+    taken = await store.take_for_user("pk", "u1", T0 + 100)
+    assert [e["n"] for e in taken] == list(range(5, MAX_HELD_FOR_USER + 5))

@@ -88,7 +88,7 @@ class VisitorRun:
             held.connected, held.wake, held.expiry = False, None, at + self.replay.grace
             held.state.detached_at = at
 
-    def event(self, at: float, session: str | None, name: str, props: dict) -> None:
+    def event(self, at: float, session: str | None, name: str, props: dict, happened: float | None = None) -> None:
         self.advance(at)
         held = self.sessions.get(session) if session else None
         if session and held is None:  # a log without session records: start one on first sight
@@ -102,6 +102,8 @@ class VisitorRun:
         except Exception:  # noqa: BLE001 - a log from elsewhere may hold what the server would refuse
             self.replay.refused += 1
             return
+        if isinstance(happened, (int, float)):
+            event.at = float(happened)
         self.replay.events += 1
         self.replay.note_event(self, at, event)
         view = held.view if held is not None else State(self.state, None)
@@ -212,7 +214,7 @@ class Replay:
         if run is None:
             run = self.visitors[visitor_id] = VisitorRun(self, record.get("site", "site"), visitor_id, at)
         if kind == "ev":
-            run.event(at, record.get("session"), record.get("name"), record.get("props") or {})
+            run.event(at, record.get("session"), record.get("name"), record.get("props") or {}, record.get("happened"))
         elif kind == "start":
             run.start(at, record["session"], record.get("device"))
         elif kind == "resume":

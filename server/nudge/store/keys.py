@@ -60,6 +60,10 @@ class Keys:
         """The visitor ids a proven user id was seen with (a set), for erasure by user."""
         return f"{self.prefix}u:{{{site}:{user}}}"
 
+    def held_for_user(self, site: str, user: str) -> str:
+        """Backend events for a user id no visitor is linked to yet (a list), shares its tag."""
+        return f"{self.prefix}u:{{{site}:{user}}}:held"
+
     def session(self, site: str, session: str) -> str:
         return f"{self.prefix}s:{{{site}:{session}}}"
 

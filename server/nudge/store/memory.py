@@ -32,7 +32,7 @@ import msgpack
 
 from nudge.rules.state import SessionState, VisitorState
 from nudge.store import codec
-from nudge.store.base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer
+from nudge.store.base import MAX_HELD_FOR_USER, DAY_MS, MAX_QUEUED, CapCheck, DueTimer
 
 log = logging.getLogger("nudge.store")
 
@@ -56,6 +56,7 @@ class MemoryStore:
         self._once: dict[tuple[str, str, str], int] = {}  # (site, visitor, token) -> expires ms
         self._total: dict[tuple[str, str, str], int] = {}  # (site, visitor, campaign) -> shown ever
         self._users: dict[tuple[str, str], set[str]] = {}  # (site, user id) -> visitor ids
+        self._held: dict[tuple[str, str], list[tuple[float, dict]]] = {}  # (site, user id) -> [(expires, event)]
         self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
         self.campaign_document: dict | None = None  # the admin API's campaign document (admin.py)
         self.retention: float | None = None  # seconds records outlive their last write (None: forever)
@@ -216,6 +217,22 @@ class MemoryStore:
 
     async def user_visitors(self, site: str, user: str) -> list[str]:
         return sorted(self._users.get((site, user), ()))
+
+    async def hold_for_user(self, site: str, user: str, event: dict, now: float, keep: float) -> None:
+        key = (site, user)
+        held = self._held.pop(key, [])
+        held.append((now + keep, event))
+        del held[:-MAX_HELD_FOR_USER]
+        self._held[key] = held  # written last: the map stays ordered oldest-written first
+        while self._held:  # what expired goes with a later write, found oldest first
+            oldest, entries = next(iter(self._held.items()))
+            if entries[-1][0] > now:
+                break
+            del self._held[oldest]
+
+    async def take_for_user(self, site: str, user: str, now: float) -> list[dict]:
+        held = self._held.pop((site, user), [])
+        return [event for expires_at, event in held if expires_at > now]
 
     async def erase(self, site: str, visitor: str) -> int:
         removed = 0
