@@ -6,11 +6,21 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from datetime import UTC
 
 import pytest
 from nudge.rules.campaigns import load_text
 
-from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, run_server, shows, visitor_id
+from .conftest import (
+    KEY,
+    Client,
+    drop_keys,
+    eventually,
+    redis_store_url,
+    run_server,
+    shows,
+    visitor_id,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -349,9 +359,9 @@ async def test_a_purchase_reported_late_converts_by_when_it_happened(start_serve
     await page.expect("show", campaign="cart")
     shown_at = server.clock.now()
     await server.advance(2 * 3600)  # the order system reports it two hours late...
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    happened = datetime.fromtimestamp(shown_at + 1800, timezone.utc).isoformat()  # ...30 min after the reminder
+    happened = datetime.fromtimestamp(shown_at + 1800, UTC).isoformat()  # ...30 min after the reminder
     code, body = await post(f"{server.http}/api/events", {"id": "o-late", "visitor": page.visitor, "name": "purchase", "timestamp": happened})
     assert code == 200 and body["timestamp"].startswith(happened[:19])
     assert server.hub.results.get("cart") == {"sent": 1, "converted": 1}

@@ -32,7 +32,7 @@ import msgpack
 
 from nudge.rules.state import SessionState, VisitorState
 from nudge.store import codec
-from nudge.store.base import MAX_HELD_FOR_USER, DAY_MS, MAX_QUEUED, CapCheck, DueTimer
+from nudge.store.base import DAY_MS, MAX_HELD_FOR_USER, MAX_QUEUED, CapCheck, DueTimer
 
 log = logging.getLogger("nudge.store")
 
