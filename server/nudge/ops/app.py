@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from nudge import __version__
 from nudge.ops.admin import CampaignEditor
 from nudge.ops.admin import routes as admin_routes
+from nudge.ops.cdp import SegmentEndpoints
 from nudge.ops.dashboard import routes as dashboard_routes
 from nudge.ops.results import from_totals, report
 from nudge.ops.server_events import ServerEvents
@@ -218,6 +219,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             return JSONResponse({"error": f"the event log could not be rewritten ({exc}); the rest was erased, try again"}, status_code=500)
         return JSONResponse(report)
     server_events = ServerEvents(hub)
+    segment = SegmentEndpoints(server_events, secret_keys)
     if settings.webhooks is not None or settings.webhook_url:
         from nudge.ops.webhooks import Webhooks, configured_endpoints
 
@@ -258,6 +260,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/api/visitors/{visitor}", erase_visitor, methods=["DELETE"]),
         Route("/api/users/{user}", erase_visitor, methods=["DELETE"]),
         Route("/api/events", post_events, methods=["POST"]),
+        Route("/v1/batch", segment.batch, methods=["POST"]),
+        *(Route(f"/v1/{kind}", segment.route(kind), methods=["POST"]) for kind in ("track", "identify", "page", "screen", "group", "alias")),
         Route("/api/webhooks", webhooks),
         *admin_routes(editor, authorised),
         *dashboard_routes(hub, authorised),
@@ -303,6 +307,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     app.state.hub = hub
     app.state.gateway = gateway  # open sockets, connection limits, drained on a graceful stop
     app.state.server_events = server_events
+    app.state.segment = segment
     app.state.editor = editor
     app.state.campaign_file = campaign_file
     app.state.secret_keys = secret_keys
