@@ -279,10 +279,9 @@ class SegmentEndpoints:
                 if isinstance(props.get(source), (int, float)) and not isinstance(props.get(source), bool):
                     props["value"] = props[source]
                     break
-        elif ours in ("add_to_cart", "remove_from_cart"):
-            if "id" not in props:
-                for source in ("product_id", "sku"):
-                    if props.get(source) is not None:
-                        props["id"] = str(props[source])
-                        break
+        elif ours in ("add_to_cart", "remove_from_cart") and "id" not in props:
+            for source in ("product_id", "sku"):
+                if props.get(source) is not None:
+                    props["id"] = str(props[source])
+                    break
         return ours, props
