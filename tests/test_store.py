@@ -474,3 +474,10 @@ async def test_events_held_for_a_user_keep_the_newest(store: Store):
         await store.hold_for_user("pk", "u1", {"n": n}, T0 + n, 600)
     taken = await store.take_for_user("pk", "u1", T0 + 100)
     assert [e["n"] for e in taken] == list(range(5, MAX_HELD_FOR_USER + 5))
+
+
+async def test_disabled_webhook_endpoints_are_kept_by_name(store: Store):
+    assert await store.disabled_endpoints() == set()
+    await store.disable_endpoint("crm https://crm.example/hooks")
+    await store.disable_endpoint("crm https://crm.example/hooks")
+    assert await store.disabled_endpoints() == {"crm https://crm.example/hooks"}

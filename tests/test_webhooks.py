@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import standardwebhooks
 from nudge.ops import webhooks
 from nudge.runtime.config import Settings
 
@@ -61,9 +62,13 @@ class Receiver:
     """An endpoint on 127.0.0.1 that fails each delivery ``failures`` times with ``status``, then
     accepts it; it keeps what it accepted by idempotency key, as a careful receiver does."""
 
-    def __init__(self, failures: int, status: int = 500) -> None:
+    def __init__(self, failures: int, status: int = 500, answer_headers: str = "", secret: str = HOOK_SECRET) -> None:
         self.failures = failures
         self.status = status
+        self.answer_headers = answer_headers  # extra header lines sent with a failure
+        self.secret = secret
+        self.verified: list[dict] = []  # payloads the Standard Webhooks verifier accepted
+        self.unverified = 0  # requests it refused
         self.tries: Counter[str] = Counter()  # delivery id -> requests seen
         self.accepted: dict[str, list[dict]] = {}  # delivery id -> bodies accepted
         self.requests: list[tuple[dict[str, str], bytes]] = []  # (headers, raw body), in order
@@ -86,16 +91,22 @@ class Receiver:
             headers[name.lower()] = value.strip()
         body = await reader.readexactly(int(headers["content-length"]))
         self.requests.append((headers, body))
-        if not verify(HOOK_SECRET, headers["nudge-signature"], body):
+        if not verify(self.secret, headers["nudge-signature"], body):
             self.bad_signatures += 1
-        key = headers["nudge-delivery"]
+        try:
+            self.verified.append(standardwebhooks.Webhook(self.secret).verify(body, headers))
+        except standardwebhooks.WebhookVerificationError:
+            self.unverified += 1
+        key = headers["webhook-id"]
+        assert headers["nudge-delivery"] == key  # the deprecated header, still sent
         self.tries[key] += 1
         status = self.status if self.tries[key] <= self.failures else 200
         if status == 200 and key not in self.accepted:
             self.accepted[key] = [json.loads(body)]
         elif status == 200:
             self.accepted[key].append(json.loads(body))
-        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        extra = self.answer_headers if status != 200 else ""
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n{extra}Connection: close\r\n\r\n".encode())
         await writer.drain()
         writer.close()
 
@@ -157,7 +168,7 @@ async def test_a_receiver_failing_five_times_gets_each_delivery_once(tmp_path):
 
 
 async def test_a_final_4xx_is_not_retried_and_goes_to_the_dead_letters(tmp_path):
-    async with Receiver(failures=99, status=410) as receiver:
+    async with Receiver(failures=99, status=404) as receiver:
         hooks = endpoints_file(tmp_path, receiver.url, events=["decision"])
         async with run_server(CAMPAIGNS, webhooks=hooks, secret_keys=[SECRET]) as server:
             client = await Client.connect(server.url)
@@ -167,7 +178,7 @@ async def test_a_final_4xx_is_not_retried_and_goes_to_the_dead_letters(tmp_path)
             assert sum(receiver.tries.values()) == 1
             listed = json.loads(await get(server, "/api/webhooks"))
             (dead,) = listed["dead"]
-            assert dead["error"] == "HTTP 410" and dead["attempt"] == 1 and dead["payload"]["campaign"] == "hello"
+            assert dead["error"] == "HTTP 404" and dead["attempt"] == 1 and dead["payload"]["campaign"] == "hello"
             assert listed["endpoints"] == [{"id": "crm", "url": receiver.url, "events": ["decision"], "campaigns": "all"}]
             assert "secret" not in json.dumps(listed)
             await client.close()
@@ -411,3 +422,115 @@ def test_backoff_doubles_with_full_jitter_and_a_cap():
 
 def test_no_answer_408_429_and_5xx_are_retried_other_answers_are_final():
     assert [s for s in (0, 200, 400, 404, 408, 410, 429, 500, 503) if webhooks.retryable(s)] == [0, 408, 429, 500, 503]
+
+
+# --- Standard Webhooks --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", [HOOK_SECRET, webhooks.new_secret()])
+async def test_every_delivery_verifies_with_the_standard_webhooks_library(tmp_path, secret):
+    async with Receiver(failures=2, secret=secret) as receiver:
+        path = tmp_path / "webhooks.yaml"
+        path.write_text(json.dumps({"endpoints": [{"id": "crm", "url": receiver.url, "secret": secret, "events": ["decision"]}]}))
+        async with run_server(CAMPAIGNS, webhooks=path) as server:
+            client = await Client.connect(server.url)
+            await client.track("click")
+            await settle(server, 0)
+            for _ in range(4):
+                await settle(server, webhooks.CAP)
+            assert receiver.unverified == 0 and len(receiver.verified) == 3  # two failures, then accepted
+            assert {p["campaign"] for p in receiver.verified} == {"hello"}
+            (key,) = receiver.tries  # one webhook-id for every retry
+            headers, body = receiver.requests[-1]
+            with pytest.raises(standardwebhooks.WebhookVerificationError):
+                standardwebhooks.Webhook(secret).verify(body.replace(b"hello", b"hallo"), headers)
+            with pytest.raises(standardwebhooks.WebhookVerificationError):
+                standardwebhooks.Webhook(webhooks.new_secret()).verify(body, headers)
+            await client.close()
+
+
+def test_a_whsec_secret_that_is_not_base64_is_refused_naming_it(tmp_path):
+    path = tmp_path / "webhooks.yaml"
+    path.write_text(json.dumps({"endpoints": [{"url": "https://crm.example/h", "secret": "whsec_abcde"}]}))
+    with pytest.raises(webhooks.WebhookConfigError, match=r"endpoints\[0\]\.secret is not whsec_ followed by base64"):
+        webhooks.load_endpoints(path)
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_410_gone_disables_the_endpoint_on_every_node(tmp_path, store):
+    url = redis_store_url() if store == "redis" else "memory://"
+    try:
+        async with Receiver(failures=10**6, status=410) as gone, Receiver(failures=0) as alive:
+            path = tmp_path / "webhooks.yaml"
+            path.write_text(json.dumps({"endpoints": [
+                {"id": "old", "url": gone.url, "secret": HOOK_SECRET, "events": ["decision"]},
+                {"id": "crm", "url": alive.url, "secret": HOOK_SECRET, "events": ["decision"]},
+            ]}))
+            async with run_server(CAMPAIGNS, webhooks=path, store=url, secret_keys=[SECRET]) as server:
+                client = await Client.connect(server.url)
+                await client.track("click")
+                await settle(server, 0)
+                await client.track("add_to_cart", MUG)  # decided after the 410: not even queued for it
+                for _ in range(3):
+                    await settle(server, 2)
+                assert sum(gone.tries.values()) == 1 and sum(alive.tries.values()) == 2
+                assert await server.hub.store.disabled_endpoints() == {f"old {gone.url}"}
+                listed = json.loads(await get(server, "/api/webhooks"))
+                assert [e.get("disabled") for e in listed["endpoints"]] == ["410 Gone", None]
+                assert [d["error"] for d in listed["dead"]] == ["HTTP 410"]
+                await client.close()
+            if store == "redis":  # another node (here: the next start) knows it too
+                async with run_server(CAMPAIGNS, webhooks=path, store=url) as server:
+                    client = await Client.connect(server.url)
+                    await client.track("click")
+                    for _ in range(3):
+                        await settle(server, 2)
+                    assert sum(gone.tries.values()) == 1 and sum(alive.tries.values()) == 3
+                    await client.close()
+    finally:
+        if store == "redis":
+            await drop_keys(url)
+
+
+@pytest.mark.parametrize("answer", ["Retry-After: 120\r\n", "Retry-After: {date}\r\n"])
+async def test_retry_after_is_honoured(tmp_path, answer):
+    import time
+    from email.utils import formatdate
+
+    answer = answer.format(date=formatdate(time.time() + 120, usegmt=True))
+    async with Receiver(failures=1, status=503, answer_headers=answer) as receiver:
+        hooks = endpoints_file(tmp_path, receiver.url, events=["decision"])
+        async with run_server(CAMPAIGNS, webhooks=hooks) as server:
+            client = await Client.connect(server.url)
+            await client.track("click")
+            await settle(server, 0)
+            await settle(server, 100)  # the backoff alone would have tried again within 4 s
+            assert sum(receiver.tries.values()) == 1
+            await settle(server, 25)
+            assert sum(receiver.tries.values()) == 2 and len(receiver.accepted) == 1
+            await client.close()
+
+
+def test_retry_after_reads_seconds_and_dates_and_is_capped():
+    from email.utils import formatdate
+
+    assert webhooks.retry_after("30", 1000.0) == 30
+    assert webhooks.retry_after(formatdate(1060, usegmt=True), 1000.0) == 60
+    assert webhooks.retry_after("999999", 0.0) == webhooks.CAP
+    assert webhooks.retry_after("soon", 0.0) is None and webhooks.retry_after(None, 0.0) is None
+
+
+async def test_a_delivery_queued_before_its_endpoint_was_disabled_goes_to_the_dead_letters(tmp_path):
+    async with Receiver(failures=1, status=503) as receiver:
+        hooks = endpoints_file(tmp_path, receiver.url, events=["decision"])
+        async with run_server(CAMPAIGNS, webhooks=hooks) as server:
+            client = await Client.connect(server.url)
+            await client.track("click")
+            await settle(server, 0)  # failed once: waiting for its retry
+            (endpoint,) = server.hub.webhooks.endpoints.values()
+            await server.hub.store.disable_endpoint(endpoint.name)  # another node heard a 410
+            await settle(server, webhooks.CAP)
+            assert sum(receiver.tries.values()) == 1
+            (dead,) = server.hub.webhooks.dead
+            assert dead["error"] == "endpoint disabled: its receiver answered 410 Gone"
+            await client.close()

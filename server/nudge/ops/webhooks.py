@@ -17,15 +17,27 @@ with no such endpoint it is queued, as with ``offline: queue``. The older ``NUDG
 ``NUDGE_WEBHOOK_SECRET`` still work: they add the endpoint ``offline`` taking ``offline`` events
 of every campaign (:func:`configured_endpoints`).
 
-Each delivery is one JSON POST with::
+Each delivery is one JSON POST signed as the Standard Webhooks spec says (standardwebhooks.com),
+so that any of its maintained verifiers checks it::
+
+    webhook-id:        <id>    the idempotency key: the same for every retry of one delivery
+    webhook-timestamp: <unix seconds, the wall clock, when this try was sent>
+    webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">
+    Nudge-Event:       <type>  decision | shown | clicked | dismissed | converted | offline
+
+The HMAC key is what follows ``whsec_`` in the secret, base64-decoded (as every Standard Webhooks
+library reads it); a secret without that prefix signs with its own bytes. The older headers go
+along for one deprecation cycle, to be removed in the next release::
 
     Nudge-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the secret>
-    Nudge-Delivery:  <id>    the idempotency key: the same for every retry of one delivery
-    Nudge-Event:     <type>  decision | shown | clicked | dismissed | converted | offline
+    Nudge-Delivery:  <id>    (as webhook-id)
 
 Retries: a connection error, a timeout, 408, 429 or 5xx is retried after a random delay up to
 ``BASE * 2**attempt`` seconds (full jitter), capped at ``CAP``, for up to ``MAX_AGE`` (a day) after
-the first try; any other 4xx is final. What is given up on goes to the dead-letter list (the last
+the first try — and never sooner than the receiver's ``Retry-After`` (seconds or an HTTP date,
+itself capped at ``CAP``); any other 4xx is final. **410 Gone** disables the endpoint on every
+node (the store keeps it, by id and url): nothing more is sent to it, what was queued for it goes
+to the dead letters, until its ``url`` changes in the file. What is given up on goes to the dead-letter list (the last
 ``DEAD_KEPT``), shown in the dashboard and at ``GET /api/webhooks``.
 
 The queue: with Redis, a sorted set of delivery ids scored by due time plus a hash of the
@@ -40,6 +52,8 @@ visitor's timers.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hashlib
 import heapq
@@ -49,7 +63,9 @@ import logging
 import random
 import secrets
 import ssl
+import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -107,6 +123,50 @@ class Endpoint:
     def wants(self, kind: str, campaign: str) -> bool:
         return (self.events is None or kind in self.events) and (self.campaigns is None or campaign in self.campaigns)
 
+    @property
+    def name(self) -> str:
+        """How the store names it when disabled: a new url is a new endpoint."""
+        return f"{self.id} {self.url}"
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a secret, as Standard Webhooks libraries read it: the base64 after
+    ``whsec_``; a secret without the prefix is its own UTF-8 bytes. Raises ValueError."""
+    if not secret.startswith("whsec_"):
+        return secret.encode()
+    try:
+        key = base64.b64decode(secret[len("whsec_"):] + "==")
+    except (binascii.Error, ValueError):
+        raise ValueError("is not whsec_ followed by base64 (make one with: nudge webhook-secret)") from None
+    if not key:
+        raise ValueError("has nothing after whsec_")
+    return key
+
+
+def sign_standard(secret: str, delivery: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value (Standard Webhooks, v1)."""
+    digest = hmac.new(signing_key(secret), f"{delivery}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def new_secret() -> str:
+    """A fresh ``whsec_`` secret (32 random bytes), as Standard Webhooks recommends."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (a number or an HTTP date), at most CAP."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), CAP)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return min(max(0.0, when.timestamp() - now), CAP)
+
 
 def load_endpoints(path: str | Path) -> list[Endpoint]:
     """Read and check an endpoints file; raise WebhookConfigError naming the field."""
@@ -122,6 +182,10 @@ def load_endpoints(path: str | Path) -> list[Endpoint]:
         secret = item.get("secret")
         if not isinstance(secret, str) or len(secret) < MIN_SECRET:
             raise WebhookConfigError(f"{where}.secret must be a string of at least {MIN_SECRET} characters")
+        try:
+            signing_key(secret)
+        except ValueError as exc:
+            raise WebhookConfigError(f"{where}.secret {exc}") from None
         events = item.get("events")
         if events is not None and (not isinstance(events, list) or set(events) - set(EVENTS)):
             raise WebhookConfigError(f"{where}.events must be a list of {', '.join(EVENTS)}")
@@ -167,8 +231,9 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-async def post(url: str, body: bytes, headers: dict[str, str], timeout: float = TIMEOUT) -> int:
-    """POST ``body`` over HTTP/1.1 and return the status code (no redirects, no keep-alive)."""
+async def post(url: str, body: bytes, headers: dict[str, str], timeout: float = TIMEOUT) -> tuple[int, str | None]:
+    """POST ``body`` over HTTP/1.1; the status code and the ``Retry-After`` header, if any (no
+    redirects, no keep-alive)."""
     parts = urlsplit(url)
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
@@ -183,7 +248,16 @@ async def post(url: str, body: bytes, headers: dict[str, str], timeout: float = 
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
             await writer.drain()
             status_line = await reader.readline()
-            return int(status_line.split()[1])
+            status = int(status_line.split()[1])
+            wait = None
+            for _ in range(100):  # the head's lines, up to the blank one
+                line = await reader.readline()
+                if not line.strip():
+                    break
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "retry-after":
+                    wait = value.strip()
+            return status, wait
         finally:
             writer.close()
 
@@ -218,6 +292,7 @@ class Webhooks:
         self.retried = 0  # failed tries rescheduled
         self.failed = 0  # given up, by this node
         self.queued = 0  # deliveries waiting, as of the last pump (every node's, with Redis)
+        self.disabled: set[str] = set()  # endpoint names a 410 disabled, as of the last pump
         if self.shared:
             self._claim = hub.store.redis.register_script(CLAIM)
 
@@ -232,7 +307,7 @@ class Webhooks:
         """Queue ``payload`` for every endpoint that wants ``kind`` events of ``campaign``."""
         now = self.hub.clock.now()
         for endpoint in self.endpoints.values():
-            if endpoint.wants(kind, campaign):
+            if endpoint.wants(kind, campaign) and endpoint.name not in self.disabled:
                 body = json.dumps({"type": kind, "campaign": campaign, "at": now, **payload}, separators=(",", ":"), default=str)
                 self._fresh.append({
                     "id": "dlv_" + secrets.token_urlsafe(12), "endpoint": endpoint.id, "type": kind,
@@ -275,6 +350,7 @@ class Webhooks:
         self._timer = self._pump_at = None
         now = self.hub.clock.now()
         try:
+            self.disabled = await self.hub.store.disabled_endpoints()
             await self._enqueue_fresh()
             for delivery in await self._claim_due(now):
                 task = asyncio.get_running_loop().create_task(self._send(delivery))
@@ -323,13 +399,22 @@ class Webhooks:
             delivery["error"] = "endpoint no longer configured"
             await self._bury(delivery)
             return
+        if endpoint.name in self.disabled:
+            delivery["error"] = "endpoint disabled: its receiver answered 410 Gone"
+            await self._bury(delivery)
+            return
         body = delivery["body"].encode()
+        sent_at = int(time.time())  # the wall clock: receivers check it against theirs
         headers = {
-            "Nudge-Signature": sign(endpoint.secret, int(now), body),
-            "Nudge-Delivery": delivery["id"], "Nudge-Event": delivery["type"],
+            "webhook-id": delivery["id"], "webhook-timestamp": str(sent_at),
+            "webhook-signature": sign_standard(endpoint.secret, delivery["id"], sent_at, body),
+            "Nudge-Event": delivery["type"],
+            # Deprecated, sent for one more release (docs/operate.md#webhooks-out).
+            "Nudge-Signature": sign(endpoint.secret, int(now), body), "Nudge-Delivery": delivery["id"],
         }
+        wait = None
         try:
-            status = await post(endpoint.url, body, headers, timeout=TIMEOUT)
+            status, wait = await post(endpoint.url, body, headers, timeout=TIMEOUT)
             error = None if 200 <= status < 300 else f"HTTP {status}"
         except (OSError, TimeoutError, ValueError, IndexError) as exc:
             status, error = 0, str(exc) or type(exc).__name__
@@ -340,8 +425,16 @@ class Webhooks:
             return
         delivery["error"] = error
         delivery["last_at"] = now
+        if status == 410:
+            self.disabled.add(endpoint.name)
+            await self.hub.store.disable_endpoint(endpoint.name)
+            log.warning("webhook endpoint %s (%s) answered 410 Gone: disabled on every node until its url changes", endpoint.id, endpoint.url)
         if retryable(status) and now - delivery["first_at"] < MAX_AGE:
-            delivery["due"] = min(now + backoff(delivery["attempt"]), delivery["first_at"] + MAX_AGE)
+            delay = backoff(delivery["attempt"])
+            asked = retry_after(wait, time.time())
+            if asked is not None:
+                delay = max(delay, asked)
+            delivery["due"] = min(now + delay, delivery["first_at"] + MAX_AGE)
             self.retried += 1
             await self._put(delivery)
             self._schedule(delivery["due"])
@@ -429,4 +522,5 @@ class Webhooks:
     def describe(self) -> list[dict]:
         """The endpoints, without their secrets."""
         return [{"id": e.id, "url": e.url, "events": sorted(e.events) if e.events else "all",
-                 "campaigns": sorted(e.campaigns) if e.campaigns else "all"} for e in self.endpoints.values()]
+                 "campaigns": sorted(e.campaigns) if e.campaigns else "all",
+                 **({"disabled": "410 Gone"} if e.name in self.disabled else {})} for e in self.endpoints.values()]

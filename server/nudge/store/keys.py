@@ -104,6 +104,10 @@ class Keys:
         """Webhook deliveries given up, newest first (a capped list of JSON)."""
         return f"{self.prefix}{{webhooks}}:dead"
 
+    def webhook_disabled(self) -> str:
+        """Webhook endpoints a receiver disabled (410 Gone), a set of "id url"."""
+        return f"{self.prefix}{{webhooks}}:disabled"
+
     def events(self) -> str:
         """The event log as a stream (recording on, Redis store): one entry per record, field
         ``r`` holding the record's JSON."""

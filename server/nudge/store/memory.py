@@ -56,6 +56,7 @@ class MemoryStore:
         self._once: dict[tuple[str, str, str], int] = {}  # (site, visitor, token) -> expires ms
         self._total: dict[tuple[str, str, str], int] = {}  # (site, visitor, campaign) -> shown ever
         self._users: dict[tuple[str, str], set[str]] = {}  # (site, user id) -> visitor ids
+        self._disabled: set[str] = set()  # webhook endpoints disabled by a 410, "id url"
         self._held: dict[tuple[str, str], list[tuple[float, dict]]] = {}  # (site, user id) -> [(expires, event)]
         self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
         self.campaign_document: dict | None = None  # the admin API's campaign document (admin.py)
@@ -233,6 +234,12 @@ class MemoryStore:
     async def take_for_user(self, site: str, user: str, now: float) -> list[dict]:
         held = self._held.pop((site, user), [])
         return [event for expires_at, event in held if expires_at > now]
+
+    async def disable_endpoint(self, name: str) -> None:
+        self._disabled.add(name)
+
+    async def disabled_endpoints(self) -> set[str]:
+        return set(self._disabled)
 
     async def erase(self, site: str, visitor: str) -> int:
         removed = 0

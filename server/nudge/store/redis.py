@@ -404,6 +404,12 @@ class RedisStore:
         ttl = max(1, _ms(keep))
         await self._hold(keys=[self.keys.held_for_user(site, user)], args=[entry, MAX_HELD_FOR_USER, ttl])
 
+    async def disable_endpoint(self, name: str) -> None:
+        await self.redis.sadd(self.keys.webhook_disabled(), name)
+
+    async def disabled_endpoints(self) -> set[str]:
+        return {name.decode() for name in await self.redis.smembers(self.keys.webhook_disabled())}
+
     async def take_for_user(self, site: str, user: str, now: float) -> list[dict]:
         entries = await self._take(keys=[self.keys.held_for_user(site, user)])  # the same take-all script
         events = []
