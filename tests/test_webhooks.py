@@ -393,8 +393,12 @@ def test_nudge_serve_with_bad_webhooks_says_why_and_does_not_start(tmp_path):
     done = subprocess.run([sys.executable, "-m", "nudge", "serve", "--port", "0", "--webhooks", str(path)],
                           env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
-    assert f"nudge: invalid webhooks: {path}: endpoints[0].events must be a list of" in done.stderr
+    assert f"nudge: invalid webhooks: {path}:1: endpoints[0].events must be a list of" in done.stderr
     assert "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, "-m", "nudge", "serve", "--port", "0", "--webhooks", str(tmp_path / "nope.yaml")],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"nudge: invalid webhooks: {tmp_path / 'nope.yaml'}: no such file (the --webhooks / NUDGE_WEBHOOKS file)"
     env |= {"NUDGE_WEBHOOK_URL": "https://mail.example/hook", "NUDGE_WEBHOOK_SECRET": ""}
     done = subprocess.run([sys.executable, "-m", "nudge", "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "NUDGE_WEBHOOK_SECRET must be at least 8 characters" in done.stderr
@@ -534,3 +538,37 @@ async def test_a_delivery_queued_before_its_endpoint_was_disabled_goes_to_the_de
             (dead,) = server.hub.webhooks.dead
             assert dead["error"] == "endpoint disabled: its receiver answered 410 Gone"
             await client.close()
+
+
+WEBHOOKS_YAML = """\
+endpoints:
+  - id: crm
+    url: https://crm.example/hooks
+    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+  - id: mailer
+    url: https://mail.example/hooks
+    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+    events: [decision, sent]
+"""
+
+
+def test_nudge_check_validates_a_webhooks_file_by_line_and_field(tmp_path):
+    good, bad = tmp_path / "good.yaml", tmp_path / "webhooks.yaml"
+    good.write_text(WEBHOOKS_YAML.replace(", sent", ""))
+    bad.write_text(WEBHOOKS_YAML)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUDGE_")}
+    done = subprocess.run([sys.executable, "-m", "nudge", "check", "--webhooks", str(good)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.strip() == f"{good}: ok, 2 webhook endpoints"
+    done = subprocess.run([sys.executable, "-m", "nudge", "check", str(bad)], env=env, capture_output=True, text=True, timeout=30)  # told apart by its endpoints
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"{bad}:8: endpoints[1].events must be a list of decision, shown, clicked, dismissed, converted, offline"
+    (tmp_path / "broken.yaml").write_text("endpoints:\n  - url: [\n")
+    done = subprocess.run([sys.executable, "-m", "nudge", "check", "--webhooks", str(tmp_path / "broken.yaml")], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "broken.yaml:" in done.stderr and "not valid YAML" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_nudge_webhook_secret_prints_a_secret_the_verifier_takes():
+    done = subprocess.run([sys.executable, "-m", "nudge", "webhook-secret"], capture_output=True, text=True, timeout=30)
+    secret = done.stdout.strip()
+    assert done.returncode == 0 and secret.startswith("whsec_") and len(webhooks.signing_key(secret)) == 32
+    standardwebhooks.Webhook(secret)  # accepted as it is

@@ -168,12 +168,57 @@ def retry_after(value: str | None, now: float) -> float | None:
     return min(max(0.0, when.timestamp() - now), CAP)
 
 
+def _lines(root: yaml.Node | None) -> dict[tuple, int]:
+    """Where each endpoint and each of its fields starts in the file (1-based lines), by
+    ``(i,)`` and ``(i, field)``: a problem is reported at its line, as for campaign files."""
+    lines: dict[tuple, int] = {}
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for key, value in root.value:
+        if key.value == "endpoints" and isinstance(value, yaml.SequenceNode):
+            lines[()] = key.start_mark.line + 1
+            for i, item in enumerate(value.value):
+                lines[(i,)] = item.start_mark.line + 1
+                if isinstance(item, yaml.MappingNode):
+                    for field, _ in item.value:
+                        lines[(i, field.value)] = field.start_mark.line + 1
+    return lines
+
+
 def load_endpoints(path: str | Path) -> list[Endpoint]:
-    """Read and check an endpoints file; raise WebhookConfigError naming the field."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    """Read and check an endpoints file; raise WebhookConfigError naming the file, the line and
+    the field (a missing file, bad YAML and a wrong field are each one line)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WebhookConfigError(f"{path}: no such file (the --webhooks / NUDGE_WEBHOOKS file)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WebhookConfigError(f"{path}: cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+        lines = _lines(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise WebhookConfigError(f"{where}: not valid YAML or JSON: {getattr(exc, 'problem', None) or exc}") from None
     raw = data.get("endpoints") if isinstance(data, dict) else None
     if not isinstance(raw, list):
         raise WebhookConfigError(f"{path}: endpoints must be a list")
+    try:
+        return _endpoints(path, raw)
+    except WebhookConfigError as exc:
+        # "<path>: endpoints[i].field …" -> "<path>:<line>: endpoints[i].field …"
+        message = str(exc)
+        head = message[len(f"{path}: endpoints["):]
+        index, _, rest = head.partition("]")
+        field = rest[1:].split(" ", 1)[0] if rest.startswith(".") else None
+        line = lines.get((int(index), field)) or lines.get((int(index),)) if index.isdigit() else None
+        if line is None:
+            raise
+        raise WebhookConfigError(f"{path}:{line}: {message[len(f'{path}: '):]}") from None
+
+
+def _endpoints(path: str | Path, raw: list) -> list[Endpoint]:
     out = []
     for i, item in enumerate(raw):
         where = f"{path}: endpoints[{i}]"
