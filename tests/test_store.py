@@ -481,3 +481,19 @@ async def test_disabled_webhook_endpoints_are_kept_by_name(store: Store):
     await store.disable_endpoint("crm https://crm.example/hooks")
     await store.disable_endpoint("crm https://crm.example/hooks")
     assert await store.disabled_endpoints() == {"crm https://crm.example/hooks"}
+
+
+async def test_pending_timers_are_counted_by_key_claimed_ones_too(store: Store):
+    assert await store.count_timers() == {}
+    await store.schedule("pk", "v_1", "absence:cart", T0 + 60)
+    await store.schedule("pk", "v_2", "absence:cart", T0 + 120)
+    await store.schedule("pk", "v_2", "absence:cart", T0 + 130)  # moved, still one
+    await store.schedule("pk", "v_1", "delay:welcome", T0 + 5)
+    assert await store.count_timers() == {"absence:cart": 2, "delay:welcome": 1}
+    (claimed,) = await store.claim_due(T0 + 10)
+    # Leased and not finished, a timer may still count (Redis: its node may die before finishing).
+    assert (await store.count_timers()).get("absence:cart") == 2
+    await store.finish(claimed)
+    assert await store.count_timers() == {"absence:cart": 2}
+    await store.cancel("pk", "v_1", "absence:cart")
+    assert await store.count_timers() == {"absence:cart": 1}

@@ -29,6 +29,7 @@ from nudge.runtime.clock import Clock, SystemClock
 from nudge.runtime.config import PACKAGE, Settings
 from nudge.runtime.gateway import Gateway
 from nudge.runtime.hub import Hub
+from nudge.runtime.metrics import refresh as refresh_metrics
 from nudge.runtime.metrics import render as render_metrics
 from nudge.runtime.reload import CampaignFile
 from nudge.store import open_store
@@ -159,6 +160,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        await refresh_metrics(hub)
         return PlainTextResponse(render_metrics(hub), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def results(request: Request) -> Response:

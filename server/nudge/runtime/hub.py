@@ -530,6 +530,8 @@ class Hub:
             await self.scheduler.run_due(now)
         if self.recorder is not None:
             self.recorder.record("ev", now, visitor=session.visitor, session=session.id, name=event.name, props=event.props)
+        metrics = self.metrics
+        pushed = metrics.pushed
         started = time.perf_counter()
         decisions = engine.on_event(live.view, event, now)
         session.last_event_seq = seq
@@ -541,7 +543,10 @@ class Hub:
             await self._carry_out(live, live.visitor, decisions, now)
         if proven:
             await self.identified(live, event.props["user_id"], now)
-        self.metrics.event_seconds.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        metrics.event_seconds.observe(took)
+        if metrics.pushed != pushed:  # it put a message on the socket: event -> push
+            metrics.push_seconds.observe(took)
         if self.shared:
             self._dirty.add(live)  # written behind, with the others changed meanwhile
         if ack:
@@ -793,6 +798,7 @@ class Hub:
         conn = live.conn
         if conn is not None:
             self.metrics.messages[message.get("kind", "")] += 1
+            self.metrics.pushed += 1
             conn.push(frame)
             conn.kick()
 

@@ -112,6 +112,9 @@ class Store(Protocol):
 
     # The soonest pending durable timers, (site, visitor, key, due), soonest first (the dashboard).
     async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]: ...
+    # How many durable timers wait (claimed ones included), by timer key: a walk of every timer,
+    # for /metrics at most every few seconds, never on the hot path.
+    async def count_timers(self) -> dict[str, int]: ...
 
     async def ping(self) -> bool: ...  # raises while the store is unreachable
     async def close(self) -> None: ...

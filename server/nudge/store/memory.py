@@ -26,6 +26,7 @@ import heapq
 import itertools
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 import msgpack
@@ -97,6 +98,9 @@ class MemoryStore:
     async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]:
         soonest = heapq.nsmallest(limit, self._timers.items(), key=lambda item: item[1])
         return [(*ident, due) for ident, due in soonest]
+
+    async def count_timers(self) -> dict[str, int]:
+        return dict(Counter(key for _, _, key in self._timers))
 
     async def load_session(self, site: str, session: str) -> SessionState | None:
         found = self._sessions.get((site, session))

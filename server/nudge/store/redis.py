@@ -270,6 +270,17 @@ class RedisStore:
         found = await self.redis.zrange(self.keys.timers(), 0, limit - 1, withscores=True)
         return [(*split_timer_member(member.decode()), score / 1000) for member, score in found]
 
+    async def count_timers(self) -> dict[str, int]:
+        """ZSCAN of both timer sets, a page at a time (Redis serves others in between)."""
+        counts: dict[str, int] = {}
+        async for member, _ in self.redis.zscan_iter(self.keys.timers(), count=1000):
+            key = split_timer_member(member.decode())[2]
+            counts[key] = counts.get(key, 0) + 1
+        async for claim, _ in self.redis.zscan_iter(self.keys.claimed(), count=1000):
+            key = split_timer_member(claim.decode().split(SEP, 2)[2])[2]
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     async def load_visitor(self, site: str, visitor: str) -> VisitorState | None:
         data = await self.redis.get(self.keys.visitor(site, visitor))
         return codec.loads(VisitorState, data) if data is not None else None
