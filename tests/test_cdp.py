@@ -159,6 +159,10 @@ async def test_the_spec_by_hand_single_calls_gzip_limits_and_unknown_fields(star
     big = {"userId": "u1", "event": "Order Completed", "properties": {"note": "x" * 40_000}}
     code, body = await post(f"{server.http}/v1/track", json.dumps(big).encode(), basic(SECRET))
     assert code == 413 and body["code"] == "too_large"
+    batch = {"batch": [{**big, "type": "track"}, {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}}]}
+    code, body = await post(f"{server.http}/v1/batch", json.dumps(batch).encode(), basic(SECRET))
+    assert code == 200 and [e["status"] for e in body["events"]] == ["refused", "pending"]
+    assert "larger than 32768 bytes" in body["events"][0]["error"]
     bomb = gzip.compress(json.dumps({"batch": [], "pad": "x" * 2_000_000}).encode())
     code, body = await post(f"{server.http}/v1/batch", bomb, {**basic(SECRET), "Content-Encoding": "gzip"})
     assert code == 413

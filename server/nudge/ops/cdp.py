@@ -97,6 +97,11 @@ class SegmentEndpoints:
         return None
 
     async def _body(self, request: Request, limit: int) -> object | Response:
+        """The JSON document of the body (gunzipped, within ``limit`` bytes), or the refusal."""
+        document, _ = await self._read(request, limit)
+        return document
+
+    async def _read(self, request: Request, limit: int) -> tuple[object | Response, int]:
         raw = await request.body()
         if request.headers.get("content-encoding", "").lower() == "gzip":
             try:
@@ -105,11 +110,11 @@ class SegmentEndpoints:
             except (zlib.error, gzip.BadGzipFile):
                 return _json_error(400, "bad_gzip", "the body is not valid gzip")
         if len(raw) > limit:
-            return _json_error(413, "too_large", f"the body is larger than {limit} bytes (Segment's limit)")
+            return _json_error(413, "too_large", f"the body is larger than {limit} bytes (Segment's limit)"), len(raw)
         try:
-            return json.loads(raw)
+            return json.loads(raw), len(raw)
         except ValueError:
-            return _json_error(400, "bad_json", "the body must be JSON")
+            return _json_error(400, "bad_json", "the body must be JSON"), len(raw)
 
     def route(self, kind: str):
         """The handler of ``/v1/<kind>``: one message of that type."""
@@ -133,7 +138,7 @@ class SegmentEndpoints:
     async def batch(self, request: Request) -> Response:
         if (refused := self.authorised(request)) is not None:
             return refused
-        document = await self._body(request, MAX_BATCH_BODY)
+        document, size = await self._read(request, MAX_BATCH_BODY)
         if isinstance(document, Response):
             return document
         items = document.get("batch") if isinstance(document, dict) else None
@@ -143,7 +148,8 @@ class SegmentEndpoints:
         sent_at = document.get("sentAt")
         try:
             for item in items:
-                if isinstance(item, dict) and len(json.dumps(item, separators=(",", ":"))) > MAX_MESSAGE:
+                # No message can be over the limit when the whole batch is not: measured only then.
+                if size > MAX_MESSAGE and isinstance(item, dict) and len(json.dumps(item, separators=(",", ":"))) > MAX_MESSAGE:
                     outcomes.append({"id": item.get("messageId"), "status": "refused", "error": f"the message is larger than {MAX_MESSAGE} bytes"})
                     continue
                 outcomes.append(await self.message(item, sent_at))
