@@ -35,7 +35,7 @@ MS = WAIT * 1000  # Playwright counts in milliseconds
 
 # The loader as the README tells sites to paste it, pointed at the test server.
 LOADER = """!function(w,d){if(w.nudge)return;var n=w.nudge=function(){n.q.push(arguments)};n.q=[];
-["init","track","identify","page","optOut","shutdown","onMessage"].forEach(function(m){n[m]=function(){n.q.push([m].concat([].slice.call(arguments)))}});
+["init","track","identify","page","optOut","shutdown","onMessage","visitorId"].forEach(function(m){n[m]=function(){n.q.push([m].concat([].slice.call(arguments)))}});
 var s=d.createElement("script");s.async=1;s.src="%s/nudge.js";d.head.appendChild(s)}(window,document);"""
 
 # Runs before any page script: counts what leaves the page and what executes that should not.

@@ -9,6 +9,7 @@ import gzip
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from nudge import identity
@@ -185,3 +186,40 @@ async def test_timestamps_are_corrected_for_the_senders_clock(start_server):
     assert segment._happened({}, iso(now)) is None
     with pytest.raises(ValueError, match="timestamp"):
         segment._happened({"timestamp": "soon"}, None)
+
+
+NODE = Path(__file__).resolve().parents[1] / "client_js"
+
+
+async def segment_node(server, calls: list, write_key: str = SECRET) -> dict:
+    """Deliver ``calls`` with Segment's own Node library (@segment/analytics-node)."""
+    process = await asyncio.create_subprocess_exec(
+        "node", str(NODE / "test-support" / "segment-node.mjs"), server.http, write_key, json.dumps(calls),
+        cwd=NODE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not (NODE / "node_modules" / "@segment" / "analytics-node").exists(), reason="npm ci in client_js (scripts/setup --tests)")
+async def test_segments_node_library_identify_track_and_batch_cancel_a_reminder(start_server):
+    server = await start_server(CART, secret_keys=[SECRET])
+    proven = await Client.connect(server.url, user=("12345", identity.sign(SECRET, KEY, "12345", LATER)))
+    await proven.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+    anonymous = await Client.connect(server.url)
+    await anonymous.track("add_to_cart", {"id": "cup", "name": "Cup", "price": 2})
+    report = await segment_node(server, [
+        ["track", {"userId": "12345", "event": "Order Completed", "properties": {"revenue": 3}}],
+        ["identify", {"userId": "u5", "anonymousId": anonymous.visitor, "traits": {"vip": True}}],
+        ["track", {"userId": "u5", "event": "Order Completed", "properties": {"total": 2}, "messageId": "o-u5"}],
+    ])
+    assert report == {"errors": []}
+    assert server.app.state.server_events.applied == 3
+    await server.advance(61)
+    assert server.hub.stats.timers_fired == 0  # both reminders cancelled
+    assert [f["body"] for f in shows(await anonymous.track("click"))] == ["Hello VIP"]
+    report = await segment_node(server, [["track", {"userId": "u5", "event": "Order Completed"}]], write_key="pk_wrong")
+    assert report["errors"] and server.app.state.server_events.applied == 3
+    await proven.close()
+    await anonymous.close()
