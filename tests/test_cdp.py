@@ -167,6 +167,10 @@ async def test_the_spec_by_hand_single_calls_gzip_limits_and_unknown_fields(star
     bomb = gzip.compress(json.dumps({"batch": [], "pad": "x" * 2_000_000}).encode())
     code, body = await post(f"{server.http}/v1/batch", bomb, {**basic(SECRET), "Content-Encoding": "gzip"})
     assert code == 413
+    code, body = await post(f"{server.http}/v1/batch", b"not gzip", {**basic(SECRET), "Content-Encoding": "gzip"})
+    assert code == 400 and body["code"] == "bad_gzip"
+    code, body = await post(f"{server.http}/v1/batch", b'{"events": []}', basic(SECRET))
+    assert code == 400 and body["code"] == "bad_batch"
     code, body = await post(f"{server.http}/v1/identify", b"{}", basic("sk_wrong"))
     assert code == 401 and body["code"] == "unauthorized"
     await page.close()

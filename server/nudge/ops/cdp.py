@@ -108,7 +108,7 @@ class SegmentEndpoints:
                 decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 raw = decoder.decompress(raw, limit + 1)  # a bomb stops at the limit
             except (zlib.error, gzip.BadGzipFile):
-                return _json_error(400, "bad_gzip", "the body is not valid gzip")
+                return _json_error(400, "bad_gzip", "the body is not valid gzip"), len(raw)
         if len(raw) > limit:
             return _json_error(413, "too_large", f"the body is larger than {limit} bytes (Segment's limit)"), len(raw)
         try:
@@ -141,9 +141,9 @@ class SegmentEndpoints:
         document, size = await self._read(request, MAX_BATCH_BODY)
         if isinstance(document, Response):
             return document
-        items = document.get("batch") if isinstance(document, dict) else None
-        if not isinstance(items, list):
+        if not isinstance(document, dict) or not isinstance(document.get("batch"), list):
             return _json_error(400, "bad_batch", "the body must be {\"batch\": [messages…]}")
+        items: list = document["batch"]
         outcomes = []
         sent_at = document.get("sentAt")
         try:
@@ -186,6 +186,8 @@ class SegmentEndpoints:
             problems.append("anonymousId must be a string of 1 to 128 characters")
         if not user and not anonymous:
             problems.append("userId or anonymousId is required")
+        user = user if isinstance(user, str) and user else None
+        anonymous = anonymous if isinstance(anonymous, str) and anonymous else None
         site = self._site(item)
         if site is None:
             problems.append("the server has several sites: name one in context.nudge.site")

@@ -251,7 +251,7 @@ class ServerEvents:
             if segment_like:
                 problems.append({"field": where, "error": SEGMENT_HINT})
             raise Refused(problems)
-        assert event is not None
+        assert event is not None and isinstance(site, str) and isinstance(event_id, str)
         event.at = at
         return Target(site, visitor=visitor, user=user), event_id, event
 

@@ -219,7 +219,7 @@ def load_endpoints(path: str | Path) -> list[Endpoint]:
 
 
 def _endpoints(path: str | Path, raw: list) -> list[Endpoint]:
-    out = []
+    out: list[Endpoint] = []
     for i, item in enumerate(raw):
         where = f"{path}: endpoints[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("url"), str) or not item["url"].startswith(("http://", "https://")):
