@@ -371,3 +371,48 @@ async def test_a_purchase_reported_late_converts_by_when_it_happened(start_serve
     await post(f"{server.http}/api/events", {"id": "o-late-2", "visitor": page.visitor, "name": "purchase"})
     assert server.hub.results.get("cart") == {"sent": 2, "converted": 1}
     await page.close()
+
+
+@pytest.mark.redis
+async def test_with_redis_a_user_id_reaches_their_tab_on_another_node_and_waits_for_one_anywhere():
+    url = redis_store_url(lease=30)
+    try:
+        async with run_server(CART, store=url, secret_keys=[SECRET]) as a, run_server(CART, store=url, secret_keys=[SECRET]) as b:
+            page = await Client.connect(a.url, user=_signed_in("12345"))
+            await page.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+            late = a.clock.now() - 30
+            code, body = await post(f"{b.http}/api/events", {"id": "o-r1", "user_id": "12345", "name": "purchase", "timestamp": late})
+            assert code == 200 and body["visitors"] == {page.visitor: "relayed"}
+            await eventually(lambda: not a.hub.visitors[(KEY, page.visitor)].state.timers, "the relayed purchase applied on A")
+            await a.advance(61)
+            await b.advance(61)
+            assert a.hub.stats.timers_fired == b.hub.stats.timers_fired == 0
+            # Kept in Redis for a user not seen yet: whichever node they come to applies it.
+            code, body = await post(f"{b.http}/api/events", {"id": "c-r2", "user_id": "u-new", "name": "identify", "props": {"vip": True}})
+            assert code == 202
+            other = await Client.connect(a.url, user=_signed_in("u-new"))
+            assert [f["body"] for f in shows(await other.track("click"))] == ["Hello VIP"]
+            await page.close()
+            await other.close()
+    finally:
+        await drop_keys(url)
+
+
+async def test_a_late_purchase_with_its_timestamp_replays_to_the_same_conversion(tmp_path):
+    from nudge.calibrate import recording, replay
+
+    async with run_server(GOAL_WITHIN, record=tmp_path, secret_keys=[SECRET]) as server:
+        page = await Client.connect(server.url)
+        await page.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+        await server.advance(61)
+        await page.expect("show", campaign="cart")
+        shown_at = server.clock.now()
+        await server.advance(2 * 3600)
+        await post(f"{server.http}/api/events", {"id": "o-1", "visitor": page.visitor, "name": "purchase", "timestamp": shown_at + 1800})
+        await page.close()
+    records = list(recording.read([tmp_path]))
+    assert [r.get("happened") for r in records if r["k"] == "ev" and r.get("name") == "purchase"] == [shown_at + 1800]
+    live = [(r["campaign"], r["outcome"]) for r in records if r["k"] == "d"]
+    assert live == [("cart", "sent"), ("cart", "converted")]
+    (result,) = replay.run(records, [load_text(GOAL_WITHIN, "t.yaml")], keep_outcomes=True, drain=False)
+    assert [(o.campaign, o.outcome) for o in result.outcomes] == live

@@ -632,7 +632,7 @@ class Hub:
             except self._unavailable as exc:
                 self._store_failed(exc)
                 raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
-            record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props}
+            record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props, "at": event.at}
             if await self._relay_to_holder(holders, record):
                 return "relayed"
             visitor = self.visitors.get((site, visitor_id))  # a tab may have come meanwhile
@@ -896,7 +896,8 @@ class Hub:
         """A record another node published for this one (see :mod:`nudge.runtime.relay`)."""
         op = record.get("op")
         if op == "ev":
-            event = events.Event(record["name"], record.get("props") or {})
+            at = record.get("at")
+            event = events.Event(record["name"], record.get("props") or {}, at=at if isinstance(at, (int, float)) else None)
             await self.on_visitor_event(record["site"], record["visitor"], event, forwarded=True)
         elif op == "due":
             timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
