@@ -230,9 +230,13 @@ async def test_memory_snapshot_survives_a_graceful_stop(tmp_path):
     await store.enqueue("pk", "v_1", {"campaign": "a"}, T0 + 100)
     check = CapCheck("a", per_day=1, limit_per_day=None, cooldown=0.0)
     assert await store.confirm_show("pk", "v_1", check, T0) is None
+    await store.hold_for_user("pk", "u1", {"name": "purchase"}, T0, 600)
+    await store.disable_endpoint("crm https://crm.example/h")
     await store.close()
 
     again = open_store(f"memory://{path}")
+    assert await again.disabled_endpoints() == {"crm https://crm.example/h"}
+    assert await again.take_for_user("pk", "u1", T0) == [{"name": "purchase"}]
     assert (await again.load_visitor("pk", "v_1")).first_seen == T0
     assert (await again.load_session("pk", "s_1")).last_event_seq == 3
     assert await again.next_due() == T0 + 10

@@ -287,6 +287,8 @@ class MemoryStore:
             "once": [[*ident, until] for ident, until in self._once.items()],
             "total": [[*ident, count] for ident, count in self._total.items()],
             "users": [[*ident, sorted(visitors)] for ident, visitors in self._users.items()],
+            "held": [[*ident, [[e, event] for e, event in held]] for ident, held in self._held.items() if held],
+            "disabled": sorted(self._disabled),
             "results": [[*ident, count] for ident, count in self._results.items()],
             "campaigns": self.campaign_document,
         }
@@ -330,6 +332,9 @@ class MemoryStore:
         for site, user, visitors in document.get("users", ()):
             self._users[(site, user)] = set(visitors)
             self._user_writes[(site, user)] = latest
+        for site, user, held in document.get("held", ()):
+            self._held[(site, user)] = [(e, event) for e, event in held]
+        self._disabled = set(document.get("disabled", ()))
         self.campaign_document = document.get("campaigns")
         for campaign, variant, counter, count in document.get("results", ()):
             self._results[(campaign, variant, counter)] = count
