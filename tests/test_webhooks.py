@@ -572,3 +572,66 @@ def test_nudge_webhook_secret_prints_a_secret_the_verifier_takes():
     secret = done.stdout.strip()
     assert done.returncode == 0 and secret.startswith("whsec_") and len(webhooks.signing_key(secret)) == 32
     standardwebhooks.Webhook(secret)  # accepted as it is
+
+
+# --- targets: no webhook to an internal address unless allowed by name (SSRF) ----------------------
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/h", "http://10.0.0.5/h", "https://192.168.1.2/h", "http://169.254.169.254/latest/meta-data",
+    "http://[::1]:8080/h", "http://[::ffff:127.0.0.1]/h", "http://0.0.0.0/h", "http://100.64.0.1/h", "http://[fe80::1]/h",
+])
+def test_an_internal_address_in_a_url_is_refused_at_load_unless_allowed(tmp_path, url):
+    path = tmp_path / "webhooks.yaml"
+    path.write_text(json.dumps({"endpoints": [{"url": url, "secret": HOOK_SECRET}]}))
+    with pytest.raises(webhooks.WebhookConfigError, match=r"endpoints\[0\]\.url: .* is an internal address .*--webhook-allow"):
+        webhooks.load_endpoints(path)
+    host = url.split("/")[2].rsplit(":", 1)[0] if "]" not in url else url.split("/")[2].split("]")[0] + "]"
+    (endpoint,) = webhooks.load_endpoints(path, allow=[host])
+    assert endpoint.url == url
+
+
+def test_a_public_address_needs_no_allowing(tmp_path):
+    path = tmp_path / "webhooks.yaml"
+    path.write_text(json.dumps({"endpoints": [{"url": "https://93.184.215.14/h", "secret": HOOK_SECRET}]}))
+    assert len(webhooks.load_endpoints(path)) == 1
+
+
+async def test_a_host_name_resolving_to_an_internal_address_is_refused_when_sent(tmp_path):
+    async with Receiver(failures=0) as receiver:
+        path = tmp_path / "webhooks.yaml"
+        url = receiver.url.replace("127.0.0.1", "localhost")  # a name: checked once resolved
+        path.write_text(json.dumps({"endpoints": [{"id": "crm", "url": url, "secret": HOOK_SECRET, "events": ["decision"]}]}))
+        async with run_server(CAMPAIGNS, webhooks=path, webhook_allow=[]) as server:
+            client = await Client.connect(server.url)
+            await client.track("click")
+            await settle(server, 0)
+            await settle(server, webhooks.CAP)
+            assert receiver.requests == []  # nothing reached it, not even a connection's worth
+            (dead,) = server.hub.webhooks.dead
+            assert "localhost is 127.0.0.1, an internal address" in dead["error"] and dead["attempt"] == 1
+            await client.close()
+        async with run_server(CAMPAIGNS, webhooks=path, webhook_allow=["localhost"]) as server:
+            client = await Client.connect(server.url)
+            await client.track("click")
+            await settle(server, 0)
+            assert len(receiver.accepted) == 1  # allowed by name
+            await client.close()
+
+
+def test_resolved_addresses_are_checked_one_by_one():
+    assert webhooks.internal("127.0.0.1") and webhooks.internal("::ffff:10.1.2.3") and webhooks.internal("fe80::1%eth0")
+    assert not webhooks.internal("93.184.215.14") and not webhooks.internal("2606:2800:220:1::")
+    assert webhooks.allowed("crm.internal", "10.0.0.7", ["CRM.internal"])
+    assert webhooks.allowed("crm.internal", "10.0.0.7", ["10.0.0.7"])
+    assert not webhooks.allowed("crm.internal", "10.0.0.7", ["other.internal"])
+
+
+def test_nudge_serve_refuses_nudge_webhook_url_to_loopback_unless_allowed(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUDGE_")}
+    env |= {"NUDGE_WEBHOOK_URL": "http://127.0.0.1:9/hook", "NUDGE_WEBHOOK_SECRET": HOOK_SECRET}
+    done = subprocess.run([sys.executable, "-m", "nudge", "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "NUDGE_WEBHOOK_URL: 127.0.0.1 is an internal address" in done.stderr
+    settings = Settings(webhook_url="http://127.0.0.1:9/hook", webhook_secret=HOOK_SECRET, webhook_allow=["127.0.0.1"])
+    assert [e.id for e in webhooks.configured_endpoints(settings)] == ["offline"]

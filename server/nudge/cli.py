@@ -33,6 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings.secret_keys += args.secret_key or []
     settings.origins += args.origin or []
     settings.trusted_proxies += args.trusted_proxy or []
+    settings.webhook_allow += args.webhook_allow or []
     for name in ("idle_timeout", "restart_window", "shutdown_timeout", "max_connections_per_ip", "max_connections_per_key", "retention"):
         value = getattr(args, name, None)
         if value is not None:
@@ -115,9 +116,10 @@ def _check(args: argparse.Namespace) -> int:
         return 2
     status = 0
     hooks = list(args.webhooks or []) + [p for p in args.files if _is_webhooks_file(p)]
+    allow = from_environment().webhook_allow + (args.webhook_allow or [])
     for path in hooks:
         try:
-            endpoints = load_endpoints(path)
+            endpoints = load_endpoints(path, allow)
         except WebhookConfigError as exc:
             print(exc, file=sys.stderr)
             status = 1
@@ -252,11 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--shutdown-timeout", type=float, help="seconds a stop waits for sockets to close (NUDGE_SHUTDOWN_TIMEOUT; default 15)")
     serve.add_argument("--log-format", choices=["text", "json"], help="text (default) or json: one object a line (NUDGE_LOG_FORMAT)")
     serve.add_argument("--webhooks", type=Path, help="a file of webhook endpoints for decisions and outcomes (NUDGE_WEBHOOKS; docs/operate.md)")
+    serve.add_argument("--webhook-allow", action="append", help="a host (name or address) on an internal network that webhooks may reach, repeatable (NUDGE_WEBHOOK_ALLOW); loopback, private and link-local targets are refused otherwise")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="validate campaign files and webhooks files")
     check.add_argument("files", nargs="*", type=Path, help="campaign files (a file of endpoints: is checked as a webhooks file)")
     check.add_argument("--webhooks", action="append", type=Path, help="a webhooks file to check, repeatable")
+    check.add_argument("--webhook-allow", action="append", help="an internal host the server allows (as nudge serve --webhook-allow)")
     check.set_defaults(run=_check)
 
     secret = commands.add_parser("webhook-secret", help="print a new whsec_ secret for a webhook endpoint")

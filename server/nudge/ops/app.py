@@ -225,7 +225,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     if settings.webhooks is not None or settings.webhook_url:
         from nudge.ops.webhooks import Webhooks, configured_endpoints
 
-        hub.webhooks = Webhooks(hub, configured_endpoints(settings))
+        hub.webhooks = Webhooks(hub, configured_endpoints(settings), allow=settings.webhook_allow)
 
     async def webhooks(request: Request) -> Response:
         if (refused := authorised(request)) is not None:

@@ -37,7 +37,13 @@ Retries: a connection error, a timeout, 408, 429 or 5xx is retried after a rando
 the first try — and never sooner than the receiver's ``Retry-After`` (seconds or an HTTP date,
 itself capped at ``CAP``); any other 4xx is final. **410 Gone** disables the endpoint on every
 node (the store keeps it, by id and url): nothing more is sent to it, what was queued for it goes
-to the dead letters, until its ``url`` changes in the file. What is given up on goes to the dead-letter list (the last
+to the dead letters, until its ``url`` changes in the file.
+
+Targets (SSRF): a webhook is never sent to an internal address — loopback, private, link-local
+(a cloud's metadata service), anything not globally routable — unless the operator allows the
+host by name (``--webhook-allow HOST``, ``NUDGE_WEBHOOK_ALLOW``). An address in the url is refused
+when the file loads; a host name is resolved at each POST and the connection goes to the address
+checked (a DNS answer cannot change in between). A refused target is final: a dead letter. What is given up on goes to the dead-letter list (the last
 ``DEAD_KEPT``), shown in the dashboard and at ``GET /api/webhooks``.
 
 The queue: with Redis, a sorted set of delivery ids scored by due time plus a hash of the
@@ -58,12 +64,15 @@ import contextlib
 import hashlib
 import heapq
 import hmac
+import ipaddress
 import json
 import logging
 import random
 import secrets
+import socket
 import ssl
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -185,7 +194,7 @@ def _lines(root: yaml.Node | None) -> dict[tuple, int]:
     return lines
 
 
-def load_endpoints(path: str | Path) -> list[Endpoint]:
+def load_endpoints(path: str | Path, allow: Collection[str] = ()) -> list[Endpoint]:
     """Read and check an endpoints file; raise WebhookConfigError naming the file, the line and
     the field (a missing file, bad YAML and a wrong field are each one line)."""
     try:
@@ -205,7 +214,7 @@ def load_endpoints(path: str | Path) -> list[Endpoint]:
     if not isinstance(raw, list):
         raise WebhookConfigError(f"{path}: endpoints must be a list")
     try:
-        return _endpoints(path, raw)
+        return _endpoints(path, raw, allow)
     except WebhookConfigError as exc:
         # "<path>: endpoints[i].field …" -> "<path>:<line>: endpoints[i].field …"
         message = str(exc)
@@ -218,12 +227,13 @@ def load_endpoints(path: str | Path) -> list[Endpoint]:
         raise WebhookConfigError(f"{path}:{line}: {message[len(f'{path}: '):]}") from None
 
 
-def _endpoints(path: str | Path, raw: list) -> list[Endpoint]:
+def _endpoints(path: str | Path, raw: list, allow: Collection[str]) -> list[Endpoint]:
     out: list[Endpoint] = []
     for i, item in enumerate(raw):
         where = f"{path}: endpoints[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("url"), str) or not item["url"].startswith(("http://", "https://")):
             raise WebhookConfigError(f"{where}.url must be an http(s) URL")
+        _check_target(f"{where}.url", item["url"], allow)
         secret = item.get("secret")
         if not isinstance(secret, str) or len(secret) < MIN_SECRET:
             raise WebhookConfigError(f"{where}.secret must be a string of at least {MIN_SECRET} characters")
@@ -248,16 +258,33 @@ def _endpoints(path: str | Path, raw: list) -> list[Endpoint]:
     return out
 
 
+def _check_target(where: str, url: str, allow: Collection[str]) -> None:
+    """An address written in the url is checked at once (a host name when each POST resolves it)."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        raise WebhookConfigError(f"{where} is not a valid URL") from None
+    if not host:
+        raise WebhookConfigError(f"{where} has no host")
+    literal = _literal(host)
+    if literal is not None and not allowed(host, literal, allow):
+        raise WebhookConfigError(
+            f"{where}: {literal} is an internal address (loopback, private or link-local): webhooks are not sent there "
+            f"unless you allow it by name with --webhook-allow {host} (NUDGE_WEBHOOK_ALLOW)"
+        )
+
+
 def configured_endpoints(settings: Settings) -> list[Endpoint]:
     """The endpoints file (``--webhooks``), and the older ``NUDGE_WEBHOOK_URL`` /
     ``NUDGE_WEBHOOK_SECRET`` mapped to what they always meant: an endpoint taking the ``offline``
     event of every campaign. A deprecation warning says how to write it in the file."""
-    endpoints = load_endpoints(settings.webhooks) if settings.webhooks is not None else []
+    endpoints = load_endpoints(settings.webhooks, settings.webhook_allow) if settings.webhooks is not None else []
     if not settings.webhook_url:
         return endpoints
     url, secret = settings.webhook_url, settings.webhook_secret
     if not url.startswith(("http://", "https://")):
         raise WebhookConfigError(f"NUDGE_WEBHOOK_URL must be an http(s) URL, got {url!r}")
+    _check_target("NUDGE_WEBHOOK_URL", url, settings.webhook_allow)
     if len(secret) < MIN_SECRET:
         raise WebhookConfigError(f"NUDGE_WEBHOOK_SECRET must be at least {MIN_SECRET} characters: it signs each POST to NUDGE_WEBHOOK_URL")
     if any(e.id == LEGACY_ID for e in endpoints):
@@ -276,16 +303,70 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-async def post(url: str, body: bytes, headers: dict[str, str], timeout: float = TIMEOUT) -> tuple[int, str | None]:
+class TargetRefused(Exception):
+    """A webhook target resolves only to addresses the server does not send to (SSRF)."""
+
+
+def internal(address: str) -> bool:
+    """Whether an address is one a webhook may not reach unless allowed by name: loopback,
+    private, link-local (cloud metadata at 169.254.169.254), shared, reserved, multicast,
+    unspecified — anything not globally routable, IPv4 mapped in IPv6 included."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def _literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None
+
+
+def allowed(host: str, address: str, allow: Collection[str]) -> bool:
+    """Whether ``address`` (which ``host`` resolved to) may be sent to."""
+    if not internal(address):
+        return True
+    names = {name.strip().lower().strip("[]") for name in allow}
+    return host.lower().strip("[]") in names or address in names
+
+
+async def resolve(host: str, port: int, allow: Collection[str]) -> str:
+    """The address to connect to for ``host``: resolved once here and connected to as is (so a
+    DNS answer that changes between a check and the connection cannot slip an internal address
+    through); raises :class:`TargetRefused` when every address it has is internal and not allowed."""
+    literal = _literal(host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    for address in addresses:
+        if allowed(host, address, allow):
+            return address
+    raise TargetRefused(
+        f"{host} is {addresses[0]}, an internal address (loopback, private or link-local): refused; "
+        f"allow it by name with --webhook-allow {host} (NUDGE_WEBHOOK_ALLOW)"
+    )
+
+
+async def post(
+    url: str, body: bytes, headers: dict[str, str], timeout: float = TIMEOUT, allow: Collection[str] = (),
+) -> tuple[int, str | None]:
     """POST ``body`` over HTTP/1.1; the status code and the ``Retry-After`` header, if any (no
-    redirects, no keep-alive)."""
+    redirects, no keep-alive). Internal addresses are refused unless ``allow`` names them."""
     parts = urlsplit(url)
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     context = ssl.create_default_context() if secure else None
+    host = parts.hostname or ""
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=context)
+        address = await resolve(host, port, allow)
+        reader, writer = await asyncio.open_connection(
+            address, port, ssl=context, server_hostname=host if secure else None,
+        )
         try:
             head = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close",
                     "Content-Type: application/json", f"Content-Length: {len(body)}"]
@@ -320,9 +401,10 @@ def backoff(attempt: int) -> float:
 class Webhooks:
     """Endpoints, the delivery queue, and the loop that sends it."""
 
-    def __init__(self, hub: Hub, endpoints: list[Endpoint]) -> None:
+    def __init__(self, hub: Hub, endpoints: list[Endpoint], allow: Collection[str] = ()) -> None:
         self.hub = hub
         self.endpoints = {e.id: e for e in endpoints}
+        self.allow = frozenset(allow)  # internal hosts the operator allows by name (--webhook-allow)
         self.shared = hub.store.shared
         self._fresh: list[dict] = []  # decided, not yet in the queue
         self._heap: list[tuple[float, int, str]] = []  # memory: (due, order, id)
@@ -459,8 +541,10 @@ class Webhooks:
         }
         wait = None
         try:
-            status, wait = await post(endpoint.url, body, headers, timeout=TIMEOUT)
+            status, wait = await post(endpoint.url, body, headers, timeout=TIMEOUT, allow=self.allow)
             error = None if 200 <= status < 300 else f"HTTP {status}"
+        except TargetRefused as exc:
+            status, error = -1, str(exc)  # final: not sent, never retried
         except (OSError, TimeoutError, ValueError, IndexError) as exc:
             status, error = 0, str(exc) or type(exc).__name__
         delivery["attempt"] += 1
