@@ -152,6 +152,12 @@ async def test_the_spec_by_hand_single_calls_gzip_limits_and_unknown_fields(star
     code, body = await post(f"{server.http}/v1/batch", gzip.compress(json.dumps(batch).encode()), {**basic(SECRET), "Content-Encoding": "gzip"})
     assert code == 200 and [e["status"] for e in body["events"]] == ["ignored", "refused"]
     assert "declare it under events" in body["events"][1]["error"]
+    # a user_id among the traits cannot link the visitor to another user than userId says
+    identify = {"userId": "u-right", "anonymousId": page.visitor, "traits": {"user_id": "u-wrong", "plan": "pro"}}
+    code, body = await post(f"{server.http}/v1/identify", json.dumps(identify).encode(), basic(SECRET))
+    assert code == 200 and body["status"] == "applied"
+    assert await server.hub.store.user_visitors(KEY, "u-right") == [page.visitor]
+    assert await server.hub.store.user_visitors(KEY, "u-wrong") == []
     # an anonymousId that is not a Nudge visitor: reported, nothing made up
     code, body = await post(f"{server.http}/v1/track", json.dumps({"anonymousId": "seg-anon-1", "event": "Order Completed"}).encode(), basic(SECRET))
     assert code == 200 and body["status"] == "unknown_visitor"

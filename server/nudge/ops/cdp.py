@@ -209,6 +209,9 @@ class SegmentEndpoints:
                 traits = {}
             props = {k: v for k, v in (traits or {}).items() if v is None or isinstance(v, (str, int, float, bool))}
             props.pop("user_token", None)
+            # Whom the traits are about is userId's to say: a user_id trait would link the
+            # visitor to someone else than the message names.
+            props.pop("user_id", None)
             dropped = sorted(set(traits or {}) - set(props))
             if dropped:
                 unused += [f"traits.{key}" for key in dropped]
