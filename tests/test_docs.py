@@ -61,8 +61,9 @@ def play(campaigns: str, scenario: str, where: str) -> None:
             checked = len(sim.log)
             expect(shlex.split(rest[2:]), happened, delivered, context)
         else:
-            name, _, props = rest.partition(" ")
-            sim.event(at, name, json.loads(props) if props.strip() else {})
+            backend = rest.startswith("backend ")  # reported by the site's backend, not the tab
+            name, _, props = rest.removeprefix("backend ").partition(" ")
+            sim.event(at, name, json.loads(props) if props.strip() else {}, backend=backend)
 
 
 def expect(words: list[str], happened: list, delivered: list[Show], context: str) -> None:

@@ -158,6 +158,34 @@ async def test_caps_are_checked_and_counted_in_one_step(store):
     assert await store.confirm_show("pk", "v_2", check, T0) is None  # another visitor
 
 
+async def test_caps_per_user_are_shared_by_their_devices_and_kept_apart_from_visitors(store):
+    check = CapCheck("a", per_day=2, lifetime=3, limit_per_day=None, cooldown=0.0)
+    assert await store.confirm_user_show("pk", "u42", check, T0) is None  # phone
+    assert await store.confirm_user_show("pk", "u42", check, T0 + 1) is None  # laptop
+    assert await store.confirm_user_show("pk", "u42", check, T0 + 2) == "cap:per_day"
+    assert await store.confirm_user_show("pk", "u43", check, T0 + 2) is None  # another user
+    assert await store.confirm_user_show("pk", "u42", check, T0 + 86_401) is None
+    assert await store.confirm_user_show("pk", "u42", check, T0 + 2 * 86_401) == "cap:lifetime"
+    # A visitor id's own caps are another thing, even one that looks like the user's subject.
+    assert await store.confirm_show("pk", "u42", check, T0 + 2) is None
+    assert await store.confirm_show("pk", "v_1", check, T0 + 2) is None
+    limits = CapCheck("b", limit_per_hour=1, cooldown=60.0)
+    assert await store.confirm_user_show("pk", "u44", limits, T0) is None
+    assert await store.confirm_user_show("pk", "u44", CapCheck("c", limit_per_hour=1), T0 + 10) == "limit:per_hour"
+    assert await store.confirm_user_show("pk", "u44", CapCheck("c", cooldown=60.0), T0 + 30) == "cooldown"
+
+
+async def test_erase_user_forgets_their_caps_and_nobody_elses(store):
+    check = CapCheck("a", per_day=1)
+    for user in ("u42", "u43"):
+        assert await store.confirm_user_show("pk", user, check, T0) is None
+    assert await store.confirm_show("pk", "v_1", check, T0) is None
+    assert await store.erase_user("pk", "u42") >= 2
+    assert await store.confirm_user_show("pk", "u42", check, T0 + 1) is None
+    assert await store.confirm_user_show("pk", "u43", check, T0 + 1) == "cap:per_day"
+    assert await store.confirm_show("pk", "v_1", check, T0 + 1) == "cap:per_day"
+
+
 async def test_daily_limit_and_cooldown_span_campaigns(store):
     a = CapCheck("a", per_day=None, limit_per_day=2, cooldown=60.0)
     b = CapCheck("b", per_day=None, limit_per_day=2, cooldown=60.0)

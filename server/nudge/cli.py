@@ -134,7 +134,10 @@ def _check(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             status = 1
         else:
-            print(f"{path}: ok, {len(campaign_set.campaigns)} campaigns")
+            for warning in campaign_set.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            more = f", {len(campaign_set.warnings)} warnings" if campaign_set.warnings else ""
+            print(f"{path}: ok, {len(campaign_set.campaigns)} campaigns{more}")
     return status
 
 

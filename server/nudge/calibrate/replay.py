@@ -88,7 +88,7 @@ class VisitorRun:
             held.connected, held.wake, held.expiry = False, None, at + self.replay.grace
             held.state.detached_at = at
 
-    def event(self, at: float, session: str | None, name: str, props: dict, happened: float | None = None) -> None:
+    def event(self, at: float, session: str | None, name: str, props: dict, backend: bool = False, happened: float | None = None) -> None:
         self.advance(at)
         held = self.sessions.get(session) if session else None
         if session and held is None:  # a log without session records: start one on first sight
@@ -99,6 +99,7 @@ class VisitorRun:
         engine = self.replay.engine
         try:
             event = events.validate(name, dict(props or {}), 0, engine.custom_events)
+            event.trusted = backend
         except Exception:  # noqa: BLE001 - a log from elsewhere may hold what the server would refuse
             self.replay.refused += 1
             return
@@ -214,7 +215,7 @@ class Replay:
         if run is None:
             run = self.visitors[visitor_id] = VisitorRun(self, record.get("site", "site"), visitor_id, at)
         if kind == "ev":
-            run.event(at, record.get("session"), record.get("name"), record.get("props") or {}, record.get("happened"))
+            run.event(at, record.get("session"), record.get("name"), record.get("props") or {}, bool(record.get("backend")), record.get("happened"))
         elif kind == "start":
             run.start(at, record["session"], record.get("device"))
         elif kind == "resume":

@@ -36,10 +36,12 @@ class Simulation:
 
     # --- what a test does --------------------------------------------------------------------
 
-    def event(self, at: float, name: str, props: dict | None = None) -> list[Decision]:
-        """The visitor does ``name`` at ``at`` seconds after the start."""
+    def event(self, at: float, name: str, props: dict | None = None, *, backend: bool = False) -> list[Decision]:
+        """The visitor does ``name`` at ``at`` seconds after the start; ``backend``: their
+        site's backend reports it (``POST /api/events``), into the open tab if there is one."""
         self.advance(at)
         event = events.validate(name, dict(props or {}), 1, self.engine.custom_events)
+        event.trusted = backend
         return self._apply(self.engine.on_event(self.state, event, self.now))
 
     def advance(self, at: float) -> None:

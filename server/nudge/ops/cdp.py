@@ -225,13 +225,14 @@ class SegmentEndpoints:
             return {"id": message_id, "status": "refused", "error": "; ".join(problems)}
         assert event is not None and site is not None
         event.at = happened
+        event.trusted = True  # the write key is a secret key: a backend's word, as for /api/events
         event_id = "msg:" + (message_id or secrets.token_urlsafe(12))
         if kind == "identify" and user and anonymous:
             # The backend (it holds the write key) says this visitor is this user: link them.
             event.props["user_id"] = user
             outcome = await self.server_events.apply(Target(site, visitor=anonymous), event_id, event)
             if outcome["status"] == "unknown_visitor":  # not a Nudge visitor id: the user's, then
-                event = events.Event("identify", {k: v for k, v in event.props.items() if k != "user_id"}, at=happened)
+                event = events.Event("identify", {k: v for k, v in event.props.items() if k != "user_id"}, trusted=True, at=happened)
                 outcome = await self.server_events.apply(Target(site, user=user), event_id, event)
         elif user:
             outcome = await self.server_events.apply(Target(site, user=user), event_id, event)

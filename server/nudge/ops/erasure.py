@@ -147,6 +147,7 @@ async def on_relay(hub: Any, record: dict) -> None:
 async def erase_user(hub: Any, site: str, user: str) -> dict:
     """Erase every visitor the user id was proven with (identity tokens), on every node."""
     visitors = set(await hub.store.user_visitors(site, user))
+    await hub.store.erase_user(site, user)  # their caps across devices
     visitors |= {v for (s, v), held in hub.visitors.items() if s == site and held.state.traits.get("user_id") == user}
     reports = [await erase(hub, site, visitor, from_log=False) for visitor in sorted(visitors)]
     # Backend events kept for the user id until a visitor links to it go too (taken, dropped).

@@ -239,6 +239,8 @@ class ServerEvents:
                 event = events.validate(name, item.get("props"), 0, self.hub.engine.custom_events)
             except FrameError as exc:
                 problems.append({"field": f"{where}.props" if exc.reason.startswith("props") else f"{where}.name", "error": f"{where}: {exc.reason}"})
+        if event is not None:
+            event.trusted = True  # the secret key's holder: its traits are trusted, its events no visit
         if event is not None and event.name == "identify" and "user_id" in event.props:
             # The backend, holding the secret key, needs no token: its word proves the user id.
             proven = event.props["user_id"]

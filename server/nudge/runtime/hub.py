@@ -104,9 +104,16 @@ class Stats:
     timers_relayed: int = 0  # claimed here, run by the node holding the visitor
     lateness_max: float = 0.0  # seconds between a durable timer's due time and its firing
     lateness_total: float = 0.0
-    lost_races: int = 0  # shows the shared store refused (another node showed first)
+    lost_races: int = 0  # shows the store refused (another node, or a signed-in user's other device, showed first)
     store_errors: int = 0  # store calls that failed (shared store unreachable)
     replayed: int = 0  # store writes carried out late, once the store answered again
+
+
+def _signed_in(state: VisitorState) -> str | None:
+    """The user id the visitor was proven to be (a signed token, or the backend's word): their
+    caps and limits count per user, across devices, as well as per browser."""
+    user = state.trusted.get("user_id")
+    return user if isinstance(user, str) else None
 
 
 def _not_before(visitor: VisitorState, due: float) -> float:
@@ -285,6 +292,7 @@ class Hub:
         devices is shown once (the newest)."""
         site, visitor_id = live.state.site, live.state.visitor
         live.visitor.state.traits["user_id"] = user
+        live.visitor.state.trusted["user_id"] = user  # proven: a signed token, or the backend's word
         await self._write("link_user", site, user, visitor_id)
         try:
             others = [v for v in await self.store.user_visitors(site, user) if v != visitor_id]
@@ -594,7 +602,7 @@ class Hub:
             raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
         applied = {}
         for visitor_id in visitors:
-            copy = events.Event(event.name, dict(event.props), at=event.at)
+            copy = events.Event(event.name, dict(event.props), trusted=event.trusted, at=event.at)
             applied[visitor_id] = await self.on_visitor_event(site, visitor_id, copy)
         return applied
 
@@ -607,7 +615,7 @@ class Hub:
             self._store_failed(exc)
             return  # they stay kept for the next link
         for record in held:
-            event = events.Event(record["name"], record.get("props") or {}, at=record.get("at"))
+            event = events.Event(record["name"], record.get("props") or {}, trusted=True, at=record.get("at"))  # a backend's
             await self.on_visitor_event(site, visitor_id, event)
 
     async def on_visitor_event(
@@ -655,7 +663,7 @@ class Hub:
         view = live.view if live is not None else State(visitor.state, None)
         if self.recorder is not None:
             extra = {} if event.at is None else {"happened": event.at}
-            self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props, **extra)
+            self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props, backend=True, **extra)
         decisions = self.engine.on_event(view, event, now)
         self.stats.events += 1
         self.metrics.events[event.name] += 1
@@ -694,9 +702,9 @@ class Hub:
                     message["variant"] = decision.variant
                 hand_off = self._hand_off(decision, live)
                 queued_by_store = False
-                if self.shared:
+                if self.shared or _signed_in(state) is not None:
                     queue = None
-                    if (decision.queued or live is None) and not hand_off:
+                    if self.shared and (decision.queued or live is None) and not hand_off:
                         queue = (message, decision.expires_at or now + 86400.0)
                     reason = await self._confirm(state, decision.campaign, now, once, queue)
                     if reason is not None:  # another node showed it first: a suppression
@@ -897,7 +905,8 @@ class Hub:
         op = record.get("op")
         if op == "ev":
             at = record.get("at")
-            event = events.Event(record["name"], record.get("props") or {}, at=at if isinstance(at, (int, float)) else None)
+            event = events.Event(record["name"], record.get("props") or {}, trusted=True,  # a backend's
+                                 at=at if isinstance(at, (int, float)) else None)
             await self.on_visitor_event(record["site"], record["visitor"], event, forwarded=True)
         elif op == "due":
             timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
@@ -923,8 +932,9 @@ class Hub:
         self, state: VisitorState, campaign_id: str, now: float, once: str | None,
         queue: tuple[dict, float] | None,
     ) -> str | None:
-        """Check and count a show's caps in the shared store; the reason it lost, or None. With
-        the store unreachable, this node's own view of the caps (the engine's) stands."""
+        """Check and count a show's caps in the shared store, and a signed-in user's caps (all
+        their devices) in any store; the reason it lost, or None. With the store unreachable,
+        this node's own view of the caps (the engine's) stands."""
         campaign = self.engine.by_id.get(campaign_id)
         limits = self.engine.limits
         caps = campaign.caps if campaign is not None else None
@@ -935,7 +945,12 @@ class Hub:
             limit_per_hour=limits.per_hour, limit_per_day=limits.per_day, cooldown=limits.cooldown,
         )
         try:
-            return await self.store.confirm_show(state.site, state.id, check, now, once=once, queue=queue)
+            if self.shared:
+                reason = await self.store.confirm_show(state.site, state.id, check, now, once=once, queue=queue)
+                if reason is not None:
+                    return reason
+            user = _signed_in(state)
+            return None if user is None else await self.store.confirm_user_show(state.site, user, check, now)
         except self._unavailable as exc:
             self._store_failed(exc)
             if queue is not None:

@@ -59,6 +59,8 @@ class MemoryStore:
         self._users: dict[tuple[str, str], set[str]] = {}  # (site, user id) -> visitor ids
         self._disabled: set[str] = set()  # webhook endpoints disabled by a 410, "id url"
         self._held: dict[tuple[str, str], list[tuple[float, dict]]] = {}  # (site, user id) -> [(expires, event)]
+        # Caps per signed-in user live in _shown, _recent and _total too, under the subject
+        # "u:<user id>" where a visitor id would be (no visitor id holds a ":").
         self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
         self.campaign_document: dict | None = None  # the admin API's campaign document (admin.py)
         self.retention: float | None = None  # seconds records outlive their last write (None: forever)
@@ -180,6 +182,23 @@ class MemoryStore:
             await self.enqueue(site, visitor, queue[0], queue[1])
         return None
 
+    async def confirm_user_show(self, site: str, user: str, check: CapCheck, now: float) -> str | None:
+        reason = await self.confirm_show(site, _user_subject(user), check, now)
+        if reason is None:
+            _written(self._user_writes, (site, user), max(self._now, now))
+        return reason
+
+    async def erase_user(self, site: str, user: str) -> int:
+        subject = _user_subject(user)
+        removed = 0
+        for table in (self._shown, self._total):
+            for ident in [i for i in table if i[0] == site and i[1] == subject]:
+                del table[ident]
+                removed += 1
+        if self._recent.pop((site, subject), None) is not None:
+            removed += 1
+        return removed
+
     async def enqueue(self, site: str, visitor: str, message: dict, expires_at: float) -> None:
         queue = self._queued.setdefault((site, visitor), [])
         queue.append((expires_at, message))
@@ -209,6 +228,8 @@ class MemoryStore:
                 del writes[key]
                 for table in tables:
                     table.pop(key, None)
+                if writes is self._user_writes:  # and the user's caps, kept under their subject
+                    self._recent.pop((key[0], _user_subject(key[1])), None)
                 gone += 1
         return gone
 
@@ -340,6 +361,10 @@ class MemoryStore:
             self._results[(campaign, variant, counter)] = count
         log.info("memory store: restored %d visitors, %d sessions, %d timers from %s",
                  len(self._visitors), len(self._sessions), len(self._timers), path)
+
+
+def _user_subject(user: str) -> str:
+    return "u:" + user
 
 
 def _activity(state: VisitorState) -> float:

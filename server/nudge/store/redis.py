@@ -386,6 +386,28 @@ class RedisStore:
         )
         return reason.decode() or None
 
+    async def confirm_user_show(self, site: str, user: str, check: CapCheck, now: float) -> str | None:
+        keys = self.keys
+        unused = keys.user_unused(site, user)
+        reason = await self._confirm(
+            keys=[keys.user_shown(site, user, check.campaign), keys.user_recent(site, user), unused, unused,
+                  keys.user_shown_total(site, user, check.campaign)],
+            args=[
+                _ms(now),
+                _numbers(check.per_day, check.per_week, check.lifetime,
+                         None if check.every is None else _ms(check.every), _ms(check.history)),
+                _numbers(check.limit_per_hour, check.limit_per_day), _ms(check.cooldown),
+                f"{_ms(now)}:{_unique()}", "", b"", MAX_QUEUED, QUEUE_TTL_MS, _ms(self.retention),
+            ],
+        )
+        return reason.decode() or None
+
+    async def erase_user(self, site: str, user: str) -> int:
+        doomed = [key async for key in self.redis.scan_iter(match=_glob(self.keys.user_caps_pattern(site, user)) + "*", count=500)]
+        if doomed:
+            await self.redis.delete(*doomed)
+        return len(doomed)
+
     async def enqueue(self, site: str, visitor: str, message: dict, expires_at: float) -> None:
         entry = msgpack.packb([expires_at, message], use_bin_type=True)
         # Entries past their own expiry are skipped when taken; the key itself goes after a week.
