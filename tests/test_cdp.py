@@ -233,3 +233,25 @@ async def test_segments_node_library_identify_track_and_batch_cancel_a_reminder(
     assert report["errors"] and server.app.state.server_events.applied == 3
     await proven.close()
     await anonymous.close()
+
+
+async def test_traits_from_a_cdp_are_a_backends_word_trusted(start_server):
+    server = await start_server("""
+campaigns:
+  - id: vip-offer
+    valuable: true
+    trigger: {event: click}
+    audience: {trusted.vip: true}
+    message: {kind: toast, body: "20% off for our VIPs"}
+""", secret_keys=[SECRET])
+    page = await Client.connect(server.url, user=("u7", identity.sign(SECRET, KEY, "u7", LATER)))
+    await page.track("identify", {"vip": True})  # the page's own claim: not trusted
+    assert shows(await page.track("click")) == []
+    client = library("segment", server.http)
+    client.identify(user_id="u7", traits={"vip": True})
+    await flush(client)
+    assert client.errors == []
+    await eventually(lambda: server.app.state.server_events.applied == 1, "the identify to be applied")
+    assert [f["body"] for f in shows(await page.track("click"))] == ["20% off for our VIPs"]
+    client.shutdown()
+    await page.close()

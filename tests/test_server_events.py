@@ -458,3 +458,18 @@ async def test_a_crm_identify_between_visits_does_not_reset_the_days_away(start_
     client = await Client.connect(server.url, visitor=visitor)
     assert [f["body"] for f in shows(await client.track("page_view", {"path": "/"}))] == ["Welcome back"]
     await client.close()
+
+
+async def test_traits_sent_by_user_id_are_trusted_kept_or_applied_at_once(start_server):
+    server = await start_server(TRUST, secret_keys=[SECRET])
+    code, _ = await post(f"{server.http}/api/events", {"id": "crm-u1", "user_id": "u-vip", "name": "identify", "props": {"vip": True}})
+    assert code == 202  # kept until the user is proven on a page
+    page = await Client.connect(server.url, user=_signed_in("u-vip"))
+    assert [f["body"] for f in shows(await page.track("click"))] == ["20% off for our VIPs"]
+    other = await Client.connect(server.url, user=_signed_in("u-two"))
+    assert shows(await other.track("click")) == []
+    code, body = await post(f"{server.http}/api/events", {"id": "crm-u2", "user_id": "u-two", "name": "identify", "props": {"vip": True}})
+    assert body["visitors"] == {other.visitor: "held"}
+    assert [f["body"] for f in shows(await other.track("click"))] == ["20% off for our VIPs"]
+    await page.close()
+    await other.close()
