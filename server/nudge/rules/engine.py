@@ -482,7 +482,7 @@ class Engine:
                 decisions.append(Suppress(campaign.id, "audience", variant_id))
                 continue
             reason = self._blocked(campaign, visitor, session, now)
-            if reason is None and session is None and campaign.offline == "drop":
+            if reason is None and session is None and campaign.offline == "drop" and state.offline:
                 reason = "offline"
             if reason is not None:
                 decisions.append(Suppress(campaign.id, reason, variant_id))
