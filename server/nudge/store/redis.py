@@ -271,8 +271,6 @@ class RedisStore:
         self._enqueue = self.redis.register_script(ENQUEUE)
         self._take = self.redis.register_script(TAKE_QUEUED)
         self._hold = self.redis.register_script(HOLD_FOR_USER)
-"""
-
         self._take_of = self.redis.register_script(TAKE_QUEUED_OF)
         self._ack_queued = self.redis.register_script(ACK_QUEUED)
         self._save_session = self.redis.register_script(SAVE_SESSION)
