@@ -55,7 +55,10 @@ class Running:
 @contextlib.asynccontextmanager
 async def run_server(campaigns: str | None = None, campaign_file=None, clock=None, **overrides: Any):
     clock = clock or FakeClock()
-    settings = Settings(host="127.0.0.1", port=0, campaigns=campaign_file, **{"site_keys": [KEY], "origins": [ORIGIN], **overrides})
+    # Webhook receivers in the tests listen on loopback: allowed by name, as an operator would
+    # allow a receiver on the same host (the SSRF tests override it).
+    settings = Settings(host="127.0.0.1", port=0, campaigns=campaign_file,
+                        **{"site_keys": [KEY], "origins": [ORIGIN], "webhook_allow": ["127.0.0.1"], **overrides})
     campaign_set = load_text(campaigns, "test.yaml") if campaigns else None
     app = create_app(settings, clock=clock, campaign_set=campaign_set)
     config = server_config(app, settings, lifespan="on", log_level="warning")  # as ``nudge serve`` has it

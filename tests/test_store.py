@@ -321,9 +321,13 @@ async def test_memory_snapshot_survives_a_graceful_stop(tmp_path):
     check = CapCheck("a", per_day=1, limit_per_day=None, cooldown=0.0)
     assert await store.confirm_show("pk", "v_1", check, T0) is None
     await store.add_series({("a", "-", "shown", 3600): 4})
+    await store.hold_for_user("pk", "u1", {"name": "purchase"}, T0, 600)
+    await store.disable_endpoint("crm https://crm.example/h")
     await store.close()
 
     again = open_store(f"memory://{path}")
+    assert await again.disabled_endpoints() == {"crm https://crm.example/h"}
+    assert await again.take_for_user("pk", "u1", T0) == [{"name": "purchase"}]
     assert (await again.load_visitor("pk", "v_1")).first_seen == T0
     assert (await again.load_session("pk", "s_1")).last_event_seq == 3
     assert await again.next_due() == T0 + 10
@@ -566,3 +570,46 @@ async def test_the_memory_store_keeps_at_most_max_visitors_the_least_recently_wr
     assert await store.take_queued("pk", "v_4", T0) == [{"campaign": "c"}]
     # Timers stay (the hub may still hold a visitor whose record went): each goes when it fires.
     assert len(await store.claim_due(T0 + 61)) == 5
+
+
+async def test_events_held_for_a_user_are_taken_once_whole_and_expire(store: Store):
+    await store.hold_for_user("pk", "u1", {"name": "purchase", "n": 1}, T0, 600)
+    await store.hold_for_user("pk", "u1", {"name": "identify", "n": 2}, T0 + 10, 60)
+    await store.hold_for_user("pk", "u2", {"name": "purchase", "n": 3}, T0, 600)
+    # the second expired by now: only the first is handed over, and only once
+    assert await store.take_for_user("pk", "u1", T0 + 100) == [{"name": "purchase", "n": 1}]
+    assert await store.take_for_user("pk", "u1", T0 + 100) == []
+    assert await store.take_for_user("pk", "u2", T0 + 601) == []  # past its time
+    assert await store.take_for_user("other", "u1", T0) == []  # per site
+
+
+async def test_events_held_for_a_user_keep_the_newest(store: Store):
+    from nudge.store.base import MAX_HELD_FOR_USER
+
+    for n in range(MAX_HELD_FOR_USER + 5):
+        await store.hold_for_user("pk", "u1", {"n": n}, T0 + n, 600)
+    taken = await store.take_for_user("pk", "u1", T0 + 100)
+    assert [e["n"] for e in taken] == list(range(5, MAX_HELD_FOR_USER + 5))
+
+
+async def test_disabled_webhook_endpoints_are_kept_by_name(store: Store):
+    assert await store.disabled_endpoints() == set()
+    await store.disable_endpoint("crm https://crm.example/hooks")
+    await store.disable_endpoint("crm https://crm.example/hooks")
+    assert await store.disabled_endpoints() == {"crm https://crm.example/hooks"}
+
+
+async def test_pending_timers_are_counted_by_key_claimed_ones_too(store: Store):
+    assert await store.count_timers() == {}
+    await store.schedule("pk", "v_1", "absence:cart", T0 + 60)
+    await store.schedule("pk", "v_2", "absence:cart", T0 + 120)
+    await store.schedule("pk", "v_2", "absence:cart", T0 + 130)  # moved, still one
+    await store.schedule("pk", "v_1", "delay:welcome", T0 + 5)
+    assert await store.count_timers() == {"absence:cart": 2, "delay:welcome": 1}
+    (claimed,) = await store.claim_due(T0 + 10)
+    # Leased and not finished, a timer may still count (Redis: its node may die before finishing).
+    assert (await store.count_timers()).get("absence:cart") == 2
+    await store.finish(claimed)
+    assert await store.count_timers() == {"absence:cart": 2}
+    await store.cancel("pk", "v_1", "absence:cart")
+    assert await store.count_timers() == {"absence:cart": 1}

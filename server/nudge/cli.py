@@ -33,6 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings.secret_keys += args.secret_key or []
     settings.origins += args.origin or []
     settings.trusted_proxies += args.trusted_proxy or []
+    settings.webhook_allow += args.webhook_allow or []
     for name in ("idle_timeout", "restart_window", "shutdown_timeout", "max_connections_per_ip", "max_connections_per_key", "retention",
                  "request_timeout", "max_pending_connections_per_ip"):
         value = getattr(args, name, None)
@@ -93,12 +94,39 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_webhooks_file(path: Path) -> bool:
+    """A file with ``endpoints:`` and no ``campaigns:`` at the top is a webhooks file."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # the campaign loader says what is wrong with it
+    return isinstance(data, dict) and "endpoints" in data and "campaigns" not in data
+
+
 def _check(args: argparse.Namespace) -> int:
-    from nudge.errors import CampaignError
+    from nudge.errors import CampaignError, WebhookConfigError
+    from nudge.ops.webhooks import load_endpoints
     from nudge.rules.campaigns import load_file
 
+    if not args.files and not args.webhooks:
+        print("nudge check: name campaign files, or --webhooks FILE", file=sys.stderr)
+        return 2
     status = 0
+    hooks = list(args.webhooks or []) + [p for p in args.files if _is_webhooks_file(p)]
+    allow = from_environment().webhook_allow + (args.webhook_allow or [])
+    for path in hooks:
+        try:
+            endpoints = load_endpoints(path, allow)
+        except WebhookConfigError as exc:
+            print(exc, file=sys.stderr)
+            status = 1
+        else:
+            print(f"{path}: ok, {len(endpoints)} webhook endpoints")
     for path in args.files:
+        if path in hooks:
+            continue
         try:
             campaign_set = load_file(path)
         except CampaignError as exc:
@@ -110,6 +138,13 @@ def _check(args: argparse.Namespace) -> int:
             more = f", {len(campaign_set.warnings)} warnings" if campaign_set.warnings else ""
             print(f"{path}: ok, {len(campaign_set.campaigns)} campaigns{more}")
     return status
+
+
+def _webhook_secret(args: argparse.Namespace) -> int:
+    from nudge.ops.webhooks import new_secret
+
+    print(new_secret())
+    return 0
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -250,11 +285,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--shutdown-timeout", type=float, help="seconds a stop waits for sockets to close (NUDGE_SHUTDOWN_TIMEOUT; default 15)")
     serve.add_argument("--log-format", choices=["text", "json"], help="text (default) or json: one object a line (NUDGE_LOG_FORMAT)")
     serve.add_argument("--webhooks", type=Path, help="a file of webhook endpoints for decisions and outcomes (NUDGE_WEBHOOKS; docs/operate.md)")
+    serve.add_argument("--webhook-allow", action="append", help="a host (name or address) on an internal network that webhooks may reach, repeatable (NUDGE_WEBHOOK_ALLOW); loopback, private and link-local targets are refused otherwise")
     serve.set_defaults(run=_serve)
 
-    check = commands.add_parser("check", help="validate campaign files")
-    check.add_argument("files", nargs="+", type=Path)
+    check = commands.add_parser("check", help="validate campaign files and webhooks files")
+    check.add_argument("files", nargs="*", type=Path, help="campaign files (a file of endpoints: is checked as a webhooks file)")
+    check.add_argument("--webhooks", action="append", type=Path, help="a webhooks file to check, repeatable")
+    check.add_argument("--webhook-allow", action="append", help="an internal host the server allows (as nudge serve --webhook-allow)")
     check.set_defaults(run=_check)
+
+    secret = commands.add_parser("webhook-secret", help="print a new whsec_ secret for a webhook endpoint")
+    secret.set_defaults(run=_webhook_secret)
 
     explain = commands.add_parser("explain", help="why a campaign did or did not show in a live session")
     explain.add_argument("--session", required=True)

@@ -527,11 +527,16 @@ OPENAPI = {
                 "log": {"$ref": "#/components/schemas/LogErasure"}}},
             "UserErasure": {"type": "object", "required": ["user", "site", "visitors", "log"], "properties": {
                 "user": {"type": "string"}, "site": {"type": "string"},
+                "held_events": {"type": "integer", "description": "backend events kept for the user id, dropped"},
                 "visitors": {"type": "array", "items": {"$ref": "#/components/schemas/VisitorErasure"}},
                 "log": {"$ref": "#/components/schemas/LogErasure"}}},
-            "Event": {"type": "object", "required": ["id", "visitor", "name"], "properties": {
-                "id": {"type": "string"}, "visitor": {"type": "string"}, "name": {"type": "string"},
-                "props": {"type": "object"}, "site": {"type": "string"}}},
+            "Event": {"type": "object", "required": ["id", "name"], "properties": {
+                "id": {"type": "string"},
+                "visitor": {"type": "string", "description": "the snippet's visitor id (nudge.visitorId()); or user_id"},
+                "user_id": {"type": "string", "description": "the site's own user id: the event reaches every visitor linked to it"},
+                "name": {"type": "string"}, "props": {"type": "object"}, "site": {"type": "string"},
+                "timestamp": {"description": "when it happened: ISO 8601 with a zone, or Unix seconds", "oneOf": [
+                    {"type": "string"}, {"type": "number"}]}}},
         },
     },
     "paths": {
@@ -561,8 +566,10 @@ OPENAPI = {
         "/api/campaigns/{id}/resume": {"parameters": _ID, "post": _op("Resume", etag="optional", responses={
             **_CHANGE, "200": _VIEW, "412": _STALE})},
         "/api/events": {"post": {**_op("Events from a backend: one, or {events: [...]}", responses={
-            "200": {"description": "one outcome per event: applied, duplicate or refused"},
-            "400": {"description": "a single event refused, the body not JSON, or events not a non-empty list"},
+            "200": {"description": "one outcome per event: applied, pending, duplicate, unknown_visitor or refused"},
+            "202": {"description": "a single event for a user id no visitor is linked to yet: kept (pending)"},
+            "400": {"description": "a single event refused (errors lists every field at fault), the body not JSON, or events not a non-empty list"},
+            "404": {"description": "a single event for a visitor id never seen (unknown_visitor): nothing applied"},
             "413": {"description": "the body is too large, or holds too many events"},
             "503": {"description": "the shared store is unreachable: the events done so far are listed, send the rest again"}}),
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [

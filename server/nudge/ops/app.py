@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from nudge import __version__
 from nudge.ops.admin import CampaignEditor
 from nudge.ops.admin import routes as admin_routes
+from nudge.ops.cdp import SegmentEndpoints
 from nudge.ops.dashboard import routes as dashboard_routes
 from nudge.ops.editor import routes as editor_routes
 from nudge.ops.results import from_totals, report
@@ -32,6 +33,7 @@ from nudge.runtime.config import PACKAGE, Settings
 from nudge.runtime.gateway import Gateway
 from nudge.runtime.hub import Hub
 from nudge.runtime.limits import Proxies
+from nudge.runtime.metrics import refresh as refresh_metrics
 from nudge.runtime.metrics import render as render_metrics
 from nudge.runtime.reload import CampaignFile
 from nudge.store import open_store
@@ -168,6 +170,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        await refresh_metrics(hub)
         return PlainTextResponse(render_metrics(hub), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def results(request: Request) -> Response:
@@ -228,10 +231,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             return JSONResponse({"error": f"the event log could not be rewritten ({exc}); the rest was erased, try again"}, status_code=500)
         return JSONResponse(report)
     server_events = ServerEvents(hub)
+    segment = SegmentEndpoints(server_events, secret_keys)
     if settings.webhooks is not None or settings.webhook_url:
         from nudge.ops.webhooks import Webhooks, configured_endpoints
 
-        hub.webhooks = Webhooks(hub, configured_endpoints(settings))
+        hub.webhooks = Webhooks(hub, configured_endpoints(settings), allow=settings.webhook_allow)
 
     async def webhooks(request: Request) -> Response:
         if (refused := authorised(request)) is not None:
@@ -268,6 +272,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/api/visitors/{visitor}", erase_visitor, methods=["DELETE"]),
         Route("/api/users/{user}", erase_visitor, methods=["DELETE"]),
         Route("/api/events", post_events, methods=["POST"]),
+        Route("/v1/batch", segment.batch, methods=["POST"]),
+        *(Route(f"/v1/{kind}", segment.route(kind), methods=["POST"]) for kind in ("track", "identify", "page", "screen", "group", "alias")),
         Route("/api/webhooks", webhooks),
         *editor_routes(editor, authorised),  # before the campaign API: /api/campaigns/check is not an id
         *admin_routes(editor, authorised),
@@ -321,6 +327,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     app.state.admission = admission  # connections yet to send a request: see server_config
     app.state.gateway = gateway  # open sockets, connection limits, drained on a graceful stop
     app.state.server_events = server_events
+    app.state.segment = segment
     app.state.editor = editor
     app.state.campaign_file = campaign_file
     app.state.secret_keys = secret_keys

@@ -245,7 +245,7 @@ class Engine:
 
         if name in self._bookkept:
             for campaign in self._goals.get(name, ()):
-                self._convert(campaign, visitor, props, now, decisions)
+                self._convert(campaign, visitor, props, now if event.at is None else min(event.at, now), decisions)
             for campaign in self._cancels.get(name, ()):
                 if self._cancel_pending(campaign, visitor, session, decisions):
                     decisions.append(Suppress(campaign.id, "cancelled"))
@@ -568,12 +568,13 @@ class Engine:
             cancelled = cancelled or len(session.waiting) != before
         return cancelled
 
-    def _convert(self, campaign: Campaign, visitor: VisitorState, props: dict, now: float, decisions: list[Decision]) -> None:
+    def _convert(self, campaign: Campaign, visitor: VisitorState, props: dict, happened: float, decisions: list[Decision]) -> None:
+        """``happened``: when the goal event took place (a backend's ``timestamp``), else now."""
         exposure = visitor.exposures.get(campaign.id)
         if exposure is None or exposure[2]:
             return
         goal = campaign.goal
-        if now - exposure[1] > goal.within:
+        if happened - exposure[1] > goal.within:
             del visitor.exposures[campaign.id]
             return
         if goal.where is None or goal.where(props):

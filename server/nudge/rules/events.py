@@ -31,6 +31,9 @@ class Event:
     props: dict[str, Any]
     seq: int = 0  # the client's sequence number (0 for events that do not come from a socket)
     trusted: bool = False  # from a backend holding the secret key, not from a browser
+    # When it happened, if a backend said so (``timestamp``) and it was before it arrived: a
+    # conversion is judged by it (a purchase reported late still falls in the goal's window).
+    at: float | None = None
 
 
 def _number(props: dict, key: str, seq: int, *, required: bool, minimum: float = 0.0) -> float | None:

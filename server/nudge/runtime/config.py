@@ -88,6 +88,7 @@ class Settings:
     webhook_url: str | None = None  # deprecated: an endpoint taking ``offline`` events (webhooks.configured_endpoints)
     webhook_secret: str = ""  # deprecated: that endpoint's secret
     webhooks: Path | None = None  # endpoints for webhooks out (decisions, outcomes): docs/operate.md
+    webhook_allow: list[str] = field(default_factory=list)  # internal hosts webhooks may reach (SSRF)
     log_format: str = "text"  # or "json": one JSON object a line (docs/operate.md)
 
     def sites(self) -> dict[str, Site]:
@@ -149,6 +150,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
     settings.secret_keys = _split(env.get("NUDGE_SECRET_KEYS"))
     settings.origins = _split(env.get("NUDGE_ALLOWED_ORIGINS"))
     settings.trusted_proxies = _split(env.get("NUDGE_TRUSTED_PROXIES"))
+    settings.webhook_allow = _split(env.get("NUDGE_WEBHOOK_ALLOW"))
     for name, attr, kind in (
         ("NUDGE_GRACE", "grace", float),
         ("NUDGE_OFFLINE_AFTER", "offline_after", float),

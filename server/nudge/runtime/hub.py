@@ -66,6 +66,8 @@ decision_log = logging.getLogger("nudge.decision")  # one line per decision (JSO
 
 TRACE_LENGTH = 50  # decisions remembered per session, for "why did (not) it show?"
 RECENT = 200  # decisions remembered by the hub, for the dashboard
+# Seconds a backend event for a user id no visitor is linked to yet is kept (docs/operate.md).
+HELD_FOR_USER = 7 * 86400.0
 
 
 @dataclass(slots=True)
@@ -326,6 +328,7 @@ class Hub:
         except self._unavailable as exc:
             self._store_failed(exc)
             return  # they stay queued for the next visit
+        await self._apply_held_for_user(site, user, visitor_id, now)
         if not waiting:
             return
         on_screen = {frame.get("campaign") for frame in live.state.outbox}
@@ -587,6 +590,8 @@ class Hub:
             await self.scheduler.run_due(now)
         if self.recorder is not None:
             self.recorder.record("ev", now, visitor=session.visitor, session=session.id, name=event.name, props=event.props)
+        metrics = self.metrics
+        pushed = metrics.pushed
         started = time.perf_counter()
         decisions = engine.on_event(live.view, event, now)
         session.last_event_seq = seq
@@ -598,7 +603,10 @@ class Hub:
             await self._carry_out(live, live.visitor, decisions, now)
         if proven:
             await self.identified(live, event.props["user_id"], now)
-        self.metrics.event_seconds.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        metrics.event_seconds.observe(took)
+        if metrics.pushed != pushed:  # it put a message on the socket: event -> push
+            metrics.push_seconds.observe(took)
         if self.shared:
             self._dirty.add(live)  # written behind, with the others changed meanwhile
         if ack:
@@ -636,7 +644,44 @@ class Hub:
 
     # --- events from a backend --------------------------------------------------------------
 
-    async def on_visitor_event(self, site: str, visitor_id: str, event: events.Event, forwarded: bool = False) -> str:
+    async def on_user_event(self, site: str, user: str, event: events.Event) -> dict[str, str]:
+        """Apply an event a backend reported about one of the site's users (``user_id``) to each
+        visitor that user was linked to — by a signed identity token on a page, or a backend
+        ``identify`` naming the visitor — as :meth:`on_visitor_event` does. Returns where it was
+        applied, per visitor; empty when no visitor is linked yet: then the event is kept (for
+        ``HELD_FOR_USER`` seconds) and applied to the first visitor linked to the user, never to
+        a visitor made up for it."""
+        now = self.clock.now()
+        try:
+            visitors = await self.store.user_visitors(site, user)
+            if not visitors:
+                record = {"name": event.name, "props": event.props, "at": event.at}
+                await self.store.hold_for_user(site, user, record, now, HELD_FOR_USER)
+                return {}
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
+        applied = {}
+        for visitor_id in visitors:
+            copy = events.Event(event.name, dict(event.props), trusted=event.trusted, at=event.at)
+            applied[visitor_id] = await self.on_visitor_event(site, visitor_id, copy)
+        return applied
+
+    async def _apply_held_for_user(self, site: str, user: str, visitor_id: str, now: float) -> None:
+        """The events kept for ``user`` (none of their visitors was known when they came),
+        applied now that ``visitor_id`` is linked to them."""
+        try:
+            held = await self.store.take_for_user(site, user, now)
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            return  # they stay kept for the next link
+        for record in held:
+            event = events.Event(record["name"], record.get("props") or {}, trusted=True, at=record.get("at"))  # a backend's
+            await self.on_visitor_event(site, visitor_id, event)
+
+    async def on_visitor_event(
+        self, site: str, visitor_id: str, event: events.Event, forwarded: bool = False, *, known_only: bool = False,
+    ) -> str:
         """Apply an event a backend reported about a visitor (``POST /api/events``): the same
         engine, with no session (``State(visitor, None)``), so a purchase closes the cart
         reminder's window and counts as a conversion. Returns where it was applied: ``held``
@@ -645,7 +690,10 @@ class Hub:
 
         Decisions are carried out as for a timer: a show goes to the visitor's open tab on this
         node (the event is applied within that tab's session), or waits for their next visit (or
-        the offline webhook), as the campaign says."""
+        the offline webhook), as the campaign says.
+
+        ``known_only``: a visitor neither held nor in the store (never seen, or forgotten after
+        the retention) is left alone and ``unknown`` returned, rather than made up for the event."""
         visitor = self.visitors.get((site, visitor_id))
         if visitor is None and self.shared and not forwarded:
             try:
@@ -653,7 +701,7 @@ class Hub:
             except self._unavailable as exc:
                 self._store_failed(exc)
                 raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
-            record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props}
+            record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props, "at": event.at}
             if await self._relay_to_holder(holders, record):
                 return "relayed"
             visitor = self.visitors.get((site, visitor_id))  # a tab may have come meanwhile
@@ -664,6 +712,8 @@ class Hub:
             visitor = self.visitors.get((site, visitor_id))
             held = visitor is not None
             if visitor is None:
+                if state is None and known_only:
+                    return "unknown"
                 visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
         now = timeline.not_before(visitor.state, now)
         whereabouts, live = self._looking(visitor, now)
@@ -672,7 +722,8 @@ class Hub:
         # for a next visit while the visitor is looking at the page.
         view = live.view if live is not None else State(visitor.state, None, whereabouts.offline(now))
         if self.recorder is not None:
-            self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props, backend=True)
+            extra = {} if event.at is None else {"happened": event.at}
+            self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props, backend=True, **extra)
         decisions = self.engine.on_event(view, event, now)
         self.stats.events += 1
         self.metrics.events[event.name] += 1
@@ -682,12 +733,15 @@ class Hub:
         if isinstance(user, str):  # a backend's word proves a user id (POST /api/events checked it)
             if live is not None:
                 await self.identified(live, user, now)
+                user = None  # identified() applied what was held for them
             else:
                 await self._write("link_user", site, user, visitor_id)
         if not held:
             await self._write("save_visitor", visitor.state)
         elif self.shared:
             self._dirty.update(visitor.sessions)  # the visitor is written with its sessions
+        if isinstance(user, str):  # once this event is written, so they apply on top of it
+            await self._apply_held_for_user(site, user, visitor_id, now)
         return "held" if held else "stored"
 
     # --- decisions --------------------------------------------------------------------------
@@ -900,6 +954,7 @@ class Hub:
         conn = live.conn
         if conn is not None:
             self.metrics.messages[message.get("kind", "")] += 1
+            self.metrics.pushed += 1
             conn.push(frame)
             conn.kick()
 
@@ -995,7 +1050,9 @@ class Hub:
         """A record another node published for this one (see :mod:`nudge.runtime.relay`)."""
         op = record.get("op")
         if op == "ev":
-            event = events.Event(record["name"], record.get("props") or {}, trusted=True)  # a backend's
+            at = record.get("at")
+            event = events.Event(record["name"], record.get("props") or {}, trusted=True,  # a backend's
+                                 at=at if isinstance(at, (int, float)) else None)
             await self.on_visitor_event(record["site"], record["visitor"], event, forwarded=True)
         elif op == "due":
             timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))

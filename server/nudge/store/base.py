@@ -10,6 +10,8 @@ from nudge.rules.state import SessionState, VisitorState
 DAY_MS = 86_400_000
 # Messages queued for one visitor at most; the oldest goes first.
 MAX_QUEUED = 20
+# Backend events kept for a user id no visitor is linked to yet, at most; the oldest goes first.
+MAX_HELD_FOR_USER = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,16 @@ class Store(Protocol):
     # Which visitors a proven user id was seen with (erasure by user), kept for the retention.
     async def link_user(self, site: str, user: str, visitor: str) -> None: ...
     async def user_visitors(self, site: str, user: str) -> list[str]: ...
+    # Backend events addressed to a user id no visitor is linked to yet (``POST /api/events``
+    # with ``user_id``, the CDP endpoints): each kept ``keep`` seconds from ``now`` (the last
+    # ``MAX_HELD_FOR_USER``), then taken whole, atomically, by the first visitor linked to them.
+    async def hold_for_user(self, site: str, user: str, event: dict, now: float, keep: float) -> None: ...
+    async def take_for_user(self, site: str, user: str, now: float) -> list[dict]: ...
+
+    # Webhook endpoints whose receiver answered 410 Gone, named "<id> <url>" (so that a new url in
+    # the file enables the endpoint again): every node stops sending to them.
+    async def disable_endpoint(self, name: str) -> None: ...
+    async def disabled_endpoints(self) -> set[str]: ...
 
     # Everything about one visitor — state, sessions, timers, caps, once markers, queued
     # messages, whereabouts — removed (erasure, docs/security.md). Returns how many records went.
@@ -124,6 +136,9 @@ class Store(Protocol):
 
     # The soonest pending durable timers, (site, visitor, key, due), soonest first (the dashboard).
     async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]: ...
+    # How many durable timers wait (claimed ones included), by timer key: a walk of every timer,
+    # for /metrics at most every few seconds, never on the hot path.
+    async def count_timers(self) -> dict[str, int]: ...
 
     async def ping(self) -> bool: ...  # raises while the store is unreachable
     async def close(self) -> None: ...

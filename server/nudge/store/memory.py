@@ -28,14 +28,14 @@ import heapq
 import itertools
 import logging
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import msgpack
 
 from nudge.rules.state import SessionState, VisitorState
 from nudge.store import codec
-from nudge.store.base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer
+from nudge.store.base import DAY_MS, MAX_HELD_FOR_USER, MAX_QUEUED, CapCheck, DueTimer
 
 log = logging.getLogger("nudge.store")
 
@@ -59,6 +59,8 @@ class MemoryStore:
         self._once: dict[tuple[str, str, str], int] = {}  # (site, visitor, token) -> expires ms
         self._total: dict[tuple[str, str, str], int] = {}  # (site, visitor, campaign) -> shown ever
         self._users: dict[tuple[str, str], set[str]] = {}  # (site, user id) -> visitor ids
+        self._disabled: set[str] = set()  # webhook endpoints disabled by a 410, "id url"
+        self._held: dict[tuple[str, str], list[tuple[float, dict]]] = {}  # (site, user id) -> [(expires, event)]
         # Caps per signed-in user live in _shown, _recent and _total too, under the subject
         # "u:<user id>" where a visitor id would be (no visitor id holds a ":").
         self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
@@ -129,6 +131,9 @@ class MemoryStore:
     async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]:
         soonest = heapq.nsmallest(limit, self._timers.items(), key=lambda item: item[1])
         return [(*ident, due) for ident, due in soonest]
+
+    async def count_timers(self) -> dict[str, int]:
+        return dict(Counter(key for _, _, key in self._timers))
 
     async def load_session(self, site: str, session: str) -> SessionState | None:
         found = self._sessions.get((site, session))
@@ -285,6 +290,28 @@ class MemoryStore:
     async def user_visitors(self, site: str, user: str) -> list[str]:
         return sorted(self._users.get((site, user), ()))
 
+    async def hold_for_user(self, site: str, user: str, event: dict, now: float, keep: float) -> None:
+        key = (site, user)
+        held = self._held.pop(key, [])
+        held.append((now + keep, event))
+        del held[:-MAX_HELD_FOR_USER]
+        self._held[key] = held  # written last: the map stays ordered oldest-written first
+        while self._held:  # what expired goes with a later write, found oldest first
+            oldest, entries = next(iter(self._held.items()))
+            if entries[-1][0] > now:
+                break
+            del self._held[oldest]
+
+    async def take_for_user(self, site: str, user: str, now: float) -> list[dict]:
+        held = self._held.pop((site, user), [])
+        return [event for expires_at, event in held if expires_at > now]
+
+    async def disable_endpoint(self, name: str) -> None:
+        self._disabled.add(name)
+
+    async def disabled_endpoints(self) -> set[str]:
+        return set(self._disabled)
+
     async def erase(self, site: str, visitor: str) -> int:
         removed = 0
         for ident in [i for i, visitors in self._users.items() if i[0] == site and visitor in visitors]:
@@ -332,6 +359,8 @@ class MemoryStore:
             "users": ("user", [(ident, [*ident, sorted(visitors)]) for ident, visitors in self._users.items()]),
             "results": ("results", [(ident, [*ident, count]) for ident, count in self._results.items()]),
             "series": ("results", [((campaign, *ident), [campaign, *ident, count]) for campaign, kept in self._series.items() for ident, count in kept.items()]),
+            "held": ("event", [(ident, [*ident, [[e, event] for e, event in held]]) for ident, held in self._held.items() if held]),
+            "disabled": ("endpoint", [((url,), url) for url in sorted(self._disabled)]),
         }
         packer = msgpack.Packer(use_bin_type=True)
         out = [packer.pack_map_header(2 + len(sections)), packer.pack("version"), packer.pack(SNAPSHOT_VERSION)]
@@ -390,6 +419,9 @@ class MemoryStore:
         for site, user, visitors in document.get("users", ()):
             self._users[(site, user)] = set(visitors)
             self._user_writes[(site, user)] = latest
+        for site, user, held in document.get("held", ()):
+            self._held[(site, user)] = [(e, event) for e, event in held]
+        self._disabled = set(document.get("disabled", ()))
         self.campaign_document = document.get("campaigns")
         for campaign, variant, counter, count in document.get("results", ()):
             self._results[(campaign, variant, counter)] = count

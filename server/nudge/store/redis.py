@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from nudge.rules.state import SessionState, VisitorState
 from nudge.store import codec
-from nudge.store.base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer
+from nudge.store.base import DAY_MS, MAX_HELD_FOR_USER, MAX_QUEUED, CapCheck, DueTimer
 from nudge.store.keys import SEP, Keys, split_timer_member, timer_member
 
 log = logging.getLogger("nudge.store")
@@ -141,6 +141,18 @@ TAKE_QUEUED = """
 local entries = redis.call('LRANGE', KEYS[1], 0, -1)
 redis.call('DEL', KEYS[1])
 return entries
+"""
+
+HOLD_FOR_USER = """
+-- KEYS[1]: the user id's held events (list of packed [expires_s, event])
+-- ARGV[1]: the packed entry
+-- ARGV[2]: the list's length limit
+-- ARGV[3]: the entry's time to live in ms
+-- returns the list's length
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return redis.call('LLEN', KEYS[1])
 """
 
 ACK_QUEUED = """
@@ -260,6 +272,7 @@ class RedisStore:
         self._confirm = self.redis.register_script(CONFIRM_SHOW)
         self._enqueue = self.redis.register_script(ENQUEUE)
         self._take = self.redis.register_script(TAKE_QUEUED)
+        self._hold = self.redis.register_script(HOLD_FOR_USER)
         self._take_of = self.redis.register_script(TAKE_QUEUED_OF)
         self._ack_queued = self.redis.register_script(ACK_QUEUED)
         self._save_session = self.redis.register_script(SAVE_SESSION)
@@ -323,6 +336,17 @@ class RedisStore:
     async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]:
         found = await self.redis.zrange(self.keys.timers(), 0, limit - 1, withscores=True)
         return [(*split_timer_member(member.decode()), score / 1000) for member, score in found]
+
+    async def count_timers(self) -> dict[str, int]:
+        """ZSCAN of both timer sets, a page at a time (Redis serves others in between)."""
+        counts: dict[str, int] = {}
+        async for member, _ in self.redis.zscan_iter(self.keys.timers(), count=1000):
+            key = split_timer_member(member.decode())[2]
+            counts[key] = counts.get(key, 0) + 1
+        async for claim, _ in self.redis.zscan_iter(self.keys.claimed(), count=1000):
+            key = split_timer_member(claim.decode().split(SEP, 2)[2])[2]
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     async def load_visitor(self, site: str, visitor: str) -> VisitorState | None:
         data = await self.redis.get(self.keys.visitor(site, visitor))
@@ -497,6 +521,27 @@ class RedisStore:
 
     async def user_visitors(self, site: str, user: str) -> list[str]:
         return sorted(v.decode() for v in await self.redis.smembers(self.keys.user(site, user)))
+
+    async def hold_for_user(self, site: str, user: str, event: dict, now: float, keep: float) -> None:
+        entry = msgpack.packb([now + keep, event], use_bin_type=True)
+        # Each entry carries its own expiry; the key lives as long as the newest.
+        ttl = max(1, _ms(keep))
+        await self._hold(keys=[self.keys.held_for_user(site, user)], args=[entry, MAX_HELD_FOR_USER, ttl])
+
+    async def disable_endpoint(self, name: str) -> None:
+        await self.redis.sadd(self.keys.webhook_disabled(), name)
+
+    async def disabled_endpoints(self) -> set[str]:
+        return {name.decode() for name in await self.redis.smembers(self.keys.webhook_disabled())}
+
+    async def take_for_user(self, site: str, user: str, now: float) -> list[dict]:
+        entries = await self._take(keys=[self.keys.held_for_user(site, user)])  # the same take-all script
+        events = []
+        for data in entries:
+            expires_at, event = msgpack.unpackb(data, raw=False)
+            if expires_at > now:
+                events.append(event)
+        return events
 
     async def erase(self, site: str, visitor: str) -> int:
         """Every key tagged with the visitor, every session of theirs (found by a SCAN of the
