@@ -115,6 +115,9 @@ def _check(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     import json
+    from datetime import datetime, timezone
+
+    from nudge.rules.engine import relative
     import os
     import urllib.error
     import urllib.parse
@@ -130,8 +133,13 @@ def _explain(args: argparse.Namespace) -> int:
         with urllib.request.urlopen(request, timeout=10) as response:
             report = json.load(response)
     except urllib.error.HTTPError as exc:
-        print(f"nudge explain: {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
-        return 1
+        body = exc.read().decode(errors="replace")
+        try:
+            body = json.loads(body)["error"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        print(f"nudge explain: {body} ({exc.code})", file=sys.stderr)
+        return 2 if exc.code in (400, 404) else 1  # 2: what was asked for does not exist
     except OSError as exc:
         print(f"nudge explain: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
@@ -144,9 +152,12 @@ def _explain(args: argparse.Namespace) -> int:
     for check in report.get("checks", []):
         mark = {True: "ok ", False: "NO ", None: "   "}[check["ok"]]
         print(f"  {mark} {check['check']}: {check['detail']}")
+    now = report.get("now")
     for decision in report.get("decisions", []):
         variant = f" [{decision['variant']}]" if decision.get("variant") else ""
-        print(f"  at {decision['at']:.0f}: {decision['outcome']}{variant}")
+        at = datetime.fromtimestamp(decision["at"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ago = f" ({relative(decision['at'] - now)})" if now is not None else ""
+        print(f"  at {at}{ago}: {decision['outcome']}{variant}")
     return 0
 
 

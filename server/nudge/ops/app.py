@@ -182,6 +182,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         report = hub.explain(session, campaign)
         if report is None:
             return JSONResponse({"error": f"no session {session!r} on this node (ended, or held by another node)"}, status_code=404)
+        if "error" in report:
+            return JSONResponse({"error": report["error"]}, status_code=404)
         return JSONResponse(report)
 
     async def reload(request: Request) -> Response:

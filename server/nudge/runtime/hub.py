@@ -1022,7 +1022,10 @@ class Hub:
             return None
         now = self.clock.now()
         report = self.engine.explain(live.view, campaign_id, now)
+        if "error" in report:
+            return report
         report["session"] = session_id
+        report["now"] = now  # the server's clock: the decisions' times are read against it
         report["visitor"] = live.state.visitor
         report["decisions"] = [
             {"at": at, "variant": variant, "outcome": outcome}
