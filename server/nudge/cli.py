@@ -19,7 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     from nudge.ops.app import create_app
 
     settings = from_environment()
-    for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "record", "record_retention", "node", "webhooks", "log_format"):
+    for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "record", "record_retention", "record_rotate_records", "record_rotate_seconds", "node", "webhooks", "log_format"):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -178,7 +178,11 @@ def _replay(args: argparse.Namespace) -> int:
     if progress is not None:
         sys.stderr.write("\r" + " " * 60 + "\r")
     if args.html:
-        Path(args.html).write_text(report.html_report(replays[0], title=f"Nudge replay: {args.campaigns.name}"), encoding="utf-8")
+        page = report.html_report(
+            replays[0], title=f"Nudge replay: {args.campaigns.name}",
+            against=replays[1] if args.against else None, against_title=args.against.name if args.against else "B",
+        )
+        Path(args.html).write_text(page, encoding="utf-8")
         print(f"HTML report: {args.html}", file=sys.stderr)
     if args.against:
         a, b = replays
@@ -222,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--deflate", action="store_true", help="enable per-message deflate (NUDGE_DEFLATE); costs throughput and memory")
     serve.add_argument("--record", type=Path, help="write the event log to this directory, for nudge replay (NUDGE_RECORD)")
     serve.add_argument("--record-retention", type=float, help="seconds event log files are kept (NUDGE_RECORD_RETENTION; default 7 days)")
+    serve.add_argument("--record-rotate-records", type=int, help="records per event log file at most (NUDGE_RECORD_ROTATE_RECORDS; default 1,000,000)")
+    serve.add_argument("--record-rotate-seconds", type=float, help="seconds an event log file is written to at most (NUDGE_RECORD_ROTATE_SECONDS; default 3600)")
     serve.add_argument("--log-level", help="debug, info, warning (NUDGE_LOG_LEVEL)")
     serve.add_argument("--retention", type=float, help="seconds a visitor's stored state outlives their last visit (NUDGE_RETENTION; default 30 days)")
     serve.add_argument("--ignore-gpc", action="store_true", help="serve visitors whose browser sends Global Privacy Control (NUDGE_IGNORE_GPC); by default they are opted out")
