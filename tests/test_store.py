@@ -142,6 +142,36 @@ async def test_queued_messages_are_taken_once_and_expire(store):
     assert await store.take_queued("pk", "v_2", T0) == []
 
 
+async def test_one_campaigns_queued_messages_are_taken_and_the_others_stay(store):
+    await store.enqueue("pk", "v_1", {"campaign": "a", "n": 1}, expires_at=T0 + 100)
+    await store.enqueue("pk", "v_1", {"campaign": "b"}, expires_at=T0 + 100)
+    await store.enqueue("pk", "v_1", {"campaign": "a", "n": 2}, expires_at=T0 + 10)
+    assert await store.take_queued_of("pk", "v_1", "a", T0 + 50) == [({"campaign": "a", "n": 1}, T0 + 100)]
+    assert await store.take_queued_of("pk", "v_1", "a", T0 + 50) == []
+    assert await store.take_queued("pk", "v_1", T0 + 50) == [{"campaign": "b"}]
+
+
+async def test_queued_messages_stay_until_acknowledged_by_id(store):
+    await store.enqueue("pk", "v_1", {"campaign": "a", "id": "m1"}, expires_at=T0 + 100)
+    await store.enqueue("pk", "v_1", {"campaign": "b", "id": "m2"}, expires_at=T0 + 100)
+    await store.enqueue("pk", "v_1", {"campaign": "c", "id": "m3"}, expires_at=T0 + 10)
+    assert await store.queued("pk", "v_1", T0 + 50) == [{"campaign": "a", "id": "m1"}, {"campaign": "b", "id": "m2"}]
+    assert await store.queued("pk", "v_1", T0 + 50) == [{"campaign": "a", "id": "m1"}, {"campaign": "b", "id": "m2"}]  # read, not taken
+    await store.ack_queued("pk", "v_1", ["m1", "nope"])
+    await store.ack_queued("pk", "v_2", ["m2"])  # another visitor's ack removes nothing here
+    await store.ack_queued("pk", "v_1", [])
+    assert await store.queued("pk", "v_1", T0 + 50) == [{"campaign": "b", "id": "m2"}]
+    assert await store.take_queued("pk", "v_1", T0 + 50) == [{"campaign": "b", "id": "m2"}]
+
+
+async def test_a_show_queued_with_its_cap_count_is_durable_and_a_second_try_is_a_duplicate(store):
+    check = CapCheck("a", per_day=5)
+    message = {"campaign": "a", "id": "absence:a@1"}
+    assert await store.confirm_show("pk", "v_1", check, T0, once="absence:a@1", queue=(message, T0 + 3600)) is None
+    assert await store.confirm_show("pk", "v_1", check, T0 + 3, once="absence:a@1", queue=(message, T0 + 3600)) == "duplicate"
+    assert await store.queued("pk", "v_1", T0 + 5) == [message]  # once: the retry queued nothing more
+
+
 async def test_queue_is_bounded(store):
     for i in range(50):
         await store.enqueue("pk", "v_1", {"n": i}, expires_at=T0 + 100)

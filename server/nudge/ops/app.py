@@ -102,8 +102,8 @@ def _start_recording(settings: Settings, hub: Hub, campaign_path) -> _Recording 
     if campaign_path is not None:
         fingerprint = hashlib.sha256(campaign_path.read_bytes()).hexdigest()[:16]
     hub.recorder = Recorder(
-        settings.record, grace=settings.grace, retention=settings.record_retention, campaigns=fingerprint,
-        rotate_records=settings.record_rotate_records, rotate_seconds=settings.record_rotate_seconds,
+        settings.record, grace=settings.grace, offline_after=settings.offline_after, retention=settings.record_retention,
+        campaigns=fingerprint, rotate_records=settings.record_rotate_records, rotate_seconds=settings.record_rotate_seconds,
     )
     log.info("recording the event log to %s", settings.record)
     return _Recording(hub, hub.recorder)

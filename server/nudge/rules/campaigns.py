@@ -44,6 +44,18 @@ TRIGGER_KEYS = (
 VARIANT_TRIGGER_KEYS = ("within", "dwell", "scroll", "idle", "at_least", "absent")
 MAX_ARMS = 16  # alternatives of one trigger, after ``any:`` distributes
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, None: 1}
+
+
+def duration_seconds(value: Any) -> float | None:
+    """A duration as campaign files write it (30s, 15m, 24h, 7d, or a number of seconds), in
+    seconds; None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    return None
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 DAY = 86400.0

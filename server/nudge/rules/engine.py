@@ -488,7 +488,7 @@ class Engine:
             # before it: a campaign that lost the moment lost it to priority, not to the winner's
             # own cooldown.
             reason = self._blocked(campaign, visitor, session, now, before if shown else None)
-            if reason is None and session is None and campaign.offline == "drop":
+            if reason is None and session is None and campaign.offline == "drop" and state.offline:
                 reason = "offline"
             if reason is not None:
                 decisions.append(Suppress(campaign.id, reason, variant_id))

@@ -137,6 +137,7 @@ class State:
 
     visitor: VisitorState
     session: SessionState | None = None
+    offline: bool = True  # with no session: False while the visitor is only away (rules/timeline.py), not yet offline
 
 
 def start_session(visitor: VisitorState, session_id: str, now: float, device: str | None = None) -> SessionState:

@@ -35,7 +35,7 @@ from nudge.errors import (
 )
 from nudge.protocol import codec as protocol
 from nudge.protocol.codec import Hello
-from nudge.rules import events
+from nudge.rules import events, timeline
 from nudge.rules.audience import device_class
 from nudge.rules.campaigns import CampaignSet
 from nudge.rules.decisions import (
@@ -51,6 +51,7 @@ from nudge.rules.decisions import (
 )
 from nudge.rules.engine import Engine, assign
 from nudge.rules.state import SessionState, State, VisitorState, start_session
+from nudge.rules.timeline import Presence
 from nudge.runtime.clock import Clock
 from nudge.runtime.config import Settings, Site
 from nudge.runtime.connection import Connection
@@ -78,7 +79,7 @@ class Visitor:
 class LiveSession:
     """A session this node holds: connected, or detached and resumable until its grace ends."""
 
-    __slots__ = ("state", "visitor", "view", "conn", "wake", "expiry", "trace")
+    __slots__ = ("state", "visitor", "view", "conn", "wake", "expiry", "trace", "kept")
 
     def __init__(self, state: SessionState, visitor: Visitor) -> None:
         self.state = state  # the session's plain state
@@ -88,6 +89,7 @@ class LiveSession:
         self.wake: LocalTimer | None = None  # the next dwell/idle check
         self.expiry: LocalTimer | None = None  # the end of the grace period, while detached
         self.trace: deque[tuple[float, str, str | None, str]] = deque(maxlen=TRACE_LENGTH)  # (when, campaign, variant, outcome)
+        self.kept: set[str] = set()  # ids of messages sent here that the visitor's queue keeps until acknowledged
 
 
 @dataclass(slots=True)
@@ -112,13 +114,6 @@ def _signed_in(state: VisitorState) -> str | None:
     caps and limits count per user, across devices, as well as per browser."""
     user = state.trusted.get("user_id")
     return user if isinstance(user, str) else None
-
-
-def _not_before(visitor: VisitorState, due: float) -> float:
-    """A timer runs as of its due time, but never before something already recorded for the
-    visitor (time as the engine sees it only moves forward)."""
-    latest = max(visitor.last_seen, visitor.last_shown_at or 0.0)
-    return due if due >= latest else latest
 
 
 def _due_by(live: LiveSession, now: float) -> bool:
@@ -269,15 +264,42 @@ class Hub:
                 conn.push(frame)
         if self.shared:
             await self._claim_session(live)
-        try:
-            queued = await self.store.take_queued(site.key, visitor_id, now)
-        except self._unavailable as exc:
-            self._store_failed(exc)
-            queued = []  # they stay queued for the next visit
-        for message in queued:
-            self._deliver(live, message)
+        await self._deliver_queued(live, now)
         await self._carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
         return live
+
+    async def _deliver_queued(self, live: LiveSession, now: float) -> None:
+        """Send the attached session what the visitor's queue holds and it was not sent yet; kept
+        there until the session acknowledges it (the store contract's ``queued``)."""
+        site, visitor_id = live.state.site, live.state.visitor
+        try:
+            queued = await self.store.queued(site, visitor_id, now)
+            if any("id" not in message for message in queued):  # queued before messages had ids
+                queued = await self.store.take_queued(site, visitor_id, now)
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            return  # they stay queued for the next visit
+        sent = {frame.get("id") for frame in live.state.outbox}
+        for message in queued:
+            if message.get("id") not in sent:  # a resumed session re-sent it already
+                self._deliver(live, message, kept=True)
+
+    async def _tell_holders(self, site: str, visitor_id: str) -> bool:
+        """A message was queued for a visitor with no tab attached when it was decided: a tab
+        that attached meanwhile — here, or on the node holding it — is sent it now rather than at
+        the next attach. The holder is written before that node reads the queue, and read here after the
+        message was queued: one of the two sees the other. True when a tab was told."""
+        visitor = self.visitors.get((site, visitor_id))
+        live = self._looking(visitor, self.clock.now())[1] if visitor is not None else None
+        if live is not None:  # a tab attached here while this message was decided with none
+            await self._deliver_queued(live, self.clock.now())
+            return True
+        try:
+            holders = await self.relay.holders(site, visitor_id)
+            return await self._relay_to_holder(holders, {"op": "queued", "site": site, "visitor": visitor_id})
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            return False
 
     async def identified(self, live: LiveSession, user: str, now: float) -> None:
         """The session proved (a signed token) that it shows ``user``: remember which visitor
@@ -330,7 +352,7 @@ class Hub:
             return None
         live = self._hold(stored, await self._visitor(site, visitor_id, now))
         stored.detached_at = stored.detached_at or now  # no socket here: resumable for the grace
-        live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
+        live.expiry = self.scheduler.call_at(timeline.session_ends_at(now, self.settings.grace), self._expire, live)
         await self._claim_session(live)
         return live
 
@@ -369,7 +391,7 @@ class Hub:
         if live.wake is not None:
             live.wake.cancel()
             live.wake = None
-        live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
+        live.expiry = self.scheduler.call_at(timeline.session_ends_at(now, self.settings.grace), self._expire, live)
         if self.shared:
             self._dirty.add(live)
             try:
@@ -416,6 +438,8 @@ class Hub:
                 return
         self.sessions.pop(state.id, None)
         for frame in state.outbox:
+            if frame.get("id") in live.kept:
+                continue  # still in the visitor's queue: the next tab gets it from there
             campaign = self.engine.by_id.get(frame.get("campaign"))
             expires = campaign.expires if campaign else 86400.0
             message = {k: v for k, v in frame.items() if k not in ("t", "seq")}
@@ -471,7 +495,9 @@ class Hub:
             elif kind == "evs":
                 await self._on_events(live, conn, frame)
             elif kind == "ack":
-                self._on_ack(live, frame)
+                acknowledged = self._on_ack(live, frame)
+                if acknowledged:
+                    await self._write("ack_queued", live.state.site, live.state.visitor, acknowledged)
                 if self.shared:
                     self._dirty.add(live)
             elif kind == "ping":
@@ -552,13 +578,22 @@ class Hub:
         if ack:
             conn.push_ack(seq)
 
-    def _on_ack(self, live: LiveSession, frame: dict) -> None:
+    def _on_ack(self, live: LiveSession, frame: dict) -> list[str]:
+        """Trim the outbox up to the acknowledged seq; the ids of messages the visitor's queue kept
+        until now, to be removed from it."""
         seq = frame.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
             raise MalformedFrame("ack.seq must be a whole number ≥ 0")
         outbox = live.state.outbox
+        acknowledged: list[str] = []
         if outbox and outbox[0]["seq"] <= seq:
+            if live.kept:
+                for sent in outbox:
+                    if sent["seq"] <= seq and sent.get("id") in live.kept:
+                        live.kept.discard(sent["id"])
+                        acknowledged.append(sent["id"])
             live.state.outbox = [frame for frame in outbox if frame["seq"] > seq]
+        return acknowledged
 
     def _count_outcome(self, event: events.Event, live: LiveSession, now: float) -> None:
         campaign = self.engine.by_id.get(event.props.get("campaign"))
@@ -604,13 +639,12 @@ class Hub:
             held = visitor is not None
             if visitor is None:
                 visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
-        now = _not_before(visitor.state, now)
-        connected = [s for s in visitor.sessions if s.conn is not None]
-        live = connected[-1] if connected else None
+        now = timeline.not_before(visitor.state, now)
+        whereabouts, live = self._looking(visitor, now)
         # With a tab open the event lands in its session, as the tab's own events do: a message
         # it triggers shows there and then (never over another one on screen), rather than waiting
         # for a next visit while the visitor is looking at the page.
-        view = live.view if live is not None else State(visitor.state, None)
+        view = live.view if live is not None else State(visitor.state, None, whereabouts.offline(now))
         if self.recorder is not None:
             self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props, backend=True)
         decisions = self.engine.on_event(view, event, now)
@@ -643,16 +677,26 @@ class Hub:
         self._remember(live, state, decisions, now)
         for decision in decisions:
             if isinstance(decision, Show):
-                message = {"campaign": decision.campaign, **decision.content}
+                # Every message has an id: the client skips one it has processed (docs/protocol.md).
+                # A timer's firing names its message, so a firing carried out twice names it alike.
+                message = {"id": once or "m_" + secrets.token_urlsafe(9), "campaign": decision.campaign, **decision.content}
                 if decision.variant is not None:
                     message["variant"] = decision.variant
-                hand_off = self._hand_off(decision, live)
+                placement = self._place(decision, live, visitor, now)
                 queued_by_store = False
+                kept = False  # the visitor's queue keeps it until a tab acknowledges it
                 if self.shared or _signed_in(state) is not None:
                     queue = None
-                    if self.shared and (decision.queued or live is None) and not hand_off:
-                        queue = (message, decision.expires_at or now + 86400.0)
+                    if self.shared and (
+                        placement.route == timeline.QUEUE or (once is not None and placement.route == timeline.TAB)
+                    ):
+                        # A timer's show is durable before it leaves: queued with its cap count in one
+                        # step, so that a node dying before the tab acknowledges it loses nothing.
+                        queue = (message, decision.expires_at or now + self._expires(decision.campaign))
+                        kept = placement.route == timeline.TAB
                     reason = await self._confirm(state, decision.campaign, now, once, queue)
+                    if reason == "duplicate" and await self._redeliver(live, state, message["id"], now):
+                        continue
                     if reason is not None:  # another node showed it first: a suppression
                         self.stats.lost_races += 1
                         self._count_suppressed(live, state, decision.campaign, decision.variant, reason, now)
@@ -661,20 +705,24 @@ class Hub:
                             if showing is not None and showing[0] == decision.campaign:
                                 live.state.showing = None  # nothing went on screen
                         continue
-                    queued_by_store = queue is not None  # the confirming script queued it already
+                    queued_by_store = queue is not None and not kept  # the confirming script queued it already
                 self.stats.shown += 1
                 results.count(decision.campaign, decision.variant, "sent")
                 if self.webhooks is not None:
                     self._emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
-                if hand_off:
+                if placement.route == timeline.HAND_OFF:
                     self._emit("offline", state, decision.campaign, decision.variant, message=message,
                                traits=state.traits, expires_at=decision.expires_at)
-                elif decision.queued or live is None:
+                elif placement.route == timeline.QUEUE:
                     if not queued_by_store:
                         await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
+                    if self.shared:
+                        await self._tell_holders(state.site, state.id)
+                    if placement.check_at is not None:
+                        self.scheduler.call_at(placement.check_at, self._on_offline, state.site, state.id, decision.campaign)
                 else:
                     live.trace.append((now, decision.campaign, decision.variant, "sent"))
-                    self._deliver(live, message)
+                    self._deliver(live, message, kept=kept)
             elif isinstance(decision, Schedule):
                 await self._write("schedule", state.site, state.id, decision.key, decision.due)
                 self.scheduler.poke(decision.due)
@@ -727,20 +775,87 @@ class Hub:
                         "session": session, "visitor": state.id, "campaign": campaign, "variant": variant, "outcome": outcome,
                     })
 
-    def _hand_off(self, decision: Show, live: LiveSession | None) -> bool:
-        """Whether this show goes out as the ``offline`` webhook event: the visitor is away, the
-        campaign says ``offline: webhook``, and an endpoint takes it (else it is queued)."""
-        if self.webhooks is None or not (decision.queued or live is None):
+    def _looking(self, visitor: Visitor, now: float) -> tuple[Presence, LiveSession | None]:
+        """Who of the visitor is looking, as the timeline sees their sessions on this node: the
+        presence, and the attached session decisions are made in (None when no tab is attached)."""
+        tabs = [timeline.Tab(s.state.id, None if s.conn is not None else (s.state.detached_at or now)) for s in visitor.sessions]
+        whereabouts = timeline.presence(tabs, now, offline_after=self.settings.offline_after, grace=self.settings.grace)
+        live = next((s for s in visitor.sessions if s.state.id == whereabouts.tab), None) if whereabouts.tab else None
+        return whereabouts, live
+
+    def _expires(self, campaign_id: str) -> float:
+        campaign = self.engine.by_id.get(campaign_id)
+        return campaign.expires if campaign is not None else 86400.0
+
+    async def _redeliver(self, live: LiveSession | None, state: VisitorState, message_id: str, now: float) -> bool:
+        """A timer's firing carried out a second time (its node died before finishing it): its
+        message was kept in the visitor's queue with its count. Still there (no tab acknowledged
+        it): sent to the attached tab again, if there is one here (the client skips an id it has
+        processed), else left for the next tab. True when it was found."""
+        try:
+            waiting = await self.store.queued(state.site, state.id, now)
+        except self._unavailable as exc:
+            self._store_failed(exc)
             return False
-        campaign = self.engine.by_id.get(decision.campaign)
-        return campaign is not None and campaign.offline == "webhook" and self.webhooks.takes("offline", campaign.id)
+        message = next((m for m in waiting if m.get("id") == message_id), None)
+        if message is None:
+            return False
+        if live is not None:
+            if all(frame.get("id") != message_id for frame in live.state.outbox):
+                self._deliver(live, message, kept=True)
+        elif not await self._tell_holders(state.site, state.id):
+            # Nobody is looking now: the campaign's offline rule, as for a message first decided so.
+            await self._on_offline(state.site, state.id, message.get("campaign", ""), now)
+        return True
+
+    def _offline_rule(self, campaign_id: str) -> str:
+        """The campaign's ``offline:`` as the timeline applies it: the webhook hand-off only when an
+        endpoint takes the campaign's ``offline`` events (else it is queued)."""
+        campaign = self.engine.by_id.get(campaign_id)
+        offline = campaign.offline if campaign is not None else "queue"
+        takes = self.webhooks is not None and self.webhooks.takes("offline", campaign_id)
+        return timeline.offline_rule(offline, takes)
+
+    def _place(self, decision: Show, live: LiveSession | None, visitor: Visitor, now: float) -> timeline.Placement:
+        """Where a show goes (:func:`timeline.place`)."""
+        if live is not None and not decision.queued:
+            return timeline.Placement(timeline.TAB)
+        whereabouts = self._looking(visitor, now)[0]
+        return timeline.place(False, whereabouts, self._offline_rule(decision.campaign), now)
+
+    async def _on_offline(self, site: str, visitor_id: str, campaign_id: str, now: float) -> None:
+        """A show queued while the visitor was away: if they are offline now and it is still
+        queued, it goes by the campaign's offline rule (handed off or dropped)."""
+        visitor = self.visitors.get((site, visitor_id))
+        whereabouts = self._looking(visitor, now)[0] if visitor is not None else Presence(None, now)
+        placement = timeline.at_check(whereabouts, self._offline_rule(campaign_id), now)
+        if placement.check_at is not None:
+            self.scheduler.call_at(placement.check_at, self._on_offline, site, visitor_id, campaign_id)
+            return
+        if placement.route not in (timeline.HAND_OFF, timeline.DROP):
+            return
+        try:
+            messages = await self.store.take_queued_of(site, visitor_id, campaign_id, now)
+        except self._unavailable as exc:
+            self._store_failed(exc)
+            return  # it stays queued for the next visit
+        state = visitor.state if visitor is not None else VisitorState(site, visitor_id, first_seen=now)
+        if messages and placement.route == timeline.HAND_OFF and visitor is None:
+            state = await self.store.load_visitor(site, visitor_id) or state
+        for message, expires_at in messages:
+            if placement.route == timeline.HAND_OFF:
+                self._emit("offline", state, campaign_id, message.get("variant"), message=message, traits=state.traits,
+                           expires_at=expires_at)
 
     def _emit(self, kind: str, state: VisitorState, campaign: str, variant: str | None, **extra) -> None:
         """A webhook-out event about ``campaign`` for this visitor (see :mod:`nudge.ops.webhooks`)."""
         self.webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
 
-    def _deliver(self, live: LiveSession, message: dict) -> None:
-        """Give a message the session's next seq, keep it until acknowledged, and send it."""
+    def _deliver(self, live: LiveSession, message: dict, kept: bool = False) -> None:
+        """Give a message the session's next seq, keep it until acknowledged, and send it.
+        ``kept``: the visitor's queue holds it too, until this ack removes it."""
+        if kept and "id" in message:
+            live.kept.add(message["id"])
         session = live.state
         session.last_message_seq += 1
         frame = {"t": "show", "seq": session.last_message_seq, **message}
@@ -761,13 +876,13 @@ class Hub:
         live.wake = None
         if live.conn is None:
             return
-        now = _not_before(live.visitor.state, now)
+        now = timeline.not_before(live.visitor.state, now)
         await self._carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
 
     async def _on_due(self, timer: DueTimer, forwarded: bool = False) -> None:
-        """A durable timer fell due: decide with the visitor's latest session on this node, or
-        with none (the message is then queued for their next visit, or dropped, as the campaign
-        says).
+        """A durable timer fell due: decide in the tab the timeline says (the visitor's latest
+        attached session on this node), or with none (the message is then queued for the visitor,
+        handed off or dropped, as :func:`timeline.place` says).
 
         With a shared store, a timer for a visitor this node has no open socket for is relayed to
         the node that holds their session, which decides and finishes it; when no node answers,
@@ -775,11 +890,8 @@ class Hub:
         purchase removed it there), so it stands even when this node's copy of the visitor was
         written before the timer was set."""
         visitor = self.visitors.get((timer.site, timer.visitor))
-        live = None
-        if visitor is not None:
-            connected = [s for s in visitor.sessions if s.conn is not None]
-            live = (connected or visitor.sessions or [None])[-1]
-        if self.shared and not forwarded and (live is None or live.conn is None) and await self._relay_timer(timer):
+        live = self._looking(visitor, self.clock.now())[1] if visitor is not None else None
+        if self.shared and not forwarded and live is None and await self._relay_timer(timer):
             return
         self.stats.timers_fired += 1
         lateness = self.clock.now() - timer.due
@@ -788,17 +900,17 @@ class Hub:
         if lateness > self.stats.lateness_max:
             self.stats.lateness_max = lateness
         if not self.shared:
-            await self._run_timer(timer, visitor, live)
+            await self._run_timer(timer, visitor)
             return
         try:
-            await self._run_timer(timer, visitor, live)
+            await self._run_timer(timer, visitor)
         except self._unavailable:
             raise  # left claimed: claimed again when its lease ends, once Redis answers
         except Exception:  # a timer that fails for good must not come back every lease
             log.exception("timer %s for %s/%s failed; dropped", timer.key, timer.site, timer.visitor)
         await self.store.finish(timer)
 
-    async def _run_timer(self, timer: DueTimer, visitor: Visitor | None, live: LiveSession | None) -> None:
+    async def _run_timer(self, timer: DueTimer, visitor: Visitor | None) -> None:
         if visitor is None:
             state = await self.store.load_visitor(timer.site, timer.visitor)
             if state is None:
@@ -808,14 +920,15 @@ class Hub:
             if self._pending_write(timer):
                 return  # cancelled or moved meanwhile, not yet written to Redis
             visitor.state.timers.setdefault(timer.key, timer.due)
-        view = live.view if live is not None else State(visitor.state, None)
-        now = _not_before(visitor.state, timer.due)
+        now = timeline.not_before(visitor.state, timer.due)
+        whereabouts, live = self._looking(visitor, now)
+        view = live.view if live is not None else State(visitor.state, None, whereabouts.offline(now))
         once = timer.token if self.shared else None
         await self._carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
         if not visitor.sessions:
             await self._write("save_visitor", visitor.state)
-        elif live is not None and self.shared:
-            self._dirty.add(live)
+        elif self.shared:
+            self._dirty.update(visitor.sessions)  # the visitor is written with its sessions
 
     async def _relay_timer(self, timer: DueTimer) -> bool:
         """Hand the timer to another node holding one of the visitor's sessions; True when one
@@ -854,6 +967,11 @@ class Hub:
         elif op == "due":
             timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
             await self._on_due(timer, forwarded=True)
+        elif op == "queued":
+            visitor = self.visitors.get((record.get("site"), record.get("visitor")))
+            live = self._looking(visitor, self.clock.now())[1] if visitor is not None else None
+            if live is not None:
+                await self._deliver_queued(live, self.clock.now())
         elif op == "take":
             live = self.sessions.get(record.get("session"))
             if live is not None and live.state.site == record.get("site"):

@@ -202,6 +202,21 @@ class MemoryStore:
         queue = self._queued.pop((site, visitor), [])
         return [message for expires_at, message in queue if expires_at > now]
 
+    async def queued(self, site: str, visitor: str, now: float) -> list[dict]:
+        return [message for expires_at, message in self._queued.get((site, visitor), ()) if expires_at > now]
+
+    async def ack_queued(self, site: str, visitor: str, ids: list[str]) -> None:
+        queue = self._queued.get((site, visitor))
+        if queue:
+            gone = set(ids)
+            queue[:] = [entry for entry in queue if entry[1].get("id") not in gone]
+
+    async def take_queued_of(self, site: str, visitor: str, campaign: str, now: float) -> list[tuple[dict, float]]:
+        queue = self._queued.get((site, visitor), [])
+        taken = [entry for entry in queue if entry[1].get("campaign") == campaign]
+        queue[:] = [entry for entry in queue if entry[1].get("campaign") != campaign]
+        return [(message, expires_at) for expires_at, message in taken if expires_at > now]
+
     async def link_user(self, site: str, user: str, visitor: str) -> None:
         self._users.setdefault((site, user), set()).add(visitor)
         state = self._visitors.get((site, visitor))

@@ -142,6 +142,37 @@ redis.call('DEL', KEYS[1])
 return entries
 """
 
+ACK_QUEUED = """
+-- KEYS[1]: the visitor's queue
+-- ARGV[1..n]: message ids a tab acknowledged
+-- returns how many entries were removed
+local gone = {}
+for i = 1, #ARGV do gone[ARGV[i]] = true end
+local removed = 0
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local decoded = cmsgpack.unpack(entry)
+  if type(decoded[2]) == 'table' and gone[decoded[2]['id']] then
+    removed = removed + redis.call('LREM', KEYS[1], 1, entry)
+  end
+end
+return removed
+"""
+
+TAKE_QUEUED_OF = """
+-- KEYS[1]: the visitor's queue
+-- ARGV[1]: a campaign id
+-- returns that campaign's entries, oldest first, removed from the queue (the others stay)
+local taken = {}
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local decoded = cmsgpack.unpack(entry)
+  if type(decoded[2]) == 'table' and decoded[2]['campaign'] == ARGV[1] then
+    redis.call('LREM', KEYS[1], 1, entry)
+    taken[#taken + 1] = entry
+  end
+end
+return taken
+"""
+
 SAVE_SESSION = """
 -- KEYS[1]: the session (hash: seq, state, owner)
 -- ARGV[1]: the packed session state
@@ -227,6 +258,8 @@ class RedisStore:
         self._confirm = self.redis.register_script(CONFIRM_SHOW)
         self._enqueue = self.redis.register_script(ENQUEUE)
         self._take = self.redis.register_script(TAKE_QUEUED)
+        self._take_of = self.redis.register_script(TAKE_QUEUED_OF)
+        self._ack_queued = self.redis.register_script(ACK_QUEUED)
         self._save_session = self.redis.register_script(SAVE_SESSION)
         self._own_session = self.redis.register_script(OWN_SESSION)
         self.node = ""  # the node this store writes sessions for (set by the hub)
@@ -390,13 +423,18 @@ class RedisStore:
         await self._enqueue(keys=[self.keys.queue(site, visitor)], args=[entry, MAX_QUEUED, QUEUE_TTL_MS])
 
     async def take_queued(self, site: str, visitor: str, now: float) -> list[dict]:
-        entries = await self._take(keys=[self.keys.queue(site, visitor)])
-        messages = []
-        for data in entries:
-            expires_at, message = msgpack.unpackb(data, raw=False)
-            if expires_at > now:
-                messages.append(message)
-        return messages
+        return _unexpired(await self._take(keys=[self.keys.queue(site, visitor)]), now)
+
+    async def queued(self, site: str, visitor: str, now: float) -> list[dict]:
+        return _unexpired(await self.redis.lrange(self.keys.queue(site, visitor), 0, -1), now)
+
+    async def ack_queued(self, site: str, visitor: str, ids: list[str]) -> None:
+        if ids:
+            await self._ack_queued(keys=[self.keys.queue(site, visitor)], args=list(ids))
+
+    async def take_queued_of(self, site: str, visitor: str, campaign: str, now: float) -> list[tuple[dict, float]]:
+        entries = await self._take_of(keys=[self.keys.queue(site, visitor)], args=[campaign])
+        return [(message, expires_at) for expires_at, message in map(_unpack_entry, entries) if expires_at > now]
 
     async def link_user(self, site: str, user: str, visitor: str) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -472,3 +510,13 @@ def _unique() -> str:
 
 
 _PROCESS = f"{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def _unexpired(entries: list[bytes], now: float) -> list[dict]:
+    """The messages of packed queue entries, without those past their expiry."""
+    return [message for expires_at, message in map(_unpack_entry, entries) if expires_at > now]
+
+
+def _unpack_entry(data: bytes) -> tuple[float, dict]:
+    expires_at, message = msgpack.unpackb(data, raw=False)
+    return expires_at, message
