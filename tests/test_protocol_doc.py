@@ -94,3 +94,18 @@ def test_every_close_code_the_server_sends_is_in_the_protocol_table():
     assert {1011, 4400, 4409} <= sent, sent  # the walk finds the ones known to exist
     table = set(int(code) for code in re.findall(r"^\| `?(\d{4})`? \|", (ROOT / "docs" / "protocol.md").read_text(), re.M))
     assert sent - table == set(), f"close codes sent but not in docs/protocol.md: {sorted(sent - table)}"
+
+
+def test_every_error_code_the_server_sends_is_in_the_protocol_table():
+    from nudge import errors
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    sent = {errors.FrameError.code, *(cls.code for cls in subclasses(errors.FrameError))}
+    assert {"malformed", "bad_event", "unknown_event", "protocol"} <= sent
+    section = (ROOT / "docs" / "protocol.md").read_text().split("### `error`", 1)[1].split("\n## ", 1)[0]
+    table = set(re.findall(r"^\| `([a-z_]+)` +\|", section, re.M))
+    assert sent - table == set(), f"error codes sent but not in docs/protocol.md: {sorted(sent - table)}"
