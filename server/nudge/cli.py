@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import sys
+from datetime import UTC
 from pathlib import Path
 
 from nudge import __version__
@@ -19,7 +21,10 @@ def _serve(args: argparse.Namespace) -> int:
     from nudge.ops.app import create_app
 
     settings = from_environment()
-    for name in ("host", "port", "campaigns", "store", "ws", "grace", "offline_after", "log_level", "record", "record_retention", "node", "webhooks", "log_format"):
+    for name in (
+        "host", "port", "campaigns", "store", "ws", "grace", "offline_after", "log_level", "record", "record_retention",
+        "record_rotate_records", "record_rotate_seconds", "node", "webhooks", "log_format",
+    ):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -35,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings.trusted_proxies += args.trusted_proxy or []
     settings.webhook_allow += args.webhook_allow or []
     for name in ("idle_timeout", "restart_window", "shutdown_timeout", "max_connections_per_ip", "max_connections_per_key", "retention",
-                 "request_timeout", "max_pending_connections_per_ip"):
+                 "request_timeout", "max_pending_connections_per_ip", "max_visitors"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(settings, name, value)
@@ -153,6 +158,9 @@ def _explain(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.parse
     import urllib.request
+    from datetime import datetime
+
+    from nudge.rules.engine import relative
 
     key = args.key or os.environ.get("NUDGE_SECRET_KEY")
     if not key:
@@ -164,8 +172,11 @@ def _explain(args: argparse.Namespace) -> int:
         with urllib.request.urlopen(request, timeout=10) as response:
             report = json.load(response)
     except urllib.error.HTTPError as exc:
-        print(f"nudge explain: {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
-        return 1
+        body = exc.read().decode(errors="replace")
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            body = json.loads(body)["error"]
+        print(f"nudge explain: {body} ({exc.code})", file=sys.stderr)
+        return 2 if exc.code in (400, 404) else 1  # 2: what was asked for does not exist
     except OSError as exc:
         print(f"nudge explain: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
@@ -178,9 +189,12 @@ def _explain(args: argparse.Namespace) -> int:
     for check in report.get("checks", []):
         mark = {True: "ok ", False: "NO ", None: "   "}[check["ok"]]
         print(f"  {mark} {check['check']}: {check['detail']}")
+    now = report.get("now")
     for decision in report.get("decisions", []):
         variant = f" [{decision['variant']}]" if decision.get("variant") else ""
-        print(f"  at {decision['at']:.0f}: {decision['outcome']}{variant}")
+        at = datetime.fromtimestamp(decision["at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ago = f" ({relative(decision['at'] - now)})" if now is not None else ""
+        print(f"  at {at}{ago}: {decision['outcome']}{variant}")
     return 0
 
 
@@ -201,7 +215,11 @@ def _replay(args: argparse.Namespace) -> int:
     if progress is not None:
         sys.stderr.write("\r" + " " * 60 + "\r")
     if args.html:
-        Path(args.html).write_text(report.html_report(replays[0], title=f"Nudge replay: {args.campaigns.name}"), encoding="utf-8")
+        page = report.html_report(
+            replays[0], title=f"Nudge replay: {args.campaigns.name}",
+            against=replays[1] if args.against else None, against_title=args.against.name if args.against else "B",
+        )
+        Path(args.html).write_text(page, encoding="utf-8")
         print(f"HTML report: {args.html}", file=sys.stderr)
     if args.against:
         a, b = replays
@@ -272,8 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--deflate", action="store_true", help="enable per-message deflate (NUDGE_DEFLATE); costs throughput and memory")
     serve.add_argument("--record", type=Path, help="write the event log to this directory, for nudge replay (NUDGE_RECORD)")
     serve.add_argument("--record-retention", type=float, help="seconds event log files are kept (NUDGE_RECORD_RETENTION; default 7 days)")
+    serve.add_argument("--record-rotate-records", type=int, help="records per event log file at most (NUDGE_RECORD_ROTATE_RECORDS; default 1,000,000)")
+    serve.add_argument("--record-rotate-seconds", type=float, help="seconds an event log file is written to at most (NUDGE_RECORD_ROTATE_SECONDS; default 3600)")
     serve.add_argument("--log-level", help="debug, info, warning (NUDGE_LOG_LEVEL)")
     serve.add_argument("--retention", type=float, help="seconds a visitor's stored state outlives their last visit (NUDGE_RETENTION; default 30 days)")
+    serve.add_argument("--max-visitors", type=int, help="visitors kept in memory at most, the oldest idle going first (NUDGE_MAX_VISITORS; default 100000, 0: no cap)")
     serve.add_argument("--ignore-gpc", action="store_true", help="serve visitors whose browser sends Global Privacy Control (NUDGE_IGNORE_GPC); by default they are opted out")
     serve.add_argument("--idle-timeout", type=float, help="seconds a socket may send nothing before it is closed (NUDGE_IDLE_TIMEOUT; default 150)")
     serve.add_argument("--max-connections-per-ip", type=int, help="open sockets per client address, 0 for no limit (NUDGE_MAX_CONNECTIONS_PER_IP; default 64)")

@@ -588,7 +588,7 @@ OPENAPI = {
         "/api/results": {"get": _op("Counts and report per campaign and variant", responses={"200": {"description": "campaigns (raw counts) and report"}})},
         "/api/explain": {"get": {**_op("Why a campaign did or did not show in a session", responses={
             "200": {"description": "checks and decisions"}, "400": {"description": "session and campaign are required"},
-            "404": {"description": "no such session on this node"}}), "parameters": [
+            "404": {"description": "no such session on this node, or no such campaign"}}), "parameters": [
             {"name": "session", "in": "query", "required": True, "schema": {"type": "string"}},
             {"name": "campaign", "in": "query", "required": True, "schema": {"type": "string"}}]}},
         "/api/reload": {"post": _op("Reload the campaign file", responses={

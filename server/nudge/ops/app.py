@@ -107,7 +107,10 @@ def _start_recording(settings: Settings, hub: Hub, campaign_path) -> _Recording 
     fingerprint = None
     if campaign_path is not None:
         fingerprint = hashlib.sha256(campaign_path.read_bytes()).hexdigest()[:16]
-    hub.recorder = Recorder(settings.record, grace=settings.grace, offline_after=settings.offline_after, retention=settings.record_retention, campaigns=fingerprint)
+    hub.recorder = Recorder(
+        settings.record, grace=settings.grace, offline_after=settings.offline_after, retention=settings.record_retention,
+        campaigns=fingerprint, rotate_records=settings.record_rotate_records, rotate_seconds=settings.record_rotate_seconds,
+    )
     log.info("recording the event log to %s", settings.record)
     return _Recording(hub, hub.recorder)
 
@@ -195,6 +198,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         report = hub.explain(session, campaign)
         if report is None:
             return JSONResponse({"error": f"no session {session!r} on this node (ended, or held by another node)"}, status_code=404)
+        if "error" in report:
+            return JSONResponse({"error": report["error"]}, status_code=404)
         return JSONResponse(report)
 
     async def reload(request: Request) -> Response:

@@ -177,6 +177,7 @@ class Campaign:
     offline: str = "queue"  # what to do when it fires with no session open
     expires: float = DAY  # how long a queued message waits (next visit, or behind another)
     audience: Predicate | None = None  # who it is for
+    audience_spec: dict | None = None  # the audience as written, to say which condition failed
     calm: float | None = None  # show only after this long without input
     on_conflict: str = "drop"  # another message on screen: drop, or queue behind it
     variants: tuple[Variant, ...] = ()  # A/B variants; empty: one implicit variant
@@ -516,6 +517,7 @@ class _Validator:
         return Campaign(
             id=cid, trigger=trigger, message=message, caps=caps, delay=delay or 0.0,
             priority=priority, offline=offline, expires=expires or DAY, audience=audience, calm=calm,
+            audience_spec=value["audience"] if audience is not None else None,
             on_conflict=on_conflict, variants=variants, goal=goal, cancel_on=frozenset(cancel_on),
             quiet_hours=True if quiet is None else quiet, line=self.lines.get(path),
             arms=arms if arms and len(arms) > 1 else (), once_per_view=once_per_view, valuable=valuable,

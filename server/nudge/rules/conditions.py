@@ -158,3 +158,24 @@ def _field_test(key: str, value: Any, lookup: Lookup) -> Predicate:
         return all(check(v) for check in checks)
 
     return test
+
+
+def unmet(spec: dict, data: Any, lookup: Lookup = _dict_lookup) -> list[str]:
+    """The conditions of ``spec`` that do not hold for ``data``, each said in words with the
+    value found (``device: is 'desktop', wants 'mobile'``); empty when all hold. For explaining a
+    decision, not for deciding: it compiles ``spec`` afresh on every call."""
+    out: list[str] = []
+    for key, value in spec.items():
+        if compile_where({key: value}, lookup)(data):
+            continue
+        if key == "all":
+            out.extend(f"all: {reason}" for item in value for reason in unmet(item, data, lookup))
+        elif key == "any":
+            out.append(f"any: none holds ({'; '.join(r for item in value for r in unmet(item, data, lookup))})")
+        elif key == "not":
+            out.append(f"not: {value!r} holds")
+        else:
+            found = lookup(data, key)
+            wants = ", ".join(f"{op} {arg!r}" for op, arg in value.items()) if isinstance(value, dict) else repr(value)
+            out.append(f"{key}: is {'missing' if found is _MISSING else repr(found)}, wants {wants}")
+    return out

@@ -80,6 +80,8 @@ class Settings:
     ping_interval: float = 20.0
     record: Path | None = None  # write the event log here (docs/replay.md)
     record_retention: float = 7 * 86400.0  # seconds event log files are kept
+    record_rotate_records: int = 1_000_000  # records per event log file at most
+    record_rotate_seconds: float = 3600.0  # seconds an event log file is written to at most
     log_level: str = "info"
     node: str | None = None  # this node's id among those sharing a store (default: made up)
     write_behind: float = 0.5  # seconds between batched writes of changed sessions (shared store)
@@ -118,6 +120,10 @@ class Settings:
             )
         if self.max_visitors < 0:
             found.append(f"max_visitors ({self.max_visitors}) must be 0 (no cap) or more")
+        if self.record_rotate_records < 1:
+            found.append(f"record_rotate_records must be at least 1, got {self.record_rotate_records}")
+        if not self.record_rotate_seconds > 0:
+            found.append(f"record_rotate_seconds must be above 0, got {self.record_rotate_seconds:g}")
         return found
 
     def campaign_file(self) -> Path | None:
@@ -185,6 +191,10 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
         settings.record = Path(env["NUDGE_RECORD"])
     if env.get("NUDGE_RECORD_RETENTION"):
         settings.record_retention = float(env["NUDGE_RECORD_RETENTION"])
+    if env.get("NUDGE_RECORD_ROTATE_RECORDS"):
+        settings.record_rotate_records = int(env["NUDGE_RECORD_ROTATE_RECORDS"])
+    if env.get("NUDGE_RECORD_ROTATE_SECONDS"):
+        settings.record_rotate_seconds = float(env["NUDGE_RECORD_ROTATE_SECONDS"])
     if env.get("NUDGE_IGNORE_GPC", "").lower() in ("1", "true", "yes"):
         settings.honour_gpc = False
     if env.get("NUDGE_WEBHOOKS"):

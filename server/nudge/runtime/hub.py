@@ -584,6 +584,8 @@ class Hub:
             if ack:
                 conn.push_ack(seq)
             return
+        if event.name in ("shown", "clicked", "dismissed") and event.props.get("campaign") is None:
+            _name_the_campaign(session, event.props)
         if not self.shared and _due_by(live, now):
             # Whatever fell due before this event happens before it, as it would have if the
             # loop had not been busy: the decisions then do not depend on when the loop woke.
@@ -946,6 +948,8 @@ class Hub:
         session = live.state
         session.last_message_seq += 1
         frame = {"t": "show", "seq": session.last_message_seq, **message}
+        if session.showing is not None and session.showing[0] == message.get("campaign"):
+            session.showing_msg = frame["seq"]
         session.outbox.append(frame)
         if len(session.outbox) > self.settings.outbox_limit:
             del session.outbox[0]
@@ -1242,7 +1246,10 @@ class Hub:
             return None
         now = self.clock.now()
         report = self.engine.explain(live.view, campaign_id, now)
+        if "error" in report:
+            return report
         report["session"] = session_id
+        report["now"] = now  # the server's clock: the decisions' times are read against it
         report["visitor"] = live.state.visitor
         report["decisions"] = [
             {"at": at, "variant": variant, "outcome": outcome}
@@ -1269,3 +1276,16 @@ class Hub:
             "store_errors": stats.store_errors,
             "replayed": stats.replayed,
         }
+
+
+def _name_the_campaign(session: SessionState, props: dict) -> None:
+    """A ``shown``, ``clicked`` or ``dismissed`` carrying only ``msg`` (as docs/protocol.md
+    lists them) is about the message of that seq: name its campaign, from the messages not yet
+    acknowledged or the one on screen, so the engine frees the screen and the results count it."""
+    msg = props["msg"]
+    for frame in session.outbox:
+        if frame["seq"] == msg and frame.get("campaign") is not None:
+            props["campaign"] = frame["campaign"]
+            return
+    if session.showing is not None and session.showing_msg == msg:
+        props["campaign"] = session.showing[0]
