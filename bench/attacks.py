@@ -1,8 +1,10 @@
 """A neighbour's p99 event -> ack while a stranger attacks the node, against quiet: issue 13's
-attacks 1 (one costly frame before anything is proven) and 3 (connections that never finish a
-request).
+attacks 1 (one costly frame before anything is proven), 2 (values the store cannot encode),
+3 (connections that never finish a request), 4 (a template that fails at render) and 5 (visitor
+churn).
 
-    python bench/attacks.py [--server DIR] [--pairs 3] [--sessions 20] [--rounds 30] [--only depth,beacon,idle]
+    python bench/attacks.py [--server DIR] [--pairs 3] [--sessions 20] [--rounds 30]
+                            [--only depth,beacon,idle,values,template,churn] [--store URL]
 
 Starts ``nudge serve`` from ``--server`` (a directory holding the ``nudge`` package; default this
 tree's ``server/``, so that an older tree exported with ``git archive`` gives the "before"
@@ -14,6 +16,12 @@ every event -> ack in it.
 - ``depth``: a text frame of 64 KB before ``hello`` — ``"`` then 32,000 escaped quotes then ten
   ``[`` — on a new connection, then again once the server closed it, one a second.
 - ``beacon``: the same body posted to ``/beacon``, one a second.
+- ``values`` (item 2): one socket sending, flat out, events whose props hold a lone surrogate and
+  a whole number past 64 bits (``identify``-like traits too); with ``--store redis://…`` the
+  neighbours' sessions are written behind to Redis beside them.
+- ``template`` (item 4): one socket sending clicks on an empty cart, flat out: the ``average``
+  campaign's template divides by ``cart.count`` and fails at render each time.
+- ``churn`` (item 5): a new visitor id every connection — hello, one event, close — 20 at a time.
 - ``idle``: 1,100 connections from 127.0.0.2 that send nothing and 100 that trickle a request
   header a byte every 0.5 s, opened at the start of the phase. Besides the neighbours' latency:
   whether a new visitor gets a ``welcome`` and ``/healthz`` answers while they are open (each
@@ -49,6 +57,9 @@ campaigns:
   - id: mug
     trigger: {event: add_to_cart}
     message: {kind: toast, title: "Nice {{ event.name }}"}
+  - id: average
+    trigger: {event: click}
+    message: {kind: toast, title: "{{ cart.value / cart.count }} an item"}
 """
 ESCAPED_QUOTES = ('"' + '\\"' * 32_000 + "[" * 10).encode()
 ATTACKER = "127.0.0.2"
@@ -216,6 +227,56 @@ async def idle_connections(port: int, stop: asyncio.Event, report: dict, pid: in
         writer.close()
 
 
+async def hostile_values(url: str, stop: asyncio.Event, report: dict) -> None:
+    """Events with a lone surrogate and a whole number past 64 bits, flat out on one socket."""
+    ws = await session(url)
+    seq, sent = 0, 0
+    while not stop.is_set():
+        seq += 1
+        frame = {"t": "ev", "seq": seq, "name": "identify", "props": {"note": "cut \ud800", "n": 98765432109876543210}}
+        if seq % 2:
+            frame = {"t": "ev", "seq": seq, "name": "page_view", "props": {"path": "/x", "title": "half \udbff"}}
+        await ws.send(json.dumps(frame, ensure_ascii=True))  # the surrogates as \\u escapes, as a page sends them
+        while json.loads(await ws.recv()).get("t") != "ack":
+            pass
+        sent += 1
+    report["frames"] = sent
+    await ws.close()
+
+
+async def failing_templates(url: str, stop: asyncio.Event, report: dict) -> None:
+    """Clicks on an empty cart, flat out: each fires a campaign whose template fails at render."""
+    ws = await session(url)
+    seq, closed = 0, None
+    try:
+        while not stop.is_set():
+            seq += 1
+            await ws.send(json.dumps({"t": "ev", "seq": seq, "name": "click", "props": {"target": "b"}}))
+            while json.loads(await ws.recv()).get("t") != "ack":
+                pass
+    except websockets.ConnectionClosed as exc:
+        closed = exc.rcvd.code if exc.rcvd else None
+    report["frames"], report["closed"] = seq, closed
+    await ws.close()
+
+
+async def visitor_churn(url: str, stop: asyncio.Event, report: dict) -> None:
+    """A new visitor id each connection (hello, one event, close), 20 at a time."""
+    count = [0]
+
+    async def one() -> None:
+        while not stop.is_set():
+            ws = await session(url)
+            await ws.send(json.dumps({"t": "ev", "seq": 1, "name": "page_view", "props": {"path": "/"}}))
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.recv()
+            await ws.close()
+            count[0] += 1
+
+    await asyncio.gather(*(one() for _ in range(20)))
+    report["visitors"] = count[0]
+
+
 async def phase_with(attack, sockets, seqs, rounds: int, minimum: float) -> tuple[list[float], dict]:
     """Round trips beside ``attack``, for at least ``minimum`` seconds of it."""
     stop, report = asyncio.Event(), {}
@@ -231,7 +292,7 @@ async def phase_with(attack, sockets, seqs, rounds: int, minimum: float) -> tupl
     return sorted(times), report
 
 
-async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds: int) -> dict:
+async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds: int, store: str = "memory://") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         campaigns = Path(tmp) / "c.yaml"
         campaigns.write_text(CAMPAIGNS)
@@ -245,7 +306,7 @@ async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds
         server = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "nudge", "serve", "--port", str(port),
              "--campaigns", str(campaigns), "--site-key", KEY, "--origin", ORIGIN,
-             "--max-connections-per-ip", "0", "--log-level", "error"],
+             "--max-connections-per-ip", "0", "--log-level", "error", "--store", store],
             env=env, cwd=tmp, preexec_fn=limit, stderr=subprocess.DEVNULL,
         )
         url = f"ws://127.0.0.1:{port}/ws"
@@ -253,6 +314,9 @@ async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds
             "depth": lambda stop, report: depth_frames(port, stop, report),
             "beacon": lambda stop, report: depth_beacons(port, stop, report),
             "idle": lambda stop, report: idle_connections(port, stop, report, server.pid, url),
+            "values": lambda stop, report: hostile_values(url, stop, report),
+            "template": lambda stop, report: failing_templates(url, stop, report),
+            "churn": lambda stop, report: visitor_churn(url, stop, report),
         }
         minimum = 16.0 if kind == "idle" else 3.0
         try:
@@ -298,12 +362,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--only", default="depth,beacon,idle")
+    parser.add_argument("--only", default="depth,beacon,idle,values,template,churn")
+    parser.add_argument("--store", default="memory://", help="the server's store URL (redis://… for the write-behind)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     results = {}
     for kind in args.only.split(","):
-        results[kind] = asyncio.run(measure(args.server.resolve(), kind, args.pairs, args.sessions, args.rounds))
+        results[kind] = asyncio.run(measure(args.server.resolve(), kind, args.pairs, args.sessions, args.rounds, args.store))
         print(kind, json.dumps(results[kind]), file=sys.stderr, flush=True)
     print(json.dumps({"server": str(args.server), "sessions": args.sessions, "results": results}, indent=2))
 
