@@ -270,7 +270,7 @@ async def test_erasure_removes_the_visitors_webhook_deliveries(store, tmp_path):
                     bodies = (await hub.store.redis.hgetall(hub.store.keys.webhook_deliveries())).values()
                     queued = [b.decode() for b in bodies]
                 else:
-                    queued = [d["body"] for d in hub.webhooks._deliveries.values()]
+                    queued = [d["body"] for d in hub.store._deliveries.values()]
                 assert any(gone.visitor in b for b in queued) and any(kept.visitor in b for b in queued)
                 status, _ = await delete(server, gone.visitor)
                 assert status == 200
@@ -278,7 +278,7 @@ async def test_erasure_removes_the_visitors_webhook_deliveries(store, tmp_path):
                     bodies = (await hub.store.redis.hgetall(hub.store.keys.webhook_deliveries())).values()
                     queued = [b.decode() for b in bodies]
                 else:
-                    queued = [d["body"] for d in hub.webhooks._deliveries.values()]
+                    queued = [d["body"] for d in hub.store._deliveries.values()]
                 assert not any(gone.visitor in b for b in queued) and any(kept.visitor in b for b in queued)
                 tried = sum(receiver.tries.values())
                 await settle(server, 3600)  # the retries: none for the erased visitor
@@ -396,12 +396,12 @@ async def test_the_stream_is_erased_from_a_page_at_a_time():
             visitor = gone if i % 3 == 0 else kept
             props = {"user_id": "42"} if i == 7 else {"id": "42"}  # one identify of a short user id
             lines.append(json.dumps({"visitor": visitor, "session": "s_" + visitor, "name": "identify" if i == 7 else "click", "props": props, "k": "ev", "t": float(i)}))
-        await recording.to_stream(store.redis, store.keys.events(), lines)
+        await store.append_log(lines)
         erasing = recording.Erasing([gone], ["42"])
-        assert await recording.erase_from_stream(store.redis, store.keys.events(), erasing, page=4) == 9 + 1
-        left = [fields[b"r"].decode() for _, fields in await store.redis.xrange(store.keys.events())]
+        assert await store.erase_log(erasing, page=4) == 9 + 1
+        left = await store.log_lines()
         assert left == [line for i, line in enumerate(lines) if i % 3 != 0 and i != 7]
-        assert await recording.erase_from_stream(store.redis, store.keys.events(), erasing, page=4) == 0
+        assert await store.erase_log(erasing, page=4) == 0
     finally:
         await store.close()
         await drop_keys(url)

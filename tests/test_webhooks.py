@@ -184,7 +184,7 @@ async def test_retries_stop_after_a_day(tmp_path):
                 await settle(server, webhooks.CAP)  # 30 h: at least one try an hour, then given up
             tries = sum(receiver.tries.values())
             assert 24 <= tries <= 200
-            assert server.hub.webhooks.failed == 1 and len(server.hub.webhooks.dead) == 1
+            assert server.hub.webhooks.failed == 1 and len(await server.hub.webhooks.dead_letters()) == 1
             await client.close()
 
 

@@ -20,7 +20,7 @@ from nudge import __version__
 from nudge.ops.admin import CampaignEditor
 from nudge.ops.admin import routes as admin_routes
 from nudge.ops.dashboard import routes as dashboard_routes
-from nudge.ops.results import from_totals, report
+from nudge.ops.results import report
 from nudge.ops.server_events import ServerEvents
 from nudge.rules.campaigns import CampaignSet, load_file
 from nudge.runtime.beacon import Beacon
@@ -61,14 +61,10 @@ class _Recording:
         except OSError:
             log.exception("event log write failed")
             return
-        store = self.hub.store
-        if self.hub.shared and lines:
-            from nudge.calibrate.recording import to_stream
-
-            try:
-                await to_stream(store.redis, store.keys.events(), lines)
-            except Exception:  # noqa: BLE001 - the files have them; the stream is a copy
-                log.warning("event log: the Redis stream is unavailable, %d records only in files", len(lines))
+        try:
+            await self.hub.store.append_log(lines)
+        except Exception:  # noqa: BLE001 - the files have them; the stream is a copy
+            log.warning("event log: the Redis stream is unavailable, %d records only in files", len(lines))
 
     async def stop(self) -> None:
         """The server is stopping: close the log with everything due by now, and a stop record
@@ -77,16 +73,13 @@ class _Recording:
         hub = self.hub
         await hub.scheduler.stop()
         now = hub.clock.now()
-        if not hub.shared:
+        if hub.alone:  # its timers are this node's alone to run (with several, another runs them)
             await hub.scheduler.run_due(now)
         self.recorder.record("stop", now)
         lines = self.recorder.flush()
-        if self.hub.shared and lines:
-            from nudge.calibrate.recording import to_stream
-
-            try:
-                await to_stream(self.hub.store.redis, self.hub.store.keys.events(), lines)
-            except Exception:  # noqa: BLE001
+        try:
+            await self.hub.store.append_log(lines)
+        except Exception:  # noqa: BLE001
                 log.warning("event log: the last %d records are only in files", len(lines))
         self.hub.recorder = None
 
@@ -113,8 +106,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         raise ValueError("; ".join(problems))
     watched = settings.campaign_file() if campaign_set is None else None
     store = open_store(settings.store)
-    if hasattr(store, "retention"):
-        store.retention = settings.retention  # every stored key's time to live (docs/security.md)
+    store.retention = settings.retention  # every stored key's time to live (docs/security.md)
     hub = Hub(settings, campaign_set if campaign_set is not None else load_campaigns(settings), store, clock or SystemClock())
     campaign_file = CampaignFile(watched, hub) if watched is not None else None
     secret_keys = [key for key in settings.secret_keys if key]
@@ -149,7 +141,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             degraded.append("starting or stopping")
         if health.get("status") != "ok":
             degraded.append(f"store unreachable for {health.get('degraded_for', 0)} s: new connections are refused (1013)")
-        if hub.shared and not health["relay"]["healthy"]:
+        if "relay" in health and not health["relay"]["healthy"]:
             degraded.append("relay listener unhealthy: timers for visitors on other nodes are decided here")
         if campaign_file is not None and campaign_file.last_error:
             degraded.append("the campaign file on disk is invalid; the campaigns in force stay")
@@ -163,14 +155,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     async def results(request: Request) -> Response:
         if (refused := authorised(request)) is not None:
             return refused
-        if hub.shared:  # every node's counts: this node's flushed first, then read back
-            try:
-                await hub.flush_results()
-                counts = from_totals(await hub.store.load_results())
-            except hub._unavailable:
-                counts = hub.results.snapshot()
-        else:
-            counts = hub.results.snapshot()
+        counts = await hub.every_nodes_results()
         return JSONResponse({"campaigns": counts, "report": report(counts, hub.engine.by_id)})
 
     async def explain(request: Request) -> Response:
@@ -211,7 +196,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
                 report = await erase_user(hub, site, visitor)
             else:
                 report = await erase(hub, site, visitor)
-        except getattr(hub.store, "unavailable", ()) as exc:
+        except hub.store.unavailable as exc:
             return JSONResponse({"error": f"the store is unreachable ({exc}); nothing was erased there, try again"}, status_code=503)
         except OSError as exc:  # an event log file could not be rewritten (disk full, permissions)
             log.error("erasure: the event log could not be rewritten: %s", exc)
@@ -233,7 +218,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             return JSONResponse({"endpoints": hooks.describe(), "queued": await hooks.depth(),
                                  "sent": hooks.sent, "retried": hooks.retried, "failed": hooks.failed,
                                  "dead": await hooks.dead_letters()})
-        except hub._unavailable:
+        except hub.store.unavailable:
             return JSONResponse({"error": "the shared store is unreachable"}, status_code=503)
     editor = CampaignEditor(hub, hub.engine.campaign_set.document)
     if campaign_file is not None:

@@ -28,9 +28,10 @@ Retries: a connection error, a timeout, 408, 429 or 5xx is retried after a rando
 the first try; any other 4xx is final. What is given up on goes to the dead-letter list (the last
 ``DEAD_KEPT``), shown in the dashboard and at ``GET /api/webhooks``.
 
-The queue: with Redis, a sorted set of delivery ids scored by due time plus a hash of the
-deliveries (so a node that dies mid-delivery leaves it to be claimed again when its lease ends:
-at-least-once, which is what the idempotency key is for); in memory, a heap in this process.
+The queue is the store's (:meth:`nudge.store.base.Store.put_delivery` and the methods beside it):
+with Redis, a sorted set of delivery ids scored by due time plus a hash of the deliveries (so a
+node that dies mid-delivery leaves it to be claimed again when its lease ends: at-least-once,
+which is what the idempotency key is for); in memory, a heap in this process.
 Deliveries are decided on the hot path (a dict appended to a list); the scheduler writes them to
 the queue and claims what is due, and each claimed delivery is POSTed in a task of its own (at most
 ``CONCURRENCY`` at once): a slow receiver never holds up the scheduler, and so never delays a
@@ -42,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import heapq
 import hmac
 import json
 import logging
@@ -76,25 +76,6 @@ TIMEOUT = 10.0  # seconds for one POST
 CONCURRENCY = 8  # POSTs in flight at once, per node
 MIN_SECRET = 8  # characters: a shorter secret is refused
 LEGACY_ID = "offline"  # the endpoint NUDGE_WEBHOOK_URL stands for
-
-# -- KEYS[1]: due delivery ids (sorted set, ms); KEYS[2]: deliveries (hash id -> JSON)
-# -- ARGV[1]: now in ms; ARGV[2]: lease in ms; ARGV[3]: how many at most
-# -- returns the JSON of each delivery claimed (now due again at the lease's end, unless finished)
-CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  local body = redis.call('HGET', KEYS[2], id)
-  if body then
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
-    table.insert(out, body)
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -203,13 +184,9 @@ class Webhooks:
 
     def __init__(self, hub: Hub, endpoints: list[Endpoint]) -> None:
         self.hub = hub
+        self.store = hub.store  # holds the queue and the dead letters
         self.endpoints = {e.id: e for e in endpoints}
-        self.shared = hub.store.shared
         self._fresh: list[dict] = []  # decided, not yet in the queue
-        self._heap: list[tuple[float, int, str]] = []  # memory: (due, order, id)
-        self._deliveries: dict[str, dict] = {}  # memory: id -> delivery
-        self._order = 0
-        self.dead: list[dict] = []  # memory: the last DEAD_KEPT given up, newest first
         self._pump_at: float | None = None  # when the next pump is due
         self._timer = None
         self._inflight: set[asyncio.Task] = set()  # POSTs under way
@@ -218,8 +195,6 @@ class Webhooks:
         self.retried = 0  # failed tries rescheduled
         self.failed = 0  # given up, by this node
         self.queued = 0  # deliveries waiting, as of the last pump (every node's, with Redis)
-        if self.shared:
-            self._claim = hub.store.redis.register_script(CLAIM)
 
     # --- the hot path -------------------------------------------------------------------------
 
@@ -244,12 +219,13 @@ class Webhooks:
     # --- the loop -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.shared:
-            self._schedule(self.hub.clock.now() + POLL)
+        """Look at the queue every ``POLL`` seconds from now on: deliveries left by a node that
+        stopped, or whose lease ran out, are claimed by whichever node looks first."""
+        self._schedule(self.hub.clock.now() + POLL)
 
     async def stop(self) -> None:
-        """Stop sending; with Redis, what was decided but not yet queued is queued for the other
-        nodes (or this one's next start)."""
+        """Stop sending; what was decided but not yet queued is queued (with Redis, for the other
+        nodes or this one's next start)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -257,11 +233,11 @@ class Webhooks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._inflight, return_exceptions=True)
-        if self.shared and self._fresh:
+        if self._fresh:
             try:
                 await self._enqueue_fresh()
-            except self.hub._unavailable:
-                log.warning("%d webhook deliveries lost: Redis unreachable at shutdown", len(self._fresh))
+            except self.store.unavailable:
+                log.warning("%d webhook deliveries lost: the store is unreachable at shutdown", len(self._fresh))
 
     def _schedule(self, due: float) -> None:
         if self._pump_at is not None and self._pump_at <= due:
@@ -276,17 +252,19 @@ class Webhooks:
         now = self.hub.clock.now()
         try:
             await self._enqueue_fresh()
-            for delivery in await self._claim_due(now):
+            for delivery in await self.store.claim_deliveries(now, LEASE, BATCH):
                 task = asyncio.get_running_loop().create_task(self._send(delivery))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             self.queued = await self.depth()
-        except self.hub._unavailable as exc:
-            self.hub._store_failed(exc)
+        except self.store.unavailable as exc:
+            self.hub.store_failed(exc)
         finally:
-            following = self._next_due()
-            if self.shared:
-                following = min(following or now + POLL, now + POLL)
+            try:
+                following = await self.store.next_delivery_due()
+            except self.store.unavailable:
+                following = None
+            following = min(following or now + POLL, now + POLL)
             if self._fresh:
                 following = now
             if following is not None:
@@ -296,7 +274,7 @@ class Webhooks:
         fresh, self._fresh = self._fresh, []
         try:
             for delivery in fresh:
-                await self._put(delivery)
+                await self.store.put_delivery(delivery)
         except BaseException:
             self._fresh[:0] = fresh  # written with the next pump
             raise
@@ -311,8 +289,8 @@ class Webhooks:
             try:
                 await self._attempt(delivery)
                 self.queued = await self.depth()
-            except self.hub._unavailable as exc:
-                self.hub._store_failed(exc)  # left claimed: tried again when its lease ends
+            except self.store.unavailable as exc:
+                self.hub.store_failed(exc)  # left claimed: tried again when its lease ends
             except Exception:
                 log.exception("webhook %s: delivery failed", delivery["id"])
 
@@ -321,7 +299,7 @@ class Webhooks:
         now = self.hub.clock.now()
         if endpoint is None:
             delivery["error"] = "endpoint no longer configured"
-            await self._bury(delivery)
+            await self.store.bury_delivery(delivery, DEAD_KEPT)
             return
         body = delivery["body"].encode()
         headers = {
@@ -336,95 +314,39 @@ class Webhooks:
         delivery["attempt"] += 1
         if error is None:
             self.sent += 1
-            await self._finish(delivery["id"])
+            await self.store.finish_delivery(delivery["id"])
             return
         delivery["error"] = error
         delivery["last_at"] = now
         if retryable(status) and now - delivery["first_at"] < MAX_AGE:
             delivery["due"] = min(now + backoff(delivery["attempt"]), delivery["first_at"] + MAX_AGE)
             self.retried += 1
-            await self._put(delivery)
+            await self.store.put_delivery(delivery)
             self._schedule(delivery["due"])
             log.info("webhook %s to %s: %s; try %d at +%.1f s", delivery["id"], endpoint.id, error,
                      delivery["attempt"] + 1, delivery["due"] - now)
             return
         self.failed += 1
         log.warning("webhook %s to %s given up after %d tries: %s", delivery["id"], endpoint.id, delivery["attempt"], error)
-        await self._bury(delivery)
-
-    # --- the queue: memory or Redis -----------------------------------------------------------
-
-    def _next_due(self) -> float | None:
-        heap = self._heap
-        while heap and heap[0][2] not in self._deliveries:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
-    async def _put(self, delivery: dict) -> None:
-        if self.shared:
-            keys = self.hub.store.keys
-            async with self.hub.store.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.webhook_deliveries(), delivery["id"], json.dumps(delivery))
-                pipe.zadd(keys.webhook_due(), {delivery["id"]: round(delivery["due"] * 1000)})
-                await pipe.execute()
-            return
-        self._deliveries[delivery["id"]] = delivery
-        self._order += 1
-        heapq.heappush(self._heap, (delivery["due"], self._order, delivery["id"]))
-
-    async def _claim_due(self, now: float) -> list[dict]:
-        if self.shared:
-            keys = self.hub.store.keys
-            found = await self._claim(keys=[keys.webhook_due(), keys.webhook_deliveries()],
-                                      args=[round(now * 1000), round(LEASE * 1000), BATCH])
-            return [json.loads(raw) for raw in found]
-        out = []
-        heap = self._heap
-        while heap and heap[0][0] <= now and len(out) < BATCH:
-            _, _, ident = heapq.heappop(heap)
-            delivery = self._deliveries.get(ident)
-            if delivery is not None and delivery["due"] <= now:
-                out.append(delivery)
-        return out
-
-    async def _finish(self, ident: str) -> None:
-        if self.shared:
-            keys = self.hub.store.keys
-            async with self.hub.store.redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(keys.webhook_deliveries(), ident)
-                pipe.zrem(keys.webhook_due(), ident)
-                await pipe.execute()
-            return
-        self._deliveries.pop(ident, None)
-
-    async def _bury(self, delivery: dict) -> None:
-        """Give up on a delivery: off the queue, onto the dead-letter list."""
-        await self._finish(delivery["id"])
-        if self.shared:
-            keys = self.hub.store.keys
-            async with self.hub.store.redis.pipeline(transaction=True) as pipe:
-                pipe.lpush(keys.webhook_dead(), json.dumps(delivery))
-                pipe.ltrim(keys.webhook_dead(), 0, DEAD_KEPT - 1)
-                await pipe.execute()
-            return
-        self.dead.insert(0, delivery)
-        del self.dead[DEAD_KEPT:]
+        await self.store.bury_delivery(delivery, DEAD_KEPT)
 
     # --- for the API, the dashboard and /metrics -----------------------------------------------
 
     async def depth(self) -> int:
         """Deliveries waiting (every node's, with Redis)."""
-        if self.shared:
-            return int(await self.hub.store.redis.zcard(self.hub.store.keys.webhook_due())) + len(self._fresh)
-        return len(self._deliveries) + len(self._fresh)
+        return await self.store.count_deliveries() + len(self._fresh)
 
     async def dead_letters(self, limit: int = 100) -> list[dict]:
-        if self.shared:
-            found = await self.hub.store.redis.lrange(self.hub.store.keys.webhook_dead(), 0, limit - 1)
-            letters = [json.loads(raw) for raw in found]
-        else:
-            letters = self.dead[:limit]
+        letters = await self.store.dead_deliveries(limit)
         return [{k: v for k, v in d.items() if k != "body"} | {"payload": json.loads(d["body"])} for d in letters]
+
+    def forget_decided(self, visitor: str) -> int:
+        """Erasure: the deliveries naming the visitor that were decided here and not yet queued
+        (each delivery's body is the JSON that would be POSTed; the visitor id in it marks it).
+        The queued ones and the dead letters are the store's (``erase_deliveries``)."""
+        before = len(self._fresh)
+        self._fresh[:] = [d for d in self._fresh if visitor not in d["body"]]
+        return before - len(self._fresh)
 
     def describe(self) -> list[dict]:
         """The endpoints, without their secrets."""

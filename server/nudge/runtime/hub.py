@@ -55,7 +55,7 @@ from nudge.runtime.clock import Clock
 from nudge.runtime.config import Settings, Site
 from nudge.runtime.connection import Connection
 from nudge.runtime.metrics import Metrics
-from nudge.runtime.results import Results
+from nudge.runtime.results import Results, from_totals
 from nudge.runtime.scheduler import LocalTimer, Scheduler
 from nudge.store import CapCheck, DueTimer, Store
 
@@ -139,19 +139,21 @@ class Hub:
         self.sites: dict[str, Site] = settings.sites()  # publishable key -> site
         self.sessions: dict[str, LiveSession] = {}  # session id -> session held by this node
         self.visitors: dict[tuple[str, str], Visitor] = {}  # (site, visitor id) -> visitor
-        self.shared = store.shared  # other nodes use the same store
         self.node = settings.node or "n_" + secrets.token_hex(4)  # this node's id among them
-        if self.shared:
-            store.node = self.node
-        self.relay = None  # cross-node delivery (relay.Relay), with a shared store
-        self._unavailable: tuple[type[BaseException], ...] = getattr(store, "unavailable", ())
+        store.node = self.node
+        # The other nodes sharing the store, and where they hold sessions (none: one node alone).
+        self.cluster = store.cluster(self.node, self._on_relay)
+        # One node alone writes every change through at once; with several, sessions are
+        # written behind in batches, shows confirmed in the store, timers relayed.
+        self.alone = self.cluster.alone
+        self._unavailable: tuple[type[BaseException], ...] = store.unavailable
         self._dirty: set[LiveSession] = set()  # sessions changed since the last write-behind
         self._writing = asyncio.Lock()  # one write-behind at a time: a later one never lands first
         self._backlog: deque[tuple[str, tuple]] = deque()  # store writes that failed, in order
         self._tick: LocalTimer | None = None  # the next write-behind and health check
         self._probed_at = 0.0  # when the relay was last probed
         self.degraded_since: float | None = None  # when the shared store became unreachable
-        poll = settings.timer_poll if self.shared else None
+        poll = None if self.alone else settings.timer_poll
         self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
         self.stats = Stats()
         self.results = Results()  # per campaign and variant
@@ -165,18 +167,15 @@ class Hub:
         try:
             self.results.restore(await self.store.load_results())
         except self._unavailable as exc:
-            self._store_failed(exc)  # counted from zero here; the store keeps adding up
-        if self.shared:
-            from nudge.runtime.relay import Relay
-
-            self.relay = Relay(self.store.redis, self.store.keys, self.node, self._on_relay)
-            await self.relay.start()
+            self.store_failed(exc)  # counted from zero here; the store keeps adding up
+        await self.cluster.start()
+        if not self.alone:
             self._tick = self.scheduler.call_at(self.clock.now() + self.settings.write_behind, self._on_tick)
         self.scheduler.start()
 
     async def stop(self) -> None:
         await self.scheduler.stop()
-        if self.shared:
+        if not self.alone:
             if self._tick is not None:
                 self._tick.cancel()
             try:
@@ -185,8 +184,7 @@ class Hub:
                 await self.flush_results()
             except Exception:
                 log.exception("final write to the store failed")
-            if self.relay is not None:
-                await self.relay.stop()
+            await self.cluster.stop()
             try:
                 await self.store.close()
             except Exception:
@@ -212,7 +210,7 @@ class Hub:
         live = self.sessions.get(hello.session) if hello.session else None
         if live is not None and (live.state.site != site.key or live.state.visitor != visitor_id):
             live = None  # not theirs to resume
-        if hello.session and self.shared:
+        if hello.session:
             # Own the session before reading it: writes the previous node may still send are
             # refused from now on. If another node owned it since this node last held it, this
             # node's copy is out of date.
@@ -260,12 +258,12 @@ class Hub:
             session.outbox = [frame for frame in session.outbox if frame["seq"] > hello.rx]
             for frame in session.outbox:
                 conn.push(frame)
-        if self.shared:
+        if not self.alone:
             await self._claim_session(live)
         try:
             queued = await self.store.take_queued(site.key, visitor_id, now)
         except self._unavailable as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
             queued = []  # they stay queued for the next visit
         for message in queued:
             self._deliver(live, message)
@@ -288,7 +286,7 @@ class Hub:
             others = [v for v in await self.store.user_visitors(site, user) if v != visitor_id]
             waiting = [message for other in others for message in await self.store.take_queued(site, other, now)]
         except self._unavailable as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
             return  # they stay queued for the next visit
         if not waiting:
             return
@@ -310,8 +308,8 @@ class Hub:
         live = self.sessions.get(session_id)
         if live is not None:
             return live if live.state.site == site and live.state.visitor == visitor_id else None
-        if not self.shared:
-            return None
+        if self.alone:
+            return None  # every session of this deployment is held here
         now = self.clock.now()
         before = await self._load(self.store.own_session(site, session_id, visitor_id, self.settings.grace + 3600.0))
         stored = await self._load(self.store.load_session(site, session_id)) if before != "!" else None
@@ -332,18 +330,18 @@ class Hub:
         try:
             return await pending
         except self._unavailable as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
             raise StoreUnavailable("the shared store is unreachable; reconnect shortly") from None
 
     async def _claim_session(self, live: LiveSession) -> None:
         """Record that this node holds the session; tell the node that held it to let go."""
         state = live.state
         try:
-            before = await self.relay.hold(state.site, state.visitor, state.id, self.settings.grace + 86400.0)
+            before = await self.cluster.hold(state.site, state.visitor, state.id, self.settings.grace + 86400.0)
             if before is not None:
-                await self.relay.send(before, {"op": "take", "site": state.site, "session": state.id})
+                await self.cluster.send(before, {"op": "take", "site": state.site, "session": state.id})
         except self._unavailable as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
         self._dirty.add(live)
 
     async def detach(self, live: LiveSession, conn: Connection) -> None:
@@ -362,12 +360,12 @@ class Hub:
             live.wake.cancel()
             live.wake = None
         live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
-        if self.shared:
+        if not self.alone:
             self._dirty.add(live)
             try:
                 await self._write_behind()
             except self._unavailable as exc:
-                self._store_failed(exc)  # kept dirty: written once the store answers
+                self.store_failed(exc)  # kept dirty: written once the store answers
             return
         await self.store.save_session(live.state, self.settings.grace)
         await self.store.save_visitor(live.visitor.state)
@@ -396,16 +394,15 @@ class Hub:
         if live.conn is not None:
             return
         state = live.state
-        if self.shared:
-            self._dirty.discard(live)
-            try:
-                ours = await self.relay.release(state.site, state.visitor, state.id)
-            except self._unavailable as exc:
-                self._store_failed(exc)
-                ours = True
-            if not ours:  # resumed on another node meanwhile: that node has it now
-                self._forget(live)
-                return
+        self._dirty.discard(live)
+        try:
+            ours = await self.cluster.release(state.site, state.visitor, state.id)
+        except self._unavailable as exc:
+            self.store_failed(exc)
+            ours = True
+        if not ours:  # resumed on another node meanwhile: that node has it now
+            self._forget(live)
+            return
         self.sessions.pop(state.id, None)
         for frame in state.outbox:
             campaign = self.engine.by_id.get(frame.get("campaign"))
@@ -464,7 +461,7 @@ class Hub:
                 await self._on_events(live, conn, frame)
             elif kind == "ack":
                 self._on_ack(live, frame)
-                if self.shared:
+                if not self.alone:
                     self._dirty.add(live)
             elif kind == "ping":
                 conn.push(protocol.PONG)
@@ -521,7 +518,7 @@ class Hub:
             if ack:
                 conn.push_ack(seq)
             return
-        if not self.shared and _due_by(live, now):
+        if self.alone and _due_by(live, now):
             # Whatever fell due before this event happens before it, as it would have if the
             # loop had not been busy: the decisions then do not depend on when the loop woke.
             await self.scheduler.run_due(now)
@@ -539,7 +536,7 @@ class Hub:
         if proven:
             await self.identified(live, event.props["user_id"], now)
         self.metrics.event_seconds.observe(time.perf_counter() - started)
-        if self.shared:
+        if not self.alone:
             self._dirty.add(live)  # written behind, with the others changed meanwhile
         if ack:
             conn.push_ack(seq)
@@ -578,11 +575,11 @@ class Hub:
         node (the event is applied within that tab's session), or waits for their next visit (or
         the offline webhook), as the campaign says."""
         visitor = self.visitors.get((site, visitor_id))
-        if visitor is None and self.shared and not forwarded:
+        if visitor is None and not forwarded:
             try:
-                holders = await self.relay.holders(site, visitor_id)
+                holders = await self.cluster.holders(site, visitor_id)
             except self._unavailable as exc:
-                self._store_failed(exc)
+                self.store_failed(exc)
                 raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
             record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props}
             if await self._relay_to_holder(holders, record):
@@ -618,7 +615,7 @@ class Hub:
                 await self._write("link_user", site, user, visitor_id)
         if not held:
             await self._write("save_visitor", visitor.state)
-        elif self.shared:
+        elif not self.alone:
             self._dirty.update(visitor.sessions)  # the visitor is written with its sessions
         return "held" if held else "stored"
 
@@ -640,7 +637,7 @@ class Hub:
                     message["variant"] = decision.variant
                 hand_off = self._hand_off(decision, live)
                 queued_by_store = False
-                if self.shared:
+                if not self.alone:  # another node may show to the visitor at the same moment
                     queue = None
                     if (decision.queued or live is None) and not hand_off:
                         queue = (message, decision.expires_at or now + 86400.0)
@@ -739,7 +736,7 @@ class Hub:
         session.outbox.append(frame)
         if len(session.outbox) > self.settings.outbox_limit:
             del session.outbox[0]
-        if self.shared:
+        if not self.alone:
             self._dirty.add(live)
         conn = live.conn
         if conn is not None:
@@ -771,7 +768,7 @@ class Hub:
         if visitor is not None:
             connected = [s for s in visitor.sessions if s.conn is not None]
             live = (connected or visitor.sessions or [None])[-1]
-        if self.shared and not forwarded and (live is None or live.conn is None) and await self._relay_timer(timer):
+        if not forwarded and (live is None or live.conn is None) and await self._relay_timer(timer):
             return
         self.stats.timers_fired += 1
         lateness = self.clock.now() - timer.due
@@ -779,7 +776,7 @@ class Hub:
         self.metrics.timer_lag.observe(lateness)
         if lateness > self.stats.lateness_max:
             self.stats.lateness_max = lateness
-        if not self.shared:
+        if self.alone:
             await self._run_timer(timer, visitor, live)
             return
         try:
@@ -796,17 +793,17 @@ class Hub:
             if state is None:
                 return
             visitor = Visitor(state)
-        if self.shared:
+        if not self.alone:
             if self._pending_write(timer):
                 return  # cancelled or moved meanwhile, not yet written to Redis
             visitor.state.timers.setdefault(timer.key, timer.due)
         view = live.view if live is not None else State(visitor.state, None)
         now = _not_before(visitor.state, timer.due)
-        once = timer.token if self.shared else None
+        once = None if self.alone else timer.token
         await self._carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
         if not visitor.sessions:
             await self._write("save_visitor", visitor.state)
-        elif live is not None and self.shared:
+        elif live is not None and not self.alone:
             self._dirty.add(live)
 
     async def _relay_timer(self, timer: DueTimer) -> bool:
@@ -814,7 +811,7 @@ class Hub:
         heard it (it finishes the timer; if it dies first, the lease runs out and the timer is
         claimed again, and its once-token keeps the message from showing twice)."""
         try:
-            holders = await self.relay.holders(timer.site, timer.visitor)
+            holders = await self.cluster.holders(timer.site, timer.visitor)
         except self._unavailable:
             return False
         record = {
@@ -831,14 +828,14 @@ class Hub:
         session -> node, as :meth:`Relay.holders` answers), the most recently held first, until
         one hears it; True when one did. Errors of the store are the caller's to handle."""
         for node in dict.fromkeys(reversed(holders.values())):
-            if node != self.node and await self.relay.send(node, record):
+            if node != self.node and await self.cluster.send(node, record):
                 return True
         return False
 
     # --- shared store: relay, write-behind, outage --------------------------------------------
 
     async def _on_relay(self, record: dict) -> None:
-        """A record another node published for this one (see :mod:`nudge.runtime.relay`)."""
+        """A record another node sent this one (see :mod:`nudge.store.redis.cluster`)."""
         op = record.get("op")
         if op == "ev":
             event = events.Event(record["name"], record.get("props") or {})
@@ -881,7 +878,7 @@ class Hub:
         try:
             return await self.store.confirm_show(state.site, state.id, check, now, once=once, queue=queue)
         except self._unavailable as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
             if queue is not None:
                 self._backlog.append(("enqueue", (state.site, state.id, *queue)))
             return None
@@ -894,7 +891,7 @@ class Hub:
                 await getattr(self.store, op)(*args)
                 return
             except self._unavailable as exc:
-                self._store_failed(exc)
+                self.store_failed(exc)
         self._backlog.append((op, args))
 
     async def _replay(self) -> None:
@@ -945,16 +942,27 @@ class Hub:
             probe = self.degraded_since is not None or self.clock.now() - self._probed_at >= self.settings.heartbeat
             if probe:
                 self._probed_at = self.clock.now()
-                if not await self.relay.check():
+                if not await self.cluster.check():
                     raise ConnectionError("relay unhealthy")
                 await self.store.ping()
             if answered or probe:
                 self._store_ok()
         except (*self._unavailable, ConnectionError) as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
         finally:
             due = max(began + self.settings.write_behind, self.clock.now())
             self._tick = self.scheduler.call_at(due, self._on_tick)
+
+    async def every_nodes_results(self) -> dict:
+        """The results counts of every node, by campaign and variant: this node's own when it is
+        alone, else flushed to the store and read back (this node's own while it is unreachable)."""
+        if self.alone:
+            return self.results.snapshot()
+        try:
+            await self.flush_results()
+            return from_totals(await self.store.load_results())
+        except self._unavailable:
+            return self.results.snapshot()
 
     async def flush_results(self) -> None:
         """Add the results counted since the last flush to the store, in one call."""
@@ -967,7 +975,8 @@ class Hub:
             self.results.give_back(pending)  # added with the next flush
             raise
 
-    def _store_failed(self, exc: BaseException) -> None:
+    def store_failed(self, exc: BaseException) -> None:
+        """A store call failed (it is unreachable): counted, and degraded mode begins."""
         self.stats.store_errors += 1
         if self.degraded_since is None:
             self.degraded_since = self.clock.now()
@@ -988,13 +997,12 @@ class Hub:
 
     def health(self) -> dict:
         """What /healthz reports about the store: ``ok``, or ``degraded`` while it is unreachable."""
-        if not self.shared:
-            return {"status": "ok", "store": "memory"}
+        if self.alone and self.degraded_since is None:
+            return {"status": "ok", "store": self.store.name}
         report = {
             "status": "degraded" if self.degraded_since is not None else "ok",
-            "store": "redis", "node": self.node, "backlog": len(self._backlog),
-            "relay": {"healthy": bool(self.relay and self.relay.healthy),
-                      "resubscribed": self.relay.resubscribed if self.relay else 0},
+            "store": self.store.name, "node": self.node, "backlog": len(self._backlog),
+            "relay": {"healthy": self.cluster.healthy, "resubscribed": self.cluster.resubscribed},
         }
         if self.degraded_since is not None:
             report["degraded_for"] = round(self.clock.now() - self.degraded_since, 3)

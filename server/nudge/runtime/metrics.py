@@ -160,9 +160,9 @@ def render(hub: Hub) -> str:
     _metric(out, "nudge_store_up", "gauge", "1 unless the shared store is unreachable.", [({}, int(hub.degraded_since is None))])
     _metric(out, "nudge_store_errors_total", "counter", "Store calls that failed.", [({}, stats.store_errors)])
     _metric(out, "nudge_store_backlog", "gauge", "Store writes kept while it was unreachable.", [({}, len(hub._backlog))])
-    if hub.shared:
+    if not hub.alone:
         _metric(out, "nudge_relay_up", "gauge", "1 when the relay listener is healthy.",
-                [({}, int(bool(hub.relay and hub.relay.healthy)))])
+                [({}, int(hub.cluster.healthy))])
     hooks = hub.webhooks
     _metric(out, "nudge_webhook_queue", "gauge", "Webhook deliveries waiting (first tries and retries).",
             [({}, hooks.queued if hooks else 0)])
