@@ -21,9 +21,12 @@ from nudge.runtime.clock import FakeClock
 from nudge.runtime.config import Settings
 from nudge.runtime.hub import Hub
 
+from .support.waiting import WAIT, eventually
+
+__all__ = ["WAIT", "eventually"]  # the tests import them from here too
+
 ORIGIN = "http://shop.test"
 KEY = "pk_test"
-WAIT = 5.0  # upper bound for awaiting a condition; a passing test never waits this long
 
 _visitors = itertools.count(1)
 
@@ -62,9 +65,7 @@ async def run_server(campaigns: str | None = None, campaign_file=None, clock=Non
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # the test process keeps its own handlers
     task = asyncio.get_running_loop().create_task(server.serve())
-    async with asyncio.timeout(WAIT):
-        while not server.started:
-            await asyncio.sleep(0.005)  # polling a condition, bounded by the timeout above
+    await eventually(lambda: server.started, "the server to start")
     port = server.servers[0].sockets[0].getsockname()[1]
     hub: Hub = app.state.hub
     settings.port = port
@@ -304,16 +305,6 @@ FLAGS = [
     # Anything not on loopback goes to a closed port.
     "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
 ]
-
-
-async def eventually(condition, what: str) -> None:
-    """Wait for a server-side condition, bounded; polling is the only way to watch plain state."""
-    try:
-        async with asyncio.timeout(WAIT):
-            while not condition():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from nudge.cli import main
 
-from .conftest import Client, free_port, run_server
+from .conftest import Client, eventually, free_port, run_server
 
 pytestmark = pytest.mark.integration
 
@@ -120,9 +120,7 @@ async def test_sighup_and_the_reload_endpoint(tmp_path):
         reloads = server.app.state.campaign_file.reloads
         assert server.app.state.sighup(), "the SIGHUP handler is installed"
         os.kill(os.getpid(), signal.SIGHUP)
-        async with asyncio.timeout(5):
-            while server.app.state.campaign_file.reloads == reloads:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: server.app.state.campaign_file.reloads != reloads, "the reload on SIGHUP")
         path.write_text("campaigns: [oops")
         code, body = await request(f"{server.http}/api/reload", SECRET, method="POST")
         assert code == 422 and "syntax" in body["problems"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -10,7 +9,7 @@ import logging
 import pytest
 from nudge.ops.logs import JsonFormatter
 
-from .conftest import Client, run_server
+from .conftest import Client, eventually, run_server
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +37,7 @@ async def test_json_lines_for_connections_and_decisions():
             await client.track("click")
             await client.close()
             await server.hub.scheduler.settled()
-            async with asyncio.timeout(5):
-                while "connection closed" not in out.getvalue():
-                    await asyncio.sleep(0.01)  # the server notices the close
+            await eventually(lambda: "connection closed" in out.getvalue(), "the server to log the close")
     finally:
         for logger in loggers:
             logger.removeHandler(handler)

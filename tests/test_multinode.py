@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from .conftest import KEY, WAIT, Client, drop_keys, redis_store_url, run_server, shows
+from .conftest import KEY, WAIT, Client, drop_keys, eventually, redis_store_url, run_server, shows
 
 pytestmark = [pytest.mark.redis, pytest.mark.integration]
 
@@ -29,22 +29,13 @@ campaigns:
 """
 
 
-async def until(condition, what: str) -> None:
-    """Await a condition by bounded polling (no fixed sleeps)."""
-    async with asyncio.timeout(WAIT):
-        while not condition():
-            await asyncio.sleep(0.005)
-    assert condition(), what
-
-
 async def written(node, session: str, seq: int) -> None:
     """Await the node's write of the session (applied event ``seq``) reaching Redis."""
-    async with asyncio.timeout(WAIT):
-        while True:
-            stored = await node.hub.store.load_session(KEY, session)
-            if stored is not None and stored.last_event_seq >= seq and stored.detached_at is not None:
-                return
-            await asyncio.sleep(0.005)
+    async def held() -> bool:
+        stored = await node.hub.store.load_session(KEY, session)
+        return stored is not None and stored.last_event_seq >= seq and stored.detached_at is not None
+
+    await eventually(held, f"session {session} written up to event {seq}")
 
 
 @contextlib.asynccontextmanager
@@ -134,7 +125,7 @@ async def test_a_session_resumes_on_the_other_node_with_nothing_lost_or_repeated
         await again.track("page_view", {"path": "/after"})
         third = shows(await again.track("click", {"target": "x"}))
         assert [f["seq"] for f in third] == [3]
-        await until(lambda: a.hub.sessions == {}, "A let go of the session")
+        await eventually(lambda: a.hub.sessions == {}, "A let go of the session")
         await a.advance(3600)  # past A's grace period: A queues nothing, drops nothing
         await again.close()
         await written(b, client.session, seq=again.seq)
@@ -161,7 +152,7 @@ async def test_a_relay_listener_that_dies_silently_is_replaced():
     async with nodes(CART) as (a, b):
         relay = a.hub.cluster
         await a.advance(1)  # first probe sent
-        await until(lambda: relay._heard_ping == relay._sent_ping, "probe heard")
+        await eventually(lambda: relay._heard_ping == relay._sent_ping, "probe heard")
         await relay._pubsub.unsubscribe()  # silent: no error, no more messages
         await a.advance(1)  # the probe sent now never comes back ...
         await a.advance(1)  # ... which the next check notices
@@ -178,7 +169,7 @@ async def test_a_relay_whose_connection_dies_resubscribes():
     async with nodes(CART) as (a, b):
         relay = a.hub.cluster
         await relay._pubsub.connection.disconnect()  # the socket under the listener is gone
-        await until(lambda: relay._listener is None or relay._listener.done() or relay._pubsub.connection is not None,
+        await eventually(lambda: relay._listener is None or relay._listener.done() or relay._pubsub.connection is not None,
                     "listener noticed")
         await a.advance(1)
         await a.advance(1)
@@ -310,11 +301,11 @@ async def test_a_socket_closing_during_a_write_behind_waits_for_it():
         await first.track("scroll", {"depth": 40})
         await first.close()
         live = node.hub.sessions[first.session]
-        await until(lambda: live.conn is None, "the session detached")
+        await eventually(lambda: live.conn is None, "the session detached")
         assert writes == [("start", sorted([first.session, second.session]))]  # its write waits
         release.set()
         await tick
-        await until(lambda: len(writes) == 4, "the detached session written")
+        await eventually(lambda: len(writes) == 4, "the detached session written")
         assert writes[1:] == [("end", None), ("start", [first.session]), ("end", None)]
         stored = await store.load_session(KEY, first.session)
         assert stored.last_event_seq == 2 and stored.detached_at is not None
@@ -364,7 +355,7 @@ async def test_a_beacon_that_reaches_another_node_is_applied_there():
         body = beacon(client, (2, "add_to_cart", {"id": "mug", "name": "Mug", "price": 3}))
         assert await post(b, body) == 204
         assert b.hub.sessions[client.session].state.last_event_seq == 2
-        await until(lambda: client.session not in a.hub.sessions, "A let go")
+        await eventually(lambda: client.session not in a.hub.sessions, "A let go")
         assert await b.hub.store.next_due() == b.clock.now() + 60
 
         nxt = await Client.connect(a.url, visitor=client.visitor, session=client.session, seq=2)

@@ -14,7 +14,16 @@ import pytest
 import redis.asyncio as aioredis
 from nudge.store.keys import SEP, Keys
 
-from .conftest import KEY, Client, drop_keys, redis_store_url, shows, spawn_node, visitor_id
+from .conftest import (
+    KEY,
+    Client,
+    drop_keys,
+    eventually,
+    redis_store_url,
+    shows,
+    spawn_node,
+    visitor_id,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.integration]
 
@@ -128,9 +137,10 @@ async def test_a_session_on_a_killed_node_resumes_on_the_other(tmp_path):
         await client.track("page_view", {"path": "/shop"})
         second = shows(await client.track("click", {"target": "x"}))  # shown, never acknowledged
         assert [f["seq"] for f in second] == [2]
-        async with asyncio.timeout(5):  # written behind, within a tenth of a second
-            while int(await redis.hget(keys.session(KEY, client.session), "seq") or 0) < client.seq:
-                await asyncio.sleep(0.02)
+        async def written() -> bool:  # written behind, within a tenth of a second
+            return int(await redis.hget(keys.session(KEY, client.session), "seq") or 0) >= client.seq
+
+        await eventually(written, "the session written behind")
         a.kill()
         again = await Client.connect(b.url, visitor=client.visitor, session=client.session, rx=1, seq=client.seq)
         assert again.welcome["resumed"] is True and again.welcome["ack"] == client.seq

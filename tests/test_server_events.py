@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from nudge.rules.campaigns import load_text
 
-from .conftest import KEY, Client, drop_keys, redis_store_url, run_server, visitor_id
+from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, run_server, visitor_id
 
 pytestmark = pytest.mark.integration
 
@@ -118,9 +118,7 @@ async def test_with_redis_the_event_reaches_the_node_holding_the_visitor_and_ids
             purchase = {"id": "order-9", "visitor": client.visitor, "name": "purchase"}
             assert (await post(f"{b.http}/api/events", purchase))[1]["applied"] == "relayed"
             assert (await post(f"{a.http}/api/events", purchase))[1]["status"] == "duplicate"
-            async with asyncio.timeout(5):
-                while a.hub.visitors[(KEY, client.visitor)].state.timers:
-                    await asyncio.sleep(0.005)  # the relayed event is applied on A
+            await eventually(lambda: not a.hub.visitors[(KEY, client.visitor)].state.timers, "the relayed event applied on A")
             await a.advance(61)
             await b.advance(61)
             assert a.hub.stats.timers_fired == b.hub.stats.timers_fired == 0

@@ -388,9 +388,10 @@ async def test_the_wait_for_a_connection_is_bounded():
     store = open_store(url)
     blocked = asyncio.create_task(store.redis.blpop([store.keys.prefix + "never"], timeout=1))
     try:
-        async with asyncio.timeout(5):  # until the one connection is inside its BLPOP
-            while not any(c.get("cmd") == "blpop" for c in await _other_clients(name)):
-                await asyncio.sleep(0.005)
+        async def inside() -> bool:  # until the one connection is inside its BLPOP
+            return any(c.get("cmd") == "blpop" for c in await _other_clients(name))
+
+        await eventually(inside, "the connection inside its BLPOP")
         with pytest.raises(store.unavailable):
             await store.ping()
         assert await blocked is None  # the connection comes back after the BLPOP ...

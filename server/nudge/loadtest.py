@@ -34,6 +34,7 @@ import time
 from array import array
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit
 
 try:
@@ -120,7 +121,7 @@ class Browser(asyncio.Protocol):
     def __init__(self, run: Run, index: int) -> None:
         self.run = run  # the measurements and settings this browser reports to
         self.index = index
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | None = None  # set by connection_made
         self.buffer = b""  # bytes received and not yet parsed
         self.open = False  # handshake answered with 101
         self.ready: asyncio.Future = run.loop.create_future()  # resolved at welcome (or failure)
@@ -136,8 +137,8 @@ class Browser(asyncio.Protocol):
 
     # transport callbacks
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is not a subclass)
         run = self.run
         key = base64.b64encode(random.randbytes(16))
         self.key_expected = base64.b64encode(hashlib.sha1(key + _GUID).digest())
@@ -146,7 +147,7 @@ class Browser(asyncio.Protocol):
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
             f"{run.extra_headers}\r\n"
         )
-        transport.write(request.encode())
+        self.transport.write(request.encode())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
@@ -203,6 +204,7 @@ class Browser(asyncio.Protocol):
                 if not self.closing and not self.run.stopping:
                     self.run.error(f"closed {code}")
                 self.closing = True
+                assert self.transport is not None  # frames arrive only on a made connection
                 self.transport.close()
                 return
             pos = end
@@ -221,6 +223,7 @@ class Browser(asyncio.Protocol):
             header = bytes((0x80 | opcode, 0xFE)) + n.to_bytes(2, "big")
         else:
             header = bytes((0x80 | opcode, 0xFF)) + n.to_bytes(8, "big")
+        assert self.transport is not None  # frames are written only on a made connection
         self.transport.write(header + mask + apply_mask(payload, mask))
 
     def send(self, payload: bytes) -> None:
@@ -469,7 +472,7 @@ class Run:
         while pending:
             _, pending = await asyncio.wait(pending, timeout=0.25)
             report(self, "connecting")
-        browsers = [task.result() for task in opening if task.result() is not None]
+        browsers = [browser for task in opening if (browser := task.result()) is not None]
         connected_at = time.perf_counter()
         for browser in browsers:
             browser.start()
@@ -520,7 +523,7 @@ def _run_share(opts: Options, index: int, queue=None) -> Share:
     rate = opts.rate / procs
     events = (opts.events // procs + (1 if index < opts.events % procs else 0)) if opts.events else 0
     _raise_fd_limit(connections)
-    last = [0.0, 0, 0, 0]  # when, acked, shows, errors at the last report
+    last: list[float] = [0.0, 0, 0, 0]  # when, acked, shows, errors at the last report
 
     def report(run: Run, phase: str) -> None:
         if queue is None and not opts.progress:
@@ -528,7 +531,7 @@ def _run_share(opts: Options, index: int, queue=None) -> Share:
         now = time.perf_counter()
         if now - last[0] < 1.0:
             return
-        window = run.acks[last[1]:]
+        window = run.acks[int(last[1]):]
         snapshot = {
             "phase": phase, "connected": run.connected, "acked": len(run.acks), "shown": run.shown,
             "errors": sum(run.errors.values()), "cpu": time.process_time(),

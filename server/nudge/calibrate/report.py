@@ -53,7 +53,9 @@ def compare_text(a: Replay, b: Replay, samples: dict[str, list[dict]]) -> str:
     for campaign_id in sorted(set(sa) | set(sb)):
         ea, eb = sa.get(campaign_id), sb.get(campaign_id)
         if ea is None or eb is None:
-            lines.append(f"{campaign_id}: only in {'B' if ea is None else 'A'}: fires {(eb or ea)['fired']:,}")
+            only = eb if ea is None else ea
+            assert only is not None  # the campaign is in one of the two summaries
+            lines.append(f"{campaign_id}: only in {'B' if ea is None else 'A'}: fires {only['fired']:,}")
             continue
         delta = eb["fired"] - ea["fired"]
         lines.append(f"{campaign_id}: fires {ea['fired']:,} → {eb['fired']:,} ({delta:+,}); visitors {ea['visitors_shown']:,} → {eb['visitors_shown']:,}")
@@ -81,7 +83,8 @@ def changed_visitors(a: Replay, b: Replay, limit: int = 5) -> dict[str, list[dic
             tb = [o for o in b.by_visitor.get(visitor, []) if o.campaign == campaign]
             fa, fb = sum(o.outcome == "sent" for o in ta), sum(o.outcome == "sent" for o in tb)
             if fa != fb:
-                start = a.visitors[visitor].first_event if visitor in a.visitors and a.visitors[visitor].first_event else 0.0
+                first = a.visitors[visitor].first_event if visitor in a.visitors else None
+                start = first or 0.0
                 found.append({
                     "visitor": visitor, "a_fired": fa, "b_fired": fb,
                     "a": [{"after": o.at - start, "outcome": o.outcome} for o in ta],

@@ -31,6 +31,7 @@ from nudge.runtime.beacon import site_for
 from nudge.runtime.connection import Connection
 from nudge.runtime.hub import Hub
 from nudge.runtime.limits import ConnectionLimits, Proxies, frame_budget
+from nudge.runtime.scheduler import LocalTimer
 from nudge.runtime.shutdown import refuse_while_stopping
 
 log = logging.getLogger("nudge.gateway")
@@ -66,7 +67,7 @@ class Gateway:
         self.proxies = Proxies(settings.trusted_proxies)
         self.open: set[Connection] = set()  # every socket past the handshake, with or without hello
         self.accepting = True  # False once the server is stopping: new sockets are turned away
-        self._sweep = None  # the next idle check (a timer on the hub's scheduler)
+        self._sweep: LocalTimer | None = None  # the next idle check (a timer on the hub's scheduler)
         self._empty: asyncio.Event | None = None  # set when the last socket closes, while draining
 
     async def __call__(self, scope, receive, send) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from nudge.errors import CampaignError
 from nudge.rules.campaigns import load_file
 from nudge.runtime.hub import Hub
+from nudge.runtime.scheduler import LocalTimer
 
 log = logging.getLogger("nudge.reload")
 
@@ -21,7 +22,7 @@ class CampaignFile:
         self.path = path  # the file to watch
         self.hub = hub  # whose engine to replace
         self._seen = self._fingerprint()  # (mtime, size) of the version in force
-        self._timer = None
+        self._timer: LocalTimer | None = None  # the next look at the file
         self.reloads = 0  # successful reloads so far
         self.last_error: str | None = None  # the problems of the last refused version
         self.on_reload = None  # called with each campaign set put in force (the admin API's hook)
