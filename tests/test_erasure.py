@@ -126,7 +126,7 @@ async def test_erasure_in_memory_leaves_nothing(start_server):
     assert status == 200 and report["sessions"] == 1 and report["records"] >= 1
     assert (await live.closed())[0] == 4409
     await eventually(lambda: not mentions(hub.sessions, gone.visitor), "the socket to be let go")
-    for where in (store, hub.sessions, hub.visitors, hub._dirty, hub._backlog, server.app.state.gateway.open):
+    for where in (store, hub.sessions, hub.visitors, hub._dirty, hub.backlog, server.app.state.gateway.open):
         assert not mentions(where, gone.visitor), where
     assert mentions(store, kept.visitor)
     back = await Client.connect(server.url, visitor=gone.visitor)  # the same id starts afresh
@@ -197,7 +197,7 @@ async def test_erasure_in_redis_and_on_every_node_leaves_nothing(tmp_path):
             await eventually(lambda: not mentions(b.hub.sessions, gone.visitor) and not mentions(b.hub.visitors, gone.visitor), "node B to forget")
             assert await keys_mentioning(gone.visitor) == []
             for hub in (a.hub, b.hub):
-                for where in (hub.sessions, hub.visitors, hub._dirty, hub._backlog):
+                for where in (hub.sessions, hub.visitors, hub._dirty, hub.backlog):
                     assert not mentions(where, gone.visitor)
             assert await keys_mentioning(kept.visitor) != []
     finally:
@@ -236,7 +236,7 @@ async def test_erasure_by_user_reaches_every_visitor_they_were(store, tmp_path):
             await eventually(lambda: not mentions(server.hub.sessions, laptop.visitor), "the laptop to be let go")
             hub = server.hub
             for visitor in (phone.visitor, laptop.visitor):
-                for where in (hub.sessions, hub.visitors, hub._backlog):
+                for where in (hub.sessions, hub.visitors, hub.backlog):
                     assert not mentions(where, visitor)
                 if store == "memory":
                     assert not mentions(hub.store, visitor)

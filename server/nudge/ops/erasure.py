@@ -37,38 +37,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("nudge.erasure")
 
 
-def _mentions(args: tuple, site: str, visitor: str) -> bool:
-    """Whether a kept store write (hub backlog entry) is about the visitor."""
-    if args and args[0] == site and visitor in args[1:]:
-        return True
-    first = args[0] if args else None
-    return getattr(first, "site", None) == site and (getattr(first, "id", None) == visitor or getattr(first, "visitor", None) == visitor)
-
-
 def forget_here(hub: Hub, site: str, visitor: str) -> int:
-    """Drop the visitor from this node's memory; returns how many sessions were dropped."""
-    held = hub.visitors.get((site, visitor))
-    dropped = 0
-    if held is not None:
-        for live in list(held.sessions):
-            hub.let_go(live, "visitor erased")
-            dropped += 1
-        hub.visitors.pop((site, visitor), None)
-    for live in [live for live in hub.sessions.values() if live.state.site == site and live.state.visitor == visitor]:
-        hub._forget(live)  # not reachable through the visitor (should not happen): dropped anyway
-        dropped += 1
+    """Drop the visitor from this node's memory (the hub's sessions and kept writes, the webhook
+    deliveries decided here); returns how many sessions were dropped."""
+    dropped = hub.forget_visitor(site, visitor)
     if hub.webhooks is not None:
         hub.webhooks.forget_decided(visitor)
-    recent = hub.recent  # the dashboard's latest decisions
-    if recent:
-        kept = [entry for entry in recent if entry[2] != visitor]
-        recent.clear()
-        recent.extend(kept)
-    backlog = hub._backlog
-    if backlog:
-        kept = [entry for entry in backlog if not _mentions(entry[1], site, visitor)]
-        backlog.clear()
-        backlog.extend(kept)
     return dropped
 
 
@@ -104,7 +78,9 @@ async def on_relay(hub: Hub, record: dict) -> None:
     """A relay record about an erasure (nudge.runtime.hub hands them here): ``erase`` drops a visitor
     this node holds, ``erase_log`` (broadcast to every node) removes records from its files."""
     if record.get("op") == "erase":
-        forget_here(hub, record.get("site"), record.get("visitor"))
+        site, visitor = record.get("site"), record.get("visitor")
+        if isinstance(site, str) and isinstance(visitor, str):
+            forget_here(hub, site, visitor)
         return
     if record.get("node") == hub.node or hub.recorder is None:
         return  # the erasing node did its own

@@ -57,6 +57,16 @@ from nudge.runtime.connection import Connection
 from nudge.runtime.metrics import Metrics
 from nudge.runtime.results import Results, from_totals
 from nudge.runtime.scheduler import LocalTimer, Scheduler
+from nudge.runtime.writes import (
+    Backlog,
+    CancelTimer,
+    DropSession,
+    Enqueue,
+    LinkUser,
+    SaveVisitor,
+    SetTimer,
+    Write,
+)
 from nudge.store import CapCheck, DueTimer, Store
 
 log = logging.getLogger("nudge.hub")
@@ -149,7 +159,7 @@ class Hub:
         self._unavailable: tuple[type[BaseException], ...] = store.unavailable
         self._dirty: set[LiveSession] = set()  # sessions changed since the last write-behind
         self._writing = asyncio.Lock()  # one write-behind at a time: a later one never lands first
-        self._backlog: deque[tuple[str, tuple]] = deque()  # store writes that failed, in order
+        self.backlog = Backlog()  # store writes that failed, kept in order until the store answers
         self._tick: LocalTimer | None = None  # the next write-behind and health check
         self._probed_at = 0.0  # when the relay was last probed
         self.degraded_since: float | None = None  # when the shared store became unreachable
@@ -281,7 +291,7 @@ class Hub:
         devices is shown once (the newest)."""
         site, visitor_id = live.state.site, live.state.visitor
         live.visitor.state.traits["user_id"] = user
-        await self._write("link_user", site, user, visitor_id)
+        await self._write(LinkUser(site, visitor_id, user))
         try:
             others = [v for v in await self.store.user_visitors(site, user) if v != visitor_id]
             waiting = [message for other in others for message in await self.store.take_queued(site, other, now)]
@@ -408,14 +418,14 @@ class Hub:
             campaign = self.engine.by_id.get(frame.get("campaign"))
             expires = campaign.expires if campaign else 86400.0
             message = {k: v for k, v in frame.items() if k not in ("t", "seq")}
-            await self._write("enqueue", state.site, state.visitor, message, now + expires)
+            await self._write(Enqueue(state.site, state.visitor, message, now + expires))
         state.outbox.clear()
-        await self._write("drop_session", state.site, state.id)
+        await self._write(DropSession(state.site, state.visitor, state.id))
         visitor = live.visitor
         if live in visitor.sessions:
             visitor.sessions.remove(live)
         if not visitor.sessions:
-            await self._write("save_visitor", visitor.state)
+            await self._write(SaveVisitor(visitor.state))
             self.visitors.pop((state.site, state.visitor), None)
 
     def let_go(self, live: LiveSession, reason: str) -> None:
@@ -427,6 +437,28 @@ class Hub:
             self.stats.connections -= 1
             conn.close_soon(CLOSE_SESSION_TAKEN, reason)
         self._forget(live)
+
+    def forget_visitor(self, site: str, visitor: str) -> int:
+        """Erasure: drop the visitor from this node — their sockets closed (4409: the snippet does
+        not reconnect on this page), their sessions, wake-ups and grace timers dropped, the store
+        writes kept for them while the store was unreachable discarded, and the dashboard's
+        latest decisions about them. Returns how many sessions were dropped."""
+        held = self.visitors.get((site, visitor))
+        dropped = 0
+        if held is not None:
+            for live in list(held.sessions):
+                self.let_go(live, "visitor erased")
+                dropped += 1
+            self.visitors.pop((site, visitor), None)
+        for live in [live for live in self.sessions.values() if live.state.site == site and live.state.visitor == visitor]:
+            self._forget(live)  # not reachable through the visitor (should not happen): dropped anyway
+            dropped += 1
+        if self.recent:
+            kept = [entry for entry in self.recent if entry[2] != visitor]
+            self.recent.clear()
+            self.recent.extend(kept)
+        self.backlog.forget(site, visitor)
+        return dropped
 
     def _forget(self, live: LiveSession) -> None:
         """Let go of a session without writing anything: another node holds it now."""
@@ -612,9 +644,9 @@ class Hub:
             if live is not None:
                 await self.identified(live, user, now)
             else:
-                await self._write("link_user", site, user, visitor_id)
+                await self._write(LinkUser(site, visitor_id, user))
         if not held:
-            await self._write("save_visitor", visitor.state)
+            await self._write(SaveVisitor(visitor.state))
         elif not self.alone:
             self._dirty.update(visitor.sessions)  # the visitor is written with its sessions
         return "held" if held else "stored"
@@ -665,10 +697,10 @@ class Hub:
                     live.trace.append((now, decision.campaign, decision.variant, "sent"))
                     self._deliver(live, message)
             elif isinstance(decision, Schedule):
-                await self._write("schedule", state.site, state.id, decision.key, decision.due)
+                await self._write(SetTimer(state.site, state.id, decision.key, decision.due))
                 self.scheduler.poke(decision.due)
             elif isinstance(decision, Cancel):
-                await self._write("cancel", state.site, state.id, decision.key)
+                await self._write(CancelTimer(state.site, state.id, decision.key))
             elif isinstance(decision, Suppress):
                 self._count_suppressed(live, state, decision.campaign, decision.variant, decision.reason, now)
             elif isinstance(decision, Defer):
@@ -794,7 +826,7 @@ class Hub:
                 return
             visitor = Visitor(state)
         if not self.alone:
-            if self._pending_write(timer):
+            if self.backlog.holds_timer(timer.site, timer.visitor, timer.key):
                 return  # cancelled or moved meanwhile, not yet written to Redis
             visitor.state.timers.setdefault(timer.key, timer.due)
         view = live.view if live is not None else State(visitor.state, None)
@@ -802,7 +834,7 @@ class Hub:
         once = None if self.alone else timer.token
         await self._carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
         if not visitor.sessions:
-            await self._write("save_visitor", visitor.state)
+            await self._write(SaveVisitor(visitor.state))
         elif live is not None and not self.alone:
             self._dirty.add(live)
 
@@ -852,14 +884,6 @@ class Hub:
 
             await on_relay(self, record)
 
-    def _pending_write(self, timer: DueTimer) -> bool:
-        """Whether the backlog (writes kept while the store was unreachable) holds a later word
-        on this timer: a cancel, or a new due time. Then the claim is out of date."""
-        for op, args in self._backlog:
-            if op in ("schedule", "cancel") and args[:3] == (timer.site, timer.visitor, timer.key):
-                return True
-        return False
-
     async def _confirm(
         self, state: VisitorState, campaign_id: str, now: float, once: str | None,
         queue: tuple[dict, float] | None,
@@ -880,29 +904,28 @@ class Hub:
         except self._unavailable as exc:
             self.store_failed(exc)
             if queue is not None:
-                self._backlog.append(("enqueue", (state.site, state.id, *queue)))
+                self.backlog.keep(Enqueue(state.site, state.id, *queue))
             return None
 
-    async def _write(self, op: str, *args) -> None:
+    async def _write(self, write: Write) -> None:
         """A store write that must not be lost: carried out now, or, while the store is
         unreachable, kept in order and replayed when it answers again."""
-        if not self._backlog:
+        if not self.backlog:
             try:
-                await getattr(self.store, op)(*args)
+                await write.apply(self.store)
                 return
             except self._unavailable as exc:
                 self.store_failed(exc)
-        self._backlog.append((op, args))
+        self.backlog.keep(write)
 
     async def _replay(self) -> None:
         """Carry out the backlog in order. Run before every claim of due timers too: a timer is
         never claimed while a cancel or a new due time for it may still be waiting here."""
-        backlog = self._backlog
-        while backlog:
-            op, args = backlog[0]
-            await getattr(self.store, op)(*args)
-            backlog.popleft()
-            self.stats.replayed += 1
+        if self.backlog:
+            try:
+                await self.backlog.replay(self.store)
+            finally:
+                self.stats.replayed = self.backlog.replayed
 
     async def _write_behind(self) -> None:
         """Write every session changed since the last time (and its visitor) in one batch.
@@ -935,7 +958,7 @@ class Hub:
         self._tick = None
         began = self.clock.now()
         try:
-            answered = bool(self._dirty or self._backlog)  # then Redis answers below, or raises
+            answered = bool(self._dirty or self.backlog)  # then Redis answers below, or raises
             await self._write_behind()
             await self._replay()
             await self.flush_results()
@@ -1001,7 +1024,7 @@ class Hub:
             return {"status": "ok", "store": self.store.name}
         report = {
             "status": "degraded" if self.degraded_since is not None else "ok",
-            "store": self.store.name, "node": self.node, "backlog": len(self._backlog),
+            "store": self.store.name, "node": self.node, "backlog": len(self.backlog),
             "relay": {"healthy": self.cluster.healthy, "resubscribed": self.cluster.resubscribed},
         }
         if self.degraded_since is not None:

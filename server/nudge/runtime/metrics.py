@@ -159,7 +159,7 @@ def render(hub: Hub) -> str:
     _metric(out, "nudge_lost_races_total", "counter", "Shows another node's show beat to a cap.", [({}, stats.lost_races)])
     _metric(out, "nudge_store_up", "gauge", "1 unless the shared store is unreachable.", [({}, int(hub.degraded_since is None))])
     _metric(out, "nudge_store_errors_total", "counter", "Store calls that failed.", [({}, stats.store_errors)])
-    _metric(out, "nudge_store_backlog", "gauge", "Store writes kept while it was unreachable.", [({}, len(hub._backlog))])
+    _metric(out, "nudge_store_backlog", "gauge", "Store writes kept while it was unreachable.", [({}, len(hub.backlog))])
     if not hub.alone:
         _metric(out, "nudge_relay_up", "gauge", "1 when the relay listener is healthy.",
                 [({}, int(hub.cluster.healthy))])
