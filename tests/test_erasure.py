@@ -126,7 +126,7 @@ async def test_erasure_in_memory_leaves_nothing(start_server):
     assert status == 200 and report["sessions"] == 1 and report["records"] >= 1
     assert (await live.closed())[0] == 4409
     await eventually(lambda: not mentions(hub.sessions, gone.visitor), "the socket to be let go")
-    for where in (store, hub.sessions, hub.visitors, hub._dirty, hub.backlog, server.app.state.gateway.open):
+    for where in (store, hub.sessions, hub.visitors, hub.persistence.dirty, hub.backlog, server.app.state.gateway.open):
         assert not mentions(where, gone.visitor), where
     assert mentions(store, kept.visitor)
     back = await Client.connect(server.url, visitor=gone.visitor)  # the same id starts afresh
@@ -145,8 +145,8 @@ async def test_erasure_in_redis_and_on_every_node_leaves_nothing(tmp_path):
             kept = await visit(a)
             on_b = await Client.connect(b.url, visitor=gone.visitor)  # another tab, on node B
             await on_b.track("add_to_cart", {"id": "towel", "name": "Towel", "price": 3})
-            await a.hub._write_behind()
-            await b.hub._write_behind()
+            await a.hub.persistence.flush()
+            await b.hub.persistence.flush()
             for node in (a, b):
                 await node.advance(2)  # the event log is flushed to its stream every second
             redis, prefix = a.hub.store.redis, a.hub.store.keys.prefix
@@ -197,7 +197,7 @@ async def test_erasure_in_redis_and_on_every_node_leaves_nothing(tmp_path):
             await eventually(lambda: not mentions(b.hub.sessions, gone.visitor) and not mentions(b.hub.visitors, gone.visitor), "node B to forget")
             assert await keys_mentioning(gone.visitor) == []
             for hub in (a.hub, b.hub):
-                for where in (hub.sessions, hub.visitors, hub._dirty, hub.backlog):
+                for where in (hub.sessions, hub.visitors, hub.persistence.dirty, hub.backlog):
                     assert not mentions(where, gone.visitor)
             assert await keys_mentioning(kept.visitor) != []
     finally:
@@ -228,7 +228,7 @@ async def test_erasure_by_user_reaches_every_visitor_they_were(store, tmp_path):
             await phone.close()  # one away, one connected
             await eventually(lambda: server.hub.stats.connections == 2, "the phone to detach")
             if store == "redis":
-                await server.hub._write_behind()
+                await server.hub.persistence.flush()
             status, report = await delete(server, "u42", what="users")
             assert status == 200
             assert sorted(r["visitor"] for r in report["visitors"]) == sorted([phone.visitor, laptop.visitor])

@@ -16,12 +16,11 @@ node's own, timers and queued messages wait in a backlog replayed in order once 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nudge import identity
 from nudge.errors import (
@@ -55,8 +54,17 @@ from nudge.runtime.clock import Clock
 from nudge.runtime.config import Settings, Site
 from nudge.runtime.connection import Connection
 from nudge.runtime.metrics import Metrics
+from nudge.runtime.persistence import Persistence, StoreHealth, WriteBehind, WriteThrough
 from nudge.runtime.results import Results, from_totals
 from nudge.runtime.scheduler import LocalTimer, Scheduler
+from nudge.runtime.sessions import (
+    LiveSession,
+    Sessions,
+    Visitor,
+    new_session_id,
+    new_visitor_id,
+    not_before,
+)
 from nudge.runtime.writes import (
     Backlog,
     CancelTimer,
@@ -73,31 +81,7 @@ log = logging.getLogger("nudge.hub")
 connection_log = logging.getLogger("nudge.connection")  # one line per connection (JSON logs)
 decision_log = logging.getLogger("nudge.decision")  # one line per decision (JSON logs)
 
-TRACE_LENGTH = 50  # decisions remembered per session, for "why did (not) it show?"
 RECENT = 200  # decisions remembered by the hub, for the dashboard
-
-
-@dataclass(slots=True)
-class Visitor:
-    """A visitor with at least one session on this node."""
-
-    state: VisitorState
-    sessions: list[LiveSession] = field(default_factory=list)  # oldest first
-
-
-class LiveSession:
-    """A session this node holds: connected, or detached and resumable until its grace ends."""
-
-    __slots__ = ("state", "visitor", "view", "conn", "wake", "expiry", "trace")
-
-    def __init__(self, state: SessionState, visitor: Visitor) -> None:
-        self.state = state  # the session's plain state
-        self.visitor = visitor  # shared with the visitor's other tabs on this node
-        self.view = State(visitor.state, state)  # what the engine is handed, built once
-        self.conn: Connection | None = None  # None while detached
-        self.wake: LocalTimer | None = None  # the next dwell/idle check
-        self.expiry: LocalTimer | None = None  # the end of the grace period, while detached
-        self.trace: deque[tuple[float, str, str | None, str]] = deque(maxlen=TRACE_LENGTH)  # (when, campaign, variant, outcome)
 
 
 @dataclass(slots=True)
@@ -117,29 +101,6 @@ class Stats:
     replayed: int = 0  # store writes carried out late, once the store answered again
 
 
-def _not_before(visitor: VisitorState, due: float) -> float:
-    """A timer runs as of its due time, but never before something already recorded for the
-    visitor (time as the engine sees it only moves forward)."""
-    latest = max(visitor.last_seen, visitor.last_shown_at or 0.0)
-    return due if due >= latest else latest
-
-
-def _due_by(live: LiveSession, now: float) -> bool:
-    """Whether a timer of this visitor or a wake-up of this session is due by ``now``."""
-    if live.wake is not None and not live.wake.cancelled and live.wake.due <= now:
-        return True
-    timers = live.visitor.state.timers
-    return bool(timers) and min(timers.values()) <= now
-
-
-def new_session_id() -> str:
-    return "s_" + secrets.token_urlsafe(16)
-
-
-def new_visitor_id() -> str:
-    return "v_" + secrets.token_urlsafe(16)
-
-
 class Hub:
     def __init__(self, settings: Settings, campaign_set: CampaignSet, store: Store, clock: Clock) -> None:
         self.settings = settings
@@ -147,8 +108,9 @@ class Hub:
         self.store = store
         self.clock = clock
         self.sites: dict[str, Site] = settings.sites()  # publishable key -> site
-        self.sessions: dict[str, LiveSession] = {}  # session id -> session held by this node
-        self.visitors: dict[tuple[str, str], Visitor] = {}  # (site, visitor id) -> visitor
+        self.registry = Sessions()  # the sessions this node holds, and their visitors
+        self.sessions = self.registry.by_id  # session id -> session held by this node
+        self.visitors = self.registry.visitors  # (site, visitor id) -> visitor
         self.node = settings.node or "n_" + secrets.token_hex(4)  # this node's id among them
         store.node = self.node
         # The other nodes sharing the store, and where they hold sessions (none: one node alone).
@@ -157,12 +119,12 @@ class Hub:
         # written behind in batches, shows confirmed in the store, timers relayed.
         self.alone = self.cluster.alone
         self._unavailable: tuple[type[BaseException], ...] = store.unavailable
-        self._dirty: set[LiveSession] = set()  # sessions changed since the last write-behind
-        self._writing = asyncio.Lock()  # one write-behind at a time: a later one never lands first
+        # Written through at once (one node alone), or behind in batches (several).
+        self.persistence: Persistence = (WriteThrough if self.alone else WriteBehind)(store, self.registry, settings.grace)
         self.backlog = Backlog()  # store writes that failed, kept in order until the store answers
         self._tick: LocalTimer | None = None  # the next write-behind and health check
         self._probed_at = 0.0  # when the relay was last probed
-        self.degraded_since: float | None = None  # when the shared store became unreachable
+        self.store_health = StoreHealth(clock)  # whether the store answers (degraded mode)
         poll = None if self.alone else settings.timer_poll
         self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
         self.stats = Stats()
@@ -189,7 +151,7 @@ class Hub:
             if self._tick is not None:
                 self._tick.cancel()
             try:
-                await self._write_behind()
+                await self.persistence.final()
                 await self._replay()
                 await self.flush_results()
             except Exception:
@@ -200,10 +162,7 @@ class Hub:
             except Exception:
                 log.debug("store close failed", exc_info=True)
             return
-        for live in list(self.sessions.values()):
-            await self.store.save_session(live.state, self.settings.grace)
-        for visitor in self.visitors.values():
-            await self.store.save_visitor(visitor.state)
+        await self.persistence.final()
         await self.flush_results()
         await self.store.close()
 
@@ -352,7 +311,7 @@ class Hub:
                 await self.cluster.send(before, {"op": "take", "site": state.site, "session": state.id})
         except self._unavailable as exc:
             self.store_failed(exc)
-        self._dirty.add(live)
+        self.persistence.changed(live)
 
     async def detach(self, live: LiveSession, conn: Connection) -> None:
         """The socket closed: keep the session resumable for the grace period."""
@@ -370,21 +329,13 @@ class Hub:
             live.wake.cancel()
             live.wake = None
         live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
-        if not self.alone:
-            self._dirty.add(live)
-            try:
-                await self._write_behind()
-            except self._unavailable as exc:
-                self.store_failed(exc)  # kept dirty: written once the store answers
-            return
-        await self.store.save_session(live.state, self.settings.grace)
-        await self.store.save_visitor(live.visitor.state)
+        try:
+            await self.persistence.detached(live)
+        except self._unavailable as exc:
+            self.store_failed(exc)  # kept marked: written once the store answers
 
     def _hold(self, state: SessionState, visitor: Visitor) -> LiveSession:
-        live = LiveSession(state, visitor)
-        self.sessions[state.id] = live
-        visitor.sessions.append(live)
-        return live
+        return self.registry.hold(state, visitor)
 
     async def _visitor(self, site: str, visitor_id: str, now: float) -> Visitor:
         key = (site, visitor_id)
@@ -404,7 +355,7 @@ class Hub:
         if live.conn is not None:
             return
         state = live.state
-        self._dirty.discard(live)
+        self.persistence.discard(live)
         try:
             ours = await self.cluster.release(state.site, state.visitor, state.id)
         except self._unavailable as exc:
@@ -462,19 +413,12 @@ class Hub:
 
     def _forget(self, live: LiveSession) -> None:
         """Let go of a session without writing anything: another node holds it now."""
-        state = live.state
-        if self.sessions.get(state.id) is live:
-            del self.sessions[state.id]
         for timer in (live.wake, live.expiry):
             if timer is not None:
                 timer.cancel()
         live.wake = live.expiry = None
-        self._dirty.discard(live)
-        visitor = live.visitor
-        if live in visitor.sessions:
-            visitor.sessions.remove(live)
-        if not visitor.sessions:
-            self.visitors.pop((state.site, state.visitor), None)
+        self.persistence.discard(live)
+        self.registry.drop(live)
 
     # --- frames -----------------------------------------------------------------------------
 
@@ -493,8 +437,7 @@ class Hub:
                 await self._on_events(live, conn, frame)
             elif kind == "ack":
                 self._on_ack(live, frame)
-                if not self.alone:
-                    self._dirty.add(live)
+                self.persistence.changed(live)
             elif kind == "ping":
                 conn.push(protocol.PONG)
             elif kind == "hello":
@@ -550,7 +493,7 @@ class Hub:
             if ack:
                 conn.push_ack(seq)
             return
-        if self.alone and _due_by(live, now):
+        if self.alone and live.due_by(now):
             # Whatever fell due before this event happens before it, as it would have if the
             # loop had not been busy: the decisions then do not depend on when the loop woke.
             await self.scheduler.run_due(now)
@@ -568,8 +511,7 @@ class Hub:
         if proven:
             await self.identified(live, event.props["user_id"], now)
         self.metrics.event_seconds.observe(time.perf_counter() - started)
-        if not self.alone:
-            self._dirty.add(live)  # written behind, with the others changed meanwhile
+        self.persistence.changed(live)  # written behind, with the others changed meanwhile
         if ack:
             conn.push_ack(seq)
 
@@ -625,7 +567,7 @@ class Hub:
             held = visitor is not None
             if visitor is None:
                 visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
-        now = _not_before(visitor.state, now)
+        now = not_before(visitor.state, now)
         connected = [s for s in visitor.sessions if s.conn is not None]
         live = connected[-1] if connected else None
         # With a tab open the event lands in its session, as the tab's own events do: a message
@@ -647,8 +589,8 @@ class Hub:
                 await self._write(LinkUser(site, visitor_id, user))
         if not held:
             await self._write(SaveVisitor(visitor.state))
-        elif not self.alone:
-            self._dirty.update(visitor.sessions)  # the visitor is written with its sessions
+        else:
+            self.persistence.changed_all(visitor.sessions)  # the visitor is written with its sessions
         return "held" if held else "stored"
 
     # --- decisions --------------------------------------------------------------------------
@@ -768,8 +710,7 @@ class Hub:
         session.outbox.append(frame)
         if len(session.outbox) > self.settings.outbox_limit:
             del session.outbox[0]
-        if not self.alone:
-            self._dirty.add(live)
+        self.persistence.changed(live)
         conn = live.conn
         if conn is not None:
             self.metrics.messages[message.get("kind", "")] += 1
@@ -782,7 +723,7 @@ class Hub:
         live.wake = None
         if live.conn is None:
             return
-        now = _not_before(live.visitor.state, now)
+        now = not_before(live.visitor.state, now)
         await self._carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
 
     async def _on_due(self, timer: DueTimer, forwarded: bool = False) -> None:
@@ -830,13 +771,13 @@ class Hub:
                 return  # cancelled or moved meanwhile, not yet written to Redis
             visitor.state.timers.setdefault(timer.key, timer.due)
         view = live.view if live is not None else State(visitor.state, None)
-        now = _not_before(visitor.state, timer.due)
+        now = not_before(visitor.state, timer.due)
         once = None if self.alone else timer.token
         await self._carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
         if not visitor.sessions:
             await self._write(SaveVisitor(visitor.state))
-        elif live is not None and not self.alone:
-            self._dirty.add(live)
+        elif live is not None:
+            self.persistence.changed(live)
 
     async def _relay_timer(self, timer: DueTimer) -> bool:
         """Hand the timer to another node holding one of the visitor's sessions; True when one
@@ -927,27 +868,6 @@ class Hub:
             finally:
                 self.stats.replayed = self.backlog.replayed
 
-    async def _write_behind(self) -> None:
-        """Write every session changed since the last time (and its visitor) in one batch.
-
-        The store writes a large batch in slices, encoding each just before it goes, with the
-        loop free for sockets in between; a write-behind asked for meanwhile (a socket closing)
-        waits for this one, so that states never land in Redis older than what is there."""
-        if not self._dirty:
-            return
-        async with self._writing:
-            if not self._dirty:
-                return
-            dirty, self._dirty = self._dirty, set()
-            ttl = self.settings.grace + 3600.0  # outlives this node by at least the grace period
-            sessions = [(live.state, ttl) for live in dirty if self.sessions.get(live.state.id) is live]
-            visitors = list({id(live.visitor): live.visitor.state for live in dirty}.values())
-            try:
-                await self.store.save_visitors(visitors, sessions)
-            except BaseException:
-                self._dirty |= dirty  # written with the next batch
-                raise
-
     async def _on_tick(self, now: float) -> None:
         """Every ``write_behind`` seconds: write changed sessions, replay the backlog, probe the
         relay (every ``heartbeat``), and tell whether the store is reachable.
@@ -958,8 +878,8 @@ class Hub:
         self._tick = None
         began = self.clock.now()
         try:
-            answered = bool(self._dirty or self.backlog)  # then Redis answers below, or raises
-            await self._write_behind()
+            answered = bool(self.persistence.dirty or self.backlog)  # then Redis answers below, or raises
+            await self.persistence.flush()
             await self._replay()
             await self.flush_results()
             probe = self.degraded_since is not None or self.clock.now() - self._probed_at >= self.settings.heartbeat
@@ -969,7 +889,7 @@ class Hub:
                     raise ConnectionError("relay unhealthy")
                 await self.store.ping()
             if answered or probe:
-                self._store_ok()
+                self.store_health.answered(self.stats.replayed)
         except (*self._unavailable, ConnectionError) as exc:
             self.store_failed(exc)
         finally:
@@ -1001,20 +921,16 @@ class Hub:
     def store_failed(self, exc: BaseException) -> None:
         """A store call failed (it is unreachable): counted, and degraded mode begins."""
         self.stats.store_errors += 1
-        if self.degraded_since is None:
-            self.degraded_since = self.clock.now()
-            log.warning(
-                "store unreachable (%s): degraded mode — connected sessions go on with this node's "
-                "state and caps; timer and queue writes are kept and replayed when it answers", exc,
-            )
+        self.store_health.failed(exc)
 
-    def _store_ok(self) -> None:
-        if self.degraded_since is not None:
-            log.warning(
-                "store reachable again after %.1f s; %d writes replayed so far",
-                self.clock.now() - self.degraded_since, self.stats.replayed,
-            )
-            self.degraded_since = None
+    @property
+    def degraded_since(self) -> float | None:
+        """When the store became unreachable (None while it answers)."""
+        return self.store_health.since
+
+    @degraded_since.setter
+    def degraded_since(self, since: float | None) -> None:
+        self.store_health.since = since
 
     # --- for operators and tests ------------------------------------------------------------
 
