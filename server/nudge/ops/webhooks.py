@@ -59,8 +59,11 @@ import yaml
 from nudge.errors import WebhookConfigError
 
 if TYPE_CHECKING:
+    from nudge.runtime.clock import Clock
     from nudge.runtime.config import Settings
-    from nudge.runtime.hub import Hub
+    from nudge.runtime.persistence import StoreHealth
+    from nudge.runtime.scheduler import LocalTimer, Scheduler
+    from nudge.store import Store
 
 log = logging.getLogger("nudge.webhooks")
 
@@ -182,13 +185,15 @@ def backoff(attempt: int) -> float:
 class Webhooks:
     """Endpoints, the delivery queue, and the loop that sends it."""
 
-    def __init__(self, hub: Hub, endpoints: list[Endpoint]) -> None:
-        self.hub = hub
-        self.store = hub.store  # holds the queue and the dead letters
+    def __init__(self, store: Store, clock: Clock, health: StoreHealth, endpoints: list[Endpoint]) -> None:
+        self.store = store  # holds the queue and the dead letters
+        self.clock = clock  # the hub's
+        self.health = health  # told when the store does not answer
+        self.scheduler: Scheduler | None = None  # the hub's, from start() on
         self.endpoints = {e.id: e for e in endpoints}
         self._fresh: list[dict] = []  # decided, not yet in the queue
         self._pump_at: float | None = None  # when the next pump is due
-        self._timer = None
+        self._timer: LocalTimer | None = None  # the next pump
         self._inflight: set[asyncio.Task] = set()  # POSTs under way
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self.sent = 0  # delivered (2xx), by this node
@@ -205,7 +210,7 @@ class Webhooks:
 
     def emit(self, kind: str, campaign: str, payload: dict) -> None:
         """Queue ``payload`` for every endpoint that wants ``kind`` events of ``campaign``."""
-        now = self.hub.clock.now()
+        now = self.clock.now()
         for endpoint in self.endpoints.values():
             if endpoint.wants(kind, campaign):
                 body = json.dumps({"type": kind, "campaign": campaign, "at": now, **payload}, separators=(",", ":"), default=str)
@@ -218,10 +223,12 @@ class Webhooks:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Look at the queue every ``POLL`` seconds from now on: deliveries left by a node that
-        stopped, or whose lease ran out, are claimed by whichever node looks first."""
-        self._schedule(self.hub.clock.now() + POLL)
+    def start(self, scheduler: Scheduler) -> None:
+        """Look at the queue every ``POLL`` seconds from now on, with the hub's ``scheduler``:
+        deliveries left by a node that stopped, or whose lease ran out, are claimed by whichever
+        node looks first."""
+        self.scheduler = scheduler
+        self._schedule(self.clock.now() + POLL)
 
     async def stop(self) -> None:
         """Stop sending; what was decided but not yet queued is queued (with Redis, for the other
@@ -240,16 +247,18 @@ class Webhooks:
                 log.warning("%d webhook deliveries lost: the store is unreachable at shutdown", len(self._fresh))
 
     def _schedule(self, due: float) -> None:
+        if self.scheduler is None:
+            return  # not started: the first pump, at start(), takes what was decided
         if self._pump_at is not None and self._pump_at <= due:
             return
         if self._timer is not None:
             self._timer.cancel()
         self._pump_at = due
-        self._timer = self.hub.scheduler.call_at(due, self._pump)
+        self._timer = self.scheduler.call_at(due, self._pump)
 
     async def _pump(self, due: float) -> None:
         self._timer = self._pump_at = None
-        now = self.hub.clock.now()
+        now = self.clock.now()
         try:
             await self._enqueue_fresh()
             for delivery in await self.store.claim_deliveries(now, LEASE, BATCH):
@@ -258,7 +267,7 @@ class Webhooks:
                 task.add_done_callback(self._inflight.discard)
             self.queued = await self.depth()
         except self.store.unavailable as exc:
-            self.hub.store_failed(exc)
+            self.health.failed(exc)
         finally:
             try:
                 following = await self.store.next_delivery_due()
@@ -290,13 +299,13 @@ class Webhooks:
                 await self._attempt(delivery)
                 self.queued = await self.depth()
             except self.store.unavailable as exc:
-                self.hub.store_failed(exc)  # left claimed: tried again when its lease ends
+                self.health.failed(exc)  # left claimed: tried again when its lease ends
             except Exception:
                 log.exception("webhook %s: delivery failed", delivery["id"])
 
     async def _attempt(self, delivery: dict) -> None:
         endpoint = self.endpoints.get(delivery["endpoint"])
-        now = self.hub.clock.now()
+        now = self.clock.now()
         if endpoint is None:
             delivery["error"] = "endpoint no longer configured"
             await self.store.bury_delivery(delivery, DEAD_KEPT)

@@ -21,6 +21,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from nudge import identity
 from nudge.errors import (
@@ -84,6 +85,25 @@ decision_log = logging.getLogger("nudge.decision")  # one line per decision (JSO
 RECENT = 200  # decisions remembered by the hub, for the dashboard
 
 
+class WebhooksOut(Protocol):
+    """What the hub hands webhooks out (``nudge.ops.webhooks.Webhooks``)."""
+
+    def takes(self, kind: str, campaign: str) -> bool: ...
+    def emit(self, kind: str, campaign: str, payload: dict) -> None: ...
+    def forget_decided(self, visitor: str) -> int: ...
+
+
+class EventLog(Protocol):
+    """What the hub records into the event log (``nudge.calibrate.recording.Recorder``)."""
+
+    def record(self, kind: str, at: float, **fields: Any) -> None: ...
+    def flush(self) -> list[str]: ...
+
+
+def new_node_id() -> str:
+    return "n_" + secrets.token_hex(4)
+
+
 @dataclass(slots=True)
 class Stats:
     connections: int = 0  # open sockets
@@ -97,12 +117,17 @@ class Stats:
     lateness_max: float = 0.0  # seconds between a durable timer's due time and its firing
     lateness_total: float = 0.0
     lost_races: int = 0  # shows the shared store refused (another node showed first)
-    store_errors: int = 0  # store calls that failed (shared store unreachable)
     replayed: int = 0  # store writes carried out late, once the store answered again
 
 
 class Hub:
-    def __init__(self, settings: Settings, campaign_set: CampaignSet, store: Store, clock: Clock) -> None:
+    def __init__(
+        self, settings: Settings, campaign_set: CampaignSet, store: Store, clock: Clock, *,
+        health: StoreHealth | None = None, webhooks: WebhooksOut | None = None, recorder: EventLog | None = None,
+    ) -> None:
+        """``health`` is shared with the other users of the store (the webhooks); ``webhooks``
+        sends what happens to campaigns out (``--webhooks``); ``recorder`` keeps the event log
+        (``--record``)."""
         self.settings = settings
         self.engine = Engine(campaign_set)  # replaced whole on reload
         self.store = store
@@ -111,8 +136,7 @@ class Hub:
         self.registry = Sessions()  # the sessions this node holds, and their visitors
         self.sessions = self.registry.by_id  # session id -> session held by this node
         self.visitors = self.registry.visitors  # (site, visitor id) -> visitor
-        self.node = settings.node or "n_" + secrets.token_hex(4)  # this node's id among them
-        store.node = self.node
+        self.node = store.node or settings.node or new_node_id()  # this node's id among them
         # The other nodes sharing the store, and where they hold sessions (none: one node alone).
         self.cluster = store.cluster(self.node, self._on_relay)
         # One node alone writes every change through at once; with several, sessions are
@@ -124,16 +148,16 @@ class Hub:
         self.backlog = Backlog()  # store writes that failed, kept in order until the store answers
         self._tick: LocalTimer | None = None  # the next write-behind and health check
         self._probed_at = 0.0  # when the relay was last probed
-        self.store_health = StoreHealth(clock)  # whether the store answers (degraded mode)
+        self.store_health = health or StoreHealth(clock)  # whether the store answers (degraded mode)
         poll = None if self.alone else settings.timer_poll
         self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
         self.stats = Stats()
         self.results = Results()  # per campaign and variant
         self.metrics = Metrics()  # for /metrics: events by name, latencies
-        self.webhooks = None  # webhooks out and the offline hand-off (webhooks.Webhooks), when configured
+        self.webhooks = webhooks  # webhooks out and the offline hand-off, when configured
         self.log_lines = settings.log_format == "json"  # a line per connection and per decision
         self.recent: deque[tuple] = deque(maxlen=RECENT)  # (at, session, visitor, campaign, variant, outcome), for the dashboard
-        self.recorder = None  # recording.Recorder when the event log is on (--record)
+        self.recorder = recorder  # the event log, when it is on (--record); None once it stopped
 
     async def start(self) -> None:
         try:
@@ -920,8 +944,11 @@ class Hub:
 
     def store_failed(self, exc: BaseException) -> None:
         """A store call failed (it is unreachable): counted, and degraded mode begins."""
-        self.stats.store_errors += 1
         self.store_health.failed(exc)
+
+    def stop_recording(self) -> None:
+        """The event log is closed: nothing more is recorded."""
+        self.recorder = None
 
     @property
     def degraded_since(self) -> float | None:
@@ -979,6 +1006,6 @@ class Hub:
             "timer_lateness_max": round(stats.lateness_max, 3),
             "timer_lateness_mean": round(stats.lateness_total / stats.timers_fired, 3) if stats.timers_fired else 0.0,
             "lost_races": stats.lost_races,
-            "store_errors": stats.store_errors,
+            "store_errors": self.store_health.errors,
             "replayed": stats.replayed,
         }

@@ -158,7 +158,7 @@ def render(hub: Hub) -> str:
     _metric(out, "nudge_timers_relayed_total", "counter", "Durable timers relayed to another node.", [({}, stats.timers_relayed)])
     _metric(out, "nudge_lost_races_total", "counter", "Shows another node's show beat to a cap.", [({}, stats.lost_races)])
     _metric(out, "nudge_store_up", "gauge", "1 unless the shared store is unreachable.", [({}, int(hub.degraded_since is None))])
-    _metric(out, "nudge_store_errors_total", "counter", "Store calls that failed.", [({}, stats.store_errors)])
+    _metric(out, "nudge_store_errors_total", "counter", "Store calls that failed.", [({}, hub.store_health.errors)])
     _metric(out, "nudge_store_backlog", "gauge", "Store writes kept while it was unreachable.", [({}, len(hub.backlog))])
     if not hub.alone:
         _metric(out, "nudge_relay_up", "gauge", "1 when the relay listener is healthy.",

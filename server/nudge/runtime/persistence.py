@@ -28,14 +28,16 @@ log = logging.getLogger("nudge.hub")
 class StoreHealth:
     """Whether the store answers: degraded from its first failure until it answers again."""
 
-    __slots__ = ("clock", "since")
+    __slots__ = ("clock", "since", "errors")
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock  # the hub's
         self.since: float | None = None  # when the store became unreachable (None: it answers)
+        self.errors = 0  # store calls that failed
 
     def failed(self, exc: BaseException) -> None:
-        """A store call failed (it is unreachable): degraded mode begins."""
+        """A store call failed (it is unreachable): counted, and degraded mode begins."""
+        self.errors += 1
         if self.since is None:
             self.since = self.clock.now()
             log.warning(

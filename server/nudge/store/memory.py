@@ -82,10 +82,10 @@ class OneNode:
 
 class MemoryStore:
     name = "memory"
-    node = ""
     unavailable: tuple[type[BaseException], ...] = ()  # one process: never unreachable
 
-    def __init__(self, snapshot: str | Path | None = None) -> None:
+    def __init__(self, snapshot: str | Path | None = None, *, node: str = "", retention: float | None = None) -> None:
+        self.node = node  # one node owns every session: only named, for the contract
         self._visitors: dict[tuple[str, str], VisitorState] = {}  # (site, visitor) -> state
         self._sessions: dict[tuple[str, str], tuple[SessionState, float]] = {}  # -> (state, ttl)
         self._timers: dict[tuple[str, str, str], float] = {}  # (site, visitor, key) -> due
@@ -105,7 +105,7 @@ class MemoryStore:
         self._delivery_due: dict[str, float] = {}  # -> when it is due (or its lease ends)
         self._delivery_heap: list[tuple[float, int, str]] = []  # (due, order, id), may hold stale entries
         self._dead: list[dict] = []  # deliveries given up, newest first
-        self.retention: float | None = None  # seconds records outlive their last write (None: forever)
+        self.retention = retention  # seconds records outlive their last write (None: forever)
         self._now = 0.0  # the latest time the store was handed
         self._visitor_writes: dict[tuple[str, str], float] = {}  # (site, visitor) -> written at, oldest first
         self._user_writes: dict[tuple[str, str], float] = {}  # (site, user id) -> written at, oldest first

@@ -80,7 +80,7 @@ class RedisStore:
     # What a call raises while Redis is unreachable: the hub then runs degraded.
     unavailable: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, node: str = "", retention: float | None = None) -> None:
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         self.keys = Keys(query.pop("prefix", "nudge:"))  # every key name
@@ -88,6 +88,8 @@ class RedisStore:
         # Seconds a visitor's state and lifetime counts outlive their last write (the hub sets
         # it from ``--retention``); every other key has a shorter time to live of its own.
         self.retention = _setting(query, "retention", 30 * 86400.0, float)
+        if retention is not None:
+            self.retention = retention
         self.max_connections = _setting(query, "max_connections", MAX_CONNECTIONS, int, least=1)  # the pool's size
         self.pool_timeout = _setting(query, "pool_timeout", POOL_TIMEOUT, float, least=0.0)  # seconds to wait for a connection
         redis_url = urlunsplit(parts._replace(query=urlencode(query)))
@@ -109,7 +111,7 @@ class RedisStore:
         self._swap_campaigns = self.redis.register_script(COMPARE_AND_SET)
         self._claim_deliveries = self.redis.register_script(CLAIM_DELIVERIES)
         self._erase_log_page = self.redis.register_script(ERASE_LOG_PAGE)
-        self.node = ""  # the node this store writes sessions for (set by the hub)
+        self.node = node  # the node this store writes sessions for
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
