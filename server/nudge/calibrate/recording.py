@@ -104,6 +104,11 @@ class Recorder:
     def close(self) -> None:
         self.flush()
 
+    async def erase_records(self, visitors: Iterable[str], users: Iterable[str] = ()) -> tuple[int, int]:
+        """Erase the visitors' records (and the identify events of the users) from this node's
+        log: its buffer at once, its files in a thread. Returns (files rewritten, records removed)."""
+        return await erase_from_recorder(self, Erasing(visitors, users))
+
     def erase(self, erasing: Erasing) -> tuple[int, list[Path]]:
         """Drop the erasure's records from the buffer and finish the file being written (the
         next write opens a new one); return how many buffered records went, and every file of

@@ -40,7 +40,7 @@ log = logging.getLogger("nudge.erasure")
 def forget_here(hub: Hub, site: str, visitor: str) -> int:
     """Drop the visitor from this node's memory (the hub's sessions and kept writes, the webhook
     deliveries decided here); returns how many sessions were dropped."""
-    dropped = hub.forget_visitor(site, visitor)
+    dropped = hub.forget_visitor(site, visitor)  # as every node told does (Hub, relay "erase")
     if hub.webhooks is not None:
         hub.webhooks.forget_decided(visitor)
     return dropped
@@ -72,24 +72,6 @@ async def erase_from_log(hub: Hub, erasing: Erasing) -> dict:
     heard = await cluster.broadcast(record)
     report["nodes"] = max(0, heard - (1 if cluster.healthy else 0))  # every listener but this one
     return report
-
-
-async def on_relay(hub: Hub, record: dict) -> None:
-    """A relay record about an erasure (nudge.runtime.hub hands them here): ``erase`` drops a visitor
-    this node holds, ``erase_log`` (broadcast to every node) removes records from its files."""
-    if record.get("op") == "erase":
-        site, visitor = record.get("site"), record.get("visitor")
-        if isinstance(site, str) and isinstance(visitor, str):
-            forget_here(hub, site, visitor)
-        return
-    if record.get("node") == hub.node or hub.recorder is None:
-        return  # the erasing node did its own
-    visitors, users = record.get("visitors") or [], record.get("users") or []
-    if not all(isinstance(v, str) for v in (*visitors, *users)):
-        log.warning("relay: erase_log record with ids that are not strings, ignored")
-        return
-    files, records = await erase_from_recorder(hub.recorder, Erasing(visitors, users))
-    log.info("erased %d records from %d event log files of this node", records, files)
 
 
 async def erase_user(hub: Hub, site: str, user: str) -> dict:

@@ -98,6 +98,7 @@ class EventLog(Protocol):
 
     def record(self, kind: str, at: float, **fields: Any) -> None: ...
     def flush(self) -> list[str]: ...
+    async def erase_records(self, visitors: list[str], users: list[str]) -> tuple[int, int]: ...
 
 
 def new_node_id() -> str:
@@ -434,6 +435,17 @@ class Hub:
             self.recent.extend(kept)
         self.backlog.forget(site, visitor)
         return dropped
+
+    async def _erase_log(self, record: dict) -> None:
+        recorder = self.recorder
+        if record.get("node") == self.node or recorder is None:
+            return  # the erasing node did its own
+        visitors, users = record.get("visitors") or [], record.get("users") or []
+        if not all(isinstance(v, str) for v in (*visitors, *users)):
+            log.warning("relay: erase_log record with ids that are not strings, ignored")
+            return
+        files, records = await recorder.erase_records(visitors, users)
+        log.info("erased %d records from %d event log files of this node", records, files)
 
     def _forget(self, live: LiveSession) -> None:
         """Let go of a session without writing anything: another node holds it now."""
@@ -844,10 +856,14 @@ class Hub:
             live = self.sessions.get(record.get("session"))
             if live is not None and live.state.site == record.get("site"):
                 self.let_go(live, "session resumed on another node")
-        elif op in ("erase", "erase_log"):
-            from nudge.ops.erasure import on_relay
-
-            await on_relay(self, record)
+        elif op == "erase":  # another node erases the visitor: forget them here too
+            site, visitor = record.get("site"), record.get("visitor")
+            if isinstance(site, str) and isinstance(visitor, str):
+                self.forget_visitor(site, visitor)
+                if self.webhooks is not None:
+                    self.webhooks.forget_decided(visitor)
+        elif op == "erase_log":  # broadcast: every node removes the records from its own files
+            await self._erase_log(record)
 
     async def _confirm(
         self, state: VisitorState, campaign_id: str, now: float, once: str | None,
