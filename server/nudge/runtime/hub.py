@@ -38,22 +38,12 @@ from nudge.protocol.codec import Hello
 from nudge.rules import events
 from nudge.rules.audience import device_class
 from nudge.rules.campaigns import CampaignSet
-from nudge.rules.decisions import (
-    Cancel,
-    Converted,
-    Decision,
-    Defer,
-    Schedule,
-    Show,
-    Suppress,
-    Wake,
-    outcome_of,
-)
 from nudge.rules.engine import Engine, assign
 from nudge.rules.state import SessionState, State, VisitorState, start_session
 from nudge.runtime.clock import Clock
 from nudge.runtime.config import Settings, Site
 from nudge.runtime.connection import Connection
+from nudge.runtime.executor import Executor
 from nudge.runtime.metrics import Metrics
 from nudge.runtime.persistence import Persistence, StoreHealth, WriteBehind, WriteThrough
 from nudge.runtime.results import Results, from_totals
@@ -68,15 +58,13 @@ from nudge.runtime.sessions import (
 )
 from nudge.runtime.writes import (
     Backlog,
-    CancelTimer,
     DropSession,
     Enqueue,
     LinkUser,
     SaveVisitor,
-    SetTimer,
     Write,
 )
-from nudge.store import CapCheck, DueTimer, Store
+from nudge.store import DueTimer, Store
 
 log = logging.getLogger("nudge.hub")
 connection_log = logging.getLogger("nudge.connection")  # one line per connection (JSON logs)
@@ -157,6 +145,7 @@ class Hub:
         self.metrics = Metrics()  # for /metrics: events by name, latencies
         self.webhooks = webhooks  # webhooks out and the offline hand-off, when configured
         self.log_lines = settings.log_format == "json"  # a line per connection and per decision
+        self.executor = Executor(self)  # carries out the engine's decisions
         self.recent: deque[tuple] = deque(maxlen=RECENT)  # (at, session, visitor, campaign, variant, outcome), for the dashboard
         self.recorder = recorder  # the event log, when it is on (--record); None once it stopped
 
@@ -260,8 +249,8 @@ class Hub:
             self.store_failed(exc)
             queued = []  # they stay queued for the next visit
         for message in queued:
-            self._deliver(live, message)
-        await self._carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
+            self.executor.deliver(live, message)
+        await self.executor.carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
         return live
 
     async def identified(self, live: LiveSession, user: str, now: float) -> None:
@@ -275,7 +264,7 @@ class Hub:
         devices is shown once (the newest)."""
         site, visitor_id = live.state.site, live.state.visitor
         live.visitor.state.traits["user_id"] = user
-        await self._write(LinkUser(site, visitor_id, user))
+        await self.write(LinkUser(site, visitor_id, user))
         try:
             others = [v for v in await self.store.user_visitors(site, user) if v != visitor_id]
             waiting = [message for other in others for message in await self.store.take_queued(site, other, now)]
@@ -291,7 +280,7 @@ class Hub:
         for campaign, message in newest.items():
             if campaign in on_screen:
                 continue
-            self._deliver(live, message)
+            self.executor.deliver(live, message)
         if self.recorder is not None:
             self.recorder.record("handover", now, visitor=visitor_id, session=live.state.id, user=user, count=len(newest))
 
@@ -394,14 +383,14 @@ class Hub:
             campaign = self.engine.by_id.get(frame.get("campaign"))
             expires = campaign.expires if campaign else 86400.0
             message = {k: v for k, v in frame.items() if k not in ("t", "seq")}
-            await self._write(Enqueue(state.site, state.visitor, message, now + expires))
+            await self.write(Enqueue(state.site, state.visitor, message, now + expires))
         state.outbox.clear()
-        await self._write(DropSession(state.site, state.visitor, state.id))
+        await self.write(DropSession(state.site, state.visitor, state.id))
         visitor = live.visitor
         if live in visitor.sessions:
             visitor.sessions.remove(live)
         if not visitor.sessions:
-            await self._write(SaveVisitor(visitor.state))
+            await self.write(SaveVisitor(visitor.state))
             self.visitors.pop((state.site, state.visitor), None)
 
     def let_go(self, live: LiveSession, reason: str) -> None:
@@ -543,7 +532,7 @@ class Hub:
         if event.name in ("shown", "clicked", "dismissed"):
             self._count_outcome(event, live, now)
         if decisions:
-            await self._carry_out(live, live.visitor, decisions, now)
+            await self.executor.carry_out(live, live.visitor, decisions, now)
         if proven:
             await self.identified(live, event.props["user_id"], now)
         self.metrics.event_seconds.observe(time.perf_counter() - started)
@@ -565,7 +554,7 @@ class Hub:
             variant = assign(campaign, live.visitor.state.id)  # sticky: the variant it was shown in
             self.results.count(campaign.id, variant.id if variant else None, event.name)
             if self.webhooks is not None:
-                self._emit(event.name, live.visitor.state, campaign.id, variant.id if variant else None, session=live.state.id)
+                self.executor.emit(event.name, live.visitor.state, campaign.id, variant.id if variant else None, session=live.state.id)
             if event.name == "shown":  # decision → on screen, from the session's trace
                 for at, cid, _variant, outcome in reversed(live.trace):
                     if cid == campaign.id and outcome == "sent":
@@ -616,151 +605,27 @@ class Hub:
         self.stats.events += 1
         self.metrics.events[event.name] += 1
         if decisions:
-            await self._carry_out(live, visitor, decisions, now)
+            await self.executor.carry_out(live, visitor, decisions, now)
         user = event.props.get("user_id") if event.name == "identify" else None
         if isinstance(user, str):  # a backend's word proves a user id (POST /api/events checked it)
             if live is not None:
                 await self.identified(live, user, now)
             else:
-                await self._write(LinkUser(site, visitor_id, user))
+                await self.write(LinkUser(site, visitor_id, user))
         if not held:
-            await self._write(SaveVisitor(visitor.state))
+            await self.write(SaveVisitor(visitor.state))
         else:
             self.persistence.changed_all(visitor.sessions)  # the visitor is written with its sessions
         return "held" if held else "stored"
 
-    # --- decisions --------------------------------------------------------------------------
-
-    async def _carry_out(
-        self, live: LiveSession | None, visitor: Visitor, decisions: list[Decision], now: float,
-        once: str | None = None,
-    ) -> None:
-        """``once`` names the timer firing these decisions come from, so that a firing carried out
-        twice (its node died before finishing it, and another node claimed it again) shows once."""
-        state = visitor.state
-        results = self.results
-        self._remember(live, state, decisions, now)
-        for decision in decisions:
-            if isinstance(decision, Show):
-                message = {"campaign": decision.campaign, **decision.content}
-                if decision.variant is not None:
-                    message["variant"] = decision.variant
-                hand_off = self._hand_off(decision, live)
-                queued_by_store = False
-                if not self.alone:  # another node may show to the visitor at the same moment
-                    queue = None
-                    if (decision.queued or live is None) and not hand_off:
-                        queue = (message, decision.expires_at or now + 86400.0)
-                    reason = await self._confirm(state, decision.campaign, now, once, queue)
-                    if reason is not None:  # another node showed it first: a suppression
-                        self.stats.lost_races += 1
-                        self._count_suppressed(live, state, decision.campaign, decision.variant, reason, now)
-                        if live is not None:
-                            showing = live.state.showing
-                            if showing is not None and showing[0] == decision.campaign:
-                                live.state.showing = None  # nothing went on screen
-                        continue
-                    queued_by_store = queue is not None  # the confirming script queued it already
-                self.stats.shown += 1
-                results.count(decision.campaign, decision.variant, "sent")
-                if self.webhooks is not None:
-                    self._emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
-                if hand_off:
-                    self._emit("offline", state, decision.campaign, decision.variant, message=message,
-                               traits=state.traits, expires_at=decision.expires_at)
-                elif decision.queued or live is None:
-                    if not queued_by_store:
-                        await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
-                else:
-                    live.trace.append((now, decision.campaign, decision.variant, "sent"))
-                    self._deliver(live, message)
-            elif isinstance(decision, Schedule):
-                await self._write(SetTimer(state.site, state.id, decision.key, decision.due))
-                self.scheduler.poke(decision.due)
-            elif isinstance(decision, Cancel):
-                await self._write(CancelTimer(state.site, state.id, decision.key))
-            elif isinstance(decision, Suppress):
-                self._count_suppressed(live, state, decision.campaign, decision.variant, decision.reason, now)
-            elif isinstance(decision, Defer):
-                results.count(decision.campaign, decision.variant, f"deferred:{decision.reason}")
-                if live is not None:
-                    live.trace.append((now, decision.campaign, decision.variant, f"deferred:{decision.reason}"))
-            elif isinstance(decision, Converted):
-                results.count(decision.campaign, decision.variant, "converted")
-                if self.webhooks is not None:
-                    self._emit("converted", state, decision.campaign, decision.variant)
-                if live is not None:
-                    live.trace.append((now, decision.campaign, decision.variant, "converted"))
-            elif isinstance(decision, Wake) and live is not None:
-                if live.wake is not None:
-                    live.wake.cancel()
-                live.wake = self.scheduler.call_at(decision.at, self._on_wake, live) if decision.at is not None else None
-
-    def _count_suppressed(
-        self, live: LiveSession | None, state: VisitorState, campaign: str, variant: str | None, reason: str, now: float,
-    ) -> None:
-        """Count a show that did not happen, the same whether the engine suppressed it or another
-        node's show beat it to a cap: the results, the webhook-out decision, the session's trace."""
-        outcome = f"suppressed:{reason}"
-        self.stats.suppressed += 1
-        self.results.count(campaign, variant, outcome)
-        if self.webhooks is not None:
-            self._emit("decision", state, campaign, variant, outcome=outcome)
-        if live is not None:
-            live.trace.append((now, campaign, variant, outcome))
-
-    def _remember(self, live: LiveSession | None, state: VisitorState, decisions: list[Decision], now: float) -> None:
-        """Each decision's outcome: in the event log (``--record``), among the latest decisions
-        the dashboard shows and, with JSON logs, a line each."""
-        session = live.state.id if live is not None else None
-        recorder = self.recorder
-        for decision in decisions:
-            found = outcome_of(decision)
-            if found is not None:
-                campaign, variant, outcome = found
-                if recorder is not None:
-                    recorder.record("d", now, visitor=state.id, session=session, campaign=campaign, variant=variant, outcome=outcome)
-                self.recent.append((now, session, state.id, campaign, variant, outcome))
-                if self.log_lines:
-                    decision_log.info("decision %s %s", campaign, outcome, extra={
-                        "session": session, "visitor": state.id, "campaign": campaign, "variant": variant, "outcome": outcome,
-                    })
-
-    def _hand_off(self, decision: Show, live: LiveSession | None) -> bool:
-        """Whether this show goes out as the ``offline`` webhook event: the visitor is away, the
-        campaign says ``offline: webhook``, and an endpoint takes it (else it is queued)."""
-        if self.webhooks is None or not (decision.queued or live is None):
-            return False
-        campaign = self.engine.by_id.get(decision.campaign)
-        return campaign is not None and campaign.offline == "webhook" and self.webhooks.takes("offline", campaign.id)
-
-    def _emit(self, kind: str, state: VisitorState, campaign: str, variant: str | None, **extra) -> None:
-        """A webhook-out event about ``campaign`` for this visitor (see :mod:`nudge.ops.webhooks`)."""
-        self.webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
-
-    def _deliver(self, live: LiveSession, message: dict) -> None:
-        """Give a message the session's next seq, keep it until acknowledged, and send it."""
-        session = live.state
-        session.last_message_seq += 1
-        frame = {"t": "show", "seq": session.last_message_seq, **message}
-        session.outbox.append(frame)
-        if len(session.outbox) > self.settings.outbox_limit:
-            del session.outbox[0]
-        self.persistence.changed(live)
-        conn = live.conn
-        if conn is not None:
-            self.metrics.messages[message.get("kind", "")] += 1
-            conn.push(frame)
-            conn.kick()
-
     # --- timers -----------------------------------------------------------------------------
 
-    async def _on_wake(self, live: LiveSession, now: float) -> None:
+    async def on_wake(self, live: LiveSession, now: float) -> None:
         live.wake = None
         if live.conn is None:
             return
         now = not_before(live.visitor.state, now)
-        await self._carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
+        await self.executor.carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
 
     async def _on_due(self, timer: DueTimer, forwarded: bool = False) -> None:
         """A durable timer fell due: decide with the visitor's latest session on this node, or
@@ -809,9 +674,9 @@ class Hub:
         view = live.view if live is not None else State(visitor.state, None)
         now = not_before(visitor.state, timer.due)
         once = None if self.alone else timer.token
-        await self._carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
+        await self.executor.carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
         if not visitor.sessions:
-            await self._write(SaveVisitor(visitor.state))
+            await self.write(SaveVisitor(visitor.state))
         elif live is not None:
             self.persistence.changed(live)
 
@@ -865,30 +730,7 @@ class Hub:
         elif op == "erase_log":  # broadcast: every node removes the records from its own files
             await self._erase_log(record)
 
-    async def _confirm(
-        self, state: VisitorState, campaign_id: str, now: float, once: str | None,
-        queue: tuple[dict, float] | None,
-    ) -> str | None:
-        """Check and count a show's caps in the shared store; the reason it lost, or None. With
-        the store unreachable, this node's own view of the caps (the engine's) stands."""
-        campaign = self.engine.by_id.get(campaign_id)
-        limits = self.engine.limits
-        caps = campaign.caps if campaign is not None else None
-        check = CapCheck(
-            campaign_id,
-            per_day=caps and caps.per_day, per_week=caps and caps.per_week,
-            lifetime=caps and caps.lifetime, every=caps and caps.every,
-            limit_per_hour=limits.per_hour, limit_per_day=limits.per_day, cooldown=limits.cooldown,
-        )
-        try:
-            return await self.store.confirm_show(state.site, state.id, check, now, once=once, queue=queue)
-        except self._unavailable as exc:
-            self.store_failed(exc)
-            if queue is not None:
-                self.backlog.keep(Enqueue(state.site, state.id, *queue))
-            return None
-
-    async def _write(self, write: Write) -> None:
+    async def write(self, write: Write) -> None:
         """A store write that must not be lost: carried out now, or, while the store is
         unreachable, kept in order and replayed when it answers again."""
         if not self.backlog:
