@@ -46,6 +46,7 @@ from nudge.runtime.connection import Connection
 from nudge.runtime.executor import Executor
 from nudge.runtime.metrics import Metrics
 from nudge.runtime.persistence import Persistence, StoreHealth, WriteBehind, WriteThrough
+from nudge.runtime.relaying import Relaying
 from nudge.runtime.results import Results, from_totals
 from nudge.runtime.scheduler import LocalTimer, Scheduler
 from nudge.runtime.sessions import (
@@ -127,7 +128,8 @@ class Hub:
         self.visitors = self.registry.visitors  # (site, visitor id) -> visitor
         self.node = store.node or settings.node or new_node_id()  # this node's id among them
         # The other nodes sharing the store, and where they hold sessions (none: one node alone).
-        self.cluster = store.cluster(self.node, self._on_relay)
+        self.relaying = Relaying(self)  # what this node sends other nodes, and does for them
+        self.cluster = store.cluster(self.node, self.relaying.on_record)
         # One node alone writes every change through at once; with several, sessions are
         # written behind in batches, shows confirmed in the store, timers relayed.
         self.alone = self.cluster.alone
@@ -139,7 +141,7 @@ class Hub:
         self._probed_at = 0.0  # when the relay was last probed
         self.store_health = health or StoreHealth(clock)  # whether the store answers (degraded mode)
         poll = None if self.alone else settings.timer_poll
-        self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
+        self.scheduler = Scheduler(clock, store, self.on_due, poll_interval=poll, before_claim=self._replay)
         self.stats = Stats()
         self.results = Results()  # per campaign and variant
         self.metrics = Metrics()  # for /metrics: events by name, latencies
@@ -242,7 +244,7 @@ class Hub:
             for frame in session.outbox:
                 conn.push(frame)
         if not self.alone:
-            await self._claim_session(live)
+            await self.relaying.hold(live)
         try:
             queued = await self.store.take_queued(site.key, visitor_id, now)
         except self._unavailable as exc:
@@ -304,7 +306,7 @@ class Hub:
         live = self._hold(stored, await self._visitor(site, visitor_id, now))
         stored.detached_at = stored.detached_at or now  # no socket here: resumable for the grace
         live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
-        await self._claim_session(live)
+        await self.relaying.hold(live)
         return live
 
     async def _load(self, pending):
@@ -315,17 +317,6 @@ class Hub:
         except self._unavailable as exc:
             self.store_failed(exc)
             raise StoreUnavailable("the shared store is unreachable; reconnect shortly") from None
-
-    async def _claim_session(self, live: LiveSession) -> None:
-        """Record that this node holds the session; tell the node that held it to let go."""
-        state = live.state
-        try:
-            before = await self.cluster.hold(state.site, state.visitor, state.id, self.settings.grace + 86400.0)
-            if before is not None:
-                await self.cluster.send(before, {"op": "take", "site": state.site, "session": state.id})
-        except self._unavailable as exc:
-            self.store_failed(exc)
-        self.persistence.changed(live)
 
     async def detach(self, live: LiveSession, conn: Connection) -> None:
         """The socket closed: keep the session resumable for the grace period."""
@@ -424,17 +415,6 @@ class Hub:
             self.recent.extend(kept)
         self.backlog.forget(site, visitor)
         return dropped
-
-    async def _erase_log(self, record: dict) -> None:
-        recorder = self.recorder
-        if record.get("node") == self.node or recorder is None:
-            return  # the erasing node did its own
-        visitors, users = record.get("visitors") or [], record.get("users") or []
-        if not all(isinstance(v, str) for v in (*visitors, *users)):
-            log.warning("relay: erase_log record with ids that are not strings, ignored")
-            return
-        files, records = await recorder.erase_records(visitors, users)
-        log.info("erased %d records from %d event log files of this node", records, files)
 
     def _forget(self, live: LiveSession) -> None:
         """Let go of a session without writing anything: another node holds it now."""
@@ -581,7 +561,7 @@ class Hub:
                 self.store_failed(exc)
                 raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
             record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props}
-            if await self._relay_to_holder(holders, record):
+            if await self.relaying.to_holder(holders, record):
                 return "relayed"
             visitor = self.visitors.get((site, visitor_id))  # a tab may have come meanwhile
         held = visitor is not None
@@ -627,7 +607,7 @@ class Hub:
         now = not_before(live.visitor.state, now)
         await self.executor.carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
 
-    async def _on_due(self, timer: DueTimer, forwarded: bool = False) -> None:
+    async def on_due(self, timer: DueTimer, forwarded: bool = False) -> None:
         """A durable timer fell due: decide with the visitor's latest session on this node, or
         with none (the message is then queued for their next visit, or dropped, as the campaign
         says).
@@ -642,7 +622,7 @@ class Hub:
         if visitor is not None:
             connected = [s for s in visitor.sessions if s.conn is not None]
             live = (connected or visitor.sessions or [None])[-1]
-        if not forwarded and (live is None or live.conn is None) and await self._relay_timer(timer):
+        if not forwarded and (live is None or live.conn is None) and await self.relaying.timer_to_holder(timer):
             return
         self.stats.timers_fired += 1
         lateness = self.clock.now() - timer.due
@@ -680,55 +660,7 @@ class Hub:
         elif live is not None:
             self.persistence.changed(live)
 
-    async def _relay_timer(self, timer: DueTimer) -> bool:
-        """Hand the timer to another node holding one of the visitor's sessions; True when one
-        heard it (it finishes the timer; if it dies first, the lease runs out and the timer is
-        claimed again, and its once-token keeps the message from showing twice)."""
-        try:
-            holders = await self.cluster.holders(timer.site, timer.visitor)
-        except self._unavailable:
-            return False
-        record = {
-            "op": "due", "site": timer.site, "visitor": timer.visitor, "key": timer.key,
-            "due": timer.due, "claim": timer.claim,
-        }
-        if await self._relay_to_holder(holders, record):
-            self.stats.timers_relayed += 1
-            return True
-        return False
-
-    async def _relay_to_holder(self, holders: dict[str, str], record: dict) -> bool:
-        """Publish ``record`` to the other nodes holding the visitor's sessions (``holders``:
-        session -> node, as :meth:`Relay.holders` answers), the most recently held first, until
-        one hears it; True when one did. Errors of the store are the caller's to handle."""
-        for node in dict.fromkeys(reversed(holders.values())):
-            if node != self.node and await self.cluster.send(node, record):
-                return True
-        return False
-
     # --- shared store: relay, write-behind, outage --------------------------------------------
-
-    async def _on_relay(self, record: dict) -> None:
-        """A record another node sent this one (see :mod:`nudge.store.redis.cluster`)."""
-        op = record.get("op")
-        if op == "ev":
-            event = events.Event(record["name"], record.get("props") or {})
-            await self.on_visitor_event(record["site"], record["visitor"], event, forwarded=True)
-        elif op == "due":
-            timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
-            await self._on_due(timer, forwarded=True)
-        elif op == "take":
-            live = self.sessions.get(record.get("session"))
-            if live is not None and live.state.site == record.get("site"):
-                self.let_go(live, "session resumed on another node")
-        elif op == "erase":  # another node erases the visitor: forget them here too
-            site, visitor = record.get("site"), record.get("visitor")
-            if isinstance(site, str) and isinstance(visitor, str):
-                self.forget_visitor(site, visitor)
-                if self.webhooks is not None:
-                    self.webhooks.forget_decided(visitor)
-        elif op == "erase_log":  # broadcast: every node removes the records from its own files
-            await self._erase_log(record)
 
     async def write(self, write: Write) -> None:
         """A store write that must not be lost: carried out now, or, while the store is
