@@ -20,7 +20,6 @@ import logging
 import secrets
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nudge import identity
@@ -44,7 +43,7 @@ from nudge.runtime.clock import Clock
 from nudge.runtime.config import Settings, Site
 from nudge.runtime.connection import Connection
 from nudge.runtime.executor import Executor
-from nudge.runtime.metrics import Metrics
+from nudge.runtime.metrics import Metrics, Stats
 from nudge.runtime.persistence import Persistence, StoreHealth, WriteBehind, WriteThrough
 from nudge.runtime.relaying import Relaying
 from nudge.runtime.results import Results, from_totals
@@ -94,23 +93,12 @@ def new_node_id() -> str:
     return "n_" + secrets.token_hex(4)
 
 
-@dataclass(slots=True)
-class Stats:
-    connections: int = 0  # open sockets
-    events: int = 0  # events applied
-    duplicates: int = 0  # resent events acknowledged without applying them again
-    refused: int = 0  # frames answered with an error
-    shown: int = 0  # show messages decided (sent, or queued for a later visit)
-    suppressed: int = 0
-    timers_fired: int = 0
-    timers_relayed: int = 0  # claimed here, run by the node holding the visitor
-    lateness_max: float = 0.0  # seconds between a durable timer's due time and its firing
-    lateness_total: float = 0.0
-    lost_races: int = 0  # shows the shared store refused (another node showed first)
-    replayed: int = 0  # store writes carried out late, once the store answered again
-
-
 class Hub:
+    """The sessions this node holds, each socket's frames and each backend event handed to the
+    engine, and its decisions carried out (:class:`~nudge.runtime.executor.Executor`); what it
+    holds is kept in the store (:mod:`nudge.runtime.persistence`), and other nodes are reached
+    through the relay (:class:`~nudge.runtime.relaying.Relaying`)."""
+
     def __init__(
         self, settings: Settings, campaign_set: CampaignSet, store: Store, clock: Clock, *,
         health: StoreHealth | None = None, webhooks: WebhooksOut | None = None, recorder: EventLog | None = None,
@@ -127,8 +115,8 @@ class Hub:
         self.sessions = self.registry.by_id  # session id -> session held by this node
         self.visitors = self.registry.visitors  # (site, visitor id) -> visitor
         self.node = store.node or settings.node or new_node_id()  # this node's id among them
-        # The other nodes sharing the store, and where they hold sessions (none: one node alone).
         self.relaying = Relaying(self)  # what this node sends other nodes, and does for them
+        # The other nodes sharing the store, and where they hold sessions (none: one node alone).
         self.cluster = store.cluster(self.node, self.relaying.on_record)
         # One node alone writes every change through at once; with several, sessions are
         # written behind in batches, shows confirmed in the store, timers relayed.

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nudge.identity import refused as identity_refused
@@ -100,8 +101,26 @@ class Histogram:
 
 
 
+@dataclass(slots=True)
+class Stats:
+    """What the hub counts: its sockets, events, decisions, timers and store writes."""
+
+    connections: int = 0  # open sockets
+    events: int = 0  # events applied
+    duplicates: int = 0  # resent events acknowledged without applying them again
+    refused: int = 0  # frames answered with an error
+    shown: int = 0  # show messages decided (sent, or queued for a later visit)
+    suppressed: int = 0
+    timers_fired: int = 0
+    timers_relayed: int = 0  # claimed here, run by the node holding the visitor
+    lateness_max: float = 0.0  # seconds between a durable timer's due time and its firing
+    lateness_total: float = 0.0
+    lost_races: int = 0  # shows the shared store refused (another node showed first)
+    replayed: int = 0  # store writes carried out late, once the store answered again
+
+
 class Metrics:
-    """What the hub counts for ``/metrics`` beyond its :class:`~nudge.runtime.hub.Stats`."""
+    """What the hub counts for ``/metrics`` beyond its :class:`Stats`."""
 
     def __init__(self) -> None:
         self.events: dict[str, int] = defaultdict(int)  # event name -> applied
