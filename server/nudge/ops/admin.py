@@ -119,7 +119,7 @@ class CampaignEditor:
                     log.error("the saved campaign document does not validate; the file's stays:\n%s", exc)
             if not seeded:
                 await self._write(revision, self._fresh(
-                    self._as_data(self.document), kept["versions"] if kept else {}, self.document["file_hash"],
+                    self.as_data(self.document), kept["versions"] if kept else {}, self.document["file_hash"],
                 ))
         except self.store.unavailable as exc:
             self.hub.store_failed(exc)
@@ -153,12 +153,13 @@ class CampaignEditor:
 
     def _apply(self, revision: int, document: dict) -> None:
         """Put a document in force on this node (it validated when it was written)."""
-        campaign_set = load_data(self._as_data(document), "api")
+        campaign_set = load_data(self.as_data(document), "api")
         self.revision, self.document = revision, document
         self.hub.reload(campaign_set)
 
     @staticmethod
-    def _as_data(document: dict) -> dict:
+    def as_data(document: dict) -> dict:
+        """The document as the campaign file's plain data (what ``load_data`` validates, or export writes)."""
         return {**document["settings"], "campaigns": document["campaigns"]}
 
     def from_file(self, campaign_set: CampaignSet) -> None:
@@ -206,7 +207,7 @@ class CampaignEditor:
             document = copy.deepcopy(base)
             result = edit(document)
             try:
-                load_data(self._as_data(document), "api")  # validated here; put in force by the write
+                load_data(self.as_data(document), "api")  # validated here; put in force by the write
             except CampaignError as exc:
                 raise Refusal(422, {"error": "the campaign does not validate", "problems": _problems(exc, result)}) from None
             if await self._write(revision, document) >= 0:
@@ -387,7 +388,7 @@ def routes(editor: CampaignEditor, authorised) -> list[Route]:
         return settings_view()
 
     async def export(request: Request) -> Response:
-        data = CampaignEditor._as_data(editor.document)
+        data = CampaignEditor.as_data(editor.document)
         text = f"# exported from the admin API, revision {editor.revision}\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
         return PlainTextResponse(text, media_type="application/yaml", headers={"Content-Disposition": 'attachment; filename="campaigns.yaml"'})
 
