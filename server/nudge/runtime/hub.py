@@ -1,6 +1,6 @@
 """The runtime around the pure engine: live sessions, their sockets, the store and the timers.
 
-Frame in → state updated → rules evaluated → message out happens in :meth:`Hub.on_frame`, in the
+Frame in → state updated → rules evaluated → message out happens in ``Hub.on_frame`` (:class:`~nudge.runtime.frames.Frames`), in the
 connection's own receive loop: no task per event, no store round trip unless a decision needs one
 (a cart-abandonment window opening, say), and the resulting ``show`` frame is written in the same
 turn of the event loop.
@@ -18,18 +18,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections import deque
 from typing import Any, Protocol
 
-from nudge import identity
 from nudge.errors import (
     CLOSE_SESSION_TAKEN,
-    BadEvent,
-    FrameError,
-    MalformedFrame,
-    ProtocolViolation,
-    RateLimited,
     StoreUnavailable,
 )
 from nudge.protocol import codec as protocol
@@ -37,12 +30,13 @@ from nudge.protocol.codec import Hello
 from nudge.rules import events
 from nudge.rules.audience import device_class
 from nudge.rules.campaigns import CampaignSet
-from nudge.rules.engine import Engine, assign
+from nudge.rules.engine import Engine
 from nudge.rules.state import SessionState, State, VisitorState, start_session
 from nudge.runtime.clock import Clock
 from nudge.runtime.config import Settings, Site
 from nudge.runtime.connection import Connection
 from nudge.runtime.executor import Executor
+from nudge.runtime.frames import Frames
 from nudge.runtime.metrics import Metrics, Stats
 from nudge.runtime.persistence import Persistence, StoreHealth, WriteBehind, WriteThrough
 from nudge.runtime.relaying import Relaying
@@ -138,6 +132,8 @@ class Hub:
         self.executor = Executor(self)  # carries out the engine's decisions
         self.recent: deque[tuple] = deque(maxlen=RECENT)  # (at, session, visitor, campaign, variant, outcome), for the dashboard
         self.recorder = recorder  # the event log, when it is on (--record); None once it stopped
+        self.frames = Frames(self)  # each frame of a session's socket (or beacon)
+        self.on_frame = self.frames.on_frame  # the socket's receive loop calls this
 
     async def start(self) -> None:
         try:
@@ -412,122 +408,6 @@ class Hub:
         live.wake = live.expiry = None
         self.persistence.discard(live)
         self.registry.drop(live)
-
-    # --- frames -----------------------------------------------------------------------------
-
-    async def on_frame(self, live: LiveSession, conn: Connection, data: str | bytes) -> None:
-        """Handle one frame from the session's socket; replies are queued on ``conn``.
-
-        Raises :class:`RateLimited` when the event budget is exhausted (the socket is closed)."""
-        try:
-            frame = conn.codec.decode(data)
-            if not isinstance(frame, dict):
-                raise MalformedFrame("a frame must be a map with a 't' field")
-            kind = frame.get("t")
-            if kind == "ev":
-                await self._on_event(live, conn, frame)
-            elif kind == "evs":
-                await self._on_events(live, conn, frame)
-            elif kind == "ack":
-                self._on_ack(live, frame)
-                self.persistence.changed(live)
-            elif kind == "ping":
-                conn.push(protocol.PONG)
-            elif kind == "hello":
-                raise ProtocolViolation("hello was already received on this connection")
-            else:
-                raise MalformedFrame(f"unknown frame type {kind!r}; expected ev, evs, ack or ping")
-        except FrameError as exc:
-            self.stats.refused += 1
-            conn.push(protocol.error(exc.code, exc.reason, exc.seq))
-
-    async def _on_events(self, live: LiveSession, conn: Connection, frame: dict) -> None:
-        """A batch: each event handled as if it had come in its own ``ev`` frame, in order, then
-        one cumulative ``ack`` for them all (shows they caused go out before it)."""
-        batch = frame.get("events")
-        if not isinstance(batch, list) or not batch:
-            raise MalformedFrame("evs.events must be a non-empty list of events")
-        if len(batch) > protocol.MAX_BATCH:
-            raise MalformedFrame(f"evs.events has {len(batch)} events, at most {protocol.MAX_BATCH} allowed")
-        for item in batch:
-            try:
-                if not isinstance(item, dict):
-                    raise BadEvent("each event of evs.events must be a map")
-                await self._on_event(live, conn, item, ack=False)
-            except FrameError as exc:
-                self.stats.refused += 1
-                conn.push(protocol.error(exc.code, exc.reason, exc.seq))
-        conn.push_ack(live.state.last_event_seq)
-
-    async def _on_event(self, live: LiveSession, conn: Connection, frame: dict, ack: bool = True) -> None:
-        session = live.state
-        seq = frame.get("seq")
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-            raise BadEvent("seq must be a whole number ≥ 1")
-        if seq <= session.last_event_seq:
-            self.stats.duplicates += 1
-            if ack:
-                conn.push_ack(session.last_event_seq)
-            return
-        now = self.clock.now()
-        if not conn.events.take(now):
-            raise RateLimited(f"more than {self.settings.events_per_second:g} events per second")
-        engine = self.engine
-        try:
-            event = events.validate(frame.get("name"), frame.get("props"), seq, engine.custom_events)
-            proven = event.name == "identify" and identity.check_identify(
-                event.props, session.site, now, self.settings.secret_keys, seq,
-            )
-        except FrameError as exc:
-            # Refused for good: acknowledged so that the client does not resend it forever.
-            session.last_event_seq = seq
-            self.stats.refused += 1
-            conn.push(protocol.error(exc.code, exc.reason, seq))
-            if ack:
-                conn.push_ack(seq)
-            return
-        if self.alone and live.due_by(now):
-            # Whatever fell due before this event happens before it, as it would have if the
-            # loop had not been busy: the decisions then do not depend on when the loop woke.
-            await self.scheduler.run_due(now)
-        if self.recorder is not None:
-            self.recorder.record("ev", now, visitor=session.visitor, session=session.id, name=event.name, props=event.props)
-        started = time.perf_counter()
-        decisions = engine.on_event(live.view, event, now)
-        session.last_event_seq = seq
-        self.stats.events += 1
-        self.metrics.events[event.name] += 1
-        if event.name in ("shown", "clicked", "dismissed"):
-            self._count_outcome(event, live, now)
-        if decisions:
-            await self.executor.carry_out(live, live.visitor, decisions, now)
-        if proven:
-            await self.identified(live, event.props["user_id"], now)
-        self.metrics.event_seconds.observe(time.perf_counter() - started)
-        self.persistence.changed(live)  # written behind, with the others changed meanwhile
-        if ack:
-            conn.push_ack(seq)
-
-    def _on_ack(self, live: LiveSession, frame: dict) -> None:
-        seq = frame.get("seq")
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-            raise MalformedFrame("ack.seq must be a whole number ≥ 0")
-        outbox = live.state.outbox
-        if outbox and outbox[0]["seq"] <= seq:
-            live.state.outbox = [frame for frame in outbox if frame["seq"] > seq]
-
-    def _count_outcome(self, event: events.Event, live: LiveSession, now: float) -> None:
-        campaign = self.engine.by_id.get(event.props.get("campaign"))
-        if campaign is not None:
-            variant = assign(campaign, live.visitor.state.id)  # sticky: the variant it was shown in
-            self.results.count(campaign.id, variant.id if variant else None, event.name)
-            if self.webhooks is not None:
-                self.executor.emit(event.name, live.visitor.state, campaign.id, variant.id if variant else None, session=live.state.id)
-            if event.name == "shown":  # decision → on screen, from the session's trace
-                for at, cid, _variant, outcome in reversed(live.trace):
-                    if cid == campaign.id and outcome == "sent":
-                        self.metrics.show_seconds.observe(max(0.0, now - at))
-                        break
 
     # --- events from a backend --------------------------------------------------------------
 
