@@ -58,7 +58,8 @@ class Frames:
                 await self._on_events(live, conn, frame)
             elif kind == "ack":
                 self._on_ack(live, frame)
-                self.persistence.changed(live)
+                if not self.alone:  # one node alone writes at detach: no mark needed (hot path)
+                    self.persistence.changed(live)
             elif kind == "ping":
                 conn.push(protocol.PONG)
             elif kind == "hello":
@@ -132,7 +133,8 @@ class Frames:
         if proven:
             await self.hub.identified(live, event.props["user_id"], now)
         self.metrics.event_seconds.observe(time.perf_counter() - started)
-        self.persistence.changed(live)  # written behind, with the others changed meanwhile
+        if not self.alone:  # one node alone writes at detach: no call per event for nothing
+            self.persistence.changed(live)  # written behind, with the others changed meanwhile
         if ack:
             conn.push_ack(seq)
 
