@@ -36,10 +36,17 @@ RELEVANT = """
 """
 
 
-def campaigns(n: int) -> str:
-    lines = ["limits: {per_day: 5, cooldown: 30s}", "campaigns:", RELEVANT.strip("\n")]
+def campaigns(n: int, alternatives: bool = False) -> str:
+    """``alternatives``: every other campaign is an ``any:`` of a custom event and a page
+    trigger of its own (two arms each), and the reader is "scroll 50 % or 5 s" (two arms)."""
+    relevant = RELEVANT.strip("\n")
+    if alternatives:
+        relevant = relevant.replace("trigger: {path: /blog/*, scroll: 50, dwell: 5s}", "trigger: {path: /blog/*, any: [{scroll: 50}, {dwell: 5s}]}")
+    lines = ["limits: {per_day: 5, cooldown: 30s}", "campaigns:", relevant]
     for i in range(max(0, n - 4)):
-        if i % 2:
+        if alternatives:
+            lines.append(f"  - {{id: any-{i}, trigger: {{any: [{{event: custom_{i}}}, {{path: /landing/{i}, dwell: 10s}}]}}, message: {{kind: toast, title: t}}}}")
+        elif i % 2:
             lines.append(f"  - {{id: other-{i}, trigger: {{event: custom_{i}}}, message: {{kind: toast, title: t}}}}")
         else:
             lines.append(f"  - {{id: page-{i}, trigger: {{path: /landing/{i}, dwell: 10s}}, message: {{kind: toast, title: t}}}}")
@@ -95,6 +102,9 @@ def main() -> None:
         campaign_set = load_text(campaigns(n))
         assert len(campaign_set.campaigns) == n
         rows[f"{n} campaigns"] = [min(run(campaign_set, evs, indexed) for _ in range(args.repeat)) for indexed in (True, False)]
+    for n in (100, 1000):  # the same, every campaign with two alternatives (any:)
+        campaign_set = load_text(campaigns(n, alternatives=True))
+        rows[f"{n} with any:"] = [min(run(campaign_set, evs, indexed) for _ in range(args.repeat)) for indexed in (True, False)]
     bench = load_file(Path(__file__).with_name("campaigns.yaml"))
     played = visits(args.events)
     rows["bench/campaigns.yaml"] = [min(run(bench, played, indexed) for _ in range(args.repeat)) for indexed in (True, False)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -162,3 +163,14 @@ async def test_the_demo_prints_its_admin_key_and_the_key_opens_the_api():
     finally:
         process.kill()
         await process.wait()
+
+
+async def test_a_reload_logs_what_nudge_check_warns_about(tmp_path, caplog):
+    path = tmp_path / "campaigns.yaml"
+    path.write_text("campaigns:\n  - {id: one, trigger: {event: click}, message: {kind: toast, title: one}}\n")
+    async with run_server(campaigns=None, campaign_file=path, secret_keys=[SECRET]) as server:
+        path.write_text('campaigns:\n  - {id: one, trigger: {event: click}, message: {kind: toast, title: "Hi {{ visitor.name }}"}}\n')
+        with caplog.at_level(logging.WARNING, logger="nudge"):
+            code, _ = await request(f"{server.http}/api/reload", SECRET, method="POST")
+        assert code == 200
+        assert any("{{ visitor.name }} can come out empty" in r.getMessage() for r in caplog.records)

@@ -16,6 +16,8 @@ async def demo():
 
 
 async def open_page(browser, url: str):
+    """A new tab: in a new browser profile when handed the browser, in the same one when handed a
+    context."""
     page = await browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -91,3 +93,22 @@ async def test_the_session_survives_a_page_navigation(browser, demo):
     await eventually(lambda: session_on(demo, "/article.html"), "the second page view")
     assert session_on(demo, "/article.html").id == first
     assert session_on(demo, "/article.html").counters["page_view"] == 2
+
+
+async def test_a_cart_reminder_due_after_the_tab_closed_shows_in_a_new_tab(browser, demo):
+    """Add to cart, close the tab 2 s later, open a new tab 34 s later (the demo's window: 30 s)."""
+    context = await browser.new_context()  # one browser profile: the visitor id is shared by its tabs
+    page, errors = await open_page(context, f"{demo.http}/")
+    await page.locator("button.add-to-cart").first.click()
+    await eventually(lambda: any(v.state.cart.count for v in demo.hub.visitors.values()), "the cart add")
+    session = next(s for s in demo.hub.sessions.values() if s.visitor.state.cart.count)
+    await demo.advance(2)
+    await page.close()
+    await eventually(lambda: session.conn is None, "the tab closing")
+    await demo.advance(32)
+    assert session.state.id in demo.hub.sessions  # within the grace: resumable, yet nobody is looking
+    again, errors = await open_page(context, f"{demo.http}/")
+    modal = again.locator('nudge-message[data-campaign="cart-abandoned"]')
+    await modal.wait_for(timeout=WAIT * 1000)
+    await eventually(lambda: outcomes(demo, "cart-abandoned").get("shown") == 1, "shown")
+    assert errors == []

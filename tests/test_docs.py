@@ -61,8 +61,9 @@ def play(campaigns: str, scenario: str, where: str) -> None:
             checked = len(sim.log)
             expect(shlex.split(rest[2:]), happened, delivered, context)
         else:
-            name, _, props = rest.partition(" ")
-            sim.event(at, name, json.loads(props) if props.strip() else {})
+            backend = rest.startswith("backend ")  # reported by the site's backend, not the tab
+            name, _, props = rest.removeprefix("backend ").partition(" ")
+            sim.event(at, name, json.loads(props) if props.strip() else {}, backend=backend)
 
 
 def expect(words: list[str], happened: list, delivered: list[Show], context: str) -> None:
@@ -102,3 +103,29 @@ def test_every_yaml_block_is_a_valid_campaign_file():
 @pytest.mark.parametrize("campaigns, scenario, line", examples(), ids=[f"line-{e[2]}" for e in examples()])
 def test_documented_example(campaigns, scenario, line):
     play(campaigns, scenario, f"docs/campaigns.md:{line}")
+
+
+def simulate_blocks() -> list[tuple[str, str, int]]:
+    """(scenario file, the text block after it, line) for every ``simulate`` block."""
+    found = []
+    listed = blocks()
+    for n, (lang, body, line) in enumerate(listed):
+        if lang == "simulate":
+            after = listed[n + 1][1] if n + 1 < len(listed) and listed[n + 1][0] == "text" else ""
+            found.append((body, after, line))
+    return found
+
+
+def test_the_documented_simulate_scenario_holds_and_prints_what_the_docs_show(tmp_path):
+    from nudge.calibrate import scenario
+
+    found = simulate_blocks()
+    assert found, "docs/campaigns.md teaches nudge simulate with a scenario"
+    for body, printed, line in found:
+        path = tmp_path / "my-cart.yaml"
+        path.write_text(body)
+        result = scenario.run(scenario.load(path))
+        assert result.ok, f"docs/campaigns.md:{line}: {result.unmet}"
+        shown = [text for text in printed.splitlines() if text.strip() != "..."]
+        lines = [text.replace(str(path), "my-cart.yaml") for text in result.lines]
+        assert shown == lines[: len(shown)], f"docs/campaigns.md:{line}: the printed timeline differs:\n" + "\n".join(lines)

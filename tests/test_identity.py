@@ -217,3 +217,39 @@ async def test_a_user_id_from_the_backend_counts_as_proven(start_server):
     assert (await laptop.expect("show", campaign="cart"))["title"] == "Still thinking about Blue Mug?"
     code, body = await _backend(server, {"id": "crm-2", "visitor": phone.visitor, "name": "identify", "props": {"user_id": "x" * 200}})
     assert code == 400 and "user_id" in body["error"]
+
+
+TIP = """
+campaigns:
+  - id: tip
+    trigger: {event: click}
+    caps: {per_day: 2}
+    message: {kind: toast, title: Tip}
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_caps_count_per_signed_in_user_across_their_devices(store):
+    """per_day: 2 for a user signed in on a phone and a laptop: 2 in all, not 2 + 2."""
+    url = redis_store_url() if store == "redis" else "memory://"
+    try:
+        async with run_server(TIP, store=url, secret_keys=[SECRET]) as server:
+            token = identity.sign(SECRET, KEY, "u42", LATER)
+            phone = await Client.connect(server.url, user=("u42", token))
+            laptop = await Client.connect(server.url, user=("u42", token))
+            seen = []
+            for device in (phone, laptop, phone, laptop, phone):
+                seen += shows(await device.track("click"))
+                await server.advance(11)  # the toast is off screen: the next one is not "busy"
+            assert len(seen) == 2
+            # Anonymous, a browser keeps its own caps: someone else is not limited by u42's.
+            stranger = await Client.connect(server.url)
+            assert len(shows(await stranger.track("click"))) == 1
+            await server.advance(86_401)  # a day later, the user's cap has room again
+            assert len(shows(await laptop.track("click"))) == 1
+            for client in (phone, laptop, stranger):
+                await client.close()
+    finally:
+        if store == "redis":
+            await drop_keys(url)

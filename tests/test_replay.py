@@ -172,3 +172,29 @@ async def test_on_redis_the_log_also_goes_to_a_stream_that_replay_reads(tmp_path
         assert result.summary()["reader"]["fired"] == 1
     finally:
         await drop_keys(url)
+
+
+@pytest.mark.parametrize("tab_open", [False, True])
+def test_a_crm_identify_in_the_log_is_not_a_visit(tab_open):
+    """An 8-day log: a short visit, the CRM marking the visitor inactive on day 5 (with no tab,
+    or into the tab the visitor left open), the visitor back on day 8: the re-engagement
+    campaign fires."""
+    campaigns = load_text("""campaigns:
+  - id: come-back
+    trigger: {event: page_view}
+    audience: {visit.days_since_last: {gte: 7}, visit.last_session_pages: {lt: 3}}
+    message: {kind: banner, title: Welcome back}
+""")
+    day = 86400.0
+    crm = {"k": "ev", "t": 5 * day, "visitor": "v_a", "session": "s_a" if tab_open else None, "name": "identify", "props": {"status": "inactive"}, "backend": True}
+    records = log([
+        {"k": "start", "t": 0.0, "site": "pk", "visitor": "v_a", "session": "s_a", "device": "desktop"},
+        {"k": "ev", "t": 1.0, "visitor": "v_a", "session": "s_a", "name": "page_view", "props": {"path": "/"}},
+        *([] if tab_open else [{"k": "detach", "t": 60.0, "visitor": "v_a", "session": "s_a"}]),
+        crm,
+        *([{"k": "detach", "t": 5 * day + 1, "visitor": "v_a", "session": "s_a"}] if tab_open else []),
+        {"k": "start", "t": 8 * day, "site": "pk", "visitor": "v_a", "session": "s_b", "device": "desktop"},
+        {"k": "ev", "t": 8 * day + 1, "visitor": "v_a", "session": "s_b", "name": "page_view", "props": {"path": "/"}},
+    ])
+    (result,) = replay.run(records, [campaigns])
+    assert result.summary()["come-back"]["fired"] == 1

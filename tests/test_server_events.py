@@ -10,7 +10,16 @@ import urllib.request
 import pytest
 from nudge.rules.campaigns import load_text
 
-from .conftest import KEY, Client, drop_keys, eventually, redis_store_url, run_server, visitor_id
+from .conftest import (
+    KEY,
+    Client,
+    drop_keys,
+    eventually,
+    redis_store_url,
+    run_server,
+    shows,
+    visitor_id,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -237,3 +246,45 @@ async def test_a_backend_event_shows_in_the_open_tab_at_once_and_never_over_anot
     code, body = await post(f"{server.http}/api/events", {**shipped, "id": "ship-2"})
     assert body["applied"] == "held"
     assert server.hub.results.snapshot()["shipped"]["-"] == {"sent": 1, "suppressed:busy": 1}
+
+
+TRUST = """
+campaigns:
+  - id: vip-offer
+    valuable: true
+    trigger: {event: click}
+    audience: {trusted.vip: true}
+    message: {kind: toast, body: "20% off for our VIPs"}
+  - id: come-back
+    trigger: {event: page_view}
+    audience:
+      visit.days_since_last: {gte: 7}
+      visit.last_session_pages: {lt: 3}
+    message: {kind: banner, body: "Welcome back"}
+"""
+
+
+async def test_a_page_claiming_vip_is_not_trusted_the_backend_saying_so_is(start_server):
+    server = await start_server(TRUST, secret_keys=[SECRET])
+    client = await Client.connect(server.url)
+    await client.track("identify", {"vip": True})  # nudge.identify({vip: true}) from the page
+    assert shows(await client.track("click")) == []
+    code, _ = await post(f"{server.http}/api/events", {"id": "crm-1", "visitor": client.visitor, "name": "identify", "props": {"vip": True}})
+    assert code == 200
+    assert [f["body"] for f in shows(await client.track("click"))] == ["20% off for our VIPs"]
+    await client.close()
+
+
+async def test_a_crm_identify_between_visits_does_not_reset_the_days_away(start_server):
+    server = await start_server(TRUST, secret_keys=[SECRET])
+    client = await Client.connect(server.url)
+    visitor = client.visitor
+    await client.track("page_view", {"path": "/"})
+    await client.close()
+    await server.advance(5 * 86400)
+    code, body = await post(f"{server.http}/api/events", {"id": "crm-2", "visitor": visitor, "name": "identify", "props": {"status": "inactive"}})
+    assert (code, body["status"]) == (200, "applied")
+    await server.advance(3 * 86400)
+    client = await Client.connect(server.url, visitor=visitor)
+    assert [f["body"] for f in shows(await client.track("page_view", {"path": "/"}))] == ["Welcome back"]
+    await client.close()

@@ -147,6 +147,36 @@ async def test_queued_messages_are_taken_once_and_expire(store):
     assert await store.take_queued("pk", "v_2", T0) == []
 
 
+async def test_one_campaigns_queued_messages_are_taken_and_the_others_stay(store):
+    await store.enqueue("pk", "v_1", {"campaign": "a", "n": 1}, expires_at=T0 + 100)
+    await store.enqueue("pk", "v_1", {"campaign": "b"}, expires_at=T0 + 100)
+    await store.enqueue("pk", "v_1", {"campaign": "a", "n": 2}, expires_at=T0 + 10)
+    assert await store.take_queued_of("pk", "v_1", "a", T0 + 50) == [({"campaign": "a", "n": 1}, T0 + 100)]
+    assert await store.take_queued_of("pk", "v_1", "a", T0 + 50) == []
+    assert await store.take_queued("pk", "v_1", T0 + 50) == [{"campaign": "b"}]
+
+
+async def test_queued_messages_stay_until_acknowledged_by_id(store):
+    await store.enqueue("pk", "v_1", {"campaign": "a", "id": "m1"}, expires_at=T0 + 100)
+    await store.enqueue("pk", "v_1", {"campaign": "b", "id": "m2"}, expires_at=T0 + 100)
+    await store.enqueue("pk", "v_1", {"campaign": "c", "id": "m3"}, expires_at=T0 + 10)
+    assert await store.queued("pk", "v_1", T0 + 50) == [{"campaign": "a", "id": "m1"}, {"campaign": "b", "id": "m2"}]
+    assert await store.queued("pk", "v_1", T0 + 50) == [{"campaign": "a", "id": "m1"}, {"campaign": "b", "id": "m2"}]  # read, not taken
+    await store.ack_queued("pk", "v_1", ["m1", "nope"])
+    await store.ack_queued("pk", "v_2", ["m2"])  # another visitor's ack removes nothing here
+    await store.ack_queued("pk", "v_1", [])
+    assert await store.queued("pk", "v_1", T0 + 50) == [{"campaign": "b", "id": "m2"}]
+    assert await store.take_queued("pk", "v_1", T0 + 50) == [{"campaign": "b", "id": "m2"}]
+
+
+async def test_a_show_queued_with_its_cap_count_is_durable_and_a_second_try_is_a_duplicate(store):
+    check = CapCheck("a", per_day=5)
+    message = {"campaign": "a", "id": "absence:a@1"}
+    assert await store.confirm_show("pk", "v_1", check, T0, once="absence:a@1", queue=(message, T0 + 3600)) is None
+    assert await store.confirm_show("pk", "v_1", check, T0 + 3, once="absence:a@1", queue=(message, T0 + 3600)) == "duplicate"
+    assert await store.queued("pk", "v_1", T0 + 5) == [message]  # once: the retry queued nothing more
+
+
 async def test_queue_is_bounded(store):
     for i in range(50):
         await store.enqueue("pk", "v_1", {"n": i}, expires_at=T0 + 100)
@@ -161,6 +191,34 @@ async def test_caps_are_checked_and_counted_in_one_step(store):
     assert await store.confirm_show("pk", "v_1", check, T0 + 2) == "cap:per_day"
     assert await store.confirm_show("pk", "v_1", check, T0 + 86_401) is None  # a day later
     assert await store.confirm_show("pk", "v_2", check, T0) is None  # another visitor
+
+
+async def test_caps_per_user_are_shared_by_their_devices_and_kept_apart_from_visitors(store):
+    check = CapCheck("a", per_day=2, lifetime=3, limit_per_day=None, cooldown=0.0)
+    assert await store.confirm_user_show("pk", "u42", check, T0) is None  # phone
+    assert await store.confirm_user_show("pk", "u42", check, T0 + 1) is None  # laptop
+    assert await store.confirm_user_show("pk", "u42", check, T0 + 2) == "cap:per_day"
+    assert await store.confirm_user_show("pk", "u43", check, T0 + 2) is None  # another user
+    assert await store.confirm_user_show("pk", "u42", check, T0 + 86_401) is None
+    assert await store.confirm_user_show("pk", "u42", check, T0 + 2 * 86_401) == "cap:lifetime"
+    # A visitor id's own caps are another thing, even one that looks like the user's subject.
+    assert await store.confirm_show("pk", "u42", check, T0 + 2) is None
+    assert await store.confirm_show("pk", "v_1", check, T0 + 2) is None
+    limits = CapCheck("b", limit_per_hour=1, cooldown=60.0)
+    assert await store.confirm_user_show("pk", "u44", limits, T0) is None
+    assert await store.confirm_user_show("pk", "u44", CapCheck("c", limit_per_hour=1), T0 + 10) == "limit:per_hour"
+    assert await store.confirm_user_show("pk", "u44", CapCheck("c", cooldown=60.0), T0 + 30) == "cooldown"
+
+
+async def test_erase_user_forgets_their_caps_and_nobody_elses(store):
+    check = CapCheck("a", per_day=1)
+    for user in ("u42", "u43"):
+        assert await store.confirm_user_show("pk", user, check, T0) is None
+    assert await store.confirm_show("pk", "v_1", check, T0) is None
+    assert await store.erase_user("pk", "u42") >= 2
+    assert await store.confirm_user_show("pk", "u42", check, T0 + 1) is None
+    assert await store.confirm_user_show("pk", "u43", check, T0 + 1) == "cap:per_day"
+    assert await store.confirm_show("pk", "v_1", check, T0 + 1) == "cap:per_day"
 
 
 async def test_daily_limit_and_cooldown_span_campaigns(store):

@@ -10,6 +10,7 @@ export const KEYS = {
   rx: 'nudge:rx', // sessionStorage: highest `show` seq processed in that session
   seq: 'nudge:seq', // sessionStorage: seq of the last event created in that session
   outbox: 'nudge:outbox', // sessionStorage: JSON array of unacknowledged events {seq, name, props}
+  seen: 'nudge:seen', // localStorage: JSON array of the latest message ids processed, in any tab
 };
 
 /**

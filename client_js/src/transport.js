@@ -5,6 +5,7 @@ import { KEYS, isVisitorId, randomId } from './storage.js';
 
 const OPEN = 1; // WebSocket.OPEN
 const noop = () => {};
+const SEEN_LIMIT = 50; // message ids remembered as processed (a message waits in the queue a day at most)
 
 /**
  * The snippet's connection to the server (docs/protocol.md): one WebSocket, the hello/welcome
@@ -275,11 +276,29 @@ export class Transport {
     this._rx = seq;
     this._store.set(KEYS.rx, seq);
     this._write({ t: 'ack', seq });
+    // A message the visitor's queue kept until acknowledged may come again under a new seq (its
+    // node died before the ack; another tab attached first): processed once per id, in any tab.
+    if (m.id != null && !this._firstSight(String(m.id))) return;
     try {
       this._onShow(m);
     } catch (e) {
       this._warn('message handler failed', e);
     }
+  }
+
+  /** Remember a message id as processed; false when it was already (this tab or another). */
+  _firstSight(id) {
+    let seen;
+    try {
+      seen = JSON.parse(this._local.get(KEYS.seen) || '[]');
+      if (!Array.isArray(seen)) seen = [];
+    } catch (e) {
+      seen = [];
+    }
+    if (seen.indexOf(id) >= 0) return false;
+    seen.push(id);
+    this._local.set(KEYS.seen, JSON.stringify(seen.slice(-SEEN_LIMIT)));
+    return true;
   }
 
   _error(m) {

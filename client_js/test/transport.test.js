@@ -86,6 +86,30 @@ describe('handshake', () => {
     });
   });
 
+  test('a message id processed once is acknowledged and skipped under a new seq, in any tab', () => {
+    const first = setup();
+    const ws = connect(first, { session: 's_1' });
+    ws.push({ t: 'show', seq: 1, id: 'absence:cart@1700000000000', kind: 'toast', title: 'Cart' });
+    ws.push({ t: 'show', seq: 2, id: 'absence:cart@1700000000000', kind: 'toast', title: 'Cart' });
+    assert.deepEqual(first.shown.map((m) => m.seq), [1]);
+    assert.deepEqual(ws.frames().filter((f) => f.t === 'ack').map((f) => f.seq), [1, 2]);
+    // Another tab of the same browser (its own session storage, the same local storage):
+    const other = setup({}, { localStorage: first.win.localStorage, sessionStorage: new FakeStorage() });
+    const ws2 = connect(other, { session: 's_2' });
+    ws2.push({ t: 'show', seq: 1, id: 'absence:cart@1700000000000', kind: 'toast', title: 'Cart' });
+    ws2.push({ t: 'show', seq: 2, id: 'm_other', kind: 'toast', title: 'Other' });
+    assert.deepEqual(other.shown.map((m) => m.id), ['m_other']);
+    assert.deepEqual(ws2.frames().filter((f) => f.t === 'ack').map((f) => f.seq), [1, 2]);
+  });
+
+  test('the ids remembered are bounded', () => {
+    const t = setup();
+    const ws = connect(t);
+    for (let i = 1; i <= 80; i++) ws.push({ t: 'show', seq: i, id: `m_${i}`, kind: 'toast' });
+    assert.equal(t.shown.length, 80);
+    assert.equal(JSON.parse(t.win.localStorage.getItem(KEYS.seen)).length, 50);
+  });
+
   test('a new tab page resumes the session from storage (page navigation)', () => {
     const first = setup();
     const ws = connect(first, { session: 's_keep' });

@@ -19,7 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     from nudge.ops.app import create_app
 
     settings = from_environment()
-    for name in ("host", "port", "campaigns", "store", "ws", "grace", "log_level", "record", "record_retention", "node", "webhooks", "log_format"):
+    for name in ("host", "port", "campaigns", "store", "ws", "grace", "offline_after", "log_level", "record", "record_retention", "node", "webhooks", "log_format"):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -106,7 +106,10 @@ def _check(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             status = 1
         else:
-            print(f"{path}: ok, {len(campaign_set.campaigns)} campaigns")
+            for warning in campaign_set.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            more = f", {len(campaign_set.warnings)} warnings" if campaign_set.warnings else ""
+            print(f"{path}: ok, {len(campaign_set.campaigns)} campaigns{more}")
     return status
 
 
@@ -181,6 +184,32 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from nudge.calibrate import scenario
+    from nudge.errors import ScenarioError
+
+    paths = [p for arg in args.scenarios for p in (sorted(arg.glob("*.yaml")) if arg.is_dir() else [arg])]
+    if not paths:
+        print("no scenario files found", file=sys.stderr)
+        return 2
+    met = unmet = 0
+    seconds = 0.0
+    for path in paths:
+        try:
+            result = scenario.run(scenario.load(path))
+        except ScenarioError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        met, unmet, seconds = met + result.met, unmet + len(result.unmet), seconds + result.seconds
+        if not args.quiet or not result.ok:
+            print("\n".join(result.lines))
+            print()
+        for failure in result.unmet:
+            print(f"unmet: {failure}", file=sys.stderr)
+    print(f"{len(paths)} scenario{'s' if len(paths) != 1 else ''}: {met} expectations met, {unmet} unmet ({seconds * 1000:.1f} ms)")
+    return 1 if unmet else 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     from nudge.runtime.config import PACKAGE
 
@@ -204,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--store", help="memory:// (default), memory:///path/snapshot.msgpack (kept across a graceful stop), or redis://host:6379/0 shared by several nodes (NUDGE_STORE)")
     serve.add_argument("--node", help="this node's id among those sharing a Redis store (NUDGE_NODE; default: made up at start)")
     serve.add_argument("--grace", type=float, help="seconds a disconnected session stays resumable (NUDGE_GRACE; default 300)")
+    serve.add_argument("--offline-after", type=float, help="seconds with no tab attached before a visitor counts as offline (NUDGE_OFFLINE_AFTER; default 60)")
     serve.add_argument("--ws", help="uvicorn WebSocket implementation (NUDGE_WS; default websockets-sansio)")
     serve.add_argument("--deflate", action="store_true", help="enable per-message deflate (NUDGE_DEFLATE); costs throughput and memory")
     serve.add_argument("--record", type=Path, help="write the event log to this directory, for nudge replay (NUDGE_RECORD)")
@@ -242,6 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     replay_cmd.add_argument("--html", help="also write an HTML report with charts to this file")
     replay_cmd.add_argument("--quiet", action="store_true", help="no progress on stderr")
     replay_cmd.set_defaults(run=_replay)
+
+    simulate = commands.add_parser(
+        "simulate", help="play scenario files (visitors' steps on a virtual clock) and check what they expect",
+        description="Play each scenario (YAML: a campaign file, visitors' steps at virtual times, expectations) "
+        "through the engine and timeline the server runs; print the timeline; exit 1 when an expectation is unmet, "
+        "2 when a file is invalid. See docs/campaigns.md, 'Testing a campaign before shipping it'.",
+    )
+    simulate.add_argument("scenarios", nargs="+", type=Path, help="scenario files, or directories of *.yaml")
+    simulate.add_argument("--quiet", action="store_true", help="print only the summary and what failed")
+    simulate.set_defaults(run=_simulate)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of campaign files")
     schema.set_defaults(run=_schema)

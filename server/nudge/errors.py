@@ -17,6 +17,7 @@
     │   ├── OptedOut              the visitor opted out (GPC, optOut)       (4451)
     │   └── StoreUnavailable      the shared store is unreachable at hello  (1013)
     ├── CampaignError         a campaign file is invalid; ``problems`` lists each one
+    ├── ScenarioError         a scenario file (``nudge simulate``) is invalid, at a line
     └── WebhookConfigError    the webhook endpoints (file or NUDGE_WEBHOOK_URL) are invalid
 """
 
@@ -140,6 +141,16 @@ class CampaignError(NudgeError):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+
+
+class ScenarioError(NudgeError):
+    """A scenario file of ``nudge simulate`` is invalid (or asks for what cannot happen, such as an
+    event with no tab open); the message names the file and line."""
+
+    def __init__(self, file: str, line: int | None, message: str) -> None:
+        super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
+        self.file = file
+        self.line = line
 
 
 class WebhookConfigError(NudgeError, ValueError):

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nudge.rules.timeline import OFFLINE_AFTER
+
 log = logging.getLogger("nudge.recording")
 
 FORMAT = 1
@@ -40,6 +42,7 @@ class Recorder:
         directory: str | Path,
         *,
         grace: float,
+        offline_after: float = OFFLINE_AFTER,
         rotate_records: int = 1_000_000,
         rotate_seconds: float = 3600.0,
         retention: float = 7 * 86400.0,
@@ -47,6 +50,7 @@ class Recorder:
     ) -> None:
         self.directory = Path(directory)  # where the files go
         self.grace = grace  # the server's grace period, which replay needs
+        self.offline_after = offline_after  # ... and when a visitor counts as offline
         self.rotate_records = rotate_records  # records per file at most
         self.rotate_seconds = rotate_seconds  # seconds per file at most (wall clock)
         self.retention = retention  # files older than this are deleted
@@ -87,7 +91,7 @@ class Recorder:
         while (path := self.directory / f"{PREFIX}{stamp}-{n:03d}{SUFFIX}").exists():
             n += 1
         self._path, self._records, self._opened = path, 0, time.time()
-        header = {"k": "config", "v": FORMAT, "grace": self.grace, "campaigns": self.campaigns, "t": None}
+        header = {"k": "config", "v": FORMAT, "grace": self.grace, "offline_after": self.offline_after, "campaigns": self.campaigns, "t": None}
         self._buffer.insert(0, self._dumps(header))
         self._prune()
 

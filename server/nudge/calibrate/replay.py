@@ -1,11 +1,11 @@
 """Replay recorded traffic against campaigns: the engine run over an event log on a virtual clock
 taken from the log's times, for every visitor in it, exactly as the server runs it.
 
-The server's orchestration is mirrored here: a visitor's sessions start, detach and end after the
-grace period; a connected session's wake-ups (dwell, idle, calm, the screen freeing up) and the
-visitor's durable timers (absence windows, delays) fire in due order, a session's own timers first
-at a tie; a timer that falls due while the visitor has no session is decided with none. Visitors
-are independent, so each runs on its own timeline.
+Each visitor runs on a :class:`~nudge.calibrate.simulate.VisitorTimeline`, the same driver of the
+timeline core (:mod:`nudge.rules.timeline`) that ``nudge simulate`` uses: sessions start, detach
+and end after the grace period; wake-ups and durable timers fire in due order; where a decision is
+made (the attached tab, or none) is the core's answer, as on the server. Visitors are independent,
+so each runs on its own timeline.
 
 Reading the log is most of the cost; the engine itself takes about two microseconds an event.
 """
@@ -19,11 +19,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from nudge.rules import events
+from nudge.calibrate.simulate import VisitorTimeline
+from nudge.rules import events, timeline
 from nudge.rules.campaigns import CampaignSet
-from nudge.rules.decisions import Decision, Wake, outcome_of
+from nudge.rules.decisions import Decision, outcome_of
 from nudge.rules.engine import Engine
-from nudge.rules.state import SessionState, State, VisitorState, start_session
 
 DAY = 86400.0
 
@@ -43,114 +43,56 @@ class Outcome:
         return (round(self.at, 6), self.visitor, self.session, self.campaign, self.variant, self.outcome)
 
 
-class _Session:
-    __slots__ = ("state", "view", "connected", "wake", "expiry")
-
-    def __init__(self, state: SessionState, visitor: VisitorState) -> None:
-        self.state = state
-        self.view = State(visitor, state)
-        self.connected = True
-        self.wake: float | None = None
-        self.expiry: float | None = None
-
-
 class VisitorRun:
-    """One visitor's timeline."""
+    """One visitor's timeline (:class:`~nudge.calibrate.simulate.VisitorTimeline`), its decisions
+    gathered as outcomes."""
 
     def __init__(self, replay: Replay, site: str, visitor: str, at: float) -> None:
         self.replay = replay
-        self.state = VisitorState(site, visitor, first_seen=at)
-        self.sessions: dict[str, _Session] = {}  # held: connected or within the grace period
+        self.timeline = VisitorTimeline(
+            replay.engine, site, visitor, at, grace=replay.grace, offline_after=replay.offline_after,
+            on_decision=self._note,
+        )
+        self.state = self.timeline.state
         self.first_event: float | None = None
 
     # --- what the log says happened ---
 
     def start(self, at: float, session: str, device: str | None) -> None:
-        self.advance(at)
-        held = _Session(start_session(self.state, session, at, device), self.state)
-        self.sessions[session] = held
-        self._apply(held, self.replay.engine.on_resume(held.view, at), at)
+        self.timeline.start(at, session, device)
 
     def resume(self, at: float, session: str) -> None:
-        self.advance(at)
-        held = self.sessions.get(session)
-        if held is None:
-            self.start(at, session, None)
-            return
-        held.connected, held.expiry = True, None
-        held.state.detached_at = None
-        self._apply(held, self.replay.engine.on_resume(held.view, at), at)
+        self.timeline.resume(at, session)
 
     def detach(self, at: float, session: str) -> None:
-        self.advance(at)
-        held = self.sessions.get(session)
-        if held is not None and held.connected:
-            held.connected, held.wake, held.expiry = False, None, at + self.replay.grace
-            held.state.detached_at = at
+        self.timeline.detach(at, session)
 
-    def event(self, at: float, session: str | None, name: str, props: dict) -> None:
+    def event(self, at: float, session: str | None, name: str, props: dict, backend: bool = False) -> None:
         self.advance(at)
-        held = self.sessions.get(session) if session else None
-        if session and held is None:  # a log without session records: start one on first sight
+        if session and session not in self.timeline.sessions:  # a log without session records: start one on first sight
             self.start(at, session, None)
-            held = self.sessions[session]
         if self.first_event is None:
             self.first_event = at
         engine = self.replay.engine
         try:
             event = events.validate(name, dict(props or {}), 0, engine.custom_events)
+            event.trusted = backend
         except Exception:  # noqa: BLE001 - a log from elsewhere may hold what the server would refuse
             self.replay.refused += 1
             return
         self.replay.events += 1
         self.replay.note_event(self, at, event)
-        view = held.view if held is not None else State(self.state, None)
-        self._apply(held, engine.on_event(view, event, at), at)
-
-    # --- time passing ---
+        self.timeline.event(at, session, event)
 
     def advance(self, until: float) -> None:
         """Fire, in due order, what falls due up to ``until``."""
-        engine = self.replay.engine
-        while True:
-            due, kind, target = None, None, None
-            for held in self.sessions.values():
-                if held.connected and held.wake is not None and (due is None or held.wake < due):
-                    due, kind, target = held.wake, "wake", held
-                if held.expiry is not None and (due is None or held.expiry < due):
-                    due, kind, target = held.expiry, "expiry", held
-            for key, at in self.state.timers.items():
-                if due is None or at < due:
-                    due, kind, target = at, "timer", key
-            if due is None or due > until:
-                return
-            now = _not_before(self.state, due)
-            if kind == "wake":
-                target.wake = None
-                self._apply(target, engine.on_wake(target.view, now), now)
-            elif kind == "expiry":
-                del self.sessions[target.state.id]
-            else:
-                connected = [s for s in self.sessions.values() if s.connected]
-                held = (connected or list(self.sessions.values()) or [None])[-1]
-                view = held.view if held is not None else State(self.state, None)
-                self._apply(held, engine.on_timer(view, target, now), now)
+        self.timeline.advance(until)
 
-    def _apply(self, held: _Session | None, decisions: list[Decision], at: float) -> None:
-        for decision in decisions:
-            if isinstance(decision, Wake):
-                if held is not None:
-                    held.wake = decision.at
-                continue
-            found = outcome_of(decision)
-            if found is not None:
-                campaign, variant, outcome = found
-                self.replay.note(Outcome(at, self.state.id, held.state.id if held else None, campaign, variant, outcome), self)
-
-
-def _not_before(visitor: VisitorState, due: float) -> float:
-    latest = max(visitor.last_seen, visitor.last_shown_at or 0.0)
-    return due if due >= latest else latest
+    def _note(self, at: float, session: str | None, decision: Decision) -> None:
+        found = outcome_of(decision)
+        if found is not None:
+            campaign, variant, outcome = found
+            self.replay.note(Outcome(at, self.state.id, session, campaign, variant, outcome), self)
 
 
 @dataclass
@@ -169,9 +111,13 @@ class CampaignReport:
 class Replay:
     """Feeds log records to visitor timelines and gathers what each campaign would have done."""
 
-    def __init__(self, campaign_set: CampaignSet, *, grace: float = 300.0, keep_outcomes: bool = False) -> None:
+    def __init__(
+        self, campaign_set: CampaignSet, *, grace: float = 300.0, keep_outcomes: bool = False,
+        offline_after: float = timeline.OFFLINE_AFTER,
+    ) -> None:
         self.engine = Engine(campaign_set)
         self.grace = grace
+        self.offline_after = offline_after
         self.visitors: dict[str, VisitorRun] = {}
         self.reports: dict[str, CampaignReport] = defaultdict(CampaignReport)
         self.keep_outcomes = keep_outcomes
@@ -193,6 +139,8 @@ class Replay:
         if kind == "config":
             if record.get("grace") is not None:
                 self.grace = float(record["grace"])
+            if record.get("offline_after") is not None:
+                self.offline_after = float(record["offline_after"])
             return
         if kind == "stop" and at is not None:
             # The server stopped: time ran on to here for everyone (timers due by then fired).
@@ -212,7 +160,7 @@ class Replay:
         if run is None:
             run = self.visitors[visitor_id] = VisitorRun(self, record.get("site", "site"), visitor_id, at)
         if kind == "ev":
-            run.event(at, record.get("session"), record.get("name"), record.get("props") or {})
+            run.event(at, record.get("session"), record.get("name"), record.get("props") or {}, bool(record.get("backend")))
         elif kind == "start":
             run.start(at, record["session"], record.get("device"))
         elif kind == "resume":

@@ -94,7 +94,7 @@ def _recorder(settings: Settings, campaign_path: Path | None) -> Recorder | None
     if campaign_path is not None:
         fingerprint = hashlib.sha256(campaign_path.read_bytes()).hexdigest()[:16]
     log.info("recording the event log to %s", settings.record)
-    return Recorder(settings.record, grace=settings.grace, retention=settings.record_retention, campaigns=fingerprint)
+    return Recorder(settings.record, grace=settings.grace, offline_after=settings.offline_after, retention=settings.record_retention, campaigns=fingerprint)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: CampaignSet | None = None) -> Starlette:

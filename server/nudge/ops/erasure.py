@@ -77,6 +77,7 @@ async def erase_from_log(hub: Hub, erasing: Erasing) -> dict:
 async def erase_user(hub: Hub, site: str, user: str) -> dict:
     """Erase every visitor the user id was proven with (identity tokens), on every node."""
     visitors = set(await hub.store.user_visitors(site, user))
+    await hub.store.erase_user(site, user)  # their caps across devices
     visitors |= {v for (s, v), held in hub.visitors.items() if s == site and held.state.traits.get("user_id") == user}
     reports = [await erase(hub, site, visitor, from_log=False) for visitor in sorted(visitors)]
     return {"user": user, "site": site, "visitors": reports, "log": await erase_from_log(hub, Erasing(visitors, [user]))}

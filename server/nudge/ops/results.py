@@ -3,6 +3,8 @@ comparison of variants (the counts come from :mod:`nudge.runtime.results`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from nudge.ops import statistics as stats
 from nudge.runtime.results import from_totals
 
@@ -14,15 +16,21 @@ NOT_ELIGIBLE = ("audience", "cap:", "limit:", "cooldown", "quiet_hours", "offlin
 
 def report(counts: dict[str, dict[str, dict[str, int]]], campaigns: dict) -> dict:
     """Per campaign and variant: the funnel, the conversion rate with its 95 % Wilson interval,
-    and each variant against the control (the holdout, else the first variant) — see
-    :mod:`nudge.ops.statistics` for the tests. ``campaigns``: id -> Campaign, for variant order."""
+    every pair of variants compared (the holdout, else the first variant, as ``control`` of the
+    others first), with Holm-adjusted and always-valid p-values, and a sample-ratio check of the
+    split — see :mod:`nudge.ops.statistics` for the tests. ``campaigns``: id -> Campaign."""
     out = {}
     for campaign_id, variants in counts.items():
         campaign = campaigns.get(campaign_id)
-        order = [v.id for v in campaign.variants] if campaign is not None and campaign.variants else []
-        holdouts = {v.id for v in campaign.variants if v.holdout} if campaign is not None else set()
+        declared = tuple(campaign.variants) if campaign is not None and campaign.variants else ()
+        order = [v.id for v in declared]
+        holdouts = {v.id for v in declared if v.holdout}
+        # Variants that change the absence window are compared from when the window opened
+        # (every visitor who entered the test), not from the message: a longer window shows
+        # fewer people (more bought meanwhile), and a rate among them compares nothing.
+        entries = any(getattr(v, "trigger", False) for v in declared)
         ids = order + sorted(v for v in variants if v not in order)
-        rows = {}
+        rows: dict[str, dict[str, Any]] = {}
         for vid in ids:
             n = variants.get(vid, {})
             suppressed = {k.split(":", 1)[1]: c for k, c in n.items() if k.startswith("suppressed:")}
@@ -31,7 +39,10 @@ def report(counts: dict[str, dict[str, dict[str, int]]], campaigns: dict) -> dic
             sent = n.get("sent", 0)
             triggered = sent + held_out + sum(suppressed.values())
             eligible = triggered - sum(c for r, c in suppressed.items() if r.startswith(NOT_ELIGIBLE))
-            exposed = held_out if vid in holdouts else sent
+            if entries:
+                exposed = deferred.get("window", 0)
+            else:
+                exposed = held_out if vid in holdouts else sent
             converted = n.get("converted", 0)
             low, high = stats.wilson(converted, exposed)
             rows[vid] = {
@@ -44,14 +55,30 @@ def report(counts: dict[str, dict[str, dict[str, int]]], campaigns: dict) -> dic
                 "ci95": [round(low, 6), round(high, 6)],
             }
         control = next((v for v in ids if v in holdouts), ids[0] if len(ids) > 1 and order else None)
-        comparisons = []
+        pairs = []
         if control is not None:
-            c = rows[control]
-            for vid, row in rows.items():
-                if vid != control:
-                    comparisons.append({
-                        "variant": vid, "control": control,
-                        **stats.compare(row["converted"], row["exposed"], c["converted"], c["exposed"]),
-                    })
-        out[campaign_id] = {"variants": rows, "control": control, "comparisons": comparisons}
+            pairs = [(vid, control) for vid in rows if vid != control]
+            others = [vid for vid in rows if vid != control]
+            pairs += [(a, b) for i, a in enumerate(others) for b in others[i + 1:]]
+        comparisons = []
+        for vid, against in pairs:
+            a, b = rows[vid], rows[against]
+            result = stats.compare(a["converted"], a["exposed"], b["converted"], b["exposed"])
+            result["sequential_p"] = float(f"{stats.msprt(a['converted'], a['exposed'], b['converted'], b['exposed']):.6g}")
+            comparisons.append({"variant": vid, "control": against, **result})
+        for comparison, adjusted in zip(comparisons, stats.holm([c["p_value"] for c in comparisons]), strict=True):
+            comparison["p_adjusted"] = float(f"{adjusted:.6g}")
+            smallest = min(rows[comparison["variant"]]["exposed"], rows[comparison["control"]]["exposed"])
+            if smallest < stats.MIN_EXPOSURES:
+                comparison.update(significant=None, better=None, verdict="too_few_exposures")
+                continue
+            comparison["significant"] = adjusted < stats.ALPHA
+            comparison["better"] = comparison["significant"] and (
+                (rows[comparison["variant"]]["conversion_rate"] or 0) > (rows[comparison["control"]]["conversion_rate"] or 0)
+            )
+            comparison["verdict"] = ("better" if comparison["better"] else "worse") if comparison["significant"] else "no_difference"
+        split = None
+        if len(declared) > 1:
+            split = stats.sample_ratio({vid: rows[vid]["exposed"] if entries else rows[vid]["eligible"] for vid in order}, {v.id: getattr(v, "weight", 1.0) for v in declared})
+        out[campaign_id] = {"variants": rows, "control": control, "comparisons": comparisons, "sample_ratio": split}
     return out

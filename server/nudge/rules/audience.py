@@ -2,7 +2,8 @@
 
     audience:
       device: mobile
-      visitor.plan: {in: [free, trial]}       # traits sent by identify
+      visitor.plan: {in: [free, trial]}       # traits sent by identify (the browser may claim them)
+      trusted.vip: true                       # only what the backend set (secret key, signed token)
       visit.days_since_last: {gte: 7}         # returned after a week away
       utm.source: newsletter
       any:
@@ -34,15 +35,21 @@ NAMES = {
     "device": "mobile, tablet or desktop (from the browser's User-Agent)",
     "visit.count": "how many sessions this visitor has started, this one included",
     "visit.first": "true on the visitor's first session",
-    "visit.days_since_last": "days between this visit and the previous one (missing on a first visit)",
+    "visit.days_since_last": "days between this visit and the previous one's last tab event (missing on a first visit)",
+    "visit.last_session_pages": "pages viewed in the previous session (missing on a first visit)",
+    "visit.last_session_duration": "seconds from the previous session's start to its last tab event",
+    "visit.last_session_last_page": "the path of the last page of the previous session",
     "cart.count": "items in the cart",
     "cart.value": "value of the cart",
 }
-TRAIT_PREFIX = "visitor."
+TRAIT_PREFIX = "visitor."  # any trait, whoever sent it (a page can claim anything)
+TRUSTED_PREFIX = "trusted."  # only the traits a backend set, or a signed token proved
 
 
 def known(name: str) -> bool:
-    return name in NAMES or (name.startswith(TRAIT_PREFIX) and len(name) > len(TRAIT_PREFIX))
+    return name in NAMES or any(
+        name.startswith(prefix) and len(name) > len(prefix) for prefix in (TRAIT_PREFIX, TRUSTED_PREFIX)
+    )
 
 
 def lookup(view: Any, name: str) -> Any:
@@ -51,6 +58,8 @@ def lookup(view: Any, name: str) -> Any:
     visitor, session = state.visitor, state.session
     if name.startswith(TRAIT_PREFIX):
         return visitor.traits.get(name[len(TRAIT_PREFIX):], MISSING)
+    if name.startswith(TRUSTED_PREFIX):
+        return visitor.trusted.get(name[len(TRUSTED_PREFIX):], MISSING)
     if name == "cart.count":
         return visitor.cart.count
     if name == "cart.value":
@@ -65,6 +74,9 @@ def lookup(view: Any, name: str) -> Any:
         return session.first_visit
     if name == "visit.days_since_last":
         return session.days_since_last_visit if session.days_since_last_visit is not None else MISSING
+    if name.startswith("visit.last_session_"):
+        value = getattr(session, name[len("visit."):], None)
+        return value if value is not None else MISSING
     if name.startswith("utm."):
         return session.utm.get(name[4:], MISSING)
     if name == "page.path":

@@ -6,6 +6,7 @@ The format is documented in docs/campaigns.md; ``examples/`` holds complete file
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import re
@@ -19,16 +20,42 @@ import yaml
 from nudge.errors import CampaignError, Problem
 from nudge.rules import conditions, events
 from nudge.rules.audience import NAMES as audience_names
+from nudge.rules.audience import TRAIT_PREFIX as audience_trait_prefix
 from nudge.rules.audience import known as audience_known
 from nudge.rules.audience import lookup as audience_lookup
 from nudge.rules.conditions import Predicate
-from nudge.rules.content import TEXT_FIELDS, MessageTemplate, TemplateProblem, compile_text
+from nudge.rules.content import (
+    TEXT_FIELDS,
+    MessageTemplate,
+    TemplateProblem,
+    blank_risks,
+    compile_text,
+)
 
 KINDS = ("modal", "banner", "toast", "slidein")
 OFFLINE = ("queue", "drop", "webhook")
 CONFLICT = ("drop", "queue")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+TRIGGER_KEYS = (
+    "event", "where", "path", "scroll", "dwell", "idle", "absent", "within", "at_least", "after",
+    "restart_on", "while", "any",
+)
+# What a variant may change in the trigger: its timing, never what it listens to.
+VARIANT_TRIGGER_KEYS = ("within", "dwell", "scroll", "idle", "at_least", "absent")
+MAX_ARMS = 16  # alternatives of one trigger, after ``any:`` distributes
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, None: 1}
+
+
+def duration_seconds(value: Any) -> float | None:
+    """A duration as campaign files write it (30s, 15m, 24h, 7d, or a number of seconds), in
+    seconds; None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    return None
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 DAY = 86400.0
@@ -87,6 +114,9 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
+    """One way a campaign's trigger comes true. A campaign has one, or several (``any:``): each
+    is an *arm*, and the first of them to come true fires the campaign."""
+
     event: str | None = None  # fire on this event ...
     where: Predicate | None = None  # ... when its properties match
     path: re.Pattern | None = None  # the current page's path matches this glob
@@ -95,9 +125,14 @@ class Trigger:
     dwell: float | None = None  # on the current page ≥ N s
     idle: float | None = None  # idle ≥ N s
     absent: str | None = None  # with event: fire if this event does not follow ...
-    within: float | None = None  # ... within this many seconds (or: at_least within this window)
+    within: float | None = None  # at_least: the window to count in (else: the absence window)
     at_least: int | None = None  # with event: the N-th such event within ``within``
     after: tuple[Step, ...] = ()  # earlier steps, in order (a sequence)
+    wait: float | None = None  # absent: how long the absence window stays open
+    restart_on: frozenset[str] = frozenset()  # absent: events that restart the open window
+    keep_open: Predicate | None = None  # absent ``while:``: the window closes once this is false
+    slot: int = 0  # which arm of the campaign (its state is kept apart from the other arms')
+    variants: frozenset[str] | None = None  # only for visitors in these A/B variants (None: all)
 
     @property
     def on_page(self) -> bool:
@@ -112,6 +147,7 @@ class Variant:
     holdout: bool = False  # counted, never shown
     message: MessageTemplate | None = None  # None: the campaign's
     delay: float | None = None  # None: the campaign's
+    trigger: bool = False  # changes the trigger's timing (its arms carry this variant's id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +177,21 @@ class Campaign:
     cancel_on: frozenset[str] = frozenset()  # events that cancel a pending (delayed, calm, queued) show
     quiet_hours: QuietHours | None | bool = True  # True: the file's limits apply; False: none
     line: int | None = None  # where it is defined
+    arms: tuple[Trigger, ...] = ()  # every way it can fire (``trigger`` is the first); (): just ``trigger``
+    once_per_view: bool = False  # ``any:``: the first arm to come true fires it, once per page view
+    valuable: bool = False  # offers something of value (a discount): its audience wants trusted traits
+
+    @property
+    def enters_test(self) -> bool:
+        """An A/B test whose variants differ in the absence window: a visitor enters it when the
+        window opens (their exposure, the start of the goal's window), whatever follows."""
+        return self.trigger.absent is not None and any(v.trigger for v in self.variants)
+
+    @property
+    def triggers(self) -> tuple[Trigger, ...]:
+        """Every arm of the trigger: one, or the alternatives of ``any:`` (and those of the
+        variants that change its timing, each marked with its variant)."""
+        return self.arms or (self.trigger,)
 
     def variant(self, variant_id: str | None) -> Variant | None:
         for variant in self.variants:
@@ -156,6 +207,7 @@ class CampaignSet:
     custom_events: frozenset[str] = frozenset()  # event names accepted beyond the built-ins
     source: str | None = None
     document: Any = field(default=None, compare=False, repr=False)  # the plain data it was read from
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)  # loads, but likely not as meant
 
     def get(self, campaign_id: str) -> Campaign | None:
         for campaign in self.campaigns:
@@ -220,6 +272,8 @@ class _Validator:
         self.filename = filename
         self.lines = lines
         self.problems: list[Problem] = []
+        self._variant_triggers: dict[str, dict] = {}  # variant id -> the trigger keys it changes
+        self.warnings: list[Problem] = []
 
     def problem(self, path: tuple, message: str) -> None:
         line = None
@@ -229,6 +283,12 @@ class _Validator:
                 break
         field_name = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(".[", "[")
         self.problems.append(Problem(self.filename, line, field_name or "(top)", message))
+
+    def warn(self, path: tuple, message: str) -> None:
+        """Something that loads but is likely not what the author meant (``nudge check`` says)."""
+        count = len(self.problems)
+        self.problem(path, message)
+        self.warnings.append(self.problems.pop(count))
 
     def keys(self, value: Any, path: tuple, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> bool:
         if not isinstance(value, dict):
@@ -312,7 +372,8 @@ class _Validator:
                 campaigns.append(campaign)
         listened = set()
         for c in campaigns:
-            listened.update((c.trigger.event, c.trigger.absent, *(step.event for step in c.trigger.after)))
+            for arm in c.triggers:
+                listened.update((arm.event, arm.absent, *(step.event for step in arm.after)))
         sent = set(events.BUILT_IN) | self.declared | {n for n in listened if n}
         for i, item in enumerate(raw):
             goal = item.get("goal") if isinstance(item, dict) else None
@@ -322,10 +383,14 @@ class _Validator:
             for j, name in enumerate(cancel if isinstance(cancel, list) else []):
                 if isinstance(name, str) and name not in sent:
                     self.problem(("campaigns", i, "cancel_on", j), f"nothing sends {name!r}: declare it under events:")
+        for c in campaigns:
+            for arm in c.triggers:
+                for name in sorted(arm.restart_on - sent):
+                    self.problem(("campaigns", seen.get(c.id, 0), "trigger", "restart_on"), f"nothing sends {name!r}: declare it under events:")
         custom = self.declared | frozenset(n for n in listened if n and n not in events.BUILT_IN)
         if self.problems:
-            raise CampaignError(self.problems)
-        return CampaignSet(tuple(campaigns), limits, custom, self.filename, data)
+            raise CampaignError(list(dict.fromkeys(self.problems)))  # an arm's problem is every arm's
+        return CampaignSet(tuple(campaigns), limits, custom, self.filename, data, tuple(dict.fromkeys(self.warnings)))
 
     def limits(self, value: Any) -> Limits:
         if value is None:
@@ -368,6 +433,7 @@ class _Validator:
         allowed = (
             "id", "name", "description", "trigger", "message", "caps", "delay", "priority", "offline", "expires",
             "enabled", "audience", "calm", "on_conflict", "variants", "goal", "cancel_on", "quiet_hours",
+            "valuable",
         )
         if not self.keys(value, path, allowed, ("id", "trigger", "message")):
             return None
@@ -375,7 +441,8 @@ class _Validator:
         cid = value.get("id")
         if not isinstance(cid, str) or not _ID.match(cid):
             self.problem((*path, "id"), "must be 1-64 characters of a-z 0-9 _ - starting with a letter or digit")
-        trigger = self.trigger(value.get("trigger"), (*path, "trigger"))
+        arms = self.triggers(value.get("trigger"), (*path, "trigger"))
+        trigger = arms[0] if arms else None
         message = self.message(value.get("message"), (*path, "message"))
         caps = self.caps(value.get("caps"), (*path, "caps"))
         delay = self.duration(value["delay"], (*path, "delay"), positive=False) if "delay" in value else 0.0
@@ -397,7 +464,28 @@ class _Validator:
         if on_conflict not in CONFLICT:
             self.problem((*path, "on_conflict"), f"must be one of {', '.join(CONFLICT)}, got {on_conflict!r}")
         variants = self.variants(value.get("variants"), value.get("message"), (*path, "variants"))
+        once_per_view = arms is not None and len(arms) > 1
+        if arms is not None and any(v.trigger for v in variants):
+            arms = self.variant_arms(arms, variants, value.get("trigger"), (*path, "variants"))
+            trigger = arms[0] if arms else None
+        valuable = value.get("valuable", False)
+        if not isinstance(valuable, bool):
+            self.problem((*path, "valuable"), "must be true or false")
+            valuable = False
+        if valuable and isinstance(value.get("audience"), dict):
+            for name in sorted(_names(value["audience"])):
+                if name.startswith(audience_trait_prefix):
+                    trait = name[len(audience_trait_prefix):]
+                    self.warn(
+                        (*path, "audience"),
+                        f"offers something valuable on {name!r}, which any page can claim with "
+                        f"nudge.identify; test trusted.{trait} (set by your backend) instead",
+                    )
         goal = self.goal(value["goal"], (*path, "goal")) if "goal" in value else None
+        if arms and goal is not None and any(v.trigger for v in variants) and trigger is not None and trigger.absent:
+            longest = max(arm.wait or 0.0 for arm in arms)
+            if goal.within <= longest:
+                self.problem((*path, "goal", "within"), f"is not longer than the longest absence window of the variants ({longest:g} s): it counts from when the window opens")
         cancel_on = value.get("cancel_on", [])
         if not isinstance(cancel_on, list) or not all(isinstance(e, str) and e for e in cancel_on):
             self.problem((*path, "cancel_on"), "must be a list of event names")
@@ -410,11 +498,12 @@ class _Validator:
             self.problem((*path, "expires"), f"is not longer than the delay ({longest_delay:g} s): the message would expire before it shows")
         if goal is not None and longest_delay and goal.within <= longest_delay:
             self.problem((*path, "goal", "within"), f"is not longer than the delay ({longest_delay:g} s): nothing could convert")
-        if trigger is not None:
-            for i, step in enumerate(trigger.after):
-                wait = max(trigger.dwell or 0.0, trigger.idle or 0.0)
+        for arm in arms or ():
+            for i, step in enumerate(arm.after):
+                wait = max(arm.dwell or 0.0, arm.idle or 0.0)
                 if step.within is not None and wait and step.within <= wait:
                     self.problem((*path, "trigger", "after", i, "within"), f"is not longer than the trigger's own wait ({wait:g} s): the sequence can never complete")
+                    break
         if len(self.problems) > before or not enabled:
             return None
         return Campaign(
@@ -422,15 +511,74 @@ class _Validator:
             priority=priority, offline=offline, expires=expires or DAY, audience=audience, calm=calm,
             on_conflict=on_conflict, variants=variants, goal=goal, cancel_on=frozenset(cancel_on),
             quiet_hours=True if quiet is None else quiet, line=self.lines.get(path),
+            arms=arms if arms and len(arms) > 1 else (), once_per_view=once_per_view, valuable=valuable,
         )
 
-    def trigger(self, value: Any, path: tuple) -> Trigger | None:
-        allowed = ("event", "where", "path", "scroll", "dwell", "idle", "absent", "within", "at_least", "after")
-        if not self.keys(value, path, allowed):
+    def variant_arms(
+        self, arms: tuple[Trigger, ...], variants: tuple[Variant, ...], base: dict, path: tuple,
+    ) -> tuple[Trigger, ...] | None:
+        """The campaign's arms for the variants that keep its trigger, then each changing
+        variant's own (its keys over the trigger's), marked with the variants they are for. A
+        variant's arms share the slots of the campaign's: a visitor is only ever in one."""
+        changed = [v for v in variants if v.trigger]
+        keep = frozenset(v.id for v in variants if not v.trigger)
+        out = [dataclasses.replace(arm, variants=keep) for arm in arms] if keep else []
+        for variant in changed:
+            i = variants.index(variant)
+            own = self.triggers({**base, **self._variant_triggers[variant.id]}, (*path, i, "trigger"))
+            if own is None:
+                return None
+            out.extend(dataclasses.replace(arm, variants=frozenset({variant.id})) for arm in own)
+        return tuple(out)
+
+    def triggers(self, value: Any, path: tuple, slots: tuple[int, ...] | None = None) -> tuple[Trigger, ...] | None:
+        """The arms of a trigger: one, or one per alternative of ``any:`` (nested ``any:`` and
+        keys beside it distribute: ``{path: /blog/*, any: [{scroll: 50}, {dwell: 5s}]}`` is two
+        arms, each on /blog/*)."""
+        alternatives = self.alternatives(value, path)
+        if alternatives is None:
             return None
+        if len(alternatives) > MAX_ARMS:
+            self.problem(path, f"has {len(alternatives)} alternatives; at most {MAX_ARMS}")
+            return None
+        built = [self.trigger(raw, where) for raw, where in alternatives]
+        arms = [arm for arm in built if arm is not None]
+        if len(arms) < len(built):
+            return None
+        return tuple(dataclasses.replace(arm, slot=i) for i, arm in enumerate(arms))
+
+    def alternatives(self, value: Any, path: tuple) -> list[tuple[dict, tuple]] | None:
+        """``value`` as a list of plain triggers (no ``any:``), each with where it came from."""
+        if not self.keys(value, path, TRIGGER_KEYS):
+            return None
+        if "any" not in value:
+            return [(value, path)]
+        options = value["any"]
+        if not isinstance(options, list) or len(options) < 2:
+            self.problem((*path, "any"), "must be a list of at least two triggers; any one of them fires the campaign")
+            return None
+        base = {k: v for k, v in value.items() if k != "any"}
+        out: list[tuple[dict, tuple]] = []
+        ok = True
+        for i, option in enumerate(options):
+            found = self.alternatives(option, (*path, "any", i))
+            if found is None:
+                ok = False
+                continue
+            for raw, where in found:
+                both = sorted(set(base) & set(raw), key=str)
+                if both:
+                    self.problem(where, f"{', '.join(map(repr, both))} is given both here and beside 'any'; give it in one place")
+                    ok = False
+                out.append(({**base, **raw}, where))
+        return out if ok else None
+
+    def trigger(self, value: Any, path: tuple) -> Trigger | None:
+        """One plain trigger (an arm): its keys, all of which must hold at once."""
         if not value:
             self.problem(path, "needs at least one condition: event, path, scroll, dwell or idle")
             return None
+        before = len(self.problems)
         event = value.get("event")
         if event is not None and (not isinstance(event, str) or not event):
             self.problem((*path, "event"), "must be an event name")
@@ -459,6 +607,17 @@ class _Validator:
         dwell = self.duration(value["dwell"], (*path, "dwell")) if "dwell" in value else None
         idle = self.duration(value["idle"], (*path, "idle")) if "idle" in value else None
         absent = value.get("absent")
+        wait = None
+        absent_map = isinstance(absent, dict)
+        if absent_map:
+            if self.keys(absent, (*path, "absent"), ("event", "within"), ("event", "within")):
+                if "within" in absent:
+                    wait = self.duration(absent["within"], (*path, "absent", "within"))
+                absent = absent.get("event")
+                if absent is None:
+                    absent = ""  # reported as required above
+            else:
+                absent = ""
         at_least = None
         if "at_least" in value:
             at_least = self.count(value["at_least"], (*path, "at_least"))
@@ -466,26 +625,59 @@ class _Validator:
                 self.problem((*path, "at_least"), "needs 'event': the event to count")
             if "within" not in value:
                 self.problem((*path, "at_least"), "needs 'within': the window to count in")
-            if absent is not None:
-                self.problem((*path, "at_least"), "cannot be combined with 'absent'")
+            if absent is not None and not absent_map:
+                self.problem(
+                    (*path, "absent"),
+                    "with 'at_least', give the absence window in 'absent' itself, e.g. "
+                    "absent: {event: purchase, within: 15m} ('within' is the window to count in)",
+                )
         within = None
         if absent is not None:
-            if not isinstance(absent, str) or not absent:
-                self.problem((*path, "absent"), "must be an event name")
+            if absent_map and absent == "":
+                pass  # its own problem is reported
+            elif not isinstance(absent, str) or not absent:
+                self.problem((*path, "absent"), "must be an event name, or {event, within}")
             if event is None:
                 self.problem((*path, "absent"), "needs 'event': the event that opens the window")
-            if "within" not in value:
+            if not absent_map and "within" not in value:
                 self.problem((*path, "absent"), "needs 'within': how long to wait for it")
             if absent == event:
                 self.problem((*path, "absent"), "cannot be the same event that opens the window")
         if "within" in value:
             within = self.duration(value["within"], (*path, "within"))
-            if absent is None and "at_least" not in value:
-                self.problem((*path, "within"), "only makes sense with 'absent' or 'at_least'")
-        if absent is not None and any(k in value for k in ("scroll", "dwell", "idle", "path", "after")):
-            self.problem(path, "an absence trigger (event + absent + within) cannot also test page state or a sequence")
+            if "at_least" not in value and (absent is None or absent_map):
+                more = " (the absence window goes in 'absent': {event, within})" if absent_map else ""
+                self.problem((*path, "within"), f"only makes sense with 'absent' or 'at_least'{more}")
+            if absent is not None and not absent_map:
+                wait = within
+        if absent_map and at_least is None:
+            within = wait
+        if absent is not None and any(k in value for k in ("scroll", "dwell", "idle", "path")):
+            self.problem(path, "an absence trigger (event + absent + within) cannot also test page state")
+        restart_on: frozenset[str] = frozenset()
+        if "restart_on" in value:
+            names = value["restart_on"]
+            if absent is None:
+                self.problem((*path, "restart_on"), "needs 'absent': it restarts an absence window")
+            elif not isinstance(names, list) or not names or not all(isinstance(e, str) and e for e in names):
+                self.problem((*path, "restart_on"), "must be a list of event names")
+            elif absent in names:
+                self.problem((*path, "restart_on"), f"{absent!r} closes the window; it cannot also restart it")
+            else:
+                restart_on = frozenset(names)
+        keep_open = None
+        if "while" in value:
+            if absent is None:
+                self.problem((*path, "while"), "needs 'absent': the absence window stays open while this holds")
+            elif self.audience(value["while"], (*path, "while")):
+                keep_open = conditions.compile_where(value["while"], audience_lookup)
         after = self.steps(value["after"], (*path, "after")) if "after" in value else ()
-        return Trigger(event, where, path_re, path_exact, scroll, dwell, idle, absent, within, at_least, after)
+        if len(self.problems) > before:
+            return None
+        return Trigger(
+            event, where, path_re, path_exact, scroll, dwell, idle, absent, within, at_least, after,
+            wait, restart_on, keep_open,
+        )
 
     def steps(self, value: Any, path: tuple) -> tuple[Step, ...]:
         if isinstance(value, dict):
@@ -526,7 +718,7 @@ class _Validator:
                 ok = self.where(spec, (*path, key), names) and ok
                 continue
             if names is not None and not names(key):
-                hint = difflib.get_close_matches(str(key), list(audience_names) + ["visitor.<trait>"], n=1)
+                hint = difflib.get_close_matches(str(key), list(audience_names) + ["visitor.<trait>", "trusted.<trait>"], n=1)
                 more = f"; did you mean {hint[0]!r}?" if hint else ""
                 self.problem((*path, key), f"unknown name {key!r}{more} (see docs/campaigns.md, Audiences)")
                 ok = False
@@ -578,9 +770,10 @@ class _Validator:
             return ()
         out: list[Variant] = []
         seen: set[str] = set()
+        self._variant_triggers = {}  # this campaign's
         for i, raw in enumerate(value):
             vpath = (*path, i)
-            if not self.keys(raw, vpath, ("id", "weight", "holdout", "message", "delay"), ("id",)):
+            if not self.keys(raw, vpath, ("id", "weight", "holdout", "message", "delay", "trigger"), ("id",)):
                 continue
             vid = raw.get("id")
             if not isinstance(vid, str) or not _ID.match(vid):
@@ -606,7 +799,17 @@ class _Validator:
                 else:
                     self.problem((*vpath, "message"), "must be a map of the message fields this variant changes")
             delay = self.duration(raw["delay"], (*vpath, "delay"), positive=False) if "delay" in raw else None
-            out.append(Variant(vid, float(weight), holdout, message, delay))
+            changes = False
+            if "trigger" in raw:
+                own = raw["trigger"]
+                if isinstance(own, dict) and own and self.keys(
+                    own, (*vpath, "trigger"), VARIANT_TRIGGER_KEYS,
+                ):
+                    self._variant_triggers[vid] = own
+                    changes = True
+                elif not isinstance(own, dict) or not own:
+                    self.problem((*vpath, "trigger"), f"must be a map of the trigger's timings this variant changes ({', '.join(VARIANT_TRIGGER_KEYS)})")
+            out.append(Variant(vid, float(weight), holdout, message, delay, changes))
         if out and all(v.holdout for v in out):
             self.problem(path, "every variant is a holdout: nobody would see anything")
         return tuple(out)
@@ -666,10 +869,29 @@ class _Validator:
 
     def template(self, source: str, path: tuple):
         try:
-            return compile_text(source)
+            compiled = compile_text(source)
         except TemplateProblem as exc:
             self.problem(path, str(exc))
             return None
+        for expression in blank_risks(source):
+            self.warn(path, f"{{{{ {expression} }}}} can come out empty (an empty cart, a trait never sent); "
+                            f"give it a fallback: {{{{ {expression} | default('…', true) }}}}")
+        return compiled
+
+
+def _names(spec: Any) -> set[str]:
+    """Every name a condition map tests, through all / any / not."""
+    found: set[str] = set()
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if key in ("all", "any"):
+                for item in value if isinstance(value, list) else ():
+                    found |= _names(item)
+            elif key == "not":
+                found |= _names(value)
+            else:
+                found.add(str(key))
+    return found
 
 
 def _valid_zone(zone: Any) -> bool:

@@ -8,10 +8,11 @@ renders as nothing, never as "None" or "undefined".
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateSyntaxError, meta
+from jinja2 import ChainableUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from nudge.rules.state import State
@@ -68,6 +69,44 @@ def compile_text(source: str):
 
 
 TEXT_FIELDS = ("title", "body", "dismiss")
+
+_OUTPUT = re.compile(r"\{\{-?(.*?)-?\}\}", re.S)
+# Filters whose result is never empty text: a number, or the fallback given.
+_NEVER_EMPTY = frozenset({"default", "d", "length", "count", "money", "int", "float", "round", "sum"})
+# Visitor fields always there; every other ``visitor.`` name is a trait, which may not be sent.
+_VISITOR_ALWAYS = frozenset({"id", "sessions"})
+
+
+def blank_risks(source: str) -> list[str]:
+    """The ``{{ … }}`` of a (valid) template that can render as nothing: a cart name or item
+    (the cart may be empty) or a visitor trait (it may never have been sent), with no
+    ``default``. ``'…' if …`` expressions are empty on purpose and not reported."""
+    risky = []
+    for match in _OUTPUT.finditer(source):
+        expression = match.group(1).strip()
+        try:
+            output = ENVIRONMENT.parse("{{ " + expression + " }}").body[0]
+        except (TemplateSyntaxError, IndexError):
+            continue
+        node = output.nodes[0] if isinstance(output, nodes.Output) and output.nodes else None
+        if node is not None and _can_be_blank(node):
+            risky.append(expression)
+    return risky
+
+
+def _can_be_blank(node: nodes.Node) -> bool:
+    if isinstance(node, nodes.CondExpr):
+        return False  # empty when its test is false: written that way
+    if isinstance(node, nodes.Filter) and node.name in _NEVER_EMPTY:
+        return False
+    found = [node] if isinstance(node, nodes.Getattr) else []
+    for name in [*found, *node.find_all(nodes.Getattr)]:
+        if isinstance(name.node, nodes.Name):
+            if name.node.name == "cart" and name.attr in ("names", "items"):
+                return True
+            if name.node.name == "visitor" and name.attr not in _VISITOR_ALWAYS:
+                return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ class Defer:
     message on screen is closed."""
 
     campaign: str
-    reason: str  # delay | calm | busy
+    reason: str  # delay | calm | busy | window (the absence window of an A/B test opened: entered it)
     variant: str | None = None
 
 
@@ -101,4 +101,5 @@ REASONS = {
     "offline": "the visitor had no tab open and the campaign says offline: drop",
     "expired": "it waited longer than its 'expires' for its moment",
     "cancelled": "an event in its cancel_on list came first",
+    "closed": "its absence window closed with its 'while' condition no longer true",
 }

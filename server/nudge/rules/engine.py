@@ -10,10 +10,14 @@ Campaigns are indexed when the engine is built, so an event only ever looks at t
 listen to it: an instant trigger by event name (and, when its ``where:`` is one property equal to
 one value, by that value), an absence window by the events that open and close it, a sequence by
 the events of its steps, a goal by its event, a page trigger by the path of the page it watches
-(and, within a page, by what it waits for: a scroll depth, time on the page, idle time). An index
-only ever leaves out campaigns the full checks would have passed over: ``Engine(campaigns,
-indexed=False)`` runs the same code over every campaign of an event or page, and the tests hold
-the two to the same decisions.
+(and, within a page, by what it waits for: a scroll depth, time on the page, idle time). What the
+indexes hold are *arms*: a trigger with ``any:`` (or A/B variants that change its timing) has
+several, each indexed as a campaign of its own (same id, caps, message), each keeping its own
+counts, sequence progress and absence window; a campaign fires once however many arms came
+true at one moment, and an ``any:`` campaign once per page view. An index only ever leaves out
+campaigns the full checks would have passed over: ``Engine(campaigns, indexed=False)`` runs the
+same code over every campaign of an event or page, and the tests hold the two to the same
+decisions.
 
 How a campaign whose trigger came true gets to the screen (``_fire``), in order:
 audience → caps, limits, cooldown, quiet hours → A/B variant (a holdout stops here, counted) →
@@ -25,6 +29,7 @@ says) → shown.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable
 from datetime import datetime
@@ -142,8 +147,13 @@ class Engine:
         self.indexed = indexed
         self.limits = campaign_set.limits  # limits across campaigns, per visitor
         self.custom_events = campaign_set.custom_events  # accepted beyond the built-ins
-        everything = campaign_set.campaigns
-        self.by_id = {c.id: c for c in everything}
+        self.by_id = {c.id: c for c in campaign_set.campaigns}
+        # Every arm of every trigger, as a campaign of its own (the same id, caps and message;
+        # one arm as its trigger), in file order: the indexes hold arms. A campaign with one
+        # arm is its own.
+        self._arms_of = {c.id: _arms(c) for c in campaign_set.campaigns}
+        everything = self._arms = tuple(arm for c in campaign_set.campaigns for arm in self._arms_of[c.id])
+        self._arm_by_key = {_key(arm): arm for arm in everything if arm.trigger.absent}
         absence = [c for c in everything if c.trigger.absent]
         # Instant triggers: fire on the event itself (counted, sequenced or not).
         self._on_event = _group((c for c in everything if c.trigger.event and not c.trigger.absent), lambda c: [c.trigger.event])
@@ -151,6 +161,7 @@ class Engine:
         # Absence windows: opened by one event, closed by another.
         self._opens = _group(absence, lambda c: [c.trigger.event])
         self._closes = _group(absence, lambda c: [c.trigger.absent])
+        self._restarts = _group(absence, lambda c: c.trigger.restart_on)
         # Sequences: the events of their steps, with the step's position.
         self._steps: dict[str, list[tuple[Campaign, int]]] = {}
         for campaign in everything:
@@ -160,7 +171,7 @@ class Engine:
         self._cancels = _group((c for c in everything if c.cancel_on), lambda c: c.cancel_on)
         # Names that open or close a window, complete a goal, cancel or make a step: any other
         # event skips those five lookups.
-        self._bookkept = frozenset().union(self._goals, self._cancels, self._closes, self._opens, self._steps)
+        self._bookkept = frozenset().union(self._goals, self._cancels, self._closes, self._opens, self._steps, self._restarts)
         # Page triggers, by the path they watch.
         page = [c for c in everything if c.trigger.on_page]
         self._page_any = tuple(c for c in page if c.trigger.path is None and c.trigger.path_exact is None)
@@ -176,7 +187,8 @@ class Engine:
         ``state.session`` is None for an event that comes from a backend rather than a tab."""
         visitor, session = state.visitor, state.session
         name, props = event.name, event.props
-        visitor.last_seen = now
+        if session is not None and not event.trusted:
+            visitor.last_seen = now  # a backend's event is not the visitor being active
         decisions: list[Decision] = []
         rewake = False
         page_candidates: tuple[Campaign, ...] = ()
@@ -188,6 +200,8 @@ class Engine:
                 session.last_input_at = now
             if name == "page_view":
                 self._view_page(session, props, now)
+                visitor.visit_pages += 1
+                visitor.visit_last_page = session.page
                 triggers = self._page(session.page)
                 page_candidates = triggers.viewed
                 rewake = True
@@ -227,7 +241,7 @@ class Engine:
             elif name == "purchase":
                 visitor.cart.clear()
             else:
-                self._identify(visitor, props)
+                self._identify(visitor, props, event.trusted)
 
         if name in self._bookkept:
             for campaign in self._goals.get(name, ()):
@@ -236,20 +250,45 @@ class Engine:
                 if self._cancel_pending(campaign, visitor, session, decisions):
                     decisions.append(Suppress(campaign.id, "cancelled"))
             for campaign in self._closes.get(name, ()):
-                self._cancel_pending(campaign, visitor, session, decisions)
+                self._cancel_pending(campaign, visitor, session, decisions, arms=(campaign,))
+            for campaign in self._restarts.get(name, ()):
+                key = f"absence:{_key(campaign)}"
+                if key in visitor.timers and (campaign.trigger.variants is None or _for_visitor(campaign, visitor.id)):
+                    keep_open = campaign.trigger.keep_open
+                    if keep_open is not None and not keep_open((state, now)):
+                        del visitor.timers[key]  # the cart emptied, say: nothing left to remind of
+                        decisions.append(Cancel(key))
+                    else:
+                        due = visitor.timers[key] = now + (campaign.trigger.wait or 0.0)
+                        decisions.append(Schedule(key, due, campaign.id))
             for campaign in self._opens.get(name, ()):
-                if campaign.trigger.where is None or campaign.trigger.where(props):
-                    key = f"absence:{campaign.id}"
-                    due = now + campaign.trigger.within
-                    visitor.timers[key] = due  # a new add_to_cart restarts the window
-                    decisions.append(Schedule(key, due, campaign.id))
+                trigger = campaign.trigger
+                if trigger.where is not None and not trigger.where(props):
+                    continue
+                if trigger.variants is not None and not _for_visitor(campaign, visitor.id):
+                    continue
+                if trigger.after and not _sequence_done(campaign, session, now):
+                    continue
+                if trigger.at_least is not None and not _counted(campaign, visitor, now):
+                    continue
+                if trigger.keep_open is not None and not trigger.keep_open((state, now)):
+                    continue
+                key = f"absence:{_key(campaign)}"
+                opened = key not in visitor.timers
+                due = visitor.timers[key] = now + (trigger.wait or 0.0)  # a new add_to_cart restarts the window
+                decisions.append(Schedule(key, due, campaign.id))
+                if opened and campaign.enters_test:
+                    variant = assign(campaign, visitor.id)
+                    variant_id = variant.id if variant is not None else None
+                    _record_exposure(campaign, variant_id, visitor, now)
+                    decisions.append(Defer(campaign.id, "window", variant_id))
             if session is not None:
                 for campaign, i in self._steps.get(name, ()):
                     step = campaign.trigger.after[i]
                     if step.where is None or step.where(props):
-                        progress = session.progress.get(campaign.id)
+                        progress = session.progress.get(_key(campaign))
                         if i == 0:
-                            session.progress[campaign.id] = [now]
+                            session.progress[_key(campaign)] = [now]
                             rewake = True
                         elif progress is not None and len(progress) == i:
                             progress.append(now)
@@ -259,19 +298,22 @@ class Engine:
         listeners = self._listeners.get(name)
         for campaign in listeners.matching(props) if listeners is not None else ():
             trigger = campaign.trigger
+            if campaign.once_per_view and (session is None or campaign.id in session.met):
+                continue  # another arm fired it on this page view already
+            if trigger.variants is not None and not _for_visitor(campaign, visitor.id):
+                continue
             if not _page_state_met(campaign, session, now) or not _sequence_done(campaign, session, now):
                 continue
             if trigger.at_least is not None:
-                times = visitor.counts.setdefault(campaign.id, [])
-                times.append(now)
-                _prune(times, now, trigger.within)
-                if len(times) < trigger.at_least:
+                if not _counted(campaign, visitor, now):
                     continue
-                times.clear()
+                visitor.counts[_key(campaign)].clear()
+            if campaign.once_per_view and session is not None:
+                session.met.add(campaign.id)
             candidates.append(campaign)
         if session is not None:
             for campaign in page_candidates:
-                if campaign.id not in session.met and _page_state_met(campaign, session, now) and _sequence_done(campaign, session, now):
+                if campaign.id not in session.met and _page_state_met(campaign, session, now) and _sequence_done(campaign, session, now) and _for_visitor(campaign, visitor.id):
                     session.met.add(campaign.id)
                     candidates.append(campaign)
         if candidates:
@@ -293,7 +335,7 @@ class Engine:
         if session.page is not None:
             candidates = []
             for campaign in self.page_triggers(session.page):
-                if campaign.id not in session.met and _page_state_met(campaign, session, now) and _sequence_done(campaign, session, now):
+                if campaign.id not in session.met and _page_state_met(campaign, session, now) and _sequence_done(campaign, session, now) and _for_visitor(campaign, state.visitor.id):
                     session.met.add(campaign.id)
                     candidates.append(campaign)
             if candidates:
@@ -332,10 +374,14 @@ class Engine:
         decisions: list[Decision] = []
         if visitor.timers.pop(key, None) is None:
             return decisions  # cancelled meanwhile, or fired elsewhere already
-        kind, _, campaign_id = key.partition(":")
-        campaign = self.by_id.get(campaign_id)
+        kind, _, arm_key = key.partition(":")
+        campaign = self.by_id.get(arm_key.partition("~")[0])
         if campaign is None:
             return decisions  # the campaign was removed since
+        arm = self._arm_by_key.get(arm_key) if kind == "absence" else None
+        if arm is not None and arm.trigger.keep_open is not None and not arm.trigger.keep_open((state, now)):
+            decisions.append(Suppress(campaign.id, "closed"))
+            return decisions
         self._fire(state, [campaign], now, None, decisions, "delayed" if kind == "delay" else "trigger")
         if state.session is not None and (state.session.calm or state.session.waiting):
             self._rewake(state.session, now, decisions)
@@ -354,7 +400,7 @@ class Engine:
         if found is None:
             matched = set(self._page_any) | set(self._page_exact.get(path, ()))
             matched.update(c for c in self._page_glob if c.trigger.path.match(path))
-            found = _PageTriggers(tuple(c for c in self.campaign_set.campaigns if c in matched), self.indexed)
+            found = _PageTriggers(tuple(c for c in self._arms if c in matched), self.indexed)
             if len(self._page_cache) >= _PAGE_CACHE_SIZE:
                 self._page_cache.clear()
             self._page_cache[path] = found
@@ -392,13 +438,21 @@ class Engine:
             session.tz = tz
 
     @staticmethod
-    def _identify(visitor: VisitorState, props: dict) -> None:
-        traits = visitor.traits
+    def _identify(visitor: VisitorState, props: dict, trusted: bool) -> None:
+        """Traits from ``identify``. A backend's (``trusted``) are kept apart as well, and a
+        browser can neither change nor remove one: its word never outweighs the backend's."""
+        traits, proven = visitor.traits, visitor.trusted
         for key, value in props.items():
+            if not trusted and key in proven:
+                continue
             if value is None:
                 traits.pop(key, None)
+                if trusted:
+                    proven.pop(key, None)
             elif key in traits or len(traits) < MAX_TRAITS:
                 traits[key] = value
+                if trusted:
+                    proven[key] = value
 
     # --- firing -------------------------------------------------------------------------------
 
@@ -416,6 +470,10 @@ class Engine:
         visitor, session = state.visitor, state.session
         if len(campaigns) > 1:
             campaigns = sorted(campaigns, key=lambda c: -c.priority)  # stable: file order breaks ties
+            once: dict[str, Campaign] = {}  # two arms of one campaign at one moment: it fires once
+            for campaign in campaigns:
+                once.setdefault(campaign.id, campaign)
+            campaigns = list(once.values())
         shown = False
         for campaign in campaigns:
             variant = assign(campaign, visitor.id)
@@ -424,13 +482,14 @@ class Engine:
                 decisions.append(Suppress(campaign.id, "audience", variant_id))
                 continue
             reason = self._blocked(campaign, visitor, session, now)
-            if reason is None and session is None and campaign.offline == "drop":
+            if reason is None and session is None and campaign.offline == "drop" and state.offline:
                 reason = "offline"
             if reason is not None:
                 decisions.append(Suppress(campaign.id, reason, variant_id))
                 continue
             if variant is not None and variant.holdout:
-                _record_exposure(campaign, variant_id, visitor, now)
+                if not campaign.enters_test:  # else exposed when the window opened
+                    _record_exposure(campaign, variant_id, visitor, now)
                 _record_history(campaign, visitor, session, now)
                 decisions.append(Suppress(campaign.id, "holdout", variant_id))
                 continue
@@ -458,7 +517,8 @@ class Engine:
                     continue
             message = variant.message if variant is not None and variant.message is not None else campaign.message
             content = message.render(state, props)
-            _record_exposure(campaign, variant_id, visitor, now)
+            if not campaign.enters_test:
+                _record_exposure(campaign, variant_id, visitor, now)
             _record_history(campaign, visitor, session, now)
             _record_shown(visitor, now)
             queued = session is None
@@ -484,10 +544,15 @@ class Engine:
             session.waiting.remove((best[0].id, best[1]))
             self._fire(state, [best[0]], now, None, decisions, "waiting")
 
-    def _cancel_pending(self, campaign: Campaign, visitor: VisitorState, session: SessionState | None, decisions: list[Decision]) -> bool:
-        """Drop everything of this campaign that waits to be shown; True if anything was."""
+    def _cancel_pending(
+        self, campaign: Campaign, visitor: VisitorState, session: SessionState | None, decisions: list[Decision],
+        arms: tuple[Campaign, ...] | None = None,
+    ) -> bool:
+        """Drop everything of this campaign that waits to be shown (the absence windows of
+        ``arms``, by default all of them); True if anything was."""
         cancelled = False
-        for key in (f"absence:{campaign.id}", f"delay:{campaign.id}"):
+        windows = [f"absence:{_key(arm)}" for arm in (arms or self._arms_of.get(campaign.id, (campaign,))) if arm.trigger.absent]
+        for key in (*windows, f"delay:{campaign.id}"):
             if visitor.timers.pop(key, None) is not None:
                 decisions.append(Cancel(key))
                 cancelled = True
@@ -556,6 +621,8 @@ class Engine:
                 continue
             if trigger.scroll is not None and session.scroll_depth < trigger.scroll:
                 continue  # waits for a scroll event, not for time
+            if trigger.variants is not None and not _for_visitor(campaign, session.visitor):
+                continue  # the visitor's variant waits for another arm
             if trigger.after and not _sequence_done(campaign, session, now):
                 # Waits for the sequence's next event; or a step is older than its window, and
                 # only a new step event can help (time alone never will: a wake-up for it would
@@ -591,39 +658,19 @@ class Engine:
         if campaign is None:
             return {"campaign": campaign_id, "error": "no such campaign (or it is disabled)"}
         visitor, session = state.visitor, state.session
-        trigger = campaign.trigger
         checks: list[dict] = []
+        arms = [arm for arm in self._arms_of[campaign.id] if _for_visitor(arm, visitor.id)]
+        prefix = ""
 
         def check(name: str, ok: bool | None, detail: str) -> None:
-            checks.append({"check": name, "ok": ok, "detail": detail})
+            checks.append({"check": prefix + name, "ok": ok, "detail": detail})
 
-        if trigger.event:
-            seen = session.counters.get(trigger.event, 0) if session else 0
-            check("event", None, f"fires on {trigger.event!r}" + (" when its properties match" if trigger.where else "") + f"; seen {seen} times this session")
-        if trigger.at_least:
-            count = len(_prune(visitor.counts.get(campaign.id, []), now, trigger.within))
-            check("at_least", None, f"{count} of {trigger.at_least} {trigger.event!r} events within {trigger.within:g} s")
-        if trigger.absent:
-            due = visitor.timers.get(f"absence:{campaign.id}")
-            check("absence window", due is not None, f"open, closes at {due:.0f} ({due - now:.0f} s from now) unless {trigger.absent!r} comes" if due else f"not open: waits for {trigger.event!r}")
-        page = session.page if session else None
-        if trigger.path is not None or trigger.path_exact is not None:
-            wanted = trigger.path_exact or trigger.path.pattern
-            ok = page is not None and (page == trigger.path_exact if trigger.path_exact else bool(trigger.path.match(page)))
-            check("path", ok, f"current page {page!r}, wants {wanted!r}")
-        if trigger.scroll is not None:
-            depth = session.scroll_depth if session else 0
-            check("scroll", depth >= trigger.scroll, f"deepest scroll {depth} %, wants {trigger.scroll} %")
-        if trigger.dwell is not None:
-            spent = session.time_on_page(now) if session else 0.0
-            check("dwell", spent >= trigger.dwell, f"{spent:.0f} s on the page, wants {trigger.dwell:g} s")
-        if trigger.idle is not None:
-            idle = session.idle_for(now) if session else 0.0
-            check("idle", idle >= trigger.idle, f"idle {idle:.0f} s, wants {trigger.idle:g} s")
-        if trigger.after:
-            progress = session.progress.get(campaign.id, []) if session else []
-            check("sequence", _sequence_done(campaign, session, now), f"{len(progress)} of {len(trigger.after)} earlier steps done")
-        if session is not None and trigger.on_page:
+        for arm in arms:
+            if len(arms) > 1:
+                prefix = f"any[{arm.trigger.slot}] "
+            self._explain_arm(arm, state, now, check)
+        prefix = ""
+        if session is not None and campaign.once_per_view:
             check("this page view", campaign.id not in session.met, "already fired on this page view" if campaign.id in session.met else "not fired yet on this page view")
         if campaign.audience is not None:
             check("audience", campaign.audience((state, now)), "the visitor " + ("is" if campaign.audience((state, now)) else "is not") + " in the audience")
@@ -650,6 +697,41 @@ class Engine:
         }
 
 
+    @staticmethod
+    def _explain_arm(campaign: Campaign, state: State, now: float, check) -> None:
+        """The checks of one arm of a campaign's trigger."""
+        visitor, session = state.visitor, state.session
+        trigger = campaign.trigger
+        if trigger.event:
+            seen = session.counters.get(trigger.event, 0) if session else 0
+            check("event", None, f"fires on {trigger.event!r}" + (" when its properties match" if trigger.where else "") + f"; seen {seen} times this session")
+        if trigger.at_least:
+            count = len(_prune(visitor.counts.get(_key(campaign), []), now, trigger.within))
+            check("at_least", None, f"{count} of {trigger.at_least} {trigger.event!r} events within {trigger.within:g} s")
+        if trigger.absent:
+            due = visitor.timers.get(f"absence:{_key(campaign)}")
+            check("absence window", due is not None, f"open, closes at {due:.0f} ({due - now:.0f} s from now) unless {trigger.absent!r} comes" if due else f"not open: waits for {trigger.event!r}")
+        page = session.page if session else None
+        if trigger.path is not None or trigger.path_exact is not None:
+            wanted = trigger.path_exact or trigger.path.pattern
+            ok = page is not None and (page == trigger.path_exact if trigger.path_exact else bool(trigger.path.match(page)))
+            check("path", ok, f"current page {page!r}, wants {wanted!r}")
+        if trigger.scroll is not None:
+            depth = session.scroll_depth if session else 0
+            check("scroll", depth >= trigger.scroll, f"deepest scroll {depth} %, wants {trigger.scroll} %")
+        if trigger.dwell is not None:
+            spent = session.time_on_page(now) if session else 0.0
+            check("dwell", spent >= trigger.dwell, f"{spent:.0f} s on the page, wants {trigger.dwell:g} s")
+        if trigger.idle is not None:
+            idle = session.idle_for(now) if session else 0.0
+            check("idle", idle >= trigger.idle, f"idle {idle:.0f} s, wants {trigger.idle:g} s")
+        if trigger.after:
+            progress = session.progress.get(_key(campaign), []) if session else []
+            check("sequence", _sequence_done(campaign, session, now), f"{len(progress)} of {len(trigger.after)} earlier steps done")
+        if session is not None and trigger.on_page and not campaign.once_per_view:
+            check("this page view", campaign.id not in session.met, "already fired on this page view" if campaign.id in session.met else "not fired yet on this page view")
+
+
 # --- pure helpers ---------------------------------------------------------------------------
 
 
@@ -665,6 +747,42 @@ def assign(campaign: Campaign, visitor_id: str) -> Variant | None:
         if point < 0:
             return variant
     return variants[-1]
+
+
+def _arms(campaign: Campaign) -> tuple[Campaign, ...]:
+    """The campaign once per arm of its trigger, each with that arm as its ``trigger``."""
+    if not campaign.arms:
+        return (campaign,)
+    return tuple(dataclasses.replace(campaign, trigger=arm) for arm in campaign.arms)
+
+
+def _key(campaign: Campaign) -> str:
+    """Where an arm keeps its own state (counts, sequence progress, absence window): the
+    campaign id for the first arm (as for a campaign with one), ``id~N`` for the others."""
+    slot = campaign.trigger.slot
+    return campaign.id if not slot else f"{campaign.id}~{slot}"
+
+
+def _for_visitor(campaign: Campaign, visitor_id: str) -> bool:
+    """This arm is for the visitor's A/B variant (an arm of a variant that changes the
+    trigger's timing is for that variant only)."""
+    variants = campaign.trigger.variants
+    if variants is None:
+        return True
+    variant = assign(campaign, visitor_id)
+    return variant is not None and variant.id in variants
+
+
+def _counted(campaign: Campaign, visitor: VisitorState, now: float) -> bool:
+    """Count this event for an ``at_least`` arm: True when it is the N-th within the window.
+    Only the last N times are kept: older ones can never make the count again."""
+    need, within = campaign.trigger.at_least or 1, campaign.trigger.within or 0.0
+    times = visitor.counts.setdefault(_key(campaign), [])
+    times.append(now)
+    _prune(times, now, within)
+    if len(times) > need:
+        del times[: len(times) - need]
+    return len(times) >= need
 
 
 def _page_state_met(campaign: Campaign, session: SessionState | None, now: float) -> bool:
@@ -691,7 +809,7 @@ def _sequence_done(campaign: Campaign, session: SessionState | None, now: float)
         return True
     if session is None:
         return False
-    progress = session.progress.get(campaign.id)
+    progress = session.progress.get(_key(campaign))
     if progress is None or len(progress) < len(steps):
         return False
     return all(step.within is None or now - at <= step.within for step, at in zip(steps, progress, strict=True))

@@ -28,6 +28,7 @@ class Event:
     name: str
     props: dict[str, Any]
     seq: int = 0  # the client's sequence number (0 for events that do not come from a socket)
+    trusted: bool = False  # from a backend holding the secret key, not from a browser
 
 
 def _number(props: dict, key: str, seq: int, *, required: bool, minimum: float = 0.0) -> float | None:

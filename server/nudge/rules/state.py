@@ -66,10 +66,11 @@ class VisitorState:
     site: str  # the site key's site id
     id: str  # the visitor id
     first_seen: float  # when this visitor was first seen
-    last_seen: float = 0.0  # when any session of theirs last sent an event
+    last_seen: float = 0.0  # when any tab of theirs last sent an event (a backend's never count)
     sessions: int = 0  # how many sessions they have started
     cart: Cart = field(default_factory=Cart)
-    traits: dict[str, object] = field(default_factory=dict)  # from identify (later issues)
+    traits: dict[str, object] = field(default_factory=dict)  # from identify: the browser's and the backend's
+    trusted: dict[str, object] = field(default_factory=dict)  # the traits the backend set, or a signed token proved
     shown: dict[str, list[float]] = field(default_factory=dict)  # campaign -> when shown (pruned)
     recent: list[float] = field(default_factory=list)  # every message shown in the last 24 h
     last_shown_at: float | None = None  # the last message of any campaign (cooldown)
@@ -77,6 +78,9 @@ class VisitorState:
     shown_total: dict[str, int] = field(default_factory=dict)  # campaign -> shown ever (lifetime caps)
     exposures: dict[str, list] = field(default_factory=dict)  # campaign -> [variant, when, converted]
     counts: dict[str, list[float]] = field(default_factory=dict)  # campaign -> times of its event (at_least)
+    visit_started: float = 0.0  # when their latest session started (0: before any)
+    visit_pages: int = 0  # pages viewed in their latest session
+    visit_last_page: str | None = None  # the last page viewed in it
 
 
 @dataclass(slots=True)
@@ -95,6 +99,9 @@ class SessionState:
     tz: str | None = None  # the browser's IANA time zone, for quiet hours
     first_visit: bool = False  # the visitor's first session
     days_since_last_visit: float | None = None  # None on a first visit
+    last_session_pages: int | None = None  # the previous session: pages viewed (None on a first visit)
+    last_session_duration: float | None = None  # ... seconds from its start to its last tab event
+    last_session_last_page: str | None = None  # ... the last page viewed in it
     last_input_at: float = 0.0  # the visitor's last scroll, click or key (for calm moments)
     showing: tuple[str, float] | None = None  # campaign on screen, and until when at most
     waiting: list[tuple[str, float]] = field(default_factory=list)  # (campaign, expires) queued behind it
@@ -130,14 +137,23 @@ class State:
 
     visitor: VisitorState
     session: SessionState | None = None
+    offline: bool = True  # with no session: False while the visitor is only away (rules/timeline.py), not yet offline
 
 
 def start_session(visitor: VisitorState, session_id: str, now: float, device: str | None = None) -> SessionState:
     """A new session of ``visitor``, with the visit facts audiences test (first visit, days
-    since the previous one)."""
+    since the previous one, and the previous session's pages, duration and last page). Only a
+    tab's events count as the visitor being there: a backend's (a CRM's ``identify``) do not
+    move ``last_seen``."""
     previous = visitor.last_seen if visitor.sessions else None
-    visitor.sessions += 1
     session = SessionState(session_id, visitor.site, visitor.id, now, device=device)
+    if visitor.sessions:
+        session.last_session_pages = visitor.visit_pages
+        session.last_session_last_page = visitor.visit_last_page
+        if visitor.visit_started and visitor.last_seen >= visitor.visit_started:
+            session.last_session_duration = visitor.last_seen - visitor.visit_started
+    visitor.sessions += 1
+    visitor.visit_started, visitor.visit_pages, visitor.visit_last_page = now, 0, None
     session.first_visit = visitor.sessions == 1
     session.days_since_last_visit = (now - previous) / 86400.0 if previous else None
     return session

@@ -52,6 +52,7 @@ class Settings:
     secret_keys: list[str] = field(default_factory=list)  # sk_…: admin and server-side APIs
     origins: list[str] = field(default_factory=list)  # allowed for every key
     grace: float = 300.0  # seconds a detached session stays resumable
+    offline_after: float = 60.0  # seconds with no tab attached before a visitor counts as offline (rules/timeline.py)
     handshake_timeout: float = 10.0  # seconds to wait for hello
     idle_timeout: float = 150.0  # seconds a socket may send nothing before it is closed (0: never)
     max_connections_per_ip: int = 64  # open sockets from one client address (0: no limit)
@@ -143,6 +144,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
     settings.trusted_proxies = _split(env.get("NUDGE_TRUSTED_PROXIES"))
     for name, attr, kind in (
         ("NUDGE_GRACE", "grace", float),
+        ("NUDGE_OFFLINE_AFTER", "offline_after", float),
         ("NUDGE_MAX_FRAME", "max_frame", int),
         ("NUDGE_MAX_DEPTH", "max_depth", int),
         ("NUDGE_IDLE_TIMEOUT", "idle_timeout", float),

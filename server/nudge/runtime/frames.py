@@ -20,6 +20,7 @@ from nudge.errors import BadEvent, FrameError, MalformedFrame, ProtocolViolation
 from nudge.protocol import codec as protocol
 from nudge.rules import events
 from nudge.rules.engine import assign
+from nudge.runtime.writes import AckQueued
 
 if TYPE_CHECKING:
     from nudge.runtime.connection import Connection
@@ -57,7 +58,9 @@ class Frames:
             elif kind == "evs":
                 await self._on_events(live, conn, frame)
             elif kind == "ack":
-                self._on_ack(live, frame)
+                acknowledged = self._on_ack(live, frame)
+                if acknowledged:  # no longer kept in the visitor's queue for the next tab
+                    await self.hub.write(AckQueued(live.state.site, live.state.visitor, tuple(acknowledged)))
                 if not self.alone:  # one node alone writes at detach: no mark needed (hot path)
                     self.persistence.changed(live)
             elif kind == "ping":
@@ -138,13 +141,22 @@ class Frames:
         if ack:
             conn.push_ack(seq)
 
-    def _on_ack(self, live: LiveSession, frame: dict) -> None:
+    def _on_ack(self, live: LiveSession, frame: dict) -> list[str]:
+        """Trim the outbox up to the acknowledged seq; the ids of messages the visitor's queue kept
+        until now, to be removed from it."""
         seq = frame.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
             raise MalformedFrame("ack.seq must be a whole number ≥ 0")
         outbox = live.state.outbox
+        acknowledged: list[str] = []
         if outbox and outbox[0]["seq"] <= seq:
+            if live.kept:
+                for sent in outbox:
+                    if sent["seq"] <= seq and sent.get("id") in live.kept:
+                        live.kept.discard(sent["id"])
+                        acknowledged.append(sent["id"])
             live.state.outbox = [frame for frame in outbox if frame["seq"] > seq]
+        return acknowledged
 
     def _count_outcome(self, event: events.Event, live: LiveSession, now: float) -> None:
         campaign = self.hub.engine.by_id.get(event.props.get("campaign"))

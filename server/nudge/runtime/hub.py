@@ -27,11 +27,12 @@ from nudge.errors import (
 )
 from nudge.protocol import codec as protocol
 from nudge.protocol.codec import Hello
-from nudge.rules import events
+from nudge.rules import events, timeline
 from nudge.rules.audience import device_class
 from nudge.rules.campaigns import CampaignSet
 from nudge.rules.engine import Engine
 from nudge.rules.state import SessionState, State, VisitorState, start_session
+from nudge.rules.timeline import Presence
 from nudge.runtime.clock import Clock
 from nudge.runtime.config import Settings, Site
 from nudge.runtime.connection import Connection
@@ -46,9 +47,9 @@ from nudge.runtime.sessions import (
     LiveSession,
     Sessions,
     Visitor,
+    looking,
     new_session_id,
     new_visitor_id,
-    not_before,
 )
 from nudge.runtime.writes import (
     Backlog,
@@ -229,13 +230,7 @@ class Hub:
                 conn.push(frame)
         if not self.alone:
             await self.relaying.hold(live)
-        try:
-            queued = await self.store.take_queued(site.key, visitor_id, now)
-        except self._unavailable as exc:
-            self.store_failed(exc)
-            queued = []  # they stay queued for the next visit
-        for message in queued:
-            self.executor.deliver(live, message)
+        await self.executor.deliver_queued(live, now)
         await self.executor.carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
         return live
 
@@ -250,6 +245,7 @@ class Hub:
         devices is shown once (the newest)."""
         site, visitor_id = live.state.site, live.state.visitor
         live.visitor.state.traits["user_id"] = user
+        live.visitor.state.trusted["user_id"] = user  # proven: a signed token, or the backend's word
         await self.write(LinkUser(site, visitor_id, user))
         try:
             others = [v for v in await self.store.user_visitors(site, user) if v != visitor_id]
@@ -289,7 +285,7 @@ class Hub:
             return None
         live = self._hold(stored, await self._visitor(site, visitor_id, now))
         stored.detached_at = stored.detached_at or now  # no socket here: resumable for the grace
-        live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
+        live.expiry = self.scheduler.call_at(timeline.session_ends_at(now, self.settings.grace), self._expire, live)
         await self.relaying.hold(live)
         return live
 
@@ -317,7 +313,7 @@ class Hub:
         if live.wake is not None:
             live.wake.cancel()
             live.wake = None
-        live.expiry = self.scheduler.call_at(now + self.settings.grace, self._expire, live)
+        live.expiry = self.scheduler.call_at(timeline.session_ends_at(now, self.settings.grace), self._expire, live)
         try:
             await self.persistence.detached(live)
         except self._unavailable as exc:
@@ -355,6 +351,8 @@ class Hub:
             return
         self.sessions.pop(state.id, None)
         for frame in state.outbox:
+            if frame.get("id") in live.kept:
+                continue  # still in the visitor's queue: the next tab gets it from there
             campaign = self.engine.by_id.get(frame.get("campaign"))
             expires = campaign.expires if campaign else 86400.0
             message = {k: v for k, v in frame.items() if k not in ("t", "seq")}
@@ -409,6 +407,11 @@ class Hub:
         self.persistence.discard(live)
         self.registry.drop(live)
 
+    def looking(self, visitor: Visitor, now: float) -> tuple[Presence, LiveSession | None]:
+        """Who of the visitor is looking, as the timeline sees their sessions on this node: the
+        presence, and the attached session decisions are made in (None when no tab is attached)."""
+        return looking(visitor, now, offline_after=self.settings.offline_after, grace=self.settings.grace)
+
     # --- events from a backend --------------------------------------------------------------
 
     async def on_visitor_event(self, site: str, visitor_id: str, event: events.Event, forwarded: bool = False) -> str:
@@ -440,15 +443,14 @@ class Hub:
             held = visitor is not None
             if visitor is None:
                 visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
-        now = not_before(visitor.state, now)
-        connected = [s for s in visitor.sessions if s.conn is not None]
-        live = connected[-1] if connected else None
+        now = timeline.not_before(visitor.state, now)
+        whereabouts, live = self.looking(visitor, now)
         # With a tab open the event lands in its session, as the tab's own events do: a message
         # it triggers shows there and then (never over another one on screen), rather than waiting
         # for a next visit while the visitor is looking at the page.
-        view = live.view if live is not None else State(visitor.state, None)
+        view = live.view if live is not None else State(visitor.state, None, whereabouts.offline(now))
         if self.recorder is not None:
-            self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props)
+            self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props, backend=True)
         decisions = self.engine.on_event(view, event, now)
         self.stats.events += 1
         self.metrics.events[event.name] += 1
@@ -472,13 +474,13 @@ class Hub:
         live.wake = None
         if live.conn is None:
             return
-        now = not_before(live.visitor.state, now)
+        now = timeline.not_before(live.visitor.state, now)
         await self.executor.carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
 
     async def on_due(self, timer: DueTimer, forwarded: bool = False) -> None:
-        """A durable timer fell due: decide with the visitor's latest session on this node, or
-        with none (the message is then queued for their next visit, or dropped, as the campaign
-        says).
+        """A durable timer fell due: decide in the tab the timeline says (the visitor's latest
+        attached session on this node), or with none (the message is then queued for the visitor,
+        handed off or dropped, as :func:`timeline.place` says).
 
         With a shared store, a timer for a visitor this node has no open socket for is relayed to
         the node that holds their session, which decides and finishes it; when no node answers,
@@ -486,11 +488,8 @@ class Hub:
         purchase removed it there), so it stands even when this node's copy of the visitor was
         written before the timer was set."""
         visitor = self.visitors.get((timer.site, timer.visitor))
-        live = None
-        if visitor is not None:
-            connected = [s for s in visitor.sessions if s.conn is not None]
-            live = (connected or visitor.sessions or [None])[-1]
-        if not forwarded and (live is None or live.conn is None) and await self.relaying.timer_to_holder(timer):
+        live = self.looking(visitor, self.clock.now())[1] if visitor is not None else None
+        if not forwarded and live is None and await self.relaying.timer_to_holder(timer):
             return
         self.stats.timers_fired += 1
         lateness = self.clock.now() - timer.due
@@ -499,17 +498,17 @@ class Hub:
         if lateness > self.stats.lateness_max:
             self.stats.lateness_max = lateness
         if self.alone:
-            await self._run_timer(timer, visitor, live)
+            await self._run_timer(timer, visitor)
             return
         try:
-            await self._run_timer(timer, visitor, live)
+            await self._run_timer(timer, visitor)
         except self._unavailable:
             raise  # left claimed: claimed again when its lease ends, once Redis answers
         except Exception:  # a timer that fails for good must not come back every lease
             log.exception("timer %s for %s/%s failed; dropped", timer.key, timer.site, timer.visitor)
         await self.store.finish(timer)
 
-    async def _run_timer(self, timer: DueTimer, visitor: Visitor | None, live: LiveSession | None) -> None:
+    async def _run_timer(self, timer: DueTimer, visitor: Visitor | None) -> None:
         if visitor is None:
             state = await self.store.load_visitor(timer.site, timer.visitor)
             if state is None:
@@ -519,14 +518,15 @@ class Hub:
             if self.backlog.holds_timer(timer.site, timer.visitor, timer.key):
                 return  # cancelled or moved meanwhile, not yet written to Redis
             visitor.state.timers.setdefault(timer.key, timer.due)
-        view = live.view if live is not None else State(visitor.state, None)
-        now = not_before(visitor.state, timer.due)
+        now = timeline.not_before(visitor.state, timer.due)
+        whereabouts, live = self.looking(visitor, now)
+        view = live.view if live is not None else State(visitor.state, None, whereabouts.offline(now))
         once = None if self.alone else timer.token
         await self.executor.carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
         if not visitor.sessions:
             await self.write(SaveVisitor(visitor.state))
-        elif live is not None:
-            self.persistence.changed(live)
+        else:
+            self.persistence.changed_all(visitor.sessions)  # the visitor is written with its sessions
 
     # --- shared store: relay, write-behind, outage --------------------------------------------
 

@@ -4,7 +4,8 @@ records nodes send each other through the store's cluster (``nudge.store.base.Cl
 Before a node acts for a visitor it does not hold — a durable timer it claimed, a backend event
 — it hands the work to the node holding one of the visitor's sessions; when a session is
 resumed here, the node that held it is told to let go. The records (``nudge.store.redis.cluster``
-lists them): ``ev`` (a backend event to apply), ``due`` (a timer to run and finish), ``take``
+lists them): ``ev`` (a backend event to apply), ``due`` (a timer to run and finish), ``queued`` (a message was queued for
+the visitor: send it to their open tab), ``take``
 (let go of a session), ``erase`` (forget a visitor), ``erase_log`` (broadcast: remove records
 from this node's event log). One node alone has a cluster that holds nothing elsewhere, so none
 of this sends anything.
@@ -74,11 +75,16 @@ class Relaying:
         """A record another node sent this one (see :mod:`nudge.store.redis.cluster`)."""
         op = record.get("op")
         if op == "ev":
-            event = events.Event(record["name"], record.get("props") or {})
+            event = events.Event(record["name"], record.get("props") or {}, trusted=True)  # a backend's
             await self.hub.on_visitor_event(record["site"], record["visitor"], event, forwarded=True)
         elif op == "due":
             timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
             await self.hub.on_due(timer, forwarded=True)
+        elif op == "queued":  # a message was queued for a visitor this node has a tab of
+            visitor = self.hub.visitors.get((record.get("site"), record.get("visitor")))
+            live = self.hub.looking(visitor, self.hub.clock.now())[1] if visitor is not None else None
+            if live is not None:
+                await self.hub.executor.deliver_queued(live, self.hub.clock.now())
         elif op == "take":
             live = self.hub.sessions.get(record.get("session"))
             if live is not None and live.state.site == record.get("site"):

@@ -64,4 +64,6 @@ class CampaignFile:
         self.reloads += 1
         self.last_error = None
         log.info("campaign file %s reloaded: %d campaigns", self.path, len(campaign_set.campaigns))
+        for warning in campaign_set.warnings:
+            log.warning("campaign file: %s", warning)
         return True

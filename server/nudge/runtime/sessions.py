@@ -16,7 +16,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from nudge.rules import timeline
 from nudge.rules.state import SessionState, State, VisitorState
+from nudge.rules.timeline import Presence
 
 if TYPE_CHECKING:
     from nudge.runtime.connection import Connection
@@ -36,7 +38,7 @@ class Visitor:
 class LiveSession:
     """A session this node holds: connected, or detached and resumable until its grace ends."""
 
-    __slots__ = ("state", "visitor", "view", "conn", "wake", "expiry", "trace")
+    __slots__ = ("state", "visitor", "view", "conn", "wake", "expiry", "trace", "kept")
 
     def __init__(self, state: SessionState, visitor: Visitor) -> None:
         self.state = state  # the session's plain state
@@ -46,6 +48,7 @@ class LiveSession:
         self.wake: LocalTimer | None = None  # the next dwell/idle check
         self.expiry: LocalTimer | None = None  # the end of the grace period, while detached
         self.trace: deque[tuple[float, str, str | None, str]] = deque(maxlen=TRACE_LENGTH)  # (when, campaign, variant, outcome)
+        self.kept: set[str] = set()  # ids of messages sent here that the visitor's queue keeps until acknowledged
 
     def belongs_to(self, site: str, visitor: str) -> bool:
         """Whether this is a session of that visitor of that site (who may resume it)."""
@@ -94,11 +97,20 @@ class Sessions:
         return found + [live for live in self.by_id.values() if live.belongs_to(site, visitor) and live not in found]
 
 
-def not_before(visitor: VisitorState, due: float) -> float:
-    """A timer runs as of its due time, but never before something already recorded for the
-    visitor (time as the engine sees it only moves forward)."""
-    latest = max(visitor.last_seen, visitor.last_shown_at or 0.0)
-    return due if due >= latest else latest
+def looking(visitor: Visitor, now: float, *, offline_after: float, grace: float) -> tuple[Presence, LiveSession | None]:
+    """Who of the visitor is looking, as the timeline sees their sessions on this node: the
+    presence, and the attached session decisions are made in (None when no tab is attached)."""
+    tabs = [timeline.Tab(s.state.id, None if s.conn is not None else (s.state.detached_at or now)) for s in visitor.sessions]
+    whereabouts = timeline.presence(tabs, now, offline_after=offline_after, grace=grace)
+    live = next((s for s in visitor.sessions if s.state.id == whereabouts.tab), None) if whereabouts.tab else None
+    return whereabouts, live
+
+
+def signed_in(state: VisitorState) -> str | None:
+    """The user id the visitor was proven to be (a signed token, or the backend's word): their
+    caps and limits count per user, across devices, as well as per browser."""
+    user = state.trusted.get("user_id")
+    return user if isinstance(user, str) else None
 
 
 def new_session_id() -> str:

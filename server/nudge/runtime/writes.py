@@ -104,7 +104,19 @@ class LinkUser:
         await store.link_user(self.site, self.user, self.visitor)
 
 
-Write = SaveVisitor | DropSession | Enqueue | SetTimer | CancelTimer | LinkUser
+@dataclass(frozen=True, slots=True)
+class AckQueued:
+    """Messages a tab acknowledged, no longer kept in the visitor's queue for the next tab."""
+
+    site: str
+    visitor: str
+    ids: tuple[str, ...]
+
+    async def apply(self, store: Store) -> None:
+        await store.ack_queued(self.site, self.visitor, list(self.ids))
+
+
+Write = SaveVisitor | DropSession | Enqueue | SetTimer | CancelTimer | LinkUser | AckQueued
 
 
 class Backlog:

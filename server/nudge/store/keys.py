@@ -56,6 +56,31 @@ class Keys:
         """The literal start of every session key of a site."""
         return f"{self.prefix}s:{{{site}:"
 
+    def _user_tag(self, site: str, user: str) -> str:
+        # "u:" cannot begin a visitor id (no ":" in those): never another visitor's tag.
+        return f"{self.prefix}{{{site}:u:{user}}}"
+
+    def user_shown(self, site: str, user: str, campaign: str) -> str:
+        """When this campaign was shown to the signed-in user, on any device (sorted set, ms)."""
+        return self._user_tag(site, user) + ":shown:" + campaign
+
+    def user_shown_total(self, site: str, user: str, campaign: str) -> str:
+        """How many times this campaign was ever shown to the user (lifetime caps per user)."""
+        return self._user_tag(site, user) + ":total:" + campaign
+
+    def user_recent(self, site: str, user: str) -> str:
+        """When any campaign was shown to the user in the last day (limits per user)."""
+        return self._user_tag(site, user) + ":recent"
+
+    def user_unused(self, site: str, user: str) -> str:
+        """A key of the user's slot that CONFIRM_SHOW is handed for its once marker and queue
+        when checking a user's caps (it touches neither then)."""
+        return self._user_tag(site, user) + ":unused"
+
+    def user_caps_pattern(self, site: str, user: str) -> str:
+        """The literal start of every caps key of the user (erasure scans for it)."""
+        return self._user_tag(site, user) + ":"
+
     def user(self, site: str, user: str) -> str:
         """The visitor ids a proven user id was seen with (a set), for erasure by user."""
         return f"{self.prefix}u:{{{site}:{user}}}"

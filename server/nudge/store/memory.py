@@ -97,6 +97,8 @@ class MemoryStore:
         self._once: dict[tuple[str, str, str], int] = {}  # (site, visitor, token) -> expires ms
         self._total: dict[tuple[str, str, str], int] = {}  # (site, visitor, campaign) -> shown ever
         self._users: dict[tuple[str, str], set[str]] = {}  # (site, user id) -> visitor ids
+        # Caps per signed-in user live in _shown, _recent and _total too, under the subject
+        # "u:<user id>" where a visitor id would be (no visitor id holds a ":").
         self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
         self.campaign_document: dict | None = None  # the admin API's campaign document (admin.py)
         self.campaigns_version = 0  # its revision, bumped by each change
@@ -221,6 +223,23 @@ class MemoryStore:
             await self.enqueue(site, visitor, queue[0], queue[1])
         return None
 
+    async def confirm_user_show(self, site: str, user: str, check: CapCheck, now: float) -> str | None:
+        reason = await self.confirm_show(site, _user_subject(user), check, now)
+        if reason is None:
+            _written(self._user_writes, (site, user), max(self._now, now))
+        return reason
+
+    async def erase_user(self, site: str, user: str) -> int:
+        subject = _user_subject(user)
+        removed = 0
+        for table in (self._shown, self._total):
+            for ident in [i for i in table if i[0] == site and i[1] == subject]:
+                del table[ident]
+                removed += 1
+        if self._recent.pop((site, subject), None) is not None:
+            removed += 1
+        return removed
+
     async def enqueue(self, site: str, visitor: str, message: dict, expires_at: float) -> None:
         queue = self._queued.setdefault((site, visitor), [])
         queue.append((expires_at, message))
@@ -229,6 +248,21 @@ class MemoryStore:
     async def take_queued(self, site: str, visitor: str, now: float) -> list[dict]:
         queue = self._queued.pop((site, visitor), [])
         return [message for expires_at, message in queue if expires_at > now]
+
+    async def queued(self, site: str, visitor: str, now: float) -> list[dict]:
+        return [message for expires_at, message in self._queued.get((site, visitor), ()) if expires_at > now]
+
+    async def ack_queued(self, site: str, visitor: str, ids: list[str]) -> None:
+        queue = self._queued.get((site, visitor))
+        if queue:
+            gone = set(ids)
+            queue[:] = [entry for entry in queue if entry[1].get("id") not in gone]
+
+    async def take_queued_of(self, site: str, visitor: str, campaign: str, now: float) -> list[tuple[dict, float]]:
+        queue = self._queued.get((site, visitor), [])
+        taken = [entry for entry in queue if entry[1].get("campaign") == campaign]
+        queue[:] = [entry for entry in queue if entry[1].get("campaign") != campaign]
+        return [(message, expires_at) for expires_at, message in taken if expires_at > now]
 
     async def link_user(self, site: str, user: str, visitor: str) -> None:
         self._users.setdefault((site, user), set()).add(visitor)
@@ -250,6 +284,8 @@ class MemoryStore:
                 del writes[key]
                 for table in tables:
                     table.pop(key, None)
+                if writes is self._user_writes:  # and the user's caps, kept under their subject
+                    self._recent.pop((key[0], _user_subject(key[1])), None)
                 gone += 1
         return gone
 
@@ -454,6 +490,10 @@ class MemoryStore:
             self._results[(campaign, variant, counter)] = count
         log.info("memory store: restored %d visitors, %d sessions, %d timers from %s",
                  len(self._visitors), len(self._sessions), len(self._timers), path)
+
+
+def _user_subject(user: str) -> str:
+    return "u:" + user
 
 
 def _activity(state: VisitorState) -> float:

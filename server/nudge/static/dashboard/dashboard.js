@@ -159,9 +159,20 @@
       card.appendChild(funnelChart(r.variants));
       if (Object.keys(r.variants).length > 1) {
         card.appendChild(abChart(r.variants));
+        if (r.sample_ratio && r.sample_ratio.mismatch) {
+          card.appendChild(el("p", { "class": "comparison worse srm" },
+            "Sample ratio mismatch: the split is off (chi-square p = " + r.sample_ratio.p_value + "); do not trust these results until it is explained."));
+        }
         r.comparisons.forEach(function (c) {
-          var verdict = c.significant ? (c.better ? "beats" : "does worse than") : "no significant difference from";
-          var line = c.variant + " " + verdict + " " + c.control + " (" + c.test.replace(/_/g, " ") + ", p = " + c.p_value + ")";
+          var line;
+          if (c.significant === null) {
+            var n = Math.min(r.variants[c.variant].exposed, r.variants[c.control].exposed);
+            line = c.variant + " vs " + c.control + ": too few exposures for a verdict (" + n + " so far)";
+          } else {
+            var verdict = c.significant ? (c.better ? "beats" : "does worse than") : "no significant difference from";
+            line = c.variant + " " + verdict + " " + c.control + " (" + c.test.replace(/_/g, " ") + ", p = " + c.p_value +
+              ", adjusted for " + r.comparisons.length + " comparisons " + c.p_adjusted + "; looking daily: " + c.sequential_p + ")";
+          }
           card.appendChild(el("p", { "class": "comparison " + (c.significant ? (c.better ? "better" : "worse") : "") }, line));
         });
       }

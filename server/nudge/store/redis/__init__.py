@@ -33,6 +33,7 @@ from nudge.store.base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer, Handler, Lo
 from nudge.store.keys import SEP, Keys, split_timer_member, timer_member
 from nudge.store.redis.cluster import RedisCluster
 from nudge.store.redis.scripts import (
+    ACK_QUEUED,
     CLAIM_DELIVERIES,
     CLAIM_DUE,
     COMPARE_AND_SET,
@@ -42,6 +43,7 @@ from nudge.store.redis.scripts import (
     OWN_SESSION,
     SAVE_SESSION,
     TAKE_QUEUED,
+    TAKE_QUEUED_OF,
 )
 
 log = logging.getLogger("nudge.store")
@@ -106,6 +108,8 @@ class RedisStore:
         self._confirm = self.redis.register_script(CONFIRM_SHOW)
         self._enqueue = self.redis.register_script(ENQUEUE)
         self._take = self.redis.register_script(TAKE_QUEUED)
+        self._take_of = self.redis.register_script(TAKE_QUEUED_OF)
+        self._ack_queued = self.redis.register_script(ACK_QUEUED)
         self._save_session = self.redis.register_script(SAVE_SESSION)
         self._own_session = self.redis.register_script(OWN_SESSION)
         self._swap_campaigns = self.redis.register_script(COMPARE_AND_SET)
@@ -244,19 +248,46 @@ class RedisStore:
         )
         return reason.decode() or None
 
+    async def confirm_user_show(self, site: str, user: str, check: CapCheck, now: float) -> str | None:
+        keys = self.keys
+        unused = keys.user_unused(site, user)
+        reason = await self._confirm(
+            keys=[keys.user_shown(site, user, check.campaign), keys.user_recent(site, user), unused, unused,
+                  keys.user_shown_total(site, user, check.campaign)],
+            args=[
+                _ms(now),
+                _numbers(check.per_day, check.per_week, check.lifetime,
+                         None if check.every is None else _ms(check.every), _ms(check.history)),
+                _numbers(check.limit_per_hour, check.limit_per_day), _ms(check.cooldown),
+                f"{_ms(now)}:{_unique()}", "", b"", MAX_QUEUED, QUEUE_TTL_MS, _ms(self.retention),
+            ],
+        )
+        return reason.decode() or None
+
+    async def erase_user(self, site: str, user: str) -> int:
+        doomed = [key async for key in self.redis.scan_iter(match=_glob(self.keys.user_caps_pattern(site, user)) + "*", count=500)]
+        if doomed:
+            await self.redis.delete(*doomed)
+        return len(doomed)
+
     async def enqueue(self, site: str, visitor: str, message: dict, expires_at: float) -> None:
         entry = msgpack.packb([expires_at, message], use_bin_type=True)
         # Entries past their own expiry are skipped when taken; the key itself goes after a week.
         await self._enqueue(keys=[self.keys.queue(site, visitor)], args=[entry, MAX_QUEUED, QUEUE_TTL_MS])
 
     async def take_queued(self, site: str, visitor: str, now: float) -> list[dict]:
-        entries = await self._take(keys=[self.keys.queue(site, visitor)])
-        messages = []
-        for data in entries:
-            expires_at, message = msgpack.unpackb(data, raw=False)
-            if expires_at > now:
-                messages.append(message)
-        return messages
+        return _unexpired(await self._take(keys=[self.keys.queue(site, visitor)]), now)
+
+    async def queued(self, site: str, visitor: str, now: float) -> list[dict]:
+        return _unexpired(await self.redis.lrange(self.keys.queue(site, visitor), 0, -1), now)
+
+    async def ack_queued(self, site: str, visitor: str, ids: list[str]) -> None:
+        if ids:
+            await self._ack_queued(keys=[self.keys.queue(site, visitor)], args=list(ids))
+
+    async def take_queued_of(self, site: str, visitor: str, campaign: str, now: float) -> list[tuple[dict, float]]:
+        entries = await self._take_of(keys=[self.keys.queue(site, visitor)], args=[campaign])
+        return [(message, expires_at) for expires_at, message in map(_unpack_entry, entries) if expires_at > now]
 
     async def link_user(self, site: str, user: str, visitor: str) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -473,3 +504,13 @@ def _unique() -> str:
 
 
 _PROCESS = f"{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def _unexpired(entries: list[bytes], now: float) -> list[dict]:
+    """The messages of packed queue entries, without those past their expiry."""
+    return [message for expires_at, message in map(_unpack_entry, entries) if expires_at > now]
+
+
+def _unpack_entry(data: bytes) -> tuple[float, dict]:
+    expires_at, message = msgpack.unpackb(data, raw=False)
+    return expires_at, message

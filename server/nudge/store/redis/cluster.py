@@ -8,6 +8,8 @@ session) and publishes a small record to that node's channel:
     {"op": "due",  "site", "visitor", "key", "due", "claim"}   run (and finish) this timer: the
                                                               visitor is yours
     {"op": "take", "site", "session"}                 the session was resumed elsewhere: let go
+    {"op": "queued", "site", "visitor"}               a message was queued for the visitor: send
+                                                              what their queue holds to the open tab
     {"op": "ping", "nonce"}                           the node's own liveness probe
 
 and listens on one channel shared by every node, for records meant for all of them

@@ -114,6 +114,37 @@ redis.call('DEL', KEYS[1])
 return entries
 """
 
+ACK_QUEUED = """
+-- KEYS[1]: the visitor's queue
+-- ARGV[1..n]: message ids a tab acknowledged
+-- returns how many entries were removed
+local gone = {}
+for i = 1, #ARGV do gone[ARGV[i]] = true end
+local removed = 0
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local decoded = cmsgpack.unpack(entry)
+  if type(decoded[2]) == 'table' and gone[decoded[2]['id']] then
+    removed = removed + redis.call('LREM', KEYS[1], 1, entry)
+  end
+end
+return removed
+"""
+
+TAKE_QUEUED_OF = """
+-- KEYS[1]: the visitor's queue
+-- ARGV[1]: a campaign id
+-- returns that campaign's entries, oldest first, removed from the queue (the others stay)
+local taken = {}
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local decoded = cmsgpack.unpack(entry)
+  if type(decoded[2]) == 'table' and decoded[2]['campaign'] == ARGV[1] then
+    redis.call('LREM', KEYS[1], 1, entry)
+    taken[#taken + 1] = entry
+  end
+end
+return taken
+"""
+
 SAVE_SESSION = """
 -- KEYS[1]: the session (hash: seq, state, owner)
 -- ARGV[1]: the packed session state
