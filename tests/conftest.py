@@ -15,7 +15,7 @@ import msgpack
 import pytest
 import uvicorn
 import websockets
-from nudge.ops.app import create_app
+from nudge.ops.app import create_app, server_config
 from nudge.rules.campaigns import load_text
 from nudge.runtime.clock import FakeClock
 from nudge.runtime.config import Settings
@@ -55,13 +55,13 @@ class Running:
 @contextlib.asynccontextmanager
 async def run_server(campaigns: str | None = None, campaign_file=None, clock=None, **overrides: Any):
     clock = clock or FakeClock()
-    settings = Settings(host="127.0.0.1", port=0, campaigns=campaign_file, **{"site_keys": [KEY], "origins": [ORIGIN], **overrides})
+    # Webhook receivers in the tests listen on loopback: allowed by name, as an operator would
+    # allow a receiver on the same host (the SSRF tests override it).
+    settings = Settings(host="127.0.0.1", port=0, campaigns=campaign_file,
+                        **{"site_keys": [KEY], "origins": [ORIGIN], "webhook_allow": ["127.0.0.1"], **overrides})
     campaign_set = load_text(campaigns, "test.yaml") if campaigns else None
     app = create_app(settings, clock=clock, campaign_set=campaign_set)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, ws=settings.ws, ws_max_size=settings.max_frame,
-        ws_per_message_deflate=settings.deflate, lifespan="on", log_level="warning",
-    )
+    config = server_config(app, settings, lifespan="on", log_level="warning")  # as ``nudge serve`` has it
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # the test process keeps its own handlers
     task = asyncio.get_running_loop().create_task(server.serve())

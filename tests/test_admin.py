@@ -244,3 +244,22 @@ async def test_settings_limits_and_custom_events_are_edited_like_campaigns(campa
         assert (await call(server.http + "/api/reload", "POST"))[0] == 200
         code, headers, raw = await call(server.http + "/api/settings")
         assert parsed(raw) == {"version": 3, "settings": {}} and headers["ETag"] == '"3"'
+
+
+@pytest.mark.parametrize("path, method", [("/api/campaigns", "POST"), ("/api/campaigns/hello", "PUT"), ("/api/events", "POST")])
+async def test_a_body_nested_100000_deep_is_a_clear_400(campaign_file, path, method):
+    body = b"[" * 100_000 + b"]" * 100_000  # within the size limits; a recursive parser gives up on it
+
+    def go():
+        req = urllib.request.Request(url, data=body, headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    async with run_server(campaign_file=campaign_file, secret_keys=[SECRET]) as server:
+        url = server.http + path
+        status, raw = await asyncio.to_thread(go)
+        assert status == 400, raw[:200]
+        assert "nested deeper than 32" in parsed(raw)["error"]

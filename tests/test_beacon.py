@@ -143,3 +143,21 @@ async def test_a_deeply_nested_beacon_is_refused_before_it_is_parsed(start_serve
         status = exc.code
     assert status == 400
     await client.close()
+
+
+async def test_a_body_not_of_the_documented_shape_is_400_and_applies_nothing(start_server):
+    server = await start_server(CAMPAIGNS)
+    client = await Client.connect(server.url)
+    await client.close()
+    good = beacon(client, (1, "custom", {}))
+    for missing in ("session", "visitor"):  # the shape is wrong: not a question of which session
+        assert await post(server, {k: v for k, v in good.items() if k != missing}) == 400, missing
+        assert await post(server, {**good, missing: 42}) == 400, missing
+    # An entry that is not a map is not the shape either; nothing of the beacon is applied (the
+    # snippet keeps its events and sends them again from the next page).
+    assert await post(server, {**good, "events": [*good["events"], "custom"]}) == 400
+    assert await post(server, {**good, "events": [*good["events"], [1, 2]]}) == 400
+    assert server.hub.sessions[client.session].state.counters.get("custom") is None
+    assert server.hub.metrics.beacons_refused["malformed"] == 6
+    assert await post(server, good) == 204
+    assert server.hub.sessions[client.session].state.counters["custom"] == 1

@@ -112,3 +112,59 @@ async def test_a_cart_reminder_due_after_the_tab_closed_shows_in_a_new_tab(brows
     await modal.wait_for(timeout=WAIT * 1000)
     await eventually(lambda: outcomes(demo, "cart-abandoned").get("shown") == 1, "shown")
     assert errors == []
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+
+
+async def test_on_a_phone_the_welcome_slidein_leaves_the_first_product_uncovered(browser, demo):
+    context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, reduced_motion="reduce")  # measured at rest
+    page = await context.new_page()
+    await page.goto(f"{demo.http}/")
+    await page.wait_for_function("() => window.nudge && window.nudge.state === 'open'", timeout=WAIT * 1000)
+    await eventually(lambda: session_on(demo, "/"), "the page view")
+    await demo.advance(5)
+    welcome = page.locator('nudge-message[data-campaign="welcome"]')
+    await welcome.wait_for(timeout=WAIT * 1000)
+    box = await welcome.locator(".box").bounding_box()
+    assert box["width"] >= 390 - 1, "a bottom sheet, the width of the screen"
+    assert abs(box["y"] + box["height"] - 844) <= 1, "at the bottom of the screen"
+    first = page.locator(".product").first
+    for part in ("h2", ".price", "button.add-to-cart"):
+        covered = await first.locator(part).bounding_box()
+        assert not _overlap(box, covered), f"the message covers the first product's {part}"
+    # Still reachable and closable from the keyboard; the sheet is announced as a dialog.
+    assert await welcome.locator('[role="dialog"]').count() == 1
+    body = welcome.locator(".nudge-body")
+    assert "Add something to your cart" in await body.text_content(), "the body stays in the dialog, for screen readers"
+    more = welcome.locator(".nudge-more")
+    assert await more.get_attribute("aria-expanded") == "false"
+    await more.focus()
+    await page.keyboard.press("Enter")
+    assert await more.get_attribute("aria-expanded") == "true"
+    opened = await body.bounding_box()
+    assert opened["height"] > 10 and opened["width"] > 200, "More opens the body"
+    await welcome.locator(".nudge-dismiss").focus()
+    await page.keyboard.press("Escape")
+    await welcome.wait_for(state="detached", timeout=WAIT * 1000)
+    await context.close()
+
+
+async def test_on_a_phone_a_toast_is_a_bottom_sheet_that_is_still_announced(browser, demo):
+    context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, reduced_motion="reduce")
+    page = await context.new_page()
+    await page.goto(f"{demo.http}/checkout.html")
+    await page.wait_for_function("() => window.nudge && window.nudge.state === 'open'", timeout=WAIT * 1000)
+    await page.evaluate("() => nudge.track('add_to_cart', {id: 'teapot', name: 'Cast-iron teapot', price: 48})")
+    toast = page.locator('nudge-message[data-campaign="big-spender"]')
+    await toast.wait_for(timeout=WAIT * 1000)
+    box = await toast.locator(".box").bounding_box()
+    assert box["width"] >= 389 and abs(box["y"] + box["height"] - 844) <= 1 and box["height"] < 90
+    region = toast.locator('[role="status"]')
+    assert await region.get_attribute("aria-live") == "polite"
+    assert "Cast-iron teapot ships free." in await region.text_content(), "the live region still holds the body"
+    await toast.locator(".nudge-dismiss").focus()
+    await page.keyboard.press("Escape")
+    await toast.wait_for(state="detached", timeout=WAIT * 1000)
+    await context.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import nudge.ops.app
@@ -32,10 +33,11 @@ from .conftest import KEY, WAIT, eventually
 pytestmark = pytest.mark.browser
 
 MS = WAIT * 1000  # Playwright counts in milliseconds
+BACKEND_KEY = "sk_test_shop_backend"  # the shop's backend, for POST /api/events
 
 # The loader as the README tells sites to paste it, pointed at the test server.
 LOADER = """!function(w,d){if(w.nudge)return;var n=w.nudge=function(){n.q.push(arguments)};n.q=[];
-["init","track","identify","page","optOut","shutdown","onMessage"].forEach(function(m){n[m]=function(){n.q.push([m].concat([].slice.call(arguments)))}});
+["init","track","identify","page","optOut","shutdown","onMessage","visitorId"].forEach(function(m){n[m]=function(){n.q.push([m].concat([].slice.call(arguments)))}});
 var s=d.createElement("script");s.async=1;s.src="%s/nudge.js";d.head.appendChild(s)}(window,document);"""
 
 # Runs before any page script: counts what leaves the page and what executes that should not.
@@ -132,7 +134,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        settings = Settings(host="127.0.0.1", port=self.port, site_keys=[KEY], origins=[self.shop])
+        settings = Settings(host="127.0.0.1", port=self.port, site_keys=[KEY], origins=[self.shop], secret_keys=[BACKEND_KEY])
         app = create_app(settings, clock=self.clock, campaign_set=self.campaign_set)
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, ws=settings.ws, lifespan="on", log_level="warning",
@@ -497,6 +499,51 @@ async def test_an_spa_navigation_is_captured_and_triggers_a_page_campaign(browse
     await page.go_back()
     await eventually(lambda: server.session().page == "/", "the popstate page view")
     assert server.session().counters["page_view"] == 3
+    assert errors == []
+
+
+async def test_a_long_title_is_clipped_between_characters_never_inside_a_pair(browser, serve):
+    """Text is clipped at 512 UTF-16 units; a character made of two (an emoji) straddling the
+    limit goes whole, never half of it (a lone surrogate: docs/protocol.md, "Values")."""
+    server = await serve(SPA)
+    title = "a" * 511 + "\U0001F600" + "tail"
+    page, errors = await open_site(browser, server, {"/": html(server, title=title)})
+    await page.goto(f"{server.shop}/")
+    await until_open(page)
+    await eventually(lambda: (s := server.session()) and s.page == "/", "the first page view")
+    assert server.session().title == "a" * 511
+    await page.evaluate("history.pushState({}, '', '/pricing'); document.title = 'b'.repeat(510) + '\\u{1F600}\\u{1F600}'")
+    await eventually(lambda: server.session().page == "/pricing", "the second page view")
+    assert server.session().title == "b" * 510 + "\U0001F600"  # 512 units exactly: kept
+    assert errors == []
+
+
+SHIPPED = campaigns_yaml(
+    on_event("shipped", "order_shipped", {"kind": "toast", "title": "Your order is on its way"}),
+    events=("order_shipped",),
+)
+
+
+async def test_the_visitor_id_the_page_reads_is_the_one_a_backend_event_reaches(browser, serve):
+    server = await serve(SHIPPED)
+    # Asked in the page's own script, before nudge.js has loaded: the loader queues the call.
+    body = "<script>nudge.visitorId(function (id) { window.__visitor = id; });</script>"
+    page, errors = await open_site(browser, server, {"/": html(server, body=body)})
+    await page.goto(f"{server.shop}/")
+    await until_open(page)
+    visitor = await page.evaluate("() => window.__visitor")
+    assert visitor == await page.evaluate("() => nudge.visitorId()") == server.session().visitor
+    # The shop's backend sends it with the order; the event reaches the open tab at once.
+    def post() -> dict:
+        request = urllib.request.Request(
+            f"{server.http}/api/events", method="POST",
+            data=json.dumps({"id": "ship-1", "visitor": visitor, "name": "order_shipped"}).encode(),
+            headers={"Authorization": f"Bearer {BACKEND_KEY}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            return json.load(response)
+
+    assert (await asyncio.to_thread(post))["applied"] == "held"
+    await host(page, "shipped").wait_for(timeout=MS)
     assert errors == []
 
 

@@ -82,6 +82,9 @@ campaigns:
         ("{event: click, where: {price: {gtee: 3}}}", "unknown operator 'gtee'; did you mean 'gte'?"),
         ("{event: click, where: {price: {gt: cheap}}}", "must be a number"),
         ("{event: click, where: {name: {regex: '(('}}}", "invalid regular expression"),
+        # Only a backtracking engine can do these, and it can take exponential time (RE2 does not).
+        ("{event: click, where: {name: {regex: '(a)\\1'}}}", "no backreferences or lookaround): invalid escape sequence: \\1"),
+        ("{event: click, where: {name: {regex: '^(?=a)'}}}", "invalid perl operator: (?="),
         ("{scroll: 150}", "must be a percentage from 1 to 100"),
         ("{dwell: soon}", "must be a duration like 30s"),
         ("{dwell: 0}", "must be greater than zero"),
@@ -217,3 +220,41 @@ def test_a_variant_message_overrides_only_what_it_names():
     variant = campaign_set.campaigns[0].variant("b")
     assert variant.message.kind == "modal"
     assert variant.message.texts["title"][0] == "B!" and variant.message.texts["body"][0] == "same"
+
+
+def test_text_with_a_lone_surrogate_is_refused():
+    found = problems('campaigns:\n  - id: a\n    trigger: {event: add_to_cart}\n    message: {kind: toast, title: "Hi \\ud800"}\n')
+    assert any("lone UTF-16 surrogate" in p for p in found), found
+
+
+# Read as another host by a browser: protocol-relative, a backslash (read as '/'), a tab or a
+# newline (dropped by the URL parser), a space, a scheme-relative absolute URL.
+OFF_SITE_URLS = ["//evil.example/x", "/\\evil.example/x", "/\t/evil.example/x", "/\n/evil.example", "/ /x", "https:///evil.example", "https://shop.example\t@evil.example/"]
+
+
+@pytest.mark.parametrize("url", OFF_SITE_URLS)
+def test_nudge_check_refuses_a_cta_url_a_browser_reads_as_another_host(tmp_path, capsys, url):
+    import json
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"campaigns": [{"id": "x", "trigger": {"event": "click"}, "message": {"kind": "toast", "title": "hi", "cta": {"label": "Go", "url": url}}}]}))
+    assert main(["check", str(path)]) == 1
+    assert "campaigns[0].message.cta.url: must be an http(s) URL or a path starting with a single '/'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["/checkout", "/a/b?c=d#e", "https://other.example/x", "http://shop.example:8080/", "/%2F%2Fescaped"])
+def test_cta_urls_that_stay_where_they_say_are_accepted(url):
+    text = f'campaigns:\n  - id: x\n    trigger: {{event: click}}\n    message: {{kind: toast, title: hi, cta: {{label: Go, url: "{url}"}}}}\n'
+    assert load_text(text).campaigns[0].message.cta_url == url
+
+
+@pytest.mark.parametrize("title, reason", [
+    ("{% for a in range(9) %}{% for b in range(9) %}x{% endfor %}{% endfor %}", "loops may not nest"),
+    ("{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(1) }}", "no macros"),
+    ("{% for a in cart.items recursive %}{{ loop(a) }}{% endfor %}", "no recursive loops"),
+    ("{% set ns = namespace(s='x') %}{{ ns.s }}", "template uses namespace, which does not exist"),
+    ("{{ lipsum(100000) }}", "template uses lipsum, which does not exist"),
+])
+def test_templates_whose_cost_has_no_bound_are_refused(title, reason):
+    found = problems(f'campaigns:\n  - id: x\n    trigger: {{event: click}}\n    message: {{kind: toast, title: "{title}"}}\n')
+    assert any(reason in p for p in found), found

@@ -129,3 +129,96 @@ def test_the_documented_simulate_scenario_holds_and_prints_what_the_docs_show(tm
         shown = [text for text in printed.splitlines() if text.strip() != "..."]
         lines = [text.replace(str(path), "my-cart.yaml") for text in result.lines]
         assert shown == lines[: len(shown)], f"docs/campaigns.md:{line}: the printed timeline differs:\n" + "\n".join(lines)
+
+
+# --- docs/operate.md: "Send events from Segment, RudderStack or your backend" ------------------
+# Every sh, python and js block of that section runs against a real server, with NUDGE_URL and
+# NUDGE_SECRET_KEY set, a page signed in as user 12345 with a mug in its cart: each must cancel
+# that reminder.
+
+OPERATE = Path(__file__).resolve().parents[1] / "docs" / "operate.md"
+CDP_SECTION = "## Send events from Segment, RudderStack or your backend"
+
+
+def cdp_snippets() -> list[tuple[str, str, int]]:
+    text = OPERATE.read_text(encoding="utf-8")
+    start = text.index(CDP_SECTION)
+    end = text.index("\n## ", start + 1)
+    found = []
+    for m in _BLOCK.finditer(text, start, end):
+        if m.group(1) in ("sh", "python", "js"):
+            found.append((m.group(1), m.group(2), text[: m.start()].count("\n") + 1))
+    return found
+
+
+def test_the_cdp_section_has_a_snippet_for_each_client():
+    langs = [lang for lang, _, _ in cdp_snippets()]
+    assert langs.count("sh") == 2 and langs.count("python") == 2 and langs.count("js") == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("lang", "body", "line"), cdp_snippets(), ids=lambda v: f"line{v}" if isinstance(v, int) else None)
+async def test_a_cdp_snippet_runs_and_cancels_the_reminder(start_server, tmp_path, lang, body, line):
+    import asyncio
+    import os
+    import shutil
+    import sys
+
+    from nudge import identity
+
+    from .conftest import KEY, Client
+
+    secret = "sk_docs_secret"
+    client_js = Path(__file__).resolve().parents[1] / "client_js"
+    if lang == "js" and not (client_js / "node_modules" / "@segment" / "analytics-node").exists():
+        pytest.skip("npm ci in client_js (scripts/setup --tests)")
+    server = await start_server("""
+campaigns:
+  - id: cart
+    trigger: {event: add_to_cart, absent: purchase, within: 60s}
+    message: {kind: toast, body: "Your cart is waiting"}
+""", secret_keys=[secret])
+    page = await Client.connect(server.url, user=("12345", identity.sign(secret, KEY, "12345", 1_700_003_600)))
+    await page.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+    env = {**os.environ, "NUDGE_URL": server.http, "NUDGE_SECRET_KEY": secret}
+    if lang == "sh":
+        command = [shutil.which("bash") or "bash", "-euo", "pipefail", "-c", body]
+        cwd = tmp_path
+    elif lang == "python":
+        (tmp_path / "snippet.py").write_text(body)
+        command, cwd = [sys.executable, str(tmp_path / "snippet.py")], tmp_path
+    else:  # beside client_js/node_modules, where the package resolves
+        script = client_js / f".docs-snippet-{line}.mjs"
+        script.write_text(body)
+        command, cwd = ["node", str(script)], client_js
+    try:
+        process = await asyncio.create_subprocess_exec(*command, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if lang == "js":
+            script.unlink()
+    assert process.returncode == 0, f"docs/operate.md:{line}: {err.decode()}"
+    assert b"refused" not in out and b"error" not in out.lower(), f"docs/operate.md:{line}: {out.decode()}"
+    assert server.app.state.server_events.applied >= 1, f"docs/operate.md:{line}: nothing applied"
+    await server.advance(61)
+    assert server.hub.stats.timers_fired == 0, f"docs/operate.md:{line}: the reminder still fired"
+    await page.close()
+
+
+def test_the_webhook_receiver_in_the_docs_verifies_what_the_server_signs():
+    import time
+
+    from nudge.ops import webhooks
+
+    text = OPERATE.read_text(encoding="utf-8")
+    (body,) = [m.group(2) for m in _BLOCK.finditer(text) if m.group(1) == "python" and "standardwebhooks" in m.group(2)]
+    namespace: dict = {}
+    exec(compile(body, "docs/operate.md", "exec"), namespace)
+    secret = webhooks.new_secret()
+    payload = b'{"type":"decision","campaign":"cart"}'
+    now = int(time.time())
+    headers = {"webhook-id": "dlv_1", "webhook-timestamp": str(now),
+               "webhook-signature": webhooks.sign_standard(secret, "dlv_1", now, payload)}
+    assert namespace["receive"](secret, headers, payload) == {"type": "decision", "campaign": "cart"}
+    with pytest.raises(Exception, match="signature"):
+        namespace["receive"](secret, headers, payload.replace(b"cart", b"cars"))

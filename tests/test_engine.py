@@ -559,3 +559,17 @@ campaigns:
         decisions = self.E.on_wake(state, T0 + 31)
         assert suppressed(decisions) == {"calm": "expired"}
         assert wake(decisions) is None and state.session.calm == {}
+
+
+def test_a_priority_loss_is_priority_whatever_the_limits():
+    E = engine("""
+limits: {cooldown: 1m, per_hour: 1}
+campaigns:
+  - {id: high, priority: 10, trigger: {event: add_to_cart}, message: {kind: toast, title: high}}
+  - {id: low, priority: 1, trigger: {event: add_to_cart}, message: {kind: toast, title: low}}
+""")
+    state = fresh()
+    first = E.on_event(state, ev("add_to_cart", **CART), T0)
+    assert shown(first) == ["high"] and suppressed(first) == {"low": "priority"}
+    later = E.on_event(state, ev("add_to_cart", **CART), T0 + 120)  # past the cooldown, not the hour
+    assert shown(later) == [] and suppressed(later) == {"high": "limit:per_hour", "low": "limit:per_hour"}

@@ -253,6 +253,25 @@ async def test_erasure_by_user_reaches_every_visitor_they_were(store, tmp_path):
 
 
 @pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_erasure_by_user_drops_the_backend_events_kept_for_them(store, tmp_path):
+    url = redis_store_url() if store == "redis" else "memory://"
+    try:
+        async with run_server(CAMPAIGNS, store=url, secret_keys=[SECRET]) as server:
+            from .test_server_events import post
+
+            code, _ = await post(f"{server.http}/api/events", {"id": "crm-1", "user_id": "u99", "name": "identify", "props": {"plan": "pro"}}, SECRET)
+            assert code == 202
+            status, report = await delete(server, "u99", what="users")
+            assert status == 200 and report["held_events"] == 1
+            assert await server.hub.store.take_for_user(KEY, "u99", 0.0) == []
+            if store == "memory":
+                assert not mentions(server.hub.store, "u99")
+    finally:
+        if store == "redis":
+            await drop_keys(url)
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def test_erasure_removes_the_visitors_webhook_deliveries(store, tmp_path):
     from .test_webhooks import Receiver, endpoints_file, settle
 

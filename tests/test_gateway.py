@@ -194,6 +194,19 @@ async def test_bad_event_is_refused_with_its_field_and_acknowledged(start_server
     assert server.hub.visitors[(KEY, client.visitor)].state.cart.count == 0
 
 
+@pytest.mark.parametrize("price", [10**400, -(10**309)])
+async def test_a_number_past_the_largest_float_is_refused_at_the_edge(start_server, price):
+    """No number a price can be (it overflowed float() once: 1011 and a traceback per frame): the
+    rule for values (docs/protocol.md) refuses the frame, the socket stays open, nothing applied."""
+    server = await start_server(CAMPAIGNS)
+    client = await Client.connect(server.url)
+    await client.event("add_to_cart", {"id": "mug", "name": "Mug", "price": price})
+    error = await client.recv()
+    assert error["t"] == "error" and error["code"] == "malformed" and "1.8e308" in error["reason"], error
+    assert await client.track("click", {"target": "x"}) == [{"t": "ack", "seq": client.seq}]
+    assert server.hub.visitors[(KEY, client.visitor)].state.cart.count == 0
+
+
 async def test_unknown_event_name(start_server):
     server = await start_server(CAMPAIGNS)
     client = await Client.connect(server.url)

@@ -272,3 +272,58 @@ async def test_beacons_refused_are_counted_by_reason(start_server):
     assert await asyncio.to_thread(post, body) == 404
     assert await asyncio.to_thread(post, body, "https://evil.test") == 403
     assert await moves.since() == {("nudge_beacons_refused_total", "no_session"): 1, ("nudge_beacons_refused_total", "origin"): 1}
+
+
+async def test_build_info_pending_timers_and_event_to_push(start_server):
+    from nudge import __version__
+
+    server = await start_server(CAMPAIGNS)
+    client = await Client.connect(server.url)
+    await client.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+    other = await Client.connect(server.url)
+    await other.track("add_to_cart", {"id": "cup", "name": "Cup", "price": 2})
+    samples = await scrape(server)
+    (labels,) = samples["nudge_build_info"]
+    assert dict(labels)["version"] == __version__ and samples["nudge_build_info"][labels] == 1
+    assert samples["nudge_timers_pending"] == {(("campaign", "cart"),): 2}
+    assert samples["nudge_event_push_seconds_count"][()] == 0  # nothing pushed yet
+    await client.track("click")  # shows "hello" at once: event -> push
+    await client.track("page_view", {"path": "/"})  # pushes nothing
+    server.hub.metrics.timers_pending_at = float("-inf")  # the next scrape counts again
+    await server.advance(61)
+    samples = await scrape(server)
+    assert samples["nudge_event_push_seconds_count"][()] == 1
+    assert samples["nudge_event_seconds_count"][()] == 4
+    assert samples.get("nudge_timers_pending", {}) == {}
+    await client.close()
+    await other.close()
+
+
+async def test_every_metric_the_grafana_dashboard_queries_is_served(start_server):
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "grafana"
+    dashboard = json.loads((root / "nudge-dashboard.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\bnudge_[a-z_]+\b", target["expr"])}
+    assert len(queried) >= 15
+    scrape_config = yaml.safe_load((root / "prometheus.yml").read_text())
+    assert scrape_config["scrape_configs"][0]["metrics_path"] == "/metrics"
+    server = await start_server(CAMPAIGNS)
+    code, text = await fetch(f"{server.http}/metrics")
+    served = set()
+    for family in text_string_to_metric_families(text):
+        served |= {family.name, *(sample.name for sample in family.samples)}
+        if family.type == "counter":
+            served.add(family.name + "_total")
+        if family.type == "histogram":
+            served |= {family.name + suffix for suffix in ("_bucket", "_sum", "_count")}
+    assert queried - served == set()
+    # Prometheus' conventions: the prefix, counters in _total, seconds as the unit
+    for family in text_string_to_metric_families(text):
+        assert family.name.startswith("nudge_")
+        if family.type == "histogram":
+            assert family.name.endswith("_seconds"), family.name

@@ -108,3 +108,36 @@ class TestEvents:
         with pytest.raises(UnknownEvent):
             events.validate("signup", {}, 1, frozenset())
         assert events.validate("signup", {"plan": "pro"}, 1, frozenset({"signup"})).name == "signup"
+
+
+# --- the rule for values (docs/protocol.md, "Values"; nudge.rules.values) -----------------------
+
+
+def test_json_lone_surrogates_become_the_replacement_character_and_pairs_stay():
+    codec = protocol.JsonCodec()
+    frame = codec.decode('{"t":"ev","seq":1,"name":"page_view","props":{"path":"/","title":"a\\ud800 \\ud83d\\ude00 \\udfff","\\udc00":1}}')
+    assert frame["props"]["title"] == "a\ufffd \U0001F600 \ufffd"
+    assert frame["props"]["\ufffd"] == 1
+    assert codec.decode('{"t":"ev","a":"\\\\ud800"}') == {"t": "ev", "a": "\\ud800"}  # an escaped backslash: plain text
+    assert protocol.loads(b'{"a":"\\ud800"}') == {"a": "\ufffd"}  # beacons' and backends' JSON
+
+
+def test_json_whole_numbers_beyond_64_bits_become_the_double_javascript_had():
+    codec = protocol.JsonCodec()
+    frame = codec.decode('{"t":"ev","seq":1,"props":{"n":98765432109876543210,"m":-9223372036854775809,"k":18446744073709551615}}')
+    assert frame["props"]["n"] == 98765432109876543210.0 and isinstance(frame["props"]["n"], float)
+    assert isinstance(frame["props"]["m"], float)
+    assert frame["props"]["k"] == 2**64 - 1 and isinstance(frame["props"]["k"], int)  # fits: kept whole
+    with pytest.raises(MalformedFrame, match="beyond what JavaScript holds"):
+        codec.decode('{"t":"ev","seq":1,"props":{"n":1' + "0" * 400 + '}}')
+    assert protocol.loads('{"n":98765432109876543210}') == {"n": 9.876543210987654e19}
+
+
+@pytest.mark.parametrize("codec", [protocol.JsonCodec(), protocol.MsgpackCodec()])
+def test_a_frame_out_is_always_sendable(codec):
+    """A value that skipped the rule (stored by an older version) is mended on the way out, not
+    lost with the socket."""
+    data = codec.encode({"t": "show", "seq": 1, "title": "x\ud800", "n": 2**70})
+    if isinstance(data, str):
+        data.encode("utf-8")  # valid UTF-8: a text frame can carry it
+    assert codec.decode(data)["title"] == "x\ufffd"

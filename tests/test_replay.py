@@ -198,3 +198,47 @@ def test_a_crm_identify_in_the_log_is_not_a_visit(tab_open):
     ])
     (result,) = replay.run(records, [campaigns])
     assert result.summary()["come-back"]["fired"] == 1
+
+
+def test_html_report_with_against_renders_the_comparison(tmp_path):
+    candidate = tmp_path / "candidate.yaml"
+    text = DEMO_CAMPAIGNS.read_text()
+    assert "within: 30s " in text
+    candidate.write_text(text.replace("within: 30s ", "within: 1h ", 1))  # the cart reminder waits longer
+    alone, compared = tmp_path / "alone.html", tmp_path / "compared.html"
+    argv = ["replay", str(SAMPLE), "--campaigns", str(DEMO_CAMPAIGNS), "--quiet", "--html"]
+    assert main([*argv, str(alone)]) == 0
+    assert main([*argv, str(compared), "--against", str(candidate)]) == 0
+    page = compared.read_text()
+    assert page != alone.read_text()
+    a, b = replay.run(recording.read([SAMPLE]), [load_file(DEMO_CAMPAIGNS), load_file(candidate)], keep_outcomes=True)
+    assert "candidate.yaml" in page and "Compared with" in page
+    sa, sb = a.summary(), b.summary()
+    for campaign_id in sa:
+        row = re.search(rf"<tr class=compare><td>{re.escape(campaign_id)}</td><td class=num>([\d,]+)</td><td class=num>([\d,]+)</td>", page)
+        assert row, campaign_id
+        assert (int(row[1].replace(",", "")), int(row[2].replace(",", ""))) == (sa[campaign_id]["fired"], sb[campaign_id]["fired"])
+    moved = report.changed_visitors(a, b)
+    assert moved, "the candidate should move something"
+    for samples in moved.values():
+        for sample in samples:
+            assert sample["visitor"] in page
+
+
+async def test_serve_rotates_the_event_log_by_the_documented_flags(tmp_path):
+    from .conftest import Client, eventually, spawn_node
+
+    campaigns = tmp_path / "campaigns.yaml"
+    campaigns.write_text("campaigns:\n  - {id: hello, trigger: {event: click}, message: {kind: toast, title: hi}}\n")
+    logs = tmp_path / "logs"
+    async with spawn_node(campaigns, "memory://", record=logs, record_rotate_records=3, record_rotate_seconds=3600) as node:
+        client = await Client.connect(node.url)
+        for i in range(4):  # a flush a second: each batch after the first lands in a file of its own
+            await client.track("scroll", {"depth": 10 + i})
+            written = len(list(recording.read([logs]))) if logs.exists() else 0
+            await eventually(lambda w=written: logs.exists() and len(list(recording.read([logs]))) > w, "the recorder to flush")
+        await client.close()
+    files = sorted(logs.glob(f"*{recording.SUFFIX}"))
+    assert len(files) >= 2, files
+    events = [r for r in recording.read([logs]) if r["k"] == "ev" and r.get("name") == "scroll"]
+    assert [r["props"]["depth"] for r in events] == [10, 11, 12, 13]

@@ -6,6 +6,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from datetime import UTC
 
 import pytest
 from nudge.rules.campaigns import load_text
@@ -91,6 +92,10 @@ async def test_a_backend_purchase_after_the_reminder_counts_as_a_conversion_once
 async def test_a_batch_with_identify_for_a_visitor_not_connected(start_server):
     server = await start_server(CART, secret_keys=[SECRET])
     visitor = visitor_id()
+    earlier = await Client.connect(server.url, visitor=visitor)  # seen once, then gone
+    await earlier.track("page_view", {"path": "/"})
+    await earlier.close()
+    await eventually(lambda: server.hub.stats.connections == 0, "the tab to detach")
     code, body = await post(f"{server.http}/api/events", {"events": [
         {"id": "t1", "visitor": visitor, "name": "identify", "props": {"vip": True}},
         {"id": "t2", "visitor": visitor, "name": "page_view", "props": {"path": "/"}},
@@ -248,6 +253,171 @@ async def test_a_backend_event_shows_in_the_open_tab_at_once_and_never_over_anot
     assert server.hub.results.snapshot()["shipped"]["-"] == {"sent": 1, "suppressed:busy": 1}
 
 
+# --- events by the site's own user id -------------------------------------------------------
+
+NOW = 1_700_000_000.0  # the fake clock's start
+LATER = int(NOW) + 3600
+
+
+def _signed_in(user: str) -> tuple[str, str]:
+    from nudge import identity
+
+    return user, identity.sign(SECRET, KEY, user, LATER)
+
+
+async def test_a_purchase_by_the_shops_user_id_cancels_the_reminder_of_the_proven_visitor(start_server):
+    server = await start_server(CART, secret_keys=[SECRET])
+    page = await Client.connect(server.url, user=_signed_in("12345"))
+    await page.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+    code, body = await post(f"{server.http}/api/events", {"id": "o-1", "user_id": "12345", "name": "purchase"})
+    assert (code, body) == (200, {"id": "o-1", "status": "applied", "user_id": "12345", "visitors": {page.visitor: "held"}})
+    await server.advance(61)
+    assert server.hub.stats.timers_fired == 0 and server.hub.results.get("cart") == {}
+    await page.close()
+
+
+async def test_the_shops_user_id_as_a_visitor_lands_on_nobody(start_server):
+    server = await start_server(CART, secret_keys=[SECRET])
+    page = await Client.connect(server.url, user=_signed_in("12345"))
+    await page.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+    code, body = await post(f"{server.http}/api/events", {"id": "o-2", "visitor": "12345", "name": "purchase"})
+    assert code == 404 and body["status"] == "unknown_visitor" and "user_id" in body["error"]
+    assert await server.hub.store.load_visitor(KEY, "12345") is None  # nothing made up
+    assert server.app.state.server_events.applied == 0
+    await server.advance(61)
+    await page.expect("show", campaign="cart")  # the reminder, as it should without a purchase
+    # The id is not spent: once sent to the right target, it applies.
+    code, body = await post(f"{server.http}/api/events", {"id": "o-2", "visitor": page.visitor, "name": "purchase"})
+    assert body["status"] == "applied"
+    await page.close()
+
+
+async def test_an_event_for_a_user_not_yet_linked_waits_for_their_first_proven_visit(start_server):
+    server = await start_server(CART, secret_keys=[SECRET])
+    code, body = await post(f"{server.http}/api/events", {"id": "crm-9", "user_id": "u77", "name": "identify", "props": {"vip": True}})
+    assert code == 202 and body["status"] == "pending" and body["user_id"] == "u77" and body["kept_until"].endswith("Z")
+    stranger = await Client.connect(server.url)  # someone else: not given it
+    assert shows(await stranger.track("click")) == []
+    page = await Client.connect(server.url, user=_signed_in("u77"))
+    assert [f["body"] for f in shows(await page.track("click"))] == ["Hello VIP"]
+    assert await server.hub.store.take_for_user(KEY, "u77", server.clock.now()) == []  # taken once
+    await stranger.close()
+    await page.close()
+
+
+async def test_a_backend_identify_links_the_visitor_and_applies_what_waited(start_server):
+    server = await start_server(CART, secret_keys=[SECRET])
+    page = await Client.connect(server.url)
+    await page.track("page_view", {"path": "/"})
+    await page.close()
+    await eventually(lambda: server.hub.stats.connections == 0, "the tab to detach")
+    await post(f"{server.http}/api/events", {"id": "c1", "user_id": "u88", "name": "identify", "props": {"vip": True}})
+    code, body = await post(f"{server.http}/api/events", {"id": "c2", "visitor": page.visitor, "name": "identify", "props": {"user_id": "u88"}})
+    assert body["status"] == "applied"
+    again = await Client.connect(server.url, visitor=page.visitor)  # anonymous on the page, linked by the backend
+    assert [f["body"] for f in shows(await again.track("click"))] == ["Hello VIP"]
+    assert await server.hub.store.user_visitors(KEY, "u88") == [page.visitor]
+    await again.close()
+
+
+async def test_the_payload_a_backend_developer_tries_first_gets_every_problem_at_once(start_server):
+    server = await start_server(CART, secret_keys=[SECRET])
+    first_try = {"userId": "12345", "eventType": "purchase_complete", "productId": "98765", "timestamp": "2024-04-27T15:30:00Z"}
+    code, body = await post(f"{server.http}/api/events", first_try)
+    assert code == 400 and body["status"] == "refused"
+    by_field = {p["field"]: p for p in body["errors"]}
+    assert by_field["event.userId"]["hint"] == "did you mean 'user_id'?"
+    assert by_field["event.eventType"]["hint"] == "did you mean 'name'?"
+    assert "props.productId" in by_field["event.productId"]["hint"]
+    assert {"event.id", "event.visitor", "event.name"} <= set(by_field)
+    assert "event.timestamp" not in by_field  # a good ISO 8601 time
+    assert "/v1/track" in body["error"]  # the Segment-compatible endpoint, named
+    fixed = {"id": "o-9", "user_id": "12345", "name": "purchase", "props": {"productId": "98765"}, "timestamp": "2024-04-27T15:30:00Z"}
+    code, body = await post(f"{server.http}/api/events", fixed)
+    assert code == 202 and body["status"] == "pending" and body["timestamp"] == "2023-11-14T22:13:20.000Z"  # not after now
+    for bad, words in (("yesterday", "ISO 8601"), ("2024-04-27T15:30:00", "time zone"), (1714231800000, "milliseconds")):
+        code, body = await post(f"{server.http}/api/events", {**fixed, "id": f"o-{bad}", "timestamp": bad})
+        assert code == 400 and words in body["error"] and [p["field"] for p in body["errors"]] == ["event.timestamp"]
+
+
+GOAL_WITHIN = """
+campaigns:
+  - id: cart
+    trigger: {event: add_to_cart, absent: purchase, within: 60s}
+    goal: {event: purchase, within: 1h}
+    message: {kind: toast, body: "Your cart is waiting"}
+"""
+
+
+async def test_a_purchase_reported_late_converts_by_when_it_happened(start_server):
+    server = await start_server(GOAL_WITHIN, secret_keys=[SECRET])
+    page = await Client.connect(server.url)
+    await page.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+    await server.advance(61)
+    await page.expect("show", campaign="cart")
+    shown_at = server.clock.now()
+    await server.advance(2 * 3600)  # the order system reports it two hours late...
+    from datetime import datetime
+
+    happened = datetime.fromtimestamp(shown_at + 1800, UTC).isoformat()  # ...30 min after the reminder
+    code, body = await post(f"{server.http}/api/events", {"id": "o-late", "visitor": page.visitor, "name": "purchase", "timestamp": happened})
+    assert code == 200 and body["timestamp"].startswith(happened[:19])
+    assert server.hub.results.get("cart") == {"sent": 1, "converted": 1}
+    # Without the timestamp the same report would be a miss.
+    await page.track("add_to_cart", {"id": "cup", "name": "Cup", "price": 2})
+    await server.advance(61)
+    await page.expect("show", campaign="cart")
+    await server.advance(2 * 3600)
+    await post(f"{server.http}/api/events", {"id": "o-late-2", "visitor": page.visitor, "name": "purchase"})
+    assert server.hub.results.get("cart") == {"sent": 2, "converted": 1}
+    await page.close()
+
+
+@pytest.mark.redis
+async def test_with_redis_a_user_id_reaches_their_tab_on_another_node_and_waits_for_one_anywhere():
+    url = redis_store_url(lease=30)
+    try:
+        async with run_server(CART, store=url, secret_keys=[SECRET]) as a, run_server(CART, store=url, secret_keys=[SECRET]) as b:
+            page = await Client.connect(a.url, user=_signed_in("12345"))
+            await page.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+            late = a.clock.now() - 30
+            code, body = await post(f"{b.http}/api/events", {"id": "o-r1", "user_id": "12345", "name": "purchase", "timestamp": late})
+            assert code == 200 and body["visitors"] == {page.visitor: "relayed"}
+            await eventually(lambda: not a.hub.visitors[(KEY, page.visitor)].state.timers, "the relayed purchase applied on A")
+            await a.advance(61)
+            await b.advance(61)
+            assert a.hub.stats.timers_fired == b.hub.stats.timers_fired == 0
+            # Kept in Redis for a user not seen yet: whichever node they come to applies it.
+            code, body = await post(f"{b.http}/api/events", {"id": "c-r2", "user_id": "u-new", "name": "identify", "props": {"vip": True}})
+            assert code == 202
+            other = await Client.connect(a.url, user=_signed_in("u-new"))
+            assert [f["body"] for f in shows(await other.track("click"))] == ["Hello VIP"]
+            await page.close()
+            await other.close()
+    finally:
+        await drop_keys(url)
+
+
+async def test_a_late_purchase_with_its_timestamp_replays_to_the_same_conversion(tmp_path):
+    from nudge.calibrate import recording, replay
+
+    async with run_server(GOAL_WITHIN, record=tmp_path, secret_keys=[SECRET]) as server:
+        page = await Client.connect(server.url)
+        await page.track("add_to_cart", {"id": "mug", "name": "Mug", "price": 3})
+        await server.advance(61)
+        await page.expect("show", campaign="cart")
+        shown_at = server.clock.now()
+        await server.advance(2 * 3600)
+        await post(f"{server.http}/api/events", {"id": "o-1", "visitor": page.visitor, "name": "purchase", "timestamp": shown_at + 1800})
+        await page.close()
+    records = list(recording.read([tmp_path]))
+    assert [r.get("happened") for r in records if r["k"] == "ev" and r.get("name") == "purchase"] == [shown_at + 1800]
+    live = [(r["campaign"], r["outcome"]) for r in records if r["k"] == "d"]
+    assert live == [("cart", "sent"), ("cart", "converted")]
+    (result,) = replay.run(records, [load_text(GOAL_WITHIN, "t.yaml")], keep_outcomes=True, drain=False)
+    assert [(o.campaign, o.outcome) for o in result.outcomes] == live
+
+
 TRUST = """
 campaigns:
   - id: vip-offer
@@ -288,3 +458,18 @@ async def test_a_crm_identify_between_visits_does_not_reset_the_days_away(start_
     client = await Client.connect(server.url, visitor=visitor)
     assert [f["body"] for f in shows(await client.track("page_view", {"path": "/"}))] == ["Welcome back"]
     await client.close()
+
+
+async def test_traits_sent_by_user_id_are_trusted_kept_or_applied_at_once(start_server):
+    server = await start_server(TRUST, secret_keys=[SECRET])
+    code, _ = await post(f"{server.http}/api/events", {"id": "crm-u1", "user_id": "u-vip", "name": "identify", "props": {"vip": True}})
+    assert code == 202  # kept until the user is proven on a page
+    page = await Client.connect(server.url, user=_signed_in("u-vip"))
+    assert [f["body"] for f in shows(await page.track("click"))] == ["20% off for our VIPs"]
+    other = await Client.connect(server.url, user=_signed_in("u-two"))
+    assert shows(await other.track("click")) == []
+    code, body = await post(f"{server.http}/api/events", {"id": "crm-u2", "user_id": "u-two", "name": "identify", "props": {"vip": True}})
+    assert body["visitors"] == {other.visitor: "held"}
+    assert [f["body"] for f in shows(await other.track("click"))] == ["20% off for our VIPs"]
+    await page.close()
+    await other.close()

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import standardwebhooks
 from nudge.ops import webhooks
 from nudge.runtime.config import Settings
 
@@ -61,9 +62,13 @@ class Receiver:
     """An endpoint on 127.0.0.1 that fails each delivery ``failures`` times with ``status``, then
     accepts it; it keeps what it accepted by idempotency key, as a careful receiver does."""
 
-    def __init__(self, failures: int, status: int = 500) -> None:
+    def __init__(self, failures: int, status: int = 500, answer_headers: str = "", secret: str = HOOK_SECRET) -> None:
         self.failures = failures
         self.status = status
+        self.answer_headers = answer_headers  # extra header lines sent with a failure
+        self.secret = secret
+        self.verified: list[dict] = []  # payloads the Standard Webhooks verifier accepted
+        self.unverified = 0  # requests it refused
         self.tries: Counter[str] = Counter()  # delivery id -> requests seen
         self.accepted: dict[str, list[dict]] = {}  # delivery id -> bodies accepted
         self.requests: list[tuple[dict[str, str], bytes]] = []  # (headers, raw body), in order
@@ -86,16 +91,22 @@ class Receiver:
             headers[name.lower()] = value.strip()
         body = await reader.readexactly(int(headers["content-length"]))
         self.requests.append((headers, body))
-        if not verify(HOOK_SECRET, headers["nudge-signature"], body):
+        if not verify(self.secret, headers["nudge-signature"], body):
             self.bad_signatures += 1
-        key = headers["nudge-delivery"]
+        try:
+            self.verified.append(standardwebhooks.Webhook(self.secret).verify(body, headers))
+        except standardwebhooks.WebhookVerificationError:
+            self.unverified += 1
+        key = headers["webhook-id"]
+        assert headers["nudge-delivery"] == key  # the deprecated header, still sent
         self.tries[key] += 1
         status = self.status if self.tries[key] <= self.failures else 200
         if status == 200 and key not in self.accepted:
             self.accepted[key] = [json.loads(body)]
         elif status == 200:
             self.accepted[key].append(json.loads(body))
-        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        extra = self.answer_headers if status != 200 else ""
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n{extra}Connection: close\r\n\r\n".encode())
         await writer.drain()
         writer.close()
 
@@ -157,7 +168,7 @@ async def test_a_receiver_failing_five_times_gets_each_delivery_once(tmp_path):
 
 
 async def test_a_final_4xx_is_not_retried_and_goes_to_the_dead_letters(tmp_path):
-    async with Receiver(failures=99, status=410) as receiver:
+    async with Receiver(failures=99, status=404) as receiver:
         hooks = endpoints_file(tmp_path, receiver.url, events=["decision"])
         async with run_server(CAMPAIGNS, webhooks=hooks, secret_keys=[SECRET]) as server:
             client = await Client.connect(server.url)
@@ -167,7 +178,7 @@ async def test_a_final_4xx_is_not_retried_and_goes_to_the_dead_letters(tmp_path)
             assert sum(receiver.tries.values()) == 1
             listed = json.loads(await get(server, "/api/webhooks"))
             (dead,) = listed["dead"]
-            assert dead["error"] == "HTTP 410" and dead["attempt"] == 1 and dead["payload"]["campaign"] == "hello"
+            assert dead["error"] == "HTTP 404" and dead["attempt"] == 1 and dead["payload"]["campaign"] == "hello"
             assert listed["endpoints"] == [{"id": "crm", "url": receiver.url, "events": ["decision"], "campaigns": "all"}]
             assert "secret" not in json.dumps(listed)
             await client.close()
@@ -382,8 +393,12 @@ def test_nudge_serve_with_bad_webhooks_says_why_and_does_not_start(tmp_path):
     done = subprocess.run([sys.executable, "-m", "nudge", "serve", "--port", "0", "--webhooks", str(path)],
                           env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
-    assert f"nudge: invalid webhooks: {path}: endpoints[0].events must be a list of" in done.stderr
+    assert f"nudge: invalid webhooks: {path}:1: endpoints[0].events must be a list of" in done.stderr
     assert "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, "-m", "nudge", "serve", "--port", "0", "--webhooks", str(tmp_path / "nope.yaml")],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"nudge: invalid webhooks: {tmp_path / 'nope.yaml'}: no such file (the --webhooks / NUDGE_WEBHOOKS file)"
     env |= {"NUDGE_WEBHOOK_URL": "https://mail.example/hook", "NUDGE_WEBHOOK_SECRET": ""}
     done = subprocess.run([sys.executable, "-m", "nudge", "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "NUDGE_WEBHOOK_SECRET must be at least 8 characters" in done.stderr
@@ -411,3 +426,212 @@ def test_backoff_doubles_with_full_jitter_and_a_cap():
 
 def test_no_answer_408_429_and_5xx_are_retried_other_answers_are_final():
     assert [s for s in (0, 200, 400, 404, 408, 410, 429, 500, 503) if webhooks.retryable(s)] == [0, 408, 429, 500, 503]
+
+
+# --- Standard Webhooks --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", [HOOK_SECRET, webhooks.new_secret()])
+async def test_every_delivery_verifies_with_the_standard_webhooks_library(tmp_path, secret):
+    async with Receiver(failures=2, secret=secret) as receiver:
+        path = tmp_path / "webhooks.yaml"
+        path.write_text(json.dumps({"endpoints": [{"id": "crm", "url": receiver.url, "secret": secret, "events": ["decision"]}]}))
+        async with run_server(CAMPAIGNS, webhooks=path) as server:
+            client = await Client.connect(server.url)
+            await client.track("click")
+            await settle(server, 0)
+            for _ in range(4):
+                await settle(server, webhooks.CAP)
+            assert receiver.unverified == 0 and len(receiver.verified) == 3  # two failures, then accepted
+            assert {p["campaign"] for p in receiver.verified} == {"hello"}
+            (key,) = receiver.tries  # one webhook-id for every retry
+            headers, body = receiver.requests[-1]
+            with pytest.raises(standardwebhooks.WebhookVerificationError):
+                standardwebhooks.Webhook(secret).verify(body.replace(b"hello", b"hallo"), headers)
+            with pytest.raises(standardwebhooks.WebhookVerificationError):
+                standardwebhooks.Webhook(webhooks.new_secret()).verify(body, headers)
+            await client.close()
+
+
+def test_a_whsec_secret_that_is_not_base64_is_refused_naming_it(tmp_path):
+    path = tmp_path / "webhooks.yaml"
+    path.write_text(json.dumps({"endpoints": [{"url": "https://crm.example/h", "secret": "whsec_abcde"}]}))
+    with pytest.raises(webhooks.WebhookConfigError, match=r"endpoints\[0\]\.secret is not whsec_ followed by base64"):
+        webhooks.load_endpoints(path)
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_410_gone_disables_the_endpoint_on_every_node(tmp_path, store):
+    url = redis_store_url() if store == "redis" else "memory://"
+    try:
+        async with Receiver(failures=10**6, status=410) as gone, Receiver(failures=0) as alive:
+            path = tmp_path / "webhooks.yaml"
+            path.write_text(json.dumps({"endpoints": [
+                {"id": "old", "url": gone.url, "secret": HOOK_SECRET, "events": ["decision"]},
+                {"id": "crm", "url": alive.url, "secret": HOOK_SECRET, "events": ["decision"]},
+            ]}))
+            async with run_server(CAMPAIGNS, webhooks=path, store=url, secret_keys=[SECRET]) as server:
+                client = await Client.connect(server.url)
+                await client.track("click")
+                await settle(server, 0)
+                await client.track("add_to_cart", MUG)  # decided after the 410: not even queued for it
+                for _ in range(3):
+                    await settle(server, 2)
+                assert sum(gone.tries.values()) == 1 and sum(alive.tries.values()) == 2
+                assert await server.hub.store.disabled_endpoints() == {f"old {gone.url}"}
+                listed = json.loads(await get(server, "/api/webhooks"))
+                assert [e.get("disabled") for e in listed["endpoints"]] == ["410 Gone", None]
+                assert [d["error"] for d in listed["dead"]] == ["HTTP 410"]
+                await client.close()
+            if store == "redis":  # another node (here: the next start) knows it too
+                async with run_server(CAMPAIGNS, webhooks=path, store=url) as server:
+                    client = await Client.connect(server.url)
+                    await client.track("click")
+                    for _ in range(3):
+                        await settle(server, 2)
+                    assert sum(gone.tries.values()) == 1 and sum(alive.tries.values()) == 3
+                    await client.close()
+    finally:
+        if store == "redis":
+            await drop_keys(url)
+
+
+@pytest.mark.parametrize("answer", ["Retry-After: 120\r\n", "Retry-After: {date}\r\n"])
+async def test_retry_after_is_honoured(tmp_path, answer):
+    import time
+    from email.utils import formatdate
+
+    answer = answer.format(date=formatdate(time.time() + 120, usegmt=True))
+    async with Receiver(failures=1, status=503, answer_headers=answer) as receiver:
+        hooks = endpoints_file(tmp_path, receiver.url, events=["decision"])
+        async with run_server(CAMPAIGNS, webhooks=hooks) as server:
+            client = await Client.connect(server.url)
+            await client.track("click")
+            await settle(server, 0)
+            await settle(server, 100)  # the backoff alone would have tried again within 4 s
+            assert sum(receiver.tries.values()) == 1
+            await settle(server, 25)
+            assert sum(receiver.tries.values()) == 2 and len(receiver.accepted) == 1
+            await client.close()
+
+
+def test_retry_after_reads_seconds_and_dates_and_is_capped():
+    from email.utils import formatdate
+
+    assert webhooks.retry_after("30", 1000.0) == 30
+    assert webhooks.retry_after(formatdate(1060, usegmt=True), 1000.0) == 60
+    assert webhooks.retry_after("999999", 0.0) == webhooks.CAP
+    assert webhooks.retry_after("soon", 0.0) is None and webhooks.retry_after(None, 0.0) is None
+
+
+async def test_a_delivery_queued_before_its_endpoint_was_disabled_goes_to_the_dead_letters(tmp_path):
+    async with Receiver(failures=1, status=503) as receiver:
+        hooks = endpoints_file(tmp_path, receiver.url, events=["decision"])
+        async with run_server(CAMPAIGNS, webhooks=hooks) as server:
+            client = await Client.connect(server.url)
+            await client.track("click")
+            await settle(server, 0)  # failed once: waiting for its retry
+            (endpoint,) = server.hub.webhooks.endpoints.values()
+            await server.hub.store.disable_endpoint(endpoint.name)  # another node heard a 410
+            await settle(server, webhooks.CAP)
+            assert sum(receiver.tries.values()) == 1
+            (dead,) = await server.hub.webhooks.dead_letters()  # the store keeps them
+            assert dead["error"] == "endpoint disabled: its receiver answered 410 Gone"
+            await client.close()
+
+
+WEBHOOKS_YAML = """\
+endpoints:
+  - id: crm
+    url: https://crm.example/hooks
+    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+  - id: mailer
+    url: https://mail.example/hooks
+    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+    events: [decision, sent]
+"""
+
+
+def test_nudge_check_validates_a_webhooks_file_by_line_and_field(tmp_path):
+    good, bad = tmp_path / "good.yaml", tmp_path / "webhooks.yaml"
+    good.write_text(WEBHOOKS_YAML.replace(", sent", ""))
+    bad.write_text(WEBHOOKS_YAML)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUDGE_")}
+    done = subprocess.run([sys.executable, "-m", "nudge", "check", "--webhooks", str(good)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.strip() == f"{good}: ok, 2 webhook endpoints"
+    done = subprocess.run([sys.executable, "-m", "nudge", "check", str(bad)], env=env, capture_output=True, text=True, timeout=30)  # told apart by its endpoints
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"{bad}:8: endpoints[1].events must be a list of decision, shown, clicked, dismissed, converted, offline"
+    (tmp_path / "broken.yaml").write_text("endpoints:\n  - url: [\n")
+    done = subprocess.run([sys.executable, "-m", "nudge", "check", "--webhooks", str(tmp_path / "broken.yaml")], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "broken.yaml:" in done.stderr and "not valid YAML" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_nudge_webhook_secret_prints_a_secret_the_verifier_takes():
+    done = subprocess.run([sys.executable, "-m", "nudge", "webhook-secret"], capture_output=True, text=True, timeout=30)
+    secret = done.stdout.strip()
+    assert done.returncode == 0 and secret.startswith("whsec_") and len(webhooks.signing_key(secret)) == 32
+    standardwebhooks.Webhook(secret)  # accepted as it is
+
+
+# --- targets: no webhook to an internal address unless allowed by name (SSRF) ----------------------
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/h", "http://10.0.0.5/h", "https://192.168.1.2/h", "http://169.254.169.254/latest/meta-data",
+    "http://[::1]:8080/h", "http://[::ffff:127.0.0.1]/h", "http://0.0.0.0/h", "http://100.64.0.1/h", "http://[fe80::1]/h",
+])
+def test_an_internal_address_in_a_url_is_refused_at_load_unless_allowed(tmp_path, url):
+    path = tmp_path / "webhooks.yaml"
+    path.write_text(json.dumps({"endpoints": [{"url": url, "secret": HOOK_SECRET}]}))
+    with pytest.raises(webhooks.WebhookConfigError, match=r"endpoints\[0\]\.url: .* is an internal address .*--webhook-allow"):
+        webhooks.load_endpoints(path)
+    host = url.split("/")[2].rsplit(":", 1)[0] if "]" not in url else url.split("/")[2].split("]")[0] + "]"
+    (endpoint,) = webhooks.load_endpoints(path, allow=[host])
+    assert endpoint.url == url
+
+
+def test_a_public_address_needs_no_allowing(tmp_path):
+    path = tmp_path / "webhooks.yaml"
+    path.write_text(json.dumps({"endpoints": [{"url": "https://93.184.215.14/h", "secret": HOOK_SECRET}]}))
+    assert len(webhooks.load_endpoints(path)) == 1
+
+
+async def test_a_host_name_resolving_to_an_internal_address_is_refused_when_sent(tmp_path):
+    async with Receiver(failures=0) as receiver:
+        path = tmp_path / "webhooks.yaml"
+        url = receiver.url.replace("127.0.0.1", "localhost")  # a name: checked once resolved
+        path.write_text(json.dumps({"endpoints": [{"id": "crm", "url": url, "secret": HOOK_SECRET, "events": ["decision"]}]}))
+        async with run_server(CAMPAIGNS, webhooks=path, webhook_allow=[]) as server:
+            client = await Client.connect(server.url)
+            await client.track("click")
+            await settle(server, 0)
+            await settle(server, webhooks.CAP)
+            assert receiver.requests == []  # nothing reached it, not even a connection's worth
+            (dead,) = await server.hub.webhooks.dead_letters()  # the store keeps them
+            assert "localhost is 127.0.0.1, an internal address" in dead["error"] and dead["attempt"] == 1
+            await client.close()
+        async with run_server(CAMPAIGNS, webhooks=path, webhook_allow=["localhost"]) as server:
+            client = await Client.connect(server.url)
+            await client.track("click")
+            await settle(server, 0)
+            assert len(receiver.accepted) == 1  # allowed by name
+            await client.close()
+
+
+def test_resolved_addresses_are_checked_one_by_one():
+    assert webhooks.internal("127.0.0.1") and webhooks.internal("::ffff:10.1.2.3") and webhooks.internal("fe80::1%eth0")
+    assert not webhooks.internal("93.184.215.14") and not webhooks.internal("2606:2800:220:1::")
+    assert webhooks.allowed("crm.internal", "10.0.0.7", ["CRM.internal"])
+    assert webhooks.allowed("crm.internal", "10.0.0.7", ["10.0.0.7"])
+    assert not webhooks.allowed("crm.internal", "10.0.0.7", ["other.internal"])
+
+
+def test_nudge_serve_refuses_nudge_webhook_url_to_loopback_unless_allowed(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUDGE_")}
+    env |= {"NUDGE_WEBHOOK_URL": "http://127.0.0.1:9/hook", "NUDGE_WEBHOOK_SECRET": HOOK_SECRET}
+    done = subprocess.run([sys.executable, "-m", "nudge", "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "NUDGE_WEBHOOK_URL: 127.0.0.1 is an internal address" in done.stderr
+    settings = Settings(webhook_url="http://127.0.0.1:9/hook", webhook_secret=HOOK_SECRET, webhook_allow=["127.0.0.1"])
+    assert [e.id for e in webhooks.configured_endpoints(settings)] == ["offline"]

@@ -38,6 +38,7 @@ export function install(win, env = {}) {
   let capture = null;
   let renderer = null;
   let early = []; // [name, props] tracked before init
+  let waiting = []; // visitorId callbacks made before there was a visitor id
   let undo = []; // removes the window listeners added by init
 
   function emit(type, detail) {
@@ -123,7 +124,30 @@ export function install(win, env = {}) {
     listen('pageshow', (e) => e.persisted && transport.reconnectNow());
     for (const [name, props] of early) transport.send(name, props);
     early = [];
+    for (const fn of waiting.splice(0)) tell(fn, transport.visitor);
     transport.start();
+  }
+
+  /**
+   * The visitor id, as the server knows it (what POST /api/events calls `visitor`): a string
+   * once init has run, else null (before init, after shutdown, opted out). With a callback,
+   * also calls `fn(id)` as soon as there is one — the way to ask before nudge.js has loaded.
+   */
+  function visitorId(fn) {
+    const id = transport ? transport.visitor : null;
+    if (typeof fn === 'function') {
+      if (id) tell(fn, id);
+      else waiting.push(fn);
+    }
+    return id;
+  }
+
+  function tell(fn, id) {
+    try {
+      fn(id);
+    } catch (e) {
+      warn('visitorId callback failed', e);
+    }
   }
 
   function deliver(msg) {
@@ -188,7 +212,7 @@ export function install(win, env = {}) {
     undo.push(() => win.removeEventListener(type, fn));
   }
 
-  const methods = { init, track, identify, page, shutdown, optOut, onMessage };
+  const methods = { init, track, identify, page, shutdown, optOut, onMessage, visitorId };
   const api = function nudge(method) {
     if (!Object.prototype.hasOwnProperty.call(methods, method)) return warn('unknown method', method);
     return methods[method].apply(null, Array.prototype.slice.call(arguments, 1));

@@ -134,7 +134,7 @@ export function startCapture({
       // Nudge's own messages report shown/clicked/dismissed instead.
       if (!el || el.closest('nudge-message')) return;
       const text = (el.textContent || el.value || '').replace(/\s+/g, ' ').trim();
-      track('click', { target: clip(target || el.tagName.toLowerCase()), text: text.slice(0, 80) });
+      track('click', { target: clip(target || el.tagName.toLowerCase()), text: clip(text, 80) });
     },
     true, // capture: a page handler that stops propagation must not hide the click
   );
@@ -222,6 +222,13 @@ export function startCapture({
   };
 }
 
-function clip(value) {
-  return value == null ? '' : String(value).slice(0, MAX_TEXT);
+/**
+ * ``value`` as text of at most ``max`` UTF-16 units, cut between characters: a pair (an emoji,
+ * say) straddling the limit goes whole, so no half of it (a lone surrogate) is ever sent.
+ */
+export function clip(value, max = MAX_TEXT) {
+  const text = value == null ? '' : String(value);
+  if (text.length <= max) return text;
+  const last = text.charCodeAt(max - 1);
+  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
 }

@@ -10,7 +10,9 @@ export const Close = {
   GOING_AWAY: 1001, // server restarting: reconnect with backoff
   ABNORMAL: 1006, // connection lost without a close frame (set by the browser)
   TOO_LARGE: 1009, // frame over the server's limit: drop the oversized event, reconnect
+  INTERNAL: 1011, // the server failed handling this socket: reconnect with backoff
   RESTART: 1012, // server restarting: reconnect after the reason's "retry=<ms>"
+  TRY_AGAIN: 1013, // store unreachable at hello, or this socket read too slowly: reconnect with backoff
   PROTOCOL: 4400, // first frame not hello, unsupported v: stop until reload
   BAD_KEY: 4401, // unknown site key, or a secret key: stop
   ORIGIN: 4403, // origin not allowed for this key: stop

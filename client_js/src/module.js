@@ -9,12 +9,13 @@
 
 import { install } from './api.js';
 
-const METHODS = ['init', 'track', 'identify', 'page', 'shutdown', 'optOut', 'onMessage'];
+const METHODS = ['init', 'track', 'identify', 'page', 'shutdown', 'optOut', 'onMessage', 'visitorId'];
 
 function inert() {
   const api = () => {};
   for (const m of METHODS) api[m] = () => {};
   api.onMessage = () => () => {};
+  api.visitorId = () => null;
   api.state = 'closed';
   return api;
 }

@@ -31,6 +31,16 @@ button{font:inherit;color:inherit;cursor:pointer;border:1px solid rgba(128,128,1
 .nudge-cta{background:var(--nudge-accent,#2563eb);border-color:transparent;color:var(--nudge-accent-fg,#fff);font-weight:600}
 .box>.nudge-dismiss{position:absolute;top:6px;right:6px;border:0;padding:2px 10px;font-size:22px;line-height:1.2}
 button:focus-visible{outline:2px solid var(--nudge-accent,#2563eb);outline-offset:2px}
+.nudge-more{display:none}
+@media (max-width:480px){:host([data-kind=slidein]),:host([data-kind=toast]){left:0!important;right:0!important;bottom:0!important;width:auto!important;transform:none!important}
+:host([data-kind=slidein]) .box,:host([data-kind=toast]) .box{display:flex;flex-wrap:wrap;align-items:center;gap:4px 10px;border-radius:var(--nudge-radius,12px) var(--nudge-radius,12px) 0 0;padding:10px 14px max(10px,env(safe-area-inset-bottom))}
+.box .nudge-title{flex:1 1 0;margin:0;font-size:1em}
+.box .nudge-body{flex:1 1 100%;order:1;margin:0;display:-webkit-box;-webkit-box-orient:vertical;-webkit-line-clamp:2;overflow:hidden}
+.box .nudge-title~.nudge-body{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%)}
+.box.open .nudge-body{position:static;width:auto;height:auto;clip-path:none;display:block;max-height:40vh;overflow:auto}
+.box .nudge-actions{margin-left:auto;flex-wrap:nowrap}
+.box .nudge-more{display:inline-block}
+.box>.nudge-dismiss{position:static;order:0}}
 @keyframes rise{from{opacity:0;transform:translateY(12px)}}
 @keyframes fade{from{opacity:0}}
 @media (prefers-reduced-motion:reduce){.box,.backdrop{animation:none}}`;
@@ -52,12 +62,19 @@ export function themeVars(theme) {
   return out;
 }
 
-/** `url` resolved against `base` if it is http:, https: or relative; otherwise null. */
+/**
+ * `url` resolved against `base` if it is an absolute http: or https: URL, or a relative one that
+ * stays on `base`'s origin; otherwise null. A URL parser drops tabs and newlines, trims spaces
+ * and reads `\` as `/`, so `/\t/evil`, `/\evil` and ` //evil` are all `//evil`, another host:
+ * such characters are refused outright, and a relative url must resolve to this origin.
+ */
 export function safeUrl(url, base) {
-  if (typeof url !== 'string' || !url) return null;
+  if (typeof url !== 'string' || !url || /[\u0000-\u0020\u007f\\]/.test(url)) return null;
   try {
     const u = new URL(url, base);
-    return u.protocol === 'http:' || u.protocol === 'https:' ? u.href : null;
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') return null;
+    if (/^https?:\/\//i.test(url)) return u.href; // where the campaign says
+    return u.origin === new URL(base).origin ? u.href : null;
   } catch (e) {
     return null;
   }
@@ -124,6 +141,16 @@ export function createRenderer({
       box.setAttribute('aria-describedby', 'nudge-body');
     }
     const actions = box.appendChild(el('div', 'nudge-actions'));
+    // Narrow screens show slide-ins and toasts as a one-line sheet at the bottom, clear of the
+    // page's content; the body (still read out: it is clipped, not removed) opens with "More".
+    if (msg.body && (kind === 'slidein' || kind === 'toast')) {
+      const more = actions.appendChild(el('button', 'nudge-more', 'More'));
+      more.type = 'button';
+      more.setAttribute('aria-expanded', 'false');
+      more.addEventListener('click', () => {
+        more.setAttribute('aria-expanded', String(box.classList.toggle('open')));
+      });
+    }
     const cta = msg.cta && msg.cta.label ? actions.appendChild(el('button', 'nudge-cta', msg.cta.label)) : null;
     const url = cta && safeUrl(msg.cta.url, win.location.href);
     // A worded dismiss ("Not now") sits next to the call to action; a bare × in the corner.

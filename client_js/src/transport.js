@@ -78,6 +78,11 @@ export class Transport {
     this._visitor = visitor; // sent in hello
   }
 
+  /** The visitor id this tab sends in hello (the server's, once it welcomed another). */
+  get visitor() {
+    return this._visitor;
+  }
+
   /** Connect, unless already connected, waiting to reconnect, or stopped. */
   start() {
     if (!this._stopped && !this._ws && !this._timer.reconnect) this._connect();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { scrollDepth, startCapture } from '../src/capture.js';
+import { clip, scrollDepth, startCapture } from '../src/capture.js';
 import { fakeElement, fakeWindow } from '../test-support/fakes.js';
 
 function setup(options = {}, href = 'https://shop.example/article?x=1') {
@@ -241,4 +241,19 @@ test('stop removes every listener and timer and unwraps history', () => {
   assert.equal(win.listeners.length, 0);
   assert.equal(win.document.listeners.length, 0);
   assert.equal(win.history.pushState, pushState);
+});
+
+describe('clip', () => {
+  test('cuts between characters, never inside a surrogate pair', () => {
+    const emoji = '\u{1F600}'; // two UTF-16 units
+    assert.equal(clip('a'.repeat(511) + emoji), 'a'.repeat(511));
+    assert.equal(clip('a'.repeat(510) + emoji + 'x'), 'a'.repeat(510) + emoji);
+    assert.equal(clip('b'.repeat(79) + emoji, 80), 'b'.repeat(79));
+    assert.equal(clip(null), '');
+    assert.equal(clip('short'), 'short');
+    for (let n = 1; n < 12; n++) {
+      const cut = clip(emoji.repeat(8), n);
+      assert.ok(cut.length <= n && cut.length % 2 === 0, `${n}: ${cut.length}`);
+    }
+  });
 });

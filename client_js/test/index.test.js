@@ -27,6 +27,12 @@ function load(p, env = {}) {
   return install(p.win, { timers: p.clock, now: p.clock.now, scriptSrc: 'https://nudge.example/nudge.js', ...env });
 }
 
+function hello(p) {
+  const ws = p.WS.last();
+  ws.accept();
+  return ws.frames()[0];
+}
+
 function welcome(ws, extra = {}) {
   ws.accept();
   ws.push({ t: 'welcome', session: 's_1', resumed: false, ack: 0, grace: 300, ...extra });
@@ -184,6 +190,32 @@ describe('shutdown and opt-out', () => {
     assert.equal(p.WS.sockets.length, 2, 'init works again');
   });
 
+  test('visitorId: a callback queued before the load, then the id at once', () => {
+    const seen = [];
+    const p = page('nudge.visitorId(function (id) { window.seen.push(id) });');
+    p.win.seen = seen;
+    p.win.nudge.q.push(p.win.nudge.q.shift()); // asked before init, too
+    const api = load(p);
+    const id = api.visitorId();
+    assert.match(id, /^v_[A-Za-z0-9_-]{8,64}$/);
+    assert.equal(id, p.win.localStorage.getItem(KEYS.visitor));
+    assert.equal(hello(p).visitor, id, 'the id the server is told, the one a backend sends');
+    assert.deepEqual(seen, [id]);
+    api.visitorId((again) => seen.push(again));
+    assert.deepEqual(seen, [id, id], 'called at once when there is an id');
+    welcome(p.WS.last(), { visitor: 'v_fromserver1' });
+    assert.equal(api.visitorId(), 'v_fromserver1', 'the server’s, once it assigned another');
+    api.optOut();
+    assert.equal(api.visitorId(), null);
+  });
+
+  test('visitorId is null before init', () => {
+    const p = page();
+    p.win.nudge.q.length = 0; // no init
+    const api = load(p);
+    assert.equal(api.visitorId(), null);
+  });
+
   test('optOut forgets the visitor and keeps later pages silent', () => {
     const p = page();
     const api = load(p);
@@ -335,4 +367,18 @@ test('FakeTarget removes listeners added with the same capture flag', () => {
   t.addEventListener('x', fn, { capture: true });
   t.removeEventListener('x', fn, true);
   assert.equal(t.listeners.length, 0);
+});
+
+describe('types', () => {
+  test('types/nudge.d.ts declares every method the API has, and the loader stubs them all', () => {
+    const dts = readFileSync(new URL('../types/nudge.d.ts', import.meta.url), 'utf8');
+    const body = dts.slice(dts.indexOf('export interface Nudge extends'), dts.indexOf('/** Install the API'));
+    const declared = [...body.matchAll(/^ {2}([a-zA-Z]+)\(/gm)].map((m) => m[1]).sort();
+    const p = page();
+    const api = load(p);
+    const methods = Object.keys(api).filter((k) => typeof api[k] === 'function').sort();
+    assert.deepEqual(declared, methods);
+    const stubbed = JSON.parse(LOADER.match(/(\["init"[^\]]*\])/)[1]).sort();
+    assert.deepEqual(stubbed, methods.filter((m) => m !== 'init').concat('init').sort());
+  });
 });

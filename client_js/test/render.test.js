@@ -5,7 +5,7 @@ import { safeUrl, themeVars } from '../src/render.js';
 
 // The renderer itself needs a DOM: browser.test.js covers it in Chromium.
 
-test('call-to-action urls: http, https and relative paths only', () => {
+test('call-to-action urls: http, https and relative paths that stay on the site only', () => {
   const base = 'https://shop.example/article';
   assert.equal(safeUrl('/checkout', base), 'https://shop.example/checkout');
   assert.equal(safeUrl('checkout?step=2', base), 'https://shop.example/checkout?step=2');
@@ -20,6 +20,14 @@ test('call-to-action urls: http, https and relative paths only', () => {
     'vbscript:x',
     'file:///etc/passwd',
     'mailto:a@b.c',
+    // Read as another host by a URL parser: protocol-relative, a backslash, a tab or newline.
+    '//evil.example/x',
+    '/\\evil.example/x',
+    '\\\\evil.example/x',
+    '/\t/evil.example/x',
+    '/\n/evil.example/x',
+    ' //evil.example/x',
+    'https://shop.example\t@evil.example/',
     '',
     null,
     undefined,

@@ -29,3 +29,16 @@ test('the ES module build exports the API and is inert without a window (server-
   for (const m of ['init', 'track', 'identify', 'page', 'shutdown', 'optOut']) assert.equal(nudge[m](), undefined, m);
   assert.equal(typeof nudge.onMessage(() => {}), 'function');
 });
+
+test("the dashboard's preview is built from the snippet's own renderer, not a copy", () => {
+  const preview = readFileSync(new URL('../../server/nudge/static/dashboard/preview.js', import.meta.url), 'utf8');
+  const snippet = readFileSync(BUILT, 'utf8');
+  const css = (code) => {
+    const at = code.indexOf(':host{all:initial');
+    assert.ok(at >= 0, 'the renderer stylesheet');
+    return code.slice(at, code.indexOf('`', at));
+  };
+  assert.equal(css(preview), css(snippet));
+  assert.match(preview, /nudgePreview/);
+  assert.doesNotMatch(preview, /WebSocket/, 'no socket in the preview');
+});

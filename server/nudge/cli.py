@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import sys
+from datetime import UTC
 from pathlib import Path
 
 from nudge import __version__
@@ -19,7 +21,10 @@ def _serve(args: argparse.Namespace) -> int:
     from nudge.ops.app import create_app
 
     settings = from_environment()
-    for name in ("host", "port", "campaigns", "store", "ws", "grace", "offline_after", "log_level", "record", "record_retention", "node", "webhooks", "log_format"):
+    for name in (
+        "host", "port", "campaigns", "store", "ws", "grace", "offline_after", "log_level", "record", "record_retention",
+        "record_rotate_records", "record_rotate_seconds", "node", "webhooks", "log_format",
+    ):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -33,7 +38,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings.secret_keys += args.secret_key or []
     settings.origins += args.origin or []
     settings.trusted_proxies += args.trusted_proxy or []
-    for name in ("idle_timeout", "restart_window", "shutdown_timeout", "max_connections_per_ip", "max_connections_per_key", "retention"):
+    settings.webhook_allow += args.webhook_allow or []
+    for name in ("idle_timeout", "restart_window", "shutdown_timeout", "max_connections_per_ip", "max_connections_per_key", "retention",
+                 "request_timeout", "max_pending_connections_per_ip", "max_visitors"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(settings, name, value)
@@ -70,13 +77,11 @@ def _serve(args: argparse.Namespace) -> int:
     # and a young collection still takes well under a millisecond (bench/NOTES.md).
     gc.freeze()
     gc.set_threshold(5000, 20, 50)
-    config = uvicorn.Config(
+    from nudge.ops.app import server_config
+
+    config = server_config(
         app,
-        host=settings.host,
-        port=settings.port,
-        ws=settings.ws,
-        ws_max_size=settings.max_frame,
-        ws_per_message_deflate=settings.deflate,
+        settings,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_interval,
         log_level=settings.log_level,
@@ -94,12 +99,39 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_webhooks_file(path: Path) -> bool:
+    """A file with ``endpoints:`` and no ``campaigns:`` at the top is a webhooks file."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # the campaign loader says what is wrong with it
+    return isinstance(data, dict) and "endpoints" in data and "campaigns" not in data
+
+
 def _check(args: argparse.Namespace) -> int:
-    from nudge.errors import CampaignError
+    from nudge.errors import CampaignError, WebhookConfigError
+    from nudge.ops.webhooks import load_endpoints
     from nudge.rules.campaigns import load_file
 
+    if not args.files and not args.webhooks:
+        print("nudge check: name campaign files, or --webhooks FILE", file=sys.stderr)
+        return 2
     status = 0
+    hooks = list(args.webhooks or []) + [p for p in args.files if _is_webhooks_file(p)]
+    allow = from_environment().webhook_allow + (args.webhook_allow or [])
+    for path in hooks:
+        try:
+            endpoints = load_endpoints(path, allow)
+        except WebhookConfigError as exc:
+            print(exc, file=sys.stderr)
+            status = 1
+        else:
+            print(f"{path}: ok, {len(endpoints)} webhook endpoints")
     for path in args.files:
+        if path in hooks:
+            continue
         try:
             campaign_set = load_file(path)
         except CampaignError as exc:
@@ -113,12 +145,22 @@ def _check(args: argparse.Namespace) -> int:
     return status
 
 
+def _webhook_secret(args: argparse.Namespace) -> int:
+    from nudge.ops.webhooks import new_secret
+
+    print(new_secret())
+    return 0
+
+
 def _explain(args: argparse.Namespace) -> int:
     import json
     import os
     import urllib.error
     import urllib.parse
     import urllib.request
+    from datetime import datetime
+
+    from nudge.rules.engine import relative
 
     key = args.key or os.environ.get("NUDGE_SECRET_KEY")
     if not key:
@@ -130,8 +172,11 @@ def _explain(args: argparse.Namespace) -> int:
         with urllib.request.urlopen(request, timeout=10) as response:
             report = json.load(response)
     except urllib.error.HTTPError as exc:
-        print(f"nudge explain: {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
-        return 1
+        body = exc.read().decode(errors="replace")
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            body = json.loads(body)["error"]
+        print(f"nudge explain: {body} ({exc.code})", file=sys.stderr)
+        return 2 if exc.code in (400, 404) else 1  # 2: what was asked for does not exist
     except OSError as exc:
         print(f"nudge explain: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
@@ -144,9 +189,12 @@ def _explain(args: argparse.Namespace) -> int:
     for check in report.get("checks", []):
         mark = {True: "ok ", False: "NO ", None: "   "}[check["ok"]]
         print(f"  {mark} {check['check']}: {check['detail']}")
+    now = report.get("now")
     for decision in report.get("decisions", []):
         variant = f" [{decision['variant']}]" if decision.get("variant") else ""
-        print(f"  at {decision['at']:.0f}: {decision['outcome']}{variant}")
+        at = datetime.fromtimestamp(decision["at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ago = f" ({relative(decision['at'] - now)})" if now is not None else ""
+        print(f"  at {at}{ago}: {decision['outcome']}{variant}")
     return 0
 
 
@@ -167,7 +215,11 @@ def _replay(args: argparse.Namespace) -> int:
     if progress is not None:
         sys.stderr.write("\r" + " " * 60 + "\r")
     if args.html:
-        Path(args.html).write_text(report.html_report(replays[0], title=f"Nudge replay: {args.campaigns.name}"), encoding="utf-8")
+        page = report.html_report(
+            replays[0], title=f"Nudge replay: {args.campaigns.name}",
+            against=replays[1] if args.against else None, against_title=args.against.name if args.against else "B",
+        )
+        Path(args.html).write_text(page, encoding="utf-8")
         print(f"HTML report: {args.html}", file=sys.stderr)
     if args.against:
         a, b = replays
@@ -238,22 +290,33 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--deflate", action="store_true", help="enable per-message deflate (NUDGE_DEFLATE); costs throughput and memory")
     serve.add_argument("--record", type=Path, help="write the event log to this directory, for nudge replay (NUDGE_RECORD)")
     serve.add_argument("--record-retention", type=float, help="seconds event log files are kept (NUDGE_RECORD_RETENTION; default 7 days)")
+    serve.add_argument("--record-rotate-records", type=int, help="records per event log file at most (NUDGE_RECORD_ROTATE_RECORDS; default 1,000,000)")
+    serve.add_argument("--record-rotate-seconds", type=float, help="seconds an event log file is written to at most (NUDGE_RECORD_ROTATE_SECONDS; default 3600)")
     serve.add_argument("--log-level", help="debug, info, warning (NUDGE_LOG_LEVEL)")
     serve.add_argument("--retention", type=float, help="seconds a visitor's stored state outlives their last visit (NUDGE_RETENTION; default 30 days)")
+    serve.add_argument("--max-visitors", type=int, help="visitors kept in memory at most, the oldest idle going first (NUDGE_MAX_VISITORS; default 100000, 0: no cap)")
     serve.add_argument("--ignore-gpc", action="store_true", help="serve visitors whose browser sends Global Privacy Control (NUDGE_IGNORE_GPC); by default they are opted out")
     serve.add_argument("--idle-timeout", type=float, help="seconds a socket may send nothing before it is closed (NUDGE_IDLE_TIMEOUT; default 150)")
     serve.add_argument("--max-connections-per-ip", type=int, help="open sockets per client address, 0 for no limit (NUDGE_MAX_CONNECTIONS_PER_IP; default 64)")
+    serve.add_argument("--request-timeout", type=float, help="seconds a connection may take to send a complete request, a WebSocket upgrade included, 0 for no limit (NUDGE_REQUEST_TIMEOUT; default 10)")
+    serve.add_argument("--max-pending-connections-per-ip", type=int, help="connections per client address that have not sent a request yet, 0 for no limit (NUDGE_MAX_PENDING_CONNECTIONS_PER_IP; default 32)")
     serve.add_argument("--max-connections-per-key", type=int, help="open sockets per site key on this node, 0 for no limit (NUDGE_MAX_CONNECTIONS_PER_KEY; default 0)")
     serve.add_argument("--trusted-proxy", action="append", help="an address or network whose X-Forwarded-For is believed, repeatable (NUDGE_TRUSTED_PROXIES)")
     serve.add_argument("--restart-window", type=float, help="seconds over which sockets are told to reconnect when the server stops (NUDGE_RESTART_WINDOW; default 10)")
     serve.add_argument("--shutdown-timeout", type=float, help="seconds a stop waits for sockets to close (NUDGE_SHUTDOWN_TIMEOUT; default 15)")
     serve.add_argument("--log-format", choices=["text", "json"], help="text (default) or json: one object a line (NUDGE_LOG_FORMAT)")
     serve.add_argument("--webhooks", type=Path, help="a file of webhook endpoints for decisions and outcomes (NUDGE_WEBHOOKS; docs/operate.md)")
+    serve.add_argument("--webhook-allow", action="append", help="a host (name or address) on an internal network that webhooks may reach, repeatable (NUDGE_WEBHOOK_ALLOW); loopback, private and link-local targets are refused otherwise")
     serve.set_defaults(run=_serve)
 
-    check = commands.add_parser("check", help="validate campaign files")
-    check.add_argument("files", nargs="+", type=Path)
+    check = commands.add_parser("check", help="validate campaign files and webhooks files")
+    check.add_argument("files", nargs="*", type=Path, help="campaign files (a file of endpoints: is checked as a webhooks file)")
+    check.add_argument("--webhooks", action="append", type=Path, help="a webhooks file to check, repeatable")
+    check.add_argument("--webhook-allow", action="append", help="an internal host the server allows (as nudge serve --webhook-allow)")
     check.set_defaults(run=_check)
+
+    secret = commands.add_parser("webhook-secret", help="print a new whsec_ secret for a webhook endpoint")
+    secret.set_defaults(run=_webhook_secret)
 
     explain = commands.add_parser("explain", help="why a campaign did or did not show in a live session")
     explain.add_argument("--session", required=True)

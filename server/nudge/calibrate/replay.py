@@ -67,7 +67,7 @@ class VisitorRun:
     def detach(self, at: float, session: str) -> None:
         self.timeline.detach(at, session)
 
-    def event(self, at: float, session: str | None, name: str, props: dict, backend: bool = False) -> None:
+    def event(self, at: float, session: str | None, name: str, props: dict, backend: bool = False, happened: float | None = None) -> None:
         self.advance(at)
         if session and session not in self.timeline.sessions:  # a log without session records: start one on first sight
             self.start(at, session, None)
@@ -80,6 +80,8 @@ class VisitorRun:
         except Exception:  # noqa: BLE001 - a log from elsewhere may hold what the server would refuse
             self.replay.refused += 1
             return
+        if isinstance(happened, (int, float)):
+            event.at = float(happened)
         self.replay.events += 1
         self.replay.note_event(self, at, event)
         self.timeline.event(at, session, event)
@@ -160,7 +162,7 @@ class Replay:
         if run is None:
             run = self.visitors[visitor_id] = VisitorRun(self, record.get("site", "site"), visitor_id, at)
         if kind == "ev":
-            run.event(at, record.get("session"), record.get("name"), record.get("props") or {}, bool(record.get("backend")))
+            run.event(at, record.get("session"), record.get("name"), record.get("props") or {}, bool(record.get("backend")), record.get("happened"))
         elif kind == "start":
             run.start(at, record["session"], record.get("device"))
         elif kind == "resume":

@@ -139,7 +139,44 @@ def _fires_over_time(replay: Replay, campaign: str) -> list[tuple[str, int]]:
     return [(f"{i}{unit}", counts.get(i, 0)) for i in range(max(counts) + 1)]
 
 
-def html_report(replay: Replay, title: str = "Nudge replay") -> str:
+def _comparison(a: Replay, b: Replay, against: str, samples: dict[str, list[dict]]) -> list[str]:
+    """The ``--against`` section: per campaign, A's counts beside B's, and the sample visitors
+    whose outcome changed with both decision traces (what ``compare_text`` prints)."""
+    sa, sb = a.summary(), b.summary()
+    out = [f"<h2 id=compare>Compared with {html.escape(against)}</h2>",
+           "<p>A: this report's campaigns; B: the file compared with. Both replayed in one pass over the same log.</p>",
+           "<table><tr><th>campaign</th><th class=num>A fires</th><th class=num>B fires</th><th class=num>change</th>"
+           "<th class=num>A visitors</th><th class=num>B visitors</th><th>suppressed, where it moved</th></tr>"]
+    for campaign_id in sorted(set(sa) | set(sb)):
+        ea, eb = sa.get(campaign_id), sb.get(campaign_id)
+        fa, fb = (ea["fired"] if ea else 0), (eb["fired"] if eb else 0)
+        va, vb = (ea["visitors_shown"] if ea else 0), (eb["visitors_shown"] if eb else 0)
+        reasons = sorted(set(ea["suppressed"] if ea else ()) | set(eb["suppressed"] if eb else ()))
+        moved = ", ".join(
+            f"{html.escape(r)} {(ea or {}).get('suppressed', {}).get(r, 0):,} → {(eb or {}).get('suppressed', {}).get(r, 0):,}"
+            for r in reasons
+            if (ea or {}).get("suppressed", {}).get(r, 0) != (eb or {}).get("suppressed", {}).get(r, 0)
+        ) or ("only in B" if ea is None else "only in A" if eb is None else "-")
+        out.append(f"<tr class=compare><td>{html.escape(campaign_id)}</td><td class=num>{fa:,}</td><td class=num>{fb:,}</td>"
+                   f"<td class=num>{fb - fa:+,}</td><td class=num>{va:,}</td><td class=num>{vb:,}</td><td>{moved}</td></tr>")
+    out.append("</table>")
+    for campaign_id, found in samples.items():
+        out.append(f"<h3>{html.escape(campaign_id)}: visitors whose outcome changed</h3><table><tr><th>visitor</th><th class=num>A</th><th class=num>B</th><th>A's decisions</th><th>B's decisions</th></tr>")
+        for sample in found:
+            traces = ["; ".join(f"{_fmt_seconds(o['after'])}: {o['outcome']}" for o in sample[side]) or "nothing" for side in ("a", "b")]
+            out.append(f"<tr><td>{html.escape(sample['visitor'])}</td><td class=num>{sample['a_fired']}</td><td class=num>{sample['b_fired']}</td>"
+                       f"<td>{html.escape(traces[0])}</td><td>{html.escape(traces[1])}</td></tr>")
+        out.append("</table>")
+    return out
+
+
+def html_report(
+    replay: Replay, title: str = "Nudge replay", *, against: Replay | None = None, against_title: str = "B",
+    samples: dict[str, list[dict]] | None = None,
+) -> str:
+    """The report of one replay; given ``against`` (the same log replayed with other campaigns),
+    the comparison too: each campaign's counts beside each other and the visitors who moved
+    (``samples``, from ``changed_visitors``; computed when not given)."""
     summary = replay.summary()
     out = [f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title><style>{_STYLE}</style>",
            f"<h1>{html.escape(title)}</h1>",
@@ -160,5 +197,7 @@ def html_report(replay: Replay, title: str = "Nudge replay") -> str:
         out.append(f"<figure>{_bar_chart(_fires_over_time(replay, campaign_id), title=f'{campaign_id}: fires over time')}<figcaption>Fires over time</figcaption></figure>")
         out.append(f"<figure>{_bar_chart(per_day, width=260, title=f'{campaign_id}: messages per visitor per day')}<figcaption>Messages per visitor per day (visitor-days)</figcaption></figure>")
         out.append("</div>")
+    if against is not None:
+        out.extend(_comparison(replay, against, against_title, changed_visitors(replay, against) if samples is None else samples))
     out.append("</html>")
     return "\n".join(out)

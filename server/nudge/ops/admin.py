@@ -38,6 +38,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from nudge.errors import CampaignError
+from nudge.ops.versions import remember_versions
+from nudge.protocol.codec import TooDeep, parse_document
 from nudge.rules.campaigns import CampaignSet, load_data
 
 if TYPE_CHECKING:
@@ -171,6 +173,7 @@ class CampaignEditor:
             campaign_set.document, self.document["versions"], _digest(campaign_set.document),
             self.document.get("settings_version", 1),
         )
+        remember_versions(self.document, document, self.hub.clock.now())
         self.document = self._from_file = document
 
         async def publish(_due: float) -> None:
@@ -206,6 +209,7 @@ class CampaignEditor:
             base = kept if kept is not None else self.document
             document = copy.deepcopy(base)
             result = edit(document)
+            remember_versions(base, document, self.hub.clock.now())
             try:
                 load_data(self.as_data(document), "api")  # validated here; put in force by the write
             except CampaignError as exc:
@@ -220,7 +224,18 @@ class CampaignEditor:
         return {
             "id": cid, "version": self.document["versions"].get(cid, 1),
             "enabled": campaign.get("enabled", True), "campaign": campaign,
+            "warnings": self.warnings(cid),
         }
+
+    def warnings(self, campaign_id: str) -> list[dict]:
+        """What validates in this campaign but can fail later (a template that can fail to
+        render), from the campaigns in force; fields relative to the campaign."""
+        index = next((i for i, c in enumerate(self.document["campaigns"]) if isinstance(c, dict) and c.get("id") == campaign_id), None)
+        if index is None:
+            return []
+        prefix = f"campaigns[{index}]."
+        return [{"field": w.field[len(prefix):], "message": w.message}
+                for w in self.hub.engine.campaign_set.warnings if w.field.startswith(prefix)]
 
 
 def _problems(exc: CampaignError, result: dict | None) -> list[dict]:
@@ -260,7 +275,9 @@ async def _json(request: Request) -> dict:
     if len(body) > MAX_BODY:
         raise Refusal(413, {"error": f"the body is larger than {MAX_BODY} bytes"})
     try:
-        data = json.loads(body)
+        data = parse_document(body)
+    except TooDeep as exc:
+        raise Refusal(400, {"error": f"the body must be JSON, not {exc}"}) from None
     except ValueError:
         raise Refusal(400, {"error": "the body must be JSON"}) from None
     if not isinstance(data, dict):
@@ -460,7 +477,9 @@ OPENAPI = {
                          "properties": {"id": {"type": "string"}}, "additionalProperties": True},
             "CampaignView": {"type": "object", "properties": {
                 "id": {"type": "string"}, "version": {"type": "integer"}, "enabled": {"type": "boolean"},
-                "campaign": {"$ref": "#/components/schemas/Campaign"}}},
+                "campaign": {"$ref": "#/components/schemas/Campaign"},
+                "warnings": {"type": "array", "description": "what nudge check warns about in this campaign: a template that can fail to render (the campaign is then suppressed, reason template) or come out empty",
+                             "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}},
             "Settings": {"type": "object", "description": "the campaign file's settings: limits across campaigns, custom events (docs/campaigns.md)",
                          "properties": {"version": {"type": "integer"}, "limits": {"type": "object"},
                                         "events": {"type": "array", "items": {"type": "string"}}},
@@ -481,11 +500,16 @@ OPENAPI = {
                 "log": {"$ref": "#/components/schemas/LogErasure"}}},
             "UserErasure": {"type": "object", "required": ["user", "site", "visitors", "log"], "properties": {
                 "user": {"type": "string"}, "site": {"type": "string"},
+                "held_events": {"type": "integer", "description": "backend events kept for the user id, dropped"},
                 "visitors": {"type": "array", "items": {"$ref": "#/components/schemas/VisitorErasure"}},
                 "log": {"$ref": "#/components/schemas/LogErasure"}}},
-            "Event": {"type": "object", "required": ["id", "visitor", "name"], "properties": {
-                "id": {"type": "string"}, "visitor": {"type": "string"}, "name": {"type": "string"},
-                "props": {"type": "object"}, "site": {"type": "string"}}},
+            "Event": {"type": "object", "required": ["id", "name"], "properties": {
+                "id": {"type": "string"},
+                "visitor": {"type": "string", "description": "the snippet's visitor id (nudge.visitorId()); or user_id"},
+                "user_id": {"type": "string", "description": "the site's own user id: the event reaches every visitor linked to it"},
+                "name": {"type": "string"}, "props": {"type": "object"}, "site": {"type": "string"},
+                "timestamp": {"description": "when it happened: ISO 8601 with a zone, or Unix seconds", "oneOf": [
+                    {"type": "string"}, {"type": "number"}]}}},
         },
     },
     "paths": {
@@ -515,8 +539,10 @@ OPENAPI = {
         "/api/campaigns/{id}/resume": {"parameters": _ID, "post": _op("Resume", etag="optional", responses={
             **_CHANGE, "200": _VIEW, "412": _STALE})},
         "/api/events": {"post": {**_op("Events from a backend: one, or {events: [...]}", responses={
-            "200": {"description": "one outcome per event: applied, duplicate or refused"},
-            "400": {"description": "a single event refused, the body not JSON, or events not a non-empty list"},
+            "200": {"description": "one outcome per event: applied, pending, duplicate, unknown_visitor or refused"},
+            "202": {"description": "a single event for a user id no visitor is linked to yet: kept (pending)"},
+            "400": {"description": "a single event refused (errors lists every field at fault), the body not JSON, or events not a non-empty list"},
+            "404": {"description": "a single event for a visitor id never seen (unknown_visitor): nothing applied"},
             "413": {"description": "the body is too large, or holds too many events"},
             "503": {"description": "the shared store is unreachable: the events done so far are listed, send the rest again"}}),
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
@@ -535,7 +561,7 @@ OPENAPI = {
         "/api/results": {"get": _op("Counts and report per campaign and variant", responses={"200": {"description": "campaigns (raw counts) and report"}})},
         "/api/explain": {"get": {**_op("Why a campaign did or did not show in a session", responses={
             "200": {"description": "checks and decisions"}, "400": {"description": "session and campaign are required"},
-            "404": {"description": "no such session on this node"}}), "parameters": [
+            "404": {"description": "no such session on this node, or no such campaign"}}), "parameters": [
             {"name": "session", "in": "query", "required": True, "schema": {"type": "string"}},
             {"name": "campaign", "in": "query", "required": True, "schema": {"type": "string"}}]}},
         "/api/reload": {"post": _op("Reload the campaign file", responses={

@@ -13,6 +13,7 @@ import secrets
 import signal
 from pathlib import Path
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -22,16 +23,20 @@ from nudge import __version__
 from nudge.calibrate.recording import Recorder
 from nudge.ops.admin import CampaignEditor
 from nudge.ops.admin import routes as admin_routes
+from nudge.ops.cdp import SegmentEndpoints
 from nudge.ops.dashboard import routes as dashboard_routes
+from nudge.ops.editor import routes as editor_routes
 from nudge.ops.routes import Routes, SecretKeyGuard, Serving
 from nudge.ops.server_events import ServerEvents
 from nudge.ops.webhooks import Webhooks, configured_endpoints
 from nudge.rules.campaigns import CampaignSet, load_file
+from nudge.runtime.admission import Admission
 from nudge.runtime.beacon import Beacon
 from nudge.runtime.clock import Clock, SystemClock
 from nudge.runtime.config import PACKAGE, Settings
 from nudge.runtime.gateway import Gateway
 from nudge.runtime.hub import Hub, new_node_id
+from nudge.runtime.limits import Proxies
 from nudge.runtime.persistence import StoreHealth
 from nudge.runtime.reload import CampaignFile
 from nudge.store import open_store
@@ -94,7 +99,10 @@ def _recorder(settings: Settings, campaign_path: Path | None) -> Recorder | None
     if campaign_path is not None:
         fingerprint = hashlib.sha256(campaign_path.read_bytes()).hexdigest()[:16]
     log.info("recording the event log to %s", settings.record)
-    return Recorder(settings.record, grace=settings.grace, offline_after=settings.offline_after, retention=settings.record_retention, campaigns=fingerprint)
+    return Recorder(
+        settings.record, grace=settings.grace, offline_after=settings.offline_after, retention=settings.record_retention,
+        campaigns=fingerprint, rotate_records=settings.record_rotate_records, rotate_seconds=settings.record_rotate_seconds,
+    )
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: CampaignSet | None = None) -> Starlette:
@@ -106,11 +114,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     clock = clock or SystemClock()
     watched = settings.campaign_file() if campaign_set is None else None
     # every stored key's time to live is the retention (docs/security.md)
-    store = open_store(settings.store, node=settings.node or new_node_id(), retention=settings.retention)
+    # (and the memory store keeps at most --max-visitors visitors)
+    store = open_store(settings.store, node=settings.node or new_node_id(), retention=settings.retention,
+                       max_visitors=settings.max_visitors or None)
     health = StoreHealth(clock)  # one view of whether the store answers, for the hub and the webhooks
     webhooks = None
     if settings.webhooks is not None or settings.webhook_url:
-        webhooks = Webhooks(store, clock, health, configured_endpoints(settings))
+        webhooks = Webhooks(store, clock, health, configured_endpoints(settings), allow=settings.webhook_allow)
     recorder = _recorder(settings, watched)
     campaigns = campaign_set if campaign_set is not None else load_campaigns(settings)
     hub = Hub(settings, campaigns, store, clock, health=health, webhooks=webhooks, recorder=recorder)
@@ -122,11 +132,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     guard = SecretKeyGuard(secret_keys)
     gateway = Gateway(hub)
     server_events = ServerEvents(hub)
+    segment = SegmentEndpoints(server_events, secret_keys)
     serving = Serving()
     routes = [
         WebSocketRoute("/ws", gateway),
         Route("/beacon", Beacon(hub).handle, methods=["POST"]),
         *Routes(hub, server_events, campaign_file, serving, webhooks).routes(guard),
+        Route("/v1/batch", segment.batch, methods=["POST"]),
+        *(Route(f"/v1/{kind}", segment.route(kind), methods=["POST"]) for kind in ("track", "identify", "page", "screen", "group", "alias")),
+        *editor_routes(editor, guard),  # before the campaign API: /api/campaigns/check is not an id
         *admin_routes(editor, guard),
         *dashboard_routes(hub, guard),
     ]
@@ -166,15 +180,37 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
                 await recording.stop()
             await hub.stop()
 
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SocketFirst, gateway=gateway)])
+    admission = Admission(
+        settings.request_timeout, settings.max_pending_connections_per_ip, Proxies(settings.trusted_proxies),
+        refused=hub.metrics.refused, closed=hub.metrics.closed,
+    )
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[
+        Middleware(admission.middleware), Middleware(SocketFirst, gateway=gateway),
+    ])
     app.state.hub = hub
+    app.state.admission = admission  # connections yet to send a request: see server_config
     app.state.gateway = gateway  # open sockets, connection limits, drained on a graceful stop
     app.state.server_events = server_events
+    app.state.segment = segment
     app.state.editor = editor
     app.state.campaign_file = campaign_file
     app.state.secret_keys = secret_keys
     app.state.sighup = lambda: hup_installed[0]
     return app
+
+
+def server_config(app: Starlette, settings: Settings, **options) -> uvicorn.Config:
+    """uvicorn's configuration for ``app``, as ``nudge serve`` runs it (``options`` added): its
+    HTTP protocol admits connections (nudge.runtime.admission), and ``X-Forwarded-For`` is left
+    to ``--trusted-proxy`` (uvicorn's own proxy headers would rewrite the client's address first,
+    believing 127.0.0.1 whatever Nudge was told)."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    return uvicorn.Config(
+        app, host=settings.host, port=settings.port, http=app.state.admission.protocol(AutoHTTPProtocol),
+        proxy_headers=False, ws=settings.ws, ws_max_size=settings.max_frame, ws_per_message_deflate=settings.deflate,
+        **options,
+    )
 
 
 class SocketFirst:

@@ -80,7 +80,10 @@ async def erase_user(hub: Hub, site: str, user: str) -> dict:
     await hub.store.erase_user(site, user)  # their caps across devices
     visitors |= {v for (s, v), held in hub.visitors.items() if s == site and held.state.traits.get("user_id") == user}
     reports = [await erase(hub, site, visitor, from_log=False) for visitor in sorted(visitors)]
-    return {"user": user, "site": site, "visitors": reports, "log": await erase_from_log(hub, Erasing(visitors, [user]))}
+    # Backend events kept for the user id until a visitor links to it go too (taken, dropped).
+    held = len(await hub.store.take_for_user(site, user, 0.0))
+    return {"user": user, "site": site, "visitors": reports, "held_events": held,
+            "log": await erase_from_log(hub, Erasing(visitors, [user]))}
 
 
 async def erase(hub: Hub, site: str, visitor: str, *, from_log: bool = True) -> dict:

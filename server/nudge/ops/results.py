@@ -10,6 +10,11 @@ from nudge.runtime.results import from_totals
 
 __all__ = ["from_totals", "report"]
 
+# No verdict on a comparison before each side has this many exposures: before, a test's p-value
+# says little, and "no significant difference" over a handful of visitors reads as an answer.
+MIN_EXPOSURES = stats.MIN_EXPOSURES  # per side of a comparison, before any verdict
+MAX_BUCKETS = 400  # the latest hours or days of a campaign's results over time, at most
+
 # Suppressions that mean the visitor was not eligible (rather than eligible but not shown).
 NOT_ELIGIBLE = ("audience", "cap:", "limit:", "cooldown", "quiet_hours", "offline")
 
@@ -65,7 +70,10 @@ def report(counts: dict[str, dict[str, dict[str, int]]], campaigns: dict) -> dic
             a, b = rows[vid], rows[against]
             result = stats.compare(a["converted"], a["exposed"], b["converted"], b["exposed"])
             result["sequential_p"] = float(f"{stats.msprt(a['converted'], a['exposed'], b['converted'], b['exposed']):.6g}")
-            comparisons.append({"variant": vid, "control": against, **result})
+            comparisons.append({
+                "variant": vid, "control": against, **result,
+                "minimum_exposures": stats.MIN_EXPOSURES, "exposures": [a["exposed"], b["exposed"]],
+            })
         for comparison, adjusted in zip(comparisons, stats.holm([c["p_value"] for c in comparisons]), strict=True):
             comparison["p_adjusted"] = float(f"{adjusted:.6g}")
             smallest = min(rows[comparison["variant"]]["exposed"], rows[comparison["control"]]["exposed"])
@@ -82,3 +90,30 @@ def report(counts: dict[str, dict[str, dict[str, int]]], campaigns: dict) -> dic
             split = stats.sample_ratio({vid: rows[vid]["exposed"] if entries else rows[vid]["eligible"] for vid in order}, {v.id: getattr(v, "weight", 1.0) for v in declared})
         out[campaign_id] = {"variants": rows, "control": control, "comparisons": comparisons, "sample_ratio": split}
     return out
+
+
+def over_time(series: dict[tuple[str, str, int], int], campaign, bucket: str = "hour") -> dict:
+    """A campaign's results per hour or day: per variant, a row per bucket with exposures
+    (sent, or held out for a holdout), shown, clicked and converted, oldest first, empty buckets
+    between included. ``series``: (variant, counter, hour) -> count, from the store."""
+    width = 86400 if bucket == "day" else 3600
+    holdouts = {v.id for v in campaign.variants if v.holdout} if campaign is not None else set()
+    order = [v.id for v in campaign.variants] if campaign is not None and campaign.variants else []
+    rows: dict[str, dict[int, dict[str, int]]] = {}
+    for (variant, counter, hour), n in series.items():
+        at = hour // width * width
+        row = rows.setdefault(variant, {}).setdefault(at, {"exposed": 0, "shown": 0, "clicked": 0, "converted": 0})
+        if counter == ("suppressed:holdout" if variant in holdouts else "sent"):
+            row["exposed"] += n
+        elif counter in row:
+            row[counter] += n
+    starts = [at for buckets in rows.values() for at in buckets]
+    variants = {}
+    if starts:
+        last = max(starts)
+        first = max(min(starts), last - (MAX_BUCKETS - 1) * width)
+        for variant in order + sorted(v for v in rows if v not in order):
+            buckets = rows.get(variant, {})
+            variants[variant] = [{"at": at, **buckets.get(at, {"exposed": 0, "shown": 0, "clicked": 0, "converted": 0})}
+                                 for at in range(first, last + width, width)]
+    return {"bucket": bucket, "seconds": width, "variants": variants}

@@ -23,6 +23,7 @@ from nudge import __version__
 from nudge.ops.erasure import erase, erase_user
 from nudge.ops.results import report
 from nudge.runtime.config import PACKAGE
+from nudge.runtime.metrics import refresh as refresh_metrics
 from nudge.runtime.metrics import render as render_metrics
 
 if TYPE_CHECKING:
@@ -122,13 +123,18 @@ class Routes:
             degraded.append(f"store unreachable for {health.get('degraded_for', 0)} s: new connections are refused (1013)")
         if "relay" in health and not health["relay"]["healthy"]:
             degraded.append("relay listener unhealthy: timers for visitors on other nodes are decided here")
+        if hub.write_error is not None:
+            degraded.append(f"writes to the store are failing ({hub.write_error}): see the log")
         if self.campaign_file is not None and self.campaign_file.last_error:
             degraded.append("the campaign file on disk is invalid; the campaigns in force stay")
-        ready = not [d for d in degraded if not d.startswith("the campaign file")]
+        if refused := sum(hub.store.refused.values()):
+            degraded.append(f"{refused} records could not be stored (they hold what cannot be encoded; the rest are): see the log")
+        ready = not [d for d in degraded if not d.startswith(("the campaign file", f"{refused} records"))]
         body = {"ready": ready, "degraded": degraded, "store": health.get("store"), "campaigns": len(hub.engine.by_id)}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(self, request: Request) -> Response:
+        await refresh_metrics(self.hub)
         return PlainTextResponse(render_metrics(self.hub), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def results(self, request: Request) -> Response:
@@ -142,6 +148,8 @@ class Routes:
         found = self.hub.explain(session, campaign)
         if found is None:
             return JSONResponse({"error": f"no session {session!r} on this node (ended, or held by another node)"}, status_code=404)
+        if "error" in found:
+            return JSONResponse({"error": found["error"]}, status_code=404)
         return JSONResponse(found)
 
     async def reload(self, request: Request) -> Response:

@@ -75,6 +75,19 @@ def fisher_exact(x1: int, n1: int, x2: int, n2: int) -> float:
     return min(1.0, p)
 
 
+def difference_interval(x1: int, n1: int, x2: int, n2: int, z: float = Z95) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for ``x1/n1 - x2/n2`` (from the two Wilson intervals):
+    sound at small counts and near 0 % or 100 %, where the Wald interval is not. (0, 0) when an
+    arm has no trials."""
+    if n1 <= 0 or n2 <= 0:
+        return (0.0, 0.0)
+    p1, p2 = x1 / n1, x2 / n2
+    l1, u1 = wilson(x1, n1, z)
+    l2, u2 = wilson(x2, n2, z)
+    d = p1 - p2
+    return (d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
+
+
 def compare(x1: int, n1: int, x2: int, n2: int) -> dict:
     """Variant (x1 of n1 converted) against control (x2 of n2): the test used, its p-value,
     the relative lift, and whether the difference is significant at ``ALPHA``."""
@@ -86,9 +99,13 @@ def compare(x1: int, n1: int, x2: int, n2: int) -> dict:
         test, p = "two_proportion_z", z_test(x1, n1, x2, n2)[1]
     rate1 = x1 / n1 if n1 else 0.0
     rate2 = x2 / n2 if n2 else 0.0
+    low, high = difference_interval(x1, n1, x2, n2)
+    measured = n1 > 0 and n2 > 0  # a difference needs a rate on both sides
     return {
         "test": test,
         "p_value": _figures(p),
+        "difference": round(rate1 - rate2, 6) if measured else None,
+        "difference_ci95": [round(low, 6), round(high, 6)] if measured else None,
         "lift": round((rate1 - rate2) / rate2, 6) if rate2 else None,
         "significant": p < ALPHA,
         "better": p < ALPHA and rate1 > rate2,

@@ -30,7 +30,14 @@ from nudge.rules.content import (
     TemplateProblem,
     blank_risks,
     compile_text,
+    risks,
 )
+
+# A call to action's url: an absolute http(s) URL with a host, or a path on the site. A browser's
+# URL parser drops tabs and newlines, trims spaces and reads '\' as '/', so '/\evil', '/\t/evil'
+# and ' //evil' would all be '//evil' — another host: no such character anywhere, and a path's
+# first '/' is not followed by another. The snippet checks the same (client_js/src/render.js).
+CTA_URL = re.compile(r"^(?:https?://[^/\\\x00-\x20\x7f]|/(?![/\\]))[^\x00-\x20\x7f\\]*\Z")
 
 KINDS = ("modal", "banner", "toast", "slidein")
 OFFLINE = ("queue", "drop", "webhook")
@@ -170,6 +177,7 @@ class Campaign:
     offline: str = "queue"  # what to do when it fires with no session open
     expires: float = DAY  # how long a queued message waits (next visit, or behind another)
     audience: Predicate | None = None  # who it is for
+    audience_spec: dict | None = None  # the audience as written, to say which condition failed
     calm: float | None = None  # show only after this long without input
     on_conflict: str = "drop"  # another message on screen: drop, or queue behind it
     variants: tuple[Variant, ...] = ()  # A/B variants; empty: one implicit variant
@@ -509,6 +517,7 @@ class _Validator:
         return Campaign(
             id=cid, trigger=trigger, message=message, caps=caps, delay=delay or 0.0,
             priority=priority, offline=offline, expires=expires or DAY, audience=audience, calm=calm,
+            audience_spec=value["audience"] if audience is not None else None,
             on_conflict=on_conflict, variants=variants, goal=goal, cancel_on=frozenset(cancel_on),
             quiet_hours=True if quiet is None else quiet, line=self.lines.get(path),
             arms=arms if arms and len(arms) > 1 else (), once_per_view=once_per_view, valuable=valuable,
@@ -738,9 +747,9 @@ class _Validator:
                         ok = False
                     elif op == "regex":
                         try:
-                            re.compile(expected)
-                        except (re.error, TypeError) as exc:
-                            self.problem((*path, key, op), f"invalid regular expression: {exc}")
+                            conditions.compile_regex(expected)
+                        except ValueError as exc:
+                            self.problem((*path, key, op), f"invalid regular expression (RE2 syntax: no backreferences or lookaround): {exc}")
                             ok = False
                     elif op in ("starts_with",) and not isinstance(expected, str):
                         self.problem((*path, key, op), "must be text")
@@ -856,8 +865,9 @@ class _Validator:
                     cta_label = (label, self.template(label, (*path, "cta", "label")))
                 url = cta.get("url")
                 if url is not None:
-                    if not isinstance(url, str) or not re.match(r"^(https?://|/)", url):
-                        self.problem((*path, "cta", "url"), "must be an http(s) URL or a path starting with '/'")
+                    if not isinstance(url, str) or not CTA_URL.match(url):
+                        self.problem((*path, "cta", "url"), "must be an http(s) URL or a path starting with a single '/', "
+                                     "without spaces, control characters or backslashes")
                     else:
                         cta_url = url
         theme = value.get("theme") or {}
@@ -876,6 +886,9 @@ class _Validator:
         for expression in blank_risks(source):
             self.warn(path, f"{{{{ {expression} }}}} can come out empty (an empty cart, a trait never sent); "
                             f"give it a fallback: {{{{ {expression} | default('…', true) }}}}")
+        if compiled is not None and (found := risks(source)):
+            self.warn(path, "can fail when it renders (the campaign is then suppressed, reason "
+                            "'template'): " + "; ".join(found))
         return compiled
 
 
@@ -912,3 +925,41 @@ def load_data(data: Any, source: str = "<api>") -> CampaignSet:
     """Validate plain data (a campaign document as JSON gives it) exactly as a file is
     validated — the admin API's path; problems carry no line numbers."""
     return _Validator(source, {}).campaign_set(data)
+
+
+def check_campaign_text(text: str, document: dict, replacing: str | None = None,
+                        filename: str = "campaign.yaml") -> tuple[Any, list[Problem]]:
+    """One campaign's YAML checked exactly as ``nudge check`` checks a file: where it would stand
+    in ``document`` (``{"settings": …, "campaigns": […]}``, the admin API's), beside its settings
+    and the other campaigns, with the campaign's own lines. Returns the campaign's plain data
+    (None when its YAML does not parse) and the problems, their fields relative to the campaign
+    (``trigger.event``, not ``campaigns[3].trigger.event``); a problem elsewhere in the document
+    keeps its full field and has no line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        try:
+            load_text(text, filename)
+        except CampaignError as exc:
+            return None, exc.problems
+        raise  # pragma: no cover - load_text fails where compose did
+    located = _Located()
+    campaign = located.build(node, ()) if node is not None else None
+    others = [c for c in document.get("campaigns", []) if not (isinstance(c, dict) and replacing is not None and c.get("id") == replacing)]
+    index = len(others)
+    data = {**document.get("settings", {}), "campaigns": [*others, campaign]}
+    lines = {("campaigns", index, *path): line for path, line in located.lines.items()}
+    validator = _Validator(filename, lines)
+    try:
+        validator.campaign_set(data)
+    except CampaignError as exc:
+        problems = []
+        prefix = f"campaigns[{index}]"
+        for problem in exc.problems:
+            if problem.field == prefix or problem.field.startswith(prefix + ".") or problem.field.startswith(prefix + "["):
+                field_name = problem.field[len(prefix):].lstrip(".") or "(top)"
+                problems.append(Problem(filename, problem.line, field_name, problem.message))
+            else:
+                problems.append(Problem(filename, None, problem.field, problem.message))
+        return campaign, problems
+    return campaign, []

@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
+
+import re2
 
 Predicate = Callable[[Any], bool]
 Lookup = Callable[[Any, str], Any]  # (data, key) -> value, or MISSING
@@ -27,6 +28,26 @@ def _dict_lookup(data: Any, key: str) -> Any:
 
 def _num(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ``regex`` patterns run on text a visitor sends. Python's backtracking ``re`` takes exponential
+# time on some patterns (``^(a+)+$`` doubles its work with each "a": 0.6 s at 24 characters, with
+# every other visitor of the node waiting), and has no timeout. RE2 matches in time linear in the
+# text whatever the pattern, and refuses what only backtracking can do (backreferences,
+# lookahead and lookbehind): such a pattern is refused when the campaigns load.
+_RE2 = re2.Options()
+_RE2.log_errors = False  # the refusal is the loader's to report
+
+
+def compile_regex(pattern: Any):
+    """``pattern`` compiled for ``regex`` conditions (RE2 syntax); ValueError says why not."""
+    if not isinstance(pattern, str):
+        raise ValueError("must be text")
+    try:
+        return re2.compile(pattern, _RE2)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        raise ValueError(reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)) from None
 
 
 def _compare(op: str, expected: Any) -> Callable[[Any], bool]:
@@ -57,7 +78,7 @@ def _compare(op: str, expected: Any) -> Callable[[Any], bool]:
     if op == "starts_with":
         return lambda v: isinstance(v, str) and v.startswith(expected)
     if op == "regex":
-        pattern = re.compile(expected)
+        pattern = compile_regex(expected)
         return lambda v: isinstance(v, str) and pattern.search(v) is not None
     raise ValueError(f"unknown operator {op!r}")
 
@@ -137,3 +158,24 @@ def _field_test(key: str, value: Any, lookup: Lookup) -> Predicate:
         return all(check(v) for check in checks)
 
     return test
+
+
+def unmet(spec: dict, data: Any, lookup: Lookup = _dict_lookup) -> list[str]:
+    """The conditions of ``spec`` that do not hold for ``data``, each said in words with the
+    value found (``device: is 'desktop', wants 'mobile'``); empty when all hold. For explaining a
+    decision, not for deciding: it compiles ``spec`` afresh on every call."""
+    out: list[str] = []
+    for key, value in spec.items():
+        if compile_where({key: value}, lookup)(data):
+            continue
+        if key == "all":
+            out.extend(f"all: {reason}" for item in value for reason in unmet(item, data, lookup))
+        elif key == "any":
+            out.append(f"any: none holds ({'; '.join(r for item in value for r in unmet(item, data, lookup))})")
+        elif key == "not":
+            out.append(f"not: {value!r} holds")
+        else:
+            found = lookup(data, key)
+            wants = ", ".join(f"{op} {arg!r}" for op, arg in value.items()) if isinstance(value, dict) else repr(value)
+            out.append(f"{key}: is {'missing' if found is _MISSING else repr(found)}, wants {wants}")
+    return out

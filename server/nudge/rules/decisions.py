@@ -40,6 +40,7 @@ class Suppress:
     campaign: str
     reason: str  # see REASONS
     variant: str | None = None
+    detail: str | None = None  # for "template": the error its message failed to render with
 
 
 @dataclass(slots=True)
@@ -86,6 +87,7 @@ def outcome_of(decision: Decision) -> tuple[str, str | None, str] | None:
 # Why a campaign whose trigger came true did not show: every reason the engine gives.
 REASONS = {
     "audience": "the visitor is not in the campaign's audience",
+    "template": "its message failed to render (a template dividing by an empty cart's count, say)",
     "cap:per_session": "shown as often as its per_session cap allows in this session",
     "cap:per_day": "shown as often as its per_day cap allows in the last 24 h",
     "cap:per_week": "shown as often as its per_week cap allows in the last 7 days",

@@ -30,14 +30,16 @@ says) → shown.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from nudge.rules.audience import lookup as audience_lookup
 from nudge.rules.campaigns import DAY, Campaign, CampaignSet, QuietHours, Variant
-from nudge.rules.conditions import MISSING, equality
+from nudge.rules.conditions import MISSING, equality, unmet
 from nudge.rules.decisions import Cancel, Converted, Decision, Defer, Schedule, Show, Suppress, Wake
 from nudge.rules.events import Event
 from nudge.rules.state import MAX_PAGES_REMEMBERED, SessionState, State, VisitorState
@@ -245,7 +247,7 @@ class Engine:
 
         if name in self._bookkept:
             for campaign in self._goals.get(name, ()):
-                self._convert(campaign, visitor, props, now, decisions)
+                self._convert(campaign, visitor, props, now if event.at is None else min(event.at, now), decisions)
             for campaign in self._cancels.get(name, ()):
                 if self._cancel_pending(campaign, visitor, session, decisions):
                     decisions.append(Suppress(campaign.id, "cancelled"))
@@ -475,13 +477,17 @@ class Engine:
                 once.setdefault(campaign.id, campaign)
             campaigns = list(once.values())
         shown = False
+        before: tuple[float | None, list[float]] | None = None  # the limits' view before this moment's message
         for campaign in campaigns:
             variant = assign(campaign, visitor.id)
             variant_id = variant.id if variant is not None else None
             if campaign.audience is not None and not campaign.audience((state, now)):
                 decisions.append(Suppress(campaign.id, "audience", variant_id))
                 continue
-            reason = self._blocked(campaign, visitor, session, now)
+            # Once this moment's message is out, the cross-campaign limits are judged as they stood
+            # before it: a campaign that lost the moment lost it to priority, not to the winner's
+            # own cooldown.
+            reason = self._blocked(campaign, visitor, session, now, before if shown else None)
             if reason is None and session is None and campaign.offline == "drop" and state.offline:
                 reason = "offline"
             if reason is not None:
@@ -516,10 +522,15 @@ class Engine:
                         decisions.append(Suppress(campaign.id, "priority" if shown else "busy", variant_id))
                     continue
             message = variant.message if variant is not None and variant.message is not None else campaign.message
-            content = message.render(state, props)
+            try:
+                content = message.render(state, props)
+            except Exception as exc:  # a template that validated can still fail on this state
+                decisions.append(Suppress(campaign.id, "template", variant_id, f"{type(exc).__name__}: {exc}"))
+                continue
             if not campaign.enters_test:
                 _record_exposure(campaign, variant_id, visitor, now)
             _record_history(campaign, visitor, session, now)
+            before = (visitor.last_shown_at, list(visitor.recent))
             _record_shown(visitor, now)
             queued = session is None
             if session is not None:
@@ -564,21 +575,27 @@ class Engine:
             cancelled = cancelled or len(session.waiting) != before
         return cancelled
 
-    def _convert(self, campaign: Campaign, visitor: VisitorState, props: dict, now: float, decisions: list[Decision]) -> None:
+    def _convert(self, campaign: Campaign, visitor: VisitorState, props: dict, happened: float, decisions: list[Decision]) -> None:
+        """``happened``: when the goal event took place (a backend's ``timestamp``), else now."""
         exposure = visitor.exposures.get(campaign.id)
         if exposure is None or exposure[2]:
             return
         goal = campaign.goal
-        if now - exposure[1] > goal.within:
+        if happened - exposure[1] > goal.within:
             del visitor.exposures[campaign.id]
             return
         if goal.where is None or goal.where(props):
             exposure[2] = True
             decisions.append(Converted(campaign.id, exposure[0]))
 
-    def _blocked(self, campaign: Campaign, visitor: VisitorState, session: SessionState | None, now: float) -> str | None:
-        """Why this campaign may not show now, or None."""
+    def _blocked(
+        self, campaign: Campaign, visitor: VisitorState, session: SessionState | None, now: float,
+        before: tuple[float | None, list[float]] | None = None,
+    ) -> str | None:
+        """Why this campaign may not show now, or None. ``before``: the visitor's last message
+        and recent messages to judge the limits and cooldown by (default: as they stand)."""
         caps, limits = campaign.caps, self.limits
+        last_shown_at, recent = before if before is not None else (visitor.last_shown_at, visitor.recent)
         if caps.per_session is not None and session is not None and session.shown.get(campaign.id, 0) >= caps.per_session:
             return "cap:per_session"
         if caps.lifetime is not None and visitor.shown_total.get(campaign.id, 0) >= caps.lifetime:
@@ -593,12 +610,12 @@ class Engine:
             if caps.per_week is not None and len(times) >= caps.per_week:
                 return "cap:per_week"
         if limits.per_hour is not None or limits.per_day is not None:
-            recent = _prune(visitor.recent, now, DAY)
+            recent = _prune(recent, now, DAY)
             if limits.per_hour is not None and _count_since(recent, now - HOUR) >= limits.per_hour:
                 return "limit:per_hour"
             if limits.per_day is not None and len(recent) >= limits.per_day:
                 return "limit:per_day"
-        if limits.cooldown and visitor.last_shown_at is not None and now - visitor.last_shown_at < limits.cooldown:
+        if limits.cooldown and last_shown_at is not None and now - last_shown_at < limits.cooldown:
             return "cooldown"
         quiet = campaign.quiet_hours
         if quiet is True:
@@ -656,7 +673,9 @@ class Engine:
         trigger, its audience and every cap, with what the state holds. Pure, like the rest."""
         campaign = self.by_id.get(campaign_id)
         if campaign is None:
-            return {"campaign": campaign_id, "error": "no such campaign (or it is disabled)"}
+            near = difflib.get_close_matches(campaign_id, list(self.by_id), n=3)
+            hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+            return {"campaign": campaign_id, "error": f"no campaign {campaign_id!r} (none by that id, or it is disabled){hint}"}
         visitor, session = state.visitor, state.session
         checks: list[dict] = []
         arms = [arm for arm in self._arms_of[campaign.id] if _for_visitor(arm, visitor.id)]
@@ -673,17 +692,25 @@ class Engine:
         if session is not None and campaign.once_per_view:
             check("this page view", campaign.id not in session.met, "already fired on this page view" if campaign.id in session.met else "not fired yet on this page view")
         if campaign.audience is not None:
-            check("audience", campaign.audience((state, now)), "the visitor " + ("is" if campaign.audience((state, now)) else "is not") + " in the audience")
+            inside = campaign.audience((state, now))
+            failed = [] if inside or campaign.audience_spec is None else unmet(campaign.audience_spec, (state, now), audience_lookup)
+            check("audience", inside, "the visitor is in the audience" if inside else "the visitor is not in the audience: " + "; ".join(failed))
         variant = assign(campaign, visitor.id)
         if variant is not None:
             check("variant", not variant.holdout, f"assigned {variant.id!r}" + (" (holdout: never shown)" if variant.holdout else ""))
         reason = self._blocked(campaign, visitor, session, now)
         check("caps, limits, cooldown, quiet hours", reason is None, "none in the way" if reason is None else reason)
+        message = variant.message if variant is not None and variant.message is not None else campaign.message
+        try:
+            message.render(state, None)
+            check("content", True, "the message renders for this visitor now")
+        except Exception as exc:
+            check("content", False, f"the message fails to render for this visitor now ({type(exc).__name__}: {exc}): suppressed, reason 'template'")
         if session is not None and session.showing is not None and session.showing[1] > now:
             check("screen", False, f"{session.showing[0]!r} is on screen ({'queued behind it' if campaign.on_conflict == 'queue' else 'would be dropped'})")
         pending = {k: v for k, v in visitor.timers.items() if k == f"delay:{campaign.id}"}
         if pending:
-            check("delay", None, f"due at {next(iter(pending.values())):.0f}")
+            check("delay", None, f"due {_when(next(iter(pending.values())), now)}")
         if session is not None and campaign.id in session.calm:
             check("calm", False, f"waiting for {campaign.calm:g} s without input")
         return {
@@ -710,7 +737,7 @@ class Engine:
             check("at_least", None, f"{count} of {trigger.at_least} {trigger.event!r} events within {trigger.within:g} s")
         if trigger.absent:
             due = visitor.timers.get(f"absence:{_key(campaign)}")
-            check("absence window", due is not None, f"open, closes at {due:.0f} ({due - now:.0f} s from now) unless {trigger.absent!r} comes" if due else f"not open: waits for {trigger.event!r}")
+            check("absence window", due is not None, f"open, closes {_when(due, now)} unless {trigger.absent!r} comes" if due else f"not open: waits for {trigger.event!r}")
         page = session.page if session else None
         if trigger.path is not None or trigger.path_exact is not None:
             wanted = trigger.path_exact or trigger.path.pattern
@@ -826,6 +853,27 @@ def _in_quiet_hours(quiet: QuietHours, session: SessionState | None, now: float)
     zone = _zone(session.tz) if session is not None and session.tz else None
     local = datetime.fromtimestamp(now, zone or _zone(quiet.zone))
     return quiet.contains(local.hour * 60 + local.minute)
+
+
+def _when(at: float, now: float) -> str:
+    """A moment for people: ISO 8601 in UTC and how far from ``now`` (``2026-12-07T16:50:00Z,
+    in 5 min``). Pure: ``now`` is passed in."""
+    iso = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{iso}, {relative(at - now)}"
+
+
+def relative(seconds: float) -> str:
+    """``in 1 min 30 s`` / ``1 min 30 s ago`` / ``now``."""
+    left = round(abs(seconds))
+    if left == 0:
+        return "now"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size} {unit}")
+            left %= size
+    span = " ".join(parts[:2])
+    return f"in {span}" if seconds > 0 else f"{span} ago"
 
 
 def _prune(times: list[float], now: float, window: float) -> list[float]:

@@ -13,6 +13,7 @@ never says more than "the reference would accept these props unchanged"; the tes
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from nudge.errors import BadEvent, UnknownEvent
 MAX_PROPS = 32
 MAX_STRING = 512
 MAX_NAME = 64
+MAX_NUMBER = int(sys.float_info.max)  # the largest integer a float can hold (~1.8e308)
 
 
 @dataclass(slots=True)
@@ -29,6 +31,9 @@ class Event:
     props: dict[str, Any]
     seq: int = 0  # the client's sequence number (0 for events that do not come from a socket)
     trusted: bool = False  # from a backend holding the secret key, not from a browser
+    # When it happened, if a backend said so (``timestamp``) and it was before it arrived: a
+    # conversion is judged by it (a purchase reported late still falls in the goal's window).
+    at: float | None = None
 
 
 def _number(props: dict, key: str, seq: int, *, required: bool, minimum: float = 0.0) -> float | None:
@@ -37,8 +42,14 @@ def _number(props: dict, key: str, seq: int, *, required: bool, minimum: float =
         if required:
             raise BadEvent(f"props.{key} is required", seq)
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadEvent(f"props.{key} must be a number, got {type(value).__name__}", seq)
+    if value.__class__ is int and not -MAX_NUMBER <= value <= MAX_NUMBER:
+        # JSON carries integers of any length; past the largest float, math.isfinite() and
+        # every sum with a float raise OverflowError. No price or depth is that large.
+        raise BadEvent(f"props.{key} must be a number of at most 1.8e308, got an integer of {len(str(abs(value)))} digits", seq)
+    if not math.isfinite(value):
+        raise BadEvent(f"props.{key} must be a number, not {value!r}", seq)
     if value < minimum:
         raise BadEvent(f"props.{key} must be ≥ {minimum:g}", seq)
     return value

@@ -104,6 +104,7 @@ class SessionState:
     last_session_last_page: str | None = None  # ... the last page viewed in it
     last_input_at: float = 0.0  # the visitor's last scroll, click or key (for calm moments)
     showing: tuple[str, float] | None = None  # campaign on screen, and until when at most
+    showing_msg: int | None = None  # the seq of the message on screen (what shown/clicked/dismissed name)
     waiting: list[tuple[str, float]] = field(default_factory=list)  # (campaign, expires) queued behind it
     calm: dict[str, float] = field(default_factory=dict)  # campaign -> when it fired, waiting for calm
     progress: dict[str, list[float]] = field(default_factory=dict)  # campaign -> times of its steps so far

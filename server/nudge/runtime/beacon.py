@@ -110,9 +110,17 @@ class Beacon:
         except MalformedFrame as exc:
             refused["malformed"] += 1
             return PlainTextResponse(f"the body must be JSON within the frame limits: {exc.reason}", status_code=400)
-        if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+        if (
+            not isinstance(data, dict) or not isinstance(data.get("events"), list)
+            or not isinstance(data.get("session"), str) or not isinstance(data.get("visitor"), str)
+        ):
             refused["malformed"] += 1
-            return PlainTextResponse("the body must be a map with key, visitor, session and events", status_code=400)
+            return PlainTextResponse("the body must be a map with key, visitor, session (strings) and events (a list)", status_code=400)
+        if not all(isinstance(frame, dict) for frame in data["events"]):
+            # Judged before any is applied: the snippet keeps the events and sends them again
+            # from the next page, so refusing the whole beacon loses nothing.
+            refused["malformed"] += 1
+            return PlainTextResponse("every entry of events must be a map ({\"t\": \"ev\", ...})", status_code=400)
         events = data["events"]
         if len(events) > MAX_EVENTS:
             refused["malformed"] += 1
@@ -126,7 +134,7 @@ class Beacon:
             return PlainTextResponse(exc.reason, status_code=exc.close_code - 4000)
         session, visitor = data.get("session"), data.get("visitor")
         try:  # with a shared store, a session held by another node is taken over
-            live = await hub.locate(site.key, visitor, session) if isinstance(session, str) and isinstance(visitor, str) else None
+            live = await hub.locate(site.key, visitor, session)
         except ConnectionRefused as exc:  # the shared store is unreachable
             refused["store_unavailable"] += 1
             return PlainTextResponse(exc.reason, status_code=503)
@@ -142,8 +150,8 @@ class Beacon:
         conn.in_handler = True  # nothing is ever flushed: replies are dropped with the object
         status = 204
         for frame in events:
-            if not isinstance(frame, dict) or frame.get("t") != "ev":
-                continue  # a beacon carries events only; anything else would be refused anyway
+            if frame.get("t") != "ev":
+                continue  # a beacon carries events only: another frame is ignored (docs/protocol.md)
             try:
                 await hub.on_frame(live, conn, frame)
             except ConnectionRefused as exc:  # the event budget is spent: stop here

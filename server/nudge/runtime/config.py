@@ -54,12 +54,17 @@ class Settings:
     grace: float = 300.0  # seconds a detached session stays resumable
     offline_after: float = 60.0  # seconds with no tab attached before a visitor counts as offline (rules/timeline.py)
     handshake_timeout: float = 10.0  # seconds to wait for hello
+    request_timeout: float = 10.0  # seconds a connection may take to send a complete request (0: no limit)
+    max_pending_connections_per_ip: int = 32  # connections from one address yet to send a request (0: no limit)
     idle_timeout: float = 150.0  # seconds a socket may send nothing before it is closed (0: never)
     max_connections_per_ip: int = 64  # open sockets from one client address (0: no limit)
     max_connections_per_key: int = 0  # open sockets per site key on one node (0: no limit)
     restart_window: float = 10.0  # seconds over which sockets are told to reconnect on SIGTERM
     shutdown_timeout: float = 15.0  # seconds a stop waits for sockets to close before it cancels them
     retention: float = 30 * 86400.0  # seconds a visitor's stored state outlives their last visit
+    # Visitors a node keeps in memory at most (0: no cap), twice over: those it holds (a session
+    # open or resumable), and those the memory store keeps. Past it the oldest idle go first.
+    max_visitors: int = 100_000
     honour_gpc: bool = True  # a Sec-GPC: 1 handshake is an opt-out (no session, nothing stored)
     trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For is believed
     max_frame: int = 65536  # bytes; larger frames close the socket with 1009
@@ -75,6 +80,8 @@ class Settings:
     ping_interval: float = 20.0
     record: Path | None = None  # write the event log here (docs/replay.md)
     record_retention: float = 7 * 86400.0  # seconds event log files are kept
+    record_rotate_records: int = 1_000_000  # records per event log file at most
+    record_rotate_seconds: float = 3600.0  # seconds an event log file is written to at most
     log_level: str = "info"
     node: str | None = None  # this node's id among those sharing a store (default: made up)
     write_behind: float = 0.5  # seconds between batched writes of changed sessions (shared store)
@@ -83,6 +90,7 @@ class Settings:
     webhook_url: str | None = None  # deprecated: an endpoint taking ``offline`` events (webhooks.configured_endpoints)
     webhook_secret: str = ""  # deprecated: that endpoint's secret
     webhooks: Path | None = None  # endpoints for webhooks out (decisions, outcomes): docs/operate.md
+    webhook_allow: list[str] = field(default_factory=list)  # internal hosts webhooks may reach (SSRF)
     log_format: str = "text"  # or "json": one JSON object a line (docs/operate.md)
 
     def sites(self) -> dict[str, Site]:
@@ -110,6 +118,12 @@ class Settings:
                 f"outbox_limit ({self.outbox_limit}) must be below send_queue_limit ({self.send_queue_limit}): "
                 "a resumed session's unacknowledged messages are sent at once"
             )
+        if self.max_visitors < 0:
+            found.append(f"max_visitors ({self.max_visitors}) must be 0 (no cap) or more")
+        if self.record_rotate_records < 1:
+            found.append(f"record_rotate_records must be at least 1, got {self.record_rotate_records}")
+        if not self.record_rotate_seconds > 0:
+            found.append(f"record_rotate_seconds must be above 0, got {self.record_rotate_seconds:g}")
         return found
 
     def campaign_file(self) -> Path | None:
@@ -142,6 +156,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
     settings.secret_keys = _split(env.get("NUDGE_SECRET_KEYS"))
     settings.origins = _split(env.get("NUDGE_ALLOWED_ORIGINS"))
     settings.trusted_proxies = _split(env.get("NUDGE_TRUSTED_PROXIES"))
+    settings.webhook_allow = _split(env.get("NUDGE_WEBHOOK_ALLOW"))
     for name, attr, kind in (
         ("NUDGE_GRACE", "grace", float),
         ("NUDGE_OFFLINE_AFTER", "offline_after", float),
@@ -150,8 +165,11 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
         ("NUDGE_IDLE_TIMEOUT", "idle_timeout", float),
         ("NUDGE_RESTART_WINDOW", "restart_window", float),
         ("NUDGE_RETENTION", "retention", float),
+        ("NUDGE_MAX_VISITORS", "max_visitors", int),
         ("NUDGE_SHUTDOWN_TIMEOUT", "shutdown_timeout", float),
         ("NUDGE_HANDSHAKE_TIMEOUT", "handshake_timeout", float),
+        ("NUDGE_REQUEST_TIMEOUT", "request_timeout", float),
+        ("NUDGE_MAX_PENDING_CONNECTIONS_PER_IP", "max_pending_connections_per_ip", int),
         ("NUDGE_MAX_CONNECTIONS_PER_IP", "max_connections_per_ip", int),
         ("NUDGE_MAX_CONNECTIONS_PER_KEY", "max_connections_per_key", int),
         ("NUDGE_EVENTS_PER_SECOND", "events_per_second", float),
@@ -173,6 +191,10 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
         settings.record = Path(env["NUDGE_RECORD"])
     if env.get("NUDGE_RECORD_RETENTION"):
         settings.record_retention = float(env["NUDGE_RECORD_RETENTION"])
+    if env.get("NUDGE_RECORD_ROTATE_RECORDS"):
+        settings.record_rotate_records = int(env["NUDGE_RECORD_ROTATE_RECORDS"])
+    if env.get("NUDGE_RECORD_ROTATE_SECONDS"):
+        settings.record_rotate_seconds = float(env["NUDGE_RECORD_ROTATE_SECONDS"])
     if env.get("NUDGE_IGNORE_GPC", "").lower() in ("1", "true", "yes"):
         settings.honour_gpc = False
     if env.get("NUDGE_WEBHOOKS"):

@@ -82,7 +82,13 @@ class Connection:
             key = "bytes" if self.codec.binary else "text"
             while queue and not self.closed:
                 frame = queue.popleft()
-                await send({"type": "websocket.send", key: encode(frame) if frame.__class__ is dict else frame})
+                if frame.__class__ is dict:
+                    try:
+                        frame = encode(frame)
+                    except (ValueError, TypeError) as exc:  # the codecs mend text and numbers first
+                        log.error("frame %r not sent: it cannot be encoded (%s)", frame.get("t"), exc)
+                        continue
+                await send({"type": "websocket.send", key: frame})
         except Exception:  # the peer went away mid-write: the receive loop sees the disconnect
             self.closed = True
             log.debug("send failed", exc_info=True)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from nudge.runtime.hub import Hub
     from nudge.runtime.sessions import LiveSession, Visitor
 
+log = logging.getLogger("nudge.hub")
 decision_log = logging.getLogger("nudge.decision")  # one line per decision (JSON logs)
 
 
@@ -49,6 +50,7 @@ class Executor:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub  # its engine (replaced on reload), store, counters and sockets
+        self.render_failed: set[str] = set()  # campaigns whose render failure was logged since the last reload
 
     async def carry_out(
         self, live: LiveSession | None, visitor: Visitor, decisions: list[Decision], now: float,
@@ -112,6 +114,13 @@ class Executor:
             elif isinstance(decision, Cancel):
                 await self.hub.write(CancelTimer(state.site, state.id, decision.key))
             elif isinstance(decision, Suppress):
+                if decision.detail is not None and decision.campaign not in self.render_failed:
+                    # Logged once per campaign and reload (one broken template fails for many
+                    # visitors); each failure is counted, as suppressed:template, in the results.
+                    self.render_failed.add(decision.campaign)
+                    log.warning("campaign %s: its message failed to render (%s); suppressed for this visitor "
+                                "and counted as suppressed:template (nudge check warns about such templates)",
+                                decision.campaign, decision.detail)
                 self._count_suppressed(live, state, decision.campaign, decision.variant, decision.reason, now)
             elif isinstance(decision, Defer):
                 results.count(decision.campaign, decision.variant, f"deferred:{decision.reason}")
@@ -270,6 +279,8 @@ class Executor:
         session = live.state
         session.last_message_seq += 1
         frame = {"t": "show", "seq": session.last_message_seq, **message}
+        if session.showing is not None and session.showing[0] == message.get("campaign"):
+            session.showing_msg = frame["seq"]
         session.outbox.append(frame)
         if len(session.outbox) > self.hub.settings.outbox_limit:
             del session.outbox[0]
@@ -277,6 +288,7 @@ class Executor:
         conn = live.conn
         if conn is not None:
             self.hub.metrics.messages[message.get("kind", "")] += 1
+            self.hub.metrics.pushed += 1
             conn.push(frame)
             conn.kick()
 

@@ -23,6 +23,7 @@ from nudge.rules.engine import assign
 from nudge.runtime.writes import AckQueued
 
 if TYPE_CHECKING:
+    from nudge.rules.state import SessionState
     from nudge.runtime.connection import Connection
     from nudge.runtime.hub import Hub
     from nudge.runtime.sessions import LiveSession
@@ -118,12 +119,16 @@ class Frames:
             if ack:
                 conn.push_ack(seq)
             return
+        if event.name in ("shown", "clicked", "dismissed") and event.props.get("campaign") is None:
+            _name_the_campaign(session, event.props)
         if self.alone and live.due_by(now):
             # Whatever fell due before this event happens before it, as it would have if the
             # loop had not been busy: the decisions then do not depend on when the loop woke.
             await self.scheduler.run_due(now)
         if self.hub.recorder is not None:
             self.hub.recorder.record("ev", now, visitor=session.visitor, session=session.id, name=event.name, props=event.props)
+        metrics = self.metrics
+        pushed = metrics.pushed
         started = time.perf_counter()
         decisions = engine.on_event(live.view, event, now)
         session.last_event_seq = seq
@@ -135,7 +140,10 @@ class Frames:
             await self.executor.carry_out(live, live.visitor, decisions, now)
         if proven:
             await self.hub.identified(live, event.props["user_id"], now)
-        self.metrics.event_seconds.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        metrics.event_seconds.observe(took)
+        if metrics.pushed != pushed:  # it put a message on the socket: event -> push
+            metrics.push_seconds.observe(took)
         if not self.alone:  # one node alone writes at detach: no call per event for nothing
             self.persistence.changed(live)  # written behind, with the others changed meanwhile
         if ack:
@@ -170,3 +178,16 @@ class Frames:
                     if cid == campaign.id and outcome == "sent":
                         self.metrics.show_seconds.observe(max(0.0, now - at))
                         break
+
+
+def _name_the_campaign(session: SessionState, props: dict) -> None:
+    """A ``shown``, ``clicked`` or ``dismissed`` carrying only ``msg`` (as docs/protocol.md
+    lists them) is about the message of that seq: name its campaign, from the messages not yet
+    acknowledged or the one on screen, so the engine frees the screen and the results count it."""
+    msg = props["msg"]
+    for frame in session.outbox:
+        if frame["seq"] == msg and frame.get("campaign") is not None:
+            props["campaign"] = frame["campaign"]
+            return
+    if session.showing is not None and session.showing_msg == msg:
+        props["campaign"] = session.showing[0]

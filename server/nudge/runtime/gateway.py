@@ -18,7 +18,6 @@ from nudge.errors import (
     HandshakeError,
     HandshakeTimeout,
     IdentityRefused,
-    MalformedFrame,
     OptedOut,
     OriginNotAllowed,
     RateLimited,
@@ -109,10 +108,7 @@ class Gateway:
             if message["type"] != "websocket.receive":
                 _count_too_large(hub, message)
                 return
-            try:
-                hello = protocol.parse_hello(codec.decode(message.get("text") or message.get("bytes")))
-            except MalformedFrame as exc:
-                raise HandshakeError(exc.reason) from None
+            hello = protocol.decode_hello(codec, message.get("text") or message.get("bytes") or b"")
             site = site_for(hub, hello.key, origin)
             if hello.gpc or (settings.honour_gpc and _header(scope, b"sec-gpc") == "1"):
                 raise OptedOut("opted out (Global Privacy Control or optOut): nothing is collected")

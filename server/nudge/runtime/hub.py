@@ -66,6 +66,8 @@ connection_log = logging.getLogger("nudge.connection")  # one line per connectio
 decision_log = logging.getLogger("nudge.decision")  # one line per decision (JSON logs)
 
 RECENT = 200  # decisions remembered by the hub, for the dashboard
+# Seconds a backend event for a user id no visitor is linked to yet is kept (docs/operate.md).
+HELD_FOR_USER = 7 * 86400.0
 
 
 class WebhooksOut(Protocol):
@@ -126,7 +128,7 @@ class Hub:
         poll = None if self.alone else settings.timer_poll
         self.scheduler = Scheduler(clock, store, self.on_due, poll_interval=poll, before_claim=self._replay)
         self.stats = Stats()
-        self.results = Results()  # per campaign and variant
+        self.results = Results(clock)  # per campaign and variant, and per hour
         self.metrics = Metrics()  # for /metrics: events by name, latencies
         self.webhooks = webhooks  # webhooks out and the offline hand-off, when configured
         self.log_lines = settings.log_format == "json"  # a line per connection and per decision
@@ -135,6 +137,7 @@ class Hub:
         self.recorder = recorder  # the event log, when it is on (--record); None once it stopped
         self.frames = Frames(self)  # each frame of a session's socket (or beacon)
         self.on_frame = self.frames.on_frame  # the socket's receive loop calls this
+        self.write_error: str | None = None  # why the last write-behind failed, other than unreachable
 
     async def start(self) -> None:
         try:
@@ -170,6 +173,7 @@ class Hub:
     def reload(self, campaign_set: CampaignSet) -> None:
         """Run new campaigns from the next event on; sessions and timers stay."""
         self.engine = Engine(campaign_set)
+        self.executor.render_failed.clear()
 
     # --- sessions ---------------------------------------------------------------------------
 
@@ -206,6 +210,7 @@ class Hub:
             if live.expiry is not None:
                 live.expiry.cancel()
                 live.expiry = None
+            self.registry.detached.pop(live, None)
             live.state.detached_at = None
         else:
             visitor = await self._visitor(site.key, visitor_id, now)
@@ -253,6 +258,7 @@ class Hub:
         except self._unavailable as exc:
             self.store_failed(exc)
             return  # they stay queued for the next visit
+        await self._apply_held_for_user(site, user, visitor_id, now)
         if not waiting:
             return
         on_screen = {frame.get("campaign") for frame in live.state.outbox}
@@ -286,6 +292,7 @@ class Hub:
         live = self._hold(stored, await self._visitor(site, visitor_id, now))
         stored.detached_at = stored.detached_at or now  # no socket here: resumable for the grace
         live.expiry = self.scheduler.call_at(timeline.session_ends_at(now, self.settings.grace), self._expire, live)
+        self.registry.detached[live] = None
         await self.relaying.hold(live)
         return live
 
@@ -314,6 +321,7 @@ class Hub:
             live.wake.cancel()
             live.wake = None
         live.expiry = self.scheduler.call_at(timeline.session_ends_at(now, self.settings.grace), self._expire, live)
+        self.registry.detached[live] = None
         try:
             await self.persistence.detached(live)
         except self._unavailable as exc:
@@ -329,14 +337,32 @@ class Hub:
             state = await self._load(self.store.load_visitor(site, visitor_id))
             visitor = self.visitors.get(key)  # another tab may have loaded it meanwhile
             if visitor is None:
-                visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
+                if self.settings.max_visitors and len(self.visitors) >= self.settings.max_visitors:
+                    await self._make_room(now)
+                visitor = self.visitors.get(key) or Visitor(state or VisitorState(site, visitor_id, first_seen=now))
                 self.visitors[key] = visitor
         return visitor
+
+    async def _make_room(self, now: float) -> None:
+        """Over ``max_visitors`` held: end the oldest detached sessions now rather than at the
+        end of their grace, as that end would (their visitor written to the store, messages they
+        never acknowledged queued for the next visit), until there is room or none is left. A
+        stream of new visitor ids then costs a bounded amount of memory; a visitor whose session
+        went this way and comes back starts a new session, with their visitor state."""
+        cap = self.settings.max_visitors
+        detached = self.registry.detached
+        while detached and len(self.visitors) >= cap:
+            live = next(iter(detached))
+            if live.expiry is not None:
+                live.expiry.cancel()
+            self.stats.evicted += 1
+            await self._expire(live, now)
 
     async def _expire(self, live: LiveSession, now: float) -> None:
         """The grace period ended: the session is over. Messages it never acknowledged wait for
         the visitor's next session instead of being lost."""
         live.expiry = None
+        self.registry.detached.pop(live, None)
         if live.conn is not None:
             return
         state = live.state
@@ -350,6 +376,7 @@ class Hub:
             self._forget(live)
             return
         self.sessions.pop(state.id, None)
+        self.registry.detached.pop(live, None)
         for frame in state.outbox:
             if frame.get("id") in live.kept:
                 continue  # still in the visitor's queue: the next tab gets it from there
@@ -414,7 +441,44 @@ class Hub:
 
     # --- events from a backend --------------------------------------------------------------
 
-    async def on_visitor_event(self, site: str, visitor_id: str, event: events.Event, forwarded: bool = False) -> str:
+    async def on_user_event(self, site: str, user: str, event: events.Event) -> dict[str, str]:
+        """Apply an event a backend reported about one of the site's users (``user_id``) to each
+        visitor that user was linked to — by a signed identity token on a page, or a backend
+        ``identify`` naming the visitor — as :meth:`on_visitor_event` does. Returns where it was
+        applied, per visitor; empty when no visitor is linked yet: then the event is kept (for
+        ``HELD_FOR_USER`` seconds) and applied to the first visitor linked to the user, never to
+        a visitor made up for it."""
+        now = self.clock.now()
+        try:
+            visitors = await self.store.user_visitors(site, user)
+            if not visitors:
+                record = {"name": event.name, "props": event.props, "at": event.at}
+                await self.store.hold_for_user(site, user, record, now, HELD_FOR_USER)
+                return {}
+        except self._unavailable as exc:
+            self.store_failed(exc)
+            raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
+        applied = {}
+        for visitor_id in visitors:
+            copy = events.Event(event.name, dict(event.props), trusted=event.trusted, at=event.at)
+            applied[visitor_id] = await self.on_visitor_event(site, visitor_id, copy)
+        return applied
+
+    async def _apply_held_for_user(self, site: str, user: str, visitor_id: str, now: float) -> None:
+        """The events kept for ``user`` (none of their visitors was known when they came),
+        applied now that ``visitor_id`` is linked to them."""
+        try:
+            held = await self.store.take_for_user(site, user, now)
+        except self._unavailable as exc:
+            self.store_failed(exc)
+            return  # they stay kept for the next link
+        for record in held:
+            event = events.Event(record["name"], record.get("props") or {}, trusted=True, at=record.get("at"))  # a backend's
+            await self.on_visitor_event(site, visitor_id, event)
+
+    async def on_visitor_event(
+        self, site: str, visitor_id: str, event: events.Event, forwarded: bool = False, *, known_only: bool = False,
+    ) -> str:
         """Apply an event a backend reported about a visitor (``POST /api/events``): the same
         engine, with no session (``State(visitor, None)``), so a purchase closes the cart
         reminder's window and counts as a conversion. Returns where it was applied: ``held``
@@ -423,7 +487,10 @@ class Hub:
 
         Decisions are carried out as for a timer: a show goes to the visitor's open tab on this
         node (the event is applied within that tab's session), or waits for their next visit (or
-        the offline webhook), as the campaign says."""
+        the offline webhook), as the campaign says.
+
+        ``known_only``: a visitor neither held nor in the store (never seen, or forgotten after
+        the retention) is left alone and ``unknown`` returned, rather than made up for the event."""
         visitor = self.visitors.get((site, visitor_id))
         if visitor is None and not forwarded:
             try:
@@ -431,7 +498,7 @@ class Hub:
             except self._unavailable as exc:
                 self.store_failed(exc)
                 raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
-            record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props}
+            record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props, "at": event.at}
             if await self.relaying.to_holder(holders, record):
                 return "relayed"
             visitor = self.visitors.get((site, visitor_id))  # a tab may have come meanwhile
@@ -442,6 +509,8 @@ class Hub:
             visitor = self.visitors.get((site, visitor_id))
             held = visitor is not None
             if visitor is None:
+                if state is None and known_only:
+                    return "unknown"
                 visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
         now = timeline.not_before(visitor.state, now)
         whereabouts, live = self.looking(visitor, now)
@@ -450,7 +519,8 @@ class Hub:
         # for a next visit while the visitor is looking at the page.
         view = live.view if live is not None else State(visitor.state, None, whereabouts.offline(now))
         if self.recorder is not None:
-            self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props, backend=True)
+            extra = {} if event.at is None else {"happened": event.at}
+            self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props, backend=True, **extra)
         decisions = self.engine.on_event(view, event, now)
         self.stats.events += 1
         self.metrics.events[event.name] += 1
@@ -460,12 +530,15 @@ class Hub:
         if isinstance(user, str):  # a backend's word proves a user id (POST /api/events checked it)
             if live is not None:
                 await self.identified(live, user, now)
+                user = None  # identified() applied what was held for them
             else:
                 await self.write(LinkUser(site, visitor_id, user))
         if not held:
             await self.write(SaveVisitor(visitor.state))
         else:
             self.persistence.changed_all(visitor.sessions)  # the visitor is written with its sessions
+        if isinstance(user, str):  # once this event is written, so they apply on top of it
+            await self._apply_held_for_user(site, user, visitor_id, now)
         return "held" if held else "stored"
 
     # --- timers -----------------------------------------------------------------------------
@@ -572,8 +645,14 @@ class Hub:
                 await self.store.ping()
             if answered or probe:
                 self.store_health.answered(self.stats.replayed)
+            self.write_error = None
         except (*self._unavailable, ConnectionError) as exc:
             self.store_failed(exc)
+        except Exception as exc:  # not an outage: a fault that would fail every write from now on
+            self.store_health.errors += 1
+            if self.write_error is None:
+                log.exception("writing to the store failed")
+            self.write_error = f"{type(exc).__name__}: {exc}"
         finally:
             due = max(began + self.settings.write_behind, self.clock.now())
             self._tick = self.scheduler.call_at(due, self._on_tick)
@@ -591,13 +670,19 @@ class Hub:
 
     async def flush_results(self) -> None:
         """Add the results counted since the last flush to the store, in one call."""
-        pending = self.results.take_pending()
-        if not pending:
+        pending, series = self.results.take_pending(), self.results.take_series()
+        if not pending and not series:
             return
         try:
             await self.store.add_results(pending)
         except BaseException:
             self.results.give_back(pending)  # added with the next flush
+            self.results.give_back_series(series)
+            raise
+        try:
+            await self.store.add_series(series)
+        except BaseException:
+            self.results.give_back_series(series)
             raise
 
     def store_failed(self, exc: BaseException) -> None:
@@ -640,7 +725,10 @@ class Hub:
             return None
         now = self.clock.now()
         report = self.engine.explain(live.view, campaign_id, now)
+        if "error" in report:
+            return report
         report["session"] = session_id
+        report["now"] = now  # the server's clock: the decisions' times are read against it
         report["visitor"] = live.state.visitor
         report["decisions"] = [
             {"at": at, "variant": variant, "outcome": outcome}

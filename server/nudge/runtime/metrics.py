@@ -21,16 +21,18 @@ nudge_connections_refused_total        counter    sockets turned away before a s
   {reason}                                        reason: origin, site_key, hello, identity,
                                                   handshake_timeout, per_ip, per_key,
                                                   subprotocol, opted_out, store_unavailable,
-                                                  stopping
+                                                  stopping; pending_per_ip (a TCP connection,
+                                                  before any request: nudge.runtime.admission)
 nudge_connections_closed_total         counter    open sockets closed by a limit, by reason:
   {reason}                                        event_budget, frame_budget, idle, send_queue,
-                                                  frame_too_large
+                                                  frame_too_large; request_timeout (a TCP
+                                                  connection that sent no complete request)
 nudge_beacons_refused_total{reason}    counter    beacons refused or cut short: too_large,
                                                   malformed, origin, site_key, store_unavailable,
                                                   no_session, event_budget
 nudge_frames_malformed_total{reason}   counter    frames (and beacon bodies) refused by the
                                                   codecs' limits: undecodable, too_deep,
-                                                  too_many_items (per process)
+                                                  too_many_items, out_of_range (per process)
 nudge_identity_refused_total{reason}   counter    identity tokens refused (hello and identify):
                                                   signature (forged, or for another site or
                                                   user), expired, malformed, user_id, off
@@ -39,12 +41,23 @@ nudge_decisions_total{outcome}         counter    sent, suppressed:<reason>, def
                                                   converted, and the browser's shown / clicked /
                                                   dismissed reports
 nudge_messages_total{kind}             counter    show messages delivered to a socket, by kind
+nudge_build_info{version,python}       gauge      always 1: what is running
 nudge_event_seconds                    histogram  an event's handling: engine and decisions
+nudge_event_push_seconds               histogram  an event → the message it triggered handed to
+                                                  the socket (only events that pushed one)
 nudge_show_seconds                     histogram  a show decided → the browser reports it shown
 nudge_timer_lag_seconds                histogram  a durable timer's due time → it ran
+nudge_timers_pending{campaign}         gauge      durable timers waiting, every node's (counted
+                                                  by the store at most every 15 s)
 nudge_timers_fired_total               counter
 nudge_store_up                         gauge      1 unless the shared store is unreachable
-nudge_store_errors_total               counter
+nudge_store_errors_total               counter    store calls that failed, and records left out
+nudge_store_records_refused_total      counter    records left out of a write (the others are
+  {kind}                                          written): they hold what cannot be encoded,
+                                                  by kind: visitor, session, message
+nudge_visitors_evicted_total{from}     counter    visitors let go to stay within --max-visitors:
+                                                  sessions (detached ones ended before their
+                                                  grace), store (the memory store's oldest)
 nudge_store_backlog                    gauge      writes kept while the store was unreachable
 nudge_relay_up                         gauge      1 when the relay listener is healthy (Redis)
 nudge_webhook_queue                    gauge      webhook deliveries waiting (tries and retries)
@@ -55,11 +68,14 @@ nudge_webhook_failed_total             counter    given up: in the dead-letter l
 
 from __future__ import annotations
 
+import platform
+import time
 from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from nudge import __version__
 from nudge.identity import refused as identity_refused
 from nudge.protocol.codec import malformed as frames_malformed
 
@@ -99,8 +115,6 @@ class Histogram:
         return out
 
 
-
-
 @dataclass(slots=True)
 class Stats:
     """What the hub counts: its sockets, events, decisions, timers and store writes."""
@@ -117,6 +131,7 @@ class Stats:
     lateness_total: float = 0.0
     lost_races: int = 0  # shows the shared store refused (another node showed first)
     replayed: int = 0  # store writes carried out late, once the store answered again
+    evicted: int = 0  # detached sessions ended before their grace to stay within max_visitors
 
 
 class Metrics:
@@ -129,6 +144,10 @@ class Metrics:
         self.closed: dict[str, int] = defaultdict(int)  # reason -> open sockets closed by a limit
         self.beacons_refused: dict[str, int] = defaultdict(int)  # reason -> beacons refused or cut short
         self.event_seconds = Histogram(LATENCY_BUCKETS)
+        self.push_seconds = Histogram(LATENCY_BUCKETS)  # events that put a message on the socket
+        self.pushed = 0  # show frames handed to a socket (tells push_seconds which events pushed)
+        self.timers_pending: dict[str, int] = {}  # campaign -> pending durable timers, as of:
+        self.timers_pending_at = float("-inf")  # monotonic seconds of the last count
         self.show_seconds = Histogram(SHOW_BUCKETS)
         self.timer_lag = Histogram(LAG_BUCKETS)
 
@@ -145,10 +164,33 @@ def _metric(out: list[str], name: str, kind: str, help: str, samples) -> None:
         out.append(f"{name}{{{rendered}}} {value}" if rendered else f"{name} {value}")
 
 
+PENDING_EVERY = 15.0  # seconds between counts of the pending timers (a walk of the store)
+
+
+async def refresh(hub: Hub) -> None:
+    """Count the pending timers per campaign for the next scrape, at most every
+    ``PENDING_EVERY`` seconds (the count walks the store: never per event, never per scrape)."""
+    metrics = hub.metrics
+    if time.monotonic() - metrics.timers_pending_at < PENDING_EVERY:
+        return
+    metrics.timers_pending_at = time.monotonic()
+    try:
+        counts = await hub.store.count_timers()
+    except hub.store.unavailable as exc:
+        hub.store_failed(exc)
+        return  # the last count stays
+    pending: dict[str, int] = defaultdict(int)
+    for key, n in counts.items():
+        pending[key.partition(":")[2] or key] += n  # "absence:<campaign>", "delay:<campaign>"
+    metrics.timers_pending = dict(pending)
+
+
 def render(hub: Hub) -> str:
     """The exposition text for this node."""
     stats, metrics = hub.stats, hub.metrics
     out: list[str] = []
+    _metric(out, "nudge_build_info", "gauge", "Always 1: the version running, as labels.",
+            [({"version": __version__, "python": platform.python_version()}, 1)])
     _metric(out, "nudge_connections", "gauge", "Open WebSocket connections.", [({}, stats.connections)])
     _metric(out, "nudge_sessions", "gauge", "Sessions held by this node.", [({}, len(hub.sessions))])
     _metric(out, "nudge_visitors", "gauge", "Visitors held by this node.", [({}, len(hub.visitors))])
@@ -171,13 +213,22 @@ def render(hub: Hub) -> str:
     _metric(out, "nudge_messages_total", "counter", "Show messages delivered to a socket, by kind.",
             [({"kind": kind}, n) for kind, n in sorted(metrics.messages.items())])
     out += metrics.event_seconds.lines("nudge_event_seconds", "Time to handle an event: engine and decisions.")
+    out += metrics.push_seconds.lines("nudge_event_push_seconds", "From an event received to the message it triggered handed to the socket.")
     out += metrics.show_seconds.lines("nudge_show_seconds", "From a show decided to the browser reporting it shown.")
     out += metrics.timer_lag.lines("nudge_timer_lag_seconds", "From a durable timer's due time to it running.")
+    _metric(out, "nudge_timers_pending", "gauge", "Durable timers waiting to fire, by campaign (every node's; counted at most every 15 s).",
+            [({"campaign": campaign}, n) for campaign, n in sorted(metrics.timers_pending.items())])
     _metric(out, "nudge_timers_fired_total", "counter", "Durable timers run on this node.", [({}, stats.timers_fired)])
     _metric(out, "nudge_timers_relayed_total", "counter", "Durable timers relayed to another node.", [({}, stats.timers_relayed)])
     _metric(out, "nudge_lost_races_total", "counter", "Shows another node's show beat to a cap.", [({}, stats.lost_races)])
     _metric(out, "nudge_store_up", "gauge", "1 unless the shared store is unreachable.", [({}, int(hub.degraded_since is None))])
-    _metric(out, "nudge_store_errors_total", "counter", "Store calls that failed.", [({}, hub.store_health.errors)])
+    refused = hub.store.refused
+    _metric(out, "nudge_store_errors_total", "counter", "Store calls that failed, and records left out of a write.",
+            [({}, hub.store_health.errors + sum(refused.values()))])
+    _metric(out, "nudge_store_records_refused_total", "counter", "Records left out of a store write: they cannot be encoded, by kind.",
+            [({"kind": kind}, n) for kind, n in sorted(refused.items())])
+    _metric(out, "nudge_visitors_evicted_total", "counter", "Visitors let go to stay within --max-visitors, by where from.",
+            [({"from": "sessions"}, stats.evicted), ({"from": "store"}, hub.store.evicted)])
     _metric(out, "nudge_store_backlog", "gauge", "Store writes kept while it was unreachable.", [({}, len(hub.backlog))])
     if not hub.alone:
         _metric(out, "nudge_relay_up", "gauge", "1 when the relay listener is healthy.",

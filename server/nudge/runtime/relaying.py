@@ -75,7 +75,9 @@ class Relaying:
         """A record another node sent this one (see :mod:`nudge.store.redis.cluster`)."""
         op = record.get("op")
         if op == "ev":
-            event = events.Event(record["name"], record.get("props") or {}, trusted=True)  # a backend's
+            at = record.get("at")
+            event = events.Event(record["name"], record.get("props") or {}, trusted=True,  # a backend's
+                                 at=at if isinstance(at, (int, float)) else None)
             await self.hub.on_visitor_event(record["site"], record["visitor"], event, forwarded=True)
         elif op == "due":
             timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))

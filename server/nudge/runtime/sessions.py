@@ -66,11 +66,12 @@ class LiveSession:
 class Sessions:
     """The sessions this node holds, by id, and their visitors, by (site, visitor id)."""
 
-    __slots__ = ("by_id", "visitors")
+    __slots__ = ("by_id", "visitors", "detached")
 
     def __init__(self) -> None:
         self.by_id: dict[str, LiveSession] = {}  # session id -> session held by this node
         self.visitors: dict[tuple[str, str], Visitor] = {}  # (site, visitor id) -> visitor
+        self.detached: dict[LiveSession, None] = {}  # resumable sessions, oldest detached first
 
     def hold(self, state: SessionState, visitor: Visitor) -> LiveSession:
         """Hold ``state`` as a session of ``visitor`` here, from now on."""
@@ -82,6 +83,7 @@ class Sessions:
     def drop(self, live: LiveSession) -> None:
         """Hold the session no longer; its visitor goes too once it has no session here."""
         state = live.state
+        self.detached.pop(live, None)
         if self.by_id.get(state.id) is live:
             del self.by_id[state.id]
         visitor = live.visitor

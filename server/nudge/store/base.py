@@ -22,6 +22,8 @@ from nudge.rules.state import SessionState, VisitorState
 DAY_MS = 86_400_000
 # Messages queued for one visitor at most; the oldest goes first.
 MAX_QUEUED = 20
+# Backend events kept for a user id no visitor is linked to yet, at most; the oldest goes first.
+MAX_HELD_FOR_USER = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,10 @@ class Store(Protocol):
     name: str  # what /healthz calls it: "memory", "redis"
     node: str  # the node whose sessions this store writes; a session another node took over
     # (``own_session``) refuses this node's writes from then on
+    # kind (visitor, session, message, ...) -> records left out of a write because they cannot be
+    # encoded (codec.Unstorable: each logged; the other records of the same write are written)
+    refused: dict[str, int]
+    evicted: int  # visitors dropped to keep within a cap before their retention ran out (memory)
 
     # Visitors: what outlives a tab (cart, caps, traits, timers' keys).
     async def load_visitor(self, site: str, visitor: str) -> VisitorState | None: ...
@@ -157,6 +163,16 @@ class Store(Protocol):
     # Which visitors a proven user id was seen with (erasure by user), kept for the retention.
     async def link_user(self, site: str, user: str, visitor: str) -> None: ...
     async def user_visitors(self, site: str, user: str) -> list[str]: ...
+    # Backend events addressed to a user id no visitor is linked to yet (``POST /api/events``
+    # with ``user_id``, the CDP endpoints): each kept ``keep`` seconds from ``now`` (the last
+    # ``MAX_HELD_FOR_USER``), then taken whole, atomically, by the first visitor linked to them.
+    async def hold_for_user(self, site: str, user: str, event: dict, now: float, keep: float) -> None: ...
+    async def take_for_user(self, site: str, user: str, now: float) -> list[dict]: ...
+
+    # Webhook endpoints whose receiver answered 410 Gone, named "<id> <url>" (so that a new url in
+    # the file enables the endpoint again): every node stops sending to them.
+    async def disable_endpoint(self, name: str) -> None: ...
+    async def disabled_endpoints(self) -> set[str]: ...
 
     # Everything about one visitor — state, sessions, timers, caps, once markers, queued
     # messages, whereabouts — removed (erasure, docs/security.md). Returns how many records went.
@@ -165,9 +181,16 @@ class Store(Protocol):
     # (and, with Redis, for a report over every node).
     async def add_results(self, deltas: dict[tuple[str, str, str], int]) -> None: ...
     async def load_results(self) -> dict[tuple[str, str, str], int]: ...
+    # Results over time, (campaign, variant, counter, hour) -> count, the hour as the epoch second
+    # it starts: added to with the results; read one campaign at a time (the editor's charts).
+    async def add_series(self, deltas: dict[tuple[str, str, str, int], int]) -> None: ...
+    async def load_series(self, campaign: str) -> dict[tuple[str, str, int], int]: ...
 
     # The soonest pending durable timers, (site, visitor, key, due), soonest first (the dashboard).
     async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]: ...
+    # How many durable timers wait (claimed ones included), by timer key: a walk of every timer,
+    # for /metrics at most every few seconds, never on the hot path.
+    async def count_timers(self) -> dict[str, int]: ...
 
     # The campaign document the admin API edits, with a revision bumped by every change:
     # (revision, document or None), the revision alone (polled), and a compare-and-set that

@@ -11,6 +11,7 @@ and dicts of records come back as the types the engine expects.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from functools import cache
@@ -19,6 +20,15 @@ from typing import Any, TypeVar
 import msgpack
 
 T = TypeVar("T")
+
+log = logging.getLogger("nudge.store")
+
+
+class Unstorable(ValueError, TypeError):
+    """A state holding what MessagePack cannot: a lone surrogate in a string, a whole number
+    beyond 64 bits (or a value of a type no state field has). The edge normalises both (:mod:`nudge.rules.values`); a state that has one
+    anyway is left out of its write alone, logged and counted, so that it never fails the batch
+    it is in (the store implementations do that)."""
 
 
 def _plain(value: Any) -> Any:
@@ -40,7 +50,33 @@ def dumps(state: Any) -> bytes:
     calls back only for a dataclass (one shallow map of its fields) or a set: 7x faster than
     building the plain copy in Python, which is what the write-behind of a thousand sessions at
     once costs the event loop (bench/RESULTS-redis.md)."""
-    return msgpack.packb(state, default=_shallow, use_bin_type=True)
+    try:
+        return msgpack.packb(state, default=_shallow, use_bin_type=True)
+    except (UnicodeEncodeError, OverflowError, TypeError) as exc:
+        raise Unstorable(_why(exc)) from None
+
+
+def pack(value: Any) -> bytes:
+    """Plain maps, lists and scalars to MessagePack (a queued message, a snapshot's record);
+    raises :class:`Unstorable` as :func:`dumps` does."""
+    try:
+        return msgpack.packb(value, use_bin_type=True)
+    except (UnicodeEncodeError, OverflowError, TypeError) as exc:
+        raise Unstorable(_why(exc)) from None
+
+
+def left_out(refused: dict[str, int], kind: str, ident: str, exc: Unstorable) -> None:
+    """Count and log one record a store could not encode (it is not written; the rest are)."""
+    refused[kind] += 1
+    log.error("%s %s not stored: %s (the other records are)", kind, ident, exc)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, UnicodeEncodeError):
+        return f"a string holds a lone surrogate ({exc.object[exc.start:exc.end]!r})"
+    if isinstance(exc, OverflowError):
+        return "a whole number beyond 64 bits"
+    return str(exc)  # a value of a type the store does not keep
 
 
 def _shallow(value: Any) -> Any:
@@ -51,6 +87,8 @@ def _shallow(value: Any) -> Any:
         return {name: getattr(value, name) for name in names}
     if isinstance(value, set | frozenset):
         return sorted(value)
+    if isinstance(value, int):  # msgpack asks here about one beyond 64 bits
+        raise Unstorable("a whole number beyond 64 bits")
     raise TypeError(f"cannot store a {type(value).__name__}")
 
 

@@ -85,6 +85,10 @@ class Keys:
         """The visitor ids a proven user id was seen with (a set), for erasure by user."""
         return f"{self.prefix}u:{{{site}:{user}}}"
 
+    def held_for_user(self, site: str, user: str) -> str:
+        """Backend events for a user id no visitor is linked to yet (a list), shares its tag."""
+        return f"{self.prefix}u:{{{site}:{user}}}:held"
+
     def session(self, site: str, session: str) -> str:
         return f"{self.prefix}s:{{{site}:{session}}}"
 
@@ -105,6 +109,10 @@ class Keys:
         """Results counts: a hash ``campaign SEP variant SEP counter`` -> count, every node's."""
         return f"{self.prefix}results"
 
+    def series(self, campaign: str) -> str:
+        """Results over time of one campaign: a hash ``variant SEP counter SEP hour`` -> count."""
+        return f"{self.prefix}series:{campaign}"
+
     def campaigns(self) -> str:
         """The campaign document the admin API edits (JSON), shared by every node."""
         return f"{self.prefix}campaigns:document"
@@ -124,6 +132,10 @@ class Keys:
     def webhook_dead(self) -> str:
         """Webhook deliveries given up, newest first (a capped list of JSON)."""
         return f"{self.prefix}{{webhooks}}:dead"
+
+    def webhook_disabled(self) -> str:
+        """Webhook endpoints a receiver disabled (410 Gone), a set of "id url"."""
+        return f"{self.prefix}{{webhooks}}:disabled"
 
     def events(self) -> str:
         """The event log as a stream (recording on, Redis store): one entry per record, field

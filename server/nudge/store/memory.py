@@ -13,6 +13,8 @@ store has no clock of its own: "now" is the latest time it was handed (each pass
 scheduler claims due timers with it), and a write counts as of that time, or as of the visitor's
 own latest activity if that is later. Expired records are found oldest-written first (two
 insertion-ordered maps): a pass stops at the first record still kept, so it never scans them.
+With ``max_visitors`` (the server's ``--max-visitors``), at most that many visitors are kept: past
+it the least recently written go first, as retention would take them (counted in ``evicted``).
 Timers need none of this (each goes when it fires or is cancelled), nor do sessions: the hub
 drops each when its grace period ends — except those read back from a snapshot, which the new
 process does not hold until a client resumes them. Each of those ends its own time to live (the
@@ -31,14 +33,22 @@ import heapq
 import itertools
 import logging
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from pathlib import Path
 
 import msgpack
 
 from nudge.rules.state import SessionState, VisitorState
 from nudge.store import codec
-from nudge.store.base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer, Handler, LogErasure
+from nudge.store.base import (
+    DAY_MS,
+    MAX_HELD_FOR_USER,
+    MAX_QUEUED,
+    CapCheck,
+    DueTimer,
+    Handler,
+    LogErasure,
+)
 
 log = logging.getLogger("nudge.store")
 
@@ -97,9 +107,12 @@ class MemoryStore:
         self._once: dict[tuple[str, str, str], int] = {}  # (site, visitor, token) -> expires ms
         self._total: dict[tuple[str, str, str], int] = {}  # (site, visitor, campaign) -> shown ever
         self._users: dict[tuple[str, str], set[str]] = {}  # (site, user id) -> visitor ids
+        self._disabled: set[str] = set()  # webhook endpoints disabled by a 410, "id url"
+        self._held: dict[tuple[str, str], list[tuple[float, dict]]] = {}  # (site, user id) -> [(expires, event)]
         # Caps per signed-in user live in _shown, _recent and _total too, under the subject
         # "u:<user id>" where a visitor id would be (no visitor id holds a ":").
         self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
+        self._series: dict[str, dict[tuple[str, str, int], int]] = {}  # campaign -> (variant, counter, hour) -> n
         self.campaign_document: dict | None = None  # the admin API's campaign document (admin.py)
         self.campaigns_version = 0  # its revision, bumped by each change
         self._sightings: OrderedDict[tuple[str, str], float] = OrderedDict()  # (site, event id) -> until
@@ -108,12 +121,16 @@ class MemoryStore:
         self._delivery_heap: list[tuple[float, int, str]] = []  # (due, order, id), may hold stale entries
         self._dead: list[dict] = []  # deliveries given up, newest first
         self.retention = retention  # seconds records outlive their last write (None: forever)
+        self.max_visitors: int | None = None  # visitors kept at most; the least recently written go first
+        self.evicted = 0  # visitors dropped for the cap, before their retention ran out
         self._now = 0.0  # the latest time the store was handed
         self._visitor_writes: dict[tuple[str, str], float] = {}  # (site, visitor) -> written at, oldest first
         self._user_writes: dict[tuple[str, str], float] = {}  # (site, user id) -> written at, oldest first
         self._restored: list[tuple[tuple[str, str], float]] = []  # sessions from the snapshot, with their ttl
         self._restored_ends: dict[tuple[str, str], float] = {}  # -> when they end, once the time is known
         self.snapshot_path = Path(snapshot) if snapshot else None  # written on close, read now
+        # kind -> records left out of the snapshot because they cannot be encoded (logged)
+        self.refused: dict[str, int] = defaultdict(int)
         if self.snapshot_path is not None and self.snapshot_path.exists():
             self._restore(self.snapshot_path)
 
@@ -124,6 +141,22 @@ class MemoryStore:
         key = (state.site, state.id)
         self._visitors[key] = state
         _written(self._visitor_writes, key, max(self._now, _activity(state)))
+        if self.max_visitors is not None and len(self._visitors) > self.max_visitors:
+            self._evict(self.max_visitors)
+
+    def _evict(self, cap: int) -> None:
+        """Keep at most ``cap`` visitors: the least recently written go first, with what retention
+        would take with them (queued messages, recent show times). Oldest first, as ``expire``
+        finds them: constant work per visitor stored. Their durable timers stay: each goes when it
+        fires (within the longest ``within``/``delay`` of a campaign), and one whose visitor the
+        hub still holds (written again when their session ends) runs as it would have."""
+        writes = self._visitor_writes
+        while len(self._visitors) > cap and writes:
+            key = next(iter(writes))
+            del writes[key]
+            for table in (self._visitors, self._queued, self._recent):
+                table.pop(key, None)
+            self.evicted += 1
 
     async def save_visitors(self, states: list[VisitorState], sessions: list[tuple[SessionState, float]]) -> None:
         for state in states:
@@ -141,9 +174,20 @@ class MemoryStore:
     async def load_results(self) -> dict[tuple[str, str, str], int]:
         return dict(self._results)
 
+    async def add_series(self, deltas: dict[tuple[str, str, str, int], int]) -> None:
+        for (campaign, variant, counter, hour), n in deltas.items():
+            kept = self._series.setdefault(campaign, {})
+            kept[(variant, counter, hour)] = kept.get((variant, counter, hour), 0) + n
+
+    async def load_series(self, campaign: str) -> dict[tuple[str, str, int], int]:
+        return dict(self._series.get(campaign, {}))
+
     async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]:
         soonest = heapq.nsmallest(limit, self._timers.items(), key=lambda item: item[1])
         return [(*ident, due) for ident, due in soonest]
+
+    async def count_timers(self) -> dict[str, int]:
+        return dict(Counter(key for _, _, key in self._timers))
 
     async def load_session(self, site: str, session: str) -> SessionState | None:
         found = self._sessions.get((site, session))
@@ -300,6 +344,28 @@ class MemoryStore:
     async def user_visitors(self, site: str, user: str) -> list[str]:
         return sorted(self._users.get((site, user), ()))
 
+    async def hold_for_user(self, site: str, user: str, event: dict, now: float, keep: float) -> None:
+        key = (site, user)
+        held = self._held.pop(key, [])
+        held.append((now + keep, event))
+        del held[:-MAX_HELD_FOR_USER]
+        self._held[key] = held  # written last: the map stays ordered oldest-written first
+        while self._held:  # what expired goes with a later write, found oldest first
+            oldest, entries = next(iter(self._held.items()))
+            if entries[-1][0] > now:
+                break
+            del self._held[oldest]
+
+    async def take_for_user(self, site: str, user: str, now: float) -> list[dict]:
+        held = self._held.pop((site, user), [])
+        return [event for expires_at, event in held if expires_at > now]
+
+    async def disable_endpoint(self, name: str) -> None:
+        self._disabled.add(name)
+
+    async def disabled_endpoints(self) -> set[str]:
+        return set(self._disabled)
+
     async def erase(self, site: str, visitor: str) -> int:
         removed = 0
         for ident in [i for i, visitors in self._users.items() if i[0] == site and visitor in visitors]:
@@ -428,31 +494,53 @@ class MemoryStore:
     # --- snapshot -----------------------------------------------------------------------------
 
     def _write_snapshot(self, path: Path) -> None:
-        """Write everything to ``path`` atomically (a temporary file renamed over it)."""
-        document = {
-            "version": SNAPSHOT_VERSION,
-            "visitors": [codec.to_plain(v) for v in self._visitors.values()],
-            "sessions": [[codec.to_plain(s), ttl] for s, ttl in self._sessions.values()],
-            "timers": [[*ident, due] for ident, due in self._timers.items()],
-            "queued": [[*ident, [[e, m] for e, m in q]] for ident, q in self._queued.items() if q],
-            "shown": [[*ident, times] for ident, times in self._shown.items() if times],
-            "recent": [[*ident, times] for ident, times in self._recent.items() if times],
-            "once": [[*ident, until] for ident, until in self._once.items()],
-            "total": [[*ident, count] for ident, count in self._total.items()],
-            "users": [[*ident, sorted(visitors)] for ident, visitors in self._users.items()],
-            "results": [[*ident, count] for ident, count in self._results.items()],
-            "campaigns": self.campaign_document,
-            "campaigns_revision": self.campaigns_version,
+        """Write everything to ``path`` atomically (a temporary file renamed over it).
+
+        Each record is encoded on its own: one that cannot be (a state holding what MessagePack
+        cannot, see ``codec.Unstorable``) is left out, counted in ``refused`` and logged, and
+        every other record is written. The bytes are those of packing the whole document."""
+        sections: dict[str, tuple[str, list[tuple[tuple, object]]]] = {
+            "visitors": ("visitor", [((v.site, v.id), codec.to_plain(v)) for v in self._visitors.values()]),
+            "sessions": ("session", [((s.site, s.id), [codec.to_plain(s), ttl]) for s, ttl in self._sessions.values()]),
+            "timers": ("timer", [(ident, [*ident, due]) for ident, due in self._timers.items()]),
+            "queued": ("message", [(ident, [*ident, [[e, m] for e, m in q]]) for ident, q in self._queued.items() if q]),
+            "shown": ("shown", [(ident, [*ident, times]) for ident, times in self._shown.items() if times]),
+            "recent": ("shown", [(ident, [*ident, times]) for ident, times in self._recent.items() if times]),
+            "once": ("once", [(ident, [*ident, until]) for ident, until in self._once.items()]),
+            "total": ("shown", [(ident, [*ident, count]) for ident, count in self._total.items()]),
+            "users": ("user", [(ident, [*ident, sorted(visitors)]) for ident, visitors in self._users.items()]),
+            "results": ("results", [(ident, [*ident, count]) for ident, count in self._results.items()]),
+            "series": ("results", [((campaign, *ident), [campaign, *ident, count]) for campaign, kept in self._series.items() for ident, count in kept.items()]),
+            "held": ("event", [(ident, [*ident, [[e, event] for e, event in held]]) for ident, held in self._held.items() if held]),
+            "disabled": ("endpoint", [((url,), url) for url in sorted(self._disabled)]),
         }
+        packer = msgpack.Packer(use_bin_type=True)
+        out = [packer.pack_map_header(3 + len(sections)), packer.pack("version"), packer.pack(SNAPSHOT_VERSION),
+               packer.pack("campaigns_revision"), packer.pack(self.campaigns_version)]
+        for name, (kind, records) in sections.items():
+            packed = []
+            for ident, record in records:
+                try:
+                    packed.append(codec.pack(record))
+                except codec.Unstorable as exc:
+                    codec.left_out(self.refused, kind, "/".join(map(str, ident)), exc)
+            out += [packer.pack(name), packer.pack_array_header(len(packed)), *packed]
+        try:
+            campaigns = codec.pack(self.campaign_document)
+        except codec.Unstorable as exc:
+            codec.left_out(self.refused, "campaigns", "document", exc)
+            campaigns = packer.pack(None)
+        out += [packer.pack("campaigns"), campaigns]
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_name(path.name + ".tmp")
-        with open(scratch, "wb") as out:
-            out.write(msgpack.packb(document, use_bin_type=True))
-            out.flush()
-            os.fsync(out.fileno())
+        with open(scratch, "wb") as out_file:
+            out_file.write(b"".join(out))
+            out_file.flush()
+            os.fsync(out_file.fileno())
         os.replace(scratch, path)
-        log.info("memory store: snapshot of %d visitors, %d sessions, %d timers written to %s",
-                 len(self._visitors), len(self._sessions), len(self._timers), path)
+        log.info("memory store: snapshot of %d visitors, %d sessions, %d timers written to %s%s",
+                 len(self._visitors), len(self._sessions), len(self._timers), path,
+                 f" ({sum(self.refused.values())} records that cannot be encoded left out)" if self.refused else "")
 
     def _restore(self, path: Path) -> None:
         document = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
@@ -484,10 +572,15 @@ class MemoryStore:
         for site, user, visitors in document.get("users", ()):
             self._users[(site, user)] = set(visitors)
             self._user_writes[(site, user)] = latest
+        for site, user, held in document.get("held", ()):
+            self._held[(site, user)] = [(e, event) for e, event in held]
+        self._disabled = set(document.get("disabled", ()))
         self.campaign_document = document.get("campaigns")
         self.campaigns_version = document.get("campaigns_revision", 1 if self.campaign_document else 0)
         for campaign, variant, counter, count in document.get("results", ()):
             self._results[(campaign, variant, counter)] = count
+        for campaign, variant, counter, hour, count in document.get("series", ()):
+            self._series.setdefault(campaign, {})[(variant, counter, int(hour))] = count
         log.info("memory store: restored %d visitors, %d sessions, %d timers from %s",
                  len(self._visitors), len(self._sessions), len(self._timers), path)
 

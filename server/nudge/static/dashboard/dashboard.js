@@ -27,8 +27,22 @@
 
   function percent(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + " %"; }
 
+  // Two views behind one key: the live board (#live, the default) and the campaign editor
+  // (#campaigns, editor.js).
+  function showView() {
+    var editing = location.hash.indexOf("#campaigns") === 0;
+    $("views").hidden = false;
+    $("board").hidden = editing;
+    $("editor").hidden = !editing;
+    $("to-live").setAttribute("aria-current", editing ? "false" : "page");
+    $("to-campaigns").setAttribute("aria-current", editing ? "page" : "false");
+    if (editing && window.nudgeEditor) window.nudgeEditor.open(sessionStorage.getItem(STORAGE));
+  }
+
   function showLogin(message) {
     $("board").hidden = true;
+    $("editor").hidden = true;
+    $("views").hidden = true;
     $("forget").hidden = true;
     $("login").hidden = false;
     $("login-error").textContent = message || "";
@@ -50,7 +64,7 @@
         }
         if (!response.ok || !response.body) throw new Error("HTTP " + response.status);
         retry = 0;
-        $("board").hidden = false;
+        if ($("views").hidden) showView();
         var opened = Date.now();
         return read(response.body.getReader()).then(function () {
           if (signal.aborted) return;
@@ -119,7 +133,7 @@
     FUNNEL.forEach(function (field, i) {
       var n = total(variants, field);
       var y = i * row + 2;
-      chart.appendChild(svg("text", { x: 0, y: y + 14, "font-size": 12, fill: "#6b7385" }, field));
+      chart.appendChild(svg("text", { x: 0, y: y + 14, "font-size": 12, fill: "#545c6e" }, field));
       chart.appendChild(svg("rect", { x: 80, y: y + 2, width: Math.max(1, (width - 140) * n / top), height: row - 6, rx: 3, fill: "#3565f2", "data-field": field }));
       chart.appendChild(svg("text", { x: width - 4, y: y + 14, "font-size": 12, "text-anchor": "end" }, n));
     });
@@ -136,7 +150,7 @@
     ids.forEach(function (id, i) {
       var v = variants[id], y = i * row + 2;
       var rate = v.conversion_rate || 0;
-      var label = svg("text", { x: 0, y: y + 15, "font-size": 12, fill: "#6b7385" }, id.length > 14 ? id.slice(0, 13) + "…" : id);
+      var label = svg("text", { x: 0, y: y + 15, "font-size": 12, fill: "#545c6e" }, id.length > 14 ? id.slice(0, 13) + "…" : id);
       label.appendChild(svg("title", {}, id + (v.holdout ? " (holdout: not shown, counted)" : "")));
       chart.appendChild(label);
       chart.appendChild(svg("rect", { x: left, y: y + 4, width: Math.max(1, span * rate / scale), height: row - 10, rx: 3, fill: v.holdout ? "#9aa3b5" : "#1a9d5a", "data-variant": id }));
@@ -165,9 +179,10 @@
         }
         r.comparisons.forEach(function (c) {
           var line;
-          if (c.significant === null) {
-            var n = Math.min(r.variants[c.variant].exposed, r.variants[c.control].exposed);
-            line = c.variant + " vs " + c.control + ": too few exposures for a verdict (" + n + " so far)";
+          if (c.verdict === "too_few_exposures") {
+            // Before the minimum exposures a p-value says little: no verdict, how far along.
+            line = c.variant + " against " + c.control + ": too few exposures for a verdict, no verdict yet (" + c.exposures[0] + " and " + c.exposures[1] +
+              " exposures, " + c.minimum_exposures + " needed on each side)";
           } else {
             var verdict = c.significant ? (c.better ? "beats" : "does worse than") : "no significant difference from";
             line = c.variant + " " + verdict + " " + c.control + " (" + c.test.replace(/_/g, " ") + ", p = " + c.p_value +
@@ -265,6 +280,10 @@
     sessionStorage.removeItem(STORAGE);
     if (controller) controller.abort();
     showLogin("");
+  });
+
+  window.addEventListener("hashchange", function () {
+    if (sessionStorage.getItem(STORAGE)) showView();
   });
 
   var saved = sessionStorage.getItem(STORAGE);

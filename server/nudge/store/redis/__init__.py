@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import os
+from collections import defaultdict
 from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -29,7 +30,15 @@ from redis.exceptions import RedisError
 
 from nudge.rules.state import SessionState, VisitorState
 from nudge.store import codec
-from nudge.store.base import DAY_MS, MAX_QUEUED, CapCheck, DueTimer, Handler, LogErasure
+from nudge.store.base import (
+    DAY_MS,
+    MAX_HELD_FOR_USER,
+    MAX_QUEUED,
+    CapCheck,
+    DueTimer,
+    Handler,
+    LogErasure,
+)
 from nudge.store.keys import SEP, Keys, split_timer_member, timer_member
 from nudge.store.redis.cluster import RedisCluster
 from nudge.store.redis.scripts import (
@@ -40,6 +49,7 @@ from nudge.store.redis.scripts import (
     CONFIRM_SHOW,
     ENQUEUE,
     ERASE_LOG_PAGE,
+    HOLD_FOR_USER,
     OWN_SESSION,
     SAVE_SESSION,
     TAKE_QUEUED,
@@ -50,6 +60,7 @@ log = logging.getLogger("nudge.store")
 
 # How long a visitor's queue key lives after its last message was added.
 QUEUE_TTL_MS = 7 * DAY_MS
+SERIES_KEPT = 400 * 86400  # seconds a campaign's results over time outlive its last count
 # Commands per pipeline of a write-behind: about 1 ms of the loop's time each (encoding,
 # sending, reading the answers) on the benchmark's machine; bench/RESULTS-redis.md.
 WRITE_BATCH = 64
@@ -108,6 +119,7 @@ class RedisStore:
         self._confirm = self.redis.register_script(CONFIRM_SHOW)
         self._enqueue = self.redis.register_script(ENQUEUE)
         self._take = self.redis.register_script(TAKE_QUEUED)
+        self._hold = self.redis.register_script(HOLD_FOR_USER)
         self._take_of = self.redis.register_script(TAKE_QUEUED_OF)
         self._ack_queued = self.redis.register_script(ACK_QUEUED)
         self._save_session = self.redis.register_script(SAVE_SESSION)
@@ -116,6 +128,17 @@ class RedisStore:
         self._claim_deliveries = self.redis.register_script(CLAIM_DELIVERIES)
         self._erase_log_page = self.redis.register_script(ERASE_LOG_PAGE)
         self.node = node  # the node this store writes sessions for
+        # kind (visitor, session, message) -> records left out because they cannot be encoded
+        self.refused: dict[str, int] = defaultdict(int)
+        self.evicted = 0  # Redis expires keys by their time to live; it never evicts for a cap here
+
+    def _encode(self, kind: str, ident: str, state) -> bytes | None:
+        """A state's bytes, or None (counted and logged) when it holds what cannot be stored."""
+        try:
+            return codec.dumps(state)
+        except codec.Unstorable as exc:
+            codec.left_out(self.refused, kind, ident, exc)
+            return None
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -130,6 +153,27 @@ class RedisStore:
                 pipe.hincrby(key, SEP.join(ident), n)
             await pipe.execute()
 
+    async def add_series(self, deltas: dict[tuple[str, str, str, int], int]) -> None:
+        """One pipeline of HINCRBY, a hash per campaign; each hash outlives its last count by
+        ``SERIES_KEPT`` seconds."""
+        if not deltas:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (campaign, variant, counter, hour), n in deltas.items():
+                pipe.hincrby(self.keys.series(campaign), SEP.join((variant, counter, str(hour))), n)
+            for campaign in {ident[0] for ident in deltas}:
+                pipe.expire(self.keys.series(campaign), SERIES_KEPT)
+            await pipe.execute()
+
+    async def load_series(self, campaign: str) -> dict[tuple[str, str, int], int]:
+        found = await self.redis.hgetall(self.keys.series(campaign))
+        out = {}
+        for field, n in found.items():
+            parts = field.decode().split(SEP, 2)
+            if len(parts) == 3 and parts[2].isdigit():
+                out[(parts[0], parts[1], int(parts[2]))] = int(n)
+        return out
+
     async def load_results(self) -> dict[tuple[str, str, str], int]:
         found = await self.redis.hgetall(self.keys.results())
         out = {}
@@ -143,28 +187,48 @@ class RedisStore:
         found = await self.redis.zrange(self.keys.timers(), 0, limit - 1, withscores=True)
         return [(*split_timer_member(member.decode()), score / 1000) for member, score in found]
 
+    async def count_timers(self) -> dict[str, int]:
+        """ZSCAN of both timer sets, a page at a time (Redis serves others in between)."""
+        counts: dict[str, int] = {}
+        async for member, _ in self.redis.zscan_iter(self.keys.timers(), count=1000):
+            key = split_timer_member(member.decode())[2]
+            counts[key] = counts.get(key, 0) + 1
+        async for claim, _ in self.redis.zscan_iter(self.keys.claimed(), count=1000):
+            key = split_timer_member(claim.decode().split(SEP, 2)[2])[2]
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     async def load_visitor(self, site: str, visitor: str) -> VisitorState | None:
         data = await self.redis.get(self.keys.visitor(site, visitor))
         return codec.loads(VisitorState, data) if data is not None else None
 
     async def save_visitor(self, state: VisitorState) -> None:
-        await self.redis.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=_ms(self.retention))
+        data = self._encode("visitor", f"{state.site}/{state.id}", state)
+        if data is not None:
+            await self.redis.set(self.keys.visitor(state.site, state.id), data, px=_ms(self.retention))
 
     async def save_visitors(self, states: list[VisitorState], sessions: list[tuple[SessionState, float]]) -> None:
         """Write many states (the hub's write-behind) in pipelines of at most ``WRITE_BATCH``
         commands, each encoded just before it is sent: the event loop serves sockets while
         Redis answers one, so a flush of thousands of sessions never holds the loop for more than
-        about a millisecond at a time. A failure leaves the batches before it written."""
+        about a millisecond at a time. A failure leaves the batches before it written. A state
+        that cannot be encoded is left out alone (counted in ``refused``, logged)."""
         retention = _ms(self.retention)
         async with self.redis.pipeline(transaction=False) as pipe:
             for state in states:
-                pipe.set(self.keys.visitor(state.site, state.id), codec.dumps(state), px=retention)
+                data = self._encode("visitor", f"{state.site}/{state.id}", state)
+                if data is None:
+                    continue
+                pipe.set(self.keys.visitor(state.site, state.id), data, px=retention)
                 if len(pipe) >= WRITE_BATCH:
                     await pipe.execute()
             for session, ttl in sessions:
+                data = self._encode("session", f"{session.site}/{session.id}", session)
+                if data is None:
+                    continue
                 await self._save_session(
                     keys=[self.keys.session(session.site, session.id)],
-                    args=[codec.dumps(session), session.last_event_seq, _ms(ttl), self.node, session.visitor],
+                    args=[data, session.last_event_seq, _ms(ttl), self.node, session.visitor],
                     client=pipe,
                 )
                 if len(pipe) >= WRITE_BATCH:
@@ -177,9 +241,12 @@ class RedisStore:
         return codec.loads(SessionState, data) if data is not None else None
 
     async def save_session(self, state: SessionState, ttl: float) -> None:
+        data = self._encode("session", f"{state.site}/{state.id}", state)
+        if data is None:
+            return
         await self._save_session(
             keys=[self.keys.session(state.site, state.id)],
-            args=[codec.dumps(state), state.last_event_seq, _ms(ttl), self.node, state.visitor],
+            args=[data, state.last_event_seq, _ms(ttl), self.node, state.visitor],
         )
 
     async def own_session(self, site: str, session: str, visitor: str, ttl: float) -> str | None:
@@ -230,7 +297,10 @@ class RedisStore:
         keys = self.keys
         entry = b""
         if queue is not None:
-            entry = msgpack.packb([queue[1], queue[0]], use_bin_type=True)
+            try:
+                entry = codec.pack([queue[1], queue[0]])
+            except codec.Unstorable as exc:  # the show is counted; the message cannot be kept
+                codec.left_out(self.refused, "message", f"{site}/{visitor}", exc)
         reason = await self._confirm(
             keys=[
                 keys.shown(site, visitor, check.campaign), keys.recent(site, visitor),
@@ -271,7 +341,11 @@ class RedisStore:
         return len(doomed)
 
     async def enqueue(self, site: str, visitor: str, message: dict, expires_at: float) -> None:
-        entry = msgpack.packb([expires_at, message], use_bin_type=True)
+        try:
+            entry = codec.pack([expires_at, message])
+        except codec.Unstorable as exc:
+            codec.left_out(self.refused, "message", f"{site}/{visitor}", exc)
+            return
         # Entries past their own expiry are skipped when taken; the key itself goes after a week.
         await self._enqueue(keys=[self.keys.queue(site, visitor)], args=[entry, MAX_QUEUED, QUEUE_TTL_MS])
 
@@ -297,6 +371,27 @@ class RedisStore:
 
     async def user_visitors(self, site: str, user: str) -> list[str]:
         return sorted(v.decode() for v in await self.redis.smembers(self.keys.user(site, user)))
+
+    async def hold_for_user(self, site: str, user: str, event: dict, now: float, keep: float) -> None:
+        entry = msgpack.packb([now + keep, event], use_bin_type=True)
+        # Each entry carries its own expiry; the key lives as long as the newest.
+        ttl = max(1, _ms(keep))
+        await self._hold(keys=[self.keys.held_for_user(site, user)], args=[entry, MAX_HELD_FOR_USER, ttl])
+
+    async def disable_endpoint(self, name: str) -> None:
+        await self.redis.sadd(self.keys.webhook_disabled(), name)
+
+    async def disabled_endpoints(self) -> set[str]:
+        return {name.decode() for name in await self.redis.smembers(self.keys.webhook_disabled())}
+
+    async def take_for_user(self, site: str, user: str, now: float) -> list[dict]:
+        entries = await self._take(keys=[self.keys.held_for_user(site, user)])  # the same take-all script
+        events = []
+        for data in entries:
+            expires_at, event = msgpack.unpackb(data, raw=False)
+            if expires_at > now:
+                events.append(event)
+        return events
 
     async def erase(self, site: str, visitor: str) -> int:
         """Every key tagged with the visitor, every session of theirs (found by a SCAN of the

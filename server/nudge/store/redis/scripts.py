@@ -114,6 +114,18 @@ redis.call('DEL', KEYS[1])
 return entries
 """
 
+HOLD_FOR_USER = """
+-- KEYS[1]: the user id's held events (list of packed [expires_s, event])
+-- ARGV[1]: the packed entry
+-- ARGV[2]: the list's length limit
+-- ARGV[3]: the entry's time to live in ms
+-- returns the list's length
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return redis.call('LLEN', KEYS[1])
+"""
+
 ACK_QUEUED = """
 -- KEYS[1]: the visitor's queue
 -- ARGV[1..n]: message ids a tab acknowledged
