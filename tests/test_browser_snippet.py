@@ -127,7 +127,7 @@ class Server:
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task | None = None
         # The restarted app must open the same store: what a Redis URL would give it.
-        monkeypatch.setattr(nudge.ops.app, "open_store", lambda url: self.store)
+        monkeypatch.setattr(nudge.ops.app, "open_store", lambda url, **options: self.store)
 
     @property
     def http(self) -> str:

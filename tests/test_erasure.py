@@ -126,7 +126,7 @@ async def test_erasure_in_memory_leaves_nothing(start_server):
     assert status == 200 and report["sessions"] == 1 and report["records"] >= 1
     assert (await live.closed())[0] == 4409
     await eventually(lambda: not mentions(hub.sessions, gone.visitor), "the socket to be let go")
-    for where in (store, hub.sessions, hub.visitors, hub._dirty, hub._backlog, server.app.state.gateway.open):
+    for where in (store, hub.sessions, hub.visitors, hub.persistence.dirty, hub.backlog, server.app.state.gateway.open):
         assert not mentions(where, gone.visitor), where
     assert mentions(store, kept.visitor)
     back = await Client.connect(server.url, visitor=gone.visitor)  # the same id starts afresh
@@ -145,8 +145,8 @@ async def test_erasure_in_redis_and_on_every_node_leaves_nothing(tmp_path):
             kept = await visit(a)
             on_b = await Client.connect(b.url, visitor=gone.visitor)  # another tab, on node B
             await on_b.track("add_to_cart", {"id": "towel", "name": "Towel", "price": 3})
-            await a.hub._write_behind()
-            await b.hub._write_behind()
+            await a.hub.persistence.flush()
+            await b.hub.persistence.flush()
             for node in (a, b):
                 await node.advance(2)  # the event log is flushed to its stream every second
             redis, prefix = a.hub.store.redis, a.hub.store.keys.prefix
@@ -197,7 +197,7 @@ async def test_erasure_in_redis_and_on_every_node_leaves_nothing(tmp_path):
             await eventually(lambda: not mentions(b.hub.sessions, gone.visitor) and not mentions(b.hub.visitors, gone.visitor), "node B to forget")
             assert await keys_mentioning(gone.visitor) == []
             for hub in (a.hub, b.hub):
-                for where in (hub.sessions, hub.visitors, hub._dirty, hub._backlog):
+                for where in (hub.sessions, hub.visitors, hub.persistence.dirty, hub.backlog):
                     assert not mentions(where, gone.visitor)
             assert await keys_mentioning(kept.visitor) != []
     finally:
@@ -228,7 +228,7 @@ async def test_erasure_by_user_reaches_every_visitor_they_were(store, tmp_path):
             await phone.close()  # one away, one connected
             await eventually(lambda: server.hub.stats.connections == 2, "the phone to detach")
             if store == "redis":
-                await server.hub._write_behind()
+                await server.hub.persistence.flush()
             status, report = await delete(server, "u42", what="users")
             assert status == 200
             assert sorted(r["visitor"] for r in report["visitors"]) == sorted([phone.visitor, laptop.visitor])
@@ -236,7 +236,7 @@ async def test_erasure_by_user_reaches_every_visitor_they_were(store, tmp_path):
             await eventually(lambda: not mentions(server.hub.sessions, laptop.visitor), "the laptop to be let go")
             hub = server.hub
             for visitor in (phone.visitor, laptop.visitor):
-                for where in (hub.sessions, hub.visitors, hub._backlog):
+                for where in (hub.sessions, hub.visitors, hub.backlog):
                     assert not mentions(where, visitor)
                 if store == "memory":
                     assert not mentions(hub.store, visitor)
@@ -289,7 +289,7 @@ async def test_erasure_removes_the_visitors_webhook_deliveries(store, tmp_path):
                     bodies = (await hub.store.redis.hgetall(hub.store.keys.webhook_deliveries())).values()
                     queued = [b.decode() for b in bodies]
                 else:
-                    queued = [d["body"] for d in hub.webhooks._deliveries.values()]
+                    queued = [d["body"] for d in hub.store._deliveries.values()]
                 assert any(gone.visitor in b for b in queued) and any(kept.visitor in b for b in queued)
                 status, _ = await delete(server, gone.visitor)
                 assert status == 200
@@ -297,7 +297,7 @@ async def test_erasure_removes_the_visitors_webhook_deliveries(store, tmp_path):
                     bodies = (await hub.store.redis.hgetall(hub.store.keys.webhook_deliveries())).values()
                     queued = [b.decode() for b in bodies]
                 else:
-                    queued = [d["body"] for d in hub.webhooks._deliveries.values()]
+                    queued = [d["body"] for d in hub.store._deliveries.values()]
                 assert not any(gone.visitor in b for b in queued) and any(kept.visitor in b for b in queued)
                 tried = sum(receiver.tries.values())
                 await settle(server, 3600)  # the retries: none for the erased visitor
@@ -415,12 +415,12 @@ async def test_the_stream_is_erased_from_a_page_at_a_time():
             visitor = gone if i % 3 == 0 else kept
             props = {"user_id": "42"} if i == 7 else {"id": "42"}  # one identify of a short user id
             lines.append(json.dumps({"visitor": visitor, "session": "s_" + visitor, "name": "identify" if i == 7 else "click", "props": props, "k": "ev", "t": float(i)}))
-        await recording.to_stream(store.redis, store.keys.events(), lines)
+        await store.append_log(lines)
         erasing = recording.Erasing([gone], ["42"])
-        assert await recording.erase_from_stream(store.redis, store.keys.events(), erasing, page=4) == 9 + 1
-        left = [fields[b"r"].decode() for _, fields in await store.redis.xrange(store.keys.events())]
+        assert await store.erase_log(erasing, page=4) == 9 + 1
+        left = await store.log_lines()
         assert left == [line for i, line in enumerate(lines) if i % 3 != 0 and i != 7]
-        assert await recording.erase_from_stream(store.redis, store.keys.events(), erasing, page=4) == 0
+        assert await store.erase_log(erasing, page=4) == 0
     finally:
         await store.close()
         await drop_keys(url)

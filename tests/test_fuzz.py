@@ -51,7 +51,7 @@ class Harness:
         self.sent: list[dict] = []
         self.frames = 0  # fed so far
         self.sessions = {}
-        if self.hub.shared:
+        if not self.hub.alone:
             self.loop.run_until_complete(self.hub.start())  # the relay and the write-behind
         for codec in (protocol.JsonCodec(), protocol.MsgpackCodec(), protocol.JsonCodec()):
             conn = self._connection(codec)

@@ -150,7 +150,7 @@ async def test_a_relay_listener_that_dies_silently_is_replaced():
     to resubscribe): the node's own probe goes unanswered, it subscribes again, and a message
     relayed from the other node gets through."""
     async with nodes(CART) as (a, b):
-        relay = a.hub.relay
+        relay = a.hub.cluster
         await a.advance(1)  # first probe sent
         await eventually(lambda: relay._heard_ping == relay._sent_ping, "probe heard")
         await relay._pubsub.unsubscribe()  # silent: no error, no more messages
@@ -167,7 +167,7 @@ async def test_a_relay_listener_that_dies_silently_is_replaced():
 
 async def test_a_relay_whose_connection_dies_resubscribes():
     async with nodes(CART) as (a, b):
-        relay = a.hub.relay
+        relay = a.hub.cluster
         await relay._pubsub.connection.disconnect()  # the socket under the listener is gone
         await eventually(lambda: relay._listener is None or relay._listener.done() or relay._pubsub.connection is not None,
                     "listener noticed")
@@ -217,7 +217,7 @@ async def test_a_node_that_missed_the_take_over_does_not_resume_from_its_old_cop
         async def deaf(record: dict) -> None:
             pass
 
-        a.hub.relay.handler = deaf
+        a.hub.cluster.handler = deaf
         client = await Client.connect(a.url)
         assert [f["seq"] for f in shows(await client.track("click", {"target": "x"}))] == [1]
         await client.ack()

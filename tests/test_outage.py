@@ -159,7 +159,7 @@ async def test_a_purchase_during_an_outage_cancels_a_timer_that_fell_due_meanwhi
             await redis_up.wait()
             await client.track("purchase", {"value": 3})
             await node.advance(61)  # due now, and Redis is still down
-            assert node.hub.health()["backlog"] == 1, node.hub._backlog
+            assert node.hub.health()["backlog"] == 1, node.hub.backlog
             again = own_redis(tmp_path, port)
             await again.__aenter__()
             async with asyncio.timeout(15):

@@ -4,6 +4,7 @@ server at NUDGE_TEST_REDIS_URL under a key prefix of its own (removed afterwards
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 
 import msgpack
@@ -14,6 +15,10 @@ from nudge.store import CapCheck, DueTimer, Store, codec, open_store
 from .conftest import drop_keys, eventually, redis_store_url
 
 T0 = 1_700_000_000.0
+
+
+async def _ignore(record: dict) -> None:
+    pass
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -63,7 +68,7 @@ async def test_a_state_that_cannot_be_encoded_never_fails_its_batch(store):
     assert all(stored[i] is not None for i in range(10) if i != 3)
     kept = [await store.load_session("pk", f"s_{i}") for i in range(10)]
     assert all(kept[i].last_event_seq == i for i in range(10) if i != 6)
-    if store.shared:
+    if store.name == "redis":
         assert stored[3] is None and await store.load_session("pk", "s_6") is None
         assert store.refused == {"visitor": 2, "session": 1}
     else:
@@ -94,7 +99,7 @@ async def test_a_session_never_moves_backwards(store):
 async def test_a_session_taken_over_refuses_the_old_owners_writes(store):
     """Node A still has a write of the session in flight when node B resumes it: once B owns the
     session, A's write does not land, whatever its seq."""
-    if not store.shared:
+    if store.cluster("test", _ignore).alone:
         pytest.skip("one node owns every session")
     store.node = "a"
     await store.save_session(SessionState("s_1", "pk", "v_1", T0, last_event_seq=3), ttl=300)
@@ -144,7 +149,7 @@ async def test_claim_respects_the_limit(store):
 async def test_an_unfinished_claim_is_claimed_again_after_its_lease(store):
     """The node that claimed a timer died before finishing it: another claims it once the lease
     (30 s here) ran out — and only then."""
-    if not store.shared:
+    if store.cluster("test", _ignore).alone:
         pytest.skip("one process: a claim cannot outlive its node")
     await store.schedule("pk", "v_1", "absence:a", T0 + 10)
     [timer] = await store.claim_due(T0 + 10)
@@ -551,6 +556,181 @@ async def test_erase_removes_one_visitor_and_nothing_of_anyone_else(store):
     assert await store.user_visitors("pk", "u1") == ["v_kept"]
     assert (await store.load_visitor("pk", "v_kept")).id == "v_kept"
     assert len(await store.take_queued("pk", "v_kept", T0)) == 1
+
+
+# --- the campaign document -------------------------------------------------------------------
+
+
+async def test_the_campaign_document_is_changed_by_compare_and_set(store):
+    assert await store.load_campaigns() == (0, None)
+    assert await store.campaigns_revision() == 0
+    first = {"settings": {}, "campaigns": [{"id": "a"}], "versions": {"a": 1}, "file_hash": "f1"}
+    assert await store.swap_campaigns(0, first) == 1
+    assert await store.load_campaigns() == (1, first)
+    second = {**first, "campaigns": [{"id": "b"}], "versions": {"b": 1}}
+    assert await store.swap_campaigns(0, second) == -1  # made from revision 0: another change won
+    assert await store.load_campaigns() == (1, first)
+    assert await store.swap_campaigns(1, second) == 2
+    assert await store.campaigns_revision() == 2
+    assert (await store.load_campaigns())[1] == second
+
+
+# --- backend event ids -----------------------------------------------------------------------
+
+
+async def test_an_event_id_is_seen_once_until_it_is_forgotten(store):
+    assert await store.first_sighting("pk", "ev_1", T0, ttl=86400) is True
+    assert await store.first_sighting("pk", "ev_1", T0 + 1, ttl=86400) is False
+    assert await store.first_sighting("pk_other", "ev_1", T0 + 1, ttl=86400) is True  # per site
+    await store.forget_sighting("pk", "ev_1")
+    assert await store.first_sighting("pk", "ev_1", T0 + 2, ttl=86400) is True
+
+
+async def test_an_event_id_is_forgotten_after_its_time(store):
+    assert await store.first_sighting("pk", "ev_1", T0, ttl=0.05) is True
+    if store.name == "redis":  # Redis expires the id by its own clock: wait until it did
+        assert await store.first_sighting("pk", "ev_1", T0, ttl=0.05) is False
+        async with asyncio.timeout(5):
+            while not await store.first_sighting("pk", "ev_1", T0 + 1, ttl=0.05):
+                await asyncio.sleep(0.02)
+        return
+    assert await store.first_sighting("pk", "ev_1", T0 + 1, ttl=0.05) is True
+
+
+# --- the webhook delivery queue --------------------------------------------------------------
+
+
+def _delivery(ident: str, due: float, visitor: str = "v_1") -> dict:
+    body = json.dumps({"type": "decision", "campaign": "c", "visitor": visitor}, separators=(",", ":"))
+    return {"id": ident, "endpoint": "crm", "type": "decision", "body": body, "attempt": 0, "first_at": due, "due": due, "error": None}
+
+
+async def test_deliveries_are_claimed_when_due_and_finished(store):
+    assert await store.next_delivery_due() is None
+    await store.put_delivery(_delivery("d_late", T0 + 20))
+    await store.put_delivery(_delivery("d_soon", T0 + 10))
+    assert await store.count_deliveries() == 2
+    assert await store.next_delivery_due() == T0 + 10
+    assert await store.claim_deliveries(T0 + 5, lease=60, limit=10) == []
+    [soon] = await store.claim_deliveries(T0 + 10, lease=60, limit=10)
+    assert soon["id"] == "d_soon" and soon["body"] == _delivery("d_soon", 0)["body"]
+    await store.finish_delivery("d_soon")
+    assert await store.count_deliveries() == 1
+    assert [d["id"] for d in await store.claim_deliveries(T0 + 30, lease=60, limit=10)] == ["d_late"]
+    assert await store.claim_deliveries(T0 + 31, lease=60, limit=10) == []  # claimed: not due again yet
+
+
+async def test_a_delivery_put_back_is_due_at_its_new_time(store):
+    await store.put_delivery(_delivery("d_1", T0))
+    [delivery] = await store.claim_deliveries(T0, lease=60, limit=10)
+    delivery = {**delivery, "attempt": 1, "due": T0 + 5}
+    await store.put_delivery(delivery)  # a retry
+    assert await store.next_delivery_due() == T0 + 5
+    [again] = await store.claim_deliveries(T0 + 5, lease=60, limit=10)
+    assert again["attempt"] == 1
+
+
+async def test_claims_take_at_most_the_limit(store):
+    for i in range(5):
+        await store.put_delivery(_delivery(f"d_{i}", T0 + i))
+    assert [d["id"] for d in await store.claim_deliveries(T0 + 10, lease=60, limit=3)] == ["d_0", "d_1", "d_2"]
+    assert [d["id"] for d in await store.claim_deliveries(T0 + 10, lease=60, limit=3)] == ["d_3", "d_4"]
+
+
+async def test_an_unfinished_delivery_is_claimed_again_after_its_lease(store):
+    if store.cluster("test", _ignore).alone:
+        pytest.skip("one process: a claim cannot outlive its node")
+    await store.put_delivery(_delivery("d_1", T0))
+    assert len(await store.claim_deliveries(T0, lease=60, limit=10)) == 1
+    assert await store.claim_deliveries(T0 + 59, lease=60, limit=10) == []
+    assert [d["id"] for d in await store.claim_deliveries(T0 + 60, lease=60, limit=10)] == ["d_1"]
+
+
+async def test_buried_deliveries_are_the_dead_letters_newest_first_and_capped(store):
+    for i in range(4):
+        await store.put_delivery(_delivery(f"d_{i}", T0))
+    for i in range(4):
+        await store.bury_delivery({**_delivery(f"d_{i}", T0), "error": "HTTP 400"}, kept=3)
+    assert await store.count_deliveries() == 0
+    assert await store.claim_deliveries(T0 + 100, lease=60, limit=10) == []
+    dead = await store.dead_deliveries(10)
+    assert [d["id"] for d in dead] == ["d_3", "d_2", "d_1"] and dead[0]["error"] == "HTTP 400"
+    assert [d["id"] for d in await store.dead_deliveries(2)] == ["d_3", "d_2"]
+
+
+async def test_erasing_deliveries_removes_those_naming_the_visitor(store):
+    await store.put_delivery(_delivery("d_gone", T0, visitor="v_gone"))
+    await store.put_delivery(_delivery("d_kept", T0, visitor="v_kept"))
+    await store.bury_delivery(_delivery("d_dead_gone", T0, visitor="v_gone"), kept=10)
+    await store.bury_delivery(_delivery("d_dead_kept", T0, visitor="v_kept"), kept=10)
+    assert await store.erase_deliveries("v_gone") == 2
+    assert [d["id"] for d in await store.claim_deliveries(T0, lease=60, limit=10)] == ["d_kept"]
+    assert [d["id"] for d in await store.dead_deliveries(10)] == ["d_dead_kept"]
+    assert await store.erase_deliveries("v_gone") == 0
+
+
+# --- the event log's copy --------------------------------------------------------------------
+
+
+async def test_the_event_log_copy_is_appended_to_and_erased_from(store):
+    from nudge.calibrate.recording import Erasing
+
+    lines = [
+        '{"k":"config","v":1,"grace":300.0,"campaigns":null,"t":null}',
+        '{"k":"ev","t":1.0,"visitor":"v_gone","session":"s_1","name":"click","props":{}}',
+        '{"k":"ev","t":2.0,"visitor":"v_kept","session":"s_2","name":"click","props":{}}',
+        '{"k":"ev","t":3.0,"visitor":"v_kept","session":"s_2","name":"identify","props":{"user_id":"u_gone"}}',
+    ]
+    await store.append_log(lines)
+    kept = await store.log_lines()
+    # The memory store keeps no copy (each node's files are the log); Redis keeps every record
+    # but the files' headers.
+    assert kept == ([] if store.cluster("test", _ignore).alone else lines[1:])
+    removed = await store.erase_log(Erasing(["v_gone"], ["u_gone"]))
+    assert removed == len(kept) - len(await store.log_lines())
+    assert await store.log_lines() == ([] if store.cluster("test", _ignore).alone else [lines[2]])
+
+
+# --- health and the cluster ------------------------------------------------------------------
+
+
+async def test_a_store_says_what_it_raises_while_unreachable(store):
+    assert isinstance(store.unavailable, tuple) and all(issubclass(e, BaseException) for e in store.unavailable)
+    assert store.name in ("memory", "redis")
+    assert await store.ping() is True
+
+
+async def test_the_cluster_knows_where_sessions_are_held_and_carries_records(store):
+    heard: list[dict] = []
+
+    async def hear(record: dict) -> None:
+        heard.append(record)
+
+    a, b = store.cluster("n_a", hear), store.cluster("n_b", _ignore)
+    await a.start()
+    await b.start()
+    try:
+        assert await a.hold("pk", "v_1", "s_1", ttl=60) is None
+        if a.alone:
+            # One node: every session is its own, no other node hears anything.
+            assert await a.holders("pk", "v_1") == {}
+            assert await b.send("n_a", {"op": "take"}) is False and await b.broadcast({"op": "erase_log"}) == 0
+            assert await a.release("pk", "v_1", "s_1") is True and await a.check() is True
+            return
+        assert await a.holders("pk", "v_1") == {"s_1": "n_a"}
+        assert await b.hold("pk", "v_1", "s_1", ttl=60) == "n_a"  # taken over
+        assert await a.release("pk", "v_1", "s_1") is False  # not a's any more
+        assert await b.release("pk", "v_1", "s_1") is True
+        assert await a.holders("pk", "v_1") == {}
+        assert await b.send("n_a", {"op": "take", "session": "s_1"}) is True
+        assert await b.send("n_nobody", {"op": "take"}) is False
+        assert await b.broadcast({"op": "erase_log"}) == 2  # both listeners
+        await eventually(lambda: len(heard) == 2, "both records heard")
+        assert [r["op"] for r in heard] == ["take", "erase_log"]
+        assert await a.check() is True and a.healthy
+    finally:
+        await a.stop()
+        await b.stop()
 
 
 async def test_the_memory_store_keeps_at_most_max_visitors_the_least_recently_written_going_first():

@@ -195,7 +195,7 @@ async def test_retries_stop_after_a_day(tmp_path):
                 await settle(server, webhooks.CAP)  # 30 h: at least one try an hour, then given up
             tries = sum(receiver.tries.values())
             assert 24 <= tries <= 200
-            assert server.hub.webhooks.failed == 1 and len(server.hub.webhooks.dead) == 1
+            assert server.hub.webhooks.failed == 1 and len(await server.hub.webhooks.dead_letters()) == 1
             await client.close()
 
 
@@ -535,7 +535,7 @@ async def test_a_delivery_queued_before_its_endpoint_was_disabled_goes_to_the_de
             await server.hub.store.disable_endpoint(endpoint.name)  # another node heard a 410
             await settle(server, webhooks.CAP)
             assert sum(receiver.tries.values()) == 1
-            (dead,) = server.hub.webhooks.dead
+            (dead,) = await server.hub.webhooks.dead_letters()  # the store keeps them
             assert dead["error"] == "endpoint disabled: its receiver answered 410 Gone"
             await client.close()
 
@@ -608,7 +608,7 @@ async def test_a_host_name_resolving_to_an_internal_address_is_refused_when_sent
             await settle(server, 0)
             await settle(server, webhooks.CAP)
             assert receiver.requests == []  # nothing reached it, not even a connection's worth
-            (dead,) = server.hub.webhooks.dead
+            (dead,) = await server.hub.webhooks.dead_letters()  # the store keeps them
             assert "localhost is 127.0.0.1, an internal address" in dead["error"] and dead["attempt"] == 1
             await client.close()
         async with run_server(CAMPAIGNS, webhooks=path, webhook_allow=["localhost"]) as server:

@@ -7,7 +7,7 @@ rotate by size and age; files older than the retention are deleted. The format i
 docs/replay.md.
 
 Erasure (nudge.ops.erasure) takes a visitor's records out of the log: out of the buffer, out of the
-Redis stream a page at a time (:func:`erase_from_stream`), and out of the files, each rewritten
+store's copy (the Redis stream, a page at a time: ``Store.erase_log``), and out of the files, each rewritten
 without them in a thread (:func:`erase_from_files`) — a temporary file in the same directory,
 fsynced, then renamed over the original, which keeps its modification time (so its retention is
 unchanged). The file being appended to is never rewritten: :meth:`Recorder.erase` closes it first
@@ -107,6 +107,11 @@ class Recorder:
 
     def close(self) -> None:
         self.flush()
+
+    async def erase_records(self, visitors: Iterable[str], users: Iterable[str] = ()) -> tuple[int, int]:
+        """Erase the visitors' records (and the identify events of the users) from this node's
+        log: its buffer at once, its files in a thread. Returns (files rewritten, records removed)."""
+        return await erase_from_recorder(self, Erasing(visitors, users))
 
     def erase(self, erasing: Erasing) -> tuple[int, list[Path]]:
         """Drop the erasure's records from the buffer and finish the file being written (the
@@ -248,104 +253,6 @@ async def erase_from_recorder(recorder: Recorder, erasing: Erasing) -> tuple[int
     return files, removed + buffered
 
 
-STREAM_MAXLEN = 10_000_000  # entries kept in the Redis stream (trimmed approximately)
-
-
-async def to_stream(redis, key: str, lines: list[str]) -> None:
-    """Append encoded records to the Redis stream ``key`` (one pipeline, capped length)."""
-    if not lines:
-        return
-    pipe = redis.pipeline(transaction=False)
-    for line in lines:
-        if '"k":"config"' in line:
-            continue  # the stream is one log: its settings are the node's, not per file
-        pipe.xadd(key, {"r": line}, maxlen=STREAM_MAXLEN, approximate=True)
-    await pipe.execute()
-
-
-STREAM_PAGE = 1000  # entries looked at by one call of ERASE_PAGE
-
-# -- KEYS[1]: the event log stream
-# -- ARGV[1]: where to start: "-", or "(" and the last entry id looked at; ARGV[2]: entries to look at
-# -- ARGV[3]: how many visitor needles follow; ARGV[4…]: the visitor needles, then the user needles
-# -- returns {the last id looked at, or "" when the stream ends; entries deleted (those holding a
-# --          visitor needle); {id, record, …} of the others holding a user needle, to be judged}
-ERASE_PAGE = """
-local page = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-local visitors = 3 + tonumber(ARGV[3])
-local doomed, candidates = {}, {}
-for _, entry in ipairs(page) do
-  local fields, record = entry[2], nil
-  for i = 1, #fields, 2 do
-    if fields[i] == 'r' then record = fields[i + 1] end
-  end
-  if record then
-    local hit = false
-    for j = 4, visitors do
-      if string.find(record, ARGV[j], 1, true) then hit = true; break end
-    end
-    if hit then
-      doomed[#doomed + 1] = entry[1]
-    else
-      for j = visitors + 1, #ARGV do
-        if string.find(record, ARGV[j], 1, true) then
-          candidates[#candidates + 1] = entry[1]
-          candidates[#candidates + 1] = record
-          break
-        end
-      end
-    end
-  end
-end
-if #doomed > 0 then redis.call('XDEL', KEYS[1], unpack(doomed)) end
-local last = ''
-if #page == tonumber(ARGV[2]) then last = page[#page][1] end
-return {last, #doomed, candidates}
-"""
-
-
-async def erase_from_stream(redis, key: str, erasing: Erasing, page: int = STREAM_PAGE) -> int:
-    """Delete the stream entries the erasure removes. Redis searches the stream itself, ``page``
-    entries per script call (a millisecond or two each), so neither this process's memory nor
-    its event loop carries the stream; only entries that may name a user come back, to be
-    parsed here. Returns the entries deleted."""
-    script = redis.register_script(ERASE_PAGE)
-    needles = [*erasing.needles(), *erasing.user_needles()]
-    start, removed = "-", 0
-    while True:
-        last, deleted, candidates = await script(keys=[key], args=[start, page, len(erasing.visitors), *needles])
-        removed += int(deleted)
-        doomed = [candidates[i] for i in range(0, len(candidates), 2) if erasing(candidates[i + 1])]
-        if doomed:
-            removed += await redis.xdel(key, *doomed)
-        if not last:
-            return removed
-        start = "(" + (last.decode() if isinstance(last, bytes) else last)
-
-
-def read_stream(url: str):
-    """Every record of the event-log stream of the Redis store at ``url`` (its ``prefix``)."""
-    import redis as sync_redis
-
-    from nudge.store.keys import Keys
-
-    base, _, query = url.partition("?")
-    params = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
-    client = sync_redis.Redis.from_url(base, decode_responses=True)
-    key = Keys(params.get("prefix", "nudge:")).events()
-    start = "-"
-    try:
-        while True:
-            batch = client.xrange(key, min=start, count=5000)
-            for _entry, fields in batch:
-                yield json.loads(fields["r"])
-            if len(batch) < 5000:
-                return
-            start = "(" + batch[-1][0]
-    finally:
-        client.close()
-
-
 def read(paths: list[str | Path]):
     """Every record of the given files (or directories of them), in file-name order; a truncated
     last member (a crash mid-write) is read up to where it breaks. A ``redis://`` URL reads the
@@ -353,7 +260,9 @@ def read(paths: list[str | Path]):
     files: list[Path] = []
     for path in paths:
         if isinstance(path, str) and path.startswith(("redis://", "rediss://", "unix://")):
-            yield from read_stream(path)
+            from nudge.store.redis import read_log
+
+            yield from read_log(path)
             continue
         path = Path(path)
         files.extend(sorted(path.glob(f"*{SUFFIX}")) + sorted(path.glob("*.jsonl")) if path.is_dir() else [path])

@@ -8,10 +8,11 @@ Every change is validated exactly as ``nudge check`` validates a file (the same 
 the whole document as it would be after the change) and put in force at once, on this node
 without dropping a connection (the engine is replaced, as a file reload does).
 
-Several nodes (Redis): the document and its revision live in Redis. A change is written with a
-compare-and-set on the revision (one Lua script), so two editors on two nodes cannot both win;
-every node looks at the revision every ``POLL`` seconds (one GET) and loads a new document when
-it moved — a change is in force everywhere within a second. Polling rather than pub/sub on
+The document and its revision live in the store (``Store.load_campaigns``, ``swap_campaigns``):
+in this process with the memory store (kept in its snapshot), in Redis for several nodes. A
+change is written with a compare-and-set on the revision (in Redis, one Lua script), so two
+editors on two nodes cannot both win; every node looks at the revision every ``POLL`` seconds
+(one GET) and loads a new document when it moved — a change is in force everywhere within a second. Polling rather than pub/sub on
 purpose: a node that missed a message (resubscribing, restarting, partitioned) still converges at
 its next look, and two GETs a second per node cost nothing.
 
@@ -49,17 +50,6 @@ log = logging.getLogger("nudge.admin")
 POLL = 0.5  # seconds between two looks at the shared revision
 MAX_BODY = 256 * 1024
 
-# -- KEYS[1]: the campaign document; KEYS[2]: its revision
-# -- ARGV[1]: the revision the change was made from; ARGV[2]: the new document (JSON)
-# -- returns the new revision, or -1 when the revision moved meanwhile (another change won)
-COMPARE_AND_SET = """
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if current ~= tonumber(ARGV[1]) then return -1 end
-redis.call('SET', KEYS[1], ARGV[2])
-return redis.call('INCR', KEYS[2])
-"""
-
-
 class Refusal(Exception):
     """An API request refused: the HTTP status and the JSON body to answer with."""
 
@@ -95,13 +85,12 @@ class CampaignEditor:
 
     def __init__(self, hub: Hub, file_document: Any) -> None:
         self.hub = hub
-        self.store = hub.store
+        self.store = hub.store  # where the document and its revision are kept
         self.revision = 0  # of the document this node runs
         self.document = self._fresh(file_document, {}, _digest(file_document))  # what this node runs
         self.changes = 0  # changes made through this node
-        self._timer = None
-        if self.store.shared:
-            self._cas = self.store.redis.register_script(COMPARE_AND_SET)
+        self._timer = None  # the next look at the store's revision
+        self._from_file: dict | None = None  # the file's new document, until it is in the store
 
     @staticmethod
     def _fresh(data: Any, versions: dict[str, int], file_hash: str | None, settings_version: int = 0) -> dict:
@@ -119,28 +108,23 @@ class CampaignEditor:
     # --- keeping nodes in step ------------------------------------------------------------
 
     async def start(self) -> None:
-        if not self.store.shared:
-            # The memory store keeps the document in its snapshot (memory:///path): the API's
-            # edits survive a graceful restart, unless the file changed meanwhile.
-            kept = getattr(self.store, "campaign_document", None)
+        """Run the document the store keeps if the same file seeded it (the API's edits since:
+        with Redis, made on any node; in memory, kept in the snapshot), else seed it from the file."""
+        try:
+            revision, kept = await self.store.load_campaigns()
+            seeded = False
             if kept is not None and kept.get("file_hash") == self.document["file_hash"]:
                 try:
-                    self.hub.reload(load_data(self._as_data(kept), "api"))
-                    self.document = kept
+                    self._apply(revision, kept)
+                    seeded = True
                 except CampaignError as exc:
                     log.error("the saved campaign document does not validate; the file's stays:\n%s", exc)
-            self._keep()
-            return
-        try:
-            revision, shared = await self._read()
-            if shared is not None and shared.get("file_hash") == self.document["file_hash"]:
-                self._apply(revision, shared)  # the API's edits since this file was seeded
-            else:
+            if not seeded:
                 await self._write(revision, self._fresh(
-                    self._as_data(self.document), shared["versions"] if shared else {}, self.document["file_hash"],
+                    self.as_data(self.document), kept["versions"] if kept else {}, self.document["file_hash"],
                 ))
-        except self.hub._unavailable as exc:
-            self.hub._store_failed(exc)
+        except self.store.unavailable as exc:
+            self.hub.store_failed(exc)
         self._timer = self.hub.scheduler.call_at(self.hub.clock.now() + POLL, self._poll)
 
     def stop(self) -> None:
@@ -150,68 +134,65 @@ class CampaignEditor:
 
     async def _poll(self, due: float) -> None:
         try:
-            revision = int(await self.store.redis.get(self.store.keys.campaigns_revision()) or 0)
+            revision = await self.store.campaigns_revision()
             if revision != self.revision:
-                revision, shared = await self._read()
-                if shared is not None:
-                    self._apply(revision, shared)
-        except self.hub._unavailable:
+                revision, kept = await self.store.load_campaigns()
+                if kept is not None:
+                    self._apply(revision, kept)
+        except self.store.unavailable:
             pass  # the campaigns in force stay; looked at again next time
         except CampaignError as exc:
             log.error("the shared campaign document does not validate; the campaigns in force stay:\n%s", exc)
         finally:
             self._timer = self.hub.scheduler.call_at(self.hub.clock.now() + POLL, self._poll)
 
-    async def _read(self) -> tuple[int, dict | None]:
-        keys = self.store.keys
-        raw, revision = await self.store.redis.mget(keys.campaigns(), keys.campaigns_revision())
-        return int(revision or 0), json.loads(raw) if raw else None
-
     async def _write(self, base: int, document: dict) -> int:
         """Compare-and-set: the new revision, or -1 when another change came first."""
-        keys = self.store.keys
-        body = json.dumps(document, separators=(",", ":"))
-        revision = int(await self._cas(keys=[keys.campaigns(), keys.campaigns_revision()], args=[base, body]))
+        revision = await self.store.swap_campaigns(base, document)
         if revision >= 0:
             self._apply(revision, document)
         return revision
 
     def _apply(self, revision: int, document: dict) -> None:
         """Put a document in force on this node (it validated when it was written)."""
-        campaign_set = load_data(self._as_data(document), "api")
+        campaign_set = load_data(self.as_data(document), "api")
         self.revision, self.document = revision, document
         self.hub.reload(campaign_set)
 
-    def _keep(self) -> None:
-        if hasattr(self.store, "campaign_document"):
-            self.store.campaign_document = self.document
-
     @staticmethod
-    def _as_data(document: dict) -> dict:
+    def as_data(document: dict) -> dict:
+        """The document as the campaign file's plain data (what ``load_data`` validates, or export writes)."""
         return {**document["settings"], "campaigns": document["campaigns"]}
 
     def from_file(self, campaign_set: CampaignSet) -> None:
         """The campaign file changed and is in force: it replaces the document (every node's,
-        with Redis — unless another node already put these same file contents there)."""
+        with Redis — unless another node already put these same file contents there). This
+        node runs it at once; it is written to the store by the scheduler, or by the next
+        change through the API, whichever comes first."""
         document = self._fresh(
             campaign_set.document, self.document["versions"], _digest(campaign_set.document),
             self.document.get("settings_version", 1),
         )
         remember_versions(self.document, document, self.hub.clock.now())
-        if not self.store.shared:
-            self.document, self.revision = document, self.revision + 1
-            self._keep()
-            return
+        self.document = self._from_file = document
 
         async def publish(_due: float) -> None:
-            for _ in range(5):
-                revision, shared = await self._read()
-                if shared is not None and shared.get("file_hash") == document["file_hash"]:
-                    return
-                if await self._write(revision, document) >= 0:
-                    return
+            await self._publish_file()
 
         self.hub.scheduler.call_at(self.hub.clock.now(), publish)
+
+    async def _publish_file(self) -> None:
+        document = self._from_file
+        if document is None:
+            return
+        for _ in range(5):
+            revision, kept = await self.store.load_campaigns()
+            if kept is not None and kept.get("file_hash") == document["file_hash"]:
+                break
+            if await self._write(revision, document) >= 0:
+                break
+        if self._from_file is document:
+            self._from_file = None
 
     # --- changes --------------------------------------------------------------------------
 
@@ -219,28 +200,20 @@ class CampaignEditor:
         """Apply ``edit(document) -> result`` to a copy of the document in force, validate the
         whole, and put it in force everywhere; retried when another node's change came first."""
         for _ in range(10):
-            if self.store.shared:
-                try:
-                    revision, shared = await self._read()
-                except self.hub._unavailable as exc:
-                    self.hub._store_failed(exc)
-                    raise Refusal(503, {"error": "the shared store is unreachable; try again"}) from None
-                base = shared if shared is not None else self.document
-            else:
-                revision, base = self.revision, self.document
+            try:
+                await self._publish_file()  # the file's latest first: this change goes over it
+                revision, kept = await self.store.load_campaigns()
+            except self.store.unavailable as exc:
+                self.hub.store_failed(exc)
+                raise Refusal(503, {"error": "the shared store is unreachable; try again"}) from None
+            base = kept if kept is not None else self.document
             document = copy.deepcopy(base)
             result = edit(document)
             remember_versions(base, document, self.hub.clock.now())
             try:
-                campaign_set = load_data(self._as_data(document), "api")
+                load_data(self.as_data(document), "api")  # validated here; put in force by the write
             except CampaignError as exc:
                 raise Refusal(422, {"error": "the campaign does not validate", "problems": _problems(exc, result)}) from None
-            if not self.store.shared:
-                self.document, self.revision = document, revision + 1
-                self._keep()
-                self.hub.reload(campaign_set)
-                self.changes += 1
-                return result
             if await self._write(revision, document) >= 0:
                 self.changes += 1
                 return result
@@ -432,7 +405,7 @@ def routes(editor: CampaignEditor, authorised) -> list[Route]:
         return settings_view()
 
     async def export(request: Request) -> Response:
-        data = CampaignEditor._as_data(editor.document)
+        data = CampaignEditor.as_data(editor.document)
         text = f"# exported from the admin API, revision {editor.revision}\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
         return PlainTextResponse(text, media_type="application/yaml", headers={"Content-Disposition": 'attachment; filename="campaigns.yaml"'})
 

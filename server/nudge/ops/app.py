@@ -1,46 +1,48 @@
-"""The Starlette application: routes around the hub."""
+"""The Starlette application and its composition root: :func:`create_app` builds every
+collaborator once — the store, the hub, webhooks out, the event log, the campaign editor, the
+gateway — and passes each to the constructors that use it; the routes are in
+:mod:`nudge.ops.routes`, behind one guard."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
+import hashlib
 import logging
 import secrets
 import signal
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from nudge import __version__
+from nudge.calibrate.recording import Recorder
 from nudge.ops.admin import CampaignEditor
 from nudge.ops.admin import routes as admin_routes
 from nudge.ops.cdp import SegmentEndpoints
 from nudge.ops.dashboard import routes as dashboard_routes
 from nudge.ops.editor import routes as editor_routes
-from nudge.ops.results import from_totals, report
+from nudge.ops.routes import Routes, SecretKeyGuard, Serving
 from nudge.ops.server_events import ServerEvents
+from nudge.ops.webhooks import Webhooks, configured_endpoints
 from nudge.rules.campaigns import CampaignSet, load_file
 from nudge.runtime.admission import Admission
 from nudge.runtime.beacon import Beacon
 from nudge.runtime.clock import Clock, SystemClock
 from nudge.runtime.config import PACKAGE, Settings
 from nudge.runtime.gateway import Gateway
-from nudge.runtime.hub import Hub
+from nudge.runtime.hub import Hub, new_node_id
 from nudge.runtime.limits import Proxies
-from nudge.runtime.metrics import refresh as refresh_metrics
-from nudge.runtime.metrics import render as render_metrics
+from nudge.runtime.persistence import StoreHealth
 from nudge.runtime.reload import CampaignFile
 from nudge.store import open_store
 
 log = logging.getLogger("nudge.app")
 
-SNIPPET = PACKAGE / "static" / "nudge.js"
 DEMO_SITE = PACKAGE / "demo" / "site"
 
 
@@ -56,7 +58,7 @@ class _Recording:
     """The event log's flush, once a second through the scheduler (so it runs on the fake clock
     in tests), and its last flush at shutdown."""
 
-    def __init__(self, hub: Hub, recorder) -> None:
+    def __init__(self, hub: Hub, recorder: Recorder) -> None:
         self.hub, self.recorder = hub, recorder
         self._timer = hub.scheduler.call_at(hub.clock.now() + 1.0, self._flush)
 
@@ -67,14 +69,10 @@ class _Recording:
         except OSError:
             log.exception("event log write failed")
             return
-        store = self.hub.store
-        if self.hub.shared and lines:
-            from nudge.calibrate.recording import to_stream
-
-            try:
-                await to_stream(store.redis, store.keys.events(), lines)
-            except Exception:  # noqa: BLE001 - the files have them; the stream is a copy
-                log.warning("event log: the Redis stream is unavailable, %d records only in files", len(lines))
+        try:
+            await self.hub.store.append_log(lines)
+        except Exception:  # noqa: BLE001 - the files have them; the stream is a copy
+            log.warning("event log: the Redis stream is unavailable, %d records only in files", len(lines))
 
     async def stop(self) -> None:
         """The server is stopping: close the log with everything due by now, and a stop record
@@ -83,220 +81,81 @@ class _Recording:
         hub = self.hub
         await hub.scheduler.stop()
         now = hub.clock.now()
-        if not hub.shared:
+        if hub.alone:  # its timers are this node's alone to run (with several, another runs them)
             await hub.scheduler.run_due(now)
         self.recorder.record("stop", now)
         lines = self.recorder.flush()
-        if self.hub.shared and lines:
-            from nudge.calibrate.recording import to_stream
-
-            try:
-                await to_stream(self.hub.store.redis, self.hub.store.keys.events(), lines)
-            except Exception:  # noqa: BLE001
-                log.warning("event log: the last %d records are only in files", len(lines))
-        self.hub.recorder = None
+        try:
+            await hub.store.append_log(lines)
+        except Exception:  # noqa: BLE001
+            log.warning("event log: the last %d records are only in files", len(lines))
+        hub.stop_recording()
 
 
-def _start_recording(settings: Settings, hub: Hub, campaign_path) -> _Recording | None:
+def _recorder(settings: Settings, campaign_path: Path | None) -> Recorder | None:
     if settings.record is None:
         return None
-    import hashlib
-
-    from nudge.calibrate.recording import Recorder
-
     fingerprint = None
     if campaign_path is not None:
         fingerprint = hashlib.sha256(campaign_path.read_bytes()).hexdigest()[:16]
-    hub.recorder = Recorder(
+    log.info("recording the event log to %s", settings.record)
+    return Recorder(
         settings.record, grace=settings.grace, offline_after=settings.offline_after, retention=settings.record_retention,
         campaigns=fingerprint, rotate_records=settings.record_rotate_records, rotate_seconds=settings.record_rotate_seconds,
     )
-    log.info("recording the event log to %s", settings.record)
-    return _Recording(hub, hub.recorder)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: CampaignSet | None = None) -> Starlette:
-    """Build the application. ``clock`` and ``campaign_set`` are for tests and embedding; with a
+    """Build the application: every collaborator is made here, once, and handed to the ones
+    that use it. ``clock`` and ``campaign_set`` are for tests and embedding; with a
     ``campaign_set`` given, no file is watched."""
     if problems := settings.problems():
         raise ValueError("; ".join(problems))
+    clock = clock or SystemClock()
     watched = settings.campaign_file() if campaign_set is None else None
-    store = open_store(settings.store)
-    if hasattr(store, "retention"):
-        store.retention = settings.retention  # every stored key's time to live (docs/security.md)
-    if hasattr(store, "max_visitors"):
-        store.max_visitors = settings.max_visitors or None  # the memory store's cap
-    hub = Hub(settings, campaign_set if campaign_set is not None else load_campaigns(settings), store, clock or SystemClock())
-    campaign_file = CampaignFile(watched, hub) if watched is not None else None
+    # every stored key's time to live is the retention (docs/security.md)
+    # (and the memory store keeps at most --max-visitors visitors)
+    store = open_store(settings.store, node=settings.node or new_node_id(), retention=settings.retention,
+                       max_visitors=settings.max_visitors or None)
+    health = StoreHealth(clock)  # one view of whether the store answers, for the hub and the webhooks
+    webhooks = None
+    if settings.webhooks is not None or settings.webhook_url:
+        webhooks = Webhooks(store, clock, health, configured_endpoints(settings), allow=settings.webhook_allow)
+    recorder = _recorder(settings, watched)
+    campaigns = campaign_set if campaign_set is not None else load_campaigns(settings)
+    hub = Hub(settings, campaigns, store, clock, health=health, webhooks=webhooks, recorder=recorder)
+    editor = CampaignEditor(hub, hub.engine.campaign_set.document)
+    campaign_file = CampaignFile(watched, hub, on_reload=editor.from_file) if watched is not None else None
     secret_keys = [key for key in settings.secret_keys if key]
     if settings.demo and not secret_keys:
         secret_keys.append("sk_demo_" + secrets.token_urlsafe(12))
-    admin_keys = [key.encode() for key in secret_keys]
-
-    def authorised(request: Request) -> Response | None:
-        """None if the request carries a secret key; otherwise the response refusing it."""
-        if not admin_keys:
-            return JSONResponse({"error": "the admin API is off: start the server with --secret-key sk_…"}, status_code=403)
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip().encode()
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(given, key) for key in admin_keys):
-            return JSONResponse({"error": "a secret key is required: Authorization: Bearer sk_…"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return None
-
-    async def snippet(request: Request) -> Response:
-        if not SNIPPET.exists():
-            return PlainTextResponse("the snippet is not built: run `npm run build` in client_js/", status_code=503)
-        return FileResponse(SNIPPET, media_type="application/javascript", headers={"Cache-Control": "public, max-age=300"})
-
-    async def healthz(request: Request) -> Response:
-        health = hub.health()
-        return JSONResponse({**health, "version": __version__, **hub.snapshot()})
-
-    async def readyz(request: Request) -> Response:
-        """200 when this node should get new connections; 503 with what is degraded when not."""
-        degraded = []
-        health = hub.health()
-        if not started[0]:
-            degraded.append("starting or stopping")
-        if health.get("status") != "ok":
-            degraded.append(f"store unreachable for {health.get('degraded_for', 0)} s: new connections are refused (1013)")
-        if hub.shared and not health["relay"]["healthy"]:
-            degraded.append("relay listener unhealthy: timers for visitors on other nodes are decided here")
-        if hub.write_error is not None:
-            degraded.append(f"writes to the store are failing ({hub.write_error}): see the log")
-        if campaign_file is not None and campaign_file.last_error:
-            degraded.append("the campaign file on disk is invalid; the campaigns in force stay")
-        if refused := sum(hub.store.refused.values()):
-            degraded.append(f"{refused} records could not be stored (they hold what cannot be encoded; the rest are): see the log")
-        ready = not [d for d in degraded if not d.startswith(("the campaign file", f"{refused} records"))]
-        body = {"ready": ready, "degraded": degraded, "store": health.get("store"), "campaigns": len(hub.engine.by_id)}
-        return JSONResponse(body, status_code=200 if ready else 503)
-
-    async def metrics(request: Request) -> Response:
-        await refresh_metrics(hub)
-        return PlainTextResponse(render_metrics(hub), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    async def results(request: Request) -> Response:
-        if (refused := authorised(request)) is not None:
-            return refused
-        if hub.shared:  # every node's counts: this node's flushed first, then read back
-            try:
-                await hub.flush_results()
-                counts = from_totals(await hub.store.load_results())
-            except hub._unavailable:
-                counts = hub.results.snapshot()
-        else:
-            counts = hub.results.snapshot()
-        return JSONResponse({"campaigns": counts, "report": report(counts, hub.engine.by_id)})
-
-    async def explain(request: Request) -> Response:
-        if (refused := authorised(request)) is not None:
-            return refused
-        session, campaign = request.query_params.get("session"), request.query_params.get("campaign")
-        if not session or not campaign:
-            return JSONResponse({"error": "session and campaign are required"}, status_code=400)
-        report = hub.explain(session, campaign)
-        if report is None:
-            return JSONResponse({"error": f"no session {session!r} on this node (ended, or held by another node)"}, status_code=404)
-        if "error" in report:
-            return JSONResponse({"error": report["error"]}, status_code=404)
-        return JSONResponse(report)
-
-    async def reload(request: Request) -> Response:
-        if (refused := authorised(request)) is not None:
-            return refused
-        if campaign_file is None:
-            return JSONResponse({"error": "no campaign file to reload"}, status_code=409)
-        if not campaign_file.reload():
-            return JSONResponse({"error": "the campaign file is invalid; the campaigns in force stay", "problems": campaign_file.last_error}, status_code=422)
-        return JSONResponse({"campaigns": len(hub.engine.campaign_set.campaigns)})
-
+    guard = SecretKeyGuard(secret_keys)
     gateway = Gateway(hub)
-
-    async def erase_visitor(request: Request) -> Response:
-        """Erase everything about one visitor (docs/security.md): ``?site=`` names the site key
-        when the server has more than one."""
-        if (refused := authorised(request)) is not None:
-            return refused
-        visitor = request.path_params.get("visitor") or request.path_params["user"]
-        site = request.query_params.get("site") or (next(iter(hub.sites)) if len(hub.sites) == 1 else None)
-        if site not in hub.sites:
-            return JSONResponse({"error": "site is required: ?site=pk_…, one of this server's site keys"}, status_code=400)
-        from nudge.ops.erasure import erase, erase_user
-
-        try:
-            if request.url.path.startswith("/api/users/"):
-                report = await erase_user(hub, site, visitor)
-            else:
-                report = await erase(hub, site, visitor)
-        except getattr(hub.store, "unavailable", ()) as exc:
-            return JSONResponse({"error": f"the store is unreachable ({exc}); nothing was erased there, try again"}, status_code=503)
-        except OSError as exc:  # an event log file could not be rewritten (disk full, permissions)
-            log.error("erasure: the event log could not be rewritten: %s", exc)
-            return JSONResponse({"error": f"the event log could not be rewritten ({exc}); the rest was erased, try again"}, status_code=500)
-        return JSONResponse(report)
     server_events = ServerEvents(hub)
     segment = SegmentEndpoints(server_events, secret_keys)
-    if settings.webhooks is not None or settings.webhook_url:
-        from nudge.ops.webhooks import Webhooks, configured_endpoints
-
-        hub.webhooks = Webhooks(hub, configured_endpoints(settings), allow=settings.webhook_allow)
-
-    async def webhooks(request: Request) -> Response:
-        if (refused := authorised(request)) is not None:
-            return refused
-        hooks = hub.webhooks
-        if hooks is None:
-            return JSONResponse({"endpoints": [], "queued": 0, "dead": []})
-        try:
-            return JSONResponse({"endpoints": hooks.describe(), "queued": await hooks.depth(),
-                                 "sent": hooks.sent, "retried": hooks.retried, "failed": hooks.failed,
-                                 "dead": await hooks.dead_letters()})
-        except hub._unavailable:
-            return JSONResponse({"error": "the shared store is unreachable"}, status_code=503)
-    editor = CampaignEditor(hub, hub.engine.campaign_set.document)
-    if campaign_file is not None:
-        campaign_file.on_reload = editor.from_file
-
-    async def post_events(request: Request) -> Response:
-        if (refused := authorised(request)) is not None:
-            return refused
-        return await server_events.handle(request)
-
-    gateway = Gateway(hub)
+    serving = Serving()
     routes = [
         WebSocketRoute("/ws", gateway),
         Route("/beacon", Beacon(hub).handle, methods=["POST"]),
-        Route("/nudge.js", snippet),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics),
-        Route("/api/results", results),
-        Route("/api/explain", explain),
-        Route("/api/reload", reload, methods=["POST"]),
-        Route("/api/visitors/{visitor}", erase_visitor, methods=["DELETE"]),
-        Route("/api/users/{user}", erase_visitor, methods=["DELETE"]),
-        Route("/api/events", post_events, methods=["POST"]),
+        *Routes(hub, server_events, campaign_file, serving, webhooks).routes(guard),
         Route("/v1/batch", segment.batch, methods=["POST"]),
         *(Route(f"/v1/{kind}", segment.route(kind), methods=["POST"]) for kind in ("track", "identify", "page", "screen", "group", "alias")),
-        Route("/api/webhooks", webhooks),
-        *editor_routes(editor, authorised),  # before the campaign API: /api/campaigns/check is not an id
-        *admin_routes(editor, authorised),
-        *dashboard_routes(hub, authorised),
+        *editor_routes(editor, guard),  # before the campaign API: /api/campaigns/check is not an id
+        *admin_routes(editor, guard),
+        *dashboard_routes(hub, guard),
     ]
     if settings.demo:
         routes.append(Mount("/", StaticFiles(directory=DEMO_SITE, html=True), name="demo"))
 
     hup_installed = [False]
-    started = [False]  # between the end of start-up and the start of shutdown
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        recording = _start_recording(settings, hub, watched)
+        recording = _Recording(hub, recorder) if recorder is not None else None
         await hub.start()
         await editor.start()
-        if hub.webhooks is not None:
-            hub.webhooks.start()
+        if webhooks is not None:
+            webhooks.start(hub.scheduler)
         sites = ", ".join(f"{key} ({', '.join(sorted(site.origins)) or 'no origins'})" for key, site in hub.sites.items())
         log.info("nudge %s: %d campaigns; site keys: %s", __version__, len(hub.engine.campaign_set.campaigns), sites or "none")
         hup = False
@@ -305,14 +164,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, campaign_file.reload)
                 hup = hup_installed[0] = True
-        started[0] = True
+        serving.started = True
         try:
             yield
         finally:
-            started[0] = False
+            serving.started = False
             editor.stop()
-            if hub.webhooks is not None:
-                await hub.webhooks.stop()
+            if webhooks is not None:
+                await webhooks.stop()
             if campaign_file is not None:
                 campaign_file.stop()
                 if hup:

@@ -20,7 +20,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from nudge.ops.results import from_totals, report
+from nudge.ops.results import report
 from nudge.rules.decisions import REASONS
 from nudge.runtime.config import PACKAGE
 
@@ -65,14 +65,10 @@ class Dashboard:
         degraded = []
         try:
             timers = await hub.store.pending_timers(TIMERS_LISTED)
-            if hub.shared:
-                await hub.flush_results()
-                counts = from_totals(await hub.store.load_results())
-            else:
-                counts = hub.results.snapshot()
-        except hub._unavailable:
-            timers, counts = [], hub.results.snapshot()
+        except hub.store.unavailable:
+            timers = []
             degraded.append("store unreachable")
+        counts = await hub.every_nodes_results()
         for campaign_id in hub.engine.by_id:  # campaigns in force with nothing counted yet show too
             counts.setdefault(campaign_id, {})
         by_campaign: dict[str, dict] = {}
@@ -86,7 +82,7 @@ class Dashboard:
         if hub.webhooks is not None:
             try:
                 dead = await hub.webhooks.dead_letters(20)
-            except hub._unavailable:
+            except hub.store.unavailable:
                 degraded.append("webhook queue unreachable")
         health = hub.health()
         if health.get("status") != "ok":

@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from nudge.errors import CampaignError
 from nudge.ops.admin import _BODY, _ID, _INVALID, OPENAPI, Refusal, _json, _op
-from nudge.ops.results import from_totals, over_time, report
+from nudge.ops.results import over_time, report
 from nudge.rules.campaigns import check_campaign_text, load_data
 from nudge.rules.content import MessageTemplate, empty_parts
 from nudge.rules.state import Cart, SessionState, State, VisitorState
@@ -161,8 +161,8 @@ def routes(editor: CampaignEditor, authorised) -> list[Route]:
         try:
             await hub.flush_results()
             series = await hub.store.load_series(cid)
-            counts = from_totals(await hub.store.load_results()) if hub.shared else hub.results.snapshot()
-        except hub._unavailable:
+            counts = await hub.every_nodes_results()  # every node's, read back from the store
+        except hub.store.unavailable:
             raise Refusal(503, {"error": "the shared store is unreachable; try again"}) from None
         campaign = hub.engine.by_id.get(cid)
         totals = report({cid: counts.get(cid, {})}, hub.engine.by_id)[cid]

@@ -27,124 +27,54 @@ already under way, and the files of a node that was down when the erasure was br
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
-from nudge.calibrate.recording import Erasing, erase_from_recorder, erase_from_stream
+from nudge.calibrate.recording import Erasing, erase_from_recorder
+
+if TYPE_CHECKING:
+    from nudge.runtime.hub import Hub
 
 log = logging.getLogger("nudge.erasure")
 
 
-def _mentions(args: tuple, site: str, visitor: str) -> bool:
-    """Whether a kept store write (hub backlog entry) is about the visitor."""
-    if args and args[0] == site and visitor in args[1:]:
-        return True
-    first = args[0] if args else None
-    return getattr(first, "site", None) == site and (getattr(first, "id", None) == visitor or getattr(first, "visitor", None) == visitor)
-
-
-def forget_here(hub: Any, site: str, visitor: str) -> int:
-    """Drop the visitor from this node's memory; returns how many sessions were dropped."""
-    held = hub.visitors.get((site, visitor))
-    dropped = 0
-    if held is not None:
-        for live in list(held.sessions):
-            hub.let_go(live, "visitor erased")
-            dropped += 1
-        hub.visitors.pop((site, visitor), None)
-    for live in [live for live in hub.sessions.values() if live.state.site == site and live.state.visitor == visitor]:
-        hub._forget(live)  # not reachable through the visitor (should not happen): dropped anyway
-        dropped += 1
-    _forget_deliveries_here(getattr(hub, "webhooks", None), visitor)
-    recent = getattr(hub, "recent", None)  # the dashboard's latest decisions
-    if recent:
-        kept = [entry for entry in recent if entry[2] != visitor]
-        recent.clear()
-        recent.extend(kept)
-    backlog = hub._backlog
-    if backlog:
-        kept = [entry for entry in backlog if not _mentions(entry[1], site, visitor)]
-        backlog.clear()
-        backlog.extend(kept)
+def forget_here(hub: Hub, site: str, visitor: str) -> int:
+    """Drop the visitor from this node's memory (the hub's sessions and kept writes, the webhook
+    deliveries decided here); returns how many sessions were dropped."""
+    dropped = hub.forget_visitor(site, visitor)  # as every node told does (Hub, relay "erase")
+    if hub.webhooks is not None:
+        hub.webhooks.forget_decided(visitor)
     return dropped
 
 
-def _forget_deliveries_here(hooks: Any, visitor: str) -> int:
-    """Webhook deliveries (nudge.ops.webhooks) this process holds that name the visitor: decided and
-    not yet queued, and, with the memory store, the queue and the dead letters themselves. Each
-    delivery's body is the JSON that would be POSTed; the visitor id in it marks it."""
-    if hooks is None:
-        return 0
-    before = len(hooks._fresh) + len(hooks._deliveries) + len(hooks.dead)
-    hooks._fresh[:] = [d for d in hooks._fresh if visitor not in d["body"]]
-    for ident in [i for i, d in hooks._deliveries.items() if visitor in d["body"]]:
-        del hooks._deliveries[ident]  # its heap entry is skipped as stale
-    hooks.dead[:] = [d for d in hooks.dead if visitor not in d["body"]]
-    return before - len(hooks._fresh) - len(hooks._deliveries) - len(hooks.dead)
-
-
-async def _forget_deliveries_shared(hub: Any, visitor: str) -> int:
-    """With Redis, the shared delivery queue and dead letters that name the visitor."""
-    if getattr(hub, "webhooks", None) is None or not hub.shared:
-        return 0
-    redis, keys = hub.store.redis, hub.store.keys
-    doomed = [ident async for ident, body in redis.hscan_iter(keys.webhook_deliveries()) if visitor.encode() in body]
-    dead = [entry for entry in await redis.lrange(keys.webhook_dead(), 0, -1) if visitor.encode() in entry]
-    async with redis.pipeline(transaction=True) as pipe:
-        if doomed:
-            pipe.hdel(keys.webhook_deliveries(), *doomed)
-            pipe.zrem(keys.webhook_due(), *doomed)
-        for entry in dead:
-            pipe.lrem(keys.webhook_dead(), 0, entry)
-        await pipe.execute()
-    return len(doomed) + len(dead)
-
-
-async def _erase_again(hub: Any, site: str, visitor: str, due: float) -> None:
+async def _erase_again(hub: Hub, site: str, visitor: str, due: float) -> None:
     try:
         again = await hub.store.erase(site, visitor)
         # Another node may have flushed records of the visitor to the stream meanwhile.
-        again += await erase_from_stream(hub.store.redis, hub.store.keys.events(), Erasing([visitor]))
-    except hub._unavailable:
+        again += await hub.store.erase_log(Erasing([visitor]))
+    except hub.store.unavailable:
         log.warning("erasure of visitor %s: the second pass could not reach the store", visitor)
         return
     if again:
         log.info("erasure of visitor %s: %d records written back meanwhile, erased", visitor, again)
 
 
-async def erase_from_log(hub: Any, erasing: Erasing) -> dict:
-    """Remove the erasure's records from the event log: this node's buffer and files, the Redis
-    stream, and (broadcast) every other node's files. A report: files rewritten and records
-    removed here, stream entries removed, other nodes told."""
+async def erase_from_log(hub: Hub, erasing: Erasing) -> dict:
+    """Remove the erasure's records from the event log: this node's buffer and files, the
+    store's copy (the Redis stream), and (broadcast) every other node's files. A report: files
+    rewritten and records removed here, stream entries removed, other nodes told."""
     report = {"files": 0, "records": 0, "stream": 0, "nodes": 0}
-    recorder = getattr(hub, "recorder", None)
+    recorder = hub.recorder
     if recorder is not None:
         report["files"], report["records"] = await erase_from_recorder(recorder, erasing)
-    if hub.shared:
-        report["stream"] = await erase_from_stream(hub.store.redis, hub.store.keys.events(), erasing)
-        if hub.relay is not None:
-            record = {"op": "erase_log", "node": hub.node, "visitors": erasing.visitors, "users": sorted(erasing.users)}
-            heard = await hub.relay.broadcast(record)
-            report["nodes"] = max(0, heard - (1 if hub.relay.healthy else 0))  # every listener but this one
+    report["stream"] = await hub.store.erase_log(erasing)
+    cluster = hub.cluster
+    record = {"op": "erase_log", "node": hub.node, "visitors": erasing.visitors, "users": sorted(erasing.users)}
+    heard = await cluster.broadcast(record)
+    report["nodes"] = max(0, heard - (1 if cluster.healthy else 0))  # every listener but this one
     return report
 
 
-async def on_relay(hub: Any, record: dict) -> None:
-    """A relay record about an erasure (nudge.runtime.hub hands them here): ``erase`` drops a visitor
-    this node holds, ``erase_log`` (broadcast to every node) removes records from its files."""
-    if record.get("op") == "erase":
-        forget_here(hub, record.get("site"), record.get("visitor"))
-        return
-    if record.get("node") == hub.node or getattr(hub, "recorder", None) is None:
-        return  # the erasing node did its own
-    visitors, users = record.get("visitors") or [], record.get("users") or []
-    if not all(isinstance(v, str) for v in (*visitors, *users)):
-        log.warning("relay: erase_log record with ids that are not strings, ignored")
-        return
-    files, records = await erase_from_recorder(hub.recorder, Erasing(visitors, users))
-    log.info("erased %d records from %d event log files of this node", records, files)
-
-
-async def erase_user(hub: Any, site: str, user: str) -> dict:
+async def erase_user(hub: Hub, site: str, user: str) -> dict:
     """Erase every visitor the user id was proven with (identity tokens), on every node."""
     visitors = set(await hub.store.user_visitors(site, user))
     await hub.store.erase_user(site, user)  # their caps across devices
@@ -156,27 +86,28 @@ async def erase_user(hub: Any, site: str, user: str) -> dict:
             "log": await erase_from_log(hub, Erasing(visitors, [user]))}
 
 
-async def erase(hub: Any, site: str, visitor: str, *, from_log: bool = True) -> dict:
+async def erase(hub: Hub, site: str, visitor: str, *, from_log: bool = True) -> dict:
     """Erase the visitor everywhere; a report of what was removed (``log``: from the event log,
     unless ``from_log`` is off because the caller erases several visitors from it at once)."""
     nodes: list[str] = []
-    if hub.shared and hub.relay is not None:
-        holders = await hub.relay.holders(site, visitor)
-        for node in dict.fromkeys(holders.values()):
-            if node != hub.node and await hub.relay.send(node, {"op": "erase", "site": site, "visitor": visitor}):
-                nodes.append(node)
+    cluster = hub.cluster
+    holders = await cluster.holders(site, visitor)
+    for node in dict.fromkeys(holders.values()):
+        if node != hub.node and await cluster.send(node, {"op": "erase", "site": site, "visitor": visitor}):
+            nodes.append(node)
     sessions = forget_here(hub, site, visitor)
-    recorder = getattr(hub, "recorder", None)
-    if recorder is not None and hub.shared:
-        # Records still buffered go to the stream first, where the log's erasure finds them.
-        from nudge.calibrate.recording import to_stream
-
-        await to_stream(hub.store.redis, hub.store.keys.events(), recorder.flush())
-    records = await hub.store.erase(site, visitor) + await _forget_deliveries_shared(hub, visitor)
+    recorder = hub.recorder
+    if recorder is not None and not cluster.alone:
+        # Records still buffered go to the log every node reads (the store's copy) first, where
+        # the log's erasure finds them.
+        await hub.store.append_log(recorder.flush())
+    records = await hub.store.erase(site, visitor)
+    if hub.webhooks is not None:
+        records += await hub.store.erase_deliveries(visitor)
     report = {"visitor": visitor, "site": site, "sessions": sessions, "records": records, "nodes": nodes}
     if from_log:
         report["log"] = await erase_from_log(hub, Erasing([visitor]))
-    if hub.shared:
+    if not cluster.alone:
         # Another node may have been writing the visitor behind when it heard of the erasure:
         # erase from the store once more after every node's next write-behind.
         hub.scheduler.call_at(hub.clock.now() + 2 * hub.settings.write_behind + 1.0, _erase_again, hub, site, visitor)

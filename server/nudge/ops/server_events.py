@@ -14,16 +14,16 @@ nothing is made up for it. A refused event lists every field at fault, with "did
 other tools' names of ours (``userId``, ``eventType``, ``properties``, ...).
 
 ``id`` makes a retry harmless: an id seen in the last ``REMEMBER`` seconds is answered
-``duplicate`` and not applied again (in Redis, ``SET NX`` shared by every node; in memory, this
-process). The answer lists one outcome per event, in order: ``applied`` (with where: held,
-relayed, stored), ``pending``, ``duplicate``, ``unknown_visitor``, or ``refused`` with the reasons.
+``duplicate`` and not applied again (the store remembers it, ``Store.first_sighting``: in Redis,
+``SET NX`` shared by every node; in memory, this process). The answer lists one outcome per event,
+in order: ``applied`` (with where: held, relayed, stored), ``pending``, ``duplicate``,
+``unknown_visitor``, or ``refused`` with the reasons.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 MAX_BATCH = 500
 MAX_BODY = 1 << 20
 REMEMBER = 86400.0  # seconds an event id is remembered
-MAX_REMEMBERED = 200_000  # ids kept in memory at most (the oldest go first)
 # Events that only mean something coming from a tab (a page, a scroll, a message on screen).
 TAB_ONLY = frozenset({
     "page_view", "scroll", "click", "idle", "active", "shown", "clicked", "dismissed",
@@ -108,7 +107,6 @@ def iso(at: float) -> str:
 class ServerEvents:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()  # (site, id) -> expires
         self.applied = 0  # events applied
         self.duplicates = 0  # ids seen before, not applied again
 
@@ -262,29 +260,14 @@ class ServerEvents:
     async def _first_time(self, site: str, event_id: str) -> bool:
         """Remember ``event_id``; False when it was already remembered."""
         store = self.hub.store
-        if store.shared:
-            try:
-                return bool(await store.redis.set(store.keys.event_id(site, event_id), b"1", nx=True, px=int(REMEMBER * 1000)))
-            except store.unavailable as exc:
-                self.hub._store_failed(exc)
-                raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
-        now = self.hub.clock.now()
-        seen = self._seen
-        while seen:
-            oldest, expires = next(iter(seen.items()))
-            if expires > now and len(seen) < MAX_REMEMBERED:
-                break
-            del seen[oldest]
-        if (site, event_id) in seen:
-            return False
-        seen[(site, event_id)] = now + REMEMBER
-        return True
+        try:
+            return await store.first_sighting(site, event_id, self.hub.clock.now(), REMEMBER)
+        except store.unavailable as exc:
+            self.hub.store_failed(exc)
+            raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
 
     async def _forget(self, site: str, event_id: str) -> None:
         store = self.hub.store
-        if store.shared:
-            # Unreachable: the id stays remembered, and the event is lost rather than applied twice.
-            with contextlib.suppress(*store.unavailable):
-                await store.redis.delete(store.keys.event_id(site, event_id))
-            return
-        self._seen.pop((site, event_id), None)
+        # Unreachable: the id stays remembered, and the event is lost rather than applied twice.
+        with contextlib.suppress(*store.unavailable):
+            await store.forget_sighting(site, event_id)

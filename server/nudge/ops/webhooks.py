@@ -46,9 +46,10 @@ when the file loads; a host name is resolved at each POST and the connection goe
 checked (a DNS answer cannot change in between). A refused target is final: a dead letter. What is given up on goes to the dead-letter list (the last
 ``DEAD_KEPT``), shown in the dashboard and at ``GET /api/webhooks``.
 
-The queue: with Redis, a sorted set of delivery ids scored by due time plus a hash of the
-deliveries (so a node that dies mid-delivery leaves it to be claimed again when its lease ends:
-at-least-once, which is what the idempotency key is for); in memory, a heap in this process.
+The queue is the store's (:meth:`nudge.store.base.Store.put_delivery` and the methods beside it):
+with Redis, a sorted set of delivery ids scored by due time plus a hash of the deliveries (so a
+node that dies mid-delivery leaves it to be claimed again when its lease ends: at-least-once,
+which is what the idempotency key is for); in memory, a heap in this process.
 Deliveries are decided on the hot path (a dict appended to a list); the scheduler writes them to
 the queue and claims what is due, and each claimed delivery is POSTed in a task of its own (at most
 ``CONCURRENCY`` at once): a slow receiver never holds up the scheduler, and so never delays a
@@ -62,7 +63,6 @@ import base64
 import binascii
 import contextlib
 import hashlib
-import heapq
 import hmac
 import ipaddress
 import json
@@ -84,8 +84,11 @@ import yaml
 from nudge.errors import WebhookConfigError
 
 if TYPE_CHECKING:
+    from nudge.runtime.clock import Clock
     from nudge.runtime.config import Settings
-    from nudge.runtime.hub import Hub
+    from nudge.runtime.persistence import StoreHealth
+    from nudge.runtime.scheduler import LocalTimer, Scheduler
+    from nudge.store import Store
 
 log = logging.getLogger("nudge.webhooks")
 
@@ -101,25 +104,6 @@ TIMEOUT = 10.0  # seconds for one POST
 CONCURRENCY = 8  # POSTs in flight at once, per node
 MIN_SECRET = 8  # characters: a shorter secret is refused
 LEGACY_ID = "offline"  # the endpoint NUDGE_WEBHOOK_URL stands for
-
-# -- KEYS[1]: due delivery ids (sorted set, ms); KEYS[2]: deliveries (hash id -> JSON)
-# -- ARGV[1]: now in ms; ARGV[2]: lease in ms; ARGV[3]: how many at most
-# -- returns the JSON of each delivery claimed (now due again at the lease's end, unless finished)
-CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  local body = redis.call('HGET', KEYS[2], id)
-  if body then
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
-    table.insert(out, body)
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -401,18 +385,18 @@ def backoff(attempt: int) -> float:
 class Webhooks:
     """Endpoints, the delivery queue, and the loop that sends it."""
 
-    def __init__(self, hub: Hub, endpoints: list[Endpoint], allow: Collection[str] = ()) -> None:
-        self.hub = hub
+    def __init__(
+        self, store: Store, clock: Clock, health: StoreHealth, endpoints: list[Endpoint], allow: Collection[str] = (),
+    ) -> None:
+        self.store = store  # holds the queue, the dead letters and the endpoints a 410 disabled
+        self.clock = clock  # the hub's
+        self.health = health  # told when the store does not answer
+        self.scheduler: Scheduler | None = None  # the hub's, from start() on
         self.endpoints = {e.id: e for e in endpoints}
         self.allow = frozenset(allow)  # internal hosts the operator allows by name (--webhook-allow)
-        self.shared = hub.store.shared
         self._fresh: list[dict] = []  # decided, not yet in the queue
-        self._heap: list[tuple[float, int, str]] = []  # memory: (due, order, id)
-        self._deliveries: dict[str, dict] = {}  # memory: id -> delivery
-        self._order = 0
-        self.dead: list[dict] = []  # memory: the last DEAD_KEPT given up, newest first
         self._pump_at: float | None = None  # when the next pump is due
-        self._timer = None
+        self._timer: LocalTimer | None = None  # the next pump
         self._inflight: set[asyncio.Task] = set()  # POSTs under way
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self.sent = 0  # delivered (2xx), by this node
@@ -420,8 +404,6 @@ class Webhooks:
         self.failed = 0  # given up, by this node
         self.queued = 0  # deliveries waiting, as of the last pump (every node's, with Redis)
         self.disabled: set[str] = set()  # endpoint names a 410 disabled, as of the last pump
-        if self.shared:
-            self._claim = hub.store.redis.register_script(CLAIM)
 
     # --- the hot path -------------------------------------------------------------------------
 
@@ -432,7 +414,7 @@ class Webhooks:
 
     def emit(self, kind: str, campaign: str, payload: dict) -> None:
         """Queue ``payload`` for every endpoint that wants ``kind`` events of ``campaign``."""
-        now = self.hub.clock.now()
+        now = self.clock.now()
         for endpoint in self.endpoints.values():
             if endpoint.wants(kind, campaign) and endpoint.name not in self.disabled:
                 body = json.dumps({"type": kind, "campaign": campaign, "at": now, **payload}, separators=(",", ":"), default=str)
@@ -445,13 +427,16 @@ class Webhooks:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self.shared:
-            self._schedule(self.hub.clock.now() + POLL)
+    def start(self, scheduler: Scheduler) -> None:
+        """Look at the queue every ``POLL`` seconds from now on, with the hub's ``scheduler``:
+        deliveries left by a node that stopped, or whose lease ran out, are claimed by whichever
+        node looks first."""
+        self.scheduler = scheduler
+        self._schedule(self.clock.now() + POLL)
 
     async def stop(self) -> None:
-        """Stop sending; with Redis, what was decided but not yet queued is queued for the other
-        nodes (or this one's next start)."""
+        """Stop sending; what was decided but not yet queued is queued (with Redis, for the other
+        nodes or this one's next start)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -459,37 +444,41 @@ class Webhooks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._inflight, return_exceptions=True)
-        if self.shared and self._fresh:
+        if self._fresh:
             try:
                 await self._enqueue_fresh()
-            except self.hub._unavailable:
-                log.warning("%d webhook deliveries lost: Redis unreachable at shutdown", len(self._fresh))
+            except self.store.unavailable:
+                log.warning("%d webhook deliveries lost: the store is unreachable at shutdown", len(self._fresh))
 
     def _schedule(self, due: float) -> None:
+        if self.scheduler is None:
+            return  # not started: the first pump, at start(), takes what was decided
         if self._pump_at is not None and self._pump_at <= due:
             return
         if self._timer is not None:
             self._timer.cancel()
         self._pump_at = due
-        self._timer = self.hub.scheduler.call_at(due, self._pump)
+        self._timer = self.scheduler.call_at(due, self._pump)
 
     async def _pump(self, due: float) -> None:
         self._timer = self._pump_at = None
-        now = self.hub.clock.now()
+        now = self.clock.now()
         try:
-            self.disabled = await self.hub.store.disabled_endpoints()
+            self.disabled = await self.store.disabled_endpoints()
             await self._enqueue_fresh()
-            for delivery in await self._claim_due(now):
+            for delivery in await self.store.claim_deliveries(now, LEASE, BATCH):
                 task = asyncio.get_running_loop().create_task(self._send(delivery))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             self.queued = await self.depth()
-        except self.hub._unavailable as exc:
-            self.hub._store_failed(exc)
+        except self.store.unavailable as exc:
+            self.health.failed(exc)
         finally:
-            following = self._next_due()
-            if self.shared:
-                following = min(following or now + POLL, now + POLL)
+            try:
+                following = await self.store.next_delivery_due()
+            except self.store.unavailable:
+                following = None
+            following = min(following or now + POLL, now + POLL)
             if self._fresh:
                 following = now
             if following is not None:
@@ -499,7 +488,7 @@ class Webhooks:
         fresh, self._fresh = self._fresh, []
         try:
             for delivery in fresh:
-                await self._put(delivery)
+                await self.store.put_delivery(delivery)
         except BaseException:
             self._fresh[:0] = fresh  # written with the next pump
             raise
@@ -514,21 +503,21 @@ class Webhooks:
             try:
                 await self._attempt(delivery)
                 self.queued = await self.depth()
-            except self.hub._unavailable as exc:
-                self.hub._store_failed(exc)  # left claimed: tried again when its lease ends
+            except self.store.unavailable as exc:
+                self.health.failed(exc)  # left claimed: tried again when its lease ends
             except Exception:
                 log.exception("webhook %s: delivery failed", delivery["id"])
 
     async def _attempt(self, delivery: dict) -> None:
         endpoint = self.endpoints.get(delivery["endpoint"])
-        now = self.hub.clock.now()
+        now = self.clock.now()
         if endpoint is None:
             delivery["error"] = "endpoint no longer configured"
-            await self._bury(delivery)
+            await self.store.bury_delivery(delivery, DEAD_KEPT)
             return
         if endpoint.name in self.disabled:
             delivery["error"] = "endpoint disabled: its receiver answered 410 Gone"
-            await self._bury(delivery)
+            await self.store.bury_delivery(delivery, DEAD_KEPT)
             return
         body = delivery["body"].encode()
         sent_at = int(time.time())  # the wall clock: receivers check it against theirs
@@ -550,13 +539,13 @@ class Webhooks:
         delivery["attempt"] += 1
         if error is None:
             self.sent += 1
-            await self._finish(delivery["id"])
+            await self.store.finish_delivery(delivery["id"])
             return
         delivery["error"] = error
         delivery["last_at"] = now
         if status == 410:
             self.disabled.add(endpoint.name)
-            await self.hub.store.disable_endpoint(endpoint.name)
+            await self.store.disable_endpoint(endpoint.name)
             log.warning("webhook endpoint %s (%s) answered 410 Gone: disabled on every node until its url changes", endpoint.id, endpoint.url)
         if retryable(status) and now - delivery["first_at"] < MAX_AGE:
             delay = backoff(delivery["attempt"])
@@ -565,88 +554,32 @@ class Webhooks:
                 delay = max(delay, asked)
             delivery["due"] = min(now + delay, delivery["first_at"] + MAX_AGE)
             self.retried += 1
-            await self._put(delivery)
+            await self.store.put_delivery(delivery)
             self._schedule(delivery["due"])
             log.info("webhook %s to %s: %s; try %d at +%.1f s", delivery["id"], endpoint.id, error,
                      delivery["attempt"] + 1, delivery["due"] - now)
             return
         self.failed += 1
         log.warning("webhook %s to %s given up after %d tries: %s", delivery["id"], endpoint.id, delivery["attempt"], error)
-        await self._bury(delivery)
-
-    # --- the queue: memory or Redis -----------------------------------------------------------
-
-    def _next_due(self) -> float | None:
-        heap = self._heap
-        while heap and heap[0][2] not in self._deliveries:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
-    async def _put(self, delivery: dict) -> None:
-        if self.shared:
-            keys = self.hub.store.keys
-            async with self.hub.store.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.webhook_deliveries(), delivery["id"], json.dumps(delivery))
-                pipe.zadd(keys.webhook_due(), {delivery["id"]: round(delivery["due"] * 1000)})
-                await pipe.execute()
-            return
-        self._deliveries[delivery["id"]] = delivery
-        self._order += 1
-        heapq.heappush(self._heap, (delivery["due"], self._order, delivery["id"]))
-
-    async def _claim_due(self, now: float) -> list[dict]:
-        if self.shared:
-            keys = self.hub.store.keys
-            found = await self._claim(keys=[keys.webhook_due(), keys.webhook_deliveries()],
-                                      args=[round(now * 1000), round(LEASE * 1000), BATCH])
-            return [json.loads(raw) for raw in found]
-        out = []
-        heap = self._heap
-        while heap and heap[0][0] <= now and len(out) < BATCH:
-            _, _, ident = heapq.heappop(heap)
-            delivery = self._deliveries.get(ident)
-            if delivery is not None and delivery["due"] <= now:
-                out.append(delivery)
-        return out
-
-    async def _finish(self, ident: str) -> None:
-        if self.shared:
-            keys = self.hub.store.keys
-            async with self.hub.store.redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(keys.webhook_deliveries(), ident)
-                pipe.zrem(keys.webhook_due(), ident)
-                await pipe.execute()
-            return
-        self._deliveries.pop(ident, None)
-
-    async def _bury(self, delivery: dict) -> None:
-        """Give up on a delivery: off the queue, onto the dead-letter list."""
-        await self._finish(delivery["id"])
-        if self.shared:
-            keys = self.hub.store.keys
-            async with self.hub.store.redis.pipeline(transaction=True) as pipe:
-                pipe.lpush(keys.webhook_dead(), json.dumps(delivery))
-                pipe.ltrim(keys.webhook_dead(), 0, DEAD_KEPT - 1)
-                await pipe.execute()
-            return
-        self.dead.insert(0, delivery)
-        del self.dead[DEAD_KEPT:]
+        await self.store.bury_delivery(delivery, DEAD_KEPT)
 
     # --- for the API, the dashboard and /metrics -----------------------------------------------
 
     async def depth(self) -> int:
         """Deliveries waiting (every node's, with Redis)."""
-        if self.shared:
-            return int(await self.hub.store.redis.zcard(self.hub.store.keys.webhook_due())) + len(self._fresh)
-        return len(self._deliveries) + len(self._fresh)
+        return await self.store.count_deliveries() + len(self._fresh)
 
     async def dead_letters(self, limit: int = 100) -> list[dict]:
-        if self.shared:
-            found = await self.hub.store.redis.lrange(self.hub.store.keys.webhook_dead(), 0, limit - 1)
-            letters = [json.loads(raw) for raw in found]
-        else:
-            letters = self.dead[:limit]
+        letters = await self.store.dead_deliveries(limit)
         return [{k: v for k, v in d.items() if k != "body"} | {"payload": json.loads(d["body"])} for d in letters]
+
+    def forget_decided(self, visitor: str) -> int:
+        """Erasure: the deliveries naming the visitor that were decided here and not yet queued
+        (each delivery's body is the JSON that would be POSTed; the visitor id in it marks it).
+        The queued ones and the dead letters are the store's (``erase_deliveries``)."""
+        before = len(self._fresh)
+        self._fresh[:] = [d for d in self._fresh if visitor not in d["body"]]
+        return before - len(self._fresh)
 
     def describe(self) -> list[dict]:
         """The endpoints, without their secrets."""

@@ -1,6 +1,6 @@
 """The runtime around the pure engine: live sessions, their sockets, the store and the timers.
 
-Frame in → state updated → rules evaluated → message out happens in :meth:`Hub.on_frame`, in the
+Frame in → state updated → rules evaluated → message out happens in ``Hub.on_frame`` (:class:`~nudge.runtime.frames.Frames`), in the
 connection's own receive loop: no task per event, no store round trip unless a decision needs one
 (a cart-abandonment window opening, say), and the resulting ``show`` frame is written in the same
 turn of the event loop.
@@ -16,21 +16,13 @@ node's own, timers and queued messages wait in a backlog replayed in order once 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
-import time
 from collections import deque
-from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from nudge import identity
 from nudge.errors import (
     CLOSE_SESSION_TAKEN,
-    BadEvent,
-    FrameError,
-    MalformedFrame,
-    ProtocolViolation,
-    RateLimited,
     StoreUnavailable,
 )
 from nudge.protocol import codec as protocol
@@ -38,179 +30,150 @@ from nudge.protocol.codec import Hello
 from nudge.rules import events, timeline
 from nudge.rules.audience import device_class
 from nudge.rules.campaigns import CampaignSet
-from nudge.rules.decisions import (
-    Cancel,
-    Converted,
-    Decision,
-    Defer,
-    Schedule,
-    Show,
-    Suppress,
-    Wake,
-    outcome_of,
-)
-from nudge.rules.engine import Engine, assign
+from nudge.rules.engine import Engine
 from nudge.rules.state import SessionState, State, VisitorState, start_session
 from nudge.rules.timeline import Presence
 from nudge.runtime.clock import Clock
 from nudge.runtime.config import Settings, Site
 from nudge.runtime.connection import Connection
-from nudge.runtime.metrics import Metrics
-from nudge.runtime.results import Results
+from nudge.runtime.executor import Executor
+from nudge.runtime.frames import Frames
+from nudge.runtime.metrics import Metrics, Stats
+from nudge.runtime.persistence import Persistence, StoreHealth, WriteBehind, WriteThrough
+from nudge.runtime.relaying import Relaying
+from nudge.runtime.results import Results, from_totals
 from nudge.runtime.scheduler import LocalTimer, Scheduler
-from nudge.store import CapCheck, DueTimer, Store
+from nudge.runtime.sessions import (
+    LiveSession,
+    Sessions,
+    Visitor,
+    looking,
+    new_session_id,
+    new_visitor_id,
+)
+from nudge.runtime.writes import (
+    Backlog,
+    DropSession,
+    Enqueue,
+    LinkUser,
+    SaveVisitor,
+    Write,
+)
+from nudge.store import DueTimer, Store
 
 log = logging.getLogger("nudge.hub")
 connection_log = logging.getLogger("nudge.connection")  # one line per connection (JSON logs)
 decision_log = logging.getLogger("nudge.decision")  # one line per decision (JSON logs)
 
-TRACE_LENGTH = 50  # decisions remembered per session, for "why did (not) it show?"
 RECENT = 200  # decisions remembered by the hub, for the dashboard
 # Seconds a backend event for a user id no visitor is linked to yet is kept (docs/operate.md).
 HELD_FOR_USER = 7 * 86400.0
 
 
-@dataclass(slots=True)
-class Visitor:
-    """A visitor with at least one session on this node."""
+class WebhooksOut(Protocol):
+    """What the hub hands webhooks out (``nudge.ops.webhooks.Webhooks``)."""
 
-    state: VisitorState
-    sessions: list[LiveSession] = field(default_factory=list)  # oldest first
-
-
-class LiveSession:
-    """A session this node holds: connected, or detached and resumable until its grace ends."""
-
-    __slots__ = ("state", "visitor", "view", "conn", "wake", "expiry", "trace", "kept")
-
-    def __init__(self, state: SessionState, visitor: Visitor) -> None:
-        self.state = state  # the session's plain state
-        self.visitor = visitor  # shared with the visitor's other tabs on this node
-        self.view = State(visitor.state, state)  # what the engine is handed, built once
-        self.conn: Connection | None = None  # None while detached
-        self.wake: LocalTimer | None = None  # the next dwell/idle check
-        self.expiry: LocalTimer | None = None  # the end of the grace period, while detached
-        self.trace: deque[tuple[float, str, str | None, str]] = deque(maxlen=TRACE_LENGTH)  # (when, campaign, variant, outcome)
-        self.kept: set[str] = set()  # ids of messages sent here that the visitor's queue keeps until acknowledged
+    def takes(self, kind: str, campaign: str) -> bool: ...
+    def emit(self, kind: str, campaign: str, payload: dict) -> None: ...
+    def forget_decided(self, visitor: str) -> int: ...
 
 
-@dataclass(slots=True)
-class Stats:
-    connections: int = 0  # open sockets
-    events: int = 0  # events applied
-    duplicates: int = 0  # resent events acknowledged without applying them again
-    refused: int = 0  # frames answered with an error
-    shown: int = 0  # show messages decided (sent, or queued for a later visit)
-    suppressed: int = 0
-    timers_fired: int = 0
-    timers_relayed: int = 0  # claimed here, run by the node holding the visitor
-    lateness_max: float = 0.0  # seconds between a durable timer's due time and its firing
-    lateness_total: float = 0.0
-    lost_races: int = 0  # shows the store refused (another node, or a signed-in user's other device, showed first)
-    store_errors: int = 0  # store calls that failed (shared store unreachable)
-    replayed: int = 0  # store writes carried out late, once the store answered again
-    evicted: int = 0  # detached sessions ended before their grace to stay within max_visitors
+class EventLog(Protocol):
+    """What the hub records into the event log (``nudge.calibrate.recording.Recorder``)."""
+
+    def record(self, kind: str, at: float, **fields: Any) -> None: ...
+    def flush(self) -> list[str]: ...
+    async def erase_records(self, visitors: list[str], users: list[str]) -> tuple[int, int]: ...
 
 
-def _signed_in(state: VisitorState) -> str | None:
-    """The user id the visitor was proven to be (a signed token, or the backend's word): their
-    caps and limits count per user, across devices, as well as per browser."""
-    user = state.trusted.get("user_id")
-    return user if isinstance(user, str) else None
-
-
-def _due_by(live: LiveSession, now: float) -> bool:
-    """Whether a timer of this visitor or a wake-up of this session is due by ``now``."""
-    if live.wake is not None and not live.wake.cancelled and live.wake.due <= now:
-        return True
-    timers = live.visitor.state.timers
-    return bool(timers) and min(timers.values()) <= now
-
-
-def new_session_id() -> str:
-    return "s_" + secrets.token_urlsafe(16)
-
-
-def new_visitor_id() -> str:
-    return "v_" + secrets.token_urlsafe(16)
+def new_node_id() -> str:
+    return "n_" + secrets.token_hex(4)
 
 
 class Hub:
-    def __init__(self, settings: Settings, campaign_set: CampaignSet, store: Store, clock: Clock) -> None:
+    """The sessions this node holds, each socket's frames and each backend event handed to the
+    engine, and its decisions carried out (:class:`~nudge.runtime.executor.Executor`); what it
+    holds is kept in the store (:mod:`nudge.runtime.persistence`), and other nodes are reached
+    through the relay (:class:`~nudge.runtime.relaying.Relaying`)."""
+
+    def __init__(
+        self, settings: Settings, campaign_set: CampaignSet, store: Store, clock: Clock, *,
+        health: StoreHealth | None = None, webhooks: WebhooksOut | None = None, recorder: EventLog | None = None,
+    ) -> None:
+        """``health`` is shared with the other users of the store (the webhooks); ``webhooks``
+        sends what happens to campaigns out (``--webhooks``); ``recorder`` keeps the event log
+        (``--record``)."""
         self.settings = settings
         self.engine = Engine(campaign_set)  # replaced whole on reload
         self.store = store
         self.clock = clock
         self.sites: dict[str, Site] = settings.sites()  # publishable key -> site
-        self.sessions: dict[str, LiveSession] = {}  # session id -> session held by this node
-        self.visitors: dict[tuple[str, str], Visitor] = {}  # (site, visitor id) -> visitor
-        self.shared = store.shared  # other nodes use the same store
-        self.node = settings.node or "n_" + secrets.token_hex(4)  # this node's id among them
-        if self.shared:
-            store.node = self.node
-        self.relay = None  # cross-node delivery (relay.Relay), with a shared store
-        self._unavailable: tuple[type[BaseException], ...] = getattr(store, "unavailable", ())
-        self._dirty: set[LiveSession] = set()  # sessions changed since the last write-behind
-        self._detached: dict[LiveSession, None] = {}  # resumable sessions, oldest detached first
-        self._writing = asyncio.Lock()  # one write-behind at a time: a later one never lands first
-        self._backlog: deque[tuple[str, tuple]] = deque()  # store writes that failed, in order
+        self.registry = Sessions()  # the sessions this node holds, and their visitors
+        self.sessions = self.registry.by_id  # session id -> session held by this node
+        self.visitors = self.registry.visitors  # (site, visitor id) -> visitor
+        self.node = store.node or settings.node or new_node_id()  # this node's id among them
+        self.relaying = Relaying(self)  # what this node sends other nodes, and does for them
+        # The other nodes sharing the store, and where they hold sessions (none: one node alone).
+        self.cluster = store.cluster(self.node, self.relaying.on_record)
+        # One node alone writes every change through at once; with several, sessions are
+        # written behind in batches, shows confirmed in the store, timers relayed.
+        self.alone = self.cluster.alone
+        self._unavailable: tuple[type[BaseException], ...] = store.unavailable
+        # Written through at once (one node alone), or behind in batches (several).
+        self.persistence: Persistence = (WriteThrough if self.alone else WriteBehind)(store, self.registry, settings.grace)
+        self.backlog = Backlog()  # store writes that failed, kept in order until the store answers
         self._tick: LocalTimer | None = None  # the next write-behind and health check
         self._probed_at = 0.0  # when the relay was last probed
-        self.degraded_since: float | None = None  # when the shared store became unreachable
-        self.write_error: str | None = None  # why the last write-behind failed, other than unreachable
-        poll = settings.timer_poll if self.shared else None
-        self.scheduler = Scheduler(clock, store, self._on_due, poll_interval=poll, before_claim=self._replay)
+        self.store_health = health or StoreHealth(clock)  # whether the store answers (degraded mode)
+        poll = None if self.alone else settings.timer_poll
+        self.scheduler = Scheduler(clock, store, self.on_due, poll_interval=poll, before_claim=self._replay)
         self.stats = Stats()
         self.results = Results(clock)  # per campaign and variant, and per hour
         self.metrics = Metrics()  # for /metrics: events by name, latencies
-        self.webhooks = None  # webhooks out and the offline hand-off (webhooks.Webhooks), when configured
+        self.webhooks = webhooks  # webhooks out and the offline hand-off, when configured
         self.log_lines = settings.log_format == "json"  # a line per connection and per decision
+        self.executor = Executor(self)  # carries out the engine's decisions
         self.recent: deque[tuple] = deque(maxlen=RECENT)  # (at, session, visitor, campaign, variant, outcome), for the dashboard
-        self.recorder = None  # recording.Recorder when the event log is on (--record)
-        self._render_failed: set[str] = set()  # campaigns whose render failure was logged since the last reload
+        self.recorder = recorder  # the event log, when it is on (--record); None once it stopped
+        self.frames = Frames(self)  # each frame of a session's socket (or beacon)
+        self.on_frame = self.frames.on_frame  # the socket's receive loop calls this
+        self.write_error: str | None = None  # why the last write-behind failed, other than unreachable
 
     async def start(self) -> None:
         try:
             self.results.restore(await self.store.load_results())
         except self._unavailable as exc:
-            self._store_failed(exc)  # counted from zero here; the store keeps adding up
-        if self.shared:
-            from nudge.runtime.relay import Relay
-
-            self.relay = Relay(self.store.redis, self.store.keys, self.node, self._on_relay)
-            await self.relay.start()
+            self.store_failed(exc)  # counted from zero here; the store keeps adding up
+        await self.cluster.start()
+        if not self.alone:
             self._tick = self.scheduler.call_at(self.clock.now() + self.settings.write_behind, self._on_tick)
         self.scheduler.start()
 
     async def stop(self) -> None:
         await self.scheduler.stop()
-        if self.shared:
+        if not self.alone:
             if self._tick is not None:
                 self._tick.cancel()
             try:
-                await self._write_behind()
+                await self.persistence.final()
                 await self._replay()
                 await self.flush_results()
             except Exception:
                 log.exception("final write to the store failed")
-            if self.relay is not None:
-                await self.relay.stop()
+            await self.cluster.stop()
             try:
                 await self.store.close()
             except Exception:
                 log.debug("store close failed", exc_info=True)
             return
-        for live in list(self.sessions.values()):
-            await self.store.save_session(live.state, self.settings.grace)
-        for visitor in self.visitors.values():
-            await self.store.save_visitor(visitor.state)
+        await self.persistence.final()
         await self.flush_results()
         await self.store.close()
 
     def reload(self, campaign_set: CampaignSet) -> None:
         """Run new campaigns from the next event on; sessions and timers stay."""
         self.engine = Engine(campaign_set)
-        self._render_failed.clear()
+        self.executor.render_failed.clear()
 
     # --- sessions ---------------------------------------------------------------------------
 
@@ -221,7 +184,7 @@ class Hub:
         live = self.sessions.get(hello.session) if hello.session else None
         if live is not None and (live.state.site != site.key or live.state.visitor != visitor_id):
             live = None  # not theirs to resume
-        if hello.session and self.shared:
+        if hello.session:
             # Own the session before reading it: writes the previous node may still send are
             # refused from now on. If another node owned it since this node last held it, this
             # node's copy is out of date.
@@ -247,7 +210,7 @@ class Hub:
             if live.expiry is not None:
                 live.expiry.cancel()
                 live.expiry = None
-            self._detached.pop(live, None)
+            self.registry.detached.pop(live, None)
             live.state.detached_at = None
         else:
             visitor = await self._visitor(site.key, visitor_id, now)
@@ -270,44 +233,11 @@ class Hub:
             session.outbox = [frame for frame in session.outbox if frame["seq"] > hello.rx]
             for frame in session.outbox:
                 conn.push(frame)
-        if self.shared:
-            await self._claim_session(live)
-        await self._deliver_queued(live, now)
-        await self._carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
+        if not self.alone:
+            await self.relaying.hold(live)
+        await self.executor.deliver_queued(live, now)
+        await self.executor.carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
         return live
-
-    async def _deliver_queued(self, live: LiveSession, now: float) -> None:
-        """Send the attached session what the visitor's queue holds and it was not sent yet; kept
-        there until the session acknowledges it (the store contract's ``queued``)."""
-        site, visitor_id = live.state.site, live.state.visitor
-        try:
-            queued = await self.store.queued(site, visitor_id, now)
-            if any("id" not in message for message in queued):  # queued before messages had ids
-                queued = await self.store.take_queued(site, visitor_id, now)
-        except self._unavailable as exc:
-            self._store_failed(exc)
-            return  # they stay queued for the next visit
-        sent = {frame.get("id") for frame in live.state.outbox}
-        for message in queued:
-            if message.get("id") not in sent:  # a resumed session re-sent it already
-                self._deliver(live, message, kept=True)
-
-    async def _tell_holders(self, site: str, visitor_id: str) -> bool:
-        """A message was queued for a visitor with no tab attached when it was decided: a tab
-        that attached meanwhile — here, or on the node holding it — is sent it now rather than at
-        the next attach. The holder is written before that node reads the queue, and read here after the
-        message was queued: one of the two sees the other. True when a tab was told."""
-        visitor = self.visitors.get((site, visitor_id))
-        live = self._looking(visitor, self.clock.now())[1] if visitor is not None else None
-        if live is not None:  # a tab attached here while this message was decided with none
-            await self._deliver_queued(live, self.clock.now())
-            return True
-        try:
-            holders = await self.relay.holders(site, visitor_id)
-            return await self._relay_to_holder(holders, {"op": "queued", "site": site, "visitor": visitor_id})
-        except self._unavailable as exc:
-            self._store_failed(exc)
-            return False
 
     async def identified(self, live: LiveSession, user: str, now: float) -> None:
         """The session proved (a signed token) that it shows ``user``: remember which visitor
@@ -321,12 +251,12 @@ class Hub:
         site, visitor_id = live.state.site, live.state.visitor
         live.visitor.state.traits["user_id"] = user
         live.visitor.state.trusted["user_id"] = user  # proven: a signed token, or the backend's word
-        await self._write("link_user", site, user, visitor_id)
+        await self.write(LinkUser(site, visitor_id, user))
         try:
             others = [v for v in await self.store.user_visitors(site, user) if v != visitor_id]
             waiting = [message for other in others for message in await self.store.take_queued(site, other, now)]
         except self._unavailable as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
             return  # they stay queued for the next visit
         await self._apply_held_for_user(site, user, visitor_id, now)
         if not waiting:
@@ -338,7 +268,7 @@ class Hub:
         for campaign, message in newest.items():
             if campaign in on_screen:
                 continue
-            self._deliver(live, message)
+            self.executor.deliver(live, message)
         if self.recorder is not None:
             self.recorder.record("handover", now, visitor=visitor_id, session=live.state.id, user=user, count=len(newest))
 
@@ -349,8 +279,8 @@ class Hub:
         live = self.sessions.get(session_id)
         if live is not None:
             return live if live.state.site == site and live.state.visitor == visitor_id else None
-        if not self.shared:
-            return None
+        if self.alone:
+            return None  # every session of this deployment is held here
         now = self.clock.now()
         before = await self._load(self.store.own_session(site, session_id, visitor_id, self.settings.grace + 3600.0))
         stored = await self._load(self.store.load_session(site, session_id)) if before != "!" else None
@@ -362,8 +292,8 @@ class Hub:
         live = self._hold(stored, await self._visitor(site, visitor_id, now))
         stored.detached_at = stored.detached_at or now  # no socket here: resumable for the grace
         live.expiry = self.scheduler.call_at(timeline.session_ends_at(now, self.settings.grace), self._expire, live)
-        self._detached[live] = None
-        await self._claim_session(live)
+        self.registry.detached[live] = None
+        await self.relaying.hold(live)
         return live
 
     async def _load(self, pending):
@@ -372,19 +302,8 @@ class Hub:
         try:
             return await pending
         except self._unavailable as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
             raise StoreUnavailable("the shared store is unreachable; reconnect shortly") from None
-
-    async def _claim_session(self, live: LiveSession) -> None:
-        """Record that this node holds the session; tell the node that held it to let go."""
-        state = live.state
-        try:
-            before = await self.relay.hold(state.site, state.visitor, state.id, self.settings.grace + 86400.0)
-            if before is not None:
-                await self.relay.send(before, {"op": "take", "site": state.site, "session": state.id})
-        except self._unavailable as exc:
-            self._store_failed(exc)
-        self._dirty.add(live)
 
     async def detach(self, live: LiveSession, conn: Connection) -> None:
         """The socket closed: keep the session resumable for the grace period."""
@@ -402,22 +321,14 @@ class Hub:
             live.wake.cancel()
             live.wake = None
         live.expiry = self.scheduler.call_at(timeline.session_ends_at(now, self.settings.grace), self._expire, live)
-        self._detached[live] = None
-        if self.shared:
-            self._dirty.add(live)
-            try:
-                await self._write_behind()
-            except self._unavailable as exc:
-                self._store_failed(exc)  # kept dirty: written once the store answers
-            return
-        await self.store.save_session(live.state, self.settings.grace)
-        await self.store.save_visitor(live.visitor.state)
+        self.registry.detached[live] = None
+        try:
+            await self.persistence.detached(live)
+        except self._unavailable as exc:
+            self.store_failed(exc)  # kept marked: written once the store answers
 
     def _hold(self, state: SessionState, visitor: Visitor) -> LiveSession:
-        live = LiveSession(state, visitor)
-        self.sessions[state.id] = live
-        visitor.sessions.append(live)
-        return live
+        return self.registry.hold(state, visitor)
 
     async def _visitor(self, site: str, visitor_id: str, now: float) -> Visitor:
         key = (site, visitor_id)
@@ -439,8 +350,9 @@ class Hub:
         stream of new visitor ids then costs a bounded amount of memory; a visitor whose session
         went this way and comes back starts a new session, with their visitor state."""
         cap = self.settings.max_visitors
-        while self._detached and len(self.visitors) >= cap:
-            live = next(iter(self._detached))
+        detached = self.registry.detached
+        while detached and len(self.visitors) >= cap:
+            live = next(iter(detached))
             if live.expiry is not None:
                 live.expiry.cancel()
             self.stats.evicted += 1
@@ -450,35 +362,35 @@ class Hub:
         """The grace period ended: the session is over. Messages it never acknowledged wait for
         the visitor's next session instead of being lost."""
         live.expiry = None
-        self._detached.pop(live, None)
+        self.registry.detached.pop(live, None)
         if live.conn is not None:
             return
         state = live.state
-        if self.shared:
-            self._dirty.discard(live)
-            try:
-                ours = await self.relay.release(state.site, state.visitor, state.id)
-            except self._unavailable as exc:
-                self._store_failed(exc)
-                ours = True
-            if not ours:  # resumed on another node meanwhile: that node has it now
-                self._forget(live)
-                return
+        self.persistence.discard(live)
+        try:
+            ours = await self.cluster.release(state.site, state.visitor, state.id)
+        except self._unavailable as exc:
+            self.store_failed(exc)
+            ours = True
+        if not ours:  # resumed on another node meanwhile: that node has it now
+            self._forget(live)
+            return
         self.sessions.pop(state.id, None)
+        self.registry.detached.pop(live, None)
         for frame in state.outbox:
             if frame.get("id") in live.kept:
                 continue  # still in the visitor's queue: the next tab gets it from there
             campaign = self.engine.by_id.get(frame.get("campaign"))
             expires = campaign.expires if campaign else 86400.0
             message = {k: v for k, v in frame.items() if k not in ("t", "seq")}
-            await self._write("enqueue", state.site, state.visitor, message, now + expires)
+            await self.write(Enqueue(state.site, state.visitor, message, now + expires))
         state.outbox.clear()
-        await self._write("drop_session", state.site, state.id)
+        await self.write(DropSession(state.site, state.visitor, state.id))
         visitor = live.visitor
         if live in visitor.sessions:
             visitor.sessions.remove(live)
         if not visitor.sessions:
-            await self._write("save_visitor", visitor.state)
+            await self.write(SaveVisitor(visitor.state))
             self.visitors.pop((state.site, state.visitor), None)
 
     def let_go(self, live: LiveSession, reason: str) -> None:
@@ -491,158 +403,41 @@ class Hub:
             conn.close_soon(CLOSE_SESSION_TAKEN, reason)
         self._forget(live)
 
+    def forget_visitor(self, site: str, visitor: str) -> int:
+        """Erasure: drop the visitor from this node — their sockets closed (4409: the snippet does
+        not reconnect on this page), their sessions, wake-ups and grace timers dropped, the store
+        writes kept for them while the store was unreachable discarded, and the dashboard's
+        latest decisions about them. Returns how many sessions were dropped."""
+        held = self.visitors.get((site, visitor))
+        dropped = 0
+        if held is not None:
+            for live in list(held.sessions):
+                self.let_go(live, "visitor erased")
+                dropped += 1
+            self.visitors.pop((site, visitor), None)
+        for live in [live for live in self.sessions.values() if live.state.site == site and live.state.visitor == visitor]:
+            self._forget(live)  # not reachable through the visitor (should not happen): dropped anyway
+            dropped += 1
+        if self.recent:
+            kept = [entry for entry in self.recent if entry[2] != visitor]
+            self.recent.clear()
+            self.recent.extend(kept)
+        self.backlog.forget(site, visitor)
+        return dropped
+
     def _forget(self, live: LiveSession) -> None:
         """Let go of a session without writing anything: another node holds it now."""
-        state = live.state
-        if self.sessions.get(state.id) is live:
-            del self.sessions[state.id]
         for timer in (live.wake, live.expiry):
             if timer is not None:
                 timer.cancel()
         live.wake = live.expiry = None
-        self._detached.pop(live, None)
-        self._dirty.discard(live)
-        visitor = live.visitor
-        if live in visitor.sessions:
-            visitor.sessions.remove(live)
-        if not visitor.sessions:
-            self.visitors.pop((state.site, state.visitor), None)
+        self.persistence.discard(live)
+        self.registry.drop(live)
 
-    # --- frames -----------------------------------------------------------------------------
-
-    async def on_frame(self, live: LiveSession, conn: Connection, data: str | bytes) -> None:
-        """Handle one frame from the session's socket; replies are queued on ``conn``.
-
-        Raises :class:`RateLimited` when the event budget is exhausted (the socket is closed)."""
-        try:
-            frame = conn.codec.decode(data)
-            if not isinstance(frame, dict):
-                raise MalformedFrame("a frame must be a map with a 't' field")
-            kind = frame.get("t")
-            if kind == "ev":
-                await self._on_event(live, conn, frame)
-            elif kind == "evs":
-                await self._on_events(live, conn, frame)
-            elif kind == "ack":
-                acknowledged = self._on_ack(live, frame)
-                if acknowledged:
-                    await self._write("ack_queued", live.state.site, live.state.visitor, acknowledged)
-                if self.shared:
-                    self._dirty.add(live)
-            elif kind == "ping":
-                conn.push(protocol.PONG)
-            elif kind == "hello":
-                raise ProtocolViolation("hello was already received on this connection")
-            else:
-                raise MalformedFrame(f"unknown frame type {kind!r}; expected ev, evs, ack or ping")
-        except FrameError as exc:
-            self.stats.refused += 1
-            conn.push(protocol.error(exc.code, exc.reason, exc.seq))
-
-    async def _on_events(self, live: LiveSession, conn: Connection, frame: dict) -> None:
-        """A batch: each event handled as if it had come in its own ``ev`` frame, in order, then
-        one cumulative ``ack`` for them all (shows they caused go out before it)."""
-        batch = frame.get("events")
-        if not isinstance(batch, list) or not batch:
-            raise MalformedFrame("evs.events must be a non-empty list of events")
-        if len(batch) > protocol.MAX_BATCH:
-            raise MalformedFrame(f"evs.events has {len(batch)} events, at most {protocol.MAX_BATCH} allowed")
-        for item in batch:
-            try:
-                if not isinstance(item, dict):
-                    raise BadEvent("each event of evs.events must be a map")
-                await self._on_event(live, conn, item, ack=False)
-            except FrameError as exc:
-                self.stats.refused += 1
-                conn.push(protocol.error(exc.code, exc.reason, exc.seq))
-        conn.push_ack(live.state.last_event_seq)
-
-    async def _on_event(self, live: LiveSession, conn: Connection, frame: dict, ack: bool = True) -> None:
-        session = live.state
-        seq = frame.get("seq")
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-            raise BadEvent("seq must be a whole number ≥ 1")
-        if seq <= session.last_event_seq:
-            self.stats.duplicates += 1
-            if ack:
-                conn.push_ack(session.last_event_seq)
-            return
-        now = self.clock.now()
-        if not conn.events.take(now):
-            raise RateLimited(f"more than {self.settings.events_per_second:g} events per second")
-        engine = self.engine
-        try:
-            event = events.validate(frame.get("name"), frame.get("props"), seq, engine.custom_events)
-            proven = event.name == "identify" and identity.check_identify(
-                event.props, session.site, now, self.settings.secret_keys, seq,
-            )
-        except FrameError as exc:
-            # Refused for good: acknowledged so that the client does not resend it forever.
-            session.last_event_seq = seq
-            self.stats.refused += 1
-            conn.push(protocol.error(exc.code, exc.reason, seq))
-            if ack:
-                conn.push_ack(seq)
-            return
-        if event.name in ("shown", "clicked", "dismissed") and event.props.get("campaign") is None:
-            _name_the_campaign(session, event.props)
-        if not self.shared and _due_by(live, now):
-            # Whatever fell due before this event happens before it, as it would have if the
-            # loop had not been busy: the decisions then do not depend on when the loop woke.
-            await self.scheduler.run_due(now)
-        if self.recorder is not None:
-            self.recorder.record("ev", now, visitor=session.visitor, session=session.id, name=event.name, props=event.props)
-        metrics = self.metrics
-        pushed = metrics.pushed
-        started = time.perf_counter()
-        decisions = engine.on_event(live.view, event, now)
-        session.last_event_seq = seq
-        self.stats.events += 1
-        self.metrics.events[event.name] += 1
-        if event.name in ("shown", "clicked", "dismissed"):
-            self._count_outcome(event, live, now)
-        if decisions:
-            await self._carry_out(live, live.visitor, decisions, now)
-        if proven:
-            await self.identified(live, event.props["user_id"], now)
-        took = time.perf_counter() - started
-        metrics.event_seconds.observe(took)
-        if metrics.pushed != pushed:  # it put a message on the socket: event -> push
-            metrics.push_seconds.observe(took)
-        if self.shared:
-            self._dirty.add(live)  # written behind, with the others changed meanwhile
-        if ack:
-            conn.push_ack(seq)
-
-    def _on_ack(self, live: LiveSession, frame: dict) -> list[str]:
-        """Trim the outbox up to the acknowledged seq; the ids of messages the visitor's queue kept
-        until now, to be removed from it."""
-        seq = frame.get("seq")
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-            raise MalformedFrame("ack.seq must be a whole number ≥ 0")
-        outbox = live.state.outbox
-        acknowledged: list[str] = []
-        if outbox and outbox[0]["seq"] <= seq:
-            if live.kept:
-                for sent in outbox:
-                    if sent["seq"] <= seq and sent.get("id") in live.kept:
-                        live.kept.discard(sent["id"])
-                        acknowledged.append(sent["id"])
-            live.state.outbox = [frame for frame in outbox if frame["seq"] > seq]
-        return acknowledged
-
-    def _count_outcome(self, event: events.Event, live: LiveSession, now: float) -> None:
-        campaign = self.engine.by_id.get(event.props.get("campaign"))
-        if campaign is not None:
-            variant = assign(campaign, live.visitor.state.id)  # sticky: the variant it was shown in
-            self.results.count(campaign.id, variant.id if variant else None, event.name)
-            if self.webhooks is not None:
-                self._emit(event.name, live.visitor.state, campaign.id, variant.id if variant else None, session=live.state.id)
-            if event.name == "shown":  # decision → on screen, from the session's trace
-                for at, cid, _variant, outcome in reversed(live.trace):
-                    if cid == campaign.id and outcome == "sent":
-                        self.metrics.show_seconds.observe(max(0.0, now - at))
-                        break
+    def looking(self, visitor: Visitor, now: float) -> tuple[Presence, LiveSession | None]:
+        """Who of the visitor is looking, as the timeline sees their sessions on this node: the
+        presence, and the attached session decisions are made in (None when no tab is attached)."""
+        return looking(visitor, now, offline_after=self.settings.offline_after, grace=self.settings.grace)
 
     # --- events from a backend --------------------------------------------------------------
 
@@ -661,7 +456,7 @@ class Hub:
                 await self.store.hold_for_user(site, user, record, now, HELD_FOR_USER)
                 return {}
         except self._unavailable as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
             raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
         applied = {}
         for visitor_id in visitors:
@@ -675,7 +470,7 @@ class Hub:
         try:
             held = await self.store.take_for_user(site, user, now)
         except self._unavailable as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
             return  # they stay kept for the next link
         for record in held:
             event = events.Event(record["name"], record.get("props") or {}, trusted=True, at=record.get("at"))  # a backend's
@@ -697,14 +492,14 @@ class Hub:
         ``known_only``: a visitor neither held nor in the store (never seen, or forgotten after
         the retention) is left alone and ``unknown`` returned, rather than made up for the event."""
         visitor = self.visitors.get((site, visitor_id))
-        if visitor is None and self.shared and not forwarded:
+        if visitor is None and not forwarded:
             try:
-                holders = await self.relay.holders(site, visitor_id)
+                holders = await self.cluster.holders(site, visitor_id)
             except self._unavailable as exc:
-                self._store_failed(exc)
+                self.store_failed(exc)
                 raise StoreUnavailable("the shared store is unreachable; retry shortly") from None
             record = {"op": "ev", "site": site, "visitor": visitor_id, "name": event.name, "props": event.props, "at": event.at}
-            if await self._relay_to_holder(holders, record):
+            if await self.relaying.to_holder(holders, record):
                 return "relayed"
             visitor = self.visitors.get((site, visitor_id))  # a tab may have come meanwhile
         held = visitor is not None
@@ -718,7 +513,7 @@ class Hub:
                     return "unknown"
                 visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
         now = timeline.not_before(visitor.state, now)
-        whereabouts, live = self._looking(visitor, now)
+        whereabouts, live = self.looking(visitor, now)
         # With a tab open the event lands in its session, as the tab's own events do: a message
         # it triggers shows there and then (never over another one on screen), rather than waiting
         # for a next visit while the visitor is looking at the page.
@@ -730,248 +525,32 @@ class Hub:
         self.stats.events += 1
         self.metrics.events[event.name] += 1
         if decisions:
-            await self._carry_out(live, visitor, decisions, now)
+            await self.executor.carry_out(live, visitor, decisions, now)
         user = event.props.get("user_id") if event.name == "identify" else None
         if isinstance(user, str):  # a backend's word proves a user id (POST /api/events checked it)
             if live is not None:
                 await self.identified(live, user, now)
                 user = None  # identified() applied what was held for them
             else:
-                await self._write("link_user", site, user, visitor_id)
+                await self.write(LinkUser(site, visitor_id, user))
         if not held:
-            await self._write("save_visitor", visitor.state)
-        elif self.shared:
-            self._dirty.update(visitor.sessions)  # the visitor is written with its sessions
+            await self.write(SaveVisitor(visitor.state))
+        else:
+            self.persistence.changed_all(visitor.sessions)  # the visitor is written with its sessions
         if isinstance(user, str):  # once this event is written, so they apply on top of it
             await self._apply_held_for_user(site, user, visitor_id, now)
         return "held" if held else "stored"
 
-    # --- decisions --------------------------------------------------------------------------
-
-    async def _carry_out(
-        self, live: LiveSession | None, visitor: Visitor, decisions: list[Decision], now: float,
-        once: str | None = None,
-    ) -> None:
-        """``once`` names the timer firing these decisions come from, so that a firing carried out
-        twice (its node died before finishing it, and another node claimed it again) shows once."""
-        state = visitor.state
-        results = self.results
-        self._remember(live, state, decisions, now)
-        for decision in decisions:
-            if isinstance(decision, Show):
-                # Every message has an id: the client skips one it has processed (docs/protocol.md).
-                # A timer's firing names its message, so a firing carried out twice names it alike.
-                message = {"id": once or "m_" + secrets.token_urlsafe(9), "campaign": decision.campaign, **decision.content}
-                if decision.variant is not None:
-                    message["variant"] = decision.variant
-                placement = self._place(decision, live, visitor, now)
-                queued_by_store = False
-                kept = False  # the visitor's queue keeps it until a tab acknowledges it
-                if self.shared or _signed_in(state) is not None:
-                    queue = None
-                    if self.shared and (
-                        placement.route == timeline.QUEUE or (once is not None and placement.route == timeline.TAB)
-                    ):
-                        # A timer's show is durable before it leaves: queued with its cap count in one
-                        # step, so that a node dying before the tab acknowledges it loses nothing.
-                        queue = (message, decision.expires_at or now + self._expires(decision.campaign))
-                        kept = placement.route == timeline.TAB
-                    reason = await self._confirm(state, decision.campaign, now, once, queue)
-                    if reason == "duplicate" and await self._redeliver(live, state, message["id"], now):
-                        continue
-                    if reason is not None:  # another node showed it first: a suppression
-                        self.stats.lost_races += 1
-                        self._count_suppressed(live, state, decision.campaign, decision.variant, reason, now)
-                        if live is not None:
-                            showing = live.state.showing
-                            if showing is not None and showing[0] == decision.campaign:
-                                live.state.showing = None  # nothing went on screen
-                        continue
-                    queued_by_store = queue is not None and not kept  # the confirming script queued it already
-                self.stats.shown += 1
-                results.count(decision.campaign, decision.variant, "sent")
-                if self.webhooks is not None:
-                    self._emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
-                if placement.route == timeline.HAND_OFF:
-                    self._emit("offline", state, decision.campaign, decision.variant, message=message,
-                               traits=state.traits, expires_at=decision.expires_at)
-                elif placement.route == timeline.QUEUE:
-                    if not queued_by_store:
-                        await self.store.enqueue(state.site, state.id, message, decision.expires_at or 0.0)
-                    if self.shared:
-                        await self._tell_holders(state.site, state.id)
-                    if placement.check_at is not None:
-                        self.scheduler.call_at(placement.check_at, self._on_offline, state.site, state.id, decision.campaign)
-                else:
-                    live.trace.append((now, decision.campaign, decision.variant, "sent"))
-                    self._deliver(live, message, kept=kept)
-            elif isinstance(decision, Schedule):
-                await self._write("schedule", state.site, state.id, decision.key, decision.due)
-                self.scheduler.poke(decision.due)
-            elif isinstance(decision, Cancel):
-                await self._write("cancel", state.site, state.id, decision.key)
-            elif isinstance(decision, Suppress):
-                if decision.detail is not None and decision.campaign not in self._render_failed:
-                    # Logged once per campaign and reload (one broken template fails for many
-                    # visitors); each failure is counted, as suppressed:template, in the results.
-                    self._render_failed.add(decision.campaign)
-                    log.warning("campaign %s: its message failed to render (%s); suppressed for this visitor "
-                                "and counted as suppressed:template (nudge check warns about such templates)",
-                                decision.campaign, decision.detail)
-                self._count_suppressed(live, state, decision.campaign, decision.variant, decision.reason, now)
-            elif isinstance(decision, Defer):
-                results.count(decision.campaign, decision.variant, f"deferred:{decision.reason}")
-                if live is not None:
-                    live.trace.append((now, decision.campaign, decision.variant, f"deferred:{decision.reason}"))
-            elif isinstance(decision, Converted):
-                results.count(decision.campaign, decision.variant, "converted")
-                if self.webhooks is not None:
-                    self._emit("converted", state, decision.campaign, decision.variant)
-                if live is not None:
-                    live.trace.append((now, decision.campaign, decision.variant, "converted"))
-            elif isinstance(decision, Wake) and live is not None:
-                if live.wake is not None:
-                    live.wake.cancel()
-                live.wake = self.scheduler.call_at(decision.at, self._on_wake, live) if decision.at is not None else None
-
-    def _count_suppressed(
-        self, live: LiveSession | None, state: VisitorState, campaign: str, variant: str | None, reason: str, now: float,
-    ) -> None:
-        """Count a show that did not happen, the same whether the engine suppressed it or another
-        node's show beat it to a cap: the results, the webhook-out decision, the session's trace."""
-        outcome = f"suppressed:{reason}"
-        self.stats.suppressed += 1
-        self.results.count(campaign, variant, outcome)
-        if self.webhooks is not None:
-            self._emit("decision", state, campaign, variant, outcome=outcome)
-        if live is not None:
-            live.trace.append((now, campaign, variant, outcome))
-
-    def _remember(self, live: LiveSession | None, state: VisitorState, decisions: list[Decision], now: float) -> None:
-        """Each decision's outcome: in the event log (``--record``), among the latest decisions
-        the dashboard shows and, with JSON logs, a line each."""
-        session = live.state.id if live is not None else None
-        recorder = self.recorder
-        for decision in decisions:
-            found = outcome_of(decision)
-            if found is not None:
-                campaign, variant, outcome = found
-                if recorder is not None:
-                    recorder.record("d", now, visitor=state.id, session=session, campaign=campaign, variant=variant, outcome=outcome)
-                self.recent.append((now, session, state.id, campaign, variant, outcome))
-                if self.log_lines:
-                    decision_log.info("decision %s %s", campaign, outcome, extra={
-                        "session": session, "visitor": state.id, "campaign": campaign, "variant": variant, "outcome": outcome,
-                    })
-
-    def _looking(self, visitor: Visitor, now: float) -> tuple[Presence, LiveSession | None]:
-        """Who of the visitor is looking, as the timeline sees their sessions on this node: the
-        presence, and the attached session decisions are made in (None when no tab is attached)."""
-        tabs = [timeline.Tab(s.state.id, None if s.conn is not None else (s.state.detached_at or now)) for s in visitor.sessions]
-        whereabouts = timeline.presence(tabs, now, offline_after=self.settings.offline_after, grace=self.settings.grace)
-        live = next((s for s in visitor.sessions if s.state.id == whereabouts.tab), None) if whereabouts.tab else None
-        return whereabouts, live
-
-    def _expires(self, campaign_id: str) -> float:
-        campaign = self.engine.by_id.get(campaign_id)
-        return campaign.expires if campaign is not None else 86400.0
-
-    async def _redeliver(self, live: LiveSession | None, state: VisitorState, message_id: str, now: float) -> bool:
-        """A timer's firing carried out a second time (its node died before finishing it): its
-        message was kept in the visitor's queue with its count. Still there (no tab acknowledged
-        it): sent to the attached tab again, if there is one here (the client skips an id it has
-        processed), else left for the next tab. True when it was found."""
-        try:
-            waiting = await self.store.queued(state.site, state.id, now)
-        except self._unavailable as exc:
-            self._store_failed(exc)
-            return False
-        message = next((m for m in waiting if m.get("id") == message_id), None)
-        if message is None:
-            return False
-        if live is not None:
-            if all(frame.get("id") != message_id for frame in live.state.outbox):
-                self._deliver(live, message, kept=True)
-        elif not await self._tell_holders(state.site, state.id):
-            # Nobody is looking now: the campaign's offline rule, as for a message first decided so.
-            await self._on_offline(state.site, state.id, message.get("campaign", ""), now)
-        return True
-
-    def _offline_rule(self, campaign_id: str) -> str:
-        """The campaign's ``offline:`` as the timeline applies it: the webhook hand-off only when an
-        endpoint takes the campaign's ``offline`` events (else it is queued)."""
-        campaign = self.engine.by_id.get(campaign_id)
-        offline = campaign.offline if campaign is not None else "queue"
-        takes = self.webhooks is not None and self.webhooks.takes("offline", campaign_id)
-        return timeline.offline_rule(offline, takes)
-
-    def _place(self, decision: Show, live: LiveSession | None, visitor: Visitor, now: float) -> timeline.Placement:
-        """Where a show goes (:func:`timeline.place`)."""
-        if live is not None and not decision.queued:
-            return timeline.Placement(timeline.TAB)
-        whereabouts = self._looking(visitor, now)[0]
-        return timeline.place(False, whereabouts, self._offline_rule(decision.campaign), now)
-
-    async def _on_offline(self, site: str, visitor_id: str, campaign_id: str, now: float) -> None:
-        """A show queued while the visitor was away: if they are offline now and it is still
-        queued, it goes by the campaign's offline rule (handed off or dropped)."""
-        visitor = self.visitors.get((site, visitor_id))
-        whereabouts = self._looking(visitor, now)[0] if visitor is not None else Presence(None, now)
-        placement = timeline.at_check(whereabouts, self._offline_rule(campaign_id), now)
-        if placement.check_at is not None:
-            self.scheduler.call_at(placement.check_at, self._on_offline, site, visitor_id, campaign_id)
-            return
-        if placement.route not in (timeline.HAND_OFF, timeline.DROP):
-            return
-        try:
-            messages = await self.store.take_queued_of(site, visitor_id, campaign_id, now)
-        except self._unavailable as exc:
-            self._store_failed(exc)
-            return  # it stays queued for the next visit
-        state = visitor.state if visitor is not None else VisitorState(site, visitor_id, first_seen=now)
-        if messages and placement.route == timeline.HAND_OFF and visitor is None:
-            state = await self.store.load_visitor(site, visitor_id) or state
-        for message, expires_at in messages:
-            if placement.route == timeline.HAND_OFF:
-                self._emit("offline", state, campaign_id, message.get("variant"), message=message, traits=state.traits,
-                           expires_at=expires_at)
-
-    def _emit(self, kind: str, state: VisitorState, campaign: str, variant: str | None, **extra) -> None:
-        """A webhook-out event about ``campaign`` for this visitor (see :mod:`nudge.ops.webhooks`)."""
-        self.webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
-
-    def _deliver(self, live: LiveSession, message: dict, kept: bool = False) -> None:
-        """Give a message the session's next seq, keep it until acknowledged, and send it.
-        ``kept``: the visitor's queue holds it too, until this ack removes it."""
-        if kept and "id" in message:
-            live.kept.add(message["id"])
-        session = live.state
-        session.last_message_seq += 1
-        frame = {"t": "show", "seq": session.last_message_seq, **message}
-        if session.showing is not None and session.showing[0] == message.get("campaign"):
-            session.showing_msg = frame["seq"]
-        session.outbox.append(frame)
-        if len(session.outbox) > self.settings.outbox_limit:
-            del session.outbox[0]
-        if self.shared:
-            self._dirty.add(live)
-        conn = live.conn
-        if conn is not None:
-            self.metrics.messages[message.get("kind", "")] += 1
-            self.metrics.pushed += 1
-            conn.push(frame)
-            conn.kick()
-
     # --- timers -----------------------------------------------------------------------------
 
-    async def _on_wake(self, live: LiveSession, now: float) -> None:
+    async def on_wake(self, live: LiveSession, now: float) -> None:
         live.wake = None
         if live.conn is None:
             return
         now = timeline.not_before(live.visitor.state, now)
-        await self._carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
+        await self.executor.carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
 
-    async def _on_due(self, timer: DueTimer, forwarded: bool = False) -> None:
+    async def on_due(self, timer: DueTimer, forwarded: bool = False) -> None:
         """A durable timer fell due: decide in the tab the timeline says (the visitor's latest
         attached session on this node), or with none (the message is then queued for the visitor,
         handed off or dropped, as :func:`timeline.place` says).
@@ -982,8 +561,8 @@ class Hub:
         purchase removed it there), so it stands even when this node's copy of the visitor was
         written before the timer was set."""
         visitor = self.visitors.get((timer.site, timer.visitor))
-        live = self._looking(visitor, self.clock.now())[1] if visitor is not None else None
-        if self.shared and not forwarded and live is None and await self._relay_timer(timer):
+        live = self.looking(visitor, self.clock.now())[1] if visitor is not None else None
+        if not forwarded and live is None and await self.relaying.timer_to_holder(timer):
             return
         self.stats.timers_fired += 1
         lateness = self.clock.now() - timer.due
@@ -991,7 +570,7 @@ class Hub:
         self.metrics.timer_lag.observe(lateness)
         if lateness > self.stats.lateness_max:
             self.stats.lateness_max = lateness
-        if not self.shared:
+        if self.alone:
             await self._run_timer(timer, visitor)
             return
         try:
@@ -1008,151 +587,41 @@ class Hub:
             if state is None:
                 return
             visitor = Visitor(state)
-        if self.shared:
-            if self._pending_write(timer):
+        if not self.alone:
+            if self.backlog.holds_timer(timer.site, timer.visitor, timer.key):
                 return  # cancelled or moved meanwhile, not yet written to Redis
             visitor.state.timers.setdefault(timer.key, timer.due)
         now = timeline.not_before(visitor.state, timer.due)
-        whereabouts, live = self._looking(visitor, now)
+        whereabouts, live = self.looking(visitor, now)
         view = live.view if live is not None else State(visitor.state, None, whereabouts.offline(now))
-        once = timer.token if self.shared else None
-        await self._carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
+        once = None if self.alone else timer.token
+        await self.executor.carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
         if not visitor.sessions:
-            await self._write("save_visitor", visitor.state)
-        elif self.shared:
-            self._dirty.update(visitor.sessions)  # the visitor is written with its sessions
-
-    async def _relay_timer(self, timer: DueTimer) -> bool:
-        """Hand the timer to another node holding one of the visitor's sessions; True when one
-        heard it (it finishes the timer; if it dies first, the lease runs out and the timer is
-        claimed again, and its once-token keeps the message from showing twice)."""
-        try:
-            holders = await self.relay.holders(timer.site, timer.visitor)
-        except self._unavailable:
-            return False
-        record = {
-            "op": "due", "site": timer.site, "visitor": timer.visitor, "key": timer.key,
-            "due": timer.due, "claim": timer.claim,
-        }
-        if await self._relay_to_holder(holders, record):
-            self.stats.timers_relayed += 1
-            return True
-        return False
-
-    async def _relay_to_holder(self, holders: dict[str, str], record: dict) -> bool:
-        """Publish ``record`` to the other nodes holding the visitor's sessions (``holders``:
-        session -> node, as :meth:`Relay.holders` answers), the most recently held first, until
-        one hears it; True when one did. Errors of the store are the caller's to handle."""
-        for node in dict.fromkeys(reversed(holders.values())):
-            if node != self.node and await self.relay.send(node, record):
-                return True
-        return False
+            await self.write(SaveVisitor(visitor.state))
+        else:
+            self.persistence.changed_all(visitor.sessions)  # the visitor is written with its sessions
 
     # --- shared store: relay, write-behind, outage --------------------------------------------
 
-    async def _on_relay(self, record: dict) -> None:
-        """A record another node published for this one (see :mod:`nudge.runtime.relay`)."""
-        op = record.get("op")
-        if op == "ev":
-            at = record.get("at")
-            event = events.Event(record["name"], record.get("props") or {}, trusted=True,  # a backend's
-                                 at=at if isinstance(at, (int, float)) else None)
-            await self.on_visitor_event(record["site"], record["visitor"], event, forwarded=True)
-        elif op == "due":
-            timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
-            await self._on_due(timer, forwarded=True)
-        elif op == "queued":
-            visitor = self.visitors.get((record.get("site"), record.get("visitor")))
-            live = self._looking(visitor, self.clock.now())[1] if visitor is not None else None
-            if live is not None:
-                await self._deliver_queued(live, self.clock.now())
-        elif op == "take":
-            live = self.sessions.get(record.get("session"))
-            if live is not None and live.state.site == record.get("site"):
-                self.let_go(live, "session resumed on another node")
-        elif op in ("erase", "erase_log"):
-            from nudge.ops.erasure import on_relay
-
-            await on_relay(self, record)
-
-    def _pending_write(self, timer: DueTimer) -> bool:
-        """Whether the backlog (writes kept while the store was unreachable) holds a later word
-        on this timer: a cancel, or a new due time. Then the claim is out of date."""
-        for op, args in self._backlog:
-            if op in ("schedule", "cancel") and args[:3] == (timer.site, timer.visitor, timer.key):
-                return True
-        return False
-
-    async def _confirm(
-        self, state: VisitorState, campaign_id: str, now: float, once: str | None,
-        queue: tuple[dict, float] | None,
-    ) -> str | None:
-        """Check and count a show's caps in the shared store, and a signed-in user's caps (all
-        their devices) in any store; the reason it lost, or None. With the store unreachable,
-        this node's own view of the caps (the engine's) stands."""
-        campaign = self.engine.by_id.get(campaign_id)
-        limits = self.engine.limits
-        caps = campaign.caps if campaign is not None else None
-        check = CapCheck(
-            campaign_id,
-            per_day=caps and caps.per_day, per_week=caps and caps.per_week,
-            lifetime=caps and caps.lifetime, every=caps and caps.every,
-            limit_per_hour=limits.per_hour, limit_per_day=limits.per_day, cooldown=limits.cooldown,
-        )
-        try:
-            if self.shared:
-                reason = await self.store.confirm_show(state.site, state.id, check, now, once=once, queue=queue)
-                if reason is not None:
-                    return reason
-            user = _signed_in(state)
-            return None if user is None else await self.store.confirm_user_show(state.site, user, check, now)
-        except self._unavailable as exc:
-            self._store_failed(exc)
-            if queue is not None:
-                self._backlog.append(("enqueue", (state.site, state.id, *queue)))
-            return None
-
-    async def _write(self, op: str, *args) -> None:
+    async def write(self, write: Write) -> None:
         """A store write that must not be lost: carried out now, or, while the store is
         unreachable, kept in order and replayed when it answers again."""
-        if not self._backlog:
+        if not self.backlog:
             try:
-                await getattr(self.store, op)(*args)
+                await write.apply(self.store)
                 return
             except self._unavailable as exc:
-                self._store_failed(exc)
-        self._backlog.append((op, args))
+                self.store_failed(exc)
+        self.backlog.keep(write)
 
     async def _replay(self) -> None:
         """Carry out the backlog in order. Run before every claim of due timers too: a timer is
         never claimed while a cancel or a new due time for it may still be waiting here."""
-        backlog = self._backlog
-        while backlog:
-            op, args = backlog[0]
-            await getattr(self.store, op)(*args)
-            backlog.popleft()
-            self.stats.replayed += 1
-
-    async def _write_behind(self) -> None:
-        """Write every session changed since the last time (and its visitor) in one batch.
-
-        The store writes a large batch in slices, encoding each just before it goes, with the
-        loop free for sockets in between; a write-behind asked for meanwhile (a socket closing)
-        waits for this one, so that states never land in Redis older than what is there."""
-        if not self._dirty:
-            return
-        async with self._writing:
-            if not self._dirty:
-                return
-            dirty, self._dirty = self._dirty, set()
-            ttl = self.settings.grace + 3600.0  # outlives this node by at least the grace period
-            sessions = [(live.state, ttl) for live in dirty if self.sessions.get(live.state.id) is live]
-            visitors = list({id(live.visitor): live.visitor.state for live in dirty}.values())
+        if self.backlog:
             try:
-                await self.store.save_visitors(visitors, sessions)
-            except BaseException:
-                self._dirty |= dirty  # written with the next batch
-                raise
+                await self.backlog.replay(self.store)
+            finally:
+                self.stats.replayed = self.backlog.replayed
 
     async def _on_tick(self, now: float) -> None:
         """Every ``write_behind`` seconds: write changed sessions, replay the backlog, probe the
@@ -1164,29 +633,40 @@ class Hub:
         self._tick = None
         began = self.clock.now()
         try:
-            answered = bool(self._dirty or self._backlog)  # then Redis answers below, or raises
-            await self._write_behind()
+            answered = bool(self.persistence.dirty or self.backlog)  # then Redis answers below, or raises
+            await self.persistence.flush()
             await self._replay()
             await self.flush_results()
             probe = self.degraded_since is not None or self.clock.now() - self._probed_at >= self.settings.heartbeat
             if probe:
                 self._probed_at = self.clock.now()
-                if not await self.relay.check():
+                if not await self.cluster.check():
                     raise ConnectionError("relay unhealthy")
                 await self.store.ping()
             if answered or probe:
-                self._store_ok()
+                self.store_health.answered(self.stats.replayed)
             self.write_error = None
         except (*self._unavailable, ConnectionError) as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
         except Exception as exc:  # not an outage: a fault that would fail every write from now on
-            self.stats.store_errors += 1
+            self.store_health.errors += 1
             if self.write_error is None:
                 log.exception("writing to the store failed")
             self.write_error = f"{type(exc).__name__}: {exc}"
         finally:
             due = max(began + self.settings.write_behind, self.clock.now())
             self._tick = self.scheduler.call_at(due, self._on_tick)
+
+    async def every_nodes_results(self) -> dict:
+        """The results counts of every node, by campaign and variant: this node's own when it is
+        alone, else flushed to the store and read back (this node's own while it is unreachable)."""
+        if self.alone:
+            return self.results.snapshot()
+        try:
+            await self.flush_results()
+            return from_totals(await self.store.load_results())
+        except self._unavailable:
+            return self.results.snapshot()
 
     async def flush_results(self) -> None:
         """Add the results counted since the last flush to the store, in one call."""
@@ -1205,34 +685,33 @@ class Hub:
             self.results.give_back_series(series)
             raise
 
-    def _store_failed(self, exc: BaseException) -> None:
-        self.stats.store_errors += 1
-        if self.degraded_since is None:
-            self.degraded_since = self.clock.now()
-            log.warning(
-                "store unreachable (%s): degraded mode — connected sessions go on with this node's "
-                "state and caps; timer and queue writes are kept and replayed when it answers", exc,
-            )
+    def store_failed(self, exc: BaseException) -> None:
+        """A store call failed (it is unreachable): counted, and degraded mode begins."""
+        self.store_health.failed(exc)
 
-    def _store_ok(self) -> None:
-        if self.degraded_since is not None:
-            log.warning(
-                "store reachable again after %.1f s; %d writes replayed so far",
-                self.clock.now() - self.degraded_since, self.stats.replayed,
-            )
-            self.degraded_since = None
+    def stop_recording(self) -> None:
+        """The event log is closed: nothing more is recorded."""
+        self.recorder = None
+
+    @property
+    def degraded_since(self) -> float | None:
+        """When the store became unreachable (None while it answers)."""
+        return self.store_health.since
+
+    @degraded_since.setter
+    def degraded_since(self, since: float | None) -> None:
+        self.store_health.since = since
 
     # --- for operators and tests ------------------------------------------------------------
 
     def health(self) -> dict:
         """What /healthz reports about the store: ``ok``, or ``degraded`` while it is unreachable."""
-        if not self.shared:
-            return {"status": "ok", "store": "memory"}
+        if self.alone and self.degraded_since is None:
+            return {"status": "ok", "store": self.store.name}
         report = {
             "status": "degraded" if self.degraded_since is not None else "ok",
-            "store": "redis", "node": self.node, "backlog": len(self._backlog),
-            "relay": {"healthy": bool(self.relay and self.relay.healthy),
-                      "resubscribed": self.relay.resubscribed if self.relay else 0},
+            "store": self.store.name, "node": self.node, "backlog": len(self.backlog),
+            "relay": {"healthy": self.cluster.healthy, "resubscribed": self.cluster.resubscribed},
         }
         if self.degraded_since is not None:
             report["degraded_for"] = round(self.clock.now() - self.degraded_since, 3)
@@ -1273,19 +752,6 @@ class Hub:
             "timer_lateness_max": round(stats.lateness_max, 3),
             "timer_lateness_mean": round(stats.lateness_total / stats.timers_fired, 3) if stats.timers_fired else 0.0,
             "lost_races": stats.lost_races,
-            "store_errors": stats.store_errors,
+            "store_errors": self.store_health.errors,
             "replayed": stats.replayed,
         }
-
-
-def _name_the_campaign(session: SessionState, props: dict) -> None:
-    """A ``shown``, ``clicked`` or ``dismissed`` carrying only ``msg`` (as docs/protocol.md
-    lists them) is about the message of that seq: name its campaign, from the messages not yet
-    acknowledged or the one on screen, so the engine frees the screen and the results count it."""
-    msg = props["msg"]
-    for frame in session.outbox:
-        if frame["seq"] == msg and frame.get("campaign") is not None:
-            props["campaign"] = frame["campaign"]
-            return
-    if session.showing is not None and session.showing_msg == msg:
-        props["campaign"] = session.showing[0]

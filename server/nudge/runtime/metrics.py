@@ -72,6 +72,7 @@ import platform
 import time
 from bisect import bisect_left
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nudge import __version__
@@ -114,10 +115,27 @@ class Histogram:
         return out
 
 
+@dataclass(slots=True)
+class Stats:
+    """What the hub counts: its sockets, events, decisions, timers and store writes."""
+
+    connections: int = 0  # open sockets
+    events: int = 0  # events applied
+    duplicates: int = 0  # resent events acknowledged without applying them again
+    refused: int = 0  # frames answered with an error
+    shown: int = 0  # show messages decided (sent, or queued for a later visit)
+    suppressed: int = 0
+    timers_fired: int = 0
+    timers_relayed: int = 0  # claimed here, run by the node holding the visitor
+    lateness_max: float = 0.0  # seconds between a durable timer's due time and its firing
+    lateness_total: float = 0.0
+    lost_races: int = 0  # shows the shared store refused (another node showed first)
+    replayed: int = 0  # store writes carried out late, once the store answered again
+    evicted: int = 0  # detached sessions ended before their grace to stay within max_visitors
 
 
 class Metrics:
-    """What the hub counts for ``/metrics`` beyond its :class:`~nudge.runtime.hub.Stats`."""
+    """What the hub counts for ``/metrics`` beyond its :class:`Stats`."""
 
     def __init__(self) -> None:
         self.events: dict[str, int] = defaultdict(int)  # event name -> applied
@@ -158,8 +176,8 @@ async def refresh(hub: Hub) -> None:
     metrics.timers_pending_at = time.monotonic()
     try:
         counts = await hub.store.count_timers()
-    except hub._unavailable as exc:
-        hub._store_failed(exc)
+    except hub.store.unavailable as exc:
+        hub.store_failed(exc)
         return  # the last count stays
     pending: dict[str, int] = defaultdict(int)
     for key, n in counts.items():
@@ -206,15 +224,15 @@ def render(hub: Hub) -> str:
     _metric(out, "nudge_store_up", "gauge", "1 unless the shared store is unreachable.", [({}, int(hub.degraded_since is None))])
     refused = hub.store.refused
     _metric(out, "nudge_store_errors_total", "counter", "Store calls that failed, and records left out of a write.",
-            [({}, stats.store_errors + sum(refused.values()))])
+            [({}, hub.store_health.errors + sum(refused.values()))])
     _metric(out, "nudge_store_records_refused_total", "counter", "Records left out of a store write: they cannot be encoded, by kind.",
             [({"kind": kind}, n) for kind, n in sorted(refused.items())])
     _metric(out, "nudge_visitors_evicted_total", "counter", "Visitors let go to stay within --max-visitors, by where from.",
             [({"from": "sessions"}, stats.evicted), ({"from": "store"}, hub.store.evicted)])
-    _metric(out, "nudge_store_backlog", "gauge", "Store writes kept while it was unreachable.", [({}, len(hub._backlog))])
-    if hub.shared:
+    _metric(out, "nudge_store_backlog", "gauge", "Store writes kept while it was unreachable.", [({}, len(hub.backlog))])
+    if not hub.alone:
         _metric(out, "nudge_relay_up", "gauge", "1 when the relay listener is healthy.",
-                [({}, int(bool(hub.relay and hub.relay.healthy)))])
+                [({}, int(hub.cluster.healthy))])
     hooks = hub.webhooks
     _metric(out, "nudge_webhook_queue", "gauge", "Webhook deliveries waiting (first tries and retries).",
             [({}, hooks.queued if hooks else 0)])

@@ -5,10 +5,11 @@ that does not validate is refused with its errors; the campaigns in force stay."
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from nudge.errors import CampaignError
-from nudge.rules.campaigns import load_file
+from nudge.rules.campaigns import CampaignSet, load_file
 from nudge.runtime.hub import Hub
 from nudge.runtime.scheduler import LocalTimer
 
@@ -18,14 +19,14 @@ CHECK_EVERY = 1.0  # seconds between looks at the file
 
 
 class CampaignFile:
-    def __init__(self, path: Path, hub: Hub) -> None:
+    def __init__(self, path: Path, hub: Hub, on_reload: Callable[[CampaignSet], None] | None = None) -> None:
         self.path = path  # the file to watch
         self.hub = hub  # whose engine to replace
         self._seen = self._fingerprint()  # (mtime, size) of the version in force
         self._timer: LocalTimer | None = None  # the next look at the file
         self.reloads = 0  # successful reloads so far
         self.last_error: str | None = None  # the problems of the last refused version
-        self.on_reload = None  # called with each campaign set put in force (the admin API's hook)
+        self.on_reload = on_reload  # called with each campaign set put in force (the admin API's hook)
 
     def _fingerprint(self) -> tuple[int, int] | None:
         try:

@@ -179,7 +179,7 @@ class Scheduler:
                 return
 
     async def _run(self) -> None:
-        unavailable: tuple[type[BaseException], ...] = getattr(self.store, "unavailable", ())
+        unavailable = self.store.unavailable
         while True:
             self._wake.clear()
             self._passes_started += 1

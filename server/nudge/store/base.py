@@ -1,7 +1,19 @@
-"""The store contract every implementation fulfils (and the contract tests check)."""
+"""The store contract every implementation fulfils (and the contract tests check).
+
+Everything Nudge keeps goes through here: visitors, sessions, timers, caps and queued messages
+(:class:`Store`), the campaign document the admin API edits, the webhook delivery queue, the
+backend event ids already applied, the event log's copy every node reads, and the messages nodes
+send each other (:class:`Cluster`, opened by :meth:`Store.cluster`). Code outside ``nudge.store``
+calls these methods and never asks which implementation it has: a difference between one node and
+several is the cluster's to answer (:attr:`Cluster.alone`).
+
+May import: ``nudge.rules`` (the plain state it keeps), ``nudge.errors``; and, in the
+implementations, msgpack and redis.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,8 +61,48 @@ class CapCheck:
         return max(DAY_MS / 1000, 7 * DAY_MS / 1000 if self.per_week else 0.0, self.every or 0.0)
 
 
+class LogErasure(Protocol):
+    """Which event-log records an erasure removes (``nudge.calibrate.recording.Erasing``)."""
+
+    visitors: list[str]
+
+    def needles(self) -> list[bytes]: ...  # in every record naming one of the visitors
+    def user_needles(self) -> list[bytes]: ...  # in the records that may name one of the users
+    def __call__(self, line: str | bytes) -> bool: ...  # whether the record goes
+
+
+# A record another node sent this one (``Cluster.send``, ``Cluster.broadcast``).
+Handler = Callable[[dict], Awaitable[None]]
+
+
+class Cluster(Protocol):
+    """The nodes of a deployment as one node sees them: where each visitor's sessions are held,
+    and records sent between nodes. One node alone (the memory store) has a cluster that holds
+    nothing elsewhere and hears nothing; with Redis, pub/sub channels and a hash per visitor."""
+
+    alone: bool  # True when no other node can share this store (no relaying, no write-behind)
+    healthy: bool  # its listener is subscribed and heard its last probe
+    resubscribed: int  # how many times its listener was found dead and replaced
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    # Whereabouts: which node holds each of a visitor's sessions.
+    async def hold(self, site: str, visitor: str, session: str, ttl: float) -> str | None: ...
+    async def release(self, site: str, visitor: str, session: str) -> bool: ...
+    async def holders(self, site: str, visitor: str) -> dict[str, str]: ...
+    # Records to one node (True when it heard), or every node (how many heard).
+    async def send(self, node: str, record: dict) -> bool: ...
+    async def broadcast(self, record: dict) -> int: ...
+    async def check(self) -> bool: ...  # probe the listener, replace it when dead; healthy after
+
+
 class Store(Protocol):
-    shared: bool  # True when other nodes see the same data (Redis); False for memory
+    # What a call raises while the store is unreachable (the hub then runs degraded); empty for
+    # a store that is never unreachable.
+    unavailable: tuple[type[BaseException], ...]
+    # Seconds a visitor's records outlive their last write (``--retention``); None: forever.
+    retention: float | None
+    name: str  # what /healthz calls it: "memory", "redis"
     node: str  # the node whose sessions this store writes; a session another node took over
     # (``own_session``) refuses this node's writes from then on
     # kind (visitor, session, message, ...) -> records left out of a write because they cannot be
@@ -139,6 +191,40 @@ class Store(Protocol):
     # How many durable timers wait (claimed ones included), by timer key: a walk of every timer,
     # for /metrics at most every few seconds, never on the hot path.
     async def count_timers(self) -> dict[str, int]: ...
+
+    # The campaign document the admin API edits, with a revision bumped by every change:
+    # (revision, document or None), the revision alone (polled), and a compare-and-set that
+    # writes ``document`` only when the revision is still ``revision`` (the new one, else -1).
+    async def load_campaigns(self) -> tuple[int, dict | None]: ...
+    async def campaigns_revision(self) -> int: ...
+    async def swap_campaigns(self, revision: int, document: dict) -> int: ...
+
+    # Backend event ids already applied (``POST /api/events``), each remembered ``ttl`` seconds
+    # from ``now``: True the first time an id is seen, False while it is remembered.
+    async def first_sighting(self, site: str, event_id: str, now: float, ttl: float) -> bool: ...
+    async def forget_sighting(self, site: str, event_id: str) -> None: ...
+
+    # The webhook delivery queue: deliveries (dicts with ``id`` and ``due``, and a ``body`` that
+    # names the visitor) put, claimed when due — leased: a delivery not finished within ``lease``
+    # seconds is due again —, finished, or given up (buried, onto the dead letters, newest first,
+    # the last ``kept``). ``erase_deliveries`` drops the waiting and dead ones naming a visitor.
+    async def put_delivery(self, delivery: dict) -> None: ...
+    async def claim_deliveries(self, now: float, lease: float, limit: int) -> list[dict]: ...
+    async def finish_delivery(self, ident: str) -> None: ...
+    async def bury_delivery(self, delivery: dict, kept: int) -> None: ...
+    async def next_delivery_due(self) -> float | None: ...
+    async def count_deliveries(self) -> int: ...
+    async def dead_deliveries(self, limit: int) -> list[dict]: ...
+    async def erase_deliveries(self, visitor: str) -> int: ...
+
+    # The event log's copy every node reads (``--record``; the files are each node's own): lines
+    # appended, erased (how many went), read back. The memory store keeps no copy.
+    async def append_log(self, lines: list[str]) -> None: ...
+    async def erase_log(self, erasing: LogErasure) -> int: ...
+    async def log_lines(self) -> list[str]: ...
+
+    # The deployment's nodes as this one sees them, ``handler`` awaited for each record sent to it.
+    def cluster(self, node: str, handler: Handler) -> Cluster: ...
 
     async def ping(self) -> bool: ...  # raises while the store is unreachable
     async def close(self) -> None: ...

@@ -20,6 +20,11 @@ drops each when its grace period ends — except those read back from a snapshot
 process does not hold until a client resumes them. Each of those ends its own time to live (the
 grace period) after the first time the store is handed; one resumed meanwhile is saved again by
 the hub when its socket closes.
+
+The campaign document is in the snapshot too; the webhook queue and the backend event ids
+already applied are not (a restart forgets them), and no copy of the event log is kept here (each
+node's files are the log). One process is the whole deployment: its :class:`OneNode` cluster
+holds every session here and relays nothing.
 """
 
 from __future__ import annotations
@@ -28,26 +33,69 @@ import heapq
 import itertools
 import logging
 import os
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from pathlib import Path
 
 import msgpack
 
 from nudge.rules.state import SessionState, VisitorState
 from nudge.store import codec
-from nudge.store.base import DAY_MS, MAX_HELD_FOR_USER, MAX_QUEUED, CapCheck, DueTimer
+from nudge.store.base import (
+    DAY_MS,
+    MAX_HELD_FOR_USER,
+    MAX_QUEUED,
+    CapCheck,
+    DueTimer,
+    Handler,
+    LogErasure,
+)
 
 log = logging.getLogger("nudge.store")
 
 SNAPSHOT_VERSION = 1
 HEAP_SLACK = 512  # stale timer entries tolerated beyond the live ones' number
+MAX_SIGHTINGS = 200_000  # backend event ids remembered at most (the oldest go first)
+
+
+class OneNode:
+    """The cluster of a deployment of one node (:class:`nudge.store.base.Cluster`): every session
+    is held here, no other node hears anything."""
+
+    alone = True
+    healthy = True
+    resubscribed = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def hold(self, site: str, visitor: str, session: str, ttl: float) -> str | None:
+        return None
+
+    async def release(self, site: str, visitor: str, session: str) -> bool:
+        return True
+
+    async def holders(self, site: str, visitor: str) -> dict[str, str]:
+        return {}
+
+    async def send(self, node: str, record: dict) -> bool:
+        return False
+
+    async def broadcast(self, record: dict) -> int:
+        return 0
+
+    async def check(self) -> bool:
+        return True
 
 
 class MemoryStore:
-    shared = False
-    node = ""
+    name = "memory"
+    unavailable: tuple[type[BaseException], ...] = ()  # one process: never unreachable
 
-    def __init__(self, snapshot: str | Path | None = None) -> None:
+    def __init__(self, snapshot: str | Path | None = None, *, node: str = "", retention: float | None = None) -> None:
+        self.node = node  # one node owns every session: only named, for the contract
         self._visitors: dict[tuple[str, str], VisitorState] = {}  # (site, visitor) -> state
         self._sessions: dict[tuple[str, str], tuple[SessionState, float]] = {}  # -> (state, ttl)
         self._timers: dict[tuple[str, str, str], float] = {}  # (site, visitor, key) -> due
@@ -66,7 +114,13 @@ class MemoryStore:
         self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
         self._series: dict[str, dict[tuple[str, str, int], int]] = {}  # campaign -> (variant, counter, hour) -> n
         self.campaign_document: dict | None = None  # the admin API's campaign document (admin.py)
-        self.retention: float | None = None  # seconds records outlive their last write (None: forever)
+        self.campaigns_version = 0  # its revision, bumped by each change
+        self._sightings: OrderedDict[tuple[str, str], float] = OrderedDict()  # (site, event id) -> until
+        self._deliveries: dict[str, dict] = {}  # webhook delivery id -> delivery
+        self._delivery_due: dict[str, float] = {}  # -> when it is due (or its lease ends)
+        self._delivery_heap: list[tuple[float, int, str]] = []  # (due, order, id), may hold stale entries
+        self._dead: list[dict] = []  # deliveries given up, newest first
+        self.retention = retention  # seconds records outlive their last write (None: forever)
         self.max_visitors: int | None = None  # visitors kept at most; the least recently written go first
         self.evicted = 0  # visitors dropped for the cap, before their retention ran out
         self._now = 0.0  # the latest time the store was handed
@@ -335,6 +389,104 @@ class MemoryStore:
         heapq.heapify(self._heap)
         return removed
 
+    # --- the campaign document -------------------------------------------------------------------
+
+    async def load_campaigns(self) -> tuple[int, dict | None]:
+        return self.campaigns_version, self.campaign_document
+
+    async def campaigns_revision(self) -> int:
+        return self.campaigns_version
+
+    async def swap_campaigns(self, revision: int, document: dict) -> int:
+        if revision != self.campaigns_version:
+            return -1
+        self.campaign_document = document
+        self.campaigns_version += 1
+        return self.campaigns_version
+
+    # --- backend event ids ---------------------------------------------------------------------
+
+    async def first_sighting(self, site: str, event_id: str, now: float, ttl: float) -> bool:
+        seen = self._sightings
+        while seen:
+            oldest, until = next(iter(seen.items()))
+            if until > now and len(seen) < MAX_SIGHTINGS:
+                break
+            del seen[oldest]
+        if (site, event_id) in seen:
+            return False
+        seen[(site, event_id)] = now + ttl
+        return True
+
+    async def forget_sighting(self, site: str, event_id: str) -> None:
+        self._sightings.pop((site, event_id), None)
+
+    # --- the webhook delivery queue ------------------------------------------------------------
+
+    def _due_delivery(self, ident: str, due: float) -> None:
+        self._delivery_due[ident] = due
+        heapq.heappush(self._delivery_heap, (due, next(self._order), ident))
+
+    async def put_delivery(self, delivery: dict) -> None:
+        self._deliveries[delivery["id"]] = delivery
+        self._due_delivery(delivery["id"], delivery["due"])
+
+    async def claim_deliveries(self, now: float, lease: float, limit: int) -> list[dict]:
+        out: list[dict] = []
+        heap = self._delivery_heap
+        while heap and heap[0][0] <= now and len(out) < limit:
+            due, _, ident = heapq.heappop(heap)
+            if self._delivery_due.get(ident) != due:
+                continue  # finished, or due at another time now: a stale entry
+            # Not leased: one process, so a claim cannot outlive the node that holds it; the
+            # delivery waits, claimed, until it is finished, buried or put back.
+            del self._delivery_due[ident]
+            out.append(self._deliveries[ident])
+        return out
+
+    async def finish_delivery(self, ident: str) -> None:
+        self._deliveries.pop(ident, None)
+        self._delivery_due.pop(ident, None)
+
+    async def bury_delivery(self, delivery: dict, kept: int) -> None:
+        await self.finish_delivery(delivery["id"])
+        self._dead.insert(0, delivery)
+        del self._dead[kept:]
+
+    async def next_delivery_due(self) -> float | None:
+        heap = self._delivery_heap
+        while heap and self._delivery_due.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    async def count_deliveries(self) -> int:
+        return len(self._deliveries)
+
+    async def dead_deliveries(self, limit: int) -> list[dict]:
+        return self._dead[:limit]
+
+    async def erase_deliveries(self, visitor: str) -> int:
+        doomed = [ident for ident, d in self._deliveries.items() if visitor in d["body"]]
+        for ident in doomed:
+            await self.finish_delivery(ident)  # its heap entry is skipped as stale
+        before = len(self._dead)
+        self._dead[:] = [d for d in self._dead if visitor not in d["body"]]
+        return len(doomed) + before - len(self._dead)
+
+    # --- the event log: no copy here -----------------------------------------------------------
+
+    async def append_log(self, lines: list[str]) -> None:
+        pass  # the node's own files are the whole log
+
+    async def erase_log(self, erasing: LogErasure) -> int:
+        return 0
+
+    async def log_lines(self) -> list[str]:
+        return []
+
+    def cluster(self, node: str, handler: Handler) -> OneNode:
+        return OneNode()
+
     async def close(self) -> None:
         if self.snapshot_path is not None:
             self._write_snapshot(self.snapshot_path)
@@ -363,7 +515,8 @@ class MemoryStore:
             "disabled": ("endpoint", [((url,), url) for url in sorted(self._disabled)]),
         }
         packer = msgpack.Packer(use_bin_type=True)
-        out = [packer.pack_map_header(2 + len(sections)), packer.pack("version"), packer.pack(SNAPSHOT_VERSION)]
+        out = [packer.pack_map_header(3 + len(sections)), packer.pack("version"), packer.pack(SNAPSHOT_VERSION),
+               packer.pack("campaigns_revision"), packer.pack(self.campaigns_version)]
         for name, (kind, records) in sections.items():
             packed = []
             for ident, record in records:
@@ -423,6 +576,7 @@ class MemoryStore:
             self._held[(site, user)] = [(e, event) for e, event in held]
         self._disabled = set(document.get("disabled", ()))
         self.campaign_document = document.get("campaigns")
+        self.campaigns_version = document.get("campaigns_revision", 1 if self.campaign_document else 0)
         for campaign, variant, counter, count in document.get("results", ()):
             self._results[(campaign, variant, counter)] = count
         for campaign, variant, counter, hour, count in document.get("series", ()):

@@ -6,8 +6,9 @@ timer before another node claims it again, ``max_connections`` how many connecti
 node opens at most and ``pool_timeout`` how many seconds a command waits for one of them when all
 are busy (a burst of handshakes queues for a moment instead of failing; past the wait the store
 counts as unreachable). Other query parameters go to redis-py as they are. Every read-modify-write
-two nodes could race on is one Lua script below, headed by the keys and arguments it takes and
-what it returns, registered once.
+two nodes could race on is one Lua script (:mod:`.scripts`), headed by the keys and arguments it
+takes and what it returns, registered once; every key is named in :mod:`nudge.store.keys`; the
+pub/sub between nodes is :mod:`.cluster`.
 
 Nothing here is called per event: the hub writes sessions behind, in batches, and touches Redis
 on decisions only (a show, a timer set or cancelled).
@@ -16,9 +17,11 @@ on decisions only (a show, a timer set or cancelled).
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgpack
@@ -27,197 +30,33 @@ from redis.exceptions import RedisError
 
 from nudge.rules.state import SessionState, VisitorState
 from nudge.store import codec
-from nudge.store.base import DAY_MS, MAX_HELD_FOR_USER, MAX_QUEUED, CapCheck, DueTimer
+from nudge.store.base import (
+    DAY_MS,
+    MAX_HELD_FOR_USER,
+    MAX_QUEUED,
+    CapCheck,
+    DueTimer,
+    Handler,
+    LogErasure,
+)
 from nudge.store.keys import SEP, Keys, split_timer_member, timer_member
+from nudge.store.redis.cluster import RedisCluster
+from nudge.store.redis.scripts import (
+    ACK_QUEUED,
+    CLAIM_DELIVERIES,
+    CLAIM_DUE,
+    COMPARE_AND_SET,
+    CONFIRM_SHOW,
+    ENQUEUE,
+    ERASE_LOG_PAGE,
+    HOLD_FOR_USER,
+    OWN_SESSION,
+    SAVE_SESSION,
+    TAKE_QUEUED,
+    TAKE_QUEUED_OF,
+)
 
 log = logging.getLogger("nudge.store")
-
-CLAIM_DUE = """
--- KEYS[1]: pending timers (sorted set: member -> due ms)
--- KEYS[2]: claimed timers (sorted set: "due_ms SEP node SEP member" -> lease end ms)
--- ARGV[1]: now in ms
--- ARGV[2]: most timers to claim
--- ARGV[3]: lease in ms
--- ARGV[4]: SEP
--- ARGV[5]: the claiming node
--- returns a flat list due_ms, member, claim, due_ms, member, claim, ... of the timers now leased
---   to the caller: claims whose lease ran out first (their node died), then timers that fell due
-local now, limit, lease, sep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local out = {}
-local function lease_to_me(ms, member)
-  local claim = ms .. sep .. ARGV[5] .. sep .. member
-  redis.call('ZADD', KEYS[2], now + lease, claim)
-  out[#out + 1] = ms
-  out[#out + 1] = member
-  out[#out + 1] = claim
-end
-local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
-for _, entry in ipairs(stale) do
-  redis.call('ZREM', KEYS[2], entry)
-  local first = string.find(entry, sep, 1, true)
-  local second = string.find(entry, sep, first + 1, true)
-  lease_to_me(string.sub(entry, 1, first - 1), string.sub(entry, second + 1))
-end
-local room = limit - #stale
-if room > 0 then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, room)
-  for i = 1, #due, 2 do
-    redis.call('ZREM', KEYS[1], due[i])
-    lease_to_me(string.format('%d', tonumber(due[i + 1])), due[i])
-  end
-end
-return out
-"""
-
-CONFIRM_SHOW = """
--- KEYS[1]: when this campaign was shown to the visitor (sorted set of ms)
--- KEYS[2]: when any campaign was shown to the visitor (sorted set of ms, the last day)
--- KEYS[3]: the once marker of this decision (string; unused when ARGV[6] is "")
--- KEYS[4]: the visitor's queue (list; unused when ARGV[7] is "")
--- KEYS[5]: how many times this campaign was ever shown to the visitor (counter)
--- ARGV[1]: now in ms
--- ARGV[2]: the campaign's caps, "per_day per_week lifetime every_ms history_ms" (-1: none)
--- ARGV[3]: the limits across campaigns, "per_hour per_day" (-1: none)
--- ARGV[4]: cooldown in ms (0: none)
--- ARGV[5]: a member unique to this show
--- ARGV[6]: "1" when KEYS[3] must not exist yet, else ""
--- ARGV[7]: a message to queue (packed [expires_s, message]) or ""
--- ARGV[8]: the queue's length limit; ARGV[9]: the queue's time to live in ms
--- ARGV[10]: the lifetime counter's time to live in ms (the retention setting)
--- returns "" when the show may go ahead (it is counted, and queued if asked), else the reason,
---   checked in the engine's order
-local now, day, week, hour = tonumber(ARGV[1]), 86400000, 604800000, 3600000
-if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then return 'duplicate' end
-local caps, limits = {}, {}
-for n in string.gmatch(ARGV[2], '%S+') do caps[#caps + 1] = tonumber(n) end
-for n in string.gmatch(ARGV[3], '%S+') do limits[#limits + 1] = tonumber(n) end
-local per_day, per_week, lifetime, every, history = caps[1], caps[2], caps[3], caps[4], caps[5]
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - history)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - day)
-if lifetime >= 0 and tonumber(redis.call('GET', KEYS[5]) or '0') >= lifetime then return 'cap:lifetime' end
-if every >= 0 then
-  local last = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if #last > 0 and now - tonumber(last[2]) < every then return 'cap:every' end
-end
-if per_day >= 0 and redis.call('ZCOUNT', KEYS[1], '(' .. (now - day), '+inf') >= per_day then return 'cap:per_day' end
-if per_week >= 0 and redis.call('ZCOUNT', KEYS[1], '(' .. (now - week), '+inf') >= per_week then return 'cap:per_week' end
-if limits[1] >= 0 and redis.call('ZCOUNT', KEYS[2], '(' .. (now - hour), '+inf') >= limits[1] then return 'limit:per_hour' end
-if limits[2] >= 0 and redis.call('ZCARD', KEYS[2]) >= limits[2] then return 'limit:per_day' end
-local cooldown = tonumber(ARGV[4])
-if cooldown > 0 then
-  local last = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  if #last > 0 and now - tonumber(last[2]) < cooldown then return 'cooldown' end
-end
-redis.call('ZADD', KEYS[1], now, ARGV[5])
-redis.call('ZADD', KEYS[2], now, ARGV[5])
-redis.call('PEXPIRE', KEYS[1], history)
-redis.call('PEXPIRE', KEYS[2], day)
-redis.call('INCR', KEYS[5])
-redis.call('PEXPIRE', KEYS[5], ARGV[10])
-if ARGV[6] ~= '' then redis.call('SET', KEYS[3], '1', 'PX', day) end
-if ARGV[7] ~= '' then
-  redis.call('RPUSH', KEYS[4], ARGV[7])
-  redis.call('LTRIM', KEYS[4], -tonumber(ARGV[8]), -1)
-  if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[9]) then redis.call('PEXPIRE', KEYS[4], ARGV[9]) end
-end
-return ''
-"""
-
-ENQUEUE = """
--- KEYS[1]: the visitor's queue (list of packed [expires_s, message])
--- ARGV[1]: the packed entry
--- ARGV[2]: the queue's length limit
--- ARGV[3]: the entry's time to live in ms
--- returns the queue's length
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-return redis.call('LLEN', KEYS[1])
-"""
-
-TAKE_QUEUED = """
--- KEYS[1]: the visitor's queue
--- returns every entry, oldest first, and empties the queue (so only one node delivers them)
-local entries = redis.call('LRANGE', KEYS[1], 0, -1)
-redis.call('DEL', KEYS[1])
-return entries
-"""
-
-HOLD_FOR_USER = """
--- KEYS[1]: the user id's held events (list of packed [expires_s, event])
--- ARGV[1]: the packed entry
--- ARGV[2]: the list's length limit
--- ARGV[3]: the entry's time to live in ms
--- returns the list's length
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-return redis.call('LLEN', KEYS[1])
-"""
-
-ACK_QUEUED = """
--- KEYS[1]: the visitor's queue
--- ARGV[1..n]: message ids a tab acknowledged
--- returns how many entries were removed
-local gone = {}
-for i = 1, #ARGV do gone[ARGV[i]] = true end
-local removed = 0
-for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  local decoded = cmsgpack.unpack(entry)
-  if type(decoded[2]) == 'table' and gone[decoded[2]['id']] then
-    removed = removed + redis.call('LREM', KEYS[1], 1, entry)
-  end
-end
-return removed
-"""
-
-TAKE_QUEUED_OF = """
--- KEYS[1]: the visitor's queue
--- ARGV[1]: a campaign id
--- returns that campaign's entries, oldest first, removed from the queue (the others stay)
-local taken = {}
-for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  local decoded = cmsgpack.unpack(entry)
-  if type(decoded[2]) == 'table' and decoded[2]['campaign'] == ARGV[1] then
-    redis.call('LREM', KEYS[1], 1, entry)
-    taken[#taken + 1] = entry
-  end
-end
-return taken
-"""
-
-SAVE_SESSION = """
--- KEYS[1]: the session (hash: seq, state, owner)
--- ARGV[1]: the packed session state
--- ARGV[2]: its last applied event seq
--- ARGV[3]: time to live in ms
--- ARGV[4]: the writing node ("" for none)
--- ARGV[5]: the session's visitor id
--- returns 1 when written; 0 when another node owns the session now (it was resumed there) or
---   the stored session has applied later events (a stale writer)
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and ARGV[4] ~= '' and owner ~= ARGV[4] then return 0 end
-local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
-if stored > tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'state', ARGV[1], 'visitor', ARGV[5])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[4]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
-
-OWN_SESSION = """
--- KEYS[1]: the session (hash: seq, state, owner, visitor)
--- ARGV[1]: the node taking the session over; ARGV[2]: time to live in ms (if it has none)
--- ARGV[3]: the visitor asking for it
--- returns the previous owner ("" for none), or "!" when the session is another visitor's (and
---   nothing changes); from now on only the new owner's writes land
-local visitor = redis.call('HGET', KEYS[1], 'visitor')
-if visitor and visitor ~= ARGV[3] then return '!' end
-local before = redis.call('HGET', KEYS[1], 'owner') or ''
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'visitor', ARGV[3])
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return before
-"""
 
 # How long a visitor's queue key lives after its last message was added.
 QUEUE_TTL_MS = 7 * DAY_MS
@@ -243,12 +82,18 @@ def _numbers(*values: int | None) -> str:
     return " ".join("-1" if v is None else str(int(v)) for v in values)
 
 
-class RedisStore:
-    shared = True
-    # What a call raises while Redis is unreachable: the hub then runs degraded.
-    unavailable = (RedisError, OSError, TimeoutError)
+# Entries kept in the event log's stream (trimmed approximately).
+STREAM_MAXLEN = 10_000_000
+# Entries of the stream one call of ERASE_LOG_PAGE looks at.
+STREAM_PAGE = 1000
 
-    def __init__(self, url: str) -> None:
+
+class RedisStore:
+    name = "redis"
+    # What a call raises while Redis is unreachable: the hub then runs degraded.
+    unavailable: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+
+    def __init__(self, url: str, *, node: str = "", retention: float | None = None) -> None:
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         self.keys = Keys(query.pop("prefix", "nudge:"))  # every key name
@@ -256,6 +101,8 @@ class RedisStore:
         # Seconds a visitor's state and lifetime counts outlive their last write (the hub sets
         # it from ``--retention``); every other key has a shorter time to live of its own.
         self.retention = _setting(query, "retention", 30 * 86400.0, float)
+        if retention is not None:
+            self.retention = retention
         self.max_connections = _setting(query, "max_connections", MAX_CONNECTIONS, int, least=1)  # the pool's size
         self.pool_timeout = _setting(query, "pool_timeout", POOL_TIMEOUT, float, least=0.0)  # seconds to wait for a connection
         redis_url = urlunsplit(parts._replace(query=urlencode(query)))
@@ -277,7 +124,10 @@ class RedisStore:
         self._ack_queued = self.redis.register_script(ACK_QUEUED)
         self._save_session = self.redis.register_script(SAVE_SESSION)
         self._own_session = self.redis.register_script(OWN_SESSION)
-        self.node = ""  # the node this store writes sessions for (set by the hub)
+        self._swap_campaigns = self.redis.register_script(COMPARE_AND_SET)
+        self._claim_deliveries = self.redis.register_script(CLAIM_DELIVERIES)
+        self._erase_log_page = self.redis.register_script(ERASE_LOG_PAGE)
+        self.node = node  # the node this store writes sessions for
         # kind (visitor, session, message) -> records left out because they cannot be encoded
         self.refused: dict[str, int] = defaultdict(int)
         self.evicted = 0  # Redis expires keys by their time to live; it never evicts for a cap here
@@ -574,8 +424,149 @@ class RedisStore:
             await pipe.execute()
         return len(doomed) + len(timers) + len(claims)
 
+    # --- the campaign document -----------------------------------------------------------------
+
+    async def load_campaigns(self) -> tuple[int, dict | None]:
+        raw, revision = await self.redis.mget(self.keys.campaigns(), self.keys.campaigns_revision())
+        return int(revision or 0), json.loads(raw) if raw else None
+
+    async def campaigns_revision(self) -> int:
+        return int(await self.redis.get(self.keys.campaigns_revision()) or 0)
+
+    async def swap_campaigns(self, revision: int, document: dict) -> int:
+        body = json.dumps(document, separators=(",", ":"))
+        keys = [self.keys.campaigns(), self.keys.campaigns_revision()]
+        return int(await self._swap_campaigns(keys=keys, args=[revision, body]))
+
+    # --- backend event ids ----------------------------------------------------------------------
+
+    async def first_sighting(self, site: str, event_id: str, now: float, ttl: float) -> bool:
+        return bool(await self.redis.set(self.keys.event_id(site, event_id), b"1", nx=True, px=int(ttl * 1000)))
+
+    async def forget_sighting(self, site: str, event_id: str) -> None:
+        await self.redis.delete(self.keys.event_id(site, event_id))
+
+    # --- the webhook delivery queue ---------------------------------------------------------------
+
+    async def put_delivery(self, delivery: dict) -> None:
+        keys = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.webhook_deliveries(), delivery["id"], json.dumps(delivery))
+            pipe.zadd(keys.webhook_due(), {delivery["id"]: round(delivery["due"] * 1000)})
+            await pipe.execute()
+
+    async def claim_deliveries(self, now: float, lease: float, limit: int) -> list[dict]:
+        keys = self.keys
+        found = await self._claim_deliveries(
+            keys=[keys.webhook_due(), keys.webhook_deliveries()], args=[round(now * 1000), round(lease * 1000), limit],
+        )
+        return [json.loads(raw) for raw in found]
+
+    async def finish_delivery(self, ident: str) -> None:
+        keys = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(keys.webhook_deliveries(), ident)
+            pipe.zrem(keys.webhook_due(), ident)
+            await pipe.execute()
+
+    async def bury_delivery(self, delivery: dict, kept: int) -> None:
+        await self.finish_delivery(delivery["id"])
+        keys = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(keys.webhook_dead(), json.dumps(delivery))
+            pipe.ltrim(keys.webhook_dead(), 0, kept - 1)
+            await pipe.execute()
+
+    async def next_delivery_due(self) -> float | None:
+        found = await self.redis.zrange(self.keys.webhook_due(), 0, 0, withscores=True)
+        return found[0][1] / 1000 if found else None
+
+    async def count_deliveries(self) -> int:
+        return int(await self.redis.zcard(self.keys.webhook_due()))
+
+    async def dead_deliveries(self, limit: int) -> list[dict]:
+        return [json.loads(raw) for raw in await self.redis.lrange(self.keys.webhook_dead(), 0, limit - 1)]
+
+    async def erase_deliveries(self, visitor: str) -> int:
+        """The waiting deliveries and dead letters whose body names the visitor (a scan of the
+        queue: erasure is rare)."""
+        redis, keys = self.redis, self.keys
+        doomed = [ident async for ident, body in redis.hscan_iter(keys.webhook_deliveries()) if visitor.encode() in body]
+        dead = [entry for entry in await redis.lrange(keys.webhook_dead(), 0, -1) if visitor.encode() in entry]
+        async with redis.pipeline(transaction=True) as pipe:
+            if doomed:
+                pipe.hdel(keys.webhook_deliveries(), *doomed)
+                pipe.zrem(keys.webhook_due(), *doomed)
+            for entry in dead:
+                pipe.lrem(keys.webhook_dead(), 0, entry)
+            await pipe.execute()
+        return len(doomed) + len(dead)
+
+    # --- the event log's stream -------------------------------------------------------------------
+
+    async def append_log(self, lines: list[str]) -> None:
+        """Append encoded records to the stream (one pipeline, capped length)."""
+        if not lines:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for line in lines:
+            if '"k":"config"' in line:
+                continue  # the stream is one log: its settings are the node's, not per file
+            pipe.xadd(self.keys.events(), {"r": line}, maxlen=STREAM_MAXLEN, approximate=True)
+        await pipe.execute()
+
+    async def erase_log(self, erasing: LogErasure, page: int = STREAM_PAGE) -> int:
+        """Delete the stream entries the erasure removes. Redis searches the stream itself,
+        ``page`` entries per script call (a millisecond or two each), so neither this process's
+        memory nor its event loop carries the stream; only entries that may name a user come
+        back, to be parsed here. Returns the entries deleted."""
+        key = self.keys.events()
+        needles = [*erasing.needles(), *erasing.user_needles()]
+        start, removed = "-", 0
+        while True:
+            last, deleted, candidates = await self._erase_log_page(
+                keys=[key], args=[start, page, len(erasing.visitors), *needles],
+            )
+            removed += int(deleted)
+            doomed = [candidates[i] for i in range(0, len(candidates), 2) if erasing(candidates[i + 1])]
+            if doomed:
+                removed += await self.redis.xdel(key, *doomed)
+            if not last:
+                return removed
+            start = "(" + (last.decode() if isinstance(last, bytes) else last)
+
+    async def log_lines(self) -> list[str]:
+        return [fields[b"r"].decode() for _, fields in await self.redis.xrange(self.keys.events())]
+
+    # --- the other nodes --------------------------------------------------------------------------
+
+    def cluster(self, node: str, handler: Handler) -> RedisCluster:
+        return RedisCluster(self.redis, self.keys, node, handler)
+
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def read_log(url: str) -> Iterator[dict]:
+    """Every record of the event-log stream of the Redis store at ``url`` (its ``prefix``), read
+    with a blocking client (``nudge replay``, outside the server's event loop)."""
+    import redis as sync_redis
+
+    base, _, query = url.partition("?")
+    params = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
+    client = sync_redis.Redis.from_url(base, decode_responses=True)
+    key = Keys(params.get("prefix", "nudge:")).events()
+    start = "-"
+    try:
+        while True:
+            batch = client.xrange(key, min=start, count=5000)
+            for _entry, fields in batch:
+                yield json.loads(fields["r"])
+            if len(batch) < 5000:
+                return
+            start = "(" + batch[-1][0]
+    finally:
+        client.close()
 
 
 def _setting(query: dict[str, str], name: str, default, kind: type, least: float | None = None):

@@ -13,7 +13,7 @@ session) and publishes a small record to that node's channel:
     {"op": "ping", "nonce"}                           the node's own liveness probe
 
 and listens on one channel shared by every node, for records meant for all of them
-(:meth:`Relay.broadcast`): ``{"op": "erase_log", …}`` (nudge.ops.erasure).
+(:meth:`RedisCluster.broadcast`): ``{"op": "erase_log", …}`` (nudge.ops.erasure).
 
 A pub/sub listener can die silently: its connection dropped while the reader waits, or the
 subscription was lost on a reconnect while the socket lives on (python-socketio #1581, redis-py
@@ -28,39 +28,22 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
 
 import msgpack
 import redis.asyncio as aioredis
 
+from nudge.store.base import Handler
 from nudge.store.keys import Keys
+from nudge.store.redis.scripts import HOLD, RELEASE
 
 log = logging.getLogger("nudge.relay")
 
-Handler = Callable[[dict], Awaitable[None]]
 
-HOLD = """
--- KEYS[1]: the visitor's whereabouts (hash: session -> node)
--- ARGV[1]: the session; ARGV[2]: this node; ARGV[3]: time to live in ms
--- returns the node that held the session before ("" for none)
-local before = redis.call('HGET', KEYS[1], ARGV[1]) or ''
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return before
-"""
+class RedisCluster:
+    """The cluster of the nodes sharing one Redis (:class:`nudge.store.base.Cluster`)."""
 
-RELEASE = """
--- KEYS[1]: the visitor's whereabouts (hash: session -> node)
--- ARGV[1]: the session; ARGV[2]: this node
--- returns 1 when the session was this node's (and is now nobody's), 0 when another node took it
-local holder = redis.call('HGET', KEYS[1], ARGV[1])
-if holder and holder ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return 1
-"""
+    alone = False
 
-
-class Relay:
     def __init__(self, client: aioredis.Redis, keys: Keys, node: str, handler: Handler) -> None:
         self.client = client  # the store's client; pub/sub takes a connection of its own
         self.keys = keys
