@@ -43,6 +43,7 @@ from nudge.protocol.codec import TooDeep, parse_document
 from nudge.rules.campaigns import CampaignSet, load_data
 
 if TYPE_CHECKING:
+    from nudge.ops.routes import Handler, SecretKeyGuard
     from nudge.runtime.hub import Hub
 
 log = logging.getLogger("nudge.admin")
@@ -285,18 +286,23 @@ async def _json(request: Request) -> dict:
     return data
 
 
-def routes(editor: CampaignEditor, authorised) -> list[Route]:
+def refusals_answered(handler: Handler) -> Handler:
+    """``handler``, with a :class:`Refusal` it raises answered as its status and JSON body."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Refusal as exc:
+            return JSONResponse(exc.body, status_code=exc.status)
+
+    return endpoint
+
+
+def routes(editor: CampaignEditor, guard: SecretKeyGuard) -> list[Route]:
     """The ``/api/campaigns…`` routes and ``/api/openapi.json``."""
 
-    def guarded(handler):
-        async def endpoint(request: Request) -> Response:
-            if (refused := authorised(request)) is not None:
-                return refused
-            try:
-                return await handler(request)
-            except Refusal as exc:
-                return JSONResponse(exc.body, status_code=exc.status)
-        return endpoint
+    def guarded(handler: Handler) -> Handler:
+        return guard.protect(refusals_answered(handler))
 
     def answer(view: dict, status: int = 200) -> Response:
         return JSONResponse(view, status_code=status, headers={"ETag": _etag(view["version"])})

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nudge.errors import CampaignError
-from nudge.ops.admin import _BODY, _ID, _INVALID, OPENAPI, Refusal, _json, _op
+from nudge.ops.admin import _BODY, _ID, _INVALID, OPENAPI, Refusal, _json, _op, refusals_answered
 from nudge.ops.results import over_time, report
 from nudge.rules.campaigns import check_campaign_text, load_data
 from nudge.rules.content import MessageTemplate, empty_parts
@@ -35,6 +35,7 @@ from nudge.rules.state import Cart, SessionState, State, VisitorState
 
 if TYPE_CHECKING:
     from nudge.ops.admin import CampaignEditor
+    from nudge.ops.routes import Handler, SecretKeyGuard
 
 FILENAME = "campaign.yaml"  # what the editor's problems name as their file
 MAX_SAMPLE_ITEMS = 20  # cart items a sample visitor may hold
@@ -69,16 +70,9 @@ def _sample_state(sample: Any) -> tuple[State, dict]:
     return State(visitor, session), event
 
 
-def routes(editor: CampaignEditor, authorised) -> list[Route]:
-    def guarded(handler):
-        async def endpoint(request: Request) -> Response:
-            if (refused := authorised(request)) is not None:
-                return refused
-            try:
-                return await handler(request)
-            except Refusal as exc:
-                return JSONResponse(exc.body, status_code=exc.status)
-        return endpoint
+def routes(editor: CampaignEditor, guard: SecretKeyGuard) -> list[Route]:
+    def guarded(handler: Handler) -> Handler:
+        return guard.protect(refusals_answered(handler))
 
     def campaign_text(body: dict) -> str:
         if isinstance(body.get("yaml"), str):

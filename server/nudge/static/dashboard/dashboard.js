@@ -5,25 +5,12 @@
 (function () {
   "use strict";
   var STORAGE = "nudge.dashboard.key";
-  var SVG = "http://www.w3.org/2000/svg";
   var FUNNEL = ["triggered", "eligible", "sent", "shown", "clicked", "converted"];
   var $ = function (id) { return document.getElementById(id); };
   var controller = null;
   var retry = 0;
 
-  function el(tag, attrs, text) {
-    var node = document.createElement(tag);
-    for (var k in attrs || {}) node.setAttribute(k, attrs[k]);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function svg(tag, attrs, text) {
-    var node = document.createElementNS(SVG, tag);
-    for (var k in attrs || {}) node.setAttribute(k, attrs[k]);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
+  var el = window.NudgeDom.el, svg = window.NudgeDom.svg; // dom.js
 
   function percent(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + " %"; }
 

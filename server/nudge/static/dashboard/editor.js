@@ -8,7 +8,6 @@
 (function () {
   "use strict";
   var $ = function (id) { return document.getElementById(id); };
-  var SVG = "http://www.w3.org/2000/svg";
   var CHECK_AFTER = 250; // ms of quiet typing before the campaign is checked
 
   // Starting points: complete campaigns, valid as they are, to change rather than write.
@@ -75,19 +74,7 @@
   var problemCount = 0; // of the last check answered
   var wired = false;
 
-  function el(tag, attrs, text) {
-    var node = document.createElement(tag);
-    for (var k in attrs || {}) node.setAttribute(k, attrs[k]);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function svg(tag, attrs, text) {
-    var node = document.createElementNS(SVG, tag);
-    for (var k in attrs || {}) node.setAttribute(k, attrs[k]);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
+  var el = window.NudgeDom.el, svg = window.NudgeDom.svg; // dom.js
 
   function api(method, path, body, headers) {
     var h = { Authorization: "Bearer " + key };
