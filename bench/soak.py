@@ -17,7 +17,7 @@ load moves the timing, and glibc's malloc keeps freed memory mapped):
     local timers, open sockets, per-address and per-key counts and store records. A plateau is
     what :func:`plateau_problems` checks: every round from the third on within a small bound of
     the second, and every per-connection count back to its baseline. The process's RSS after
-    ``malloc_trim(0)`` is reported too (not asserted). tests/test_soak.py runs this.
+    ``malloc_trim(0)`` is reported too (not asserted). tests/runtime/test_soak.py runs this.
 
 ``python bench/soak.py rss [--connections 3000] [--seconds 300] [--churn 50]``
     ``nudge serve`` in its own process on the real clock (memory store, grace 5 s), ``connections``
