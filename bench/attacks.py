@@ -4,7 +4,7 @@ attacks 1 (one costly frame before anything is proven), 2 (values the store cann
 churn).
 
     python bench/attacks.py [--server DIR] [--pairs 3] [--sessions 20] [--rounds 30]
-                            [--only depth,beacon,idle,values,template,churn] [--store URL]
+                            [--only depth,beacon,idle,values,plain,template,churn] [--store URL]
 
 Starts ``nudge serve`` from ``--server`` (a directory holding the ``nudge`` package; default this
 tree's ``server/``, so that an older tree exported with ``git archive`` gives the "before"
@@ -19,6 +19,7 @@ every event -> ack in it.
 - ``values`` (item 2): one socket sending, flat out, events whose props hold a lone surrogate and
   a whole number past 64 bits (``identify``-like traits too); with ``--store redis://…`` the
   neighbours' sessions are written behind to Redis beside them.
+- ``plain``: the control for ``values``, the same socket flat out with ordinary text and numbers.
 - ``template`` (item 4): one socket sending clicks on an empty cart, flat out: the ``average``
   campaign's template divides by ``cart.count`` and fails at render each time.
 - ``churn`` (item 5): a new visitor id every connection — hello, one event, close — 20 at a time.
@@ -244,6 +245,24 @@ async def hostile_values(url: str, stop: asyncio.Event, report: dict) -> None:
     await ws.close()
 
 
+async def plain_values(url: str, stop: asyncio.Event, report: dict) -> None:
+    """The control for ``values``: the same two events, flat out on one socket, with ordinary
+    text and numbers in place of the lone surrogates and the number past 64 bits."""
+    ws = await session(url)
+    seq, sent = 0, 0
+    while not stop.is_set():
+        seq += 1
+        frame = {"t": "ev", "seq": seq, "name": "identify", "props": {"note": "cut ok", "n": 98765432109}}
+        if seq % 2:
+            frame = {"t": "ev", "seq": seq, "name": "page_view", "props": {"path": "/x", "title": "half ok"}}
+        await ws.send(json.dumps(frame, ensure_ascii=True))
+        while json.loads(await ws.recv()).get("t") != "ack":
+            pass
+        sent += 1
+    report["frames"] = sent
+    await ws.close()
+
+
 async def failing_templates(url: str, stop: asyncio.Event, report: dict) -> None:
     """Clicks on an empty cart, flat out: each fires a campaign whose template fails at render."""
     ws = await session(url)
@@ -315,6 +334,7 @@ async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds
             "beacon": lambda stop, report: depth_beacons(port, stop, report),
             "idle": lambda stop, report: idle_connections(port, stop, report, server.pid, url),
             "values": lambda stop, report: hostile_values(url, stop, report),
+            "plain": lambda stop, report: plain_values(url, stop, report),
             "template": lambda stop, report: failing_templates(url, stop, report),
             "churn": lambda stop, report: visitor_churn(url, stop, report),
         }
@@ -362,7 +382,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--only", default="depth,beacon,idle,values,template,churn")
+    parser.add_argument("--only", default="depth,beacon,idle,values,plain,template,churn")
     parser.add_argument("--store", default="memory://", help="the server's store URL (redis://… for the write-behind)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
