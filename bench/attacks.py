@@ -155,7 +155,8 @@ async def depth_beacons(port: int, stop: asyncio.Event, report: dict) -> None:
     """The same body posted to /beacon each second."""
     def post() -> int:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/beacon", data=ESCAPED_QUOTES, headers={"Origin": "http://evil.test", "Content-Type": "text/plain"},
+            # The page's own key and origin (both in its source): a beacon's body is read only then.
+            f"http://127.0.0.1:{port}/beacon?key={KEY}", data=ESCAPED_QUOTES, headers={"Origin": ORIGIN, "Content-Type": "text/plain"},
         )
         try:
             return urllib.request.urlopen(request, timeout=120).status

@@ -204,7 +204,8 @@ async def test_a_beacon_that_defeats_a_backtracking_depth_scan_costs_its_neighbo
 
     def post() -> int:
         request = urllib.request.Request(
-            server.http + "/beacon", data=ESCAPED_QUOTES.encode(), headers={"Origin": ORIGIN, "Content-Type": "text/plain"},
+            # The page's own key and origin: only then is a beacon's body read.
+            server.http + f"/beacon?key={KEY}", data=ESCAPED_QUOTES.encode(), headers={"Origin": ORIGIN, "Content-Type": "text/plain"},
         )
         try:
             return urllib.request.urlopen(request, timeout=60).status
