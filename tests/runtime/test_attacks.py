@@ -14,7 +14,7 @@ import time
 import pytest
 import websockets
 
-from ..conftest import KEY, ORIGIN, WAIT, Client, shows, spawn_node, visitor_id
+from ..conftest import KEY, ORIGIN, WAIT, Client, eventually, shows, spawn_node, visitor_id
 
 pytestmark = pytest.mark.integration
 
@@ -333,6 +333,44 @@ async def test_silent_and_trickling_connections_are_closed_and_visitors_still_ge
     # After the attack, all is as before: the neighbour's socket is open and served.
     assert (await neighbour.track("page_view", {"path": "/"}))[-1]["t"] == "ack"
     assert await _healthz(server) == 200
+
+
+async def test_silent_connections_from_many_addresses_are_bounded_together(start_server):
+    """Each address under its own limit, many addresses together: past
+    ``max_pending_connections`` a new connection takes the place of the stalest silent one,
+    wherever it came from, or is closed as it opens; visitors still get in."""
+    limit, addresses = 12, [f"127.0.1.{i}" for i in range(1, 7)]
+    server = await start_server(CAMPAIGNS, request_timeout=WAIT * 2, max_pending_connections_per_ip=4,
+                                max_pending_connections=limit)
+    began = time.perf_counter()
+    silent = [await _open_from(addresses[i % len(addresses)], server.port) for i in range(limit)]  # two each
+    await eventually(lambda: len(server.app.state.admission.waiting) == limit, "the silent ones admitted")
+    refused = 0
+    for address in addresses:  # each address is within its own limit; together they are at the cap
+        reader, writer = await _open_from(address, server.port)
+        refused += await _closed_at_once(reader)
+        writer.close()
+    assert refused == len(addresses)
+    assert server.hub.metrics.refused["pending"] == refused
+    # Once the silent ones have waited a second, newcomers take their places: a visitor's socket...
+    closing = [asyncio.ensure_future(_until_closed(reader, began)) for reader, _ in silent]
+    async with asyncio.timeout(WAIT):
+        while True:
+            try:
+                newcomer = await Client.connect(server.url)
+                break
+            except (OSError, EOFError, websockets.WebSocketException):  # closed as it opened
+                refused += 1
+    assert (await newcomer.track("page_view", {"path": "/"}))[-1]["t"] == "ack"
+    assert await _healthz(server) == 200  # ... and a health check
+    async with asyncio.timeout(WAIT):
+        await asyncio.wait(closing, return_when=asyncio.FIRST_COMPLETED)
+    closed_after = [task.result() for task in closing if task.done()]
+    assert closed_after and min(closed_after) < WAIT * 2 * 0.9, "a stale one made room, before its deadline"
+    for _, writer in silent:
+        writer.close()
+    for task in closing:
+        task.cancel()
 
 
 async def test_a_connection_whose_request_has_begun_is_never_taken_for_an_idle_one(start_server):

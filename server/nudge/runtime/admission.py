@@ -22,6 +22,11 @@ visitor and ``/healthz`` out. Admission closes them:
   parallel requests, a NAT's morning) passes. Trusted proxies are exempt: their connections
   carry everyone's requests (the proxy is where to bound slow clients then). Load tests from one
   address lift it (0), as they lift ``max_connections_per_ip``.
+- **In all** (``max_pending_connections``, default 512): the same count over every address,
+  trusted proxies included — many addresses, each under its own limit, holding the node's
+  descriptors together. Past it, a new connection takes the place of the stalest silent one,
+  wherever it came from (waited a second, no byte sent); when none is stale, the new one is
+  closed as it opens. Counted as ``nudge_connections_refused_total{reason="pending"}``.
 
 It works at the asyncio level, where connections are: uvicorn's HTTP protocol class extended by
 the asyncio ``Protocol`` methods ``connection_made``, ``data_received`` and ``connection_lost`` (no uvicorn internals
@@ -51,13 +56,14 @@ BURST = 4  # times the per-address limit that fresh connections may reach, all w
 class _Waiting:
     """A connection whose request has not been read yet."""
 
-    __slots__ = ("transport", "peer", "address", "counted", "opened", "heard", "timer")
+    __slots__ = ("transport", "peer", "address", "counted", "fresh", "opened", "heard", "timer")
 
     def __init__(self, transport: asyncio.BaseTransport, peer: tuple[str, int], counted: bool, opened: float) -> None:
         self.transport = transport
         self.peer = peer  # (address, port)
         self.address = peer[0]
         self.counted = counted  # held against its address's limit (no request has begun on it)
+        self.fresh = True  # held against the limit of all addresses together (no request has begun)
         self.opened = opened  # loop time it opened
         self.heard = False  # some bytes came: not idle, only slow to be read (a busy loop) or trickling
         self.timer: asyncio.TimerHandle | None = None  # closes it at the deadline
@@ -68,15 +74,18 @@ class Admission:
 
     def __init__(
         self, request_timeout: float, per_ip: int, proxies: Proxies,
-        refused: dict[str, int] | None = None, closed: dict[str, int] | None = None,
+        refused: dict[str, int] | None = None, closed: dict[str, int] | None = None, total: int = 0,
     ) -> None:
         self.request_timeout = request_timeout  # seconds to send a complete request (0: no limit)
         self.per_ip = per_ip  # connections per address before a request (0: no limit)
+        self.total = total  # connections of all addresses together before a request (0: no limit)
+        # every connection with no request begun, oldest first (what ``total`` bounds)
+        self.fresh: OrderedDict[tuple[str, int], _Waiting] = OrderedDict()
         self.proxies = proxies  # exempt from the per-address count
         self.waiting: dict[tuple[str, int], _Waiting] = {}  # (address, port) -> its connection
         # address -> its connections with no request begun, oldest first
         self.by_ip: dict[str, OrderedDict[tuple[str, int], _Waiting]] = {}
-        self.refused = refused if refused is not None else defaultdict(int)  # "pending_per_ip"
+        self.refused = refused if refused is not None else defaultdict(int)  # "pending_per_ip", "pending"
         self.closed = closed if closed is not None else defaultdict(int)  # "request_timeout"
 
     # --- the connection side (asyncio) -----------------------------------------------------
@@ -131,11 +140,33 @@ class Admission:
                 log.debug("closing a connection from %s: %d others sent no request yet", address, len(held))
                 transport.close()
                 return None
+        if self.total and len(self.fresh) >= self.total and not self._room(now):
+            self.refused["pending"] += 1
+            log.debug("closing a connection from %s: %d others sent no request yet", address, len(self.fresh))
+            transport.close()
+            return None
         entry = self.waiting[peer] = _Waiting(transport, peer, counted, now)
+        self.fresh[peer] = entry
         if counted:
             self.by_ip.setdefault(address, OrderedDict())[peer] = entry
         self._arm(peer, entry)
         return entry
+
+    def _room(self, now: float) -> bool:
+        """At the limit of all addresses: close the stalest silent connections, wherever they
+        came from, to make room for one more; whether there is room now."""
+        need = len(self.fresh) - self.total + 1
+        stale = []
+        for entry in self.fresh.values():
+            if len(stale) >= need or now - entry.opened < STALE:
+                break
+            if not entry.heard:  # one whose bytes came keeps its deadline (as per address)
+                stale.append(entry)
+        for entry in stale:
+            self.refused["pending"] += 1
+            self._forget(entry.peer, entry)
+            entry.transport.close()
+        return len(self.fresh) < self.total
 
     def lost(self, transport: asyncio.BaseTransport | None) -> None:
         if transport is None:
@@ -158,7 +189,11 @@ class Admission:
             entry.transport.close()
 
     def _release(self, entry: _Waiting) -> None:
-        """A request began on it: it no longer counts against its address."""
+        """A request began on it: it no longer counts against its address, nor against all."""
+        if entry.fresh:
+            entry.fresh = False
+            if self.fresh.get(entry.peer) is entry:
+                del self.fresh[entry.peer]
         if entry.counted:
             entry.counted = False
             held = self.by_ip.get(entry.address)
