@@ -4,7 +4,7 @@ attacks 1 (one costly frame before anything is proven), 2 (values the store cann
 churn).
 
     python bench/attacks.py [--server DIR] [--pairs 3] [--sessions 20] [--rounds 30]
-                            [--only depth,beacon,idle,values,plain,template,churn] [--store URL]
+                            [--only depth,beacon,idle,values,plain,template,churn] [--store URL] [--new-per-ip N]
 
 Starts ``nudge serve`` from ``--server`` (a directory holding the ``nudge`` package; default this
 tree's ``server/``, so that an older tree exported with ``git archive`` gives the "before"
@@ -22,7 +22,9 @@ every event -> ack in it.
 - ``plain``: the control for ``values``, the same socket flat out with ordinary text and numbers.
 - ``template`` (item 4): one socket sending clicks on an empty cart, flat out: the ``average``
   campaign's template divides by ``cart.count`` and fails at render each time.
-- ``churn`` (item 5): a new visitor id every connection — hello, one event, close — 20 at a time.
+- ``churn`` (item 5): a new visitor id every connection — hello, one event, close — 20 at a time,
+  again at once when the server closes one as it opens (``--new-connections-per-ip``; run the
+  bench with ``--new-per-ip 0`` to see churn unbounded).
 - ``idle``: 1,100 connections from 127.0.0.2 that send nothing and 100 that trickle a request
   header a byte every 0.5 s, opened at the start of the phase. Besides the neighbours' latency:
   whether a new visitor gets a ``welcome`` and ``/healthz`` answers while they are open (each
@@ -282,11 +284,15 @@ async def failing_templates(url: str, stop: asyncio.Event, report: dict) -> None
 
 async def visitor_churn(url: str, stop: asyncio.Event, report: dict) -> None:
     """A new visitor id each connection (hello, one event, close), 20 at a time."""
-    count = [0]
+    count, refused = [0], [0]
 
     async def one() -> None:
         while not stop.is_set():
-            ws = await session(url)
+            try:
+                ws = await session(url)
+            except (OSError, EOFError, websockets.WebSocketException):  # past --new-connections-per-ip
+                refused[0] += 1
+                continue
             await ws.send(json.dumps({"t": "ev", "seq": 1, "name": "page_view", "props": {"path": "/"}}))
             with contextlib.suppress(websockets.ConnectionClosed):
                 await ws.recv()
@@ -294,7 +300,7 @@ async def visitor_churn(url: str, stop: asyncio.Event, report: dict) -> None:
             count[0] += 1
 
     await asyncio.gather(*(one() for _ in range(20)))
-    report["visitors"] = count[0]
+    report["visitors"], report["refused"] = count[0], refused[0]
 
 
 async def phase_with(attack, sockets, seqs, rounds: int, minimum: float) -> tuple[list[float], dict]:
@@ -312,7 +318,8 @@ async def phase_with(attack, sockets, seqs, rounds: int, minimum: float) -> tupl
     return sorted(times), report
 
 
-async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds: int, store: str = "memory://") -> dict:
+async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds: int, store: str = "memory://",
+                  extra: tuple[str, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         campaigns = Path(tmp) / "c.yaml"
         campaigns.write_text(CAMPAIGNS)
@@ -326,7 +333,7 @@ async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds
         server = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "nudge", "serve", "--port", str(port),
              "--campaigns", str(campaigns), "--site-key", KEY, "--origin", ORIGIN,
-             "--max-connections-per-ip", "0", "--log-level", "error", "--store", store],
+             "--max-connections-per-ip", "0", "--log-level", "error", "--store", store, *extra],
             env=env, cwd=tmp, preexec_fn=limit, stderr=subprocess.DEVNULL,
         )
         url = f"ws://127.0.0.1:{port}/ws"
@@ -385,11 +392,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--only", default="depth,beacon,idle,values,plain,template,churn")
     parser.add_argument("--store", default="memory://", help="the server's store URL (redis://… for the write-behind)")
+    parser.add_argument("--new-per-ip", help="the server's --new-connections-per-ip (default its own)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     results = {}
     for kind in args.only.split(","):
-        results[kind] = asyncio.run(measure(args.server.resolve(), kind, args.pairs, args.sessions, args.rounds, args.store))
+        extra = ("--new-connections-per-ip", args.new_per_ip) if args.new_per_ip is not None else ()
+        results[kind] = asyncio.run(measure(args.server.resolve(), kind, args.pairs, args.sessions, args.rounds, args.store, extra))
         print(kind, json.dumps(results[kind]), file=sys.stderr, flush=True)
     print(json.dumps({"server": str(args.server), "sessions": args.sessions, "results": results}, indent=2))
 

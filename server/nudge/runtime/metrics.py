@@ -21,7 +21,7 @@ nudge_connections_refused_total        counter    sockets turned away before a s
   {reason}                                        reason: origin, site_key, hello, identity,
                                                   handshake_timeout, per_ip, per_key,
                                                   subprotocol, opted_out, store_unavailable,
-                                                  stopping; pending_per_ip, pending (a TCP
+                                                  stopping; new_per_ip, pending_per_ip, pending (a TCP
                                                   connection before any request, past the
                                                   limit of its address or of all:
                                                   nudge.runtime.admission)
