@@ -121,6 +121,16 @@ def p99(times: list[float]) -> float:
     return times[max(0, int(len(times) * 0.99) - 1)]
 
 
+def loop_lag(path: Path, offset: int) -> tuple[float | None, int]:
+    """The worst p99 of the server loop's lag (ms) in the lagmon lines written since ``offset``,
+    and the offset after them."""
+    with path.open() as f:
+        f.seek(offset)
+        text = f.read()
+    p99s = [float(line.split()[3]) for line in text.splitlines() if line.startswith("lag ")]
+    return (max(p99s) if p99s else None), offset + len(text.encode())
+
+
 def descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -330,11 +340,14 @@ async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (DESCRIPTORS, DESCRIPTORS))
 
+        # Through bench/lagmon.py: each second, how late the server's loop woke (its own cost,
+        # apart from the clients' core, which the attacker's client shares with the neighbours).
+        lag_file = Path(tmp) / "lag.txt"
         server = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "nudge", "serve", "--port", str(port),
+            ["taskset", "-c", SERVER_CORE, sys.executable, str(ROOT / "bench" / "lagmon.py"), "serve", "--port", str(port),
              "--campaigns", str(campaigns), "--site-key", KEY, "--origin", ORIGIN,
              "--max-connections-per-ip", "0", "--log-level", "error", "--store", store, *extra],
-            env=env, cwd=tmp, preexec_fn=limit, stderr=subprocess.DEVNULL,
+            env=env, cwd=tmp, preexec_fn=limit, stderr=lag_file.open("w"),
         )
         url = f"ws://127.0.0.1:{port}/ws"
         attacks = {
@@ -352,14 +365,19 @@ async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds
             sockets = [await session(url) for _ in range(sessions)]
             seqs = [0] * sessions
             await round_trips(sockets, seqs, rounds)  # warm up
-            out = {"quiet_p99_ms": [], "attack_p99_ms": [], "attack_max_ms": [], "ratio": [], "reports": []}
+            out = {"quiet_p99_ms": [], "attack_p99_ms": [], "attack_max_ms": [], "ratio": [], "reports": [],
+                   "loop_lag_p99_ms": []}
             for _ in range(pairs):
                 quiet = []
                 began = time.perf_counter()
-                while not quiet or time.perf_counter() - began < 1.0:
+                mark = lag_file.stat().st_size
+                while not quiet or time.perf_counter() - began < 2.0:
                     quiet += await round_trips(sockets, seqs, rounds)
                 quiet.sort()
+                quiet_lag, mark = loop_lag(lag_file, mark)
                 loud, report = await phase_with(attacks[kind], sockets, seqs, rounds, minimum)
+                loud_lag, _ = loop_lag(lag_file, mark)
+                out["loop_lag_p99_ms"].append([quiet_lag, loud_lag])  # the worst second's p99, quiet / attacked
                 out["quiet_p99_ms"].append(round(p99(quiet) * 1000, 2))
                 out["attack_p99_ms"].append(round(p99(loud) * 1000, 2))
                 out["attack_max_ms"].append(round(loud[-1] * 1000, 2))
