@@ -111,15 +111,14 @@ class Admission:
 
         class Admitted(base):  # type: ignore[valid-type, misc]  # a class given at run time
             def connection_made(self, transport) -> None:
-                self.admitted = admission.opened(transport)
-                if self.admitted is REFUSED:
+                admitted = admission.opened(transport)
+                self.admitted: _Waiting | None = admitted if isinstance(admitted, _Waiting) else None
+                self.closed_at_once = admitted is REFUSED
+                if self.closed_at_once:
                     # Closed as it opened: none of the HTTP protocol's setup is spent on it (a
                     # flood of refused connections costs the accept, and little more).
                     transport.abort()
-                    self.admitted = None
-                    self.closed_at_once = True
                     return
-                self.closed_at_once = False
                 super().connection_made(transport)
 
             def data_received(self, data: bytes) -> None:
@@ -196,7 +195,7 @@ class Admission:
         """At the limit of all addresses: close the stalest silent connections, wherever they
         came from, to make room for one more; whether there is room now."""
         need = len(self.fresh) - self.total + 1
-        stale = []
+        stale: list[_Waiting] = []
         for entry in self.fresh.values():
             if len(stale) >= need or now - entry.opened < STALE:
                 break
