@@ -132,7 +132,7 @@ class Beacon:
             refused["origin" if isinstance(exc, OriginNotAllowed) else "site_key"] += 1
             # The 44xx close codes of the handshake are these HTTP statuses + 4000.
             return PlainTextResponse(exc.reason, status_code=exc.close_code - 4000)
-        session, visitor = data.get("session"), data.get("visitor")
+        session, visitor = data["session"], data["visitor"]  # both strings, checked above
         try:  # with a shared store, a session held by another node is taken over
             live = await hub.locate(site.key, visitor, session)
         except ConnectionRefused as exc:  # the shared store is unreachable
