@@ -603,35 +603,11 @@ class _Validator:
                 self.problem((*path, "where"), "needs 'event': it tests the properties of that event")
             elif self.where(value["where"], (*path, "where")):
                 where = conditions.compile_where(value["where"])
-        path_re = path_exact = None
-        if "path" in value:
-            glob = value["path"]
-            if not isinstance(glob, str) or not glob.startswith("/"):
-                self.problem((*path, "path"), "must be a path starting with '/', '*' allowed")
-            elif any(ch in glob for ch in "*?["):
-                path_re = re.compile(fnmatch.translate(glob))
-            else:
-                path_exact = glob
-        scroll = None
-        if "scroll" in value:
-            scroll = value["scroll"]
-            if isinstance(scroll, bool) or not isinstance(scroll, int) or not 1 <= scroll <= 100:
-                self.problem((*path, "scroll"), f"must be a percentage from 1 to 100, got {scroll!r}")
-                scroll = None
+        path_re, path_exact = self.page_path(value, path)
+        scroll = self.scroll(value, path)
         dwell = self.duration(value["dwell"], (*path, "dwell")) if "dwell" in value else None
         idle = self.duration(value["idle"], (*path, "idle")) if "idle" in value else None
-        absent = value.get("absent")
-        wait = None
-        absent_map = isinstance(absent, dict)
-        if absent_map:
-            if self.keys(absent, (*path, "absent"), ("event", "within"), ("event", "within")):
-                if "within" in absent:
-                    wait = self.duration(absent["within"], (*path, "absent", "within"))
-                absent = absent.get("event")
-                if absent is None:
-                    absent = ""  # reported as required above
-            else:
-                absent = ""
+        absent, wait, absent_map = self.absent(value, path)
         at_least = None
         if "at_least" in value:
             at_least = self.count(value["at_least"], (*path, "at_least"))
@@ -668,23 +644,8 @@ class _Validator:
             within = wait
         if absent is not None and any(k in value for k in ("scroll", "dwell", "idle", "path")):
             self.problem(path, "an absence trigger (event + absent + within) cannot also test page state")
-        restart_on: frozenset[str] = frozenset()
-        if "restart_on" in value:
-            names = value["restart_on"]
-            if absent is None:
-                self.problem((*path, "restart_on"), "needs 'absent': it restarts an absence window")
-            elif not isinstance(names, list) or not names or not all(isinstance(e, str) and e for e in names):
-                self.problem((*path, "restart_on"), "must be a list of event names")
-            elif absent in names:
-                self.problem((*path, "restart_on"), f"{absent!r} closes the window; it cannot also restart it")
-            else:
-                restart_on = frozenset(names)
-        keep_open = None
-        if "while" in value:
-            if absent is None:
-                self.problem((*path, "while"), "needs 'absent': the absence window stays open while this holds")
-            elif self.audience(value["while"], (*path, "while")):
-                keep_open = conditions.compile_where(value["while"], audience_lookup)
+        restart_on = self.restart_on(value, path, absent)
+        keep_open = self.keep_open(value, path, absent)
         after = self.steps(value["after"], (*path, "after")) if "after" in value else ()
         if len(self.problems) > before:
             return None
@@ -692,6 +653,67 @@ class _Validator:
             event, where, path_re, path_exact, scroll, dwell, idle, absent, within, at_least, after,
             wait, restart_on, keep_open,
         )
+
+    def page_path(self, value: Any, path: KeyPath) -> tuple[re.Pattern[str] | None, str | None]:
+        """A trigger's ``path``: a glob (compiled) or an exact path."""
+        if "path" not in value:
+            return None, None
+        glob = value["path"]
+        if not isinstance(glob, str) or not glob.startswith("/"):
+            self.problem((*path, "path"), "must be a path starting with '/', '*' allowed")
+            return None, None
+        if any(ch in glob for ch in "*?["):
+            return re.compile(fnmatch.translate(glob)), None
+        return None, glob
+
+    def scroll(self, value: Any, path: KeyPath) -> int | None:
+        """A trigger's ``scroll``: a percentage from 1 to 100."""
+        if "scroll" not in value:
+            return None
+        scroll = value["scroll"]
+        if isinstance(scroll, bool) or not isinstance(scroll, int) or not 1 <= scroll <= 100:
+            self.problem((*path, "scroll"), f"must be a percentage from 1 to 100, got {scroll!r}")
+            return None
+        return scroll
+
+    def absent(self, value: Any, path: KeyPath) -> tuple[Any, float | None, bool]:
+        """A trigger's ``absent``: (the event, its window when written ``{event, within}``,
+        whether it was so written). The event is "" when the map's own problem is reported."""
+        absent = value.get("absent")
+        if not isinstance(absent, dict):
+            return absent, None, False
+        wait = None
+        if not self.keys(absent, (*path, "absent"), ("event", "within"), ("event", "within")):
+            return "", None, True
+        if "within" in absent:
+            wait = self.duration(absent["within"], (*path, "absent", "within"))
+        event = absent.get("event")
+        return ("" if event is None else event), wait, True  # a missing event is reported above
+
+    def restart_on(self, value: Any, path: KeyPath, absent: Any) -> frozenset[str]:
+        """A trigger's ``restart_on``: the events that restart its absence window."""
+        if "restart_on" not in value:
+            return frozenset()
+        names = value["restart_on"]
+        if absent is None:
+            self.problem((*path, "restart_on"), "needs 'absent': it restarts an absence window")
+        elif not isinstance(names, list) or not names or not all(isinstance(e, str) and e for e in names):
+            self.problem((*path, "restart_on"), "must be a list of event names")
+        elif absent in names:
+            self.problem((*path, "restart_on"), f"{absent!r} closes the window; it cannot also restart it")
+        else:
+            return frozenset(names)
+        return frozenset()
+
+    def keep_open(self, value: Any, path: KeyPath, absent: Any) -> Predicate | None:
+        """A trigger's ``while``: the audience condition that keeps its absence window open."""
+        if "while" not in value:
+            return None
+        if absent is None:
+            self.problem((*path, "while"), "needs 'absent': the absence window stays open while this holds")
+        elif self.audience(value["while"], (*path, "while")):
+            return conditions.compile_where(value["while"], audience_lookup)
+        return None
 
     def steps(self, value: Any, path: KeyPath) -> tuple[Step, ...]:
         if isinstance(value, dict):
