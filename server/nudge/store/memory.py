@@ -188,6 +188,18 @@ class MemoryStore:
         soonest = heapq.nsmallest(limit, self._timers.items(), key=lambda item: item[1])
         return [(*ident, due) for ident, due in soonest]
 
+    def sizes(self) -> dict[str, int]:
+        """How many entries each of its tables holds (a soak watches them stay bounded)."""
+        return {
+            "sessions": len(self._sessions), "timers": len(self._timers), "timer_heap": len(self._heap),
+            "queues": sum(1 for queue in self._queued.values() if queue), "visitors": len(self._visitors),
+            "visitor_writes": len(self._visitor_writes), "deliveries": len(self._deliveries),
+        }
+
+    def delivery_bodies(self) -> list[str]:
+        """The bodies of the webhook deliveries waiting (first tries and retries)."""
+        return [delivery["body"] for delivery in self._deliveries.values()]
+
     async def count_timers(self) -> dict[str, int]:
         return dict(Counter(key for _, _, key in self._timers))
 

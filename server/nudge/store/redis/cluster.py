@@ -127,6 +127,11 @@ class RedisCluster:
         except Exception:
             log.exception("relay: handling %s failed", record.get("op"))
 
+    @property
+    def probe_answered(self) -> bool:
+        """The last probe published came back to the listener (or none was sent yet)."""
+        return self._heard_ping == self._sent_ping
+
     async def check(self) -> bool:
         """Probe the listener; replace it when the previous probe never came back. Returns
         whether the relay is healthy after the check."""
