@@ -394,6 +394,10 @@ class Engine:
 
     # --- indexes ----------------------------------------------------------------------------
 
+    def event_triggers(self, name: str) -> tuple[Campaign, ...]:
+        """The instant triggers that listen to the event ``name``, in file order."""
+        return self._on_event.get(name, ())
+
     def page_triggers(self, path: str | None) -> tuple[Campaign, ...]:
         """The page triggers that watch ``path``, in file order."""
         return self._page(path).all

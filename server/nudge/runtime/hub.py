@@ -711,6 +711,11 @@ class Hub:
 
     # --- for operators and tests ------------------------------------------------------------
 
+    @property
+    def next_tick_at(self) -> float | None:
+        """When the next write-behind and health check runs (None before start and after stop)."""
+        return self._tick.due if self._tick is not None else None
+
     def health(self) -> dict[str, Any]:
         """What /healthz reports about the store: ``ok``, or ``degraded`` while it is unreachable."""
         if self.alone and self.degraded_since is None:
