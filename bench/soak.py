@@ -184,14 +184,10 @@ def held(app) -> dict[str, int]:
         "open_sockets": len(gateway.open),
         "sessions": len(hub.sessions),
         "visitors_held": len(hub.visitors),
-        "local_timers": len(hub.scheduler._local),
+        "local_timers": hub.scheduler.local_entries,
         "per_address_counts": len(gateway.limits.by_ip),
         "per_key_counts": len(gateway.limits.by_key),
-        "stored_sessions": len(store._sessions),
-        "stored_timers": len(store._timers),
-        "stored_timer_heap": len(store._heap),
-        "stored_queues": sum(1 for queue in store._queued.values() if queue),
-        "stored_visitors": len(store._visitors),
+        **{f"stored_{table}": n for table, n in store.sizes().items() if table not in ("visitor_writes", "deliveries")},
         "tasks": sum(1 for task in asyncio.all_tasks() if not task.done()),
     }
 

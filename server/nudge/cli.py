@@ -88,8 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         lifespan="on",
-        # Typed int by uvicorn, used as a float timeout: fractions of a second are honoured.
-        timeout_graceful_shutdown=settings.shutdown_timeout,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=settings.shutdown_timeout,  # a float: fractions of a second are honoured
     )
     server = GracefulServer(config)
     from nudge.ops import redact

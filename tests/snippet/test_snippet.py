@@ -145,6 +145,7 @@ class Server:
         self._server = server
         self.hub = app.state.hub
         self.admission = app.state.admission
+        self.gateway = app.state.gateway
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -639,7 +640,7 @@ async def test_the_snippet_waits_for_a_restarts_hint_then_resumes(browser, serve
     await host(page, "first").wait_for(timeout=MS)
     sid = server.session().id
     monkeypatch.setattr(nudge.runtime.shutdown, "restart_reason", lambda window, rng=None: "restart retry=1500")
-    gateway = server._server.config.app.state.gateway
+    gateway = server.gateway
     began = time.monotonic()
     assert await nudge.runtime.shutdown.drain(gateway, 3.0, WAIT) == 1
     gateway.accepting = True  # the new process is up at once: only the hint delays the snippet

@@ -364,7 +364,7 @@ async def test_memory_store_forgets_what_was_last_written_a_retention_ago():
     assert await store.user_visitors("pk", "u1") == []
     assert await store.load_visitor("pk", "v_new") is again
     await store.claim_due(T0 + 1600)
-    assert await store.load_visitor("pk", "v_new") is None and store._visitor_writes == {}
+    assert await store.load_visitor("pk", "v_new") is None and store.sizes()["visitor_writes"] == 0
 
 
 async def test_memory_store_timer_heap_stays_near_the_pending_timers():
@@ -372,7 +372,7 @@ async def test_memory_store_timer_heap_stays_near_the_pending_timers():
     for i in range(5000):  # an absence window moved on at every cart add
         await store.schedule("pk", "v_1", "absence:a", T0 + 600 + i)
     await store.schedule("pk", "v_1", "absence:b", T0 + 10)
-    assert len(store._heap) <= 2 * 2 + 512 + 1
+    assert store.sizes()["timer_heap"] <= 2 * 2 + 512 + 1
     assert [(t.key, t.due) for t in await store.claim_due(T0 + 10_000)] == [("absence:b", T0 + 10), ("absence:a", T0 + 5599)]
 
 

@@ -145,7 +145,7 @@ class Beacon:
         if data.get("key", site.key) != site.key:
             refused["malformed"] += 1
             return PlainTextResponse("the body's key is not the key of the query", status_code=400)
-        session, visitor = data.get("session"), data.get("visitor")
+        session, visitor = data["session"], data["visitor"]  # both strings, checked above
         try:  # with a shared store, a session held by another node is taken over
             live = await hub.locate(site.key, visitor, session)
         except ConnectionRefused as exc:  # the shared store is unreachable
