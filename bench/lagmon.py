@@ -7,7 +7,9 @@ Once the server has started, a task sleeps 5 ms at a time and measures how late 
 time the loop was held by something else (a frame handler, a write-behind, the collector). Every
 second it prints ``lag <n> <p50 ms> <p99 ms> <max ms> <full collections> <longest ms>`` on stderr
 (the last two are the garbage collector's oldest-generation passes in that second), and, for each
-generation that was collected in it, ``gc <generation> <collections> <longest ms> <total ms>``.
+generation that was collected in it, ``gc <generation> <collections> <longest ms> <total ms>
+<longest CPU ms>``: the last is the thread's CPU time in its longest collection by CPU, which a
+neighbour taking the core away during the pause does not inflate.
 Each second's samples also follow as ``lags <ms> <ms> ...`` (for percentiles over the whole
 run). ``LAGMON_GC=t0,t1,t2`` sets the collector's thresholds once the server has started (to try
 settings without changing Nudge). It patches ``Hub.start`` (``serve``) or uvicorn's
@@ -26,14 +28,16 @@ import time
 TICK = 0.005
 
 _pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}  # generation -> pauses since the last line
-_began = [0.0]
+_work: dict[int, list[float]] = {0: [], 1: [], 2: []}  # ... the thread's CPU time in each of them
+_began = [0.0, 0.0]
 
 
 def _on_gc(phase: str, info: dict) -> None:
     if phase == "start":
-        _began[0] = time.perf_counter()
+        _began[:] = time.perf_counter(), time.thread_time()
     else:
         _pauses[info["generation"]].append(time.perf_counter() - _began[0])
+        _work[info["generation"]].append(time.thread_time() - _began[1])
 
 
 async def _watch() -> None:
@@ -56,8 +60,13 @@ async def _watch() -> None:
             )
             for generation, pauses in _pauses.items():
                 if pauses:
-                    print(f"gc {generation} {len(pauses)} {max(pauses) * 1000:.3f} {sum(pauses) * 1000:.3f}", file=sys.stderr, flush=True)
+                    work = _work[generation]
+                    print(
+                        f"gc {generation} {len(pauses)} {max(pauses) * 1000:.3f} {sum(pauses) * 1000:.3f} {max(work) * 1000:.3f}",
+                        file=sys.stderr, flush=True,
+                    )
                     pauses.clear()
+                    work.clear()
             lags, reported = [], now
 
 
