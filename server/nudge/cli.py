@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import sys
 from datetime import UTC
 from pathlib import Path
@@ -68,16 +67,8 @@ def _serve(args: argparse.Namespace) -> int:
         if not settings.secret_keys:
             # Printed, not logged: the log filter blanks every secret key, this one too.
             print(f"Admin API and dashboard key for this run: {app.state.secret_keys[0]}", file=sys.stderr)
-    from nudge.runtime.shutdown import GracefulServer
-
-    # Every connection keeps a few hundred objects alive for as long as it lasts; at the default
-    # thresholds the collector walks all of them again and again while connections pile up.
-    # Startup objects (modules, campaigns, templates) are set aside for good, and the young
-    # generation is collected less often: 50 % more connections opened per second at 10,000,
-    # and a young collection still takes well under a millisecond (bench/NOTES.md).
-    gc.freeze()
-    gc.set_threshold(5000, 20, 50)
     from nudge.ops.app import server_config
+    from nudge.runtime.shutdown import GracefulServer
 
     config = server_config(
         app,

@@ -600,7 +600,7 @@ def _pct(ordered: list[float], p: float) -> float:
 
 def _latency(samples: list[float]) -> dict:
     ordered = sorted(samples)
-    ms = {f"p{p}": round(_pct(ordered, p) * 1000, 3) for p in (50, 95, 99)}
+    ms = {f"p{p}": round(_pct(ordered, p) * 1000, 3) for p in (50, 95, 99, 99.9)}
     ms["max"] = round(ordered[-1] * 1000, 3) if ordered else 0.0
     ms["count"] = len(ordered)
     return ms

@@ -327,3 +327,21 @@ async def test_every_metric_the_grafana_dashboard_queries_is_served(start_server
         assert family.name.startswith("nudge_")
         if family.type == "histogram":
             assert family.name.endswith("_seconds"), family.name
+
+
+async def test_metrics_show_the_collectors_pauses(start_server):
+    """``nudge serve`` counts every collection (runtime/collector.py); /metrics shows them."""
+    import gc
+
+    from nudge.runtime import collector
+
+    server = await start_server(CAMPAIGNS)
+    collector.pauses.install()
+    try:
+        before = (await scrape(server))["nudge_gc_pauses_total"][(("generation", "2"),)]
+        gc.collect(2)
+        after = await scrape(server)
+    finally:
+        collector.pauses.remove()
+    assert after["nudge_gc_pauses_total"][(("generation", "2"),)] >= before + 1
+    assert after["nudge_gc_pause_longest_seconds"][(("generation", "2"),)] > 0

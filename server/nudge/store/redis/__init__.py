@@ -53,7 +53,8 @@ from nudge.store.redis.scripts import (
     ERASE_LOG_PAGE,
     HOLD_FOR_USER,
     OWN_SESSION,
-    SAVE_SESSION,
+    SAVE_SESSIONS,
+    SAVE_VISITORS,
     TAKE_QUEUED,
     TAKE_QUEUED_OF,
 )
@@ -63,8 +64,8 @@ log = logging.getLogger("nudge.store")
 # How long a visitor's queue key lives after its last message was added.
 QUEUE_TTL_MS = 7 * DAY_MS
 SERIES_KEPT = 400 * 86400  # seconds a campaign's results over time outlive its last count
-# Commands per pipeline of a write-behind: about 1 ms of the loop's time each (encoding,
-# sending, reading the answers) on the benchmark's machine; bench/RESULTS-redis.md.
+# States per script call of a write-behind: well under 1 ms of the loop's time each (encoding,
+# sending, reading the answer) on the benchmark's machine; bench/RESULTS-redis.md.
 WRITE_BATCH = 64
 # Connections to Redis one node opens at most. Every command holds one only for its round trip
 # (the relay's subscription holds one for good), so 64 carry tens of thousands of commands a
@@ -77,6 +78,12 @@ POOL_TIMEOUT = 2.0
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+def _batches(items: list) -> Iterator[list]:
+    """``items`` in slices of ``WRITE_BATCH``: one script call each."""
+    for start in range(0, len(items), WRITE_BATCH):
+        yield items[start:start + WRITE_BATCH]
 
 
 def _numbers(*values: int | None) -> str:
@@ -124,7 +131,8 @@ class RedisStore:
         self._hold = self.redis.register_script(HOLD_FOR_USER)
         self._take_of = self.redis.register_script(TAKE_QUEUED_OF)
         self._ack_queued = self.redis.register_script(ACK_QUEUED)
-        self._save_session = self.redis.register_script(SAVE_SESSION)
+        self._save_sessions = self.redis.register_script(SAVE_SESSIONS)
+        self._save_visitors = self.redis.register_script(SAVE_VISITORS)
         self._own_session = self.redis.register_script(OWN_SESSION)
         self._swap_campaigns = self.redis.register_script(COMPARE_AND_SET)
         self._claim_deliveries = self.redis.register_script(CLAIM_DELIVERIES)
@@ -210,33 +218,32 @@ class RedisStore:
             await self.redis.set(self.keys.visitor(state.site, state.id), data, px=_ms(self.retention))
 
     async def save_visitors(self, states: list[VisitorState], sessions: list[tuple[SessionState, float]]) -> None:
-        """Write many states (the hub's write-behind) in pipelines of at most ``WRITE_BATCH``
-        commands, each encoded just before it is sent: the event loop serves sockets while
-        Redis answers one, so a flush of thousands of sessions never holds the loop for more than
-        about a millisecond at a time. A failure leaves the batches before it written. A state
-        that cannot be encoded is left out alone (counted in ``refused``, logged)."""
+        """Write many states (the hub's write-behind): ``WRITE_BATCH`` states per script call,
+        each batch encoded just before it is sent. One command and one answer per batch, not per
+        state: redis-py's packing of each command and parsing of each answer were most of the
+        write-behind's CPU (bench/RESULTS-redis.md). The event loop serves sockets while Redis
+        answers one, so a flush of thousands of sessions never holds the loop for more than about
+        a millisecond at a time. A failure leaves the batches before it written. A state that
+        cannot be encoded is left out alone (counted in ``refused``, logged)."""
         retention = _ms(self.retention)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for state in states:
+        for batch in _batches(states):
+            keys, args = [], [retention]
+            for state in batch:
                 data = self._encode("visitor", f"{state.site}/{state.id}", state)
-                if data is None:
-                    continue
-                pipe.set(self.keys.visitor(state.site, state.id), data, px=retention)
-                if len(pipe) >= WRITE_BATCH:
-                    await pipe.execute()
-            for session, ttl in sessions:
+                if data is not None:
+                    keys.append(self.keys.visitor(state.site, state.id))
+                    args.append(data)
+            if keys:
+                await self._save_visitors(keys=keys, args=args)
+        for batch in _batches(sessions):
+            keys, args = [], [self.node]
+            for session, ttl in batch:
                 data = self._encode("session", f"{session.site}/{session.id}", session)
-                if data is None:
-                    continue
-                await self._save_session(
-                    keys=[self.keys.session(session.site, session.id)],
-                    args=[data, session.last_event_seq, _ms(ttl), self.node, session.visitor],
-                    client=pipe,
-                )
-                if len(pipe) >= WRITE_BATCH:
-                    await pipe.execute()
-            if len(pipe):
-                await pipe.execute()
+                if data is not None:
+                    keys.append(self.keys.session(session.site, session.id))
+                    args += (data, session.last_event_seq, _ms(ttl), session.visitor)
+            if keys:
+                await self._save_sessions(keys=keys, args=args)
 
     async def load_session(self, site: str, session: str) -> SessionState | None:
         data = await self.redis.hget(self.keys.session(site, session), "state")
@@ -246,9 +253,9 @@ class RedisStore:
         data = self._encode("session", f"{state.site}/{state.id}", state)
         if data is None:
             return
-        await self._save_session(
+        await self._save_sessions(
             keys=[self.keys.session(state.site, state.id)],
-            args=[data, state.last_event_seq, _ms(ttl), self.node, state.visitor],
+            args=[self.node, data, state.last_event_seq, _ms(ttl), state.visitor],
         )
 
     async def own_session(self, site: str, session: str, visitor: str, ttl: float) -> str | None:
