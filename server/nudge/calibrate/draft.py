@@ -55,7 +55,7 @@ def compare(job: dict[str, Any]) -> dict[str, Any]:
     """Replay the job's log against its ``draft`` and ``in_force`` documents (plain campaign
     data); per side, the ``campaign``'s counts."""
     sets = [load_data(job["draft"], "draft"), load_data(job["in_force"], "in force")]
-    paths = [Path(p) for p in job["paths"]]
+    paths: list[str | Path] = [Path(p) for p in job["paths"]]
     try:
         draft, in_force = replay.run(window(recording.read(paths), job["since"], job["max_records"]), sets)
     except TooBig as exc:

@@ -28,6 +28,7 @@ from nudge.calibrate.recording import files_since
 from nudge.errors import CampaignError
 from nudge.ops.admin import _BODY, _INVALID, OPENAPI, Refusal, _json, _op, refusals_answered
 from nudge.rules.campaigns import load_data
+from nudge.rules.decisions import REASONS
 
 if TYPE_CHECKING:
     from nudge.ops.admin import CampaignEditor
@@ -83,7 +84,8 @@ class DraftReplay:
         if answer.get("error") == "too_big":
             raise Refusal(413, {"error": f"the event log of the last {days:g} days holds more than {self.max_records:,} records, "
                                          "more than the editor replays: replay fewer days, or the whole log with nudge replay"})
-        return {"days": days, "since": since, **answer}
+        reasons = {r for name in ("draft", "in_force") for r in answer[name]["suppressed"]}
+        return {"days": days, "since": since, **answer, "reasons": {r: REASONS[r] for r in sorted(reasons) if r in REASONS}}
 
     async def _run(self, job: dict) -> dict:
         """The job in its own process; killed past the time limit."""
@@ -131,7 +133,7 @@ paths["/api/campaigns/replay"] = {"post": {**_op(
     "What a draft campaign would have done on the last days of the event log, beside the campaign in force", responses={
         **_BODY,
         "200": {"description": "events, visitors, from, to; draft and in_force: fired, visitors_shown, by_variant, suppressed and "
-                               "deferred by reason, messages_per_visitor_day, goal, others_fired"},
+                               "deferred by reason, messages_per_visitor_day, goal, others_fired; reasons: each suppression's reason in words"},
         "404": {"description": "no event log (the server is not recording), or nothing in it from those days"},
         "409": {"description": "a replay is already running on this server"},
         "413": {"description": "the log of those days is larger than the editor replays, or the replay ran past its time limit"},
