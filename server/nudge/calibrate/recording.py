@@ -279,3 +279,16 @@ def read(paths: list[str | Path]):
             log.warning("%s: stopped reading at a damaged part (%s)", path, exc)
 
 
+
+
+def files_since(directory: str | Path, since: float) -> list[Path]:
+    """The log files of ``directory`` written to at or after ``since`` (a file's last write is
+    its newest record, so an older file holds nothing from then on), in file-name order."""
+    found = []
+    for path in sorted(Path(directory).glob(f"*{SUFFIX}")):
+        try:
+            if path.stat().st_mtime >= since:
+                found.append(path)
+        except FileNotFoundError:
+            continue  # deleted by the retention meanwhile
+    return found

@@ -84,6 +84,8 @@ class Settings:
     record_retention: float = 7 * 86400.0  # seconds event log files are kept
     record_rotate_records: int = 1_000_000  # records per event log file at most
     record_rotate_seconds: float = 3600.0  # seconds an event log file is written to at most
+    replay_max_records: int = 2_000_000  # records the editor's replay of a draft reads at most
+    replay_timeout: float = 60.0  # seconds the editor's replay of a draft runs at most
     log_level: str = "info"
     node: str | None = None  # this node's id among those sharing a store (default: made up)
     write_behind: float = 0.5  # seconds between batched writes of changed sessions (shared store)
@@ -126,6 +128,10 @@ class Settings:
             found.append(f"record_rotate_records must be at least 1, got {self.record_rotate_records}")
         if not self.record_rotate_seconds > 0:
             found.append(f"record_rotate_seconds must be above 0, got {self.record_rotate_seconds:g}")
+        if self.replay_max_records < 1:
+            found.append(f"replay_max_records must be at least 1, got {self.replay_max_records}")
+        if not self.replay_timeout > 0:
+            found.append(f"replay_timeout must be above 0, got {self.replay_timeout:g}")
         return found
 
     def campaign_file(self) -> Path | None:
@@ -188,6 +194,8 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
         ("NUDGE_TIMER_POLL", "timer_poll", float),
         ("NUDGE_WEBHOOK_URL", "webhook_url", str),
         ("NUDGE_WEBHOOK_SECRET", "webhook_secret", str),
+        ("NUDGE_REPLAY_MAX_RECORDS", "replay_max_records", int),
+        ("NUDGE_REPLAY_TIMEOUT", "replay_timeout", float),
     ):
         if env.get(name):
             setattr(settings, attr, kind(env[name]))
