@@ -10,7 +10,7 @@ from nudge.runtime.limits import Proxies
 
 from ..conftest import KEY, ORIGIN, WAIT, Client, visitor_id
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("socket_layer")]  # on each socket layer
 
 SHOP = "https://shop.example"
 

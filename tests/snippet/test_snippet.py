@@ -22,15 +22,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import nudge.ops.app
 import pytest
 import uvicorn
-from nudge.ops.app import create_app
+from nudge.ops.app import create_app, server_config
 from nudge.rules.campaigns import load_text
 from nudge.runtime.clock import FakeClock
 from nudge.runtime.config import Settings
 from nudge.store.memory import MemoryStore
 
-from ..conftest import KEY, WAIT, eventually
+from ..conftest import KEY, WAIT, current_layer, eventually
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("socket_layer")]  # on each socket layer
 
 MS = WAIT * 1000  # Playwright counts in milliseconds
 BACKEND_KEY = "sk_test_shop_backend"  # the shop's backend, for POST /api/events
@@ -134,11 +134,10 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        settings = Settings(host="127.0.0.1", port=self.port, site_keys=[KEY], origins=[self.shop], secret_keys=[BACKEND_KEY])
+        settings = Settings(host="127.0.0.1", port=self.port, site_keys=[KEY], origins=[self.shop], secret_keys=[BACKEND_KEY],
+                            ws_server=current_layer())
         app = create_app(settings, clock=self.clock, campaign_set=self.campaign_set)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, ws=settings.ws, lifespan="on", log_level="warning",
-        )
+        config = server_config(app, settings, lifespan="on", log_level="warning")
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None
         self._task = asyncio.get_running_loop().create_task(server.serve())

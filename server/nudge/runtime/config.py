@@ -76,6 +76,7 @@ class Settings:
     outbox_limit: int = 64  # unacknowledged messages kept per session
     send_queue_limit: int = 256  # frames waiting for a slow reader before it is disconnected
     ws: str = "websockets-sansio"  # uvicorn WebSocket implementation
+    ws_server: str = "uvicorn"  # what serves /ws: uvicorn (with ``ws``) or picows (same port; docs/scaling.md)
     deflate: bool = False  # per-message deflate: costs 3-4x throughput, so off unless asked
     ping_interval: float = 20.0
     record: Path | None = None  # write the event log here (docs/replay.md)
@@ -124,6 +125,10 @@ class Settings:
             found.append(f"record_rotate_records must be at least 1, got {self.record_rotate_records}")
         if not self.record_rotate_seconds > 0:
             found.append(f"record_rotate_seconds must be above 0, got {self.record_rotate_seconds:g}")
+        if self.ws_server not in ("uvicorn", "picows"):
+            found.append(f"ws_server must be uvicorn or picows, got {self.ws_server!r}")
+        elif self.ws_server == "picows" and self.deflate:
+            found.append("--deflate needs --ws-server uvicorn: picows has no per-message deflate")
         return found
 
     def campaign_file(self) -> Path | None:
@@ -177,6 +182,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
         ("NUDGE_FRAMES_PER_SECOND", "frames_per_second", float),
         ("NUDGE_FRAME_BURST", "frame_burst", int),
         ("NUDGE_WS", "ws", str),
+        ("NUDGE_WS_SERVER", "ws_server", str),
         ("NUDGE_LOG_LEVEL", "log_level", str),
         ("NUDGE_NODE", "node", str),
         ("NUDGE_WRITE_BEHIND", "write_behind", float),
