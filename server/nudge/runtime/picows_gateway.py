@@ -395,9 +395,10 @@ class PicowsLayer:
         response = WSUpgradeResponse.create_101_response(extra_headers={"Sec-WebSocket-Protocol": codec.subprotocol})
         return WSUpgradeResponseWithListener(response, socket)
 
-    def protocol(self) -> WSProtocol:
+    def protocol(self, connections: set) -> WSProtocol:
         ping = self.ping > 0
-        return WSProtocol(
+        return _Served(
+            self.admission, connections,
             None, None, False, self.listener, self.logger,
             True,  # disconnect on an exception from a callback (none are expected)
             None,  # the handshake's deadline is admission's (request_timeout)
@@ -407,6 +408,36 @@ class PicowsLayer:
             None,
             2048,  # the read buffer to start with: small for idle sockets, doubled as frames need
         )
+
+
+class _Served(WSProtocol):
+    """picows's protocol, counted among uvicorn's connections (``server_state.connections``) so
+    that uvicorn's own shutdown closes it as it closes its sockets (with 1012), and forgotten by
+    admission when it closes."""
+
+    __slots__ = ("admission", "connections")
+
+    def __init__(self, admission: Admission, connections: set, *args) -> None:
+        super().__init__(*args)
+        self.admission = admission
+        self.connections = connections
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.connections.discard(self)
+        self.admission.lost(self.transport.underlying_transport)
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """uvicorn stops: the sockets the gateway did not drain close as uvicorn's do."""
+        listener = self.listener
+        if isinstance(listener, Socket) and listener.conn is not None:
+            listener.conn.shut(1012, "")
+        else:
+            self.transport.disconnect()
 
 
 class Doorway(asyncio.Protocol):
@@ -432,7 +463,7 @@ class Doorway(asyncio.Protocol):
             return  # not told yet
         line = head[:line_end] if line_end >= 0 else head
         if line.startswith(_WS_LINE) and line[len(_WS_LINE):len(_WS_LINE) + 1] in (b" ", b"?"):
-            protocol = self.layer.protocol()
+            protocol = self.layer.protocol(self.options["server_state"].connections)
         else:
             protocol = self.http(**self.options)
         transport = self.transport
