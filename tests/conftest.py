@@ -53,9 +53,10 @@ class Running:
 
 
 # What serves /ws (--ws-server): the tests of the protocol, the gateway, limits, attacks and the
-# snippet run on each layer (the ``socket_layer`` fixture); the others on NUDGE_TEST_WS_SERVER's.
+# snippet run on each layer (the ``socket_layer`` fixture); the others on NUDGE_TEST_WS_SERVER's
+# (default: the server's own default, auto).
 LAYERS = ("uvicorn", "picows")
-_layer = [os.environ.get("NUDGE_TEST_WS_SERVER", "uvicorn")]
+_layer = [os.environ.get("NUDGE_TEST_WS_SERVER", "auto")]
 
 
 @pytest.fixture(params=LAYERS)

@@ -208,7 +208,7 @@ def server_config(app: Starlette, settings: Settings, **options) -> uvicorn.Conf
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     http = app.state.admission.protocol(AutoHTTPProtocol)
-    if settings.ws_server == "picows":
+    if settings.socket_layer() == "picows":
         # /ws on picows, on the same port: each connection's request line picks the protocol
         # (nudge.runtime.picows_gateway); HTTP, and any socket uvicorn upgrades, stay as above.
         from nudge.runtime.picows_gateway import Doorway, PicowsLayer

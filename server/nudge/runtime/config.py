@@ -12,6 +12,12 @@ DEMO_CAMPAIGNS = PACKAGE / "demo" / "campaigns.yaml"
 DEMO_KEY = "pk_demo"
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
     """A site that embeds the snippet, known by its publishable key."""
@@ -76,7 +82,7 @@ class Settings:
     outbox_limit: int = 64  # unacknowledged messages kept per session
     send_queue_limit: int = 256  # frames waiting for a slow reader before it is disconnected
     ws: str = "websockets-sansio"  # uvicorn WebSocket implementation
-    ws_server: str = "uvicorn"  # what serves /ws: uvicorn (with ``ws``) or picows (same port; docs/scaling.md)
+    ws_server: str = "auto"  # what serves /ws: uvicorn (with ``ws``), picows (same port; docs/scaling.md), or auto
     deflate: bool = False  # per-message deflate: costs 3-4x throughput, so off unless asked
     ping_interval: float = 20.0
     record: Path | None = None  # write the event log here (docs/replay.md)
@@ -125,11 +131,19 @@ class Settings:
             found.append(f"record_rotate_records must be at least 1, got {self.record_rotate_records}")
         if not self.record_rotate_seconds > 0:
             found.append(f"record_rotate_seconds must be above 0, got {self.record_rotate_seconds:g}")
-        if self.ws_server not in ("uvicorn", "picows"):
-            found.append(f"ws_server must be uvicorn or picows, got {self.ws_server!r}")
+        if self.ws_server not in ("auto", "uvicorn", "picows"):
+            found.append(f"ws_server must be auto, uvicorn or picows, got {self.ws_server!r}")
+        elif self.ws_server == "picows" and not _installed("picows"):
+            found.append("--ws-server picows needs picows: pip install 'nudge-server[picows]'")
         elif self.ws_server == "picows" and self.deflate:
             found.append("--deflate needs --ws-server uvicorn: picows has no per-message deflate")
         return found
+
+    def socket_layer(self) -> str:
+        """What serves /ws: ``auto`` is picows when it is installed and deflate is off, else uvicorn."""
+        if self.ws_server == "auto":
+            return "picows" if not self.deflate and _installed("picows") else "uvicorn"
+        return self.ws_server
 
     def campaign_file(self) -> Path | None:
         if self.campaigns is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from nudge import identity
 from nudge.errors import (
@@ -69,7 +70,7 @@ class Opened:
         self.address = address  # the client's address (past trusted proxies)
         self.counted_ip = False  # held against its address's connection limit
         self.counted_key: str | None = None  # the site key it is held against, once past hello
-        self.live = None  # its LiveSession, once attached
+        self.live: Any = None  # its LiveSession, once attached
         self.flooded = False  # closed by the frame budget (rather than the event budget)
 
 

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import types
 from collections import deque
+from typing import Any
 from http import HTTPStatus
 
 from picows import (
@@ -42,13 +43,13 @@ from picows import (
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
 )
-from picows.picows import WSProtocol
+from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows's stubs
 
 from nudge.errors import CLOSE_TOO_LARGE, ConnectionRefused, HandshakeTimeout, RateLimited
 from nudge.runtime.admission import Admission
 from nudge.runtime.connection import Connection
 from nudge.runtime.gateway import Gateway, Opened
-from nudge.runtime.limits import frame_budget
+from nudge.runtime.limits import TokenBucket, frame_budget
 from nudge.runtime.shutdown import refuse_while_stopping
 
 log = logging.getLogger("nudge.gateway")
@@ -83,7 +84,7 @@ class DirectConnection(Connection):
                     except (ValueError, TypeError) as exc:  # the codecs mend text and numbers first
                         log.error("frame %r not sent: it cannot be encoded (%s)", frame.get("t"), exc)
                         continue
-                send(kind, frame.encode() if frame.__class__ is str else frame)
+                send(kind, frame.encode() if isinstance(frame, str) else frame)  # type: ignore[arg-type]  # encoded by now
         except Exception:  # the peer went away mid-write: its disconnect follows
             self.closed = True
             log.debug("send failed", exc_info=True)
@@ -143,6 +144,11 @@ def _continue(coro, yielded):
 class Socket(WSListener):
     """One socket on picows: the gateway's steps, called from picows's callbacks."""
 
+    __slots__ = (
+        "layer", "codec", "origin", "forwarded", "sec_gpc", "user_agent", "opened", "conn", "live", "budget",
+        "waiting", "held", "parts", "gone", "done",
+    )
+
     def __init__(self, layer: PicowsLayer, codec, origin: str | None, forwarded: str | None,
                  sec_gpc: str | None, user_agent: str | None) -> None:
         super().__init__()
@@ -154,8 +160,8 @@ class Socket(WSListener):
         self.user_agent = user_agent
         self.opened: Opened | None = None  # set once connected
         self.conn: DirectConnection | None = None
-        self.live = None  # the LiveSession, once hello is through
-        self.budget = None  # the frame budget, from hello on
+        self.live: Any = None  # the LiveSession, once hello is through
+        self.budget: TokenBucket | None = None  # the frame budget, from hello on
         self.waiting: asyncio.TimerHandle | None = None  # the hello deadline
         self.held: deque | None = None  # frames that came while one waited for the store
         self.parts: list | None = None  # the fragments of a message not finished yet
@@ -257,9 +263,11 @@ class Socket(WSListener):
                 asyncio.get_running_loop().create_task(self._greet(data))
             return
         now = conn.last_seen = self.layer.clock.now()
-        if not self.budget.take(now):
-            self.opened.flooded = True  # type: ignore[union-attr]
-            self.refuse(RateLimited(f"more than {self.budget.rate:g} frames per second"))
+        budget = self.budget
+        assert budget is not None and self.opened is not None  # set with live
+        if not budget.take(now):
+            self.opened.flooded = True
+            self.refuse(RateLimited(f"more than {budget.rate:g} frames per second"))
             return
         conn.in_handler = True
         coro = self.layer.on_frame(self.live, conn, data)
@@ -459,7 +467,8 @@ class Doorway(asyncio.Protocol):
         head = self.head = self.head + data
         line_end = head.find(b"\n")
         if line_end < 0 and len(head) < REQUEST_LINE and _WS_LINE.startswith(head[:len(_WS_LINE)]):
-            self.layer.admission.heard(self.transport)
+            if self.transport is not None:
+                self.layer.admission.heard(self.transport)
             return  # not told yet
         line = head[:line_end] if line_end >= 0 else head
         if line.startswith(_WS_LINE) and line[len(_WS_LINE):len(_WS_LINE) + 1] in (b" ", b"?"):
@@ -474,7 +483,7 @@ class Doorway(asyncio.Protocol):
         if isinstance(protocol, asyncio.BufferedProtocol):
             view = memoryview(head)
             while view:
-                buffer = protocol.get_buffer(len(view))
+                buffer = memoryview(protocol.get_buffer(len(view)))
                 size = min(len(buffer), len(view))
                 buffer[:size] = view[:size]
                 view = view[size:]
