@@ -29,8 +29,8 @@ import asyncio
 import logging
 import types
 from collections import deque
-from typing import Any
 from http import HTTPStatus
+from typing import Any
 
 from picows import (
     WSAutoPingStrategy,
