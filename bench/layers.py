@@ -30,8 +30,8 @@ def layer_targets(ws: str) -> list:
     # every simulated browser comes from 127.0.0.1: admission's per-address limit lifted, as a load test does
     nudge.env = {**nudge.env, "NUDGE_MAX_PENDING_CONNECTIONS_PER_IP": "0"}
     picows = type(nudge)("nudge-picows", nudge.dialect, [*nudge.command, "--ws-server", "picows"], nudge.path, nudge.env)
-    nudge.name = "nudge-uvicorn"
-    return [echo, nudge, picows]
+    uvicorn = type(nudge)("nudge-uvicorn", nudge.dialect, [*nudge.command, "--ws-server", "uvicorn"], nudge.path, nudge.env)
+    return [echo, uvicorn, picows]
 
 
 def main() -> None:
@@ -41,11 +41,14 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--idle", default="1000,5000", help="idle connection counts for the memory slope")
     parser.add_argument("--memory-rounds", type=int, default=2)
+    parser.add_argument("--procs", type=int, default=1, help="load generator processes for the idle connections "
+                        "(2 past 20,000 descriptors: one process's limit here)")
+    parser.add_argument("--only", action="append", help="these servers only (echo, nudge-uvicorn, nudge-picows)")
     parser.add_argument("--ws", default="websockets-sansio")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     raise_fd_limit()
-    servers = layer_targets(args.ws)
+    servers = [t for t in layer_targets(args.ws) if not args.only or t.name in args.only]
     rounds: list[dict] = []
     for n in range(args.rounds):
         order = servers if n % 2 == 0 else servers[::-1]
@@ -67,7 +70,7 @@ def main() -> None:
     mem: dict[str, list] = {t.name: [] for t in servers}
     for n in range(args.memory_rounds):
         for target in servers if n % 2 == 0 else servers[::-1]:
-            figures = {size: memory(target, size) for size in sizes}
+            figures = {size: memory(target, size, procs=args.procs) for size in sizes}
             mem[target.name].append(figures)
             print(f"memory {target.name}: " + ", ".join(
                 f"{s}: {f.get('bytes_per_connection', 0) / 1024:.1f} KB/conn, {f.get('connects_per_second', 0):,.0f} conns/s, "
@@ -79,18 +82,21 @@ def main() -> None:
 
 
 def report(result: dict, sizes: list[int]) -> str:
-    lines = ["| round | echo per core | nudge-uvicorn per core | nudge-picows per core | picows ÷ uvicorn | picows ÷ echo | uvicorn ÷ echo |",
+    lines = [] if not result["rounds"] else ["| round | echo per core | nudge-uvicorn per core | nudge-picows per core | picows ÷ uvicorn | picows ÷ echo | uvicorn ÷ echo |",
              "|---|---|---|---|---|---|---|"]
     ratios = []
     for n, row in enumerate(result["rounds"], 1):
         e, u, p = (row[k]["per_core"] for k in ("echo", "nudge-uvicorn", "nudge-picows"))
         ratios.append((p / u, p / e, u / e))
         lines.append(f"| {n} | {e:,.0f} | {u:,.0f} | {p:,.0f} | {p / u:.2f}× | {p / e:.2f}× | {u / e:.2f}× |")
-    med = [statistics.median(r[i] for r in ratios) for i in range(3)]
-    lines.append(f"| median | | | | **{med[0]:.2f}×** | {med[1]:.2f}× | {med[2]:.2f}× |")
+    if ratios:
+        med = [statistics.median(r[i] for r in ratios) for i in range(3)]
+        lines.append(f"| median | | | | **{med[0]:.2f}×** | {med[1]:.2f}× | {med[2]:.2f}× |")
     lines += ["", "| server | " + " | ".join(f"KB/conn at {s:,}" for s in sizes) + " | slope KB/conn | 50,000 projected | conns/s opened |",
               "|---|" + "---|" * (len(sizes) + 3)]
     for name, runs in result["memory"].items():
+        if not runs:
+            continue
         per = [[run[s]["bytes_per_connection"] / 1024 for run in runs if "bytes_per_connection" in run[s]] for s in sizes]
         slope = statistics.median(
             ((run[sizes[-1]]["rss_peak"] - run[sizes[0]]["rss_peak"]) / (run[sizes[-1]]["connected"] - run[sizes[0]]["connected"])) / 1024
