@@ -1,12 +1,11 @@
 """``/ws`` on picows (``--ws-server picows``): the gateway's steps driven by callbacks instead
 of an ASGI coroutine per socket, on the same port as the HTTP server.
 
-uvicorn hands each frame through its ASGI layer: a queue per socket, a message dict per frame
-and a coroutine resumed per receive and per send. picows parses frames in C and calls
-:meth:`Socket.on_ws_frame` with each one; the frame goes to :meth:`Hub.on_frame` at once, and
-the replies it queued are written before the callback returns. ``Hub.on_frame`` is a coroutine
-because a frame *may* wait for the store; it is stepped by hand, and only a frame that really
-waits gets a task (:func:`_resume`), with the socket's later frames held behind it in order.
+uvicorn hands each frame through its ASGI layer: a queue per socket, a message dict per frame,
+and a coroutine per send. picows parses frames in C and calls :meth:`Socket.on_ws_frame` with
+each one, which puts it in the socket's inbox; the socket's task handles it as the ASGI driver
+would (frames stay in a task: what they await, the store, may need one), and the replies are
+written to the transport directly, with no coroutine per frame sent.
 
 **One port** (:class:`Doorway`): every TCP connection to the server's port starts as a
 Doorway, which reads the request line. ``GET /ws`` goes to picows; anything else to uvicorn's
@@ -27,10 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import types
 from collections import deque
 from http import HTTPStatus
-from typing import Any
 
 from picows import (
     WSAutoPingStrategy,
@@ -49,7 +46,7 @@ from nudge.errors import CLOSE_TOO_LARGE, ConnectionRefused, HandshakeTimeout, R
 from nudge.runtime.admission import Admission
 from nudge.runtime.connection import Connection
 from nudge.runtime.gateway import Gateway, Opened
-from nudge.runtime.limits import TokenBucket, frame_budget
+from nudge.runtime.limits import frame_budget
 from nudge.runtime.shutdown import refuse_while_stopping
 
 log = logging.getLogger("nudge.gateway")
@@ -122,31 +119,15 @@ class DirectConnection(Connection):
         self.shut(code, reason)
 
 
-@types.coroutine
-def _continue(coro, yielded):
-    """Go on with a coroutine that already ran to its first suspension (it handed ``yielded``
-    to the loop), as ``await`` would have: what the task sends or throws goes to it."""
-    while True:
-        try:
-            sent = yield yielded
-        except BaseException as exc:  # noqa: BLE001 - cancellation too: passed on, as await would
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
-
-
 class Socket(WSListener):
-    """One socket on picows: the gateway's steps, called from picows's callbacks."""
+    """One socket on picows: picows's callbacks put its messages in an inbox; the socket's task
+    (:meth:`run`) takes the gateway's steps, as :meth:`Gateway.__call__` does on uvicorn. Frames
+    are handled in that task, not in the callback, because what they await (the store) may need
+    a current task (``asyncio.timeout``)."""
 
     __slots__ = (
-        "layer", "codec", "origin", "forwarded", "sec_gpc", "user_agent", "opened", "conn", "live", "budget",
-        "waiting", "held", "parts", "gone", "done",
+        "layer", "codec", "origin", "forwarded", "sec_gpc", "user_agent", "opened", "conn", "inbox", "wake",
+        "parts", "gone", "task",
     )
 
     def __init__(self, layer: PicowsLayer, codec, origin: str | None, forwarded: str | None,
@@ -160,34 +141,23 @@ class Socket(WSListener):
         self.user_agent = user_agent
         self.opened: Opened | None = None  # set once connected
         self.conn: DirectConnection | None = None
-        self.live: Any = None  # the LiveSession, once hello is through
-        self.budget: TokenBucket | None = None  # the frame budget, from hello on
-        self.waiting: asyncio.TimerHandle | None = None  # the hello deadline
-        self.held: deque | None = None  # frames that came while one waited for the store
+        self.inbox: deque[str | bytes] = deque()  # messages received, not handled yet
+        self.wake: asyncio.Future | None = None  # what the task waits on while the inbox is empty
         self.parts: list | None = None  # the fragments of a message not finished yet
         self.gone = False  # the TCP connection is closed
-        self.done = False  # finished(): released and detached
+        self.task: asyncio.Task | None = None
 
     # --- picows callbacks --------------------------------------------------------------------
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         layer = self.layer
-        gateway = layer.gateway
         underlying = transport.underlying_transport
         layer.admission.upgraded(underlying)
         peer = underlying.get_extra_info("peername")
-        address = gateway.address_of(peer[0] if peer else None, self.forwarded)
-        conn = self.conn = gateway.connection(transport, self.codec, self.origin, kind=DirectConnection)  # type: ignore[assignment]
-        opened = self.opened = Opened(conn, address)
-        try:
-            if not gateway.admit(opened):
-                asyncio.get_running_loop().create_task(refuse_while_stopping(conn, gateway.hub.settings))
-                return
-        except ConnectionRefused as exc:
-            self.refuse(exc)
-            return
-        timeout = gateway.hub.settings.handshake_timeout
-        self.waiting = asyncio.get_running_loop().call_later(timeout, self._no_hello, timeout)
+        address = layer.gateway.address_of(peer[0] if peer else None, self.forwarded)
+        conn = self.conn = layer.gateway.connection(transport, self.codec, self.origin, kind=DirectConnection)  # type: ignore[assignment]
+        self.opened = Opened(conn, address)
+        self.task = asyncio.get_running_loop().create_task(self.run())
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
@@ -205,7 +175,7 @@ class Socket(WSListener):
             return
         if kind == WSMsgType.CONTINUATION:
             if self.parts is None:
-                return self.refuse_code(1002, "continuation frame without a message")
+                return conn.shut(1002, "continuation frame without a message")
             self.parts.append(frame.get_payload_as_bytes())
             if sum(map(len, self.parts)) - 1 > self.layer.max_frame:
                 return self.too_large()
@@ -218,22 +188,25 @@ class Socket(WSListener):
                 try:
                     data: str | bytes = payload.decode()
                 except UnicodeDecodeError:
-                    return self.refuse_code(1007, "invalid UTF-8")
+                    return conn.shut(1007, "invalid UTF-8")
             else:
                 data = payload
         elif not frame.fin:
             if self.parts is not None:
-                return self.refuse_code(1002, "a new message before the last one ended")
+                return conn.shut(1002, "a new message before the last one ended")
             self.parts = [b"t" if kind == WSMsgType.TEXT else b"b", frame.get_payload_as_bytes()]
             return
         elif kind == WSMsgType.TEXT:
             try:
                 data = frame.get_payload_as_utf8_text()
             except UnicodeDecodeError:
-                return self.refuse_code(1007, "invalid UTF-8")
+                return conn.shut(1007, "invalid UTF-8")
         else:
             data = frame.get_payload_as_bytes()
-        self.received(data)
+        self.inbox.append(data)
+        wake = self.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         conn = self.conn
@@ -245,130 +218,82 @@ class Socket(WSListener):
                 self.layer.gateway.hub.metrics.closed["frame_too_large"] += 1
         conn.closed = True
         self.gone = True
-        self.finish()
+        wake = self.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
-    # --- the socket's life --------------------------------------------------------------------
+    def too_large(self) -> None:
+        assert self.conn is not None
+        self.layer.gateway.hub.metrics.closed["frame_too_large"] += 1
+        self.parts = None
+        self.conn.shut(CLOSE_TOO_LARGE, "message too big")
 
-    def received(self, data: str | bytes) -> None:
+    # --- the socket's task ---------------------------------------------------------------------
+
+    async def receive(self) -> str | bytes | None:
+        """The next message, or None once the socket is closing or closed."""
+        inbox = self.inbox
         conn = self.conn
         assert conn is not None
-        if self.held is not None:  # a frame before it is still waiting for the store
-            self.held.append(data)
-            return
-        if self.live is None:
-            if self.waiting is not None:  # the hello
-                self.waiting.cancel()
-                self.waiting = None
-                self.held = deque()
-                asyncio.get_running_loop().create_task(self._greet(data))
-            return
-        now = conn.last_seen = self.layer.clock.now()
-        budget = self.budget
-        assert budget is not None and self.opened is not None  # set with live
-        if not budget.take(now):
-            self.opened.flooded = True
-            self.refuse(RateLimited(f"more than {budget.rate:g} frames per second"))
-            return
-        conn.in_handler = True
-        coro = self.layer.on_frame(self.live, conn, data)
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            conn.in_handler = False
-            if conn.queue:
-                conn.write()
-            return
-        except ConnectionRefused as exc:
-            conn.in_handler = False
-            self.refuse(exc)
-            return
-        except Exception:
-            conn.in_handler = False
-            log.exception("connection handler failed")
-            conn.shut(1011, "internal error")
-            return
-        self.held = deque()
-        asyncio.get_running_loop().create_task(self._resume(coro, yielded))
+        while not inbox:
+            if conn.closed:
+                return None
+            self.wake = asyncio.get_running_loop().create_future()
+            try:
+                await self.wake
+            finally:
+                self.wake = None
+        return inbox.popleft()
 
-    async def _resume(self, coro, yielded) -> None:
-        """A frame that waits for the store: finish it, then the frames held behind it."""
-        conn = self.conn
-        assert conn is not None
+    async def run(self) -> None:
+        layer = self.layer
+        gateway = layer.gateway
+        settings = gateway.hub.settings
+        conn, opened = self.conn, self.opened
+        assert conn is not None and opened is not None
         try:
-            await _continue(coro, yielded)
+            if not gateway.admit(opened):
+                await refuse_while_stopping(conn, settings)
+                return
+            try:
+                data = await asyncio.wait_for(self.receive(), settings.handshake_timeout)
+            except TimeoutError:
+                raise HandshakeTimeout(f"no hello within {settings.handshake_timeout:g} s") from None
+            if data is None:
+                return
+            live = await gateway.greet(opened, data, self.sec_gpc, self.user_agent)
+            conn.write()
+            on_frame, clock, inbox = layer.on_frame, layer.clock, self.inbox
+            budget = frame_budget(settings, clock.now())
+            while True:
+                if inbox:  # no await when a message is waiting already
+                    data = inbox.popleft()
+                else:
+                    data = await self.receive()
+                    if data is None:
+                        break
+                now = conn.last_seen = clock.now()
+                if not budget.take(now):
+                    opened.flooded = True
+                    raise RateLimited(f"more than {budget.rate:g} frames per second")
+                conn.in_handler = True
+                try:
+                    await on_frame(live, conn, data)
+                finally:
+                    conn.in_handler = False
+                if conn.queue:
+                    conn.write()
+                if conn.closed:
+                    break
         except ConnectionRefused as exc:
-            conn.in_handler = False
-            self.refuse(exc)
+            gateway.refused(opened, exc)
+            conn.write()
+            conn.shut(exc.close_code, exc.reason)
         except Exception:
             log.exception("connection handler failed")
             conn.shut(1011, "internal error")
         finally:
-            conn.in_handler = False
-        if conn.queue:
-            conn.write()
-        self._release_held()
-        if self.gone:
-            self.finish()
-
-    def _release_held(self) -> None:
-        held, self.held = self.held, None
-        while held and self.held is None and self.conn is not None and not self.conn.closed:
-            self.received(held.popleft())
-        if held and self.held is not None:  # waiting again: the rest stays behind, in order
-            self.held.extendleft(reversed(held))
-
-    async def _greet(self, data: str | bytes) -> None:
-        layer = self.layer
-        conn, opened = self.conn, self.opened
-        assert conn is not None and opened is not None
-        try:
-            self.live = await layer.gateway.greet(opened, data, self.sec_gpc, self.user_agent)
-        except ConnectionRefused as exc:
-            self.held = None
-            self.refuse(exc)
-        except Exception:
-            self.held = None
-            log.exception("connection handler failed")
-            conn.shut(1011, "internal error")
-        else:
-            self.budget = frame_budget(layer.gateway.hub.settings, layer.clock.now())
-            conn.write()
-            self._release_held()
-        if self.gone:  # the client went while its hello was handled
-            self.finish()
-
-    def _no_hello(self, timeout: float) -> None:
-        self.waiting = None
-        if self.live is None and self.held is None:
-            self.refuse(HandshakeTimeout(f"no hello within {timeout:g} s"))
-
-    def refuse(self, exc: ConnectionRefused) -> None:
-        conn, opened = self.conn, self.opened
-        assert conn is not None and opened is not None
-        self.layer.gateway.refused(opened, exc)
-        conn.write()
-        conn.shut(exc.close_code, exc.reason)
-
-    def refuse_code(self, code: int, reason: str) -> None:
-        assert self.conn is not None
-        self.conn.shut(code, reason)
-
-    def too_large(self) -> None:
-        self.layer.gateway.hub.metrics.closed["frame_too_large"] += 1
-        self.parts = None
-        self.refuse_code(CLOSE_TOO_LARGE, "message too big")
-
-    def finish(self) -> None:
-        """Release what the socket held and detach its session (once)."""
-        if self.done or self.opened is None:
-            return
-        if self.held is not None:
-            return  # its hello or a frame is being handled: _greet or _resume finishes it
-        self.done = True
-        if self.waiting is not None:
-            self.waiting.cancel()
-            self.waiting = None
-        asyncio.get_running_loop().create_task(self.layer.gateway.finished(self.opened))
+            await gateway.finished(opened)
 
 
 class PicowsLayer:
