@@ -148,6 +148,7 @@ def targets(store_url: str | None, ws: str, redis_source: Path | None = None) ->
         "NUDGE_EVENTS_PER_SECOND": "1000000", "NUDGE_EVENT_BURST": "1000000",
         "NUDGE_LOG_LEVEL": "warning", "NUDGE_GRACE": "30",
         "NUDGE_MAX_CONNECTIONS_PER_IP": "0",  # every simulated browser comes from 127.0.0.1
+        "NUDGE_MAX_PENDING_CONNECTIONS_PER_IP": "0",  # (admission's limit, as a load test lifts it)
     }
     nudge = [
         PYTHON, "-m", "nudge", "serve", "--campaigns", str(BENCH / "campaigns.yaml"), "--site-key", "pk_demo",
@@ -159,6 +160,8 @@ def targets(store_url: str | None, ws: str, redis_source: Path | None = None) ->
         Target("echo", "nudge", [*uvicorn, "bench.echo_server:app"], "/ws"),
         Target("nudge-memory", "nudge", nudge, "/ws", nudge_env),
         Target(f"nudge-memory, evs ×{BATCH}", "nudge", nudge, "/ws", nudge_env, ("--batch", str(BATCH))),
+        # /ws on uvicorn's ASGI layer, the default until picows (--ws-server auto) replaced it
+        Target("nudge-memory, --ws-server uvicorn", "nudge", [*nudge, "--ws-server", "uvicorn"], "/ws", nudge_env),
     ]
     if store_url:
         if redis_source is not None:
@@ -467,7 +470,7 @@ def main() -> None:
     if not args.quick and not args.throughput_only and (not args.only or "nudge-memory" in args.only):
         results["ws_implementations"] = {}
         for ws in ("websockets-sansio", "websockets", "wsproto"):
-            nudge = next(t for t in targets(None, ws) if t.name == "nudge-memory")
+            nudge = next(t for t in targets(None, ws) if t.name == "nudge-memory, --ws-server uvicorn")
             try:
                 results["ws_implementations"][ws] = fresh(nudge, throughput, 100, args.seconds, 1)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:

@@ -52,9 +52,32 @@ class Running:
         await self.hub.scheduler.settled()
 
 
+# What serves /ws (--ws-server): the tests of the protocol, the gateway, limits, attacks and the
+# snippet run on each layer (the ``socket_layer`` fixture); the others on NUDGE_TEST_WS_SERVER's
+# (default: the server's own default, auto).
+LAYERS = ("uvicorn", "picows")
+_layer = [os.environ.get("NUDGE_TEST_WS_SERVER", "auto")]
+
+
+@pytest.fixture(params=LAYERS)
+def socket_layer(request):
+    """Run the test once on each socket layer: every server it starts serves /ws on it."""
+    before = _layer[0]
+    _layer[0] = request.param
+    try:
+        yield request.param
+    finally:
+        _layer[0] = before
+
+
+def current_layer() -> str:
+    return _layer[0]
+
+
 @contextlib.asynccontextmanager
 async def run_server(campaigns: str | None = None, campaign_file=None, clock=None, **overrides: Any):
     clock = clock or FakeClock()
+    overrides.setdefault("ws_server", _layer[0])
     # Webhook receivers in the tests listen on loopback: allowed by name, as an operator would
     # allow a receiver on the same host (the SSRF tests override it).
     settings = Settings(host="127.0.0.1", port=0, campaigns=campaign_file,
@@ -276,6 +299,7 @@ async def spawn_node(campaign_file, store: str, *, env: dict[str, str] | None = 
     port = port or free_port()
     args = [sys.executable, "-m", "nudge", "serve", "--port", str(port), "--store", store,
             "--campaigns", str(campaign_file), "--site-key", KEY, "--origin", ORIGIN, "--log-level", "warning"]
+    flags.setdefault("ws_server", _layer[0])
     for name, value in flags.items():
         args += [f"--{name.replace('_', '-')}", str(value)]
     process = await asyncio.create_subprocess_exec(*args, env={**os.environ, **(env or {})})

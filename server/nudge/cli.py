@@ -21,7 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = from_environment()
     for name in (
-        "host", "port", "campaigns", "store", "ws", "grace", "offline_after", "log_level", "record", "record_retention",
+        "host", "port", "campaigns", "store", "ws", "ws_server", "grace", "offline_after", "log_level", "record", "record_retention",
         "record_rotate_records", "record_rotate_seconds", "node", "webhooks", "log_format",
     ):
         value = getattr(args, name)
@@ -277,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--grace", type=float, help="seconds a disconnected session stays resumable (NUDGE_GRACE; default 300)")
     serve.add_argument("--offline-after", type=float, help="seconds with no tab attached before a visitor counts as offline (NUDGE_OFFLINE_AFTER; default 60)")
     serve.add_argument("--ws", help="uvicorn WebSocket implementation (NUDGE_WS; default websockets-sansio)")
+    serve.add_argument("--ws-server", choices=["auto", "uvicorn", "picows"],
+                       help="what serves /ws on the server's port: picows (pip install 'nudge-server[picows]'), HTTP staying on "
+                            "uvicorn, or uvicorn itself; auto: picows when installed and --deflate is off "
+                            "(NUDGE_WS_SERVER; default auto; docs/scaling.md)")
     serve.add_argument("--deflate", action="store_true", help="enable per-message deflate (NUDGE_DEFLATE); costs throughput and memory")
     serve.add_argument("--record", type=Path, help="write the event log to this directory, for nudge replay (NUDGE_RECORD)")
     serve.add_argument("--record-retention", type=float, help="seconds event log files are kept (NUDGE_RECORD_RETENTION; default 7 days)")

@@ -16,7 +16,7 @@ import websockets
 
 from ..conftest import KEY, ORIGIN, WAIT, Client, eventually, shows, spawn_node, visitor_id
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("socket_layer")]  # on each socket layer
 
 CAMPAIGNS = """
 version: 1

@@ -13,7 +13,7 @@ import websockets
 
 from ..conftest import KEY, ORIGIN, Client, shows, visitor_id
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("socket_layer")]  # on each socket layer
 
 CAMPAIGNS = """
 version: 1
@@ -435,3 +435,26 @@ async def test_a_malformed_batch_is_refused_whole(start_server, events):
     error = await client.recv()
     assert error["t"] == "error" and error["code"] == "malformed"
     assert server.hub.stats.events == 0
+
+
+async def test_the_chosen_socket_layer_serves_ws_and_http_shares_its_port(start_server, socket_layer):
+    server = await start_server()
+    ws = await websockets.connect(server.url, subprotocols=["nudge.v1.json"], origin=ORIGIN, compression=None)
+    try:
+        # uvicorn names itself in the 101; picows sends no Server header
+        assert (ws.response.headers.get("server") == "uvicorn") == (socket_layer == "uvicorn")
+    finally:
+        await ws.close()
+    health = await asyncio.to_thread(lambda: json.loads(urllib.request.urlopen(server.http + "/healthz", timeout=5).read()))
+    assert health["status"] == "ok"
+
+
+def test_auto_picks_picows_when_installed_and_uvicorn_for_deflate():
+    from nudge.runtime.config import Settings
+
+    assert Settings().ws_server == "auto"
+    assert Settings().socket_layer() == "picows"  # installed with the tests (scripts/setup)
+    assert Settings(deflate=True).socket_layer() == "uvicorn"  # picows has no per-message deflate
+    assert Settings(ws_server="uvicorn").socket_layer() == "uvicorn"
+    assert "picows has no per-message deflate" in "; ".join(Settings(ws_server="picows", deflate=True).problems())
+    assert "ws_server must be" in "; ".join(Settings(ws_server="h2").problems())

@@ -10,7 +10,7 @@ from nudge.runtime.limits import Proxies
 
 from ..conftest import KEY, ORIGIN, WAIT, Client, visitor_id
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("socket_layer")]  # on each socket layer
 
 SHOP = "https://shop.example"
 
@@ -120,7 +120,11 @@ async def _until_fewer(server, n):
 
 
 @pytest.mark.parametrize("deflate", [False, True])
-async def test_per_message_deflate_only_when_enabled(start_server, deflate):
+async def test_per_message_deflate_only_when_enabled(start_server, deflate, socket_layer):
+    if deflate and socket_layer == "picows":
+        with pytest.raises(ValueError, match="--deflate needs --ws-server uvicorn"):
+            await start_server(deflate=deflate)
+        return
     server = await start_server(deflate=deflate)
     ws = await websockets.connect(server.url, subprotocols=["nudge.v1.json"], origin=ORIGIN, compression="deflate", open_timeout=WAIT)
     try:

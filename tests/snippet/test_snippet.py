@@ -28,9 +28,9 @@ from nudge.runtime.clock import FakeClock
 from nudge.runtime.config import Settings
 from nudge.store.memory import MemoryStore
 
-from ..conftest import KEY, WAIT, eventually
+from ..conftest import KEY, WAIT, current_layer, eventually
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("socket_layer")]  # on each socket layer
 
 MS = WAIT * 1000  # Playwright counts in milliseconds
 BACKEND_KEY = "sk_test_shop_backend"  # the shop's backend, for POST /api/events
@@ -134,10 +134,12 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        settings = Settings(host="127.0.0.1", port=self.port, site_keys=[KEY], origins=[self.shop], secret_keys=[BACKEND_KEY])
+        settings = Settings(host="127.0.0.1", port=self.port, site_keys=[KEY], origins=[self.shop], secret_keys=[BACKEND_KEY],
+                            ws_server=current_layer())
         app = create_app(settings, clock=self.clock, campaign_set=self.campaign_set)
         # As ``nudge serve`` runs it: connections are admitted (request deadline, per-address cap).
-        server = uvicorn.Server(server_config(app, settings, lifespan="on", log_level="warning"))
+        config = server_config(app, settings, lifespan="on", log_level="warning")
+        server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None
         self._task = asyncio.get_running_loop().create_task(server.serve())
         await eventually(lambda: server.started, "the server to start")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import secrets
@@ -213,8 +214,15 @@ def server_config(app: Starlette, settings: Settings, **options) -> uvicorn.Conf
     believing 127.0.0.1 whatever Nudge was told)."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+    http = app.state.admission.protocol(AutoHTTPProtocol)
+    if settings.socket_layer() == "picows":
+        # /ws on picows, on the same port: each connection's request line picks the protocol
+        # (nudge.runtime.picows_gateway); HTTP, and any socket uvicorn upgrades, stay as above.
+        from nudge.runtime.picows_gateway import Doorway, PicowsLayer
+
+        http = functools.partial(Doorway, PicowsLayer(app.state.gateway, app.state.admission), http)
     return uvicorn.Config(
-        app, host=settings.host, port=settings.port, http=app.state.admission.protocol(AutoHTTPProtocol),
+        app, host=settings.host, port=settings.port, http=http,
         proxy_headers=False, ws=settings.ws, ws_max_size=settings.max_frame, ws_per_message_deflate=settings.deflate,
         **options,
     )

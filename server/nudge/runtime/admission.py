@@ -145,6 +145,8 @@ class Admission:
             return None  # a Unix socket: whatever is on this machine is trusted
         address = peer[0]
         if (stale := self.waiting.get(peer)) is not None:
+            if stale.transport is transport:
+                return stale  # admitted already, by the door it came through (picows_gateway.Doorway)
             self._forget(peer, stale)  # its connection_lost never came (an upgrade that failed)
         trusted = self.proxies.trusts(address)
         counted = bool(self.per_ip) and not trusted
@@ -206,6 +208,20 @@ class Admission:
             self._forget(entry.peer, entry)
             entry.transport.close()
         return len(self.fresh) < self.total
+
+    def heard(self, transport: asyncio.BaseTransport) -> None:
+        """Some bytes of the connection's request came."""
+        peer = _peer(transport.get_extra_info("peername"))
+        entry = self.waiting.get(peer) if peer is not None else None
+        if entry is not None and entry.transport is transport:
+            entry.heard = True
+
+    def upgraded(self, transport: asyncio.BaseTransport) -> None:
+        """A WebSocket upgrade was accepted on it outside the ASGI app (picows): admitted for
+        good, as :meth:`began` admits one that uvicorn upgrades."""
+        peer = _peer(transport.get_extra_info("peername"))
+        if peer is not None:
+            self.began(peer, True)
 
     def lost(self, transport: asyncio.BaseTransport | None) -> None:
         if transport is None:

@@ -12,6 +12,12 @@ DEMO_CAMPAIGNS = PACKAGE / "demo" / "campaigns.yaml"
 DEMO_KEY = "pk_demo"
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
     """A site that embeds the snippet, known by its publishable key."""
@@ -78,6 +84,7 @@ class Settings:
     outbox_limit: int = 64  # unacknowledged messages kept per session
     send_queue_limit: int = 256  # frames waiting for a slow reader before it is disconnected
     ws: str = "websockets-sansio"  # uvicorn WebSocket implementation
+    ws_server: str = "auto"  # what serves /ws: uvicorn (with ``ws``), picows (same port; docs/scaling.md), or auto
     deflate: bool = False  # per-message deflate: costs 3-4x throughput, so off unless asked
     ping_interval: float = 20.0
     record: Path | None = None  # write the event log here (docs/replay.md)
@@ -132,7 +139,19 @@ class Settings:
             found.append(f"replay_max_records must be at least 1, got {self.replay_max_records}")
         if not self.replay_timeout > 0:
             found.append(f"replay_timeout must be above 0, got {self.replay_timeout:g}")
+        if self.ws_server not in ("auto", "uvicorn", "picows"):
+            found.append(f"ws_server must be auto, uvicorn or picows, got {self.ws_server!r}")
+        elif self.ws_server == "picows" and not _installed("picows"):
+            found.append("--ws-server picows needs picows: pip install 'nudge-server[picows]'")
+        elif self.ws_server == "picows" and self.deflate:
+            found.append("--deflate needs --ws-server uvicorn: picows has no per-message deflate")
         return found
+
+    def socket_layer(self) -> str:
+        """What serves /ws: ``auto`` is picows when it is installed and deflate is off, else uvicorn."""
+        if self.ws_server == "auto":
+            return "picows" if not self.deflate and _installed("picows") else "uvicorn"
+        return self.ws_server
 
     def campaign_file(self) -> Path | None:
         if self.campaigns is not None:
@@ -187,6 +206,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
         ("NUDGE_FRAMES_PER_SECOND", "frames_per_second", float),
         ("NUDGE_FRAME_BURST", "frame_burst", int),
         ("NUDGE_WS", "ws", str),
+        ("NUDGE_WS_SERVER", "ws_server", str),
         ("NUDGE_LOG_LEVEL", "log_level", str),
         ("NUDGE_NODE", "node", str),
         ("NUDGE_WRITE_BEHIND", "write_behind", float),

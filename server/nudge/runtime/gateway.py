@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from nudge import identity
 from nudge.errors import (
@@ -58,6 +59,21 @@ def _header(scope: dict, name: bytes) -> str | None:
     return None
 
 
+class Opened:
+    """What one socket holds while it is open: its connection, what it counts against, its
+    session once attached."""
+
+    __slots__ = ("conn", "address", "counted_ip", "counted_key", "live", "flooded")
+
+    def __init__(self, conn: Connection, address: str) -> None:
+        self.conn = conn
+        self.address = address  # the client's address (past trusted proxies)
+        self.counted_ip = False  # held against its address's connection limit
+        self.counted_key: str | None = None  # the site key it is held against, once past hello
+        self.live: Any = None  # its LiveSession, once attached
+        self.flooded = False  # closed by the frame budget (rather than the event budget)
+
+
 class Gateway:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -70,37 +86,26 @@ class Gateway:
         self._empty: asyncio.Event | None = None  # set when the last socket closes, while draining
 
     async def __call__(self, scope, receive, send) -> None:
+        """The ASGI driver (uvicorn): one coroutine per socket, awaiting each frame."""
         message = await receive()
         if message["type"] != "websocket.connect":
             return
         hub = self.hub
         settings = hub.settings
         offered = list(scope.get("subprotocols") or ())
-        codec = protocol.choose_codec(offered, settings.max_frame, settings.max_depth)
+        codec = self.codec_for(offered)
         if codec is None:
-            hub.metrics.refused["subprotocol"] += 1
             await send({"type": "websocket.close", "code": 1002})  # refused at the handshake: HTTP 403
             return
         peer = scope.get("client")
-        address = self.proxies.client_address(peer[0] if peer else None, _header(scope, b"x-forwarded-for"))
+        address = self.address_of(peer[0] if peer else None, _header(scope, b"x-forwarded-for"))
         await send({"type": "websocket.accept", "subprotocol": codec.subprotocol if offered else None})
-        origin = _header(scope, b"origin")
-        conn = Connection(
-            send, codec, limit=settings.send_queue_limit, rate=settings.events_per_second,
-            burst=settings.event_burst, now=hub.clock.now(), origin=origin, counts=hub.metrics.closed,
-        )
-        live = None
-        counted_ip = counted_key = None
-        flooded = False  # closed by the frame budget (rather than the event budget)
+        conn = self.connection(send, codec, _header(scope, b"origin"))
+        opened = Opened(conn, address)
         try:
-            if not self.accepting:
-                hub.metrics.refused["stopping"] += 1
+            if not self.admit(opened):
                 await refuse_while_stopping(conn, settings)
                 return
-            self.limits.open_ip(address)
-            counted_ip = address
-            self.open.add(conn)
-            self._watch_idle()
             try:
                 message = await asyncio.wait_for(receive(), settings.handshake_timeout)
             except TimeoutError:
@@ -108,19 +113,10 @@ class Gateway:
             if message["type"] != "websocket.receive":
                 _count_too_large(hub, message)
                 return
-            hello = protocol.decode_hello(codec, message.get("text") or message.get("bytes") or b"")
-            site = site_for(hub, hello.key, origin)
-            if hello.gpc or (settings.honour_gpc and _header(scope, b"sec-gpc") == "1"):
-                raise OptedOut("opted out (Global Privacy Control or optOut): nothing is collected")
-            if hello.user is not None or hello.user_token is not None:
-                refused = identity.refusal(hello.user_token, site.key, hello.user, hub.clock.now(), settings.secret_keys)
-                if refused is not None:
-                    raise IdentityRefused(f"hello.user_id: {refused}")
-            self.limits.open_key(site.key)
-            counted_key = site.key
-            live = await hub.attach(site, hello, conn, _header(scope, b"user-agent"))
-            if hello.user is not None:
-                await hub.identified(live, hello.user, hub.clock.now())  # proven above
+            live = await self.greet(
+                opened, message.get("text") or message.get("bytes") or b"",
+                _header(scope, b"sec-gpc"), _header(scope, b"user-agent"),
+            )
             await conn.flush()
             on_frame = hub.on_frame
             clock = hub.clock
@@ -132,7 +128,7 @@ class Gateway:
                     break
                 now = conn.last_seen = clock.now()
                 if not budget.take(now):
-                    flooded = True
+                    opened.flooded = True
                     raise RateLimited(f"more than {budget.rate:g} frames per second")
                 data = message.get("text")
                 if data is None:
@@ -147,31 +143,98 @@ class Gateway:
                 if conn.closed:
                     break
         except ConnectionRefused as exc:
-            if isinstance(exc, TooManyConnections):
-                hub.metrics.refused["per_key" if counted_ip is not None else "per_ip"] += 1
-                log.warning("closing connection from %s: %s", address, exc.reason)
-            else:
-                if isinstance(exc, RateLimited):
-                    hub.metrics.closed["frame_budget" if flooded else "event_budget"] += 1
-                else:
-                    hub.metrics.refused[_reason(exc)] += 1
-                log.info("closing connection: %s (%s)", exc.reason, exc.close_code)
+            self.refused(opened, exc)
             await conn.flush()
             await conn.close(exc.close_code, exc.reason)
         except Exception:
             log.exception("connection handler failed")
             await conn.close(1011, "internal error")
         finally:
-            conn.closed = True
-            self.open.discard(conn)
-            if not self.open and self._empty is not None:
-                self._empty.set()
-            if counted_ip is not None:
-                self.limits.close_ip(counted_ip)
-            if counted_key is not None:
-                self.limits.close_key(counted_key)
-            if live is not None:
-                await hub.detach(live, conn)
+            await self.finished(opened)
+
+    # --- the steps of a socket's life, shared by the drivers (ASGI here, picows_gateway) -----
+
+    def codec_for(self, offered: list[str]):
+        """The codec of the subprotocols a client offers, or None (refused at the handshake)."""
+        settings = self.hub.settings
+        codec = protocol.choose_codec(offered, settings.max_frame, settings.max_depth)
+        if codec is None:
+            self.hub.metrics.refused["subprotocol"] += 1
+        return codec
+
+    def address_of(self, peer: str | None, forwarded: str | None) -> str:
+        return self.proxies.client_address(peer, forwarded)
+
+    def connection(self, send, codec, origin: str | None, kind: type[Connection] = Connection) -> Connection:
+        hub = self.hub
+        settings = hub.settings
+        return kind(
+            send, codec, limit=settings.send_queue_limit, rate=settings.events_per_second,
+            burst=settings.event_burst, now=hub.clock.now(), origin=origin, counts=hub.metrics.closed,
+        )
+
+    def admit(self, opened: Opened) -> bool:
+        """An upgraded socket: count it against its address (raises TooManyConnections) and watch
+        it for silence. False while the server is stopping (the caller sends it away)."""
+        if not self.accepting:
+            self.hub.metrics.refused["stopping"] += 1
+            return False
+        self.limits.open_ip(opened.address)
+        opened.counted_ip = True
+        self.open.add(opened.conn)
+        self._watch_idle()
+        return True
+
+    async def greet(self, opened: Opened, data: str | bytes, sec_gpc: str | None, user_agent: str | None):
+        """The socket's first frame, its ``hello``: check it and attach the session (or raise a
+        ConnectionRefused). Returns the live session; its welcome is queued on the connection."""
+        hub = self.hub
+        settings = hub.settings
+        conn = opened.conn
+        hello = protocol.decode_hello(conn.codec, data)
+        site = site_for(hub, hello.key, conn.origin)
+        if hello.gpc or (settings.honour_gpc and sec_gpc == "1"):
+            raise OptedOut("opted out (Global Privacy Control or optOut): nothing is collected")
+        if hello.user is not None or hello.user_token is not None:
+            refused = identity.refusal(hello.user_token, site.key, hello.user, hub.clock.now(), settings.secret_keys)
+            if refused is not None:
+                raise IdentityRefused(f"hello.user_id: {refused}")
+        self.limits.open_key(site.key)
+        opened.counted_key = site.key
+        live = opened.live = await hub.attach(site, hello, conn, user_agent)
+        if hello.user is not None:
+            await hub.identified(live, hello.user, hub.clock.now())  # proven above
+        return live
+
+    def refused(self, opened: Opened, exc: ConnectionRefused) -> None:
+        """Count and log why a socket is being closed by a limit or a refusal."""
+        metrics = self.hub.metrics
+        if isinstance(exc, TooManyConnections):
+            metrics.refused["per_key" if opened.counted_ip else "per_ip"] += 1
+            log.warning("closing connection from %s: %s", opened.address, exc.reason)
+            return
+        if isinstance(exc, RateLimited):
+            metrics.closed["frame_budget" if opened.flooded else "event_budget"] += 1
+        else:
+            metrics.refused[_reason(exc)] += 1
+        log.info("closing connection: %s (%s)", exc.reason, exc.close_code)
+
+    async def finished(self, opened: Opened) -> None:
+        """The socket is closed: release what it held and detach its session."""
+        conn = opened.conn
+        conn.closed = True
+        self.open.discard(conn)
+        if not self.open and self._empty is not None:
+            self._empty.set()
+        if opened.counted_ip:
+            opened.counted_ip = False
+            self.limits.close_ip(opened.address)
+        if opened.counted_key is not None:
+            key, opened.counted_key = opened.counted_key, None
+            self.limits.close_key(key)
+        if opened.live is not None:
+            live, opened.live = opened.live, None
+            await self.hub.detach(live, conn)
 
     async def drained(self) -> None:
         """Return once no socket is open (see :func:`nudge.runtime.shutdown.drain`)."""

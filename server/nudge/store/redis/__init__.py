@@ -80,7 +80,7 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-def _batches(items: list) -> Iterator[list]:
+def _batches(items: list[Any]) -> Iterator[list[Any]]:
     """``items`` in slices of ``WRITE_BATCH``: one script call each."""
     for start in range(0, len(items), WRITE_BATCH):
         yield items[start:start + WRITE_BATCH]
@@ -227,7 +227,8 @@ class RedisStore:
         cannot be encoded is left out alone (counted in ``refused``, logged)."""
         retention = _ms(self.retention)
         for batch in _batches(states):
-            keys, args = [], [retention]
+            keys: list[str] = []
+            args: list[Any] = [retention]
             for state in batch:
                 data = self._encode("visitor", f"{state.site}/{state.id}", state)
                 if data is not None:
@@ -236,7 +237,8 @@ class RedisStore:
             if keys:
                 await self._save_visitors(keys=keys, args=args)
         for batch in _batches(sessions):
-            keys, args = [], [self.node]
+            keys = []
+            args = [self.node]
             for session, ttl in batch:
                 data = self._encode("session", f"{session.site}/{session.id}", session)
                 if data is not None:
