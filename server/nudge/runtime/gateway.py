@@ -18,6 +18,7 @@ from nudge.errors import (
     HandshakeError,
     HandshakeTimeout,
     IdentityRefused,
+    MarkRefused,
     OptedOut,
     OriginNotAllowed,
     RateLimited,
@@ -39,7 +40,7 @@ log = logging.getLogger("nudge.gateway")
 # The reason a refusal is counted under (nudge_connections_refused_total), most specific first.
 _REASONS = (
     (IdentityRefused, "identity"), (OriginNotAllowed, "origin"), (UnknownSiteKey, "site_key"),
-    (HandshakeTimeout, "handshake_timeout"), (HandshakeError, "hello"), (OptedOut, "opted_out"),
+    (HandshakeTimeout, "handshake_timeout"), (MarkRefused, "try"), (HandshakeError, "hello"), (OptedOut, "opted_out"),
     (StoreUnavailable, "store_unavailable"),
 )
 
@@ -116,9 +117,11 @@ class Gateway:
                 refused = identity.refusal(hello.user_token, site.key, hello.user, hub.clock.now(), settings.secret_keys)
                 if refused is not None:
                     raise IdentityRefused(f"hello.user_id: {refused}")
+            # A test-device mark: signed by this server for this site, in force (nudge.runtime.trials).
+            trial = hub.trials.admit(hello.trial, site.key, hub.clock.now()) if hello.trial is not None else None
             self.limits.open_key(site.key)
             counted_key = site.key
-            live = await hub.attach(site, hello, conn, _header(scope, b"user-agent"))
+            live = await hub.attach(site, hello, conn, _header(scope, b"user-agent"), trial)
             if hello.user is not None:
                 await hub.identified(live, hello.user, hub.clock.now())  # proven above
             await conn.flush()
