@@ -26,6 +26,7 @@ from nudge.ops.admin import routes as admin_routes
 from nudge.ops.cdp import SegmentEndpoints
 from nudge.ops.dashboard import routes as dashboard_routes
 from nudge.ops.editor import routes as editor_routes
+from nudge.ops.trials import routes as trial_routes
 from nudge.ops.routes import Routes, SecretKeyGuard, Serving
 from nudge.ops.server_events import ServerEvents
 from nudge.ops.webhooks import Webhooks, configured_endpoints
@@ -141,6 +142,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/v1/batch", segment.batch, methods=["POST"]),
         *(Route(f"/v1/{kind}", segment.route(kind), methods=["POST"]) for kind in ("track", "identify", "page", "screen", "group", "alias")),
         *editor_routes(editor, guard),  # before the campaign API: /api/campaigns/check is not an id
+        *trial_routes(editor, guard),
         *admin_routes(editor, guard),
         *dashboard_routes(hub, guard),
     ]
