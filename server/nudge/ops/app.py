@@ -26,9 +26,9 @@ from nudge.ops.admin import routes as admin_routes
 from nudge.ops.cdp import SegmentEndpoints
 from nudge.ops.dashboard import routes as dashboard_routes
 from nudge.ops.editor import routes as editor_routes
-from nudge.ops.trials import routes as trial_routes
 from nudge.ops.routes import Routes, SecretKeyGuard, Serving
 from nudge.ops.server_events import ServerEvents
+from nudge.ops.trials import routes as trial_routes
 from nudge.ops.webhooks import Webhooks, configured_endpoints
 from nudge.rules.campaigns import CampaignSet, load_file
 from nudge.runtime.admission import Admission

@@ -43,8 +43,6 @@ from nudge.runtime.persistence import Persistence, StoreHealth, WriteBehind, Wri
 from nudge.runtime.relaying import Relaying
 from nudge.runtime.results import Results, from_totals
 from nudge.runtime.scheduler import LocalTimer, Scheduler
-from nudge.runtime.trials import Trial, Trials
-from nudge.runtime.trials import visitor_id as trial_visitor_id
 from nudge.runtime.sessions import (
     LiveSession,
     Sessions,
@@ -53,6 +51,8 @@ from nudge.runtime.sessions import (
     new_session_id,
     new_visitor_id,
 )
+from nudge.runtime.trials import Trial, Trials
+from nudge.runtime.trials import visitor_id as trial_visitor_id
 from nudge.runtime.writes import (
     Backlog,
     DropSession,
