@@ -157,7 +157,7 @@ async def in_process_server(grace: float, retention: float, key: str = KEY):
 
     clock = FakeClock()
     settings = Settings(host="127.0.0.1", port=0, site_keys=[key], origins=[ORIGIN], grace=grace, retention=retention, max_connections_per_ip=0,
-                        max_pending_connections_per_ip=0)
+                        max_pending_connections_per_ip=0, max_pending_connections=0, new_connections_per_ip=0)
     app = create_app(settings, clock=clock, campaign_set=load_text(CAMPAIGNS, "soak.yaml"))
     config = uvicorn.Config(app, host="127.0.0.1", port=0, ws=settings.ws, lifespan="on", log_level="warning")
     server = uvicorn.Server(config)
@@ -324,7 +324,7 @@ async def soak(connections: int, seconds: float, churn: int, trim_every: float =
         status = Path(tmp) / "objects"
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-c", LAUNCHER, "serve", "--port", str(port), "--campaigns", str(campaigns),
-            "--site-key", KEY, "--origin", ORIGIN, "--grace", "5", "--max-connections-per-ip", "0", "--max-pending-connections-per-ip", "0",
+            "--site-key", KEY, "--origin", ORIGIN, "--grace", "5", "--max-connections-per-ip", "0", "--max-pending-connections-per-ip", "0", "--max-pending-connections", "0", "--new-connections-per-ip", "0",
             "--log-level", "warning", env={**os.environ, "NUDGE_SOAK_STATUS": str(status)},
         )
         samples: list[tuple[float, int]] = []  # (t, RSS KiB)

@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings.trusted_proxies += args.trusted_proxy or []
     settings.webhook_allow += args.webhook_allow or []
     for name in ("idle_timeout", "restart_window", "shutdown_timeout", "max_connections_per_ip", "max_connections_per_key", "retention",
-                 "request_timeout", "max_pending_connections_per_ip", "max_visitors"):
+                 "request_timeout", "max_pending_connections_per_ip", "max_pending_connections", "new_connections_per_ip", "max_visitors"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(settings, name, value)
@@ -300,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-connections-per-ip", type=int, help="open sockets per client address, 0 for no limit (NUDGE_MAX_CONNECTIONS_PER_IP; default 64)")
     serve.add_argument("--request-timeout", type=float, help="seconds a connection may take to send a complete request, a WebSocket upgrade included, 0 for no limit (NUDGE_REQUEST_TIMEOUT; default 10)")
     serve.add_argument("--max-pending-connections-per-ip", type=int, help="connections per client address that have not sent a request yet, 0 for no limit (NUDGE_MAX_PENDING_CONNECTIONS_PER_IP; default 32)")
+    serve.add_argument("--max-pending-connections", type=int, help="connections from all addresses together that have not sent a request yet, 0 for no limit (NUDGE_MAX_PENDING_CONNECTIONS; default 512)")
+    serve.add_argument("--new-connections-per-ip", type=float, help="new connections a second from one client address, ten seconds of them saved up, 0 for no limit (NUDGE_NEW_CONNECTIONS_PER_IP; default 50)")
     serve.add_argument("--max-connections-per-key", type=int, help="open sockets per site key on this node, 0 for no limit (NUDGE_MAX_CONNECTIONS_PER_KEY; default 0)")
     serve.add_argument("--trusted-proxy", action="append", help="an address or network whose X-Forwarded-For is believed, repeatable (NUDGE_TRUSTED_PROXIES)")
     serve.add_argument("--restart-window", type=float, help="seconds over which sockets are told to reconnect when the server stops (NUDGE_RESTART_WINDOW; default 10)")

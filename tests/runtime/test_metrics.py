@@ -262,7 +262,7 @@ async def test_beacons_refused_are_counted_by_reason(start_server):
     moves = await Moves(server).start()
 
     def post(body: bytes, origin: str = ORIGIN) -> int:
-        request = urllib.request.Request(server.http + "/beacon", data=body, headers={"Origin": origin, "Content-Type": "text/plain"})
+        request = urllib.request.Request(server.http + f"/beacon?key={KEY}", data=body, headers={"Origin": origin, "Content-Type": "text/plain"})
         try:
             return urllib.request.urlopen(request, timeout=5).status
         except urllib.error.HTTPError as exc:

@@ -184,7 +184,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
 
     admission = Admission(
         settings.request_timeout, settings.max_pending_connections_per_ip, Proxies(settings.trusted_proxies),
-        refused=hub.metrics.refused, closed=hub.metrics.closed,
+        refused=hub.metrics.refused, closed=hub.metrics.closed, total=settings.max_pending_connections,
+        new_per_ip=settings.new_connections_per_ip,
     )
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[
         Middleware(admission.middleware), Middleware(SocketFirst, gateway=gateway),

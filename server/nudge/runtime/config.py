@@ -56,6 +56,8 @@ class Settings:
     handshake_timeout: float = 10.0  # seconds to wait for hello
     request_timeout: float = 10.0  # seconds a connection may take to send a complete request (0: no limit)
     max_pending_connections_per_ip: int = 32  # connections from one address yet to send a request (0: no limit)
+    max_pending_connections: int = 512  # connections from all addresses together yet to send a request (0: no limit)
+    new_connections_per_ip: float = 50.0  # new connections a second from one address, 10 s of them saved up (0: no limit)
     idle_timeout: float = 150.0  # seconds a socket may send nothing before it is closed (0: never)
     max_connections_per_ip: int = 64  # open sockets from one client address (0: no limit)
     max_connections_per_key: int = 0  # open sockets per site key on one node (0: no limit)
@@ -170,6 +172,8 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
         ("NUDGE_HANDSHAKE_TIMEOUT", "handshake_timeout", float),
         ("NUDGE_REQUEST_TIMEOUT", "request_timeout", float),
         ("NUDGE_MAX_PENDING_CONNECTIONS_PER_IP", "max_pending_connections_per_ip", int),
+        ("NUDGE_MAX_PENDING_CONNECTIONS", "max_pending_connections", int),
+        ("NUDGE_NEW_CONNECTIONS_PER_IP", "new_connections_per_ip", float),
         ("NUDGE_MAX_CONNECTIONS_PER_IP", "max_connections_per_ip", int),
         ("NUDGE_MAX_CONNECTIONS_PER_KEY", "max_connections_per_key", int),
         ("NUDGE_EVENTS_PER_SECOND", "events_per_second", float),

@@ -21,8 +21,10 @@ nudge_connections_refused_total        counter    sockets turned away before a s
   {reason}                                        reason: origin, site_key, hello, identity,
                                                   handshake_timeout, per_ip, per_key,
                                                   subprotocol, opted_out, store_unavailable,
-                                                  stopping; pending_per_ip (a TCP connection,
-                                                  before any request: nudge.runtime.admission)
+                                                  stopping; new_per_ip, pending_per_ip, pending (a TCP
+                                                  connection before any request, past the
+                                                  limit of its address or of all:
+                                                  nudge.runtime.admission)
 nudge_connections_closed_total         counter    open sockets closed by a limit, by reason:
   {reason}                                        event_budget, frame_budget, idle, send_queue,
                                                   frame_too_large; request_timeout (a TCP
