@@ -8,7 +8,7 @@ import { startCapture, pageProps } from './capture.js';
 import { State } from './codes.js';
 import { createRenderer } from './render.js';
 import { msgpack, json } from './codec.js';
-import { KEYS, memoryStore, openStore } from './storage.js';
+import { KEYS, memoryStore, openStore, prefixed } from './storage.js';
 import { Transport } from './transport.js';
 
 const SNIPPET_VERSION = '0.1.0';
@@ -67,8 +67,15 @@ export function install(win, env = {}) {
       early = [];
       return;
     }
-    const [local, session] =
+    let [local, session] =
       options.storage === 'memory' ? (memory = memory || [memoryStore(), memoryStore()]) : stored;
+    // A test device (the editor's "Try it on my device" link): a visitor of its own while the
+    // mark lasts; the server checks the mark, and says when it no longer holds (4410).
+    const mark = testMark(win, local, env.now || Date.now);
+    if (mark) {
+      local = prefixed(local);
+      session = prefixed(session);
+    }
 
     const host = String(o.host || originOf(env.scriptSrc, win.location.href)).replace(/\/+$/, '');
     transport = new Transport({
@@ -82,6 +89,15 @@ export function install(win, env = {}) {
       random: env.random,
       onShow: deliver,
       onState: (state) => emit('nudge:state', state),
+      trial: mark,
+      onTrialEnded: () => {
+        // Refused, expired or ended: this browser is itself again, from a new connection.
+        stored[0].remove(KEYS.trial);
+        if (memory) memory[0].remove(KEYS.trial);
+        const again = o;
+        shutdown();
+        init(again);
+      },
     });
     if (options.render) {
       renderer = createRenderer({
@@ -233,6 +249,33 @@ export function install(win, env = {}) {
     }
   }
   return api;
+}
+
+/**
+ * The test-device mark of this browser: taken from the link's `#nudge-try=…` (the fragment is
+ * removed from the address before anything reads it) and kept in `local` until it expires;
+ * null when there is none.
+ */
+function testMark(win, local, now) {
+  const loc = win.location;
+  const found = /^#nudge-try=(t1\.[0-9]+\.[0-9a-f]+\.[0-9a-f]+)$/.exec(loc.hash || '');
+  if (found) {
+    local.set(KEYS.trial, found[1]);
+    try {
+      win.history.replaceState(win.history.state, '', loc.pathname + loc.search);
+    } catch (e) {
+      // a sandboxed page: the fragment stays, nothing else changes
+    }
+  }
+  const mark = local.get(KEYS.trial);
+  if (!mark) return null;
+  const expires = Number(mark.split('.')[1]) * 1000;
+  if (!(expires > now())) {
+    local.remove(KEYS.trial);
+    return null;
+  }
+  if (found) warn('this browser is a test device until', new Date(expires).toISOString());
+  return mark;
 }
 
 /** {msg, campaign} of the events that report on a message. */

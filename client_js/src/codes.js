@@ -18,6 +18,7 @@ export const Close = {
   ORIGIN: 4403, // origin not allowed for this key: stop
   HELLO_TIMEOUT: 4408, // no hello in time, or idle too long: reconnect with backoff
   TAKEN_OVER: 4409, // another connection resumed this session: stop (the other tab has it)
+  MARK_REFUSED: 4410, // the test-device mark is not (or no longer) valid: drop it, connect as yourself
   RATE_LIMITED: 4429, // too many events: reconnect after backoff, resend unacked events
   TOO_MANY: 4430, // too many connections from this address or for this key: reconnect after backoff
   OPTED_OUT: 4451, // the visitor opted out (GPC): stop

@@ -11,7 +11,21 @@ export const KEYS = {
   seq: 'nudge:seq', // sessionStorage: seq of the last event created in that session
   outbox: 'nudge:outbox', // sessionStorage: JSON array of unacknowledged events {seq, name, props}
   seen: 'nudge:seen', // localStorage: JSON array of the latest message ids processed, in any tab
+  trial: 'nudge:try', // localStorage: a test-device mark (t1.<expires>.<trial>.<signature>) until it expires
 };
+
+/**
+ * The same store with every key under `nudge:try:` (a test device keeps a visitor, session and
+ * outbox of its own, apart from the visitor this browser is otherwise).
+ */
+export function prefixed(store) {
+  const k = (key) => 'nudge:try:' + key.slice('nudge:'.length);
+  return {
+    get: (key) => store.get(k(key)),
+    set: (key, value) => store.set(k(key), value),
+    remove: (key) => store.remove(k(key)),
+  };
+}
 
 /**
  * A string store over `win[name]` ('localStorage' or 'sessionStorage'): get, set, remove.

@@ -49,6 +49,8 @@ export class Transport {
     this._random = o.random || Math.random; // jitter source for backoff
     this._onShow = o.onShow || noop; // receives each `show` not seen before
     this._onState = o.onState || noop; // receives each new state
+    this._trial = o.trial || null; // a test-device mark, sent in hello
+    this._onTrialEnded = o.onTrialEnded || noop; // the server refused the mark (4410)
     this._warn = o.warn || ((...a) => console.warn('[nudge]', ...a));
     this._local = o.local; // visitor id
     this._store = o.session; // session id, rx, seq, outbox
@@ -203,6 +205,7 @@ export class Transport {
     if (ws !== this._ws) return;
     this._codec = pick(this._codecs, ws.protocol);
     const hello = { t: 'hello', v: VERSION, key: this.key, visitor: this._visitor };
+    if (this._trial) hello.try = this._trial;
     if (this._session) {
       hello.session = this._session;
       hello.rx = this._rx;
@@ -322,6 +325,12 @@ export class Transport {
     this._clear('ping');
     this._clear('dead');
     if (FATAL.indexOf(code) >= 0) return this._fail(code);
+    if (code === Close.MARK_REFUSED && this._trial) {
+      this._stopped = true;
+      this._clearAll();
+      this._setState(State.CLOSED);
+      return this._onTrialEnded();
+    }
     if (code === Close.TOO_LARGE) {
       // The snippet never writes a frame over MAX_FRAME, so the server's limit is lower. A frame
       // of one event: that event is the one it refused, and resending it would loop. A batch:

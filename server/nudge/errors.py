@@ -12,6 +12,7 @@
     │   ├── OriginNotAllowed      page origin not on the key's allow-list   (4403)
     │   │   └── IdentityRefused       hello names a user without a valid token (4403)
     │   ├── HandshakeTimeout      no ``hello`` in time                      (4408)
+    │   ├── MarkRefused           ``hello.try`` forged, expired or ended    (4410)
     │   ├── RateLimited           too many events per second                (4429)
     │   ├── TooManyConnections    over the per-address or per-key limit     (4430)
     │   ├── OptedOut              the visitor opted out (GPC, optOut)       (4451)
@@ -86,6 +87,14 @@ class IdentityRefused(OriginNotAllowed):
 
 class HandshakeTimeout(ConnectionRefused):
     close_code = 4408
+
+
+class MarkRefused(ConnectionRefused):
+    """``hello.try`` is not a test-device mark of this site that is still in force (made up,
+    changed, expired, ended), or the mark of an open test device ran out: the snippet drops
+    the mark and connects again as the visitor it is (docs/operate.md, "Try it on my device")."""
+
+    close_code = 4410
 
 
 class RateLimited(ConnectionRefused):

@@ -83,3 +83,41 @@ def check_identify(props: dict, site: str, now: float, secret_keys: list[str], s
         raise BadEvent(f"props.user_id: {reason}", seq)
     del props["user_token"]
     return True
+
+
+# --- test-device marks ---------------------------------------------------------------------------
+# "Try it on my device" (docs/operate.md): the editor, behind the secret key, is given a mark
+#
+#     "t1.<expires_at>.<trial id>.<hex HMAC-SHA256 of b"nudge-try-v1\n<site>\n<trial>\n<expires>">"
+#
+# that a browser presents in ``hello.try``. Only the server (the secret side) can make one; it
+# names one trial of one site and expires. A page visitor who makes up a mark, or changes one,
+# gets a socket closed with 4410 and nothing else.
+
+_MARK = re.compile(r"^t1\.(\d{1,12})\.([0-9a-f]{12})\.([0-9a-f]{64})$")
+
+
+def _mark_message(site: str, trial: str, expires_at: int) -> bytes:
+    return f"nudge-try-v1\n{site}\n{trial}\n{expires_at}".encode()
+
+
+def sign_mark(secret_key: str, site: str, trial: str, expires_at: int) -> str:
+    """The test-device mark of ``trial`` on ``site``, valid until ``expires_at`` (Unix seconds)."""
+    digest = hmac.new(secret_key.encode(), _mark_message(site, trial, int(expires_at)), hashlib.sha256).hexdigest()
+    return f"t1.{int(expires_at)}.{trial}.{digest}"
+
+
+def mark_refusal(mark: Any, site: str, now: float, secret_keys: list[str]) -> tuple[str | None, str | None]:
+    """(the trial id, None) when ``mark`` is a test-device mark this server signed for ``site``
+    that has not expired; else (None, why not)."""
+    match = _MARK.match(mark) if isinstance(mark, str) else None
+    if match is None:
+        return None, "hello.try is not a test-device mark"
+    expires_at, trial, given = int(match.group(1)), match.group(2), match.group(3)
+    if expires_at <= now:
+        return None, "the test-device mark has expired"
+    message = _mark_message(site, trial, expires_at)
+    for key in secret_keys:
+        if key and hmac.compare_digest(hmac.new(key.encode(), message, hashlib.sha256).hexdigest(), given):
+            return trial, None
+    return None, "the test-device mark is not signed for this site"

@@ -156,10 +156,13 @@ class CampaignEditor:
         return revision
 
     def _apply(self, revision: int, document: dict) -> None:
-        """Put a document in force on this node (it validated when it was written)."""
-        campaign_set = load_data(self.as_data(document), "api")
+        """Put a document in force on this node (it validated when it was written). A change
+        of the test devices' trials alone leaves the campaigns in force as they are."""
+        if self.as_data(document) != self.as_data(self.document) or revision == 0 or not self.revision:
+            campaign_set = load_data(self.as_data(document), "api")
+            self.hub.reload(campaign_set)
         self.revision, self.document = revision, document
-        self.hub.reload(campaign_set)
+        self.hub.trials.update(document.get("trials"), lambda spec: load_data(trial_data(document, spec), "try"))
 
     @staticmethod
     def as_data(document: dict) -> dict:
@@ -176,6 +179,8 @@ class CampaignEditor:
             self.document.get("settings_version", 1),
         )
         remember_versions(self.document, document, self.hub.clock.now())
+        if self.document.get("trials"):
+            document["trials"] = self.document["trials"]  # the test devices' trials outlive a file change
         self.document = self._from_file = document
 
         async def publish(_due: float) -> None:
@@ -238,6 +243,17 @@ class CampaignEditor:
         prefix = f"campaigns[{index}]."
         return [{"field": w.field[len(prefix):], "message": w.message}
                 for w in self.hub.engine.campaign_set.warnings if w.field.startswith(prefix)]
+
+
+def trial_data(document: dict, spec: dict) -> dict:
+    """What a test device's trial runs (nudge.runtime.trials): every campaign of the document,
+    paused ones too, with the trial's drafts in place of the campaigns of the same id (or after
+    them), as a campaign file's plain data."""
+    drafts = [c for c in spec.get("campaigns", []) if isinstance(c, dict)]
+    ids = {c.get("id") for c in drafts}
+    campaigns = [{k: v for k, v in c.items() if k != "enabled"} for c in document["campaigns"]
+                 if isinstance(c, dict) and c.get("id") not in ids]
+    return {**document["settings"], "campaigns": [*campaigns, *({k: v for k, v in c.items() if k != "enabled"} for c in drafts)]}
 
 
 def _problems(exc: CampaignError, result: dict | None) -> list[dict]:

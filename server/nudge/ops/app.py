@@ -31,6 +31,7 @@ from nudge.ops.draft_replay import routes as draft_replay_routes
 from nudge.ops.editor import routes as editor_routes
 from nudge.ops.routes import Routes, SecretKeyGuard, Serving
 from nudge.ops.server_events import ServerEvents
+from nudge.ops.trials import routes as trial_routes
 from nudge.ops.webhooks import Webhooks, configured_endpoints
 from nudge.rules.campaigns import CampaignSet, load_file
 from nudge.runtime.admission import Admission
@@ -147,6 +148,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         *(Route(f"/v1/{kind}", segment.route(kind), methods=["POST"]) for kind in ("track", "identify", "page", "screen", "group", "alias")),
         *editor_routes(editor, guard),  # before the campaign API: /api/campaigns/check is not an id
         *draft_replay_routes(replaying, guard),  # and /api/campaigns/replay is not one either
+        *trial_routes(editor, guard),
         *admin_routes(editor, guard),
         *dashboard_routes(hub, guard),
     ]

@@ -277,6 +277,7 @@ class Hello:
     user: str | None = None  # an identified user, proven by ``user_token`` (nudge.identity)
     user_token: str | None = None
     gpc: bool = False  # the visitor opted out: Global Privacy Control, or the snippet's optOut
+    trial: str | None = None  # ``try``: a test-device mark (nudge.identity.sign_mark), checked by the gateway
 
 
 def _int(frame: dict[str, Any], key: str, default: int | None = None) -> int:
@@ -315,7 +316,10 @@ def parse_hello(frame: Any) -> Hello:
     user, token = frame.get("user_id"), frame.get("user_token")
     if user is not None and not isinstance(user, str):
         raise HandshakeError("hello.user_id must be a string")
-    return Hello(key, visitor, session, rx, user, token if isinstance(token, str) else None, frame.get("gpc") is True)
+    mark = frame.get("try")
+    if mark is not None and not isinstance(mark, str):
+        raise HandshakeError("hello.try must be a string")
+    return Hello(key, visitor, session, rx, user, token if isinstance(token, str) else None, frame.get("gpc") is True, mark)
 
 
 def decode_hello(codec: JsonCodec | MsgpackCodec, data: str | bytes) -> Hello:

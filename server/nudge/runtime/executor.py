@@ -51,6 +51,21 @@ class Executor:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub  # its engine (replaced on reload), store, counters and sockets
         self.render_failed: set[str] = set()  # campaigns whose render failure was logged since the last reload
+        # Where outcomes are counted: the hub's (a test device's executor has its own,
+        # nudge.runtime.trials.TrialExecutor, which nobody reads as results).
+        self.results = hub.results
+        self.stats = hub.stats
+        self.metrics = hub.metrics
+        self.webhooks = hub.webhooks
+
+    @property
+    def engine(self):
+        """The engine whose decisions these are (the hub's, replaced on reload)."""
+        return self.hub.engine
+
+    def _user_of(self, state: VisitorState) -> str | None:
+        """The signed-in user whose caps across devices a show counts in."""
+        return signed_in(state)
 
     async def carry_out(
         self, live: LiveSession | None, visitor: Visitor, decisions: list[Decision], now: float,
@@ -59,7 +74,7 @@ class Executor:
         """``once`` names the timer firing these decisions come from, so that a firing carried out
         twice (its node died before finishing it, and another node claimed it again) shows once."""
         state = visitor.state
-        results = self.hub.results
+        results = self.results
         self._remember(live, state, decisions, now)
         for decision in decisions:
             if isinstance(decision, Show):
@@ -72,7 +87,7 @@ class Executor:
                 queued_by_store = False
                 kept = False  # the visitor's queue keeps it until a tab acknowledges it
                 shared = not self.hub.alone  # another node may show to the visitor at the same moment
-                if shared or signed_in(state) is not None:
+                if shared or self._user_of(state) is not None:
                     queue = None
                     if shared and (placement.route == timeline.QUEUE or (once is not None and placement.route == timeline.TAB)):
                         # A timer's show is durable before it leaves: queued with its cap count in one
@@ -83,7 +98,7 @@ class Executor:
                     if reason == "duplicate" and await self._redeliver(live, state, message["id"], now):
                         continue
                     if reason is not None:  # another node showed it first: a suppression
-                        self.hub.stats.lost_races += 1
+                        self.stats.lost_races += 1
                         self._count_suppressed(live, state, decision.campaign, decision.variant, reason, now)
                         if live is not None:
                             showing = live.state.showing
@@ -91,9 +106,9 @@ class Executor:
                                 live.state.showing = None  # nothing went on screen
                         continue
                     queued_by_store = queue is not None and not kept  # the confirming script queued it already
-                self.hub.stats.shown += 1
+                self.stats.shown += 1
                 results.count(decision.campaign, decision.variant, "sent")
-                if self.hub.webhooks is not None:
+                if self.webhooks is not None:
                     self.emit("decision", state, decision.campaign, decision.variant, outcome="sent", message=message)
                 if placement.route == timeline.HAND_OFF:
                     self.emit("offline", state, decision.campaign, decision.variant, message=message,
@@ -128,7 +143,7 @@ class Executor:
                     live.trace.append((now, decision.campaign, decision.variant, f"deferred:{decision.reason}"))
             elif isinstance(decision, Converted):
                 results.count(decision.campaign, decision.variant, "converted")
-                if self.hub.webhooks is not None:
+                if self.webhooks is not None:
                     self.emit("converted", state, decision.campaign, decision.variant)
                 if live is not None:
                     live.trace.append((now, decision.campaign, decision.variant, "converted"))
@@ -143,9 +158,9 @@ class Executor:
         """Count a show that did not happen, the same whether the engine suppressed it or another
         node's show beat it to a cap: the results, the webhook-out decision, the session's trace."""
         outcome = f"suppressed:{reason}"
-        self.hub.stats.suppressed += 1
-        self.hub.results.count(campaign, variant, outcome)
-        if self.hub.webhooks is not None:
+        self.stats.suppressed += 1
+        self.results.count(campaign, variant, outcome)
+        if self.webhooks is not None:
             self.emit("decision", state, campaign, variant, outcome=outcome)
         if live is not None:
             live.trace.append((now, campaign, variant, outcome))
@@ -168,15 +183,15 @@ class Executor:
                     })
 
     def _expires(self, campaign_id: str) -> float:
-        campaign = self.hub.engine.by_id.get(campaign_id)
+        campaign = self.engine.by_id.get(campaign_id)
         return campaign.expires if campaign is not None else 86400.0
 
     def _offline_rule(self, campaign_id: str) -> str:
         """The campaign's ``offline:`` as the timeline applies it: the webhook hand-off only when an
         endpoint takes the campaign's ``offline`` events (else it is queued)."""
-        campaign = self.hub.engine.by_id.get(campaign_id)
+        campaign = self.engine.by_id.get(campaign_id)
         offline = campaign.offline if campaign is not None else "queue"
-        takes = self.hub.webhooks is not None and self.hub.webhooks.takes("offline", campaign_id)
+        takes = self.webhooks is not None and self.webhooks.takes("offline", campaign_id)
         return timeline.offline_rule(offline, takes)
 
     def _place(self, decision: Show, live: LiveSession | None, visitor: Visitor, now: float) -> timeline.Placement:
@@ -269,9 +284,8 @@ class Executor:
 
     def emit(self, kind: str, state: VisitorState, campaign: str, variant: str | None, **extra) -> None:
         """A webhook-out event about ``campaign`` for this visitor (see :mod:`nudge.ops.webhooks`)."""
-        webhooks = self.hub.webhooks
-        if webhooks is not None:
-            webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
+        if self.webhooks is not None:
+            self.webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
 
     def deliver(self, live: LiveSession, message: dict, kept: bool = False) -> None:
         """Give a message the session's next seq, keep it until acknowledged, and send it.
@@ -289,8 +303,8 @@ class Executor:
         self.hub.persistence.changed(live)
         conn = live.conn
         if conn is not None:
-            self.hub.metrics.messages[message.get("kind", "")] += 1
-            self.hub.metrics.pushed += 1
+            self.metrics.messages[message.get("kind", "")] += 1
+            self.metrics.pushed += 1
             conn.push(frame)
             conn.kick()
 
@@ -301,8 +315,8 @@ class Executor:
         """Check and count a show's caps in the shared store, and a signed-in user's caps (all
         their devices) in any store; the reason it lost, or None. With the store unreachable,
         this node's own view of the caps (the engine's) stands."""
-        campaign = self.hub.engine.by_id.get(campaign_id)
-        limits = self.hub.engine.limits
+        campaign = self.engine.by_id.get(campaign_id)
+        limits = self.engine.limits
         caps = campaign.caps if campaign is not None else None
         check = CapCheck(
             campaign_id,
@@ -315,7 +329,7 @@ class Executor:
                 reason = await self.hub.store.confirm_show(state.site, state.id, check, now, once=once, queue=queue)
                 if reason is not None:
                     return reason
-            user = signed_in(state)
+            user = self._user_of(state)
             return None if user is None else await self.hub.store.confirm_user_show(state.site, user, check, now)
         except self.hub.store.unavailable as exc:
             self.hub.store_failed(exc)

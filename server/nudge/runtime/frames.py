@@ -105,7 +105,9 @@ class Frames:
         now = self.clock.now()
         if not conn.events.take(now):
             raise RateLimited(f"more than {self.settings.events_per_second:g} events per second")
-        engine = self.hub.engine
+        trial = live.visitor.trial  # a test device (nudge.runtime.trials): its trial decides, counting nothing
+        executor = self.executor if trial is None else trial.executor
+        engine = executor.engine
         try:
             event = events.validate(frame.get("name"), frame.get("props"), seq, engine.custom_events)
             proven = event.name == "identify" and identity.check_identify(
@@ -125,7 +127,7 @@ class Frames:
             # Whatever fell due before this event happens before it, as it would have if the
             # loop had not been busy: the decisions then do not depend on when the loop woke.
             await self.scheduler.run_due(now)
-        if self.hub.recorder is not None:
+        if self.hub.recorder is not None and trial is None:
             self.hub.recorder.record("ev", now, visitor=session.visitor, session=session.id, name=event.name, props=event.props)
         metrics = self.metrics
         pushed = metrics.pushed
@@ -133,11 +135,14 @@ class Frames:
         decisions = engine.on_event(live.view, event, now)
         session.last_event_seq = seq
         self.stats.events += 1
-        self.metrics.events[event.name] += 1
+        executor.metrics.events[event.name] += 1
         if event.name in ("shown", "clicked", "dismissed"):
-            self._count_outcome(event, live, now)
+            if trial is None:
+                self._count_outcome(event, live, now)
+            elif isinstance(event.props.get("campaign"), str):
+                trial.note(live, live.visitor.state, event.props["campaign"], None, event.name, now, engine)
         if decisions:
-            await self.executor.carry_out(live, live.visitor, decisions, now)
+            await executor.carry_out(live, live.visitor, decisions, now)
         if proven:
             await self.hub.identified(live, event.props["user_id"], now)
         took = time.perf_counter() - started

@@ -19,6 +19,7 @@ from nudge.errors import (
     HandshakeError,
     HandshakeTimeout,
     IdentityRefused,
+    MarkRefused,
     OptedOut,
     OriginNotAllowed,
     RateLimited,
@@ -40,7 +41,7 @@ log = logging.getLogger("nudge.gateway")
 # The reason a refusal is counted under (nudge_connections_refused_total), most specific first.
 _REASONS = (
     (IdentityRefused, "identity"), (OriginNotAllowed, "origin"), (UnknownSiteKey, "site_key"),
-    (HandshakeTimeout, "handshake_timeout"), (HandshakeError, "hello"), (OptedOut, "opted_out"),
+    (HandshakeTimeout, "handshake_timeout"), (MarkRefused, "try"), (HandshakeError, "hello"), (OptedOut, "opted_out"),
     (StoreUnavailable, "store_unavailable"),
 )
 
@@ -199,9 +200,11 @@ class Gateway:
             refused = identity.refusal(hello.user_token, site.key, hello.user, hub.clock.now(), settings.secret_keys)
             if refused is not None:
                 raise IdentityRefused(f"hello.user_id: {refused}")
+        # A test-device mark: signed by this server for this site, in force (nudge.runtime.trials).
+        trial = hub.trials.admit(hello.trial, site.key, hub.clock.now()) if hello.trial is not None else None
         self.limits.open_key(site.key)
         opened.counted_key = site.key
-        live = opened.live = await hub.attach(site, hello, conn, user_agent)
+        live = opened.live = await hub.attach(site, hello, conn, user_agent, trial)
         if hello.user is not None:
             await hub.identified(live, hello.user, hub.clock.now())  # proven above
         return live

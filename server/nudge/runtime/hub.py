@@ -52,6 +52,8 @@ from nudge.runtime.sessions import (
     new_session_id,
     new_visitor_id,
 )
+from nudge.runtime.trials import Trial, Trials
+from nudge.runtime.trials import visitor_id as trial_visitor_id
 from nudge.runtime.writes import (
     Backlog,
     DropSession,
@@ -145,6 +147,7 @@ class Hub:
         self.frames = Frames(self)  # each frame of a session's socket (or beacon)
         self.on_frame = self.frames.on_frame  # the socket's receive loop calls this
         self.write_error: str | None = None  # why the last write-behind failed, other than unreachable
+        self.trials = Trials(self)  # test devices' trials in force (nudge.runtime.trials), set by the editor
 
     async def start(self) -> None:
         try:
@@ -184,10 +187,17 @@ class Hub:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    async def attach(self, site: Site, hello: Hello, conn: Connection, user_agent: str | None = None) -> LiveSession:
-        """Bind a socket to a session: resume the one named in ``hello`` or start a new one."""
+    async def attach(
+        self, site: Site, hello: Hello, conn: Connection, user_agent: str | None = None, trial: Trial | None = None,
+    ) -> LiveSession:
+        """Bind a socket to a session: resume the one named in ``hello`` or start a new one.
+        ``trial``: the hello's test-device mark was checked and names it (the visitor is then
+        a test visitor of that trial, made here if the hello names none)."""
         now = self.clock.now()
         visitor_id = hello.visitor or new_visitor_id()
+        if self.trials.of(visitor_id) is not (trial or None):
+            # A test visitor's id only with its trial's mark; a marked browser gets a visitor of the trial.
+            visitor_id = trial_visitor_id(trial.id) if trial is not None else new_visitor_id()
         live = self.sessions.get(hello.session) if hello.session else None
         if live is not None and (live.state.site != site.key or live.state.visitor != visitor_id):
             live = None  # not theirs to resume
@@ -226,7 +236,7 @@ class Hub:
         live.conn = conn
         self.stats.connections += 1
         session = live.state
-        if self.recorder is not None:
+        if self.recorder is not None and live.visitor.trial is None:  # a test device is not traffic
             if resumed:
                 self.recorder.record("resume", now, visitor=visitor_id, session=session.id)
             else:
@@ -242,9 +252,16 @@ class Hub:
                 conn.push(frame)
         if not self.alone:
             await self.relaying.hold(live)
-        await self.executor.deliver_queued(live, now)
-        await self.executor.carry_out(live, live.visitor, self.engine.on_resume(live.view, now), now)
+        executor = self.executor_of(live.visitor)
+        await executor.deliver_queued(live, now)
+        await executor.carry_out(live, live.visitor, executor.engine.on_resume(live.view, now), now)
         return live
+
+    def executor_of(self, visitor: Visitor) -> Executor:
+        """Who decides and carries out for ``visitor``: the hub's executor, or a test
+        visitor's trial's (nudge.runtime.trials)."""
+        trial = visitor.trial
+        return self.executor if trial is None else trial.executor
 
     async def identified(self, live: LiveSession, user: str, now: float) -> None:
         """The session proved (a signed token) that it shows ``user``: remember which visitor
@@ -258,6 +275,8 @@ class Hub:
         site, visitor_id = live.state.site, live.state.visitor
         live.visitor.state.traits["user_id"] = user
         live.visitor.state.trusted["user_id"] = user  # proven: a signed token, or the backend's word
+        if live.visitor.trial is not None:
+            return  # a test device: the user's other devices, queues and held events are not touched
         await self.write(LinkUser(site, visitor_id, user))
         try:
             others = [v for v in await self.store.user_visitors(site, user) if v != visitor_id]
@@ -320,7 +339,7 @@ class Hub:
         live.conn = None
         now = self.clock.now()
         live.state.detached_at = now
-        if self.recorder is not None:
+        if self.recorder is not None and live.visitor.trial is None:
             self.recorder.record("detach", now, visitor=live.state.visitor, session=live.state.id)
         if self.log_lines:
             connection_log.info("connection closed", extra={"session": live.state.id, "visitor": live.state.visitor, "node": self.node})
@@ -346,7 +365,8 @@ class Hub:
             if visitor is None:
                 if self.settings.max_visitors and len(self.visitors) >= self.settings.max_visitors:
                     await self._make_room(now)
-                visitor = self.visitors.get(key) or Visitor(state or VisitorState(site, visitor_id, first_seen=now))
+                visitor = self.visitors.get(key) or Visitor(
+                    state or VisitorState(site, visitor_id, first_seen=now), trial=self.trials.of(visitor_id))
                 self.visitors[key] = visitor
         return visitor
 
@@ -387,7 +407,7 @@ class Hub:
         for frame in state.outbox:
             if frame.get("id") in live.kept:
                 continue  # still in the visitor's queue: the next tab gets it from there
-            campaign = self.engine.by_id.get(frame.get("campaign", ""))
+            campaign = self.executor_of(live.visitor).engine.by_id.get(frame.get("campaign", ""))
             expires = campaign.expires if campaign else 86400.0
             message = {k: v for k, v in frame.items() if k not in ("t", "seq")}
             await self.write(Enqueue(state.site, state.visitor, message, now + expires))
@@ -518,21 +538,22 @@ class Hub:
             if visitor is None:
                 if state is None and known_only:
                     return "unknown"
-                visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now))
+                visitor = Visitor(state or VisitorState(site, visitor_id, first_seen=now), trial=self.trials.of(visitor_id))
         now = timeline.not_before(visitor.state, now)
         whereabouts, live = self.looking(visitor, now)
         # With a tab open the event lands in its session, as the tab's own events do: a message
         # it triggers shows there and then (never over another one on screen), rather than waiting
         # for a next visit while the visitor is looking at the page.
         view = live.view if live is not None else State(visitor.state, None, whereabouts.offline(now))
-        if self.recorder is not None:
+        executor = self.executor_of(visitor)
+        if self.recorder is not None and visitor.trial is None:
             extra = {} if event.at is None else {"happened": event.at}
             self.recorder.record("ev", now, visitor=visitor_id, session=live.state.id if live else None, name=event.name, props=event.props, backend=True, **extra)
-        decisions = self.engine.on_event(view, event, now)
+        decisions = executor.engine.on_event(view, event, now)
         self.stats.events += 1
-        self.metrics.events[event.name] += 1
+        executor.metrics.events[event.name] += 1
         if decisions:
-            await self.executor.carry_out(live, visitor, decisions, now)
+            await executor.carry_out(live, visitor, decisions, now)
         user = event.props.get("user_id") if event.name == "identify" else None
         if isinstance(user, str):  # a backend's word proves a user id (POST /api/events checked it)
             if live is not None:
@@ -555,7 +576,8 @@ class Hub:
         if live.conn is None:
             return
         now = timeline.not_before(live.visitor.state, now)
-        await self.executor.carry_out(live, live.visitor, self.engine.on_wake(live.view, now), now)
+        executor = self.executor_of(live.visitor)
+        await executor.carry_out(live, live.visitor, executor.engine.on_wake(live.view, now), now)
 
     async def on_due(self, timer: DueTimer, forwarded: bool = False) -> None:
         """A durable timer fell due: decide in the tab the timeline says (the visitor's latest
@@ -593,7 +615,7 @@ class Hub:
             state = await self.store.load_visitor(timer.site, timer.visitor)
             if state is None:
                 return
-            visitor = Visitor(state)
+            visitor = Visitor(state, trial=self.trials.of(timer.visitor))
         if not self.alone:
             if self.backlog.holds_timer(timer.site, timer.visitor, timer.key):
                 return  # cancelled or moved meanwhile, not yet written to Redis
@@ -602,7 +624,8 @@ class Hub:
         whereabouts, live = self.looking(visitor, now)
         view = live.view if live is not None else State(visitor.state, None, whereabouts.offline(now))
         once = None if self.alone else timer.token
-        await self.executor.carry_out(live, visitor, self.engine.on_timer(view, timer.key, now), now, once)
+        executor = self.executor_of(visitor)
+        await executor.carry_out(live, visitor, executor.engine.on_timer(view, timer.key, now), now, once)
         if not visitor.sessions:
             await self.write(SaveVisitor(visitor.state))
         else:
@@ -736,7 +759,7 @@ class Hub:
         if live is None:
             return None
         now = self.clock.now()
-        report = self.engine.explain(live.view, campaign_id, now)
+        report = self.executor_of(live.visitor).engine.explain(live.view, campaign_id, now)
         if "error" in report:
             return report
         report["session"] = session_id

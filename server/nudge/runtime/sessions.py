@@ -23,6 +23,7 @@ from nudge.rules.timeline import Presence
 if TYPE_CHECKING:
     from nudge.runtime.connection import Connection
     from nudge.runtime.scheduler import LocalTimer
+    from nudge.runtime.trials import Trial
 
 TRACE_LENGTH = 50  # decisions remembered per session, for "why did (not) it show?"
 
@@ -33,6 +34,9 @@ class Visitor:
 
     state: VisitorState
     sessions: list[LiveSession] = field(default_factory=list)  # oldest first
+    # The trial of a test visitor (nudge.runtime.trials.Trial): its engine and executor decide
+    # for it. None for everyone else.
+    trial: Trial | None = None
 
 
 class LiveSession:

@@ -189,6 +189,7 @@
   }
 
   function open_(state) {
+    if (!current || current.id !== state.id || state.id === null) window.NudgeTrial.closed(); // trial.js
     current = state;
     $("edit").hidden = false;
     heading();
@@ -259,7 +260,7 @@
       }
       showProblems(result.problems);
       problemCount = result.problems.length;
-      if (result.ok) schedulePreview();
+      if (result.ok) { schedulePreview(); window.NudgeTrial.draftChanged(current.campaign); }
       replayStale();
     }));
   }
@@ -691,7 +692,8 @@
     });
     $("campaign-form").addEventListener("submit", function (e) { e.preventDefault(); });
     $("save").addEventListener("click", save);
-    $("close-edit").addEventListener("click", function () { current = null; $("edit").hidden = true; $("create").focus(); });
+    $("close-edit").addEventListener("click", function () { current = null; window.NudgeTrial.closed(); $("edit").hidden = true; $("create").focus(); });
+    window.NudgeTrial.wire(api, function () { return current; }, settled); // "Try it on my device" (trial.js)
     ["s-cart", "s-traits", "s-event", "s-page"].forEach(function (id) { $(id).addEventListener("input", schedulePreview); });
     $("s-variant").addEventListener("change", draw);
     $("r-bucket").addEventListener("change", loadResults);
