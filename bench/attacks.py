@@ -4,7 +4,7 @@ attacks 1 (one costly frame before anything is proven), 2 (values the store cann
 churn).
 
     python bench/attacks.py [--server DIR] [--pairs 3] [--sessions 20] [--rounds 30]
-                            [--only depth,beacon,idle,values,template,churn] [--store URL]
+                            [--only depth,beacon,idle,values,plain,template,churn] [--store URL] [--new-per-ip N]
 
 Starts ``nudge serve`` from ``--server`` (a directory holding the ``nudge`` package; default this
 tree's ``server/``, so that an older tree exported with ``git archive`` gives the "before"
@@ -19,9 +19,12 @@ every event -> ack in it.
 - ``values`` (item 2): one socket sending, flat out, events whose props hold a lone surrogate and
   a whole number past 64 bits (``identify``-like traits too); with ``--store redis://…`` the
   neighbours' sessions are written behind to Redis beside them.
+- ``plain``: the control for ``values``, the same socket flat out with ordinary text and numbers.
 - ``template`` (item 4): one socket sending clicks on an empty cart, flat out: the ``average``
   campaign's template divides by ``cart.count`` and fails at render each time.
-- ``churn`` (item 5): a new visitor id every connection — hello, one event, close — 20 at a time.
+- ``churn`` (item 5): a new visitor id every connection — hello, one event, close — 20 at a time,
+  again at once when the server closes one as it opens (``--new-connections-per-ip``; run the
+  bench with ``--new-per-ip 0`` to see churn unbounded).
 - ``idle``: 1,100 connections from 127.0.0.2 that send nothing and 100 that trickle a request
   header a byte every 0.5 s, opened at the start of the phase. Besides the neighbours' latency:
   whether a new visitor gets a ``welcome`` and ``/healthz`` answers while they are open (each
@@ -118,6 +121,16 @@ def p99(times: list[float]) -> float:
     return times[max(0, int(len(times) * 0.99) - 1)]
 
 
+def loop_lag(path: Path, offset: int) -> tuple[float | None, int]:
+    """The worst p99 of the server loop's lag (ms) in the lagmon lines written since ``offset``,
+    and the offset after them."""
+    with path.open() as f:
+        f.seek(offset)
+        text = f.read()
+    p99s = [float(line.split()[3]) for line in text.splitlines() if line.startswith("lag ")]
+    return (max(p99s) if p99s else None), offset + len(text.encode())
+
+
 def descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -154,7 +167,8 @@ async def depth_beacons(port: int, stop: asyncio.Event, report: dict) -> None:
     """The same body posted to /beacon each second."""
     def post() -> int:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/beacon", data=ESCAPED_QUOTES, headers={"Origin": "http://evil.test", "Content-Type": "text/plain"},
+            # The page's own key and origin (both in its source): a beacon's body is read only then.
+            f"http://127.0.0.1:{port}/beacon?key={KEY}", data=ESCAPED_QUOTES, headers={"Origin": ORIGIN, "Content-Type": "text/plain"},
         )
         try:
             return urllib.request.urlopen(request, timeout=120).status
@@ -244,6 +258,24 @@ async def hostile_values(url: str, stop: asyncio.Event, report: dict) -> None:
     await ws.close()
 
 
+async def plain_values(url: str, stop: asyncio.Event, report: dict) -> None:
+    """The control for ``values``: the same two events, flat out on one socket, with ordinary
+    text and numbers in place of the lone surrogates and the number past 64 bits."""
+    ws = await session(url)
+    seq, sent = 0, 0
+    while not stop.is_set():
+        seq += 1
+        frame = {"t": "ev", "seq": seq, "name": "identify", "props": {"note": "cut ok", "n": 98765432109}}
+        if seq % 2:
+            frame = {"t": "ev", "seq": seq, "name": "page_view", "props": {"path": "/x", "title": "half ok"}}
+        await ws.send(json.dumps(frame, ensure_ascii=True))
+        while json.loads(await ws.recv()).get("t") != "ack":
+            pass
+        sent += 1
+    report["frames"] = sent
+    await ws.close()
+
+
 async def failing_templates(url: str, stop: asyncio.Event, report: dict) -> None:
     """Clicks on an empty cart, flat out: each fires a campaign whose template fails at render."""
     ws = await session(url)
@@ -262,11 +294,15 @@ async def failing_templates(url: str, stop: asyncio.Event, report: dict) -> None
 
 async def visitor_churn(url: str, stop: asyncio.Event, report: dict) -> None:
     """A new visitor id each connection (hello, one event, close), 20 at a time."""
-    count = [0]
+    count, refused = [0], [0]
 
     async def one() -> None:
         while not stop.is_set():
-            ws = await session(url)
+            try:
+                ws = await session(url)
+            except (OSError, EOFError, websockets.WebSocketException):  # past --new-connections-per-ip
+                refused[0] += 1
+                continue
             await ws.send(json.dumps({"t": "ev", "seq": 1, "name": "page_view", "props": {"path": "/"}}))
             with contextlib.suppress(websockets.ConnectionClosed):
                 await ws.recv()
@@ -274,7 +310,7 @@ async def visitor_churn(url: str, stop: asyncio.Event, report: dict) -> None:
             count[0] += 1
 
     await asyncio.gather(*(one() for _ in range(20)))
-    report["visitors"] = count[0]
+    report["visitors"], report["refused"] = count[0], refused[0]
 
 
 async def phase_with(attack, sockets, seqs, rounds: int, minimum: float) -> tuple[list[float], dict]:
@@ -292,7 +328,8 @@ async def phase_with(attack, sockets, seqs, rounds: int, minimum: float) -> tupl
     return sorted(times), report
 
 
-async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds: int, store: str = "memory://") -> dict:
+async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds: int, store: str = "memory://",
+                  extra: tuple[str, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         campaigns = Path(tmp) / "c.yaml"
         campaigns.write_text(CAMPAIGNS)
@@ -303,11 +340,14 @@ async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (DESCRIPTORS, DESCRIPTORS))
 
+        # Through bench/lagmon.py: each second, how late the server's loop woke (its own cost,
+        # apart from the clients' core, which the attacker's client shares with the neighbours).
+        lag_file = Path(tmp) / "lag.txt"
         server = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "nudge", "serve", "--port", str(port),
+            ["taskset", "-c", SERVER_CORE, sys.executable, str(ROOT / "bench" / "lagmon.py"), "serve", "--port", str(port),
              "--campaigns", str(campaigns), "--site-key", KEY, "--origin", ORIGIN,
-             "--max-connections-per-ip", "0", "--log-level", "error", "--store", store],
-            env=env, cwd=tmp, preexec_fn=limit, stderr=subprocess.DEVNULL,
+             "--max-connections-per-ip", "0", "--log-level", "error", "--store", store, *extra],
+            env=env, cwd=tmp, preexec_fn=limit, stderr=lag_file.open("w"),
         )
         url = f"ws://127.0.0.1:{port}/ws"
         attacks = {
@@ -315,6 +355,7 @@ async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds
             "beacon": lambda stop, report: depth_beacons(port, stop, report),
             "idle": lambda stop, report: idle_connections(port, stop, report, server.pid, url),
             "values": lambda stop, report: hostile_values(url, stop, report),
+            "plain": lambda stop, report: plain_values(url, stop, report),
             "template": lambda stop, report: failing_templates(url, stop, report),
             "churn": lambda stop, report: visitor_churn(url, stop, report),
         }
@@ -324,14 +365,19 @@ async def measure(server_dir: Path, kind: str, pairs: int, sessions: int, rounds
             sockets = [await session(url) for _ in range(sessions)]
             seqs = [0] * sessions
             await round_trips(sockets, seqs, rounds)  # warm up
-            out = {"quiet_p99_ms": [], "attack_p99_ms": [], "attack_max_ms": [], "ratio": [], "reports": []}
+            out = {"quiet_p99_ms": [], "attack_p99_ms": [], "attack_max_ms": [], "ratio": [], "reports": [],
+                   "loop_lag_p99_ms": []}
             for _ in range(pairs):
                 quiet = []
                 began = time.perf_counter()
-                while not quiet or time.perf_counter() - began < 1.0:
+                mark = lag_file.stat().st_size
+                while not quiet or time.perf_counter() - began < 2.0:
                     quiet += await round_trips(sockets, seqs, rounds)
                 quiet.sort()
+                quiet_lag, mark = loop_lag(lag_file, mark)
                 loud, report = await phase_with(attacks[kind], sockets, seqs, rounds, minimum)
+                loud_lag, _ = loop_lag(lag_file, mark)
+                out["loop_lag_p99_ms"].append([quiet_lag, loud_lag])  # the worst second's p99, quiet / attacked
                 out["quiet_p99_ms"].append(round(p99(quiet) * 1000, 2))
                 out["attack_p99_ms"].append(round(p99(loud) * 1000, 2))
                 out["attack_max_ms"].append(round(loud[-1] * 1000, 2))
@@ -362,13 +408,15 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--only", default="depth,beacon,idle,values,template,churn")
+    parser.add_argument("--only", default="depth,beacon,idle,values,plain,template,churn")
     parser.add_argument("--store", default="memory://", help="the server's store URL (redis://… for the write-behind)")
+    parser.add_argument("--new-per-ip", help="the server's --new-connections-per-ip (default its own)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     results = {}
     for kind in args.only.split(","):
-        results[kind] = asyncio.run(measure(args.server.resolve(), kind, args.pairs, args.sessions, args.rounds, args.store))
+        extra = ("--new-connections-per-ip", args.new_per_ip) if args.new_per_ip is not None else ()
+        results[kind] = asyncio.run(measure(args.server.resolve(), kind, args.pairs, args.sessions, args.rounds, args.store, extra))
         print(kind, json.dumps(results[kind]), file=sys.stderr, flush=True)
     print(json.dumps({"server": str(args.server), "sessions": args.sessions, "results": results}, indent=2))
 

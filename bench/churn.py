@@ -104,7 +104,7 @@ async def main() -> None:
         campaigns.write_text(CAMPAIGNS)
         command = [sys.executable, "-m", "nudge", "serve", "--port", str(port), "--store", "memory://",
                    "--campaigns", str(campaigns), "--site-key", KEY, "--origin", ORIGIN, "--grace", str(args.grace),
-                   "--log-level", "warning", "--max-connections-per-ip", "0"]
+                   "--log-level", "warning", "--max-connections-per-ip", "0", "--new-connections-per-ip", "0"]
         if args.max_visitors is not None:
             command += ["--max-visitors", str(args.max_visitors)]
         env = {**os.environ, "NUDGE_EVENTS_PER_SECOND": "1000", "NUDGE_EVENT_BURST": "1000"}

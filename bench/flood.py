@@ -162,7 +162,7 @@ async def measure(pairs: int, rounds: int, rate: float, sessions: int = 100) -> 
         server = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "nudge", "serve", "--port", str(port),
              "--campaigns", str(campaigns), "--site-key", KEY, "--origin", ORIGIN,
-             "--max-connections-per-ip", "0", "--log-level", "warning"],
+             "--max-connections-per-ip", "0", "--new-connections-per-ip", "0", "--log-level", "warning"],
             env=env, cwd=ROOT,
         )
         try:

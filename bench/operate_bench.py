@@ -139,7 +139,7 @@ async def propagation() -> None:
 
 async def scrape() -> None:
     # 200 sockets from one address: over the default per-address limit (docs/security.md).
-    async with run_server(CAMPAIGNS, secret_keys=[SECRET], clock=SystemClock(), max_connections_per_ip=0) as server:
+    async with run_server(CAMPAIGNS, secret_keys=[SECRET], clock=SystemClock(), max_connections_per_ip=0, new_connections_per_ip=0) as server:
         clients = [await Client.connect(server.url) for _ in range(200)]
         for client in clients:
             await client.track("click")

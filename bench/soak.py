@@ -157,7 +157,7 @@ async def in_process_server(grace: float, retention: float, key: str = KEY):
 
     clock = FakeClock()
     settings = Settings(host="127.0.0.1", port=0, site_keys=[key], origins=[ORIGIN], grace=grace, retention=retention, max_connections_per_ip=0,
-                        max_pending_connections_per_ip=0)
+                        max_pending_connections_per_ip=0, max_pending_connections=0, new_connections_per_ip=0)
     app = create_app(settings, clock=clock, campaign_set=load_text(CAMPAIGNS, "soak.yaml"))
     config = uvicorn.Config(app, host="127.0.0.1", port=0, ws=settings.ws, lifespan="on", log_level="warning")
     server = uvicorn.Server(config)
@@ -184,14 +184,10 @@ def held(app) -> dict[str, int]:
         "open_sockets": len(gateway.open),
         "sessions": len(hub.sessions),
         "visitors_held": len(hub.visitors),
-        "local_timers": len(hub.scheduler._local),
+        "local_timers": hub.scheduler.local_entries,
         "per_address_counts": len(gateway.limits.by_ip),
         "per_key_counts": len(gateway.limits.by_key),
-        "stored_sessions": len(store._sessions),
-        "stored_timers": len(store._timers),
-        "stored_timer_heap": len(store._heap),
-        "stored_queues": sum(1 for queue in store._queued.values() if queue),
-        "stored_visitors": len(store._visitors),
+        **{f"stored_{table}": n for table, n in store.sizes().items() if table not in ("visitor_writes", "deliveries")},
         "tasks": sum(1 for task in asyncio.all_tasks() if not task.done()),
     }
 
@@ -324,7 +320,7 @@ async def soak(connections: int, seconds: float, churn: int, trim_every: float =
         status = Path(tmp) / "objects"
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-c", LAUNCHER, "serve", "--port", str(port), "--campaigns", str(campaigns),
-            "--site-key", KEY, "--origin", ORIGIN, "--grace", "5", "--max-connections-per-ip", "0", "--max-pending-connections-per-ip", "0",
+            "--site-key", KEY, "--origin", ORIGIN, "--grace", "5", "--max-connections-per-ip", "0", "--max-pending-connections-per-ip", "0", "--max-pending-connections", "0", "--new-connections-per-ip", "0",
             "--log-level", "warning", env={**os.environ, "NUDGE_SOAK_STATUS": str(status)},
         )
         samples: list[tuple[float, int]] = []  # (t, RSS KiB)

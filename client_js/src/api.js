@@ -115,7 +115,7 @@ export function install(win, env = {}) {
     listen('pagehide', () => {
       const body = transport.beacon();
       try {
-        if (body && nav.sendBeacon) nav.sendBeacon(host + '/beacon', body);
+        if (body && nav.sendBeacon) nav.sendBeacon(host + '/beacon?key=' + encodeURIComponent(transport.key), body);
       } catch (e) {
         // refused (too large, or not allowed here): the next page resends them anyway
       }

@@ -326,7 +326,7 @@ describe('last flush on page hide', () => {
     p.win.fire('pagehide', { persisted: false });
     assert.equal(beacons.length, 1);
     const [url, body] = beacons[0];
-    assert.equal(url, 'https://nudge.example/beacon');
+    assert.equal(url, 'https://nudge.example/beacon?key=pk_demo'); // the key judged before the body is read
     assert.equal(body.session, 's_tab');
     assert.equal(body.key, 'pk_demo');
     assert.deepEqual(body.events.map((e) => [e.seq, e.name]), [[2, 'clicked']]);

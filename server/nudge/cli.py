@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import sys
 from datetime import UTC
 from pathlib import Path
@@ -40,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings.trusted_proxies += args.trusted_proxy or []
     settings.webhook_allow += args.webhook_allow or []
     for name in ("idle_timeout", "restart_window", "shutdown_timeout", "max_connections_per_ip", "max_connections_per_key", "retention",
-                 "request_timeout", "max_pending_connections_per_ip", "max_visitors"):
+                 "request_timeout", "max_pending_connections_per_ip", "max_pending_connections", "new_connections_per_ip", "max_visitors"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(settings, name, value)
@@ -68,16 +67,8 @@ def _serve(args: argparse.Namespace) -> int:
         if not settings.secret_keys:
             # Printed, not logged: the log filter blanks every secret key, this one too.
             print(f"Admin API and dashboard key for this run: {app.state.secret_keys[0]}", file=sys.stderr)
-    from nudge.runtime.shutdown import GracefulServer
-
-    # Every connection keeps a few hundred objects alive for as long as it lasts; at the default
-    # thresholds the collector walks all of them again and again while connections pile up.
-    # Startup objects (modules, campaigns, templates) are set aside for good, and the young
-    # generation is collected less often: 50 % more connections opened per second at 10,000,
-    # and a young collection still takes well under a millisecond (bench/NOTES.md).
-    gc.freeze()
-    gc.set_threshold(5000, 20, 50)
     from nudge.ops.app import server_config
+    from nudge.runtime.shutdown import GracefulServer
 
     config = server_config(
         app,
@@ -88,8 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         lifespan="on",
-        # Typed int by uvicorn, used as a float timeout: fractions of a second are honoured.
-        timeout_graceful_shutdown=settings.shutdown_timeout,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=settings.shutdown_timeout,  # a float: fractions of a second are honoured
     )
     server = GracefulServer(config)
     from nudge.ops import redact
@@ -304,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-connections-per-ip", type=int, help="open sockets per client address, 0 for no limit (NUDGE_MAX_CONNECTIONS_PER_IP; default 64)")
     serve.add_argument("--request-timeout", type=float, help="seconds a connection may take to send a complete request, a WebSocket upgrade included, 0 for no limit (NUDGE_REQUEST_TIMEOUT; default 10)")
     serve.add_argument("--max-pending-connections-per-ip", type=int, help="connections per client address that have not sent a request yet, 0 for no limit (NUDGE_MAX_PENDING_CONNECTIONS_PER_IP; default 32)")
+    serve.add_argument("--max-pending-connections", type=int, help="connections from all addresses together that have not sent a request yet, 0 for no limit (NUDGE_MAX_PENDING_CONNECTIONS; default 512)")
+    serve.add_argument("--new-connections-per-ip", type=float, help="new connections a second from one client address, ten seconds of them saved up, 0 for no limit (NUDGE_NEW_CONNECTIONS_PER_IP; default 50)")
     serve.add_argument("--max-connections-per-key", type=int, help="open sockets per site key on this node, 0 for no limit (NUDGE_MAX_CONNECTIONS_PER_KEY; default 0)")
     serve.add_argument("--trusted-proxy", action="append", help="an address or network whose X-Forwarded-For is believed, repeatable (NUDGE_TRUSTED_PROXIES)")
     serve.add_argument("--restart-window", type=float, help="seconds over which sockets are told to reconnect when the server stops (NUDGE_RESTART_WINDOW; default 10)")

@@ -88,7 +88,7 @@ VISITS: dict[str, tuple[float, list[tuple[str, dict]]]] = {
 }
 
 
-def _compile(events: list[tuple[str, dict]]) -> list[bytes]:
+def compile_visit(events: list[tuple[str, dict]]) -> list[bytes]:
     """Each event as what follows its seq in the frame, encoded once for the whole run."""
     return [b"," + json.dumps({"name": name, "props": props}, separators=(",", ":"))[1:].encode() for name, props in events]
 
@@ -421,7 +421,7 @@ class Run:
         self.connect_timeout = opts.connect_timeout
         self.random = random.Random(seed)
         random.seed(seed)
-        self.visits = [_compile(events_) for _, (_, events_) in VISITS.items()]
+        self.visits = [compile_visit(events_) for _, (_, events_) in VISITS.items()]
         self.weights = [share for share, _ in VISITS.values()]
         self.seed = seed
         self.live: set[Browser] = set()
@@ -600,7 +600,7 @@ def _pct(ordered: list[float], p: float) -> float:
 
 def _latency(samples: list[float]) -> dict:
     ordered = sorted(samples)
-    ms = {f"p{p}": round(_pct(ordered, p) * 1000, 3) for p in (50, 95, 99)}
+    ms = {f"p{p}": round(_pct(ordered, p) * 1000, 3) for p in (50, 95, 99, 99.9)}
     ms["max"] = round(ordered[-1] * 1000, 3) if ordered else 0.0
     ms["count"] = len(ordered)
     return ms

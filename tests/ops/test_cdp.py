@@ -190,12 +190,12 @@ async def test_timestamps_are_corrected_for_the_senders_clock(start_server):
 
     # The sender's clock is an hour fast: it says it sent at +1h, and the event happened 10 s before.
     message = {"timestamp": iso(now + 3590), "sentAt": iso(now + 3600)}
-    assert segment._happened(message, None) == pytest.approx(now - 10)
-    assert segment._happened({"originalTimestamp": iso(now - 5)}, None) == pytest.approx(now - 5)
-    assert segment._happened({"timestamp": iso(now - 30)}, iso(now)) == pytest.approx(now - 30)  # the batch's sentAt
-    assert segment._happened({}, iso(now)) is None
+    assert segment.happened(message, None) == pytest.approx(now - 10)
+    assert segment.happened({"originalTimestamp": iso(now - 5)}, None) == pytest.approx(now - 5)
+    assert segment.happened({"timestamp": iso(now - 30)}, iso(now)) == pytest.approx(now - 30)  # the batch's sentAt
+    assert segment.happened({}, iso(now)) is None
     with pytest.raises(ValueError, match="timestamp"):
-        segment._happened({"timestamp": "soon"}, None)
+        segment.happened({"timestamp": "soon"}, None)
 
 
 NODE = Path(__file__).resolve().parents[2] / "client_js"

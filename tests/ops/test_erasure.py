@@ -289,7 +289,7 @@ async def test_erasure_removes_the_visitors_webhook_deliveries(store, tmp_path):
                     bodies = (await hub.store.redis.hgetall(hub.store.keys.webhook_deliveries())).values()
                     queued = [b.decode() for b in bodies]
                 else:
-                    queued = [d["body"] for d in hub.store._deliveries.values()]
+                    queued = hub.store.delivery_bodies()
                 assert any(gone.visitor in b for b in queued) and any(kept.visitor in b for b in queued)
                 status, _ = await delete(server, gone.visitor)
                 assert status == 200
@@ -297,7 +297,7 @@ async def test_erasure_removes_the_visitors_webhook_deliveries(store, tmp_path):
                     bodies = (await hub.store.redis.hgetall(hub.store.keys.webhook_deliveries())).values()
                     queued = [b.decode() for b in bodies]
                 else:
-                    queued = [d["body"] for d in hub.store._deliveries.values()]
+                    queued = hub.store.delivery_bodies()
                 assert not any(gone.visitor in b for b in queued) and any(kept.visitor in b for b in queued)
                 tried = sum(receiver.tries.values())
                 await settle(server, 3600)  # the retries: none for the erased visitor

@@ -343,7 +343,7 @@ class TestIndex:
             f"  - id: c{i}\n    trigger: {{event: custom_{i}}}\n    message: {{kind: toast, title: t}}" for i in range(500)
         )
         e = engine("campaigns:\n" + many + "\n  - id: mine\n    trigger: {event: click}\n    message: {kind: toast, title: mine}\n")
-        assert [c.id for c in e._on_event["click"]] == ["mine"]
+        assert [c.id for c in e.event_triggers("click")] == ["mine"]
         assert shown(e.on_event(fresh(), ev("click"), T0)) == ["mine"]
 
     def test_page_triggers_indexed_by_path(self):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -26,15 +27,24 @@ campaigns:
 MUG = {"id": "mug", "name": "Blue Mug", "price": 12.5}
 
 
-async def post(server, body: bytes | dict, *, origin: str | None = ORIGIN) -> int:
-    """POST a beacon; return the HTTP status."""
+async def post(server, body: bytes | dict, *, origin: str | None = ORIGIN, key: str | None = "", header: bool = False) -> int:
+    """POST a beacon as the snippet does, its site key in the query (``?key=``; or, with
+    ``header``, in ``X-Nudge-Key``): ``key`` is the body's own by default, None for none; return
+    the HTTP status."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    if key == "":
+        key = body.get("key", KEY) if isinstance(body, dict) else KEY
     headers = {"Content-Type": "text/plain;charset=UTF-8"}
     if origin:
         headers["Origin"] = origin
+    url = f"{server.http}/beacon"
+    if key is not None and header:
+        headers["X-Nudge-Key"] = key
+    elif key is not None:
+        url += "?" + urllib.parse.urlencode({"key": key})
 
     def send() -> int:
-        request = urllib.request.Request(f"{server.http}/beacon", data=data, headers=headers, method="POST")
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
                 return response.status
@@ -109,6 +119,34 @@ async def test_the_key_origin_session_and_visitor_are_checked(start_server):
     }
 
 
+async def test_the_key_and_origin_are_judged_before_the_body_is_read(start_server):
+    """The site key travels in the query (or a header) so that a stranger's body costs nothing
+    before the key is known: an unknown key or a foreign origin is refused unread, whatever the
+    body — too large, not JSON, a parser's worst case."""
+    server = await start_server(CAMPAIGNS)
+    client = await Client.connect(server.url)
+    await client.close()
+    refused = server.hub.metrics.beacons_refused
+    too_large = b"x" * (server.settings.max_frame + 1)
+    assert await post(server, too_large, key="pk_unknown") == 401
+    assert await post(server, b"not json", key="pk_unknown") == 401
+    assert await post(server, b"not json", key="pk_unknown", header=True) == 401
+    assert await post(server, b"not json", key="sk_live_secret") == 401
+    assert await post(server, too_large, origin="http://evil.test") == 403
+    assert await post(server, b"not json", origin=None) == 403
+    assert dict(refused) == {"site_key": 4, "origin": 2}, "refused unread: neither too_large nor malformed"
+    # A key only in the body is not looked at: the beacon is refused as one with no key.
+    event = (1, "custom", {})
+    assert await post(server, beacon(client, event), key=None) == 400
+    # The body's key, when it has one, must be the same.
+    assert await post(server, beacon(client, event, key="pk_other"), key=KEY) == 400
+    assert dict(refused) == {"site_key": 5, "origin": 2, "malformed": 1}
+    assert server.hub.sessions[client.session].state.counters.get("custom") is None
+    # The key in the header does as well as in the query.
+    assert await post(server, beacon(client, event), header=True) == 204
+    assert server.hub.sessions[client.session].state.counters["custom"] == 1
+
+
 async def test_invalid_events_are_refused_one_by_one_and_the_rest_applied(start_server):
     server = await start_server(CAMPAIGNS)
     client = await Client.connect(server.url)
@@ -136,7 +174,7 @@ async def test_a_deeply_nested_beacon_is_refused_before_it_is_parsed(start_serve
     server = await start_server(CAMPAIGNS)
     client = await Client.connect(server.url)
     bomb = json.dumps({"key": KEY})[:-1] + ', "events": [' + "[" * 50_000
-    request = urllib.request.Request(server.http + "/beacon", data=bomb.encode()[:60_000], headers={"Origin": ORIGIN, "Content-Type": "text/plain"})
+    request = urllib.request.Request(server.http + f"/beacon?key={KEY}", data=bomb.encode()[:60_000], headers={"Origin": ORIGIN, "Content-Type": "text/plain"})
     try:
         status = await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=5).status)
     except urllib.error.HTTPError as exc:

@@ -51,7 +51,7 @@ async def test_a_slow_reader_is_closed_with_1013_and_resumes_with_nothing_lost(s
         assert len(conn.queue) <= LIMIT  # the queue is bounded, whatever the reader does
 
     sent = 0
-    while not conn._overflowed:  # until the kernel's buffers are full and LIMIT frames wait
+    while not conn.overflowed:  # until the kernel's buffers are full and LIMIT frames wait
         await restock()
         sent += 1
         assert sent < 5000, "the reader never fell behind: nothing was tested"

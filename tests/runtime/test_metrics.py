@@ -262,7 +262,7 @@ async def test_beacons_refused_are_counted_by_reason(start_server):
     moves = await Moves(server).start()
 
     def post(body: bytes, origin: str = ORIGIN) -> int:
-        request = urllib.request.Request(server.http + "/beacon", data=body, headers={"Origin": origin, "Content-Type": "text/plain"})
+        request = urllib.request.Request(server.http + f"/beacon?key={KEY}", data=body, headers={"Origin": origin, "Content-Type": "text/plain"})
         try:
             return urllib.request.urlopen(request, timeout=5).status
         except urllib.error.HTTPError as exc:
@@ -327,3 +327,21 @@ async def test_every_metric_the_grafana_dashboard_queries_is_served(start_server
         assert family.name.startswith("nudge_")
         if family.type == "histogram":
             assert family.name.endswith("_seconds"), family.name
+
+
+async def test_metrics_show_the_collectors_pauses(start_server):
+    """``nudge serve`` counts every collection (runtime/collector.py); /metrics shows them."""
+    import gc
+
+    from nudge.runtime import collector
+
+    server = await start_server(CAMPAIGNS)
+    collector.pauses.install()
+    try:
+        before = (await scrape(server))["nudge_gc_pauses_total"][(("generation", "2"),)]
+        gc.collect(2)
+        after = await scrape(server)
+    finally:
+        collector.pauses.remove()
+    assert after["nudge_gc_pauses_total"][(("generation", "2"),)] >= before + 1
+    assert after["nudge_gc_pause_longest_seconds"][(("generation", "2"),)] > 0

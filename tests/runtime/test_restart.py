@@ -90,7 +90,7 @@ async def test_sigterm_tells_every_client_when_to_come_back(tmp_path):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < CLIENTS + 1000:  # this process holds the clients' sockets, the server inherits it
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, CLIENTS + 1000), hard))
-    flags = {"restart_window": WINDOW, "max_connections_per_ip": 0, "max_pending_connections_per_ip": 0, "shutdown_timeout": 10}
+    flags = {"restart_window": WINDOW, "max_connections_per_ip": 0, "max_pending_connections_per_ip": 0, "max_pending_connections": 0, "new_connections_per_ip": 0, "shutdown_timeout": 10}
     async with spawn_node(campaigns, store, **flags) as old:
         url, port = old.url, old.port
         tabs = []

@@ -218,7 +218,7 @@ async def burst_once(tmp_path, run: int) -> tuple[int, int, int, int]:
     in a new tab there. (never, once, twice, deliveries)"""
     total = 300
     # 300 tabs from one address, reconnecting at once: a load test lifts the per-address limits.
-    async with cluster(tmp_path, count=3, grace=60, max_connections_per_ip=0, max_pending_connections_per_ip=0) as ((a, b, c), redis, keys):
+    async with cluster(tmp_path, count=3, grace=60, max_connections_per_ip=0, max_pending_connections_per_ip=0, max_pending_connections=0, new_connections_per_ip=0) as ((a, b, c), redis, keys):
         gate = asyncio.Semaphore(50)
 
         async def open_tab() -> Tab:

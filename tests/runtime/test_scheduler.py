@@ -78,7 +78,7 @@ async def test_cancelled_timers_let_go_of_their_arguments_and_leave_the_heap():
     scheduler.call_at(1000.0 + 700, record, "kept")
     for i in range(10_000):
         scheduler.call_at(1000.0 + 600 + i, record, i).cancel()
-    assert len(scheduler._local) <= 2 * 512 + 2  # rebuilt as it went, not 10,002 entries
+    assert scheduler.local_entries <= 2 * 512 + 2  # rebuilt as it went, not 10,002 entries
     assert scheduler.pending_local == 1
     clock.advance(20_000)
     await scheduler.settled()

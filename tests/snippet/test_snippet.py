@@ -137,16 +137,17 @@ class Server:
         settings = Settings(host="127.0.0.1", port=self.port, site_keys=[KEY], origins=[self.shop], secret_keys=[BACKEND_KEY],
                             ws_server=current_layer())
         app = create_app(settings, clock=self.clock, campaign_set=self.campaign_set)
+        # As ``nudge serve`` runs it: connections are admitted (request deadline, per-address cap).
         config = server_config(app, settings, lifespan="on", log_level="warning")
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None
         self._task = asyncio.get_running_loop().create_task(server.serve())
-        async with asyncio.timeout(WAIT):
-            while not server.started:
-                await asyncio.sleep(0.005)  # polling a condition, bounded by the timeout above
+        await eventually(lambda: server.started, "the server to start")
         self.port = server.servers[0].sockets[0].getsockname()[1]
         self._server = server
         self.hub = app.state.hub
+        self.admission = app.state.admission
+        self.gateway = app.state.gateway
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -641,7 +642,7 @@ async def test_the_snippet_waits_for_a_restarts_hint_then_resumes(browser, serve
     await host(page, "first").wait_for(timeout=MS)
     sid = server.session().id
     monkeypatch.setattr(nudge.runtime.shutdown, "restart_reason", lambda window, rng=None: "restart retry=1500")
-    gateway = server._server.config.app.state.gateway
+    gateway = server.gateway
     began = time.monotonic()
     assert await nudge.runtime.shutdown.drain(gateway, 3.0, WAIT) == 1
     gateway.accepting = True  # the new process is up at once: only the hint delays the snippet
@@ -684,6 +685,29 @@ async def test_the_last_flush_on_page_hide_reaches_the_server_once(browser, serv
     await host(page, "first").wait_for(timeout=MS)
     assert server.session(sid).counters["later"] == 2
     assert server.hub.stats.refused == 0
+    assert errors == []
+
+
+async def test_the_page_is_served_through_admission_as_nudge_serve_runs_it(browser, serve):
+    """The server here is configured as ``nudge serve`` configures it (ops/app.py server_config):
+    connections are admitted, and the page's script, socket and beacon pass admission."""
+    server = await serve(RESTART)
+    # A connection that sends nothing is held by admission against its deadline...
+    _, silent = await asyncio.open_connection("127.0.0.1", server.port)
+    await eventually(lambda: len(server.admission.waiting) == 1, "the silent connection admitted")
+    silent.close()
+    await eventually(lambda: not server.admission.waiting, "the silent connection gone")
+    # ... and the page's own connections are served: nudge.js, the socket, the beacon.
+    page, errors = await open_site(browser, server, {"/": html(server), "/away": html(server, init=False)})
+    await page.goto(f"{server.shop}/")
+    await until_open(page)
+    await eventually(lambda: server.session(), "the session")
+    sid = server.session().id
+    await page.evaluate("window.__blackhole = true; nudge.track('later', {n: 1})")
+    await page.goto(f"{server.shop}/away")
+    await eventually(lambda: server.session(sid).counters.get("later") == 1, "the beacon's event")
+    metrics = server.hub.metrics
+    assert metrics.refused.get("pending_per_ip", 0) == 0 and metrics.closed.get("request_timeout", 0) == 0
     assert errors == []
 
 

@@ -115,6 +115,30 @@ async def test_a_session_taken_over_refuses_the_old_owners_writes(store):
     assert (await store.load_session("pk", "s_1")).last_event_seq == 4
 
 
+async def test_a_write_behind_guards_each_session_of_its_batch(store):
+    """A write-behind's batch holds each session to the same rules as a single write: one behind
+    the stored copy, or owned by another node now, is not written; the others in the batch are."""
+    several = not store.cluster("test", _ignore).alone
+    store.node = "a"
+    await store.save_session(SessionState("s_1", "pk", "v_1", T0, last_event_seq=9), ttl=300)
+    await store.save_session(SessionState("s_2", "pk", "v_2", T0, last_event_seq=3), ttl=300)
+    if several:
+        store.node = "b"
+        assert await store.own_session("pk", "s_2", "v_2", ttl=300) == "a"
+        store.node = "a"
+    batch = [
+        (SessionState("s_1", "pk", "v_1", T0, last_event_seq=4), 300.0),  # behind: refused
+        (SessionState("s_2", "pk", "v_2", T0, last_event_seq=8), 300.0),  # b's now, where several
+        (SessionState("s_3", "pk", "v_3", T0, last_event_seq=1), 300.0),  # new: written
+    ]
+    visitors = [VisitorState("pk", f"v_{i}", first_seen=T0 + i) for i in (1, 2, 3)]
+    await store.save_visitors(visitors, batch)
+    assert (await store.load_session("pk", "s_1")).last_event_seq == 9
+    assert (await store.load_session("pk", "s_2")).last_event_seq == (3 if several else 8)
+    assert (await store.load_session("pk", "s_3")).last_event_seq == 1
+    assert [(await store.load_visitor("pk", f"v_{i}")).first_seen for i in (1, 2, 3)] == [T0 + 1, T0 + 2, T0 + 3]
+
+
 async def test_timers_fire_once_in_due_order(store):
     await store.schedule("pk", "v_1", "absence:b", T0 + 20)
     await store.schedule("pk", "v_2", "absence:a", T0 + 10)
@@ -364,7 +388,7 @@ async def test_memory_store_forgets_what_was_last_written_a_retention_ago():
     assert await store.user_visitors("pk", "u1") == []
     assert await store.load_visitor("pk", "v_new") is again
     await store.claim_due(T0 + 1600)
-    assert await store.load_visitor("pk", "v_new") is None and store._visitor_writes == {}
+    assert await store.load_visitor("pk", "v_new") is None and store.sizes()["visitor_writes"] == 0
 
 
 async def test_memory_store_timer_heap_stays_near_the_pending_timers():
@@ -372,7 +396,7 @@ async def test_memory_store_timer_heap_stays_near_the_pending_timers():
     for i in range(5000):  # an absence window moved on at every cart add
         await store.schedule("pk", "v_1", "absence:a", T0 + 600 + i)
     await store.schedule("pk", "v_1", "absence:b", T0 + 10)
-    assert len(store._heap) <= 2 * 2 + 512 + 1
+    assert store.sizes()["timer_heap"] <= 2 * 2 + 512 + 1
     assert [(t.key, t.due) for t in await store.claim_due(T0 + 10_000)] == [("absence:b", T0 + 10), ("absence:a", T0 + 5599)]
 
 

@@ -75,17 +75,18 @@ class Recorder:
         records written, encoded."""
         if not self._buffer:
             return []
-        if self._path is None or self._records >= self.rotate_records or time.time() - self._opened >= self.rotate_seconds:
-            self._rotate()
+        path = self._path
+        if path is None or self._records >= self.rotate_records or time.time() - self._opened >= self.rotate_seconds:
+            path = self._rotate()
         lines, self._buffer = self._buffer, []
         data = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=6)
-        with open(self._path, "ab") as file:
+        with open(path, "ab") as file:
             file.write(data)
         self._records += len(lines)
         self.written += len(lines)
         return lines
 
-    def _rotate(self) -> None:
+    def _rotate(self) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         n = 0
         while (path := self.directory / f"{PREFIX}{stamp}-{n:03d}{SUFFIX}").exists():
@@ -94,6 +95,7 @@ class Recorder:
         header = {"k": "config", "v": FORMAT, "grace": self.grace, "offline_after": self.offline_after, "campaigns": self.campaigns, "t": None}
         self._buffer.insert(0, self._dumps(header))
         self._prune()
+        return path
 
     def _prune(self) -> None:
         cutoff = time.time() - self.retention
@@ -277,3 +279,16 @@ def read(paths: list[str | Path]):
             log.warning("%s: stopped reading at a damaged part (%s)", path, exc)
 
 
+
+
+def files_since(directory: str | Path, since: float) -> list[Path]:
+    """The log files of ``directory`` written to at or after ``since`` (a file's last write is
+    its newest record, so an older file holds nothing from then on), in file-name order."""
+    found = []
+    for path in sorted(Path(directory).glob(f"*{SUFFIX}")):
+        try:
+            if path.stat().st_mtime >= since:
+                found.append(path)
+        except FileNotFoundError:
+            continue  # deleted by the retention meanwhile
+    return found

@@ -158,11 +158,12 @@ class Replay:
         if self.first_at is None:
             self.first_at = at
         self.last_at = at
-        run = self.visitors.get(visitor_id)
-        if run is None:
-            run = self.visitors[visitor_id] = VisitorRun(self, record.get("site", "site"), visitor_id, at)
+        found = self.visitors.get(visitor_id)
+        run = found if found is not None else VisitorRun(self, record.get("site", "site"), visitor_id, at)
+        if found is None:
+            self.visitors[visitor_id] = run
         if kind == "ev":
-            run.event(at, record.get("session"), record.get("name"), record.get("props") or {}, bool(record.get("backend")), record.get("happened"))
+            run.event(at, record.get("session"), record.get("name", ""), record.get("props") or {}, bool(record.get("backend")), record.get("happened"))
         elif kind == "start":
             run.start(at, record["session"], record.get("device"))
         elif kind == "resume":
@@ -210,7 +211,7 @@ class Replay:
             if moment is None or run.state.id in report.goal_after:
                 continue
             goal = campaign.goal
-            if at - moment[0] <= goal.within and (goal.where is None or goal.where(event.props)):
+            if goal is not None and at - moment[0] <= goal.within and (goal.where is None or goal.where(event.props)):
                 report.goal_after[run.state.id] = True
 
     def summary(self) -> dict:

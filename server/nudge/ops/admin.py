@@ -45,6 +45,7 @@ from nudge.rules.campaigns import CampaignSet, load_data
 if TYPE_CHECKING:
     from nudge.ops.routes import Handler, SecretKeyGuard
     from nudge.runtime.hub import Hub
+    from nudge.runtime.scheduler import LocalTimer
 
 log = logging.getLogger("nudge.admin")
 
@@ -90,7 +91,7 @@ class CampaignEditor:
         self.revision = 0  # of the document this node runs
         self.document = self._fresh(file_document, {}, _digest(file_document))  # what this node runs
         self.changes = 0  # changes made through this node
-        self._timer = None  # the next look at the store's revision
+        self._timer: LocalTimer | None = None  # the next look at the store's revision
         self._from_file: dict | None = None  # the file's new document, until it is in the store
 
     @staticmethod
@@ -225,7 +226,7 @@ class CampaignEditor:
         return {
             "id": cid, "version": self.document["versions"].get(cid, 1),
             "enabled": campaign.get("enabled", True), "campaign": campaign,
-            "warnings": self.warnings(cid),
+            "warnings": self.warnings(cid) if isinstance(cid, str) else [],
         }
 
     def warnings(self, campaign_id: str) -> list[dict]:

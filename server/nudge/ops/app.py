@@ -26,6 +26,8 @@ from nudge.ops.admin import CampaignEditor
 from nudge.ops.admin import routes as admin_routes
 from nudge.ops.cdp import SegmentEndpoints
 from nudge.ops.dashboard import routes as dashboard_routes
+from nudge.ops.draft_replay import DraftReplay
+from nudge.ops.draft_replay import routes as draft_replay_routes
 from nudge.ops.editor import routes as editor_routes
 from nudge.ops.routes import Routes, SecretKeyGuard, Serving
 from nudge.ops.server_events import ServerEvents
@@ -126,6 +128,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     campaigns = campaign_set if campaign_set is not None else load_campaigns(settings)
     hub = Hub(settings, campaigns, store, clock, health=health, webhooks=webhooks, recorder=recorder)
     editor = CampaignEditor(hub, hub.engine.campaign_set.document)
+    replaying = DraftReplay(editor, recorder.directory if recorder is not None else None,
+                            max_records=settings.replay_max_records, timeout=settings.replay_timeout)
     campaign_file = CampaignFile(watched, hub, on_reload=editor.from_file) if watched is not None else None
     secret_keys = [key for key in settings.secret_keys if key]
     if settings.demo and not secret_keys:
@@ -142,6 +146,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
         Route("/v1/batch", segment.batch, methods=["POST"]),
         *(Route(f"/v1/{kind}", segment.route(kind), methods=["POST"]) for kind in ("track", "identify", "page", "screen", "group", "alias")),
         *editor_routes(editor, guard),  # before the campaign API: /api/campaigns/check is not an id
+        *draft_replay_routes(replaying, guard),  # and /api/campaigns/replay is not one either
         *admin_routes(editor, guard),
         *dashboard_routes(hub, guard),
     ]
@@ -183,7 +188,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
 
     admission = Admission(
         settings.request_timeout, settings.max_pending_connections_per_ip, Proxies(settings.trusted_proxies),
-        refused=hub.metrics.refused, closed=hub.metrics.closed,
+        refused=hub.metrics.refused, closed=hub.metrics.closed, total=settings.max_pending_connections,
+        new_per_ip=settings.new_connections_per_ip,
     )
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[
         Middleware(admission.middleware), Middleware(SocketFirst, gateway=gateway),
@@ -194,6 +200,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, campaign_set: 
     app.state.server_events = server_events
     app.state.segment = segment
     app.state.editor = editor
+    app.state.replaying = replaying  # the editor's replays of a draft (one at a time)
     app.state.campaign_file = campaign_file
     app.state.secret_keys = secret_keys
     app.state.sighup = lambda: hup_installed[0]

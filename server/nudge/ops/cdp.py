@@ -192,7 +192,7 @@ class SegmentEndpoints:
         if site is None:
             problems.append("the server has several sites: name one in context.nudge.site")
         try:
-            happened = self._happened(item, batch_sent_at)
+            happened = self.happened(item, batch_sent_at)
         except ValueError as exc:
             problems.append(str(exc))
             happened = None
@@ -251,7 +251,7 @@ class SegmentEndpoints:
             return named
         return next(iter(sites)) if len(sites) == 1 else None
 
-    def _happened(self, item: dict, batch_sent_at: object) -> float | None:
+    def happened(self, item: dict, batch_sent_at: object) -> float | None:
         """When the message says it happened, corrected for the sender's clock (the spec:
         receivedAt - (sentAt - timestamp)); None when it does not say."""
         stamp = item.get("originalTimestamp", item.get("timestamp"))

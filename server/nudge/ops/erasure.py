@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from nudge.calibrate.recording import Erasing, erase_from_recorder
+from nudge.calibrate.recording import Erasing
 
 if TYPE_CHECKING:
     from nudge.runtime.hub import Hub
@@ -65,7 +65,7 @@ async def erase_from_log(hub: Hub, erasing: Erasing) -> dict:
     report = {"files": 0, "records": 0, "stream": 0, "nodes": 0}
     recorder = hub.recorder
     if recorder is not None:
-        report["files"], report["records"] = await erase_from_recorder(recorder, erasing)
+        report["files"], report["records"] = await recorder.erase_records(erasing.visitors, erasing.users)
     report["stream"] = await hub.store.erase_log(erasing)
     cluster = hub.cluster
     record = {"op": "erase_log", "node": hub.node, "visitors": erasing.visitors, "users": sorted(erasing.users)}

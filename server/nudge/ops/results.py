@@ -44,10 +44,7 @@ def report(counts: dict[str, dict[str, dict[str, int]]], campaigns: dict) -> dic
             sent = n.get("sent", 0)
             triggered = sent + held_out + sum(suppressed.values())
             eligible = triggered - sum(c for r, c in suppressed.items() if r.startswith(NOT_ELIGIBLE))
-            if entries:
-                exposed = deferred.get("window", 0)
-            else:
-                exposed = held_out if vid in holdouts else sent
+            exposed = deferred.get("window", 0) if entries else (held_out if vid in holdouts else sent)
             converted = n.get("converted", 0)
             low, high = stats.wilson(converted, exposed)
             rows[vid] = {

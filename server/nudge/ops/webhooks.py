@@ -407,6 +407,11 @@ class Webhooks:
 
     # --- the hot path -------------------------------------------------------------------------
 
+    @property
+    def posts_under_way(self) -> int:
+        """How many POSTs are sent and not yet answered."""
+        return len(self._inflight)
+
     def takes(self, kind: str, campaign: str) -> bool:
         """Whether some endpoint wants ``kind`` events of ``campaign`` (for ``offline``: whether
         the campaign's message is handed off rather than queued)."""

@@ -94,7 +94,7 @@ def shape_error(value: Any, limit: int, keys_are_text: bool = False) -> str | No
         if depth > limit:
             malformed["too_deep"] += 1
             return f"nested deeper than {limit}"
-        inner: list = []
+        inner: list[Any] = []
         for item in level:
             if item.__class__ is dict:
                 if len(item) > MAX_KEYS:
@@ -148,7 +148,8 @@ class JsonCodec:
 
     _dumps = staticmethod(json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode)
 
-    _scan = staticmethod(json.scanner.make_scanner(_DECODER))
+    # typeshed has make_scanner's argument as a scanner; CPython's takes the decoder (its context).
+    _scan = staticmethod(json.scanner.make_scanner(_DECODER))  # type: ignore[arg-type]
 
     def __init__(self, max_depth: int = MAX_DEPTH) -> None:
         self.max_depth = max_depth  # deeper frames are refused before they are parsed
@@ -191,7 +192,7 @@ class JsonCodec:
                 raise MalformedFrame(f"not accepted: {problem}")
         return frame
 
-    def encode(self, frame: dict) -> str:
+    def encode(self, frame: dict[str, Any]) -> str:
         text = self._dumps(frame)
         if not text.isascii() and values.has_lone_surrogate(text):
             # Not UTF-8, so not sendable: from something that skipped the rule (a value stored
@@ -237,18 +238,21 @@ class MsgpackCodec:
                 raise MalformedFrame(f"not accepted: {problem}")
         return frame
 
-    def encode(self, frame: dict) -> bytes:
+    def encode(self, frame: dict[str, Any]) -> bytes:
+        packed: bytes
         try:
-            return msgpack.packb(frame, use_bin_type=True)
+            packed = msgpack.packb(frame, use_bin_type=True)
         except (UnicodeEncodeError, OverflowError):
             # As JsonCodec.encode: a value that skipped the rule, mended rather than lost.
-            return msgpack.packb(values.mend(frame), use_bin_type=True)
+            packed = msgpack.packb(values.mend(frame), use_bin_type=True)
+        return packed
 
-    _ACK_HEAD = msgpack.packb({"t": "ack", "seq": 0})[:-1]  # the map up to the seq value
+    _ACK_HEAD: bytes = msgpack.packb({"t": "ack", "seq": 0})[:-1]  # the map up to the seq value
 
     def encode_ack(self, seq: int) -> bytes:
         """``encode(ack(seq))``, without building the map: one ack goes out per event."""
-        return self._ACK_HEAD + msgpack.packb(seq)
+        packed: bytes = msgpack.packb(seq)
+        return self._ACK_HEAD + packed
 
 
 def choose_codec(offered: list[str], max_size: int, max_depth: int = MAX_DEPTH) -> JsonCodec | MsgpackCodec | None:
@@ -275,7 +279,7 @@ class Hello:
     gpc: bool = False  # the visitor opted out: Global Privacy Control, or the snippet's optOut
 
 
-def _int(frame: dict, key: str, default: int | None = None) -> int:
+def _int(frame: dict[str, Any], key: str, default: int | None = None) -> int:
     value = frame.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise MalformedFrame(f"{key} must be a whole number ≥ 0")
@@ -326,16 +330,16 @@ def decode_hello(codec: JsonCodec | MsgpackCodec, data: str | bytes) -> Hello:
     return parse_hello(frame)
 
 
-def welcome(session: str, visitor: str, resumed: bool, ack: int, grace: float) -> dict:
+def welcome(session: str, visitor: str, resumed: bool, ack: int, grace: float) -> dict[str, Any]:
     return {"t": "welcome", "session": session, "visitor": visitor, "resumed": resumed, "ack": ack, "grace": int(grace)}
 
 
-def ack(seq: int) -> dict:
+def ack(seq: int) -> dict[str, Any]:
     return {"t": "ack", "seq": seq}
 
 
-def error(code: str, reason: str, seq: int | None = None) -> dict:
-    frame = {"t": "error", "code": code, "reason": reason}
+def error(code: str, reason: str, seq: int | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"t": "error", "code": code, "reason": reason}
     if seq is not None:
         frame["seq"] = seq
     return frame

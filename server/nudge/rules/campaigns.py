@@ -10,9 +10,10 @@ import dataclasses
 import difflib
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -26,6 +27,7 @@ from nudge.rules.audience import lookup as audience_lookup
 from nudge.rules.conditions import Predicate
 from nudge.rules.content import (
     TEXT_FIELDS,
+    BoundedText,
     MessageTemplate,
     TemplateProblem,
     blank_risks,
@@ -126,7 +128,7 @@ class Trigger:
 
     event: str | None = None  # fire on this event ...
     where: Predicate | None = None  # ... when its properties match
-    path: re.Pattern | None = None  # the current page's path matches this glob
+    path: re.Pattern[str] | None = None  # the current page's path matches this glob
     path_exact: str | None = None  # the glob has no wildcard: this exact path
     scroll: int | None = None  # deepest scroll on the current page ≥ N %
     dwell: float | None = None  # on the current page ≥ N s
@@ -177,7 +179,7 @@ class Campaign:
     offline: str = "queue"  # what to do when it fires with no session open
     expires: float = DAY  # how long a queued message waits (next visit, or behind another)
     audience: Predicate | None = None  # who it is for
-    audience_spec: dict | None = None  # the audience as written, to say which condition failed
+    audience_spec: dict[str, Any] | None = None  # the audience as written, to say which condition failed
     calm: float | None = None  # show only after this long without input
     on_conflict: str = "drop"  # another message on screen: drop, or queue behind it
     variants: tuple[Variant, ...] = ()  # A/B variants; empty: one implicit variant
@@ -227,14 +229,17 @@ class CampaignSet:
 # --- loading with line numbers ---------------------------------------------------------------
 
 
+KeyPath = tuple[Any, ...]  # keys and list indexes from the document's top to one value
+
+
 class _Located:
     """Plain values from a YAML document plus the line of every mapping key and list item."""
 
     def __init__(self) -> None:
-        self.lines: dict[tuple, int] = {}  # path of keys and indexes -> 1-based line
+        self.lines: dict[KeyPath, int] = {}  # path of keys and indexes -> 1-based line
         self._loader = yaml.SafeLoader("")  # constructs scalars with YAML's safe rules
 
-    def build(self, node: yaml.Node, path: tuple) -> Any:
+    def build(self, node: yaml.Node, path: KeyPath) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
@@ -276,14 +281,14 @@ def load_text(text: str, filename: str = "<campaigns>") -> CampaignSet:
 
 
 class _Validator:
-    def __init__(self, filename: str, lines: dict[tuple, int]) -> None:
+    def __init__(self, filename: str, lines: dict[KeyPath, int]) -> None:
         self.filename = filename
         self.lines = lines
         self.problems: list[Problem] = []
-        self._variant_triggers: dict[str, dict] = {}  # variant id -> the trigger keys it changes
+        self._variant_triggers: dict[str, dict[str, Any]] = {}  # variant id -> the trigger keys it changes
         self.warnings: list[Problem] = []
 
-    def problem(self, path: tuple, message: str) -> None:
+    def problem(self, path: KeyPath, message: str) -> None:
         line = None
         for cut in range(len(path), -1, -1):
             line = self.lines.get(path[:cut])
@@ -292,13 +297,13 @@ class _Validator:
         field_name = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(".[", "[")
         self.problems.append(Problem(self.filename, line, field_name or "(top)", message))
 
-    def warn(self, path: tuple, message: str) -> None:
+    def warn(self, path: KeyPath, message: str) -> None:
         """Something that loads but is likely not what the author meant (``nudge check`` says)."""
         count = len(self.problems)
         self.problem(path, message)
         self.warnings.append(self.problems.pop(count))
 
-    def keys(self, value: Any, path: tuple, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> bool:
+    def keys(self, value: Any, path: KeyPath, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> bool:
         if not isinstance(value, dict):
             self.problem(path, f"must be a map, got {_type(value)}")
             return False
@@ -312,7 +317,7 @@ class _Validator:
                 self.problem(path, f"{key!r} is required")
         return True
 
-    def duration(self, value: Any, path: tuple, *, positive: bool = True) -> float | None:
+    def duration(self, value: Any, path: KeyPath, *, positive: bool = True) -> float | None:
         if isinstance(value, bool):
             value = None
         if isinstance(value, (int, float)):
@@ -327,7 +332,7 @@ class _Validator:
             return None
         return seconds
 
-    def count(self, value: Any, path: tuple) -> int | None:
+    def count(self, value: Any, path: KeyPath) -> int | None:
         if isinstance(value, bool) or not isinstance(value, int):
             self.problem(path, f"must be a whole number, got {value!r}")
             return None
@@ -336,7 +341,7 @@ class _Validator:
             return None
         return value
 
-    def text(self, value: Any, path: tuple, *, required: bool = False) -> str | None:
+    def text(self, value: Any, path: KeyPath, *, required: bool = False) -> str | None:
         if value is None:
             if required:
                 self.problem(path, "is required")
@@ -378,7 +383,7 @@ class _Validator:
             campaign = self.campaign(item, ("campaigns", i))
             if campaign is not None:
                 campaigns.append(campaign)
-        listened = set()
+        listened: set[str | None] = set()
         for c in campaigns:
             for arm in c.triggers:
                 listened.update((arm.event, arm.absent, *(step.event for step in arm.after)))
@@ -413,7 +418,7 @@ class _Validator:
         quiet = self.quiet_hours(value["quiet_hours"], ("limits", "quiet_hours")) if "quiet_hours" in value else None
         return Limits(per_hour=per_hour, per_day=per_day, cooldown=cooldown, quiet_hours=quiet or None)
 
-    def quiet_hours(self, value: Any, path: tuple) -> QuietHours | bool | None:
+    def quiet_hours(self, value: Any, path: KeyPath) -> QuietHours | Literal[False] | None:
         if value is False:
             return False
         if not self.keys(value, path, ("from", "to", "zone"), ("from", "to")):
@@ -437,7 +442,7 @@ class _Validator:
             return None
         return QuietHours(minutes[0], minutes[1], zone)
 
-    def campaign(self, value: Any, path: tuple) -> Campaign | None:
+    def campaign(self, value: Any, path: KeyPath) -> Campaign | None:
         allowed = (
             "id", "name", "description", "trigger", "message", "caps", "delay", "priority", "offline", "expires",
             "enabled", "audience", "calm", "on_conflict", "variants", "goal", "cancel_on", "quiet_hours",
@@ -512,7 +517,7 @@ class _Validator:
                 if step.within is not None and wait and step.within <= wait:
                     self.problem((*path, "trigger", "after", i, "within"), f"is not longer than the trigger's own wait ({wait:g} s): the sequence can never complete")
                     break
-        if len(self.problems) > before or not enabled:
+        if len(self.problems) > before or not enabled or trigger is None or message is None:
             return None
         return Campaign(
             id=cid, trigger=trigger, message=message, caps=caps, delay=delay or 0.0,
@@ -524,7 +529,7 @@ class _Validator:
         )
 
     def variant_arms(
-        self, arms: tuple[Trigger, ...], variants: tuple[Variant, ...], base: dict, path: tuple,
+        self, arms: tuple[Trigger, ...], variants: tuple[Variant, ...], base: dict[str, Any], path: KeyPath,
     ) -> tuple[Trigger, ...] | None:
         """The campaign's arms for the variants that keep its trigger, then each changing
         variant's own (its keys over the trigger's), marked with the variants they are for. A
@@ -540,7 +545,7 @@ class _Validator:
             out.extend(dataclasses.replace(arm, variants=frozenset({variant.id})) for arm in own)
         return tuple(out)
 
-    def triggers(self, value: Any, path: tuple, slots: tuple[int, ...] | None = None) -> tuple[Trigger, ...] | None:
+    def triggers(self, value: Any, path: KeyPath, slots: tuple[int, ...] | None = None) -> tuple[Trigger, ...] | None:
         """The arms of a trigger: one, or one per alternative of ``any:`` (nested ``any:`` and
         keys beside it distribute: ``{path: /blog/*, any: [{scroll: 50}, {dwell: 5s}]}`` is two
         arms, each on /blog/*)."""
@@ -556,7 +561,7 @@ class _Validator:
             return None
         return tuple(dataclasses.replace(arm, slot=i) for i, arm in enumerate(arms))
 
-    def alternatives(self, value: Any, path: tuple) -> list[tuple[dict, tuple]] | None:
+    def alternatives(self, value: Any, path: KeyPath) -> list[tuple[dict[str, Any], tuple[Any, ...]]] | None:
         """``value`` as a list of plain triggers (no ``any:``), each with where it came from."""
         if not self.keys(value, path, TRIGGER_KEYS):
             return None
@@ -567,7 +572,7 @@ class _Validator:
             self.problem((*path, "any"), "must be a list of at least two triggers; any one of them fires the campaign")
             return None
         base = {k: v for k, v in value.items() if k != "any"}
-        out: list[tuple[dict, tuple]] = []
+        out: list[tuple[dict[str, Any], tuple[Any, ...]]] = []
         ok = True
         for i, option in enumerate(options):
             found = self.alternatives(option, (*path, "any", i))
@@ -582,7 +587,7 @@ class _Validator:
                 out.append(({**base, **raw}, where))
         return out if ok else None
 
-    def trigger(self, value: Any, path: tuple) -> Trigger | None:
+    def trigger(self, value: Any, path: KeyPath) -> Trigger | None:
         """One plain trigger (an arm): its keys, all of which must hold at once."""
         if not value:
             self.problem(path, "needs at least one condition: event, path, scroll, dwell or idle")
@@ -598,35 +603,11 @@ class _Validator:
                 self.problem((*path, "where"), "needs 'event': it tests the properties of that event")
             elif self.where(value["where"], (*path, "where")):
                 where = conditions.compile_where(value["where"])
-        path_re = path_exact = None
-        if "path" in value:
-            glob = value["path"]
-            if not isinstance(glob, str) or not glob.startswith("/"):
-                self.problem((*path, "path"), "must be a path starting with '/', '*' allowed")
-            elif any(ch in glob for ch in "*?["):
-                path_re = re.compile(fnmatch.translate(glob))
-            else:
-                path_exact = glob
-        scroll = None
-        if "scroll" in value:
-            scroll = value["scroll"]
-            if isinstance(scroll, bool) or not isinstance(scroll, int) or not 1 <= scroll <= 100:
-                self.problem((*path, "scroll"), f"must be a percentage from 1 to 100, got {scroll!r}")
-                scroll = None
+        path_re, path_exact = self.page_path(value, path)
+        scroll = self.scroll(value, path)
         dwell = self.duration(value["dwell"], (*path, "dwell")) if "dwell" in value else None
         idle = self.duration(value["idle"], (*path, "idle")) if "idle" in value else None
-        absent = value.get("absent")
-        wait = None
-        absent_map = isinstance(absent, dict)
-        if absent_map:
-            if self.keys(absent, (*path, "absent"), ("event", "within"), ("event", "within")):
-                if "within" in absent:
-                    wait = self.duration(absent["within"], (*path, "absent", "within"))
-                absent = absent.get("event")
-                if absent is None:
-                    absent = ""  # reported as required above
-            else:
-                absent = ""
+        absent, wait, absent_map = self.absent(value, path)
         at_least = None
         if "at_least" in value:
             at_least = self.count(value["at_least"], (*path, "at_least"))
@@ -663,23 +644,8 @@ class _Validator:
             within = wait
         if absent is not None and any(k in value for k in ("scroll", "dwell", "idle", "path")):
             self.problem(path, "an absence trigger (event + absent + within) cannot also test page state")
-        restart_on: frozenset[str] = frozenset()
-        if "restart_on" in value:
-            names = value["restart_on"]
-            if absent is None:
-                self.problem((*path, "restart_on"), "needs 'absent': it restarts an absence window")
-            elif not isinstance(names, list) or not names or not all(isinstance(e, str) and e for e in names):
-                self.problem((*path, "restart_on"), "must be a list of event names")
-            elif absent in names:
-                self.problem((*path, "restart_on"), f"{absent!r} closes the window; it cannot also restart it")
-            else:
-                restart_on = frozenset(names)
-        keep_open = None
-        if "while" in value:
-            if absent is None:
-                self.problem((*path, "while"), "needs 'absent': the absence window stays open while this holds")
-            elif self.audience(value["while"], (*path, "while")):
-                keep_open = conditions.compile_where(value["while"], audience_lookup)
+        restart_on = self.restart_on(value, path, absent)
+        keep_open = self.keep_open(value, path, absent)
         after = self.steps(value["after"], (*path, "after")) if "after" in value else ()
         if len(self.problems) > before:
             return None
@@ -688,7 +654,68 @@ class _Validator:
             wait, restart_on, keep_open,
         )
 
-    def steps(self, value: Any, path: tuple) -> tuple[Step, ...]:
+    def page_path(self, value: Any, path: KeyPath) -> tuple[re.Pattern[str] | None, str | None]:
+        """A trigger's ``path``: a glob (compiled) or an exact path."""
+        if "path" not in value:
+            return None, None
+        glob = value["path"]
+        if not isinstance(glob, str) or not glob.startswith("/"):
+            self.problem((*path, "path"), "must be a path starting with '/', '*' allowed")
+            return None, None
+        if any(ch in glob for ch in "*?["):
+            return re.compile(fnmatch.translate(glob)), None
+        return None, glob
+
+    def scroll(self, value: Any, path: KeyPath) -> int | None:
+        """A trigger's ``scroll``: a percentage from 1 to 100."""
+        if "scroll" not in value:
+            return None
+        scroll = value["scroll"]
+        if isinstance(scroll, bool) or not isinstance(scroll, int) or not 1 <= scroll <= 100:
+            self.problem((*path, "scroll"), f"must be a percentage from 1 to 100, got {scroll!r}")
+            return None
+        return scroll
+
+    def absent(self, value: Any, path: KeyPath) -> tuple[Any, float | None, bool]:
+        """A trigger's ``absent``: (the event, its window when written ``{event, within}``,
+        whether it was so written). The event is "" when the map's own problem is reported."""
+        absent = value.get("absent")
+        if not isinstance(absent, dict):
+            return absent, None, False
+        wait = None
+        if not self.keys(absent, (*path, "absent"), ("event", "within"), ("event", "within")):
+            return "", None, True
+        if "within" in absent:
+            wait = self.duration(absent["within"], (*path, "absent", "within"))
+        event = absent.get("event")
+        return ("" if event is None else event), wait, True  # a missing event is reported above
+
+    def restart_on(self, value: Any, path: KeyPath, absent: Any) -> frozenset[str]:
+        """A trigger's ``restart_on``: the events that restart its absence window."""
+        if "restart_on" not in value:
+            return frozenset()
+        names = value["restart_on"]
+        if absent is None:
+            self.problem((*path, "restart_on"), "needs 'absent': it restarts an absence window")
+        elif not isinstance(names, list) or not names or not all(isinstance(e, str) and e for e in names):
+            self.problem((*path, "restart_on"), "must be a list of event names")
+        elif absent in names:
+            self.problem((*path, "restart_on"), f"{absent!r} closes the window; it cannot also restart it")
+        else:
+            return frozenset(names)
+        return frozenset()
+
+    def keep_open(self, value: Any, path: KeyPath, absent: Any) -> Predicate | None:
+        """A trigger's ``while``: the audience condition that keeps its absence window open."""
+        if "while" not in value:
+            return None
+        if absent is None:
+            self.problem((*path, "while"), "needs 'absent': the absence window stays open while this holds")
+        elif self.audience(value["while"], (*path, "while")):
+            return conditions.compile_where(value["while"], audience_lookup)
+        return None
+
+    def steps(self, value: Any, path: KeyPath) -> tuple[Step, ...]:
         if isinstance(value, dict):
             value = [value]
         if not isinstance(value, list) or not value:
@@ -710,7 +737,7 @@ class _Validator:
             steps.append(Step(name, where, within))
         return tuple(steps)
 
-    def where(self, value: Any, path: tuple, names=None) -> bool:
+    def where(self, value: Any, path: KeyPath, names: Callable[[str], bool] | None = None) -> bool:
         if not isinstance(value, dict) or not value:
             self.problem(path, "must be a non-empty map of conditions")
             return False
@@ -756,10 +783,10 @@ class _Validator:
                         ok = False
         return ok
 
-    def audience(self, value: Any, path: tuple) -> bool:
+    def audience(self, value: Any, path: KeyPath) -> bool:
         return self.where(value, path, names=audience_known)
 
-    def caps(self, value: Any, path: tuple) -> Caps:
+    def caps(self, value: Any, path: KeyPath) -> Caps:
         if value is None:
             return Caps()
         if not self.keys(value, path, ("per_session", "per_day", "per_week", "lifetime", "every")):
@@ -771,7 +798,7 @@ class _Validator:
         every = self.duration(value["every"], (*path, "every")) if "every" in value else None
         return Caps(**counts, every=every)
 
-    def variants(self, value: Any, base_message: Any, path: tuple) -> tuple[Variant, ...]:
+    def variants(self, value: Any, base_message: Any, path: KeyPath) -> tuple[Variant, ...]:
         if value is None:
             return ()
         if not isinstance(value, list) or len(value) < 2:
@@ -823,7 +850,7 @@ class _Validator:
             self.problem(path, "every variant is a holdout: nobody would see anything")
         return tuple(out)
 
-    def goal(self, value: Any, path: tuple) -> Goal | None:
+    def goal(self, value: Any, path: KeyPath) -> Goal | None:
         if not self.keys(value, path, ("event", "where", "within"), ("event", "within")):
             return None
         name = value.get("event")
@@ -838,7 +865,7 @@ class _Validator:
             return None
         return Goal(name, within, where)
 
-    def message(self, value: Any, path: tuple) -> MessageTemplate | None:
+    def message(self, value: Any, path: KeyPath) -> MessageTemplate | None:
         allowed = ("kind", "position", "title", "body", "cta", "dismiss", "theme")
         if not self.keys(value, path, allowed, ("kind",)):
             return None
@@ -877,7 +904,7 @@ class _Validator:
         theme = {str(k): str(v) for k, v in theme.items()}
         return MessageTemplate(kind, position, texts, cta_label, cta_url, theme)
 
-    def template(self, source: str, path: tuple):
+    def template(self, source: str, path: KeyPath) -> BoundedText | None:
         try:
             compiled = compile_text(source)
         except TemplateProblem as exc:
@@ -927,7 +954,7 @@ def load_data(data: Any, source: str = "<api>") -> CampaignSet:
     return _Validator(source, {}).campaign_set(data)
 
 
-def check_campaign_text(text: str, document: dict, replacing: str | None = None,
+def check_campaign_text(text: str, document: dict[str, Any], replacing: str | None = None,
                         filename: str = "campaign.yaml") -> tuple[Any, list[Problem]]:
     """One campaign's YAML checked exactly as ``nudge check`` checks a file: where it would stand
     in ``document`` (``{"settings": …, "campaigns": […]}``, the admin API's), beside its settings

@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import re2
 
@@ -20,6 +21,9 @@ Lookup = Callable[[Any, str], Any]  # (data, key) -> value, or MISSING
 
 MISSING = object()
 _MISSING = MISSING
+
+# The predicates that are exactly "property K equals V", with (K, V): see equality().
+_EQUALS: weakref.WeakKeyDictionary[Predicate, tuple[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def _dict_lookup(data: Any, key: str) -> Any:
@@ -39,12 +43,19 @@ _RE2 = re2.Options()
 _RE2.log_errors = False  # the refusal is the loader's to report
 
 
-def compile_regex(pattern: Any):
+class Regex(Protocol):
+    """What a compiled RE2 pattern offers the conditions (the re2 package ships no types)."""
+
+    def search(self, text: str) -> object: ...
+
+
+def compile_regex(pattern: Any) -> Regex:
     """``pattern`` compiled for ``regex`` conditions (RE2 syntax); ValueError says why not."""
     if not isinstance(pattern, str):
         raise ValueError("must be text")
     try:
-        return re2.compile(pattern, _RE2)
+        compiled: Regex = re2.compile(pattern, _RE2)
+        return compiled
     except re2.error as exc:
         reason = exc.args[0] if exc.args else exc
         raise ValueError(reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)) from None
@@ -87,7 +98,7 @@ OPERATORS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "
 COMBINATORS = ("all", "any", "not")
 
 
-def compile_where(spec: dict, lookup: Lookup = _dict_lookup) -> Predicate:
+def compile_where(spec: dict[str, Any], lookup: Lookup = _dict_lookup) -> Predicate:
     """Compile a condition map (already validated by the campaign loader) into a predicate.
 
     ``lookup(data, key)`` finds a value in what the predicate is applied to: by default a dict of
@@ -95,14 +106,11 @@ def compile_where(spec: dict, lookup: Lookup = _dict_lookup) -> Predicate:
     tests: list[Predicate] = []
     for key, value in spec.items():
         if key == "all":
-            parts = [compile_where(item, lookup) for item in value]
-            tests.append(lambda props, parts=parts: all(p(props) for p in parts))
+            tests.append(_every([compile_where(item, lookup) for item in value]))
         elif key == "any":
-            parts = [compile_where(item, lookup) for item in value]
-            tests.append(lambda props, parts=parts: any(p(props) for p in parts))
+            tests.append(_some([compile_where(item, lookup) for item in value]))
         elif key == "not":
-            inner = compile_where(value, lookup)
-            tests.append(lambda props, inner=inner: not inner(props))
+            tests.append(_negated(compile_where(value, lookup)))
         else:
             tests.append(_field_test(key, value, lookup))
     if len(tests) == 1:
@@ -110,19 +118,32 @@ def compile_where(spec: dict, lookup: Lookup = _dict_lookup) -> Predicate:
     return lambda props: all(t(props) for t in tests)
 
 
+def _every(parts: list[Predicate]) -> Predicate:
+    return lambda props: all(p(props) for p in parts)
+
+
+def _some(parts: list[Predicate]) -> Predicate:
+    return lambda props: any(p(props) for p in parts)
+
+
+def _negated(inner: Predicate) -> Predicate:
+    return lambda props: not inner(props)
+
+
 def equality(predicate: Predicate | None) -> tuple[str, Any] | None:
     """``(key, value)`` when ``predicate`` is exactly "the property ``key`` equals ``value``" (a
     ``where:`` of one field, ``key: value`` or ``key: {eq: value}``, over a dict of event
     properties), else None. The engine indexes such campaigns by value instead of testing each."""
-    return getattr(predicate, "equals", None)
+    return None if predicate is None else _EQUALS.get(predicate)
 
 
 def _equals(key: str, value: Any, lookup: Lookup) -> Predicate:
     def test(props: Any) -> bool:
-        return lookup(props, key) == value
+        found: bool = lookup(props, key) == value
+        return found
 
     if lookup is _dict_lookup:
-        test.equals = (key, value)  # see equality()
+        _EQUALS[test] = (key, value)  # see equality()
     return test
 
 
@@ -160,7 +181,7 @@ def _field_test(key: str, value: Any, lookup: Lookup) -> Predicate:
     return test
 
 
-def unmet(spec: dict, data: Any, lookup: Lookup = _dict_lookup) -> list[str]:
+def unmet(spec: dict[str, Any], data: Any, lookup: Lookup = _dict_lookup) -> list[str]:
     """The conditions of ``spec`` that do not hold for ``data``, each said in words with the
     value found (``device: is 'desktop', wants 'mobile'``); empty when all hold. For explaining a
     decision, not for deciding: it compiles ``spec`` afresh on every call."""

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.filters import FILTERS
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from nudge.rules import values
@@ -79,7 +81,7 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**", "%"})
 
-    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
             _repeat_check(left, right)
         elif operator == "**":
@@ -96,7 +98,7 @@ def _range(*args: Any) -> range:
     return numbers
 
 
-def _bounded(name: str, check):
+def _bounded(name: str, check: Callable[..., None]) -> Callable[..., Any]:
     """Jinja's filter ``name``, its arguments checked by ``check`` first."""
     original = FILTERS[name]
 
@@ -170,7 +172,7 @@ class TemplateProblem(ValueError):
 
 
 @functools.lru_cache(maxsize=4096)
-def compile_text(source: str):
+def compile_text(source: str) -> BoundedText | None:
     """Compile one text template; raise :class:`TemplateProblem` with a readable reason.
 
     Kept by source (a compiled template is immutable and shared): a document validated again
@@ -212,10 +214,10 @@ class BoundedText:
 
     __slots__ = ("template",)
 
-    def __init__(self, template) -> None:
-        self.template = template  # jinja2.Template
+    def __init__(self, template: Template) -> None:
+        self.template = template
 
-    def render(self, context: dict) -> str:
+    def render(self, context: dict[str, Any]) -> str:
         out, size = [], 0
         for chunk in self.template.generate(context):
             out.append(chunk)
@@ -351,7 +353,7 @@ class MessageTemplate:
     cta_url: str | None
     theme: dict[str, str]
 
-    def render(self, state: State, event_props: dict | None) -> dict:
+    def render(self, state: State, event_props: dict[str, Any] | None) -> dict[str, Any]:
         """The message's fields, personalised from ``state``; plain text only."""
         context = None
         out: dict[str, Any] = {"kind": self.kind}
@@ -374,7 +376,7 @@ class MessageTemplate:
         return out
 
 
-def _context(state: State, event_props: dict | None) -> dict:
+def _context(state: State, event_props: dict[str, Any] | None) -> dict[str, Any]:
     visitor, session = state.visitor, state.session
     cart = visitor.cart
     return {
@@ -402,7 +404,7 @@ _EXPRESSION = re.compile(r"\{\{.*?\}\}", re.S)
 _CONDITIONAL = re.compile(r"\bif\b")
 
 
-def empty_parts(message: MessageTemplate, state: State, event_props: dict | None) -> list[dict]:
+def empty_parts(message: MessageTemplate, state: State, event_props: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Where ``message`` renders empty for ``state``: each text field that renders as nothing,
     and each ``{{ … }}`` of a field that does (a name the visitor has no value for, an empty
     cart) — what an editor warns about before the message goes live. Everything is rendered by
@@ -410,7 +412,7 @@ def empty_parts(message: MessageTemplate, state: State, event_props: dict | None
     its own); expressions inside ``{% … %}`` blocks are not looked at one by one (their loop
     variables exist only inside the block), nor are conditional ones (``{{ 's' if … }}``), empty
     on purpose."""
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     fields = dict(message.texts)
     if message.cta_label is not None:
         fields["cta.label"] = message.cta_label

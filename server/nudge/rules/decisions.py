@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -11,7 +12,7 @@ class Show:
     ``queued`` (the timer fell due while the visitor had no session open)."""
 
     campaign: str
-    content: dict  # kind, position, title, body, cta, dismiss, theme: plain text
+    content: dict[str, Any]  # kind, position, title, body, cta, dismiss, theme: plain text
     queued: bool = False
     expires_at: float | None = None  # for queued messages: drop if not delivered by then
     variant: str | None = None

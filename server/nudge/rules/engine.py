@@ -32,8 +32,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -56,7 +57,9 @@ INPUT = frozenset({"page_view", "scroll", "click", "active", "add_to_cart", "rem
 VISITOR_FACTS = frozenset({"add_to_cart", "remove_from_cart", "purchase", "identify"})
 
 
-def _group(campaigns: Iterable[Campaign], key) -> dict[str, tuple[Campaign, ...]]:
+def _group(
+    campaigns: Iterable[Campaign], key: Callable[[Campaign], Iterable[str | None]],
+) -> dict[str, tuple[Campaign, ...]]:
     out: dict[str, list[Campaign]] = {}
     for campaign in campaigns:
         for name in key(campaign):
@@ -65,7 +68,7 @@ def _group(campaigns: Iterable[Campaign], key) -> dict[str, tuple[Campaign, ...]
     return {name: tuple(group) for name, group in out.items()}
 
 
-def _indexable(value) -> bool:
+def _indexable(value: Any) -> bool:
     """A value a dict finds exactly when ``==`` would: a plain scalar, and not NaN (which equals
     nothing, itself included)."""
     return value is None or (value.__class__ in (str, int, float, bool) and value == value)
@@ -91,7 +94,7 @@ class _Listeners:
         self.keyed = tuple((key, {value: tuple(group) for value, group in table.items()}) for key, table in keyed.items())
         self.rest = tuple(rest)  # tested one by one
 
-    def matching(self, props: dict) -> list[Campaign]:
+    def matching(self, props: dict[str, Any]) -> list[Campaign]:
         """The campaigns whose ``where:`` holds for ``props`` (or that have none), in file order."""
         hits: list[tuple[int, Campaign]] = []
         for key, table in self.keyed:
@@ -169,7 +172,7 @@ class Engine:
         for campaign in everything:
             for i, step in enumerate(campaign.trigger.after):
                 self._steps.setdefault(step.event, []).append((campaign, i))
-        self._goals = _group((c for c in everything if c.goal), lambda c: [c.goal.event])
+        self._goals = _group((c for c in everything if c.goal), lambda c: [c.goal.event if c.goal else None])
         self._cancels = _group((c for c in everything if c.cancel_on), lambda c: c.cancel_on)
         # Names that open or close a window, complete a goal, cancel or make a step: any other
         # event skips those five lookups.
@@ -178,7 +181,7 @@ class Engine:
         page = [c for c in everything if c.trigger.on_page]
         self._page_any = tuple(c for c in page if c.trigger.path is None and c.trigger.path_exact is None)
         self._page_exact = _group((c for c in page if c.trigger.path_exact), lambda c: [c.trigger.path_exact])
-        self._page_glob = tuple(c for c in page if c.trigger.path is not None)
+        self._page_glob = tuple((c, c.trigger.path) for c in page if c.trigger.path is not None)
         self._page_cache: dict[str, _PageTriggers] = {}  # path -> its page triggers
 
     # --- what the runtime calls -----------------------------------------------------------
@@ -193,7 +196,7 @@ class Engine:
             visitor.last_seen = now  # a backend's event is not the visitor being active
         decisions: list[Decision] = []
         rewake = False
-        page_candidates: tuple[Campaign, ...] = ()
+        page_candidates: Sequence[Campaign] = ()
         triggers: _PageTriggers | None = None  # of the current page, once looked up
 
         if session is not None:
@@ -322,7 +325,7 @@ class Engine:
             self._fire(state, candidates, now, props, decisions, "trigger")
         if session is not None:
             if session.showing is None and session.waiting:
-                self._release_waiting(state, now, decisions)
+                self._release_waiting(state, session, now, decisions)
             if rewake or session.calm or session.waiting:
                 self._rewake(session, now, decisions, triggers=triggers)
         return decisions
@@ -345,20 +348,20 @@ class Engine:
         if session.calm:
             ready = []
             for campaign_id, since in list(session.calm.items()):
-                campaign = self.by_id.get(campaign_id)
-                if campaign is None or now - since >= campaign.expires:  # its wake-up comes at exactly that time
+                calming = self.by_id.get(campaign_id)
+                if calming is None or now - since >= calming.expires:  # its wake-up comes at exactly that time
                     del session.calm[campaign_id]
-                    if campaign is not None:
+                    if calming is not None:
                         decisions.append(Suppress(campaign_id, "expired"))
-                elif now - session.last_input_at >= campaign.calm:
+                elif now - session.last_input_at >= (calming.calm or 0.0):  # reloaded without calm: ready
                     del session.calm[campaign_id]
-                    ready.append(campaign)
+                    ready.append(calming)
             if ready:
                 self._fire(state, ready, now, None, decisions, "calm")
         if session.showing is not None and session.showing[1] <= now:
             session.showing = None
         if session.showing is None and session.waiting:
-            self._release_waiting(state, now, decisions)
+            self._release_waiting(state, session, now, decisions)
         self._rewake(session, now, decisions, force=True)
         return decisions
 
@@ -391,6 +394,10 @@ class Engine:
 
     # --- indexes ----------------------------------------------------------------------------
 
+    def event_triggers(self, name: str) -> tuple[Campaign, ...]:
+        """The instant triggers that listen to the event ``name``, in file order."""
+        return self._on_event.get(name, ())
+
     def page_triggers(self, path: str | None) -> tuple[Campaign, ...]:
         """The page triggers that watch ``path``, in file order."""
         return self._page(path).all
@@ -401,7 +408,7 @@ class Engine:
         found = self._page_cache.get(path)
         if found is None:
             matched = set(self._page_any) | set(self._page_exact.get(path, ()))
-            matched.update(c for c in self._page_glob if c.trigger.path.match(path))
+            matched.update(c for c, glob in self._page_glob if glob.match(path))
             found = _PageTriggers(tuple(c for c in self._arms if c in matched), self.indexed)
             if len(self._page_cache) >= _PAGE_CACHE_SIZE:
                 self._page_cache.clear()
@@ -411,7 +418,7 @@ class Engine:
     # --- state updates ------------------------------------------------------------------------
 
     @staticmethod
-    def _view_page(session: SessionState, props: dict, now: float) -> None:
+    def _view_page(session: SessionState, props: dict[str, Any], now: float) -> None:
         path = props["path"]
         first = session.page is None
         session.page = path
@@ -440,7 +447,7 @@ class Engine:
             session.tz = tz
 
     @staticmethod
-    def _identify(visitor: VisitorState, props: dict, trusted: bool) -> None:
+    def _identify(visitor: VisitorState, props: dict[str, Any], trusted: bool) -> None:
         """Traits from ``identify``. A backend's (``trusted``) are kept apart as well, and a
         browser can neither change nor remove one: its word never outweighs the backend's."""
         traits, proven = visitor.traits, visitor.trusted
@@ -463,7 +470,7 @@ class Engine:
         state: State,
         campaigns: list[Campaign],
         now: float,
-        props: dict | None,
+        props: dict[str, Any] | None,
         decisions: list[Decision],
         stage: str,
     ) -> None:
@@ -538,10 +545,9 @@ class Engine:
             decisions.append(Show(campaign.id, content, queued, now + campaign.expires if queued else None, variant_id))
             shown = True
 
-    def _release_waiting(self, state: State, now: float, decisions: list[Decision]) -> None:
+    def _release_waiting(self, state: State, session: SessionState, now: float, decisions: list[Decision]) -> None:
         """The screen is free: the highest-priority message still waiting gets its turn."""
-        session = state.session
-        best = None
+        best: tuple[Campaign, float] | None = None
         for campaign_id, expires in list(session.waiting):
             campaign = self.by_id.get(campaign_id)
             if campaign is None or expires <= now:
@@ -575,12 +581,12 @@ class Engine:
             cancelled = cancelled or len(session.waiting) != before
         return cancelled
 
-    def _convert(self, campaign: Campaign, visitor: VisitorState, props: dict, happened: float, decisions: list[Decision]) -> None:
+    def _convert(self, campaign: Campaign, visitor: VisitorState, props: dict[str, Any], happened: float, decisions: list[Decision]) -> None:
         """``happened``: when the goal event took place (a backend's ``timestamp``), else now."""
         exposure = visitor.exposures.get(campaign.id)
-        if exposure is None or exposure[2]:
-            return
         goal = campaign.goal
+        if exposure is None or exposure[2] or goal is None:
+            return
         if happened - exposure[1] > goal.within:
             del visitor.exposures[campaign.id]
             return
@@ -655,9 +661,9 @@ class Engine:
             if wake is None or due < wake:
                 wake = due
         for campaign_id, since in session.calm.items():
-            campaign = self.by_id.get(campaign_id)
-            if campaign is not None:
-                due = max(now, min(session.last_input_at + campaign.calm, since + campaign.expires))
+            calming = self.by_id.get(campaign_id)
+            if calming is not None:
+                due = max(now, min(session.last_input_at + (calming.calm or 0.0), since + calming.expires))
                 if wake is None or due < wake:
                     wake = due
         if session.waiting and session.showing is not None and (wake is None or session.showing[1] < wake):
@@ -668,7 +674,7 @@ class Engine:
 
     # --- explaining -------------------------------------------------------------------------
 
-    def explain(self, state: State, campaign_id: str, now: float) -> dict:
+    def explain(self, state: State, campaign_id: str, now: float) -> dict[str, Any]:
         """Why this campaign would or would not show to this visitor now: each condition of its
         trigger, its audience and every cap, with what the state holds. Pure, like the rest."""
         campaign = self.by_id.get(campaign_id)
@@ -677,7 +683,7 @@ class Engine:
             hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
             return {"campaign": campaign_id, "error": f"no campaign {campaign_id!r} (none by that id, or it is disabled){hint}"}
         visitor, session = state.visitor, state.session
-        checks: list[dict] = []
+        checks: list[dict[str, Any]] = []
         arms = [arm for arm in self._arms_of[campaign.id] if _for_visitor(arm, visitor.id)]
         prefix = ""
 
@@ -725,14 +731,16 @@ class Engine:
 
 
     @staticmethod
-    def _explain_arm(campaign: Campaign, state: State, now: float, check) -> None:
+    def _explain_arm(
+        campaign: Campaign, state: State, now: float, check: Callable[[str, bool | None, str], None],
+    ) -> None:
         """The checks of one arm of a campaign's trigger."""
         visitor, session = state.visitor, state.session
         trigger = campaign.trigger
         if trigger.event:
             seen = session.counters.get(trigger.event, 0) if session else 0
             check("event", None, f"fires on {trigger.event!r}" + (" when its properties match" if trigger.where else "") + f"; seen {seen} times this session")
-        if trigger.at_least:
+        if trigger.at_least and trigger.within is not None:  # the loader requires within with at_least
             count = len(_prune(visitor.counts.get(_key(campaign), []), now, trigger.within))
             check("at_least", None, f"{count} of {trigger.at_least} {trigger.event!r} events within {trigger.within:g} s")
         if trigger.absent:
@@ -740,8 +748,9 @@ class Engine:
             check("absence window", due is not None, f"open, closes {_when(due, now)} unless {trigger.absent!r} comes" if due else f"not open: waits for {trigger.event!r}")
         page = session.page if session else None
         if trigger.path is not None or trigger.path_exact is not None:
-            wanted = trigger.path_exact or trigger.path.pattern
-            ok = page is not None and (page == trigger.path_exact if trigger.path_exact else bool(trigger.path.match(page)))
+            glob = trigger.path
+            wanted = trigger.path_exact or (glob.pattern if glob is not None else "")
+            ok = page is not None and (page == trigger.path_exact if trigger.path_exact or glob is None else bool(glob.match(page)))
             check("path", ok, f"current page {page!r}, wants {wanted!r}")
         if trigger.scroll is not None:
             depth = session.scroll_depth if session else 0

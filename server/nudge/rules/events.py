@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 from nudge.errors import BadEvent, UnknownEvent
 
@@ -36,7 +36,11 @@ class Event:
     at: float | None = None
 
 
-def _number(props: dict, key: str, seq: int, *, required: bool, minimum: float = 0.0) -> float | None:
+@overload
+def _number(props: dict[str, Any], key: str, seq: int, *, required: Literal[True], minimum: float = 0.0) -> float: ...
+@overload
+def _number(props: dict[str, Any], key: str, seq: int, *, required: bool, minimum: float = 0.0) -> float | None: ...
+def _number(props: dict[str, Any], key: str, seq: int, *, required: bool, minimum: float = 0.0) -> float | None:
     value = props.get(key)
     if value is None:
         if required:
@@ -55,7 +59,11 @@ def _number(props: dict, key: str, seq: int, *, required: bool, minimum: float =
     return value
 
 
-def _string(props: dict, key: str, seq: int, *, required: bool) -> str | None:
+@overload
+def _string(props: dict[str, Any], key: str, seq: int, *, required: Literal[True]) -> str: ...
+@overload
+def _string(props: dict[str, Any], key: str, seq: int, *, required: bool) -> str | None: ...
+def _string(props: dict[str, Any], key: str, seq: int, *, required: bool) -> str | None:
     value = props.get(key)
     if value is None:
         if required:
@@ -66,25 +74,25 @@ def _string(props: dict, key: str, seq: int, *, required: bool) -> str | None:
     return value
 
 
-def _page_view(props: dict, seq: int) -> None:
+def _page_view(props: dict[str, Any], seq: int) -> None:
     path = _string(props, "path", seq, required=True)
     if not path.startswith("/"):
         raise BadEvent("props.path must start with '/'", seq)
 
 
-def _scroll(props: dict, seq: int) -> None:
+def _scroll(props: dict[str, Any], seq: int) -> None:
     depth = _number(props, "depth", seq, required=True)
     if depth > 100:
         raise BadEvent("props.depth must be between 0 and 100", seq)
     props["depth"] = int(depth)
 
 
-def _idle(props: dict, seq: int) -> None:
+def _idle(props: dict[str, Any], seq: int) -> None:
     after = _number(props, "after", seq, required=False)
     props["after"] = min(after or 0.0, 3600.0)
 
 
-def _add_to_cart(props: dict, seq: int) -> None:
+def _add_to_cart(props: dict[str, Any], seq: int) -> None:
     _string(props, "id", seq, required=True)
     _string(props, "name", seq, required=True)
     props["price"] = _number(props, "price", seq, required=False) or 0.0
@@ -94,29 +102,29 @@ def _add_to_cart(props: dict, seq: int) -> None:
     props["quantity"] = quantity
 
 
-def _remove_from_cart(props: dict, seq: int) -> None:
+def _remove_from_cart(props: dict[str, Any], seq: int) -> None:
     _string(props, "id", seq, required=True)
     quantity = props.get("quantity")
     if quantity is not None and (isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1):
         raise BadEvent("props.quantity must be a whole number ≥ 1", seq)
 
 
-def _purchase(props: dict, seq: int) -> None:
+def _purchase(props: dict[str, Any], seq: int) -> None:
     _number(props, "value", seq, required=False)
 
 
-def _message_report(props: dict, seq: int) -> None:
+def _message_report(props: dict[str, Any], seq: int) -> None:
     msg = props.get("msg")
     if isinstance(msg, bool) or not isinstance(msg, int) or msg < 1:
         raise BadEvent("props.msg must be the seq of a show message", seq)
     _string(props, "campaign", seq, required=False)
 
 
-def _tab_visible(props: dict, seq: int) -> None:
+def _tab_visible(props: dict[str, Any], seq: int) -> None:
     props["away"] = min(_number(props, "away", seq, required=False) or 0.0, 86400.0 * 365)
 
 
-def _identify(props: dict, seq: int) -> None:
+def _identify(props: dict[str, Any], seq: int) -> None:
     for key, value in props.items():
         if value is not None and (isinstance(value, (dict, list)) or not isinstance(value, (str, int, float, bool))):
             raise BadEvent(f"props.{key}: traits must be text, numbers, true/false or null", seq)
@@ -124,7 +132,7 @@ def _identify(props: dict, seq: int) -> None:
     # holds the keys and the clock this pure check has not.
 
 
-def _nothing(props: dict, seq: int) -> None:
+def _nothing(props: dict[str, Any], seq: int) -> None:
     pass
 
 
@@ -194,7 +202,7 @@ def check(name: Any, props: Any, seq: int, custom: frozenset[str]) -> Event:
 # "ask check()", which then accepts, normalises or words the refusal.
 
 
-def _plain(props: dict) -> bool:
+def _plain(props: dict[str, Any]) -> bool:
     """The rules every event's props follow: few keys, string keys, no long strings."""
     if len(props) > MAX_PROPS:
         return False
@@ -204,17 +212,17 @@ def _plain(props: dict) -> bool:
     return True
 
 
-def _fast_scroll(props: dict) -> bool:
+def _fast_scroll(props: dict[str, Any]) -> bool:
     depth = props.get("depth")
     return depth.__class__ is int and 0 <= depth <= 100 and (len(props) == 1 or _plain(props))
 
 
-def _fast_page_view(props: dict) -> bool:
+def _fast_page_view(props: dict[str, Any]) -> bool:
     path = props.get("path")
     return path.__class__ is str and path.startswith("/") and _plain(props)
 
 
-def _fast_idle(props: dict) -> bool:
+def _fast_idle(props: dict[str, Any]) -> bool:
     # check() stores min(after or 0.0, 3600.0): the very same int for 1 to 3600.
     after = props.get("after")
     return after.__class__ is int and 0 < after <= 3600 and _plain(props)

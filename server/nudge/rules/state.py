@@ -9,6 +9,7 @@ for a grace period after its socket closes; page-level facts live here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 # How many pages' scroll depths a session remembers (the oldest is forgotten first).
 MAX_PAGES_REMEMBERED = 32
@@ -76,7 +77,7 @@ class VisitorState:
     last_shown_at: float | None = None  # the last message of any campaign (cooldown)
     timers: dict[str, float] = field(default_factory=dict)  # pending durable timer key -> due
     shown_total: dict[str, int] = field(default_factory=dict)  # campaign -> shown ever (lifetime caps)
-    exposures: dict[str, list] = field(default_factory=dict)  # campaign -> [variant, when, converted]
+    exposures: dict[str, list[Any]] = field(default_factory=dict)  # campaign -> [variant, when, converted]
     counts: dict[str, list[float]] = field(default_factory=dict)  # campaign -> times of its event (at_least)
     visit_started: float = 0.0  # when their latest session started (0: before any)
     visit_pages: int = 0  # pages viewed in their latest session
@@ -116,7 +117,7 @@ class SessionState:
     wake_at: float | None = None  # when a dwell/idle condition may next come true
     last_event_seq: int = 0  # highest client event seq applied
     last_message_seq: int = 0  # highest server message seq issued
-    outbox: list[dict] = field(default_factory=list)  # show messages not yet acknowledged
+    outbox: list[dict[str, Any]] = field(default_factory=list)  # show messages not yet acknowledged
     detached_at: float | None = None  # when its socket closed; None while connected
 
     @property

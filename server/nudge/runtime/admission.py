@@ -22,6 +22,19 @@ visitor and ``/healthz`` out. Admission closes them:
   parallel requests, a NAT's morning) passes. Trusted proxies are exempt: their connections
   carry everyone's requests (the proxy is where to bound slow clients then). Load tests from one
   address lift it (0), as they lift ``max_connections_per_ip``.
+- **In all** (``max_pending_connections``, default 512): the same count over every address,
+  trusted proxies included — many addresses, each under its own limit, holding the node's
+  descriptors together. Past it, a new connection takes the place of the stalest silent one,
+  wherever it came from (waited a second, no byte sent); when none is stale, the new one is
+  closed as it opens. Counted as ``nudge_connections_refused_total{reason="pending"}``.
+
+- **New connections per address** (``new_connections_per_ip``, default 50 a second, ten
+  seconds' worth saved up): every connection costs the node's one loop its handshake — the
+  HTTP upgrade, ``hello``, a session — about half a millisecond; one address opening them flat
+  out, 20 at a time, took its neighbours' p99 event -> ack to 5-14 times quiet
+  (bench/attacks.md, churn). Past the budget, the address's new connections are closed as they
+  open, before a byte is read (``nudge_connections_refused_total{reason="new_per_ip"}``).
+  Trusted proxies are exempt; load tests from one address lift it (0).
 
 It works at the asyncio level, where connections are: uvicorn's HTTP protocol class extended by
 the asyncio ``Protocol`` methods ``connection_made``, ``data_received`` and ``connection_lost`` (no uvicorn internals
@@ -40,24 +53,28 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect
 
-from nudge.runtime.limits import Proxies
+from nudge.runtime.limits import Proxies, TokenBucket
 
 log = logging.getLogger("nudge.admission")
 
 STALE = 1.0  # seconds a connection may wait for its request before others may take its place
 BURST = 4  # times the per-address limit that fresh connections may reach, all waiting at once
+SAVED = 10  # seconds of new connections an address may save up (a page's parallel requests, a NAT)
+REFUSED = object()  # what :meth:`Admission.opened` says of a connection to close as it opens
+ARRIVALS = 4096  # addresses whose budget of new connections is kept before full ones are dropped
 
 
 class _Waiting:
     """A connection whose request has not been read yet."""
 
-    __slots__ = ("transport", "peer", "address", "counted", "opened", "heard", "timer")
+    __slots__ = ("transport", "peer", "address", "counted", "fresh", "opened", "heard", "timer")
 
     def __init__(self, transport: asyncio.BaseTransport, peer: tuple[str, int], counted: bool, opened: float) -> None:
         self.transport = transport
         self.peer = peer  # (address, port)
         self.address = peer[0]
         self.counted = counted  # held against its address's limit (no request has begun on it)
+        self.fresh = True  # held against the limit of all addresses together (no request has begun)
         self.opened = opened  # loop time it opened
         self.heard = False  # some bytes came: not idle, only slow to be read (a busy loop) or trickling
         self.timer: asyncio.TimerHandle | None = None  # closes it at the deadline
@@ -68,15 +85,22 @@ class Admission:
 
     def __init__(
         self, request_timeout: float, per_ip: int, proxies: Proxies,
-        refused: dict[str, int] | None = None, closed: dict[str, int] | None = None,
+        refused: dict[str, int] | None = None, closed: dict[str, int] | None = None, total: int = 0,
+        new_per_ip: float = 0.0,
     ) -> None:
         self.request_timeout = request_timeout  # seconds to send a complete request (0: no limit)
         self.per_ip = per_ip  # connections per address before a request (0: no limit)
+        self.total = total  # connections of all addresses together before a request (0: no limit)
+        self.new_per_ip = new_per_ip  # new connections a second per address (0: no limit)
+        self.new_burst = int(new_per_ip * SAVED)  # of which an address may save up this many
+        self.arrivals: dict[str, TokenBucket] = {}  # address -> its budget of new connections
+        # every connection with no request begun, oldest first (what ``total`` bounds)
+        self.fresh: OrderedDict[tuple[str, int], _Waiting] = OrderedDict()
         self.proxies = proxies  # exempt from the per-address count
         self.waiting: dict[tuple[str, int], _Waiting] = {}  # (address, port) -> its connection
         # address -> its connections with no request begun, oldest first
         self.by_ip: dict[str, OrderedDict[tuple[str, int], _Waiting]] = {}
-        self.refused = refused if refused is not None else defaultdict(int)  # "pending_per_ip"
+        self.refused = refused if refused is not None else defaultdict(int)  # "pending_per_ip", "pending", "new_per_ip"
         self.closed = closed if closed is not None else defaultdict(int)  # "request_timeout"
 
     # --- the connection side (asyncio) -----------------------------------------------------
@@ -87,8 +111,15 @@ class Admission:
 
         class Admitted(base):  # type: ignore[valid-type, misc]  # a class given at run time
             def connection_made(self, transport) -> None:
+                admitted = admission.opened(transport)
+                self.admitted: _Waiting | None = admitted if isinstance(admitted, _Waiting) else None
+                self.closed_at_once = admitted is REFUSED
+                if self.closed_at_once:
+                    # Closed as it opened: none of the HTTP protocol's setup is spent on it (a
+                    # flood of refused connections costs the accept, and little more).
+                    transport.abort()
+                    return
                 super().connection_made(transport)
-                self.admitted = admission.opened(transport)
 
             def data_received(self, data: bytes) -> None:
                 if self.admitted is not None:
@@ -97,15 +128,18 @@ class Admission:
                 super().data_received(data)
 
             def connection_lost(self, exc) -> None:
+                if self.closed_at_once:
+                    return
                 admission.lost(self.transport)
                 super().connection_lost(exc)
 
         Admitted.__name__ = Admitted.__qualname__ = f"Admitted{base.__name__}"
         return Admitted
 
-    def opened(self, transport: asyncio.BaseTransport) -> _Waiting | None:
-        """A connection opened: close it if its address holds too many waiting already, else
-        start its deadline (and return it)."""
+    def opened(self, transport: asyncio.BaseTransport) -> _Waiting | object | None:
+        """A connection opened: REFUSED when it is to be closed at once (its address opened too
+        many, or too many wait already), else its deadline started (and it returned; None for a
+        Unix socket)."""
         peer = _peer(transport.get_extra_info("peername"))
         if peer is None:
             return None  # a Unix socket: whatever is on this machine is trusted
@@ -114,8 +148,13 @@ class Admission:
             if stale.transport is transport:
                 return stale  # admitted already, by the door it came through (picows_gateway.Doorway)
             self._forget(peer, stale)  # its connection_lost never came (an upgrade that failed)
-        counted = bool(self.per_ip) and not self.proxies.trusts(address)
+        trusted = self.proxies.trusts(address)
+        counted = bool(self.per_ip) and not trusted
         now = asyncio.get_running_loop().time()
+        if self.new_per_ip and not trusted and not self._arrival(address, now):
+            self.refused["new_per_ip"] += 1
+            log.debug("closing a connection from %s: over its budget of new connections", address)
+            return REFUSED
         held = self.by_ip.get(address) if counted else None
         if held is not None and len(held) >= self.per_ip:
             # Room is made by closing the ones that waited longest, once they are stale: a new
@@ -131,13 +170,44 @@ class Admission:
             if len(held) >= self.per_ip * BURST:
                 self.refused["pending_per_ip"] += 1
                 log.debug("closing a connection from %s: %d others sent no request yet", address, len(held))
-                transport.close()
-                return None
+                return REFUSED
+        if self.total and len(self.fresh) >= self.total and not self._room(now):
+            self.refused["pending"] += 1
+            log.debug("closing a connection from %s: %d others sent no request yet", address, len(self.fresh))
+            return REFUSED
         entry = self.waiting[peer] = _Waiting(transport, peer, counted, now)
+        self.fresh[peer] = entry
         if counted:
             self.by_ip.setdefault(address, OrderedDict())[peer] = entry
         self._arm(peer, entry)
         return entry
+
+    def _arrival(self, address: str, now: float) -> bool:
+        """Spend one of ``address``'s new connections; False when it has none left."""
+        bucket = self.arrivals.get(address)
+        if bucket is None:
+            if len(self.arrivals) >= ARRIVALS:
+                # An address whose budget is whole again is as good as unknown: forget those.
+                full = now - SAVED
+                self.arrivals = {a: b for a, b in self.arrivals.items() if b.stamp > full}
+            bucket = self.arrivals[address] = TokenBucket(self.new_per_ip, self.new_burst, now)
+        return bucket.take(now)
+
+    def _room(self, now: float) -> bool:
+        """At the limit of all addresses: close the stalest silent connections, wherever they
+        came from, to make room for one more; whether there is room now."""
+        need = len(self.fresh) - self.total + 1
+        stale: list[_Waiting] = []
+        for entry in self.fresh.values():
+            if len(stale) >= need or now - entry.opened < STALE:
+                break
+            if not entry.heard:  # one whose bytes came keeps its deadline (as per address)
+                stale.append(entry)
+        for entry in stale:
+            self.refused["pending"] += 1
+            self._forget(entry.peer, entry)
+            entry.transport.close()
+        return len(self.fresh) < self.total
 
     def heard(self, transport: asyncio.BaseTransport) -> None:
         """Some bytes of the connection's request came."""
@@ -174,7 +244,11 @@ class Admission:
             entry.transport.close()
 
     def _release(self, entry: _Waiting) -> None:
-        """A request began on it: it no longer counts against its address."""
+        """A request began on it: it no longer counts against its address, nor against all."""
+        if entry.fresh:
+            entry.fresh = False
+            if self.fresh.get(entry.peer) is entry:
+                del self.fresh[entry.peer]
         if entry.counted:
             entry.counted = False
             held = self.by_ip.get(entry.address)

@@ -12,11 +12,13 @@ applied again, and one applied here is acknowledged to the next page by ``welcom
 resent. Whichever way and in whichever order they arrive, each event is applied once. Messages
 the events trigger go to the session's outbox and reach the visitor when the session resumes.
 
-The body is sent as ``text/plain`` (a CORS-safelisted type, so no preflight); the key and the
-page's ``Origin`` are checked as at the WebSocket handshake. Only sessions this node holds are
+The body is sent as ``text/plain`` (a CORS-safelisted type, so no preflight) to
+``/beacon?key=pk_…``: the key (in the query, or an ``X-Nudge-Key`` header) and the page's
+``Origin`` are checked as at the WebSocket handshake, before the body is read — a stranger's
+body costs nothing until the key is known. A ``key`` in the body is only checked to be the same. Only sessions this node holds are
 served; anything else is answered 404, and the events stay with the snippet for the next page.
 
-Answers: 204 applied (or nothing new to apply), 400 malformed, 401 unknown or secret key, 403
+Answers: 204 applied (or nothing new to apply), 400 malformed or no key, 401 unknown or secret key, 403
 origin not allowed, 404 no such session here, 413 body too large, 429 rate limited (the events
 past the budget are left for the next page).
 """
@@ -100,8 +102,23 @@ class Beacon:
     async def handle(self, request: Request) -> Response:
         """Apply the events of one beacon to the session it names."""
         hub = self.hub
-        body = await _read(request, hub.settings.max_frame)
         refused = hub.metrics.beacons_refused
+        # The key and the origin first, from the query and the headers: a stranger's body is not
+        # read, let alone parsed, before the key is known (docs/security.md).
+        origin = request.headers.get("origin")
+        key = request.query_params.get("key") or request.headers.get("x-nudge-key")
+        if not key:
+            refused["site_key"] += 1
+            return PlainTextResponse(
+                "the site key is required in the query (POST /beacon?key=pk_…) or the X-Nudge-Key header", status_code=400,
+            )
+        try:
+            site = site_for(hub, key, origin)
+        except ConnectionRefused as exc:
+            refused["origin" if isinstance(exc, OriginNotAllowed) else "site_key"] += 1
+            # The 44xx close codes of the handshake are these HTTP statuses + 4000.
+            return PlainTextResponse(exc.reason, status_code=exc.close_code - 4000)
+        body = await _read(request, hub.settings.max_frame)
         if body is None:
             refused["too_large"] += 1
             return PlainTextResponse(f"a beacon holds at most {hub.settings.max_frame} bytes", status_code=413)
@@ -125,14 +142,10 @@ class Beacon:
         if len(events) > MAX_EVENTS:
             refused["malformed"] += 1
             return PlainTextResponse(f"at most {MAX_EVENTS} events", status_code=400)
-        origin = request.headers.get("origin")
-        try:
-            site = site_for(hub, data.get("key"), origin)
-        except ConnectionRefused as exc:
-            refused["origin" if isinstance(exc, OriginNotAllowed) else "site_key"] += 1
-            # The 44xx close codes of the handshake are these HTTP statuses + 4000.
-            return PlainTextResponse(exc.reason, status_code=exc.close_code - 4000)
-        session, visitor = data.get("session"), data.get("visitor")
+        if data.get("key", site.key) != site.key:
+            refused["malformed"] += 1
+            return PlainTextResponse("the body's key is not the key of the query", status_code=400)
+        session, visitor = data["session"], data["visitor"]  # both strings, checked above
         try:  # with a shared store, a session held by another node is taken over
             live = await hub.locate(site.key, visitor, session)
         except ConnectionRefused as exc:  # the shared store is unreachable

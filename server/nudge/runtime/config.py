@@ -62,6 +62,8 @@ class Settings:
     handshake_timeout: float = 10.0  # seconds to wait for hello
     request_timeout: float = 10.0  # seconds a connection may take to send a complete request (0: no limit)
     max_pending_connections_per_ip: int = 32  # connections from one address yet to send a request (0: no limit)
+    max_pending_connections: int = 512  # connections from all addresses together yet to send a request (0: no limit)
+    new_connections_per_ip: float = 50.0  # new connections a second from one address, 10 s of them saved up (0: no limit)
     idle_timeout: float = 150.0  # seconds a socket may send nothing before it is closed (0: never)
     max_connections_per_ip: int = 64  # open sockets from one client address (0: no limit)
     max_connections_per_key: int = 0  # open sockets per site key on one node (0: no limit)
@@ -89,6 +91,8 @@ class Settings:
     record_retention: float = 7 * 86400.0  # seconds event log files are kept
     record_rotate_records: int = 1_000_000  # records per event log file at most
     record_rotate_seconds: float = 3600.0  # seconds an event log file is written to at most
+    replay_max_records: int = 2_000_000  # records the editor's replay of a draft reads at most
+    replay_timeout: float = 60.0  # seconds the editor's replay of a draft runs at most
     log_level: str = "info"
     node: str | None = None  # this node's id among those sharing a store (default: made up)
     write_behind: float = 0.5  # seconds between batched writes of changed sessions (shared store)
@@ -131,6 +135,10 @@ class Settings:
             found.append(f"record_rotate_records must be at least 1, got {self.record_rotate_records}")
         if not self.record_rotate_seconds > 0:
             found.append(f"record_rotate_seconds must be above 0, got {self.record_rotate_seconds:g}")
+        if self.replay_max_records < 1:
+            found.append(f"replay_max_records must be at least 1, got {self.replay_max_records}")
+        if not self.replay_timeout > 0:
+            found.append(f"replay_timeout must be above 0, got {self.replay_timeout:g}")
         if self.ws_server not in ("auto", "uvicorn", "picows"):
             found.append(f"ws_server must be auto, uvicorn or picows, got {self.ws_server!r}")
         elif self.ws_server == "picows" and not _installed("picows"):
@@ -189,6 +197,8 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
         ("NUDGE_HANDSHAKE_TIMEOUT", "handshake_timeout", float),
         ("NUDGE_REQUEST_TIMEOUT", "request_timeout", float),
         ("NUDGE_MAX_PENDING_CONNECTIONS_PER_IP", "max_pending_connections_per_ip", int),
+        ("NUDGE_MAX_PENDING_CONNECTIONS", "max_pending_connections", int),
+        ("NUDGE_NEW_CONNECTIONS_PER_IP", "new_connections_per_ip", float),
         ("NUDGE_MAX_CONNECTIONS_PER_IP", "max_connections_per_ip", int),
         ("NUDGE_MAX_CONNECTIONS_PER_KEY", "max_connections_per_key", int),
         ("NUDGE_EVENTS_PER_SECOND", "events_per_second", float),
@@ -204,6 +214,8 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
         ("NUDGE_TIMER_POLL", "timer_poll", float),
         ("NUDGE_WEBHOOK_URL", "webhook_url", str),
         ("NUDGE_WEBHOOK_SECRET", "webhook_secret", str),
+        ("NUDGE_REPLAY_MAX_RECORDS", "replay_max_records", int),
+        ("NUDGE_REPLAY_TIMEOUT", "replay_timeout", float),
     ):
         if env.get(name):
             setattr(settings, attr, kind(env[name]))

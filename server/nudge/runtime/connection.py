@@ -109,5 +109,10 @@ class Connection:
         except Exception:
             log.debug("close failed", exc_info=True)
 
+    @property
+    def overflowed(self) -> bool:
+        """More frames were pushed than ``limit`` allows: the reader counts as too slow."""
+        return self._overflowed
+
     def close_soon(self, code: int, reason: str) -> None:
         asyncio.get_running_loop().create_task(self.close(code, reason))

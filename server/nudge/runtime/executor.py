@@ -105,7 +105,7 @@ class Executor:
                         await self.tell_holders(state.site, state.id)
                     if placement.check_at is not None:
                         self.hub.scheduler.call_at(placement.check_at, self.on_offline, state.site, state.id, decision.campaign)
-                else:
+                elif live is not None:  # TAB: placed so only with a live session here
                     live.trace.append((now, decision.campaign, decision.variant, "sent"))
                     self.deliver(live, message, kept=kept)
             elif isinstance(decision, Schedule):
@@ -269,7 +269,9 @@ class Executor:
 
     def emit(self, kind: str, state: VisitorState, campaign: str, variant: str | None, **extra) -> None:
         """A webhook-out event about ``campaign`` for this visitor (see :mod:`nudge.ops.webhooks`)."""
-        self.hub.webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
+        webhooks = self.hub.webhooks
+        if webhooks is not None:
+            webhooks.emit(kind, campaign, {"site": state.site, "visitor": state.id, "variant": variant, **extra})
 
     def deliver(self, live: LiveSession, message: dict, kept: bool = False) -> None:
         """Give a message the session's next seq, keep it until acknowledged, and send it.
@@ -304,8 +306,8 @@ class Executor:
         caps = campaign.caps if campaign is not None else None
         check = CapCheck(
             campaign_id,
-            per_day=caps and caps.per_day, per_week=caps and caps.per_week,
-            lifetime=caps and caps.lifetime, every=caps and caps.every,
+            per_day=caps.per_day if caps else None, per_week=caps.per_week if caps else None,
+            lifetime=caps.lifetime if caps else None, every=caps.every if caps else None,
             limit_per_hour=limits.per_hour, limit_per_day=limits.per_day, cooldown=limits.cooldown,
         )
         try:

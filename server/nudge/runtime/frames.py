@@ -167,7 +167,7 @@ class Frames:
         return acknowledged
 
     def _count_outcome(self, event: events.Event, live: LiveSession, now: float) -> None:
-        campaign = self.hub.engine.by_id.get(event.props.get("campaign"))
+        campaign = self.hub.engine.by_id.get(event.props.get("campaign", ""))
         if campaign is not None:
             variant = assign(campaign, live.visitor.state.id)  # sticky: the variant it was shown in
             self.results.count(campaign.id, variant.id if variant else None, event.name)

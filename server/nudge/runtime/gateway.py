@@ -65,7 +65,7 @@ class Opened:
 
     __slots__ = ("conn", "address", "counted_ip", "counted_key", "live", "flooded")
 
-    def __init__(self, conn: Connection, address: str | None) -> None:
+    def __init__(self, conn: Connection, address: str) -> None:
         self.conn = conn
         self.address = address  # the client's address (past trusted proxies)
         self.counted_ip = False  # held against its address's connection limit
@@ -162,7 +162,7 @@ class Gateway:
             self.hub.metrics.refused["subprotocol"] += 1
         return codec
 
-    def address_of(self, peer: str | None, forwarded: str | None) -> str | None:
+    def address_of(self, peer: str | None, forwarded: str | None) -> str:
         return self.proxies.client_address(peer, forwarded)
 
     def connection(self, send, codec, origin: str | None, kind: type[Connection] = Connection) -> Connection:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from nudge.errors import (
@@ -74,8 +75,14 @@ class WebhooksOut(Protocol):
     """What the hub hands webhooks out (``nudge.ops.webhooks.Webhooks``)."""
 
     def takes(self, kind: str, campaign: str) -> bool: ...
-    def emit(self, kind: str, campaign: str, payload: dict) -> None: ...
+    def emit(self, kind: str, campaign: str, payload: dict[str, Any]) -> None: ...
     def forget_decided(self, visitor: str) -> int: ...
+    async def dead_letters(self, limit: int) -> list[dict[str, Any]]: ...
+
+    queued: int  # deliveries waiting, as of the last pump
+    sent: int  # delivered (2xx) by this node
+    retried: int  # failed tries rescheduled
+    failed: int  # given up by this node
 
 
 class EventLog(Protocol):
@@ -83,7 +90,7 @@ class EventLog(Protocol):
 
     def record(self, kind: str, at: float, **fields: Any) -> None: ...
     def flush(self) -> list[str]: ...
-    async def erase_records(self, visitors: list[str], users: list[str]) -> tuple[int, int]: ...
+    async def erase_records(self, visitors: Iterable[str], users: Iterable[str] = ()) -> tuple[int, int]: ...
 
 
 def new_node_id() -> str:
@@ -262,7 +269,7 @@ class Hub:
         if not waiting:
             return
         on_screen = {frame.get("campaign") for frame in live.state.outbox}
-        newest: dict[str, dict] = {}
+        newest: dict[str | None, dict[str, Any]] = {}
         for message in waiting:
             newest[message.get("campaign")] = message  # later queues and entries win
         for campaign, message in newest.items():
@@ -380,7 +387,7 @@ class Hub:
         for frame in state.outbox:
             if frame.get("id") in live.kept:
                 continue  # still in the visitor's queue: the next tab gets it from there
-            campaign = self.engine.by_id.get(frame.get("campaign"))
+            campaign = self.engine.by_id.get(frame.get("campaign", ""))
             expires = campaign.expires if campaign else 86400.0
             message = {k: v for k, v in frame.items() if k not in ("t", "seq")}
             await self.write(Enqueue(state.site, state.visitor, message, now + expires))
@@ -646,7 +653,7 @@ class Hub:
             if answered or probe:
                 self.store_health.answered(self.stats.replayed)
             self.write_error = None
-        except (*self._unavailable, ConnectionError) as exc:
+        except self._unavailable + (ConnectionError,) as exc:
             self.store_failed(exc)
         except Exception as exc:  # not an outage: a fault that would fail every write from now on
             self.store_health.errors += 1
@@ -704,11 +711,16 @@ class Hub:
 
     # --- for operators and tests ------------------------------------------------------------
 
-    def health(self) -> dict:
+    @property
+    def next_tick_at(self) -> float | None:
+        """When the next write-behind and health check runs (None before start and after stop)."""
+        return self._tick.due if self._tick is not None else None
+
+    def health(self) -> dict[str, Any]:
         """What /healthz reports about the store: ``ok``, or ``degraded`` while it is unreachable."""
         if self.alone and self.degraded_since is None:
             return {"status": "ok", "store": self.store.name}
-        report = {
+        report: dict[str, Any] = {
             "status": "degraded" if self.degraded_since is not None else "ok",
             "store": self.store.name, "node": self.node, "backlog": len(self.backlog),
             "relay": {"healthy": self.cluster.healthy, "resubscribed": self.cluster.resubscribed},

@@ -21,8 +21,10 @@ nudge_connections_refused_total        counter    sockets turned away before a s
   {reason}                                        reason: origin, site_key, hello, identity,
                                                   handshake_timeout, per_ip, per_key,
                                                   subprotocol, opted_out, store_unavailable,
-                                                  stopping; pending_per_ip (a TCP connection,
-                                                  before any request: nudge.runtime.admission)
+                                                  stopping; new_per_ip, pending_per_ip, pending (a TCP
+                                                  connection before any request, past the
+                                                  limit of its address or of all:
+                                                  nudge.runtime.admission)
 nudge_connections_closed_total         counter    open sockets closed by a limit, by reason:
   {reason}                                        event_budget, frame_budget, idle, send_queue,
                                                   frame_too_large; request_timeout (a TCP
@@ -63,6 +65,11 @@ nudge_relay_up                         gauge      1 when the relay listener is h
 nudge_webhook_queue                    gauge      webhook deliveries waiting (tries and retries)
 nudge_webhook_sent_total / _retried    counter
 nudge_webhook_failed_total             counter    given up: in the dead-letter list
+nudge_gc_pauses_total{generation}      counter    the garbage collector's collections, by
+                                                  generation (0 young, 2 oldest), since
+                                                  ``nudge serve`` started (runtime/collector.py)
+nudge_gc_pause_seconds_total{gen...}   counter    the time they held the event loop
+nudge_gc_pause_longest_seconds{gen..}  gauge      the longest one
 =====================================  =========  ==========================================
 """
 
@@ -78,6 +85,7 @@ from typing import TYPE_CHECKING
 from nudge import __version__
 from nudge.identity import refused as identity_refused
 from nudge.protocol.codec import malformed as frames_malformed
+from nudge.runtime.collector import pauses as gc_pauses
 
 if TYPE_CHECKING:
     from nudge.runtime.hub import Hub
@@ -242,4 +250,11 @@ def render(hub: Hub) -> str:
             [({}, hooks.retried if hooks else 0)])
     _metric(out, "nudge_webhook_failed_total", "counter", "Webhook deliveries given up (dead letters).",
             [({}, hooks.failed if hooks else 0)])
+    generations = [{"generation": str(g)} for g in range(3)]
+    _metric(out, "nudge_gc_pauses_total", "counter", "Garbage collections since the server started, by generation.",
+            list(zip(generations, gc_pauses.count, strict=True)))
+    _metric(out, "nudge_gc_pause_seconds_total", "counter", "Time garbage collections held the event loop, by generation.",
+            [(labels, round(s, 6)) for labels, s in zip(generations, gc_pauses.seconds, strict=True)])
+    _metric(out, "nudge_gc_pause_longest_seconds", "gauge", "The longest garbage collection, by generation.",
+            [(labels, round(s, 6)) for labels, s in zip(generations, gc_pauses.longest, strict=True)])
     return "\n".join(out) + "\n"

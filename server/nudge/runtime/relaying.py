@@ -83,12 +83,12 @@ class Relaying:
             timer = DueTimer(record["site"], record["visitor"], record["key"], record["due"], record.get("claim", ""))
             await self.hub.on_due(timer, forwarded=True)
         elif op == "queued":  # a message was queued for a visitor this node has a tab of
-            visitor = self.hub.visitors.get((record.get("site"), record.get("visitor")))
+            visitor = self.hub.visitors.get((record.get("site", ""), record.get("visitor", "")))
             live = self.hub.looking(visitor, self.hub.clock.now())[1] if visitor is not None else None
             if live is not None:
                 await self.hub.executor.deliver_queued(live, self.hub.clock.now())
         elif op == "take":
-            live = self.hub.sessions.get(record.get("session"))
+            live = self.hub.sessions.get(record.get("session", ""))
             if live is not None and live.state.site == record.get("site"):
                 self.hub.let_go(live, "session resumed on another node")
         elif op == "erase":  # another node erases the visitor: forget them here too

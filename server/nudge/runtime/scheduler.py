@@ -106,6 +106,11 @@ class Scheduler:
             self._wake.set()
 
     @property
+    def local_entries(self) -> int:
+        """Entries in the local timers' heap, cancelled ones not yet dropped included."""
+        return len(self._local)
+
+    @property
     def pending_local(self) -> int:
         return sum(1 for _, _, timer in self._local if not timer.cancelled)
 

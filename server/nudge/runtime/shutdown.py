@@ -26,6 +26,7 @@ import re
 import uvicorn
 
 from nudge.errors import CLOSE_RESTART
+from nudge.runtime import collector
 
 log = logging.getLogger("nudge.shutdown")
 
@@ -66,7 +67,12 @@ async def drain(gateway, window: float, timeout: float) -> int:
 
 class GracefulServer(uvicorn.Server):
     """uvicorn's server, draining Nudge's sockets (with their hint) before its own shutdown,
-    which would close them with a bare 1012 and no hint."""
+    which would close them with a bare 1012 and no hint; once started (the app's startup done,
+    the sockets listening), the garbage collector is settled (:func:`nudge.runtime.collector.settle`)."""
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        collector.settle()
 
     async def shutdown(self, sockets=None) -> None:
         for server in self.servers:

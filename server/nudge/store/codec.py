@@ -51,7 +51,8 @@ def dumps(state: Any) -> bytes:
     building the plain copy in Python, which is what the write-behind of a thousand sessions at
     once costs the event loop (bench/RESULTS-redis.md)."""
     try:
-        return msgpack.packb(state, default=_shallow, use_bin_type=True)
+        packed: bytes = msgpack.packb(state, default=_shallow, use_bin_type=True)
+        return packed
     except (UnicodeEncodeError, OverflowError, TypeError) as exc:
         raise Unstorable(_why(exc)) from None
 
@@ -60,7 +61,8 @@ def pack(value: Any) -> bytes:
     """Plain maps, lists and scalars to MessagePack (a queued message, a snapshot's record);
     raises :class:`Unstorable` as :func:`dumps` does."""
     try:
-        return msgpack.packb(value, use_bin_type=True)
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
+        return packed
     except (UnicodeEncodeError, OverflowError, TypeError) as exc:
         raise Unstorable(_why(exc)) from None
 
@@ -82,7 +84,8 @@ def _why(exc: Exception) -> str:
 def _shallow(value: Any) -> Any:
     """What msgpack cannot pack by itself, one level down: a dataclass as a map of its fields
     (in declaration order, as ``_plain`` does), a set as a sorted list."""
-    names = _field_names(type(value))
+    kind: type = type(value)
+    names = _field_names(kind)
     if names is not None:
         return {name: getattr(value, name) for name in names}
     if isinstance(value, set | frozenset):
@@ -101,7 +104,8 @@ def _field_names(kind: type) -> tuple[str, ...] | None:
 
 def loads(cls: type[T], data: bytes) -> T:
     """Decode what :func:`dumps` wrote back into ``cls``, tolerating added and removed fields."""
-    return _build(cls, msgpack.unpackb(data, raw=False, strict_map_key=False))
+    built: T = _build(cls, msgpack.unpackb(data, raw=False, strict_map_key=False))
+    return built
 
 
 def to_plain(state: Any) -> Any:
@@ -110,7 +114,8 @@ def to_plain(state: Any) -> Any:
 
 
 def from_plain(cls: type[T], value: Any) -> T:
-    return _build(cls, value)
+    built: T = _build(cls, value)
+    return built
 
 
 @cache

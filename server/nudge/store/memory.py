@@ -35,6 +35,7 @@ import logging
 import os
 from collections import Counter, OrderedDict, defaultdict
 from pathlib import Path
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -51,6 +52,7 @@ from nudge.store.base import (
 )
 
 log = logging.getLogger("nudge.store")
+K = TypeVar("K")  # a table's key
 
 SNAPSHOT_VERSION = 1
 HEAP_SLACK = 512  # stale timer entries tolerated beyond the live ones' number
@@ -80,10 +82,10 @@ class OneNode:
     async def holders(self, site: str, visitor: str) -> dict[str, str]:
         return {}
 
-    async def send(self, node: str, record: dict) -> bool:
+    async def send(self, node: str, record: dict[str, Any]) -> bool:
         return False
 
-    async def broadcast(self, record: dict) -> int:
+    async def broadcast(self, record: dict[str, Any]) -> int:
         return 0
 
     async def check(self) -> bool:
@@ -101,25 +103,25 @@ class MemoryStore:
         self._timers: dict[tuple[str, str, str], float] = {}  # (site, visitor, key) -> due
         self._heap: list[tuple[float, int, tuple[str, str, str]]] = []  # may hold stale entries
         self._order = itertools.count()  # ties in the heap break by insertion
-        self._queued: dict[tuple[str, str], list[tuple[float, dict]]] = {}  # -> [(expires, msg)]
+        self._queued: dict[tuple[str, str], list[tuple[float, dict[str, Any]]]] = {}  # -> [(expires, msg)]
         self._shown: dict[tuple[str, str, str], list[int]] = {}  # (site, visitor, campaign) -> ms
         self._recent: dict[tuple[str, str], list[int]] = {}  # (site, visitor) -> ms, any campaign
         self._once: dict[tuple[str, str, str], int] = {}  # (site, visitor, token) -> expires ms
         self._total: dict[tuple[str, str, str], int] = {}  # (site, visitor, campaign) -> shown ever
         self._users: dict[tuple[str, str], set[str]] = {}  # (site, user id) -> visitor ids
         self._disabled: set[str] = set()  # webhook endpoints disabled by a 410, "id url"
-        self._held: dict[tuple[str, str], list[tuple[float, dict]]] = {}  # (site, user id) -> [(expires, event)]
+        self._held: dict[tuple[str, str], list[tuple[float, dict[str, Any]]]] = {}  # (site, user id) -> [(expires, event)]
         # Caps per signed-in user live in _shown, _recent and _total too, under the subject
         # "u:<user id>" where a visitor id would be (no visitor id holds a ":").
         self._results: dict[tuple[str, str, str], int] = {}  # (campaign, variant, counter) -> n
         self._series: dict[str, dict[tuple[str, str, int], int]] = {}  # campaign -> (variant, counter, hour) -> n
-        self.campaign_document: dict | None = None  # the admin API's campaign document (admin.py)
+        self.campaign_document: dict[str, Any] | None = None  # the admin API's campaign document (admin.py)
         self.campaigns_version = 0  # its revision, bumped by each change
         self._sightings: OrderedDict[tuple[str, str], float] = OrderedDict()  # (site, event id) -> until
-        self._deliveries: dict[str, dict] = {}  # webhook delivery id -> delivery
+        self._deliveries: dict[str, dict[str, Any]] = {}  # webhook delivery id -> delivery
         self._delivery_due: dict[str, float] = {}  # -> when it is due (or its lease ends)
         self._delivery_heap: list[tuple[float, int, str]] = []  # (due, order, id), may hold stale entries
-        self._dead: list[dict] = []  # deliveries given up, newest first
+        self._dead: list[dict[str, Any]] = []  # deliveries given up, newest first
         self.retention = retention  # seconds records outlive their last write (None: forever)
         self.max_visitors: int | None = None  # visitors kept at most; the least recently written go first
         self.evicted = 0  # visitors dropped for the cap, before their retention ran out
@@ -186,6 +188,18 @@ class MemoryStore:
         soonest = heapq.nsmallest(limit, self._timers.items(), key=lambda item: item[1])
         return [(*ident, due) for ident, due in soonest]
 
+    def sizes(self) -> dict[str, int]:
+        """How many entries each of its tables holds (a soak watches them stay bounded)."""
+        return {
+            "sessions": len(self._sessions), "timers": len(self._timers), "timer_heap": len(self._heap),
+            "queues": sum(1 for queue in self._queued.values() if queue), "visitors": len(self._visitors),
+            "visitor_writes": len(self._visitor_writes), "deliveries": len(self._deliveries),
+        }
+
+    def delivery_bodies(self) -> list[str]:
+        """The bodies of the webhook deliveries waiting (first tries and retries)."""
+        return [delivery["body"] for delivery in self._deliveries.values()]
+
     async def count_timers(self) -> dict[str, int]:
         return dict(Counter(key for _, _, key in self._timers))
 
@@ -247,7 +261,7 @@ class MemoryStore:
 
     async def confirm_show(
         self, site: str, visitor: str, check: CapCheck, now: float, *,
-        once: str | None = None, queue: tuple[dict, float] | None = None,
+        once: str | None = None, queue: tuple[dict[str, Any], float] | None = None,
     ) -> str | None:
         now_ms = round(now * 1000)
         if once is not None and self._once.get((site, visitor, once), 0) > now_ms:
@@ -284,16 +298,16 @@ class MemoryStore:
             removed += 1
         return removed
 
-    async def enqueue(self, site: str, visitor: str, message: dict, expires_at: float) -> None:
+    async def enqueue(self, site: str, visitor: str, message: dict[str, Any], expires_at: float) -> None:
         queue = self._queued.setdefault((site, visitor), [])
         queue.append((expires_at, message))
         del queue[:-MAX_QUEUED]
 
-    async def take_queued(self, site: str, visitor: str, now: float) -> list[dict]:
+    async def take_queued(self, site: str, visitor: str, now: float) -> list[dict[str, Any]]:
         queue = self._queued.pop((site, visitor), [])
         return [message for expires_at, message in queue if expires_at > now]
 
-    async def queued(self, site: str, visitor: str, now: float) -> list[dict]:
+    async def queued(self, site: str, visitor: str, now: float) -> list[dict[str, Any]]:
         return [message for expires_at, message in self._queued.get((site, visitor), ()) if expires_at > now]
 
     async def ack_queued(self, site: str, visitor: str, ids: list[str]) -> None:
@@ -302,7 +316,7 @@ class MemoryStore:
             gone = set(ids)
             queue[:] = [entry for entry in queue if entry[1].get("id") not in gone]
 
-    async def take_queued_of(self, site: str, visitor: str, campaign: str, now: float) -> list[tuple[dict, float]]:
+    async def take_queued_of(self, site: str, visitor: str, campaign: str, now: float) -> list[tuple[dict[str, Any], float]]:
         queue = self._queued.get((site, visitor), [])
         taken = [entry for entry in queue if entry[1].get("campaign") == campaign]
         queue[:] = [entry for entry in queue if entry[1].get("campaign") != campaign]
@@ -344,7 +358,7 @@ class MemoryStore:
     async def user_visitors(self, site: str, user: str) -> list[str]:
         return sorted(self._users.get((site, user), ()))
 
-    async def hold_for_user(self, site: str, user: str, event: dict, now: float, keep: float) -> None:
+    async def hold_for_user(self, site: str, user: str, event: dict[str, Any], now: float, keep: float) -> None:
         key = (site, user)
         held = self._held.pop(key, [])
         held.append((now + keep, event))
@@ -356,7 +370,7 @@ class MemoryStore:
                 break
             del self._held[oldest]
 
-    async def take_for_user(self, site: str, user: str, now: float) -> list[dict]:
+    async def take_for_user(self, site: str, user: str, now: float) -> list[dict[str, Any]]:
         held = self._held.pop((site, user), [])
         return [event for expires_at, event in held if expires_at > now]
 
@@ -378,9 +392,9 @@ class MemoryStore:
             if table.pop((site, visitor), None) is not None:
                 removed += 1
         self._visitor_writes.pop((site, visitor), None)
-        for table in (self._timers, self._shown, self._once, self._total):
-            for ident in [i for i in table if i[0] == site and i[1] == visitor]:
-                del table[ident]
+        for counted in (self._timers, self._shown, self._once, self._total):
+            for key in [i for i in counted if i[0] == site and i[1] == visitor]:
+                del counted[key]
                 removed += 1
         for ident in [i for i, (s, _) in self._sessions.items() if s.site == site and s.visitor == visitor]:
             del self._sessions[ident]
@@ -391,13 +405,13 @@ class MemoryStore:
 
     # --- the campaign document -------------------------------------------------------------------
 
-    async def load_campaigns(self) -> tuple[int, dict | None]:
+    async def load_campaigns(self) -> tuple[int, dict[str, Any] | None]:
         return self.campaigns_version, self.campaign_document
 
     async def campaigns_revision(self) -> int:
         return self.campaigns_version
 
-    async def swap_campaigns(self, revision: int, document: dict) -> int:
+    async def swap_campaigns(self, revision: int, document: dict[str, Any]) -> int:
         if revision != self.campaigns_version:
             return -1
         self.campaign_document = document
@@ -427,12 +441,12 @@ class MemoryStore:
         self._delivery_due[ident] = due
         heapq.heappush(self._delivery_heap, (due, next(self._order), ident))
 
-    async def put_delivery(self, delivery: dict) -> None:
+    async def put_delivery(self, delivery: dict[str, Any]) -> None:
         self._deliveries[delivery["id"]] = delivery
         self._due_delivery(delivery["id"], delivery["due"])
 
-    async def claim_deliveries(self, now: float, lease: float, limit: int) -> list[dict]:
-        out: list[dict] = []
+    async def claim_deliveries(self, now: float, lease: float, limit: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
         heap = self._delivery_heap
         while heap and heap[0][0] <= now and len(out) < limit:
             due, _, ident = heapq.heappop(heap)
@@ -448,7 +462,7 @@ class MemoryStore:
         self._deliveries.pop(ident, None)
         self._delivery_due.pop(ident, None)
 
-    async def bury_delivery(self, delivery: dict, kept: int) -> None:
+    async def bury_delivery(self, delivery: dict[str, Any], kept: int) -> None:
         await self.finish_delivery(delivery["id"])
         self._dead.insert(0, delivery)
         del self._dead[kept:]
@@ -462,7 +476,7 @@ class MemoryStore:
     async def count_deliveries(self) -> int:
         return len(self._deliveries)
 
-    async def dead_deliveries(self, limit: int) -> list[dict]:
+    async def dead_deliveries(self, limit: int) -> list[dict[str, Any]]:
         return self._dead[:limit]
 
     async def erase_deliveries(self, visitor: str) -> int:
@@ -499,7 +513,7 @@ class MemoryStore:
         Each record is encoded on its own: one that cannot be (a state holding what MessagePack
         cannot, see ``codec.Unstorable``) is left out, counted in ``refused`` and logged, and
         every other record is written. The bytes are those of packing the whole document."""
-        sections: dict[str, tuple[str, list[tuple[tuple, object]]]] = {
+        sections: dict[str, tuple[str, list[tuple[tuple[Any, ...], object]]]] = {
             "visitors": ("visitor", [((v.site, v.id), codec.to_plain(v)) for v in self._visitors.values()]),
             "sessions": ("session", [((s.site, s.id), [codec.to_plain(s), ttl]) for s, ttl in self._sessions.values()]),
             "timers": ("timer", [(ident, [*ident, due]) for ident, due in self._timers.items()]),
@@ -553,9 +567,9 @@ class MemoryStore:
         # of any visitor in it (the link came with an event): kept a little longer, never less.
         latest = next(reversed(self._visitor_writes.values()), 0.0)
         for plain, ttl in document["sessions"]:
-            state = codec.from_plain(SessionState, plain)
-            self._sessions[(state.site, state.id)] = (state, ttl)
-            self._restored.append(((state.site, state.id), ttl))
+            session = codec.from_plain(SessionState, plain)
+            self._sessions[(session.site, session.id)] = (session, ttl)
+            self._restored.append(((session.site, session.id), ttl))
         for site, visitor, key, due in document["timers"]:
             self._timers[(site, visitor, key)] = due
             heapq.heappush(self._heap, (due, next(self._order), (site, visitor, key)))
@@ -594,7 +608,7 @@ def _activity(state: VisitorState) -> float:
     return max(state.first_seen, state.last_seen, state.last_shown_at or 0.0)
 
 
-def _written(writes: dict, key, at: float) -> None:
+def _written(writes: dict[K, float], key: K, at: float) -> None:
     """Record a write at ``at``, moving the key to the end (the newest). A write that counts as
     older than the newest one (a visitor whose own activity is behind the store's "now") is put
     at the end all the same, stamped with the newest time: kept a little longer, never less."""

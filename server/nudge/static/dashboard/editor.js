@@ -4,7 +4,9 @@
 // the snippet's own renderer (preview.html, built from client_js/src/render.js) of the message as
 // the server renders it for a sample visitor (POST /api/campaigns/preview), saved through the
 // campaign API with its versions (If-Match), with history, diffs and rollback
-// (GET /api/campaigns/{id}/history). Nothing from the server is parsed as HTML.
+// (GET /api/campaigns/{id}/history), and replayed against the recorded traffic beside the campaign
+// in force before it is published (POST /api/campaigns/replay). Nothing from the server is parsed
+// as HTML.
 (function () {
   "use strict";
   var $ = function (id) { return document.getElementById(id); };
@@ -195,6 +197,7 @@
     check({ campaign: state.campaign }, true);
     loadHistory();
     loadResults();
+    resetReplay();
     $("f-id").focus();
   }
 
@@ -257,6 +260,7 @@
       showProblems(result.problems);
       problemCount = result.problems.length;
       if (result.ok) schedulePreview();
+      replayStale();
     }));
   }
 
@@ -493,6 +497,113 @@
     });
   }
 
+  // --- before publishing: the draft replayed against the recorded traffic ----------------
+  // POST /api/campaigns/replay: the event log of the last days replayed (in a process of the
+  // server's own) against the document with the draft in it and against the one in force.
+
+  var replaySeq = 0;
+  var replayed = null; // the campaign (as JSON) the result shown was replayed for
+
+  function resetReplay() {
+    replaySeq++;
+    replayed = null;
+    $("replay-result").replaceChildren();
+    $("replay-note").textContent = "";
+    $("replay-note").className = "";
+    $("replay").disabled = false;
+  }
+
+  function replayDraft() {
+    var seq = ++replaySeq;
+    $("replay").disabled = true;
+    $("replay-note").textContent = "replaying…";
+    return settled().then(function () {
+      if (!current || seq !== replaySeq) return;
+      if (problemCount) {
+        $("replay-note").textContent = "Fix the problems first: only a valid campaign is replayed.";
+        $("replay").disabled = false;
+        return;
+      }
+      var campaign = clone(current.campaign), days = Number($("replay-days").value);
+      return api("POST", "/api/campaigns/replay", { campaign: campaign, replacing: current.id || undefined, days: days }).then(function (answer) {
+        if (seq !== replaySeq) return;
+        $("replay").disabled = false;
+        if (answer.status !== 200) {
+          $("replay-result").replaceChildren();
+          $("replay-note").textContent = (answer.body && answer.body.error) || "HTTP " + answer.status;
+          return;
+        }
+        replayed = JSON.stringify(campaign);
+        $("replay-note").textContent = "";
+        renderReplay(answer.body, campaign.id);
+      });
+    });
+  }
+
+  function count(n) { return Number(n || 0).toLocaleString("en"); }
+  function day(at) { return new Date(at * 1000).toISOString().slice(0, 16).replace("T", " "); }
+
+  function renderReplay(data, id) {
+    var box = $("replay-result");
+    box.replaceChildren();
+    var draft = data.draft, inForce = data.in_force;
+    box.appendChild(el("p", { id: "replay-summary" }, data.events
+      ? count(data.events) + " events from " + count(data.visitors) + " visitors, " + day(data.from) + " to " + day(data.to) + " UTC."
+      : "No events in the last " + data.days + " days."));
+    var table = box.appendChild(el("table", { id: "replay-table" }));
+    table.appendChild(el("caption", { "class": "visually-hidden" }, "What " + id + " would have done: the draft and the campaign in force"));
+    var head = table.appendChild(el("thead")).appendChild(el("tr"));
+    head.appendChild(el("th", { scope: "col" }, id));
+    head.appendChild(el("th", { scope: "col", "class": "num" }, "Draft"));
+    head.appendChild(el("th", { scope: "col", "class": "num" }, inForce.in_document ? "In force" : "In force (not yet)"));
+    var body = table.appendChild(el("tbody"));
+    function row(label, a, b, attrs, title) {
+      var tr = body.appendChild(el("tr", attrs || {}));
+      var th = tr.appendChild(el("th", { scope: "row" }, label));
+      if (title) th.setAttribute("title", title);
+      tr.appendChild(el("td", { "class": "num" }, a));
+      tr.appendChild(el("td", { "class": "num" }, b));
+    }
+    function group(label) {
+      var tr = body.appendChild(el("tr", { "class": "group" }));
+      tr.appendChild(el("th", { scope: "rowgroup", colspan: "3" }, label));
+    }
+    row("Would fire", count(draft.fired), count(inForce.fired), { "data-row": "fired" });
+    row("Visitors shown it", count(draft.visitors_shown), count(inForce.visitors_shown), { "data-row": "visitors" });
+    var reasons = union(draft.suppressed, inForce.suppressed);
+    group(reasons.length ? "Suppressed, by reason" : "Suppressed: never");
+    reasons.forEach(function (r) {
+      row(r + (data.reasons[r] ? ": " + data.reasons[r] : ""), count(draft.suppressed[r]), count(inForce.suppressed[r]), { "data-row": "suppressed:" + r });
+    });
+    var deferred = union(draft.deferred, inForce.deferred);
+    if (deferred.length) group("Deferred, by reason");
+    deferred.forEach(function (r) { row(r, count(draft.deferred[r]), count(inForce.deferred[r]), { "data-row": "deferred:" + r }); });
+    var perDay = union(draft.messages_per_visitor_day, inForce.messages_per_visitor_day).sort(function (a, b) { return a - b; });
+    group(perDay.length ? "Messages per visitor per day (visitor-days with …)" : "Messages per visitor per day: none");
+    perDay.forEach(function (n) {
+      row(n + (n === "1" ? " message" : " messages"), count(draft.messages_per_visitor_day[n]), count(inForce.messages_per_visitor_day[n]), { "data-row": "per-day:" + n });
+    });
+    group("The other campaigns");
+    row("Would fire", count(draft.others_fired), count(inForce.others_fired), { "data-row": "others" });
+  }
+
+  function union(a, b) {
+    var keys = {};
+    a = a || {};
+    b = b || {};
+    Object.keys(a || {}).concat(Object.keys(b || {})).forEach(function (k) { keys[k] = (keys[k] || 0) + (a[k] || 0) + (b[k] || 0); });
+    return Object.keys(keys).sort(function (x, y) { return keys[y] - keys[x]; });
+  }
+
+  // An edit after a replay: the result shown is of an older draft, and says so.
+  function replayStale() {
+    if (replayed === null || !current) return;
+    var note = $("replay-note");
+    var stale = JSON.stringify(current.campaign) !== replayed;
+    note.textContent = stale ? "The draft changed since this replay: replay it again." : "";
+    note.className = stale ? "stale" : "";
+  }
+
   // --- preview ----------------------------------------------------------------------------
 
   function sample() {
@@ -584,6 +695,7 @@
     ["s-cart", "s-traits", "s-event", "s-page"].forEach(function (id) { $(id).addEventListener("input", schedulePreview); });
     $("s-variant").addEventListener("change", draw);
     $("r-bucket").addEventListener("change", loadResults);
+    $("replay").addEventListener("click", replayDraft);
   }
 
   window.nudgeEditor = {

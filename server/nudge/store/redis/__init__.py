@@ -22,6 +22,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgpack
@@ -41,6 +42,7 @@ from nudge.store.base import (
 )
 from nudge.store.keys import SEP, Keys, split_timer_member, timer_member
 from nudge.store.redis.cluster import RedisCluster
+from nudge.store.redis.replies import raw, scored, text
 from nudge.store.redis.scripts import (
     ACK_QUEUED,
     CLAIM_DELIVERIES,
@@ -51,7 +53,8 @@ from nudge.store.redis.scripts import (
     ERASE_LOG_PAGE,
     HOLD_FOR_USER,
     OWN_SESSION,
-    SAVE_SESSION,
+    SAVE_SESSIONS,
+    SAVE_VISITORS,
     TAKE_QUEUED,
     TAKE_QUEUED_OF,
 )
@@ -61,8 +64,8 @@ log = logging.getLogger("nudge.store")
 # How long a visitor's queue key lives after its last message was added.
 QUEUE_TTL_MS = 7 * DAY_MS
 SERIES_KEPT = 400 * 86400  # seconds a campaign's results over time outlive its last count
-# Commands per pipeline of a write-behind: about 1 ms of the loop's time each (encoding,
-# sending, reading the answers) on the benchmark's machine; bench/RESULTS-redis.md.
+# States per script call of a write-behind: well under 1 ms of the loop's time each (encoding,
+# sending, reading the answer) on the benchmark's machine; bench/RESULTS-redis.md.
 WRITE_BATCH = 64
 # Connections to Redis one node opens at most. Every command holds one only for its round trip
 # (the relay's subscription holds one for good), so 64 carry tens of thousands of commands a
@@ -75,6 +78,12 @@ POOL_TIMEOUT = 2.0
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+def _batches(items: list[Any]) -> Iterator[list[Any]]:
+    """``items`` in slices of ``WRITE_BATCH``: one script call each."""
+    for start in range(0, len(items), WRITE_BATCH):
+        yield items[start:start + WRITE_BATCH]
 
 
 def _numbers(*values: int | None) -> str:
@@ -122,7 +131,8 @@ class RedisStore:
         self._hold = self.redis.register_script(HOLD_FOR_USER)
         self._take_of = self.redis.register_script(TAKE_QUEUED_OF)
         self._ack_queued = self.redis.register_script(ACK_QUEUED)
-        self._save_session = self.redis.register_script(SAVE_SESSION)
+        self._save_sessions = self.redis.register_script(SAVE_SESSIONS)
+        self._save_visitors = self.redis.register_script(SAVE_VISITORS)
         self._own_session = self.redis.register_script(OWN_SESSION)
         self._swap_campaigns = self.redis.register_script(COMPARE_AND_SET)
         self._claim_deliveries = self.redis.register_script(CLAIM_DELIVERIES)
@@ -132,7 +142,7 @@ class RedisStore:
         self.refused: dict[str, int] = defaultdict(int)
         self.evicted = 0  # Redis expires keys by their time to live; it never evicts for a cap here
 
-    def _encode(self, kind: str, ident: str, state) -> bytes | None:
+    def _encode(self, kind: str, ident: str, state: object) -> bytes | None:
         """A state's bytes, or None (counted and logged) when it holds what cannot be stored."""
         try:
             return codec.dumps(state)
@@ -169,23 +179,23 @@ class RedisStore:
         found = await self.redis.hgetall(self.keys.series(campaign))
         out = {}
         for field, n in found.items():
-            parts = field.decode().split(SEP, 2)
+            parts = text(field).split(SEP, 2)
             if len(parts) == 3 and parts[2].isdigit():
                 out[(parts[0], parts[1], int(parts[2]))] = int(n)
         return out
 
     async def load_results(self) -> dict[tuple[str, str, str], int]:
         found = await self.redis.hgetall(self.keys.results())
-        out = {}
+        out: dict[tuple[str, str, str], int] = {}
         for field, n in found.items():
-            parts = field.decode().split(SEP, 2)
+            parts = text(field).split(SEP, 2)
             if len(parts) == 3:
-                out[tuple(parts)] = int(n)
+                out[(parts[0], parts[1], parts[2])] = int(n)
         return out
 
     async def pending_timers(self, limit: int = 500) -> list[tuple[str, str, str, float]]:
         found = await self.redis.zrange(self.keys.timers(), 0, limit - 1, withscores=True)
-        return [(*split_timer_member(member.decode()), score / 1000) for member, score in found]
+        return [(*split_timer_member(member.decode()), score / 1000) for member, score in scored(found)]
 
     async def count_timers(self) -> dict[str, int]:
         """ZSCAN of both timer sets, a page at a time (Redis serves others in between)."""
@@ -200,7 +210,7 @@ class RedisStore:
 
     async def load_visitor(self, site: str, visitor: str) -> VisitorState | None:
         data = await self.redis.get(self.keys.visitor(site, visitor))
-        return codec.loads(VisitorState, data) if data is not None else None
+        return codec.loads(VisitorState, raw(data)) if data is not None else None
 
     async def save_visitor(self, state: VisitorState) -> None:
         data = self._encode("visitor", f"{state.site}/{state.id}", state)
@@ -208,45 +218,46 @@ class RedisStore:
             await self.redis.set(self.keys.visitor(state.site, state.id), data, px=_ms(self.retention))
 
     async def save_visitors(self, states: list[VisitorState], sessions: list[tuple[SessionState, float]]) -> None:
-        """Write many states (the hub's write-behind) in pipelines of at most ``WRITE_BATCH``
-        commands, each encoded just before it is sent: the event loop serves sockets while
-        Redis answers one, so a flush of thousands of sessions never holds the loop for more than
-        about a millisecond at a time. A failure leaves the batches before it written. A state
-        that cannot be encoded is left out alone (counted in ``refused``, logged)."""
+        """Write many states (the hub's write-behind): ``WRITE_BATCH`` states per script call,
+        each batch encoded just before it is sent. One command and one answer per batch, not per
+        state: redis-py's packing of each command and parsing of each answer were most of the
+        write-behind's CPU (bench/RESULTS-redis.md). The event loop serves sockets while Redis
+        answers one, so a flush of thousands of sessions never holds the loop for more than about
+        a millisecond at a time. A failure leaves the batches before it written. A state that
+        cannot be encoded is left out alone (counted in ``refused``, logged)."""
         retention = _ms(self.retention)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for state in states:
+        for batch in _batches(states):
+            keys: list[str] = []
+            args: list[Any] = [retention]
+            for state in batch:
                 data = self._encode("visitor", f"{state.site}/{state.id}", state)
-                if data is None:
-                    continue
-                pipe.set(self.keys.visitor(state.site, state.id), data, px=retention)
-                if len(pipe) >= WRITE_BATCH:
-                    await pipe.execute()
-            for session, ttl in sessions:
+                if data is not None:
+                    keys.append(self.keys.visitor(state.site, state.id))
+                    args.append(data)
+            if keys:
+                await self._save_visitors(keys=keys, args=args)
+        for batch in _batches(sessions):
+            keys = []
+            args = [self.node]
+            for session, ttl in batch:
                 data = self._encode("session", f"{session.site}/{session.id}", session)
-                if data is None:
-                    continue
-                await self._save_session(
-                    keys=[self.keys.session(session.site, session.id)],
-                    args=[data, session.last_event_seq, _ms(ttl), self.node, session.visitor],
-                    client=pipe,
-                )
-                if len(pipe) >= WRITE_BATCH:
-                    await pipe.execute()
-            if len(pipe):
-                await pipe.execute()
+                if data is not None:
+                    keys.append(self.keys.session(session.site, session.id))
+                    args += (data, session.last_event_seq, _ms(ttl), session.visitor)
+            if keys:
+                await self._save_sessions(keys=keys, args=args)
 
     async def load_session(self, site: str, session: str) -> SessionState | None:
         data = await self.redis.hget(self.keys.session(site, session), "state")
-        return codec.loads(SessionState, data) if data is not None else None
+        return codec.loads(SessionState, raw(data)) if data is not None else None
 
     async def save_session(self, state: SessionState, ttl: float) -> None:
         data = self._encode("session", f"{state.site}/{state.id}", state)
         if data is None:
             return
-        await self._save_session(
+        await self._save_sessions(
             keys=[self.keys.session(state.site, state.id)],
-            args=[data, state.last_event_seq, _ms(ttl), self.node, state.visitor],
+            args=[self.node, data, state.last_event_seq, _ms(ttl), state.visitor],
         )
 
     async def own_session(self, site: str, session: str, visitor: str, ttl: float) -> str | None:
@@ -292,7 +303,7 @@ class RedisStore:
 
     async def confirm_show(
         self, site: str, visitor: str, check: CapCheck, now: float, *,
-        once: str | None = None, queue: tuple[dict, float] | None = None,
+        once: str | None = None, queue: tuple[dict[str, Any], float] | None = None,
     ) -> str | None:
         keys = self.keys
         entry = b""
@@ -340,7 +351,7 @@ class RedisStore:
             await self.redis.delete(*doomed)
         return len(doomed)
 
-    async def enqueue(self, site: str, visitor: str, message: dict, expires_at: float) -> None:
+    async def enqueue(self, site: str, visitor: str, message: dict[str, Any], expires_at: float) -> None:
         try:
             entry = codec.pack([expires_at, message])
         except codec.Unstorable as exc:
@@ -349,17 +360,17 @@ class RedisStore:
         # Entries past their own expiry are skipped when taken; the key itself goes after a week.
         await self._enqueue(keys=[self.keys.queue(site, visitor)], args=[entry, MAX_QUEUED, QUEUE_TTL_MS])
 
-    async def take_queued(self, site: str, visitor: str, now: float) -> list[dict]:
+    async def take_queued(self, site: str, visitor: str, now: float) -> list[dict[str, Any]]:
         return _unexpired(await self._take(keys=[self.keys.queue(site, visitor)]), now)
 
-    async def queued(self, site: str, visitor: str, now: float) -> list[dict]:
-        return _unexpired(await self.redis.lrange(self.keys.queue(site, visitor), 0, -1), now)
+    async def queued(self, site: str, visitor: str, now: float) -> list[dict[str, Any]]:
+        return _unexpired([raw(entry) for entry in await self.redis.lrange(self.keys.queue(site, visitor), 0, -1)], now)
 
     async def ack_queued(self, site: str, visitor: str, ids: list[str]) -> None:
         if ids:
             await self._ack_queued(keys=[self.keys.queue(site, visitor)], args=list(ids))
 
-    async def take_queued_of(self, site: str, visitor: str, campaign: str, now: float) -> list[tuple[dict, float]]:
+    async def take_queued_of(self, site: str, visitor: str, campaign: str, now: float) -> list[tuple[dict[str, Any], float]]:
         entries = await self._take_of(keys=[self.keys.queue(site, visitor)], args=[campaign])
         return [(message, expires_at) for expires_at, message in map(_unpack_entry, entries) if expires_at > now]
 
@@ -370,9 +381,9 @@ class RedisStore:
             await pipe.execute()
 
     async def user_visitors(self, site: str, user: str) -> list[str]:
-        return sorted(v.decode() for v in await self.redis.smembers(self.keys.user(site, user)))
+        return sorted(text(v) for v in await self.redis.smembers(self.keys.user(site, user)))
 
-    async def hold_for_user(self, site: str, user: str, event: dict, now: float, keep: float) -> None:
+    async def hold_for_user(self, site: str, user: str, event: dict[str, Any], now: float, keep: float) -> None:
         entry = msgpack.packb([now + keep, event], use_bin_type=True)
         # Each entry carries its own expiry; the key lives as long as the newest.
         ttl = max(1, _ms(keep))
@@ -382,9 +393,9 @@ class RedisStore:
         await self.redis.sadd(self.keys.webhook_disabled(), name)
 
     async def disabled_endpoints(self) -> set[str]:
-        return {name.decode() for name in await self.redis.smembers(self.keys.webhook_disabled())}
+        return {text(name) for name in await self.redis.smembers(self.keys.webhook_disabled())}
 
-    async def take_for_user(self, site: str, user: str, now: float) -> list[dict]:
+    async def take_for_user(self, site: str, user: str, now: float) -> list[dict[str, Any]]:
         entries = await self._take(keys=[self.keys.held_for_user(site, user)])  # the same take-all script
         events = []
         for data in entries:
@@ -426,14 +437,14 @@ class RedisStore:
 
     # --- the campaign document -----------------------------------------------------------------
 
-    async def load_campaigns(self) -> tuple[int, dict | None]:
+    async def load_campaigns(self) -> tuple[int, dict[str, Any] | None]:
         raw, revision = await self.redis.mget(self.keys.campaigns(), self.keys.campaigns_revision())
         return int(revision or 0), json.loads(raw) if raw else None
 
     async def campaigns_revision(self) -> int:
         return int(await self.redis.get(self.keys.campaigns_revision()) or 0)
 
-    async def swap_campaigns(self, revision: int, document: dict) -> int:
+    async def swap_campaigns(self, revision: int, document: dict[str, Any]) -> int:
         body = json.dumps(document, separators=(",", ":"))
         keys = [self.keys.campaigns(), self.keys.campaigns_revision()]
         return int(await self._swap_campaigns(keys=keys, args=[revision, body]))
@@ -448,14 +459,14 @@ class RedisStore:
 
     # --- the webhook delivery queue ---------------------------------------------------------------
 
-    async def put_delivery(self, delivery: dict) -> None:
+    async def put_delivery(self, delivery: dict[str, Any]) -> None:
         keys = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.webhook_deliveries(), delivery["id"], json.dumps(delivery))
             pipe.zadd(keys.webhook_due(), {delivery["id"]: round(delivery["due"] * 1000)})
             await pipe.execute()
 
-    async def claim_deliveries(self, now: float, lease: float, limit: int) -> list[dict]:
+    async def claim_deliveries(self, now: float, lease: float, limit: int) -> list[dict[str, Any]]:
         keys = self.keys
         found = await self._claim_deliveries(
             keys=[keys.webhook_due(), keys.webhook_deliveries()], args=[round(now * 1000), round(lease * 1000), limit],
@@ -469,7 +480,7 @@ class RedisStore:
             pipe.zrem(keys.webhook_due(), ident)
             await pipe.execute()
 
-    async def bury_delivery(self, delivery: dict, kept: int) -> None:
+    async def bury_delivery(self, delivery: dict[str, Any], kept: int) -> None:
         await self.finish_delivery(delivery["id"])
         keys = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -479,12 +490,12 @@ class RedisStore:
 
     async def next_delivery_due(self) -> float | None:
         found = await self.redis.zrange(self.keys.webhook_due(), 0, 0, withscores=True)
-        return found[0][1] / 1000 if found else None
+        return scored(found)[0][1] / 1000 if found else None
 
     async def count_deliveries(self) -> int:
         return int(await self.redis.zcard(self.keys.webhook_due()))
 
-    async def dead_deliveries(self, limit: int) -> list[dict]:
+    async def dead_deliveries(self, limit: int) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in await self.redis.lrange(self.keys.webhook_dead(), 0, limit - 1)]
 
     async def erase_deliveries(self, visitor: str) -> int:
@@ -498,7 +509,9 @@ class RedisStore:
                 pipe.hdel(keys.webhook_deliveries(), *doomed)
                 pipe.zrem(keys.webhook_due(), *doomed)
             for entry in dead:
-                pipe.lrem(keys.webhook_dead(), 0, entry)
+                # redis-py types LREM's value as str; it sends any encodable value, and the
+                # entry must go back byte for byte to match.
+                pipe.lrem(keys.webhook_dead(), 0, raw(entry))  # type: ignore[arg-type]
             await pipe.execute()
         return len(doomed) + len(dead)
 
@@ -536,7 +549,7 @@ class RedisStore:
             start = "(" + (last.decode() if isinstance(last, bytes) else last)
 
     async def log_lines(self) -> list[str]:
-        return [fields[b"r"].decode() for _, fields in await self.redis.xrange(self.keys.events())]
+        return [text(fields[b"r"]) for _, fields in await self.redis.xrange(self.keys.events()) or () if fields]
 
     # --- the other nodes --------------------------------------------------------------------------
 
@@ -547,7 +560,7 @@ class RedisStore:
         await self.redis.aclose()
 
 
-def read_log(url: str) -> Iterator[dict]:
+def read_log(url: str) -> Iterator[dict[str, Any]]:
     """Every record of the event-log stream of the Redis store at ``url`` (its ``prefix``), read
     with a blocking client (``nudge replay``, outside the server's event loop)."""
     import redis as sync_redis
@@ -559,17 +572,18 @@ def read_log(url: str) -> Iterator[dict]:
     start = "-"
     try:
         while True:
-            batch = client.xrange(key, min=start, count=5000)
+            batch = client.xrange(key, min=start, count=5000) or []
             for _entry, fields in batch:
-                yield json.loads(fields["r"])
+                if fields:
+                    yield json.loads(fields["r"])
             if len(batch) < 5000:
                 return
-            start = "(" + batch[-1][0]
+            start = "(" + text(batch[-1][0] or "")
     finally:
         client.close()
 
 
-def _setting(query: dict[str, str], name: str, default, kind: type, least: float | None = None):
+def _setting(query: dict[str, str], name: str, default: Any, kind: type, least: float | None = None) -> Any:
     """One of the store's own URL parameters, taken out of ``query`` (they are not redis-py's)."""
     text = query.pop(name, None)
     if text is None:
@@ -601,11 +615,11 @@ def _unique() -> str:
 _PROCESS = f"{os.getpid()}-{os.urandom(4).hex()}"
 
 
-def _unexpired(entries: list[bytes], now: float) -> list[dict]:
+def _unexpired(entries: list[bytes], now: float) -> list[dict[str, Any]]:
     """The messages of packed queue entries, without those past their expiry."""
     return [message for expires_at, message in map(_unpack_entry, entries) if expires_at > now]
 
 
-def _unpack_entry(data: bytes) -> tuple[float, dict]:
+def _unpack_entry(data: bytes) -> tuple[float, dict[str, Any]]:
     expires_at, message = msgpack.unpackb(data, raw=False)
     return expires_at, message

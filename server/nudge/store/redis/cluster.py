@@ -28,12 +28,14 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
 
 from nudge.store.base import Handler
 from nudge.store.keys import Keys
+from nudge.store.redis.replies import text
 from nudge.store.redis.scripts import HOLD, RELEASE
 
 log = logging.getLogger("nudge.relay")
@@ -51,13 +53,13 @@ class RedisCluster:
         self.channel = keys.node_channel(node)
         self.handler = handler  # awaited for every record that arrives, in order
         self._pubsub: aioredis.client.PubSub | None = None
-        self._listener: asyncio.Task | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._sent_ping: str | None = None  # the nonce of the last probe published
         self._heard_ping: str | None = None  # the nonce of the last probe received
         self.healthy = False  # subscribed, no probe missed, and Redis took the last one
         self.resubscribed = 0  # how many times the listener was found dead and replaced
         self.received = 0  # records handled
-        self._handling: set[asyncio.Task] = set()  # handlers still running
+        self._handling: set[asyncio.Task[None]] = set()  # handlers still running
         self._hold = client.register_script(HOLD)
         self._release = client.register_script(RELEASE)
 
@@ -119,11 +121,16 @@ class RedisCluster:
             log.warning("relay: listener stopped (%s); it is replaced at the next check", exc)
             self.healthy = False
 
-    async def _handle(self, record: dict) -> None:
+    async def _handle(self, record: dict[str, Any]) -> None:
         try:
             await self.handler(record)
         except Exception:
             log.exception("relay: handling %s failed", record.get("op"))
+
+    @property
+    def probe_answered(self) -> bool:
+        """The last probe published came back to the listener (or none was sent yet)."""
+        return self._heard_ping == self._sent_ping
 
     async def check(self) -> bool:
         """Probe the listener; replace it when the previous probe never came back. Returns
@@ -151,11 +158,11 @@ class RedisCluster:
             log.debug("relay: probe not sent (%s)", exc)
         return self.healthy
 
-    async def send(self, node: str, record: dict) -> bool:
+    async def send(self, node: str, record: dict[str, Any]) -> bool:
         """Publish a record to ``node``; False when no listener of that node heard it."""
         return await self.client.publish(self.keys.node_channel(node), msgpack.packb(record)) > 0
 
-    async def broadcast(self, record: dict) -> int:
+    async def broadcast(self, record: dict[str, Any]) -> int:
         """Publish a record to every node (this one included); how many listeners heard it."""
         return await self.client.publish(self.keys.nodes_channel(), msgpack.packb(record))
 
@@ -178,4 +185,4 @@ class RedisCluster:
     async def holders(self, site: str, visitor: str) -> dict[str, str]:
         """session -> node, for every session of the visitor some node holds."""
         found = await self.client.hgetall(self.keys.whereabouts(site, visitor))
-        return {k.decode(): v.decode() for k, v in found.items()}
+        return {text(k): text(v) for k, v in found.items()}

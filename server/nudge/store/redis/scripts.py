@@ -157,23 +157,37 @@ end
 return taken
 """
 
-SAVE_SESSION = """
--- KEYS[1]: the session (hash: seq, state, owner)
--- ARGV[1]: the packed session state
--- ARGV[2]: its last applied event seq
--- ARGV[3]: time to live in ms
--- ARGV[4]: the writing node ("" for none)
--- ARGV[5]: the session's visitor id
--- returns 1 when written; 0 when another node owns the session now (it was resumed there) or
---   the stored session has applied later events (a stale writer)
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and ARGV[4] ~= '' and owner ~= ARGV[4] then return 0 end
-local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
-if stored > tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'state', ARGV[1], 'visitor', ARGV[5])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[4]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+SAVE_SESSIONS = """
+-- KEYS[i]: the sessions (hashes: seq, state, owner, visitor)
+-- ARGV[1]: the writing node ("" for none)
+-- ARGV[4i-2 .. 4i+1], for KEYS[i]: the packed session state, its last applied event seq, its time
+--   to live in ms, the session's visitor id
+-- returns how many were written; a session is not when another node owns it now (it was resumed
+--   there) or the stored session has applied later events (a stale writer)
+local node = ARGV[1]
+local written = 0
+for i, key in ipairs(KEYS) do
+  local at = 4 * i - 2
+  local stored = redis.call('HMGET', key, 'owner', 'seq')
+  local owner = stored[1]
+  if not (owner and node ~= '' and owner ~= node) and tonumber(stored[2] or '-1') <= tonumber(ARGV[at + 1]) then
+    redis.call('HSET', key, 'seq', ARGV[at + 1], 'state', ARGV[at], 'visitor', ARGV[at + 3])
+    if node ~= '' then redis.call('HSET', key, 'owner', node) end
+    redis.call('PEXPIRE', key, ARGV[at + 2])
+    written = written + 1
+  end
+end
+return written
+"""
+
+SAVE_VISITORS = """
+-- KEYS[i]: the visitors' state keys
+-- ARGV[1]: their time to live in ms; ARGV[i + 1]: the packed state for KEYS[i]
+-- returns how many were written (all: last writer wins)
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
+end
+return #KEYS
 """
 
 OWN_SESSION = """
