@@ -54,9 +54,9 @@ class Running:
 
 # What serves /ws (--ws-server): the tests of the protocol, the gateway, limits, attacks and the
 # snippet run on each layer (the ``socket_layer`` fixture); the others on NUDGE_TEST_WS_SERVER's
-# (default: the server's own default, auto).
+# (default: the server's own default, uvicorn).
 LAYERS = ("uvicorn", "picows")
-_layer = [os.environ.get("NUDGE_TEST_WS_SERVER", "auto")]
+_layer = [os.environ.get("NUDGE_TEST_WS_SERVER", "uvicorn")]
 
 
 @pytest.fixture(params=LAYERS)

@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--ws-server", choices=["auto", "uvicorn", "picows"],
                        help="what serves /ws on the server's port: picows (pip install 'nudge-server[picows]'), HTTP staying on "
                             "uvicorn, or uvicorn itself; auto: picows when installed and --deflate is off "
-                            "(NUDGE_WS_SERVER; default auto; docs/scaling.md)")
+                            "(NUDGE_WS_SERVER; default uvicorn; docs/scaling.md)")
     serve.add_argument("--deflate", action="store_true", help="enable per-message deflate (NUDGE_DEFLATE); costs throughput and memory")
     serve.add_argument("--record", type=Path, help="write the event log to this directory, for nudge replay (NUDGE_RECORD)")
     serve.add_argument("--record-retention", type=float, help="seconds event log files are kept (NUDGE_RECORD_RETENTION; default 7 days)")

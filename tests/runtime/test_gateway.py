@@ -452,9 +452,10 @@ async def test_the_chosen_socket_layer_serves_ws_and_http_shares_its_port(start_
 def test_auto_picks_picows_when_installed_and_uvicorn_for_deflate():
     from nudge.runtime.config import Settings
 
-    assert Settings().ws_server == "auto"
-    assert Settings().socket_layer() == "picows"  # installed with the tests (scripts/setup)
-    assert Settings(deflate=True).socket_layer() == "uvicorn"  # picows has no per-message deflate
+    assert Settings().ws_server == "uvicorn"  # the default until picows passes the whole suite
+    assert Settings().socket_layer() == "uvicorn"
+    assert Settings(ws_server="auto").socket_layer() == "picows"  # installed with the tests (scripts/setup)
+    assert Settings(ws_server="auto", deflate=True).socket_layer() == "uvicorn"  # picows has no per-message deflate
     assert Settings(ws_server="uvicorn").socket_layer() == "uvicorn"
     assert "picows has no per-message deflate" in "; ".join(Settings(ws_server="picows", deflate=True).problems())
     assert "ws_server must be" in "; ".join(Settings(ws_server="h2").problems())

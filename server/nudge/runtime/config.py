@@ -84,7 +84,7 @@ class Settings:
     outbox_limit: int = 64  # unacknowledged messages kept per session
     send_queue_limit: int = 256  # frames waiting for a slow reader before it is disconnected
     ws: str = "websockets-sansio"  # uvicorn WebSocket implementation
-    ws_server: str = "auto"  # what serves /ws: uvicorn (with ``ws``), picows (same port; docs/scaling.md), or auto
+    ws_server: str = "uvicorn"  # what serves /ws: uvicorn (with ``ws``), picows (same port; docs/scaling.md), or auto
     deflate: bool = False  # per-message deflate: costs 3-4x throughput, so off unless asked
     ping_interval: float = 20.0
     record: Path | None = None  # write the event log here (docs/replay.md)
