@@ -21,20 +21,15 @@ multiple of the echo's in the same round (the target: at most 2×, in every roun
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from run import BENCH, PYTHON, ROOT, Target, free_port, load, raise_fd_limit
-
-ENV = {
-    "NUDGE_EVENTS_PER_SECOND": "1000000", "NUDGE_EVENT_BURST": "1000000", "NUDGE_LOG_LEVEL": "warning",
-    "NUDGE_GRACE": "30", "NUDGE_MAX_CONNECTIONS_PER_IP": "0",
-}
+from redis_latency import ENV
+from redis_latency import Watched as LagWatched
+from run import BENCH, PYTHON, ROOT, Target, load, raise_fd_limit
 
 HOG = """
 import sys, time
@@ -47,48 +42,16 @@ while True:
 """
 
 
-class Watched(Target):
-    """A server under bench/lagmon.py, on core 0, whose stderr (the lag and gc lines) goes to a file."""
+class Watched(LagWatched):
+    """A server under bench/lagmon.py, on core 0 (started and stopped as bench/redis_latency.py's), whose stderr (the lag and gc lines) goes to a file."""
 
     def __init__(self, name: str, command: list[str], source: Path | None = None) -> None:
         env = dict(ENV)
         if source is not None:
             env["PYTHONPATH"] = str(source / "server")
-        super().__init__(name, "nudge", [PYTHON, str(BENCH / "lagmon.py"), *command], "/ws", env)
+        Target.__init__(self, name, "nudge", [PYTHON, str(BENCH / "lagmon.py"), *command], "/ws", env)
         self.errors = Path(tempfile.mkstemp(prefix="nudge-neighbour-", suffix=".log")[1])
-
-    def start(self) -> bool:
-        import socket
-
-        self.port = free_port()
-        command = [part.format(port=self.port) for part in self.command]
-        with self.errors.open("wb") as errors:
-            self.proc = subprocess.Popen(
-                ["taskset", "-c", "0", *command], cwd=ROOT, env=dict(os.environ, **self.env),
-                stdout=subprocess.DEVNULL, stderr=errors,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                time.sleep(0.3)
-                return True
-            except OSError:
-                time.sleep(0.1)
-        return False
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
+        self.hung = False
 
     def watched(self) -> tuple[list[float], dict[int, float], dict[int, float]]:
         """Every lag sample (ms), the longest collection of each generation (ms of wall time), and

@@ -40,6 +40,8 @@ from run import BENCH, PYTHON, ROOT, Target, free_port, load, raise_fd_limit
 ENV = {
     "NUDGE_EVENTS_PER_SECOND": "1000000", "NUDGE_EVENT_BURST": "1000000", "NUDGE_LOG_LEVEL": "warning",
     "NUDGE_GRACE": "30", "NUDGE_MAX_CONNECTIONS_PER_IP": "0",
+    # every browser of the load comes from 127.0.0.1: the budgets before a request are lifted
+    "NUDGE_MAX_PENDING_CONNECTIONS_PER_IP": "0", "NUDGE_MAX_PENDING_CONNECTIONS": "0", "NUDGE_NEW_CONNECTIONS_PER_IP": "0",
 }
 
 
